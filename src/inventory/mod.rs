@@ -1,0 +1,21 @@
+//! The inventory: slipway's one source of truth, as plain data.
+//!
+//! Networks, clusters, nodes, boot profiles and load-balancer pools. An `Inventory` is an
+//! immutable snapshot: writers build a new one with [`Inventory::apply`] (pure, validated) and
+//! the store publishes it; readers (DHCP, DNS, boot, LB, API) hold an `Arc<Inventory>` and never
+//! lock. This module does no I/O.
+
+mod change;
+mod lease;
+mod model;
+pub mod types;
+mod validate;
+
+pub use lease::{Lease, LeaseState};
+pub use change::{Action, ChangeError, Object, Op, Outcome};
+pub use model::*;
+pub use types::{DomainName, MacAddr, Name, Timestamp};
+pub use validate::{Problem, validate};
+
+#[cfg(test)]
+pub(crate) use validate::tests::{lab as test_lab, node as test_node};

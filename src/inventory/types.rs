@@ -1,0 +1,259 @@
+//! Identity newtypes shared by every subsystem: names, MAC addresses, timestamps.
+//!
+//! Each type parses from and prints to the one text form operators write, so the
+//! config file, the admin API and the CLI all accept and show the same thing.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Implements `Display`, `FromStr`-backed serde and an OpenAPI string schema.
+macro_rules! text_type {
+    ($ty:ident, $example:expr, $description:expr) => {
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+        impl utoipa::PartialSchema for $ty {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .description(Some($description))
+                    .examples([serde_json::json!($example)])
+                    .into()
+            }
+        }
+        impl utoipa::ToSchema for $ty {}
+    };
+}
+
+/// A DNS-label style name: 1-63 of `a-z`, `0-9`, `-`, not starting or ending with `-`.
+/// Used for nodes, clusters, networks, profiles, pools and frontends.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name(String);
+
+impl Name {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Name {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        check_label(s).map(|()| Name(s.to_owned()))
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+text_type!(Name, "worker-0", "DNS label: 1-63 of a-z, 0-9 and '-', not starting or ending with '-'");
+
+fn check_label(s: &str) -> Result<(), String> {
+    let shown = shown(s);
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.len() > 63 {
+        return Err(format!("'{shown}' is longer than 63 characters"));
+    }
+    if let Some(bad) = s.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+        return Err(format!("'{shown}' contains '{}': use only a-z, 0-9 and '-'", bad.escape_default()));
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        return Err(format!("'{shown}' must not start or end with '-'"));
+    }
+    Ok(())
+}
+
+/// A value as it may be shown in an error: at most 80 characters, control characters escaped.
+pub fn shown(s: &str) -> String {
+    let mut out: String = s.chars().take(80).flat_map(char::escape_default).collect();
+    if s.chars().count() > 80 {
+        out.push_str("...");
+    }
+    out
+}
+
+/// A DNS name (domain or FQDN): dot-separated labels, at most 253 characters, no trailing dot.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DomainName(String);
+
+impl DomainName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DomainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for DomainName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let lowered = s.trim_end_matches('.').to_ascii_lowercase();
+        if lowered.len() > 253 {
+            return Err(format!("'{}' is longer than 253 characters", shown(s)));
+        }
+        for label in lowered.split('.') {
+            check_label(label).map_err(|e| format!("'{}' is not a domain name: label {e}", shown(s)))?;
+        }
+        Ok(DomainName(lowered))
+    }
+}
+
+text_type!(DomainName, "lab.example", "DNS domain name, e.g. lab.example");
+
+/// An Ethernet MAC address, normalised to lower-case `aa:bb:cc:dd:ee:ff`.
+/// Accepts `:` or `-` separators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{}' is not a MAC address (expected aa:bb:cc:dd:ee:ff)", shown(s));
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        if parts.len() != 6 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 6];
+        for (slot, part) in out.iter_mut().zip(&parts) {
+            if part.len() != 2 {
+                return Err(bad());
+            }
+            *slot = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        if out[0] & 1 == 1 {
+            return Err(format!("'{}' is a multicast MAC address, not a NIC's", shown(s)));
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+text_type!(MacAddr, "52:54:00:12:34:56", "Ethernet MAC address");
+
+/// A point in time, shown as RFC 3339 UTC with milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub SystemTime);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Timestamp(SystemTime::now())
+    }
+
+    pub fn from_unix_millis(ms: u64) -> Self {
+        Timestamp(UNIX_EPOCH + Duration::from_millis(ms))
+    }
+
+    pub fn unix_millis(self) -> u64 {
+        self.0
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = Timestamp::from_unix_millis(self.unix_millis());
+        write!(f, "{}", humantime::format_rfc3339_millis(millis.0))
+    }
+}
+
+impl FromStr for Timestamp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        humantime::parse_rfc3339_weak(s)
+            .map(Timestamp)
+            .map_err(|e| format!("'{}' is not an RFC 3339 time: {e}", shown(s)))
+    }
+}
+
+text_type!(Timestamp, "2026-11-22T10:00:00.000Z", "RFC 3339 time, UTC");
+
+/// Parses an operator-written duration such as `90s`, `12h` or `7days`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("'{}' is not a duration (e.g. 30s, 12h, 7days): {e}", shown(s)))
+}
+
+/// Formats a duration the way `parse_duration` reads it.
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_addresses_normalise_to_lower_case_colons() {
+        let mac: MacAddr = "52-54-00-AB-cd-EF".parse().expect("valid");
+        assert_eq!(mac.to_string(), "52:54:00:ab:cd:ef");
+    }
+
+    #[test]
+    fn malformed_mac_addresses_are_refused_with_the_value() {
+        for bad in ["", "52:54:00:ab:cd", "52:54:00:ab:cd:ef:01", "52:54:00:ab:cd:eg", "525:4:00:ab:cd:ef", "01:00:5e:00:00:01"] {
+            let err = bad.parse::<MacAddr>().expect_err(bad);
+            assert!(err.contains(&format!("'{bad}'")), "{err}");
+        }
+    }
+
+    #[test]
+    fn names_are_dns_labels() {
+        assert!("worker-0".parse::<Name>().is_ok());
+        for bad in ["", "-a", "a-", "Worker", "a_b", "a.b", &"x".repeat(64)] {
+            assert!(bad.parse::<Name>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn domain_names_lower_case_and_drop_the_root_dot() {
+        let d: DomainName = "Lab.Example.".parse().expect("valid");
+        assert_eq!(d.as_str(), "lab.example");
+        assert!("lab..example".parse::<DomainName>().is_err());
+    }
+
+    #[test]
+    fn timestamps_round_trip_through_text() {
+        let t = Timestamp::from_unix_millis(1_795_000_000_123);
+        let back: Timestamp = t.to_string().parse().expect("parses");
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn errors_show_control_characters_escaped() {
+        let err = "a\u{0}b".parse::<Name>().expect_err("nul");
+        assert!(err.contains("\\u{0}"), "{err}");
+    }
+}

@@ -1,0 +1,7 @@
+//! slipway: one daemon that turns empty VMs into Kubernetes clusters.
+//!
+//! See DESIGN.md for the map. Subsystems read the [`inventory`] as snapshots published by the
+//! [`store`]; the [`api`] is the admin surface; [`app`] wires everything under one shutdown.
+
+pub mod inventory;
+pub mod store;

@@ -1,0 +1,394 @@
+//! The event log: typed events from every subsystem, persisted with bounded retention and
+//! broadcast live.
+//!
+//! `append` never blocks and never waits for the disk: it stamps the event, broadcasts it and
+//! hands it to one writer thread that commits batches (group commit) and prunes by count and
+//! age. When the writer falls behind by more than the queue holds, events are counted as
+//! dropped rather than stalling a packet path.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, oneshot};
+use utoipa::ToSchema;
+
+use super::StoreError;
+use super::schema::EVENTS;
+use crate::inventory::{Action, ConfigKind, Kind, MacAddr, Name, Timestamp};
+
+/// The subsystem that reported an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    Daemon,
+    Api,
+    Dhcp,
+    Dns,
+    Tftp,
+    Http,
+    Lb,
+    Hypervisor,
+    Cluster,
+}
+
+/// What happened. Serialised with a `type` tag in snake_case (`lease_acked`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A machine spoke to slipway for the first time in a while.
+    MachineSeen {
+        #[schema(value_type = Option<String>)]
+        ip: Option<Ipv4Addr>,
+    },
+    LeaseOffered {
+        #[schema(value_type = String)]
+        ip: Ipv4Addr,
+    },
+    LeaseAcked {
+        #[schema(value_type = String)]
+        ip: Ipv4Addr,
+        lease_secs: u32,
+    },
+    LeaseNaked {
+        #[schema(value_type = String)]
+        ip: Ipv4Addr,
+        reason: String,
+    },
+    LeaseDeclined {
+        #[schema(value_type = String)]
+        ip: Ipv4Addr,
+    },
+    LeaseReleased {
+        #[schema(value_type = String)]
+        ip: Ipv4Addr,
+    },
+    PoolExhausted {
+        network: Name,
+    },
+    BootScriptServed {
+        profile: Option<Name>,
+    },
+    FileFetched {
+        path: String,
+        bytes: u64,
+    },
+    ConfigFetched {
+        config: ConfigKind,
+    },
+    PhoneHome {
+        #[schema(value_type = String)]
+        ip: Ipv4Addr,
+    },
+    BackendUp {
+        pool: Name,
+        backend: String,
+    },
+    BackendDown {
+        pool: Name,
+        backend: String,
+        reason: String,
+    },
+    VmCreated {
+        vm: String,
+        hypervisor: String,
+    },
+    VmDeleted {
+        vm: String,
+        hypervisor: String,
+    },
+    InventoryChanged {
+        object: Kind,
+        name: Name,
+        action: Action,
+    },
+    DaemonStarted {
+        version: String,
+    },
+    DaemonStopping,
+}
+
+impl EventKind {
+    /// The `type` tag, as used by the `type` filter.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventKind::MachineSeen { .. } => "machine_seen",
+            EventKind::LeaseOffered { .. } => "lease_offered",
+            EventKind::LeaseAcked { .. } => "lease_acked",
+            EventKind::LeaseNaked { .. } => "lease_naked",
+            EventKind::LeaseDeclined { .. } => "lease_declined",
+            EventKind::LeaseReleased { .. } => "lease_released",
+            EventKind::PoolExhausted { .. } => "pool_exhausted",
+            EventKind::BootScriptServed { .. } => "boot_script_served",
+            EventKind::FileFetched { .. } => "file_fetched",
+            EventKind::ConfigFetched { .. } => "config_fetched",
+            EventKind::PhoneHome { .. } => "phone_home",
+            EventKind::BackendUp { .. } => "backend_up",
+            EventKind::BackendDown { .. } => "backend_down",
+            EventKind::VmCreated { .. } => "vm_created",
+            EventKind::VmDeleted { .. } => "vm_deleted",
+            EventKind::InventoryChanged { .. } => "inventory_changed",
+            EventKind::DaemonStarted { .. } => "daemon_started",
+            EventKind::DaemonStopping => "daemon_stopping",
+        }
+    }
+}
+
+/// Which machine an event concerns, when it concerns one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Subject {
+    pub node: Option<Name>,
+    pub mac: Option<MacAddr>,
+}
+
+/// One recorded event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    /// Increases by one per event; use it to resume (`after`).
+    pub seq: u64,
+    pub time: Timestamp,
+    pub source: Source,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<Name>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    pub details: EventKind,
+}
+
+/// How much history to keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    pub max_count: u64,
+    pub max_age: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { max_count: 100_000, max_age: Duration::from_secs(7 * 24 * 3600) }
+    }
+}
+
+/// Which events a query or a follow wants. Every set field must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub node: Option<Name>,
+    pub mac: Option<MacAddr>,
+    pub source: Option<Source>,
+    /// `EventKind::type_name` values; empty matches every type.
+    pub types: Vec<String>,
+    pub since: Option<Timestamp>,
+    /// Only events with a larger sequence number.
+    pub after: Option<u64>,
+}
+
+impl Filter {
+    pub fn matches(&self, e: &Event) -> bool {
+        self.node.as_ref().is_none_or(|n| e.node.as_ref() == Some(n))
+            && self.mac.is_none_or(|m| e.mac == Some(m))
+            && self.source.is_none_or(|s| e.source == s)
+            && (self.types.is_empty() || self.types.iter().any(|t| t == e.details.type_name()))
+            && self.since.is_none_or(|t| e.time >= t)
+            && self.after.is_none_or(|a| e.seq > a)
+    }
+}
+
+enum Message {
+    Event(Event),
+    Flush(oneshot::Sender<()>),
+    Stop,
+}
+
+/// Most events a batch commits at once.
+const BATCH: usize = 4096;
+/// Events the writer queue holds before `append` starts dropping.
+const QUEUE: usize = 65_536;
+
+/// Handle to the event log; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct EventLog {
+    inner: Arc<LogInner>,
+}
+
+#[derive(Debug)]
+struct LogInner {
+    db: Arc<Database>,
+    next_seq: AtomicU64,
+    queue: SyncSender<Message>,
+    live: broadcast::Sender<Arc<Event>>,
+    dropped: AtomicU64,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl EventLog {
+    /// Starts the log over the store's database; the writer thread runs until `close`.
+    pub fn open(store: &super::Store, retention: Retention) -> Result<EventLog, StoreError> {
+        let db = store.database();
+        let last = {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(EVENTS)?;
+            table.last()?.map(|(k, _)| k.value()).unwrap_or(0)
+        };
+        let (queue, rx) = mpsc::sync_channel(QUEUE);
+        let (live, _) = broadcast::channel(4096);
+        let writer_db = db.clone();
+        let writer = std::thread::Builder::new()
+            .name("slipway-events".into())
+            .spawn(move || write_loop(&writer_db, &rx, retention))
+            .map_err(|e| StoreError::Db(redb::StorageError::Io(e).into()))?;
+        Ok(EventLog {
+            inner: Arc::new(LogInner {
+                db,
+                next_seq: AtomicU64::new(last + 1),
+                queue,
+                live,
+                dropped: AtomicU64::new(0),
+                writer: Mutex::new(Some(writer)),
+            }),
+        })
+    }
+
+    /// Records an event now. Never blocks.
+    pub fn append(&self, source: Source, subject: Subject, details: EventKind) -> Arc<Event> {
+        self.append_at(Timestamp::now(), source, subject, details)
+    }
+
+    /// Records an event with a given time (for tests and imports).
+    pub fn append_at(&self, time: Timestamp, source: Source, subject: Subject, details: EventKind) -> Arc<Event> {
+        let event = Event {
+            seq: self.inner.next_seq.fetch_add(1, Ordering::Relaxed),
+            time,
+            source,
+            node: subject.node,
+            mac: subject.mac,
+            details,
+        };
+        let event = Arc::new(event);
+        // No live subscribers is normal.
+        let _ = self.inner.live.send(event.clone());
+        match self.inner.queue.try_send(Message::Event((*event).clone())) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        event
+    }
+
+    /// Events that could not be persisted because the writer was behind or closed.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Live events appended from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.inner.live.subscribe()
+    }
+
+    /// Waits until every event appended before this call is on disk.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.queue.send(Message::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Flushes and stops the writer thread. Later appends are counted as dropped.
+    pub fn close(&self) {
+        let handle = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = self.inner.queue.send(Message::Stop);
+            let _ = handle.join();
+        }
+    }
+
+    /// Stored events matching `filter`: the last `limit` of them in order, or, with
+    /// `filter.after`, the first `limit` after that sequence number.
+    pub fn query(&self, filter: &Filter, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        let start = filter.after.map_or(0, |a| a.saturating_add(1));
+        let rows = table.range(start..)?;
+        let decode_row = |row: Result<(redb::AccessGuard<u64>, redb::AccessGuard<(u64, &[u8])>), redb::StorageError>| -> Result<Option<Event>, StoreError> {
+            let (key, value) = row?;
+            let (_, json) = value.value();
+            let event: Event = super::decode("events", key.value(), json)?;
+            Ok(filter.matches(&event).then_some(event))
+        };
+        if filter.after.is_some() {
+            for row in rows {
+                if out.len() >= limit {
+                    break;
+                }
+                out.extend(decode_row(row)?);
+            }
+        } else {
+            for row in rows.rev() {
+                if out.len() >= limit {
+                    break;
+                }
+                out.extend(decode_row(row)?);
+            }
+            out.reverse();
+        }
+        Ok(out)
+    }
+}
+
+fn write_loop(db: &Database, rx: &Receiver<Message>, retention: Retention) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut flushes = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut stop = false;
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Message::Event(e) => batch.push(e),
+                Message::Flush(tx) => flushes.push(tx),
+                Message::Stop => stop = true,
+            }
+            next = if batch.len() < BATCH { rx.try_recv().ok() } else { None };
+        }
+        if let Err(e) = commit_batch(db, &batch, retention) {
+            tracing::error!(error = %e, lost = batch.len(), "event log: cannot write events");
+        }
+        batch.clear();
+        for tx in flushes.drain(..) {
+            let _ = tx.send(());
+        }
+        if stop {
+            break;
+        }
+    }
+}
+
+fn commit_batch(db: &Database, batch: &[Event], retention: Retention) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    {
+        let mut table = txn.open_table(EVENTS)?;
+        for e in batch {
+            let json = serde_json::to_vec(e).unwrap_or_default();
+            table.insert(e.seq, (e.time.unix_millis(), json.as_slice()))?;
+        }
+        let cutoff = Timestamp::now().unix_millis().saturating_sub(u64::try_from(retention.max_age.as_millis()).unwrap_or(u64::MAX));
+        let mut excess = table.len()?.saturating_sub(retention.max_count);
+        loop {
+            let expired = match table.first()? {
+                Some((_, value)) => excess > 0 || value.value().0 < cutoff,
+                None => false,
+            };
+            if !expired {
+                break;
+            }
+            table.pop_first()?;
+            excess = excess.saturating_sub(1);
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}

@@ -1,0 +1,305 @@
+//! Persistence: the inventory objects created through the API, leases and the event log, in one
+//! redb file under the state directory.
+//!
+//! Every change is one transaction; only after it commits is the next inventory snapshot
+//! published on a `watch` channel. A change that fails validation or storage leaves the previous
+//! snapshot in force. This module decides nothing about protocols.
+
+pub mod events;
+pub mod schema;
+
+use std::fs::{self, DirBuilder};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::inventory::{Action, HasOrigin, ChangeError, Inventory, Kind, Lease, LeaseState, Name, Op, Origin, Outcome, Timestamp, validate};
+use schema::{CLUSTERS, INVENTORY_VERSION_KEY, LEASES, META, NODES, PROFILES, SCHEMA_VERSION};
+
+/// The store's file name inside the state directory.
+pub const FILE_NAME: &str = "slipway.redb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir { path: PathBuf, source: std::io::Error },
+    #[error("store {path} is open in another process (is another slipway running with the same state directory?)")]
+    InUse { path: PathBuf },
+    #[error("cannot open store {path}: {source}")]
+    Open { path: PathBuf, source: redb::DatabaseError },
+    #[error(
+        "store {path} was written by a newer slipway (schema version {found}; this build understands up to {supported}); \
+         run the newer slipway or restore a backup"
+    )]
+    NewerSchema { path: PathBuf, found: u64, supported: u64 },
+    #[error("store {table} entry {key} cannot be read: {message}")]
+    Corrupt { table: &'static str, key: String, message: String },
+    #[error("the stored objects conflict with the config file: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Conflict(Vec<crate::inventory::Problem>),
+    #[error(transparent)]
+    Change(#[from] ChangeError),
+    #[error("no lease for {0}")]
+    NoLease(Ipv4Addr),
+    #[error("store: {0}")]
+    Db(#[from] redb::Error),
+}
+
+macro_rules! db_error_from {
+    ($($ty:ty),*) => {$(
+        impl From<$ty> for StoreError {
+            fn from(e: $ty) -> Self {
+                StoreError::Db(e.into())
+            }
+        }
+    )*};
+}
+db_error_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+/// The store: cheap to clone, safe to share across tasks and threads.
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Arc<Database>,
+    path: PathBuf,
+    /// Serialises writers so each change is computed from the latest snapshot.
+    writer: Mutex<()>,
+    snapshot: watch::Sender<Arc<Inventory>>,
+    #[cfg(test)]
+    fail_next_commit: std::sync::atomic::AtomicBool,
+}
+
+fn table_of(kind: Kind) -> Option<TableDefinition<'static, &'static str, &'static [u8]>> {
+    match kind {
+        Kind::Node => Some(NODES),
+        Kind::Cluster => Some(CLUSTERS),
+        Kind::Profile => Some(PROFILES),
+        _ => None,
+    }
+}
+
+fn decode<T: DeserializeOwned>(table: &'static str, key: impl ToString, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { table, key: key.to_string(), message: e.to_string() })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising plain data with string keys into a Vec cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `state_dir`, migrates it to this build's schema,
+    /// merges the API-created objects with `declared` (the config file's objects, which win on a
+    /// name clash) and publishes the first snapshot.
+    pub fn open(state_dir: &Path, declared: Inventory) -> Result<Store, StoreError> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|source| StoreError::StateDir { path: state_dir.to_owned(), source })?;
+        let path = state_dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|source| match source {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
+            source => StoreError::Open { path: path.clone(), source },
+        })?;
+        let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
+
+        let txn = db.begin_write()?;
+        let found = schema::version(&txn)?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema { path, found, supported: SCHEMA_VERSION });
+        }
+        if found < SCHEMA_VERSION {
+            schema::migrate(&txn, found)?;
+        }
+        let inventory = load(&txn, declared)?;
+        txn.commit()?;
+
+        let (snapshot, _) = watch::channel(Arc::new(inventory));
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db: Arc::new(db),
+                path,
+                writer: Mutex::new(()),
+                snapshot,
+                #[cfg(test)]
+                fail_next_commit: Default::default(),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub(crate) fn database(&self) -> Arc<Database> {
+        self.inner.db.clone()
+    }
+
+    /// The inventory in force now.
+    pub fn snapshot(&self) -> Arc<Inventory> {
+        self.inner.snapshot.borrow().clone()
+    }
+
+    /// A receiver that sees every published snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Inventory>> {
+        self.inner.snapshot.subscribe()
+    }
+
+    /// Whether the store answers reads.
+    pub fn is_healthy(&self) -> bool {
+        self.inner.db.begin_read().is_ok_and(|t| t.open_table(META).is_ok())
+    }
+
+    /// Applies a change as one transaction and publishes the next snapshot after commit.
+    /// Blocking (it waits for the disk): call it from `spawn_blocking` in async code.
+    pub fn apply(&self, ops: &[Op]) -> Result<(Arc<Inventory>, Vec<Outcome>), StoreError> {
+        let _writer = self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.snapshot();
+        let (next, outcomes) = current.apply(ops)?;
+        if next.version == current.version {
+            return Ok((current, outcomes));
+        }
+        let txn = self.inner.db.begin_write()?;
+        for outcome in &outcomes {
+            let Some(def) = table_of(outcome.kind) else { continue };
+            let mut table = txn.open_table(def)?;
+            let key = outcome.name.as_str();
+            match (outcome.action, outcome.kind) {
+                (Action::Deleted, _) => {
+                    table.remove(key)?;
+                }
+                (Action::Unchanged, _) => {}
+                (_, Kind::Node) => put(&mut table, key, next.nodes.get(key))?,
+                (_, Kind::Cluster) => put(&mut table, key, next.clusters.get(key))?,
+                (_, _) => put(&mut table, key, next.profiles.get(key))?,
+            }
+        }
+        txn.open_table(META)?.insert(INVENTORY_VERSION_KEY, next.version)?;
+        self.commit(txn)?;
+        let next = Arc::new(next);
+        self.inner.snapshot.send_replace(next.clone());
+        Ok((next, outcomes))
+    }
+
+    fn commit(&self, txn: WriteTransaction) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self.inner.fail_next_commit.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            txn.abort()?;
+            return Err(StoreError::Db(redb::StorageError::Io(std::io::Error::other("injected commit failure")).into()));
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every lease, ordered by address.
+    pub fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(LEASES)?;
+        let mut out = Vec::with_capacity(usize::try_from(table.len()?).unwrap_or(0));
+        for row in table.iter()? {
+            let (key, value) = row?;
+            out.push(decode("leases", Ipv4Addr::from(key.value()), value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Writes leases durably in one transaction (the DHCP server calls this before it ACKs).
+    pub fn put_leases(&self, leases: &[Lease]) -> Result<(), StoreError> {
+        let txn = self.inner.db.begin_write()?;
+        {
+            let mut table = txn.open_table(LEASES)?;
+            for lease in leases {
+                table.insert(u32::from(lease.ip), encode(lease).as_slice())?;
+            }
+        }
+        self.commit(txn)
+    }
+
+    /// Marks the lease on `ip` released, so its address can be handed out again.
+    pub fn release_lease(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Lease, StoreError> {
+        let txn = self.inner.db.begin_write()?;
+        let lease = {
+            let mut table = txn.open_table(LEASES)?;
+            let mut lease: Lease = match table.get(u32::from(ip))? {
+                Some(bytes) => decode("leases", ip, bytes.value())?,
+                None => return Err(StoreError::NoLease(ip)),
+            };
+            lease.state = LeaseState::Released;
+            lease.expires = now;
+            lease.updated = now;
+            table.insert(u32::from(ip), encode(&lease).as_slice())?;
+            lease
+        };
+        self.commit(txn)?;
+        Ok(lease)
+    }
+
+    #[cfg(test)]
+    fn fail_next_commit(&self) {
+        self.inner.fail_next_commit.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn put<T: Serialize>(table: &mut redb::Table<&str, &[u8]>, key: &str, value: Option<&T>) -> Result<(), StoreError> {
+    if let Some(value) = value {
+        table.insert(key, encode(value).as_slice())?;
+    }
+    Ok(())
+}
+
+/// Reads the API-created objects and merges them under the declared ones. A stored object whose
+/// name the config file now declares is dropped (the file wins), with a warning.
+fn load(txn: &WriteTransaction, mut inv: Inventory) -> Result<Inventory, StoreError> {
+    inv.version = txn.open_table(META)?.get(INVENTORY_VERSION_KEY)?.map(|v| v.value()).unwrap_or(0);
+    let mut adopted = Vec::new();
+    load_kind(txn, Kind::Node, &mut inv.nodes, &mut adopted)?;
+    load_kind(txn, Kind::Cluster, &mut inv.clusters, &mut adopted)?;
+    load_kind(txn, Kind::Profile, &mut inv.profiles, &mut adopted)?;
+    for (kind, name) in adopted {
+        if let Some(def) = table_of(kind) {
+            txn.open_table(def)?.remove(name.as_str())?;
+        }
+        tracing::warn!(%kind, %name, "the config file now declares this object; dropped the copy created through the API");
+    }
+    inv.reindex();
+    let problems = validate(&inv);
+    if !problems.is_empty() {
+        return Err(StoreError::Conflict(problems));
+    }
+    Ok(inv)
+}
+
+fn load_kind<T: HasOrigin + DeserializeOwned>(
+    txn: &WriteTransaction,
+    kind: Kind,
+    map: &mut std::collections::BTreeMap<Name, T>,
+    adopted: &mut Vec<(Kind, Name)>,
+) -> Result<(), StoreError> {
+    let Some(def) = table_of(kind) else { return Ok(()) };
+    let table = txn.open_table(def)?;
+    for row in table.iter()? {
+        let (key, value) = row?;
+        let name: Name = key.value().parse().map_err(|message| StoreError::Corrupt { table: kind.config_table(), key: key.value().into(), message })?;
+        if map.contains_key(&name) {
+            adopted.push((kind, name));
+            continue;
+        }
+        let mut object: T = decode(kind.config_table(), &name, value.value())?;
+        *object.origin_mut() = Origin::Api;
+        map.insert(name, object);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,50 @@
+//! The on-disk layout: table definitions, the schema version and the migrations between versions.
+//!
+//! Version history:
+//! - 1: meta, nodes, clusters, profiles (JSON by name), leases (JSON by IPv4), events.
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+
+/// The schema this build writes. Raise it with a new entry in `MIGRATIONS`.
+pub const SCHEMA_VERSION: u64 = 1;
+
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
+pub const CLUSTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("clusters");
+pub const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
+pub const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases");
+/// Event sequence number -> (unix milliseconds, JSON).
+pub const EVENTS: TableDefinition<u64, (u64, &[u8])> = TableDefinition::new("events");
+
+pub const SCHEMA_KEY: &str = "schema_version";
+pub const INVENTORY_VERSION_KEY: &str = "inventory_version";
+
+type Migration = fn(&WriteTransaction) -> Result<(), redb::Error>;
+
+/// `MIGRATIONS[v]` turns a version-`v` store into version `v + 1`. Version 0 is an empty file.
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_v1];
+
+fn create_v1(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(META)?;
+    txn.open_table(NODES)?;
+    txn.open_table(CLUSTERS)?;
+    txn.open_table(PROFILES)?;
+    txn.open_table(LEASES)?;
+    txn.open_table(EVENTS)?;
+    Ok(())
+}
+
+/// The schema version recorded in the store (0 for a new file).
+pub fn version(txn: &WriteTransaction) -> Result<u64, redb::Error> {
+    let meta = txn.open_table(META)?;
+    Ok(meta.get(SCHEMA_KEY)?.map(|v| v.value()).unwrap_or(0))
+}
+
+/// Runs every migration from `from` up to `SCHEMA_VERSION` inside `txn`.
+pub fn migrate(txn: &WriteTransaction, from: u64) -> Result<(), redb::Error> {
+    for step in MIGRATIONS.iter().skip(usize::try_from(from).unwrap_or(usize::MAX)) {
+        step(txn)?;
+    }
+    txn.open_table(META)?.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+    Ok(())
+}

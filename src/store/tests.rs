@@ -1,0 +1,232 @@
+use std::time::Duration;
+
+use super::events::{EventKind, EventLog, Filter, Retention, Source, Subject};
+use super::*;
+use crate::inventory::{Node, Object, Role};
+
+fn lab() -> Inventory {
+    crate::inventory::test_lab()
+}
+
+fn worker(n: &str, last: u8) -> Node {
+    let mut node = crate::inventory::test_node(n, &format!("52:54:00:00:01:{last:02x}"), &format!("10.1.107.{}", 20 + last), Some("prod"), Some(Role::Worker));
+    node.labels.insert("rack".into(), "r1".into());
+    node
+}
+
+fn declared() -> Inventory {
+    let mut inv = lab();
+    for c in inv.clusters.values_mut() {
+        c.origin = Origin::Config;
+    }
+    for n in inv.nodes.values_mut() {
+        n.origin = Origin::Config;
+    }
+    inv
+}
+
+#[test]
+fn objects_round_trip_through_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), declared()).expect("open");
+    let (snap, out) = store.apply(&[Op::Create(Object::Node(worker("w0", 0)))]).expect("apply");
+    assert_eq!(out[0].action, Action::Created);
+    let version = snap.version;
+    drop(store);
+    let store = Store::open(dir.path(), declared()).expect("reopen");
+    let snap = store.snapshot();
+    assert_eq!(snap.version, version);
+    assert_eq!(snap.nodes.get("w0"), Some(&worker("w0", 0)));
+    assert_eq!(snap.nodes["master-0"].origin, Origin::Config);
+    assert_eq!(snap.node_by_ip("10.1.107.20".parse().expect("ip")).map(|n| n.name.as_str()), Some("w0"));
+}
+
+#[test]
+fn a_snapshot_is_published_after_each_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), declared()).expect("open");
+    let mut rx = store.subscribe();
+    let before = rx.borrow_and_update().version;
+    store.apply(&[Op::Put(Object::Node(worker("w0", 0)))]).expect("apply");
+    assert!(rx.has_changed().expect("sender alive"));
+    let snap = rx.borrow_and_update().clone();
+    assert_eq!(snap.version, before + 1);
+    assert!(snap.nodes.contains_key("w0"));
+}
+
+#[test]
+fn an_invalid_change_keeps_the_old_snapshot_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), declared()).expect("open");
+    let rx = store.subscribe();
+    let mut dup = worker("w0", 0);
+    dup.mac = "52:54:00:00:00:01".parse().expect("mac");
+    let err = store.apply(&[Op::Put(Object::Node(dup))]).expect_err("duplicate mac");
+    assert!(err.to_string().contains("mac = 52:54:00:00:00:01"), "{err}");
+    assert!(!rx.has_changed().expect("alive"));
+    drop(store);
+    assert!(!Store::open(dir.path(), declared()).expect("reopen").snapshot().nodes.contains_key("w0"));
+}
+
+#[test]
+fn a_failed_commit_keeps_the_old_snapshot_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), declared()).expect("open");
+    let before = store.snapshot();
+    store.fail_next_commit();
+    assert!(store.apply(&[Op::Put(Object::Node(worker("w0", 0)))]).is_err());
+    assert_eq!(store.snapshot(), before);
+    let (after, _) = store.apply(&[Op::Put(Object::Node(worker("w1", 1)))]).expect("next write works");
+    assert_eq!(after.version, before.version + 1);
+    assert!(!after.nodes.contains_key("w0"));
+    drop(store);
+    let reopened = Store::open(dir.path(), declared()).expect("reopen").snapshot();
+    assert!(!reopened.nodes.contains_key("w0") && reopened.nodes.contains_key("w1"));
+}
+
+#[test]
+fn a_store_from_a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(Store::open(dir.path(), declared()).expect("open"));
+    {
+        let db = Database::create(dir.path().join(FILE_NAME)).expect("db");
+        let txn = db.begin_write().expect("txn");
+        txn.open_table(META).expect("meta").insert(schema::SCHEMA_KEY, SCHEMA_VERSION + 1).expect("insert");
+        txn.commit().expect("commit");
+    }
+    let err = Store::open(dir.path(), declared()).expect_err("newer schema");
+    let text = err.to_string();
+    assert!(text.contains(&format!("schema version {}", SCHEMA_VERSION + 1)) && text.contains("newer slipway"), "{text}");
+}
+
+#[test]
+fn a_second_process_on_the_same_state_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _first = Store::open(dir.path(), declared()).expect("open");
+    let err = Store::open(dir.path(), declared()).expect_err("in use");
+    assert!(err.to_string().contains("another process"), "{err}");
+}
+
+#[test]
+fn the_config_file_adopts_an_object_of_the_same_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), declared()).expect("open");
+    store.apply(&[Op::Put(Object::Node(worker("w0", 0)))]).expect("apply");
+    drop(store);
+    let mut config = declared();
+    let mut w0 = worker("w0", 7);
+    w0.origin = Origin::Config;
+    config.nodes.insert(w0.name.clone(), w0.clone());
+    let snap = Store::open(dir.path(), config).expect("reopen").snapshot();
+    assert_eq!(snap.nodes["w0"], w0);
+}
+
+#[test]
+fn stored_objects_that_conflict_with_the_config_stop_the_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), declared()).expect("open");
+    store.apply(&[Op::Put(Object::Node(worker("w0", 0)))]).expect("apply");
+    drop(store);
+    let mut config = declared();
+    let mut other = worker("w9", 0);
+    other.origin = Origin::Config;
+    config.nodes.insert(other.name.clone(), other);
+    let err = Store::open(dir.path(), config).expect_err("duplicate mac");
+    assert!(err.to_string().contains("conflict with the config file") && err.to_string().contains("mac"), "{err}");
+}
+
+#[test]
+fn leases_are_stored_and_released() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), declared()).expect("open");
+    let now = Timestamp::from_unix_millis(1_800_000_000_000);
+    let lease = Lease {
+        ip: "10.1.107.100".parse().expect("ip"),
+        mac: "52:54:00:aa:bb:cc".parse().expect("mac"),
+        network: "cluster".parse().expect("name"),
+        state: LeaseState::Bound,
+        expires: Timestamp::from_unix_millis(1_800_000_360_000),
+        updated: now,
+        hostname: Some("pxe-1".into()),
+        client_id: None,
+    };
+    store.put_leases(std::slice::from_ref(&lease)).expect("put");
+    assert_eq!(store.leases().expect("list"), vec![lease.clone()]);
+    let released = store.release_lease(lease.ip, now).expect("release");
+    assert_eq!(released.state, LeaseState::Released);
+    assert!(!released.is_active(now));
+    assert!(matches!(store.release_lease("10.1.107.101".parse().expect("ip"), now), Err(StoreError::NoLease(_))));
+}
+
+fn event(log: &EventLog, node: &str, details: EventKind) {
+    log.append(Source::Dhcp, Subject { node: Some(node.parse().expect("name")), mac: None }, details);
+}
+
+#[tokio::test]
+async fn events_are_persisted_queried_and_filtered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), declared()).expect("open");
+    let log = EventLog::open(&store, Retention::default()).expect("log");
+    let ip = "10.1.107.20".parse().expect("ip");
+    event(&log, "w0", EventKind::LeaseOffered { ip });
+    event(&log, "w1", EventKind::LeaseOffered { ip });
+    event(&log, "w0", EventKind::LeaseAcked { ip, lease_secs: 3600 });
+    log.flush().await;
+    let all = log.query(&Filter::default(), 100).expect("query");
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    let w0 = Filter { node: Some("w0".parse().expect("name")), ..Filter::default() };
+    assert_eq!(log.query(&w0, 100).expect("query").len(), 2);
+    let acked = Filter { types: vec!["lease_acked".into()], ..Filter::default() };
+    assert_eq!(log.query(&acked, 100).expect("query")[0].details, EventKind::LeaseAcked { ip, lease_secs: 3600 });
+    assert_eq!(log.query(&Filter::default(), 2).expect("query").iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+    let after = Filter { after: Some(1), ..Filter::default() };
+    assert_eq!(log.query(&after, 1).expect("query")[0].seq, 2);
+    log.close();
+    drop(log);
+    drop(store);
+
+    let store = Store::open(dir.path(), declared()).expect("reopen");
+    let log = EventLog::open(&store, Retention::default()).expect("log");
+    event(&log, "w0", EventKind::DaemonStopping);
+    log.flush().await;
+    assert_eq!(log.query(&Filter::default(), 100).expect("query").len(), 4, "sequence continues after a reopen");
+    assert_eq!(log.query(&Filter::default(), 1).expect("query")[0].seq, 4);
+}
+
+#[tokio::test]
+async fn retention_bounds_events_by_count_and_age() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), declared()).expect("open");
+    let log = EventLog::open(&store, Retention { max_count: 5, max_age: Duration::from_secs(3600) }).expect("log");
+    let old = Timestamp(std::time::SystemTime::now() - Duration::from_secs(7200));
+    log.append_at(old, Source::Daemon, Subject::default(), EventKind::DaemonStopping);
+    log.flush().await;
+    assert!(log.query(&Filter::default(), 100).expect("query").is_empty(), "older than max_age");
+    for _ in 0..12 {
+        log.append(Source::Daemon, Subject::default(), EventKind::DaemonStopping);
+    }
+    log.flush().await;
+    let kept = log.query(&Filter::default(), 100).expect("query");
+    assert_eq!(kept.iter().map(|e| e.seq).collect::<Vec<_>>(), [9, 10, 11, 12, 13]);
+}
+
+#[tokio::test]
+async fn live_subscribers_see_new_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), declared()).expect("open");
+    let log = EventLog::open(&store, Retention::default()).expect("log");
+    let mut rx = log.subscribe();
+    event(&log, "w0", EventKind::DaemonStopping);
+    let got = rx.recv().await.expect("event");
+    assert_eq!(got.node.as_ref().map(Name::as_str), Some("w0"));
+}
+
+#[tokio::test]
+async fn appends_after_close_are_counted_as_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), declared()).expect("open");
+    let log = EventLog::open(&store, Retention::default()).expect("log");
+    log.close();
+    event(&log, "w0", EventKind::DaemonStopping);
+    assert_eq!(log.dropped(), 1);
+}
