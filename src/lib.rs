@@ -3,5 +3,6 @@
 //! See DESIGN.md for the map. Subsystems read the [`inventory`] as snapshots published by the
 //! [`store`]; the [`api`] is the admin surface; [`app`] wires everything under one shutdown.
 
+pub mod config;
 pub mod inventory;
 pub mod store;

@@ -119,24 +119,34 @@ impl std::fmt::Display for AddrRange {
 
 /// A provisioning network slipway serves. Declared in the config file only.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Network {
     pub name: Name,
     /// The host interface facing this network (DHCP listens here).
     pub interface: String,
     #[schema(value_type = String, example = "10.1.107.0/24")]
     pub cidr: Ipv4Net,
+    #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub gateway: Option<Ipv4Addr>,
+    #[serde(default)]
     #[schema(value_type = Vec<String>)]
     pub dns_servers: Vec<Ipv4Addr>,
+    #[serde(default)]
     pub domain: Option<DomainName>,
     /// Where reserved node addresses live; when set, every node address must be inside it.
+    #[serde(default)]
     pub static_range: Option<AddrRange>,
     /// Dynamic pool for unknown machines; absent means unknown machines get no address.
+    #[serde(default)]
     pub pool: Option<AddrRange>,
-    #[serde(with = "duration_text")]
+    #[serde(with = "duration_text", default = "default_lease_time")]
     #[schema(value_type = String, example = "1h")]
     pub lease_time: Duration,
+}
+
+fn default_lease_time() -> Duration {
+    Duration::from_secs(3600)
 }
 
 /// The Kubernetes distribution a cluster runs.

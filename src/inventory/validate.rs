@@ -227,9 +227,9 @@ fn lb(inv: &Inventory, p: &mut Problems) {
         match &pool.backends {
             Backends::Static { addresses } if addresses.is_empty() => p.add(Kind::Pool, &pool.name, "backends", "[]", "a static pool needs at least one backend"),
             Backends::Cluster { cluster, .. } if !inv.clusters.contains_key(cluster) => {
-                p.add(Kind::Pool, &pool.name, "backends.cluster", cluster, "no such cluster");
+                p.add(Kind::Pool, &pool.name, "cluster", cluster, "no such cluster");
             }
-            Backends::Cluster { port: 0, .. } => p.add(Kind::Pool, &pool.name, "backends.port", 0, "port must not be 0"),
+            Backends::Cluster { port: 0, .. } => p.add(Kind::Pool, &pool.name, "port", 0, "port must not be 0"),
             _ => {}
         }
     }

@@ -1,0 +1,391 @@
+//! Configuration: the TOML file (`/etc/slipway/slipway.toml`) turned into checked types.
+//!
+//! `raw` mirrors the file; `check` converts it, collecting every problem it can find (cross-field
+//! rules and the inventory's own validation) so `slipway check` lists them all at once. Every
+//! error names the file, the line, the field and the value.
+
+mod locate;
+mod raw;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::inventory::types::{parse_duration, shown};
+use crate::inventory::{Backends, Frontend, HasOrigin, Inventory, Kind, Name, Origin, Pool, validate};
+use crate::store::events::Retention;
+pub use locate::FieldPath;
+use locate::Locator;
+pub use raw::HypervisorKind;
+use raw::{RawConfig, RawPool};
+
+/// Where the daemon looks when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/slipway/slipway.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/slipway";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9443";
+/// The systemd credential name looked up when no token source is configured.
+pub const DEFAULT_TOKEN_CREDENTIAL: &str = "admin-token";
+
+/// The checked configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub state_dir: PathBuf,
+    pub admin: AdminConfig,
+    pub dhcp: Option<DhcpConfig>,
+    pub dns: Option<DnsConfig>,
+    pub tftp: Option<TftpConfig>,
+    pub http: Option<HttpConfig>,
+    pub events: Retention,
+    /// The networks, clusters, nodes, profiles and LB objects declared in the file.
+    pub inventory: Inventory,
+    pub hypervisors: Vec<HypervisorConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A file holding the token.
+    File(PathBuf),
+    /// A systemd credential (`LoadCredential=`), read from `$CREDENTIALS_DIRECTORY`.
+    Credential(String),
+    /// `admin-token` from `$CREDENTIALS_DIRECTORY` if present, else a token slipway generates
+    /// once in the state directory (`admin.token`, mode 0600).
+    Default,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token: TokenSource,
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DhcpConfig {
+    pub interfaces: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsConfig {
+    pub listen: Vec<SocketAddr>,
+    pub upstream: Vec<SocketAddr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TftpConfig {
+    pub listen: SocketAddr,
+    pub root: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub images: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HypervisorConfig {
+    pub name: Name,
+    pub kind: HypervisorKind,
+}
+
+/// One problem in the config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub field: String,
+    pub value: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        write!(f, ": ")?;
+        if !self.field.is_empty() {
+            write!(f, "{}", self.field)?;
+            if let Some(value) = &self.value {
+                write!(f, " = {value}")?;
+            }
+            write!(f, ": ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in a config file, in file order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads and checks the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text, path),
+        Err(e) => Err(ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            line: None,
+            field: String::new(),
+            value: None,
+            message: format!("cannot read the config file: {e}"),
+        }])),
+    }
+}
+
+/// Collects errors against the text they came from.
+struct Report<'t> {
+    file: PathBuf,
+    locator: Locator<'t>,
+    errors: Vec<ConfigError>,
+}
+
+impl Report<'_> {
+    fn add(&mut self, path: &FieldPath, value: Option<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line: self.locator.line_of(path),
+            field: path.to_string(),
+            value: value.map(|v| shown(&v)),
+            message: message.into(),
+        });
+    }
+}
+
+/// Checks config text; `path` is used in messages and to resolve relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let mut report = Report { file: path.to_owned(), locator: Locator::new(text), errors: Vec::new() };
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let (line, field) = match e.span() {
+                Some(span) => (Some(report.locator.line_col(span.start).0), report.locator.path_at(span.start).to_string()),
+                None => (None, String::new()),
+            };
+            report.errors.push(ConfigError { file: path.to_owned(), line, field, value: None, message: e.message().trim().to_owned() });
+            return Err(ConfigErrors(report.errors));
+        }
+    };
+    let config = check(raw, &mut report);
+    report.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+    match config {
+        Some(config) if report.errors.is_empty() => Ok(config),
+        _ => Err(ConfigErrors(report.errors)),
+    }
+}
+
+fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
+    let base = report.file.parent().map(Path::to_owned).unwrap_or_default();
+    let resolve = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+    let state_dir = raw.state_dir.as_deref().map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), resolve);
+
+    let admin = check_admin(&raw, report, &resolve);
+    let events = check_events(&raw, report);
+    let inventory = check_inventory(&raw, report);
+
+    if let Some(dhcp) = &raw.dhcp {
+        for (i, iface) in dhcp.interfaces.iter().enumerate() {
+            if !inventory.networks.values().any(|n| &n.interface == iface) {
+                report.add(&FieldPath::parse("dhcp.interfaces").index(i), Some(iface.clone()), "no network uses this interface");
+            }
+        }
+    }
+    check_listeners(&raw, &admin, report);
+
+    let mut seen = HashMap::new();
+    for (i, h) in raw.hypervisors.iter().enumerate() {
+        if seen.insert(h.name.clone(), i).is_some() {
+            report.add(&FieldPath::parse("hypervisors").index(i).key("name"), Some(h.name.to_string()), "declared twice");
+        }
+    }
+
+    let http = raw.http.map(|h| HttpConfig { listen: h.listen, images: h.images.as_deref().map_or_else(|| state_dir.join("images"), resolve) });
+    Some(Config {
+        path: report.file.clone(),
+        state_dir,
+        admin,
+        dhcp: raw.dhcp.map(|d| DhcpConfig { interfaces: d.interfaces }),
+        dns: raw.dns.map(|d| DnsConfig { listen: d.listen, upstream: d.upstream }),
+        tftp: raw.tftp.map(|t| TftpConfig { listen: t.listen, root: t.root.as_deref().map_or_else(|| PathBuf::from("/usr/lib/ipxe"), resolve) }),
+        http,
+        events,
+        inventory,
+        hypervisors: raw.hypervisors.into_iter().map(|h| HypervisorConfig { name: h.name, kind: h.kind }).collect(),
+    })
+}
+
+fn check_admin(raw: &RawConfig, report: &mut Report<'_>, resolve: &dyn Fn(&Path) -> PathBuf) -> AdminConfig {
+    let a = &raw.admin;
+    let at = |f: &str| FieldPath::parse("admin").key(f);
+    let token = match (&a.token_file, &a.token_credential) {
+        (Some(file), Some(_)) => {
+            report.add(&at("token_credential"), None, "set token_file or token_credential, not both");
+            TokenSource::File(resolve(file))
+        }
+        (Some(file), None) => TokenSource::File(resolve(file)),
+        (None, Some(name)) => {
+            if name.is_empty() || name.contains(['/', '\0']) || name == "." || name == ".." {
+                report.add(&at("token_credential"), Some(name.clone()), "not a credential name");
+            }
+            TokenSource::Credential(name.clone())
+        }
+        (None, None) => TokenSource::Default,
+    };
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = TlsFiles { cert: resolve(cert), key: resolve(key) };
+            for (field, file) in [("tls_cert", &files.cert), ("tls_key", &files.key)] {
+                if let Err(e) = std::fs::metadata(file) {
+                    report.add(&at(field), Some(file.display().to_string()), format!("cannot read: {e}"));
+                }
+            }
+            Some(files)
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            report.add(&at("tls_cert"), None, "tls_cert needs tls_key");
+            None
+        }
+        (None, Some(_)) => {
+            report.add(&at("tls_key"), None, "tls_key needs tls_cert");
+            None
+        }
+    };
+    #[allow(clippy::unwrap_used)] // a constant that parses
+    let listen = a.listen.unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().unwrap());
+    AdminConfig { listen, token, tls }
+}
+
+fn check_events(raw: &RawConfig, report: &mut Report<'_>) -> Retention {
+    let mut retention = Retention::default();
+    if let Some(count) = raw.events.max_count {
+        if count == 0 {
+            report.add(&FieldPath::parse("events.max_count"), Some(count.to_string()), "must be at least 1");
+        }
+        retention.max_count = count;
+    }
+    if let Some(age) = &raw.events.max_age {
+        match parse_duration(age) {
+            Ok(d) if d >= Duration::from_secs(60) => retention.max_age = d,
+            Ok(_) => report.add(&FieldPath::parse("events.max_age"), Some(age.clone()), "must be at least 1 minute"),
+            Err(e) => report.add(&FieldPath::parse("events.max_age"), Some(age.clone()), e),
+        }
+    }
+    retention
+}
+
+/// Declared objects go into one inventory (origin `config`) which then gets the same whole
+/// validation the store runs; problems are mapped back to the file's lines.
+fn check_inventory(raw: &RawConfig, report: &mut Report<'_>) -> Inventory {
+    let mut inv = Inventory::default();
+    let mut index: HashMap<(Kind, String), usize> = HashMap::new();
+    fn insert<T: Clone>(map: &mut std::collections::BTreeMap<Name, T>, index: &mut HashMap<(Kind, String), usize>, report: &mut Report<'_>, kind: Kind, items: &[T], name: fn(&T) -> &Name) {
+        for (i, item) in items.iter().enumerate() {
+            let n = name(item);
+            if map.insert(n.clone(), item.clone()).is_some() {
+                report.add(&FieldPath::parse(kind.config_table()).index(i).key("name"), Some(n.to_string()), format!("another {kind} has this name"));
+            } else {
+                index.insert((kind, n.to_string()), i);
+            }
+        }
+    }
+    insert(&mut inv.networks, &mut index, report, Kind::Network, &raw.networks, |n| &n.name);
+    insert(&mut inv.clusters, &mut index, report, Kind::Cluster, &raw.clusters, |c| &c.name);
+    insert(&mut inv.nodes, &mut index, report, Kind::Node, &raw.nodes, |n| &n.name);
+    insert(&mut inv.profiles, &mut index, report, Kind::Profile, &raw.profiles, |p| &p.name);
+    let pools: Vec<Pool> = raw.lb.pools.iter().enumerate().filter_map(|(i, p)| check_pool(p, i, report)).collect();
+    insert(&mut inv.pools, &mut index, report, Kind::Pool, &pools, |p| &p.name);
+    let frontends: Vec<Frontend> = raw.lb.frontends.iter().map(|f| Frontend { name: f.name.clone(), listen: f.listen, pool: f.pool.clone() }).collect();
+    insert(&mut inv.frontends, &mut index, report, Kind::Frontend, &frontends, |f| &f.name);
+    for c in inv.clusters.values_mut() {
+        *c.origin_mut() = Origin::Config;
+    }
+    for n in inv.nodes.values_mut() {
+        *n.origin_mut() = Origin::Config;
+    }
+    for p in inv.profiles.values_mut() {
+        *p.origin_mut() = Origin::Config;
+    }
+    inv.reindex();
+    for problem in validate(&inv) {
+        let i = index.get(&(problem.kind, problem.name.clone())).copied().unwrap_or(0);
+        let path = FieldPath::parse(problem.kind.config_table()).index(i).key(&problem.field);
+        report.add(&path, Some(problem.value), format!("{} {}: {}", problem.kind, problem.name, problem.message));
+    }
+    inv
+}
+
+fn check_pool(p: &RawPool, i: usize, report: &mut Report<'_>) -> Option<Pool> {
+    let at = FieldPath::parse("lb.pools").index(i);
+    let backends = match (&p.backends, &p.cluster, p.members, p.port) {
+        (Some(list), None, None, None) => Backends::Static { addresses: list.clone() },
+        (None, Some(cluster), Some(members), Some(port)) => Backends::Cluster { cluster: cluster.clone(), members, port },
+        (Some(list), _, _, _) => {
+            report.add(&at.key("backends"), None, format!("pool {}: list backends, or derive them with cluster/members/port, not both", p.name));
+            Backends::Static { addresses: list.clone() }
+        }
+        (None, _, _, _) => {
+            report.add(&at.key("name"), Some(p.name.to_string()), "a pool needs backends = [...] or cluster, members and port");
+            return None;
+        }
+    };
+    Some(Pool { name: p.name.clone(), algorithm: p.algorithm, backends })
+}
+
+/// TCP listeners must not collide (admin, HTTP boot, DNS over TCP, LB frontends); nor UDP ones.
+fn check_listeners(raw: &RawConfig, admin: &AdminConfig, report: &mut Report<'_>) {
+    let mut tcp: Vec<(FieldPath, SocketAddr)> = vec![(FieldPath::parse("admin.listen"), admin.listen)];
+    let mut udp: Vec<(FieldPath, SocketAddr)> = Vec::new();
+    if let Some(http) = &raw.http {
+        tcp.push((FieldPath::parse("http.listen"), http.listen));
+    }
+    if let Some(dns) = &raw.dns {
+        for (i, addr) in dns.listen.iter().enumerate() {
+            tcp.push((FieldPath::parse("dns.listen").index(i), *addr));
+            udp.push((FieldPath::parse("dns.listen").index(i), *addr));
+        }
+    }
+    if let Some(tftp) = &raw.tftp {
+        udp.push((FieldPath::parse("tftp.listen"), tftp.listen));
+    }
+    for (i, fe) in raw.lb.frontends.iter().enumerate() {
+        tcp.push((FieldPath::parse("lb.frontends").index(i).key("listen"), fe.listen));
+    }
+    for (proto, list) in [("TCP", &tcp), ("UDP", &udp)] {
+        for (i, (path, addr)) in list.iter().enumerate() {
+            let clash = list[..i].iter().find(|(_, other)| other.port() == addr.port() && (other.ip() == addr.ip() || other.ip().is_unspecified() || addr.ip().is_unspecified()));
+            if let Some((first, _)) = clash
+                && !(path.to_string().starts_with("lb.frontends") && first.to_string().starts_with("lb.frontends"))
+            {
+                report.add(path, Some(addr.to_string()), format!("{proto} address already used by {first}"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,124 @@
+//! The config file's shapes, exactly as written. `deny_unknown_fields` everywhere, so a typo is
+//! an error with a line number rather than a silently ignored setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::inventory::{Algorithm, Cluster, Members, Name, Network, Node, Profile};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub state_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    pub dhcp: Option<RawDhcp>,
+    pub dns: Option<RawDns>,
+    pub tftp: Option<RawTftp>,
+    pub http: Option<RawHttp>,
+    #[serde(default)]
+    pub events: RawEvents,
+    #[serde(default)]
+    pub networks: Vec<Network>,
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+    #[serde(default)]
+    pub nodes: Vec<Node>,
+    #[serde(default)]
+    pub profiles: Vec<Profile>,
+    #[serde(default)]
+    pub lb: RawLb,
+    #[serde(default)]
+    pub hypervisors: Vec<RawHypervisor>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<SocketAddr>,
+    pub token_file: Option<PathBuf>,
+    pub token_credential: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDhcp {
+    pub interfaces: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    pub listen: Vec<SocketAddr>,
+    #[serde(default)]
+    pub upstream: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTftp {
+    pub listen: SocketAddr,
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: SocketAddr,
+    pub images: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvents {
+    pub max_count: Option<u64>,
+    pub max_age: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLb {
+    #[serde(default)]
+    pub frontends: Vec<RawFrontend>,
+    #[serde(default)]
+    pub pools: Vec<RawPool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFrontend {
+    pub name: Name,
+    pub listen: SocketAddr,
+    pub pool: Name,
+}
+
+/// A pool lists `backends`, or derives them from a cluster with `cluster`, `members`, `port`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub name: Name,
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    pub backends: Option<Vec<SocketAddr>>,
+    pub cluster: Option<Name>,
+    pub members: Option<Members>,
+    pub port: Option<u16>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HypervisorKind {
+    Proxmox,
+    Qemu,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHypervisor {
+    pub name: Name,
+    pub kind: HypervisorKind,
+}

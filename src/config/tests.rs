@@ -1,0 +1,179 @@
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../examples/slipway.toml");
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    parse(text, Path::new("/etc/slipway/slipway.toml")).expect_err("invalid config").0
+}
+
+/// The example config with `from` replaced by `to` (which must occur).
+fn example_with(from: &str, to: &str) -> String {
+    assert!(EXAMPLE.contains(from), "{from}");
+    EXAMPLE.replacen(from, to, 1)
+}
+
+/// The line of `needle`; `needle` may end in `#N` to pick its N-th occurrence (1-based).
+fn line_of(text: &str, needle: &str) -> usize {
+    let (needle, nth) = match needle.rsplit_once('#') {
+        Some((n, k)) if k.parse::<usize>().is_ok() => (n, k.parse().unwrap_or(1)),
+        _ => (needle, 1),
+    };
+    text.lines().enumerate().filter(|(_, l)| l.contains(needle)).nth(nth - 1).expect("needle").0 + 1
+}
+
+/// Asserts a single error on `field` showing `value`, on the line holding `needle`.
+fn assert_error(text: &str, field: &str, value: &str, needle: &str) -> ConfigError {
+    let errs = errors(text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    let e = errs.into_iter().next().expect("one");
+    assert_eq!(e.field, field, "{e}");
+    assert_eq!(e.line, Some(line_of(text, needle)), "{e}");
+    let shown = e.to_string();
+    assert!(shown.starts_with(&format!("/etc/slipway/slipway.toml:{}: {field}", line_of(text, needle))), "{shown}");
+    assert!(shown.contains(value), "{shown}");
+    e
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let config = parse(EXAMPLE, Path::new("/etc/slipway/slipway.toml")).expect("valid");
+    assert_eq!(config.inventory.nodes.len(), 2);
+    assert!(config.inventory.nodes.values().all(|n| n.origin == Origin::Config));
+    assert_eq!(config.admin.token, TokenSource::Default);
+    assert_eq!(config.events.max_age, Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(config.inventory.node_by_mac("52:54:00:6b:00:10".parse().expect("mac")).map(|n| n.name.as_str()), Some("master-0"));
+}
+
+#[test]
+fn an_empty_file_gives_built_in_defaults() {
+    let config = parse("", Path::new("/etc/slipway/slipway.toml")).expect("valid");
+    assert_eq!(config.state_dir, Path::new(DEFAULT_STATE_DIR));
+    assert_eq!(config.admin.listen.to_string(), DEFAULT_ADMIN_LISTEN);
+}
+
+#[test]
+fn an_unknown_field_names_the_field_and_line() {
+    let text = example_with("lease_time = \"1h\"", "lease_time = \"1h\"\nleese = 3");
+    let e = assert_error(&text, "networks[0].leese", "unknown field `leese`", "leese");
+    assert!(e.message.contains("expected one of"), "{e}");
+}
+
+#[test]
+fn a_malformed_mac_names_the_field_the_line_and_the_value() {
+    let text = example_with("52:54:00:6b:00:10", "52:54:00:6b:00:1z");
+    assert_error(&text, "nodes[1].mac", "'52:54:00:6b:00:1z'", "00:1z");
+}
+
+#[test]
+fn a_malformed_cidr_names_the_field() {
+    let text = example_with("10.1.107.0/24", "10.1.107.0/33");
+    assert_error(&text, "networks[0].cidr", "networks[0].cidr", "/33");
+}
+
+#[test]
+fn a_bad_duration_names_the_field_and_value() {
+    let text = example_with("lease_time = \"1h\"", "lease_time = \"soon\"");
+    assert_error(&text, "networks[0].lease_time", "'soon'", "soon");
+}
+
+#[test]
+fn a_duplicate_mac_is_reported_on_the_second_node() {
+    let text = example_with("52:54:00:6b:00:10", "52:54:00:6b:00:01");
+    let e = assert_error(&text, "nodes[1].mac", "52:54:00:6b:00:01", "mac = \"52:54:00:6b:00:01\"#2");
+    assert!(e.message.contains("already used by node bootstrap"), "{e}");
+}
+
+#[test]
+fn a_duplicate_ip_is_reported() {
+    let text = example_with("ipv4 = \"10.1.107.11\"", "ipv4 = \"10.1.107.10\"");
+    let errs = errors(&text);
+    assert!(errs.iter().any(|e| e.field == "nodes[0].ipv4" || e.field == "nodes[1].ipv4"), "{errs:#?}");
+}
+
+#[test]
+fn an_address_outside_the_network_is_reported() {
+    let text = example_with("ipv4 = \"10.1.107.11\"", "ipv4 = \"10.2.0.11\"");
+    assert_error(&text, "nodes[1].ipv4", "10.2.0.11", "10.2.0.11");
+}
+
+#[test]
+fn a_reserved_address_in_the_pool_is_reported() {
+    let text = example_with("ipv4 = \"10.1.107.11\"", "ipv4 = \"10.1.107.150\"");
+    let e = assert_error(&text, "nodes[1].ipv4", "10.1.107.150", "10.1.107.150");
+    assert!(e.message.contains("dynamic pool"), "{e}");
+}
+
+#[test]
+fn overlapping_ranges_are_reported() {
+    let text = example_with("start = \"10.1.107.100\"", "start = \"10.1.107.90\"");
+    assert_error(&text, "networks[0].pool", "10.1.107.90-10.1.107.199", "pool = ");
+}
+
+#[test]
+fn unknown_references_are_reported() {
+    let text = example_with("network = \"cluster\"", "network = \"nowhere\"");
+    let errs = errors(&text);
+    assert!(errs.iter().any(|e| e.field == "clusters[0].network" && e.value.as_deref() == Some("nowhere")), "{errs:#?}");
+}
+
+#[test]
+fn every_error_is_listed_in_file_order() {
+    let text = example_with("ipv4 = \"10.1.107.11\"", "ipv4 = \"10.1.107.150\"").replacen("port = 6443", "port = 0", 1).replacen("pool = \"api\"", "pool = \"apii\"", 1);
+    let errs = errors(&text);
+    let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["nodes[1].ipv4", "lb.pools[0].port", "lb.frontends[0].pool"], "{errs:#?}");
+}
+
+#[test]
+fn duplicate_names_are_reported() {
+    let text = example_with("name = \"master-0\"", "name = \"bootstrap\"");
+    let errs = errors(&text);
+    assert!(errs.iter().any(|e| e.field == "nodes[1].name" && e.message.contains("another node")), "{errs:#?}");
+}
+
+#[test]
+fn tls_needs_both_files_and_they_must_exist() {
+    let text = example_with("# tls_cert = \"/etc/slipway/tls/cert.pem\"", "tls_cert = \"/nonexistent/cert.pem\"");
+    assert_error(&text, "admin.tls_cert", "tls_cert needs tls_key", "tls_cert =");
+    let text = text.replacen("# tls_key = \"/etc/slipway/tls/key.pem\"", "tls_key = \"/nonexistent/key.pem\"", 1);
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs[0].to_string().contains("admin.tls_cert = /nonexistent/cert.pem: cannot read"), "{}", errs[0]);
+}
+
+#[test]
+fn token_file_and_credential_are_exclusive() {
+    let text = example_with("# token_file = \"/etc/slipway/admin.token\"   # or token_credential = \"admin-token\" (systemd)", "token_file = \"t\"\ntoken_credential = \"c\"");
+    assert_error(&text, "admin.token_credential", "not both", "token_credential");
+}
+
+#[test]
+fn colliding_listeners_are_reported() {
+    let text = format!("{EXAMPLE}\n[http]\nlisten = \"127.0.0.1:9443\"\n");
+    assert_error(&text, "http.listen", "already used by admin.listen", "listen = \"127.0.0.1:9443\"#2");
+}
+
+#[test]
+fn dhcp_interfaces_must_belong_to_a_network() {
+    let text = format!("{EXAMPLE}\n[dhcp]\ninterfaces = [\"eth0\"]\n");
+    assert_error(&text, "dhcp.interfaces[0]", "eth0", "interfaces = [\"eth0\"]");
+}
+
+#[test]
+fn a_pool_needs_exactly_one_backend_source() {
+    let text = example_with("port = 6443", "port = 6443\nbackends = [\"10.1.107.11:6443\"]");
+    assert_error(&text, "lb.pools[0].backends", "not both", "backends =");
+}
+
+#[test]
+fn a_toml_syntax_error_gives_the_line() {
+    let errs = errors("[admin\nlisten = 1");
+    assert_eq!(errs[0].line, Some(1), "{errs:#?}");
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_directory() {
+    let config = parse("state_dir = \"state\"\n[admin]\ntoken_file = \"token\"\n", Path::new("/etc/slipway/slipway.toml")).expect("valid");
+    assert_eq!(config.state_dir, Path::new("/etc/slipway/state"));
+    assert_eq!(config.admin.token, TokenSource::File("/etc/slipway/token".into()));
+}
