@@ -3,6 +3,9 @@
 //! See DESIGN.md for the map. Subsystems read the [`inventory`] as snapshots published by the
 //! [`store`]; the [`api`] is the admin surface; [`app`] wires everything under one shutdown.
 
+pub mod api;
+pub mod app;
+pub mod cli;
 pub mod config;
 pub mod inventory;
 pub mod store;

@@ -1,1 +1,192 @@
-fn main(){}
+//! The `slipway` binary: the daemon (`serve`), the config checker (`check`) and the API client
+//! (`get`, `apply`, `delete`). Parses arguments, sets up logging, hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use slipway::cli::{self, Deletable, EventArgs, Output, Resource, client};
+use slipway::config;
+
+#[derive(Parser, Debug)]
+#[command(name = "slipway", version, about = "Turns empty VMs into Kubernetes clusters")]
+struct Args {
+    /// Log format: text for people, json for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SLIPWAY_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `slipway=debug` (RUST_LOG syntax).
+    #[arg(long, global = true, default_value = "info", env = "SLIPWAY_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct ApiArgs {
+    /// Admin API URL [default: from the daemon's config, else http://127.0.0.1:9443].
+    #[arg(long, env = "SLIPWAY_API")]
+    api: Option<String>,
+    /// File holding the admin token (or set SLIPWAY_TOKEN) [default: the daemon's token].
+    #[arg(long, env = "SLIPWAY_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// CA certificate(s) to trust for an https admin API.
+    #[arg(long, env = "SLIPWAY_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Daemon config to read the API address and token from [default: /etc/slipway/slipway.toml if readable].
+    #[arg(long, env = "SLIPWAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon.
+    Serve {
+        #[arg(long, short = 'c', default_value = config::DEFAULT_PATH, env = "SLIPWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a config file and list every problem in it.
+    Check {
+        #[arg(long, short = 'c', default_value = config::DEFAULT_PATH, env = "SLIPWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// List objects (or show one) from a running daemon.
+    Get {
+        #[arg(value_enum)]
+        resource: Resource,
+        /// Show only this object.
+        name: Option<String>,
+        #[command(flatten)]
+        events: EventArgs,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Create or replace the clusters, profiles and nodes in a YAML or JSON file (`-` for stdin).
+    Apply {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Delete a node, cluster or profile, or release a lease (by IP).
+    Delete {
+        #[arg(value_enum)]
+        kind: Deletable,
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("slipway: --log '{filter}' is not a log filter ({e}); using info");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+    }
+}
+
+fn target(api: &ApiArgs) -> client::Target {
+    client::Target {
+        api: api.api.clone(),
+        token: std::env::var("SLIPWAY_TOKEN").ok().filter(|t| !t.is_empty()),
+        token_file: api.token_file.clone(),
+        ca_file: api.ca_file.clone(),
+        config: api.config.clone(),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match args.command {
+        Command::Check { config } => match config::load(&config) {
+            Ok(c) => {
+                let inv = &c.inventory;
+                println!(
+                    "{}: ok ({} networks, {} clusters, {} nodes, {} profiles, {} pools, {} frontends)",
+                    config.display(),
+                    inv.networks.len(),
+                    inv.clusters.len(),
+                    inv.nodes.len(),
+                    inv.profiles.len(),
+                    inv.pools.len(),
+                    inv.frontends.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("{} problem{} found", errors.0.len(), if errors.0.len() == 1 { "" } else { "s" });
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { config } => {
+            init_logging(args.log_format, &args.log);
+            let config = match config::load(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("slipway").build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("slipway: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(slipway::app::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("slipway: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Get { resource, name, events, api } => {
+            client_command(&api, |c| async move { cli::get(&c, resource, name.as_deref(), api.output, &events).await })
+        }
+        Command::Apply { file, api } => {
+            client_command(&api, |c| async move { cli::apply(&c, &file, api.output).await })
+        }
+        Command::Delete { kind, name, api } => {
+            client_command(&api, |c| async move { cli::delete(&c, kind, &name).await })
+        }
+    }
+}
+
+fn client_command<F, Fut>(api: &ApiArgs, run: F) -> ExitCode
+where
+    F: FnOnce(client::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<(), client::ClientError>>,
+{
+    let result = client::Client::new(&target(api)).and_then(|c| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| client::ClientError::Setup(format!("runtime: {e}")))?;
+        runtime.block_on(run(c))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("slipway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -183,10 +183,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         Ok(raw) => raw,
         Err(e) => {
             let (line, field) = match e.span() {
-                Some(span) => (Some(report.locator.line_col(span.start).0), report.locator.path_at(span.start).to_string()),
+                Some(span) => {
+                    (Some(report.locator.line_col(span.start).0), report.locator.path_at(span.start).to_string())
+                }
                 None => (None, String::new()),
             };
-            report.errors.push(ConfigError { file: path.to_owned(), line, field, value: None, message: e.message().trim().to_owned() });
+            report.errors.push(ConfigError {
+                file: path.to_owned(),
+                line,
+                field,
+                value: None,
+                message: e.message().trim().to_owned(),
+            });
             return Err(ConfigErrors(report.errors));
         }
     };
@@ -200,7 +208,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
 
 fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
     let base = report.file.parent().map(Path::to_owned).unwrap_or_default();
-    let resolve = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+    let resolve = |p: &Path| {
+        if p.is_absolute() { p.to_owned() } else { base.join(p) }
+    };
     let state_dir = raw.state_dir.as_deref().map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), resolve);
 
     let admin = check_admin(&raw, report, &resolve);
@@ -210,7 +220,11 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
     if let Some(dhcp) = &raw.dhcp {
         for (i, iface) in dhcp.interfaces.iter().enumerate() {
             if !inventory.networks.values().any(|n| &n.interface == iface) {
-                report.add(&FieldPath::parse("dhcp.interfaces").index(i), Some(iface.clone()), "no network uses this interface");
+                report.add(
+                    &FieldPath::parse("dhcp.interfaces").index(i),
+                    Some(iface.clone()),
+                    "no network uses this interface",
+                );
             }
         }
     }
@@ -219,18 +233,28 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
     let mut seen = HashMap::new();
     for (i, h) in raw.hypervisors.iter().enumerate() {
         if seen.insert(h.name.clone(), i).is_some() {
-            report.add(&FieldPath::parse("hypervisors").index(i).key("name"), Some(h.name.to_string()), "declared twice");
+            report.add(
+                &FieldPath::parse("hypervisors").index(i).key("name"),
+                Some(h.name.to_string()),
+                "declared twice",
+            );
         }
     }
 
-    let http = raw.http.map(|h| HttpConfig { listen: h.listen, images: h.images.as_deref().map_or_else(|| state_dir.join("images"), resolve) });
+    let http = raw.http.map(|h| HttpConfig {
+        listen: h.listen,
+        images: h.images.as_deref().map_or_else(|| state_dir.join("images"), resolve),
+    });
     Some(Config {
         path: report.file.clone(),
         state_dir,
         admin,
         dhcp: raw.dhcp.map(|d| DhcpConfig { interfaces: d.interfaces }),
         dns: raw.dns.map(|d| DnsConfig { listen: d.listen, upstream: d.upstream }),
-        tftp: raw.tftp.map(|t| TftpConfig { listen: t.listen, root: t.root.as_deref().map_or_else(|| PathBuf::from("/usr/lib/ipxe"), resolve) }),
+        tftp: raw.tftp.map(|t| TftpConfig {
+            listen: t.listen,
+            root: t.root.as_deref().map_or_else(|| PathBuf::from("/usr/lib/ipxe"), resolve),
+        }),
         http,
         events,
         inventory,
@@ -303,11 +327,22 @@ fn check_events(raw: &RawConfig, report: &mut Report<'_>) -> Retention {
 fn check_inventory(raw: &RawConfig, report: &mut Report<'_>) -> Inventory {
     let mut inv = Inventory::default();
     let mut index: HashMap<(Kind, String), usize> = HashMap::new();
-    fn insert<T: Clone>(map: &mut std::collections::BTreeMap<Name, T>, index: &mut HashMap<(Kind, String), usize>, report: &mut Report<'_>, kind: Kind, items: &[T], name: fn(&T) -> &Name) {
+    fn insert<T: Clone>(
+        map: &mut std::collections::BTreeMap<Name, T>,
+        index: &mut HashMap<(Kind, String), usize>,
+        report: &mut Report<'_>,
+        kind: Kind,
+        items: &[T],
+        name: fn(&T) -> &Name,
+    ) {
         for (i, item) in items.iter().enumerate() {
             let n = name(item);
             if map.insert(n.clone(), item.clone()).is_some() {
-                report.add(&FieldPath::parse(kind.config_table()).index(i).key("name"), Some(n.to_string()), format!("another {kind} has this name"));
+                report.add(
+                    &FieldPath::parse(kind.config_table()).index(i).key("name"),
+                    Some(n.to_string()),
+                    format!("another {kind} has this name"),
+                );
             } else {
                 index.insert((kind, n.to_string()), i);
             }
@@ -319,7 +354,12 @@ fn check_inventory(raw: &RawConfig, report: &mut Report<'_>) -> Inventory {
     insert(&mut inv.profiles, &mut index, report, Kind::Profile, &raw.profiles, |p| &p.name);
     let pools: Vec<Pool> = raw.lb.pools.iter().enumerate().filter_map(|(i, p)| check_pool(p, i, report)).collect();
     insert(&mut inv.pools, &mut index, report, Kind::Pool, &pools, |p| &p.name);
-    let frontends: Vec<Frontend> = raw.lb.frontends.iter().map(|f| Frontend { name: f.name.clone(), listen: f.listen, pool: f.pool.clone() }).collect();
+    let frontends: Vec<Frontend> = raw
+        .lb
+        .frontends
+        .iter()
+        .map(|f| Frontend { name: f.name.clone(), listen: f.listen, pool: f.pool.clone() })
+        .collect();
     insert(&mut inv.frontends, &mut index, report, Kind::Frontend, &frontends, |f| &f.name);
     for c in inv.clusters.values_mut() {
         *c.origin_mut() = Origin::Config;
@@ -343,13 +383,23 @@ fn check_pool(p: &RawPool, i: usize, report: &mut Report<'_>) -> Option<Pool> {
     let at = FieldPath::parse("lb.pools").index(i);
     let backends = match (&p.backends, &p.cluster, p.members, p.port) {
         (Some(list), None, None, None) => Backends::Static { addresses: list.clone() },
-        (None, Some(cluster), Some(members), Some(port)) => Backends::Cluster { cluster: cluster.clone(), members, port },
+        (None, Some(cluster), Some(members), Some(port)) => {
+            Backends::Cluster { cluster: cluster.clone(), members, port }
+        }
         (Some(list), _, _, _) => {
-            report.add(&at.key("backends"), None, format!("pool {}: list backends, or derive them with cluster/members/port, not both", p.name));
+            report.add(
+                &at.key("backends"),
+                None,
+                format!("pool {}: list backends, or derive them with cluster/members/port, not both", p.name),
+            );
             Backends::Static { addresses: list.clone() }
         }
         (None, _, _, _) => {
-            report.add(&at.key("name"), Some(p.name.to_string()), "a pool needs backends = [...] or cluster, members and port");
+            report.add(
+                &at.key("name"),
+                Some(p.name.to_string()),
+                "a pool needs backends = [...] or cluster, members and port",
+            );
             return None;
         }
     };
@@ -377,7 +427,10 @@ fn check_listeners(raw: &RawConfig, admin: &AdminConfig, report: &mut Report<'_>
     }
     for (proto, list) in [("TCP", &tcp), ("UDP", &udp)] {
         for (i, (path, addr)) in list.iter().enumerate() {
-            let clash = list[..i].iter().find(|(_, other)| other.port() == addr.port() && (other.ip() == addr.ip() || other.ip().is_unspecified() || addr.ip().is_unspecified()));
+            let clash = list[..i].iter().find(|(_, other)| {
+                other.port() == addr.port()
+                    && (other.ip() == addr.ip() || other.ip().is_unspecified() || addr.ip().is_unspecified())
+            });
             if let Some((first, _)) = clash
                 && !(path.to_string().starts_with("lb.frontends") && first.to_string().starts_with("lb.frontends"))
             {

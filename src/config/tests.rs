@@ -41,7 +41,10 @@ fn the_example_config_is_valid() {
     assert!(config.inventory.nodes.values().all(|n| n.origin == Origin::Config));
     assert_eq!(config.admin.token, TokenSource::Default);
     assert_eq!(config.events.max_age, Duration::from_secs(7 * 24 * 3600));
-    assert_eq!(config.inventory.node_by_mac("52:54:00:6b:00:10".parse().expect("mac")).map(|n| n.name.as_str()), Some("master-0"));
+    assert_eq!(
+        config.inventory.node_by_mac("52:54:00:6b:00:10".parse().expect("mac")).map(|n| n.name.as_str()),
+        Some("master-0")
+    );
 }
 
 #[test]
@@ -113,12 +116,17 @@ fn overlapping_ranges_are_reported() {
 fn unknown_references_are_reported() {
     let text = example_with("network = \"cluster\"", "network = \"nowhere\"");
     let errs = errors(&text);
-    assert!(errs.iter().any(|e| e.field == "clusters[0].network" && e.value.as_deref() == Some("nowhere")), "{errs:#?}");
+    assert!(
+        errs.iter().any(|e| e.field == "clusters[0].network" && e.value.as_deref() == Some("nowhere")),
+        "{errs:#?}"
+    );
 }
 
 #[test]
 fn every_error_is_listed_in_file_order() {
-    let text = example_with("ipv4 = \"10.1.107.11\"", "ipv4 = \"10.1.107.150\"").replacen("port = 6443", "port = 0", 1).replacen("pool = \"api\"", "pool = \"apii\"", 1);
+    let text = example_with("ipv4 = \"10.1.107.11\"", "ipv4 = \"10.1.107.150\"")
+        .replacen("port = 6443", "port = 0", 1)
+        .replacen("pool = \"api\"", "pool = \"apii\"", 1);
     let errs = errors(&text);
     let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
     assert_eq!(fields, ["nodes[1].ipv4", "lb.pools[0].port", "lb.frontends[0].pool"], "{errs:#?}");
@@ -143,7 +151,10 @@ fn tls_needs_both_files_and_they_must_exist() {
 
 #[test]
 fn token_file_and_credential_are_exclusive() {
-    let text = example_with("# token_file = \"/etc/slipway/admin.token\"   # or token_credential = \"admin-token\" (systemd)", "token_file = \"t\"\ntoken_credential = \"c\"");
+    let text = example_with(
+        "# token_file = \"/etc/slipway/admin.token\"   # or token_credential = \"admin-token\" (systemd)",
+        "token_file = \"t\"\ntoken_credential = \"c\"",
+    );
     assert_error(&text, "admin.token_credential", "not both", "token_credential");
 }
 
@@ -173,7 +184,9 @@ fn a_toml_syntax_error_gives_the_line() {
 
 #[test]
 fn relative_paths_resolve_against_the_config_directory() {
-    let config = parse("state_dir = \"state\"\n[admin]\ntoken_file = \"token\"\n", Path::new("/etc/slipway/slipway.toml")).expect("valid");
+    let config =
+        parse("state_dir = \"state\"\n[admin]\ntoken_file = \"token\"\n", Path::new("/etc/slipway/slipway.toml"))
+            .expect("valid");
     assert_eq!(config.state_dir, Path::new("/etc/slipway/state"));
     assert_eq!(config.admin.token, TokenSource::File("/etc/slipway/token".into()));
 }

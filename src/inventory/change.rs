@@ -61,7 +61,7 @@ pub enum Action {
 }
 
 /// The result of one operation, in the order the operations were given.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Outcome {
     pub kind: Kind,
     pub name: Name,
@@ -83,7 +83,13 @@ pub enum ChangeError {
     Invalid(Vec<Problem>),
 }
 
-fn write<T: HasOrigin + Clone + PartialEq>(map: &mut BTreeMap<Name, T>, kind: Kind, name: &Name, new: Option<T>, must_be_new: bool) -> Result<Action, ChangeError> {
+fn write<T: HasOrigin + Clone + PartialEq>(
+    map: &mut BTreeMap<Name, T>,
+    kind: Kind,
+    name: &Name,
+    new: Option<T>,
+    must_be_new: bool,
+) -> Result<Action, ChangeError> {
     let err = |make: fn(Kind, Name) -> ChangeError| make(kind, name.clone());
     match (map.get(name), new) {
         (Some(old), _) if old.origin() == Origin::Config => Err(err(|kind, name| ChangeError::Declared { kind, name })),
@@ -123,8 +129,12 @@ impl Inventory {
             };
             let action = match (kind, object) {
                 (Kind::Node, Some(Object::Node(n))) => write(&mut next.nodes, kind, &name, Some(n), must_be_new)?,
-                (Kind::Cluster, Some(Object::Cluster(c))) => write(&mut next.clusters, kind, &name, Some(c), must_be_new)?,
-                (Kind::Profile, Some(Object::Profile(p))) => write(&mut next.profiles, kind, &name, Some(p), must_be_new)?,
+                (Kind::Cluster, Some(Object::Cluster(c))) => {
+                    write(&mut next.clusters, kind, &name, Some(c), must_be_new)?
+                }
+                (Kind::Profile, Some(Object::Profile(p))) => {
+                    write(&mut next.profiles, kind, &name, Some(p), must_be_new)?
+                }
                 (Kind::Node, None) => write::<Node>(&mut next.nodes, kind, &name, None, false)?,
                 (Kind::Cluster, None) => write::<Cluster>(&mut next.clusters, kind, &name, None, false)?,
                 (Kind::Profile, None) => write::<Profile>(&mut next.profiles, kind, &name, None, false)?,

@@ -11,8 +11,8 @@ mod model;
 pub mod types;
 mod validate;
 
-pub use lease::{Lease, LeaseState};
 pub use change::{Action, ChangeError, Object, Op, Outcome};
+pub use lease::{Lease, LeaseState};
 pub use model::*;
 pub use types::{DomainName, MacAddr, Name, Timestamp};
 pub use validate::{Problem, validate};

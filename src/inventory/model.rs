@@ -285,7 +285,11 @@ pub enum Backends {
         #[schema(value_type = Vec<String>)]
         addresses: Vec<SocketAddr>,
     },
-    Cluster { cluster: Name, members: Members, port: u16 },
+    Cluster {
+        cluster: Name,
+        members: Members,
+        port: u16,
+    },
 }
 
 /// A load-balancer backend pool. Declared in the config file.

@@ -176,10 +176,7 @@ impl Timestamp {
     }
 
     pub fn unix_millis(self) -> u64 {
-        self.0
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0)
+        self.0.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
     }
 }
 
@@ -223,7 +220,14 @@ mod tests {
 
     #[test]
     fn malformed_mac_addresses_are_refused_with_the_value() {
-        for bad in ["", "52:54:00:ab:cd", "52:54:00:ab:cd:ef:01", "52:54:00:ab:cd:eg", "525:4:00:ab:cd:ef", "01:00:5e:00:00:01"] {
+        for bad in [
+            "",
+            "52:54:00:ab:cd",
+            "52:54:00:ab:cd:ef:01",
+            "52:54:00:ab:cd:eg",
+            "525:4:00:ab:cd:ef",
+            "01:00:5e:00:00:01",
+        ] {
             let err = bad.parse::<MacAddr>().expect_err(bad);
             assert!(err.contains(&format!("'{bad}'")), "{err}");
         }

@@ -33,7 +33,14 @@ impl fmt::Display for Problem {
 struct Problems(Vec<Problem>);
 
 impl Problems {
-    fn add(&mut self, kind: Kind, name: &impl fmt::Display, field: &str, value: impl fmt::Display, message: impl Into<String>) {
+    fn add(
+        &mut self,
+        kind: Kind,
+        name: &impl fmt::Display,
+        field: &str,
+        value: impl fmt::Display,
+        message: impl Into<String>,
+    ) {
         self.0.push(Problem {
             kind,
             name: name.to_string(),
@@ -73,8 +80,19 @@ fn networks(inv: &Inventory, p: &mut Problems) {
     let nets: Vec<&Network> = inv.networks.values().collect();
     for (i, net) in nets.iter().enumerate() {
         let iface = &net.interface;
-        if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ', '\t', '\0']) || iface == "." || iface == ".." {
-            p.add(Kind::Network, &net.name, "interface", iface, "not a network interface name (1-15 characters, no '/' or spaces)");
+        if iface.is_empty()
+            || iface.len() > 15
+            || iface.contains(['/', ' ', '\t', '\0'])
+            || iface == "."
+            || iface == ".."
+        {
+            p.add(
+                Kind::Network,
+                &net.name,
+                "interface",
+                iface,
+                "not a network interface name (1-15 characters, no '/' or spaces)",
+            );
         }
         if let Some(gw) = net.gateway
             && !is_host_address(&net.cidr, gw)
@@ -99,11 +117,23 @@ fn networks(inv: &Inventory, p: &mut Problems) {
         }
         let secs = net.lease_time.as_secs();
         if !(60..=u64::from(u32::MAX - 1)).contains(&secs) {
-            p.add(Kind::Network, &net.name, "lease_time", super::types::format_duration(net.lease_time), "must be between 1 minute and 136 years");
+            p.add(
+                Kind::Network,
+                &net.name,
+                "lease_time",
+                super::types::format_duration(net.lease_time),
+                "must be between 1 minute and 136 years",
+            );
         }
         for other in &nets[..i] {
             if other.cidr.contains(&net.cidr.network()) || net.cidr.contains(&other.cidr.network()) {
-                p.add(Kind::Network, &net.name, "cidr", net.cidr, format!("overlaps network {} ({})", other.name, other.cidr));
+                p.add(
+                    Kind::Network,
+                    &net.name,
+                    "cidr",
+                    net.cidr,
+                    format!("overlaps network {} ({})", other.name, other.cidr),
+                );
             }
         }
     }
@@ -114,7 +144,13 @@ fn clusters(inv: &Inventory, p: &mut Problems) {
         match inv.networks.get(&c.network) {
             None => p.add(Kind::Cluster, &c.name, "network", &c.network, "no such network"),
             Some(net) if !net.cidr.contains(&c.api_int_address) => {
-                p.add(Kind::Cluster, &c.name, "api_int_address", c.api_int_address, format!("not inside network {} ({})", net.name, net.cidr));
+                p.add(
+                    Kind::Cluster,
+                    &c.name,
+                    "api_int_address",
+                    c.api_int_address,
+                    format!("not inside network {} ({})", net.name, net.cidr),
+                );
             }
             Some(_) => {}
         }
@@ -141,12 +177,19 @@ fn nodes(inv: &Inventory, p: &mut Problems) {
             }
             Some(cluster) if n.role == Some(Role::Bootstrap) => {
                 if let Some(first) = bootstraps.insert(cluster, &n.name) {
-                    p.add(Kind::Node, &n.name, "role", "bootstrap", format!("cluster {cluster} already has bootstrap node {first}"));
+                    p.add(
+                        Kind::Node,
+                        &n.name,
+                        "role",
+                        "bootstrap",
+                        format!("cluster {cluster} already has bootstrap node {first}"),
+                    );
                     bootstraps.insert(cluster, first);
                 }
             }
             None if n.role.is_some() => {
-                let role = serde_json::to_value(n.role).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                let role =
+                    serde_json::to_value(n.role).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
                 p.add(Kind::Node, &n.name, "role", role, "a role needs a cluster");
             }
             _ => {}
@@ -202,7 +245,13 @@ fn profiles(inv: &Inventory, p: &mut Problems) {
         }
         for arg in &prof.args {
             if arg.is_empty() || arg.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                p.add(Kind::Profile, &prof.name, "args", arg, "a kernel argument must be non-empty, without spaces or control characters");
+                p.add(
+                    Kind::Profile,
+                    &prof.name,
+                    "args",
+                    arg,
+                    "a kernel argument must be non-empty, without spaces or control characters",
+                );
             }
         }
     }
@@ -211,12 +260,16 @@ fn profiles(inv: &Inventory, p: &mut Problems) {
 /// Image references are http(s) URLs or relative paths that stay inside the images directory.
 fn image_path_problem(path: &str) -> Option<&'static str> {
     if path.starts_with("http://") || path.starts_with("https://") {
-        return path.chars().any(|c| c.is_whitespace() || c.is_control()).then_some("URL contains spaces or control characters");
+        return path
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+            .then_some("URL contains spaces or control characters");
     }
     if path.is_empty() {
         return Some("must not be empty");
     }
-    if path.starts_with('/') || path.split(['/', '\\']).any(|seg| seg == ".." || seg.is_empty()) || path.contains('\0') {
+    if path.starts_with('/') || path.split(['/', '\\']).any(|seg| seg == ".." || seg.is_empty()) || path.contains('\0')
+    {
         return Some("must be a relative path inside the images directory (no '..', no leading '/') or an http(s) URL");
     }
     None
@@ -225,7 +278,9 @@ fn image_path_problem(path: &str) -> Option<&'static str> {
 fn lb(inv: &Inventory, p: &mut Problems) {
     for pool in inv.pools.values() {
         match &pool.backends {
-            Backends::Static { addresses } if addresses.is_empty() => p.add(Kind::Pool, &pool.name, "backends", "[]", "a static pool needs at least one backend"),
+            Backends::Static { addresses } if addresses.is_empty() => {
+                p.add(Kind::Pool, &pool.name, "backends", "[]", "a static pool needs at least one backend")
+            }
             Backends::Cluster { cluster, .. } if !inv.clusters.contains_key(cluster) => {
                 p.add(Kind::Pool, &pool.name, "cluster", cluster, "no such cluster");
             }

@@ -314,10 +314,8 @@ impl EventLog {
         let mut out = Vec::new();
         let start = filter.after.map_or(0, |a| a.saturating_add(1));
         let rows = table.range(start..)?;
-        let decode_row = |row: Result<(redb::AccessGuard<u64>, redb::AccessGuard<(u64, &[u8])>), redb::StorageError>| -> Result<Option<Event>, StoreError> {
-            let (key, value) = row?;
-            let (_, json) = value.value();
-            let event: Event = super::decode("events", key.value(), json)?;
+        let decode_row = |key: u64, json: &[u8]| -> Result<Option<Event>, StoreError> {
+            let event: Event = super::decode("events", key, json)?;
             Ok(filter.matches(&event).then_some(event))
         };
         if filter.after.is_some() {
@@ -325,14 +323,16 @@ impl EventLog {
                 if out.len() >= limit {
                     break;
                 }
-                out.extend(decode_row(row)?);
+                let (key, value) = row?;
+                out.extend(decode_row(key.value(), value.value().1)?);
             }
         } else {
             for row in rows.rev() {
                 if out.len() >= limit {
                     break;
                 }
-                out.extend(decode_row(row)?);
+                let (key, value) = row?;
+                out.extend(decode_row(key.value(), value.value().1)?);
             }
             out.reverse();
         }
@@ -375,7 +375,9 @@ fn commit_batch(db: &Database, batch: &[Event], retention: Retention) -> Result<
             let json = serde_json::to_vec(e).unwrap_or_default();
             table.insert(e.seq, (e.time.unix_millis(), json.as_slice()))?;
         }
-        let cutoff = Timestamp::now().unix_millis().saturating_sub(u64::try_from(retention.max_age.as_millis()).unwrap_or(u64::MAX));
+        let cutoff = Timestamp::now()
+            .unix_millis()
+            .saturating_sub(u64::try_from(retention.max_age.as_millis()).unwrap_or(u64::MAX));
         let mut excess = table.len()?.saturating_sub(retention.max_count);
         loop {
             let expired = match table.first()? {

@@ -19,7 +19,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::inventory::{Action, HasOrigin, ChangeError, Inventory, Kind, Lease, LeaseState, Name, Op, Origin, Outcome, Timestamp, validate};
+use crate::inventory::{
+    Action, ChangeError, HasOrigin, Inventory, Kind, Lease, LeaseState, Name, Op, Origin, Outcome, Timestamp, validate,
+};
 use schema::{CLUSTERS, INVENTORY_VERSION_KEY, LEASES, META, NODES, PROFILES, SCHEMA_VERSION};
 
 /// The store's file name inside the state directory.
@@ -88,7 +90,11 @@ fn table_of(kind: Kind) -> Option<TableDefinition<'static, &'static str, &'stati
 }
 
 fn decode<T: DeserializeOwned>(table: &'static str, key: impl ToString, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { table, key: key.to_string(), message: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        table,
+        key: key.to_string(),
+        message: e.to_string(),
+    })
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -171,7 +177,9 @@ impl Store {
         }
         let txn = self.inner.db.begin_write()?;
         for outcome in &outcomes {
-            let Some(def) = table_of(outcome.kind) else { continue };
+            let Some(def) = table_of(outcome.kind) else {
+                continue;
+            };
             let mut table = txn.open_table(def)?;
             let key = outcome.name.as_str();
             match (outcome.action, outcome.kind) {
@@ -195,7 +203,9 @@ impl Store {
         #[cfg(test)]
         if self.inner.fail_next_commit.swap(false, std::sync::atomic::Ordering::SeqCst) {
             txn.abort()?;
-            return Err(StoreError::Db(redb::StorageError::Io(std::io::Error::other("injected commit failure")).into()));
+            return Err(StoreError::Db(
+                redb::StorageError::Io(std::io::Error::other("injected commit failure")).into(),
+            ));
         }
         txn.commit()?;
         Ok(())
@@ -285,11 +295,17 @@ fn load_kind<T: HasOrigin + DeserializeOwned>(
     map: &mut std::collections::BTreeMap<Name, T>,
     adopted: &mut Vec<(Kind, Name)>,
 ) -> Result<(), StoreError> {
-    let Some(def) = table_of(kind) else { return Ok(()) };
+    let Some(def) = table_of(kind) else {
+        return Ok(());
+    };
     let table = txn.open_table(def)?;
     for row in table.iter()? {
         let (key, value) = row?;
-        let name: Name = key.value().parse().map_err(|message| StoreError::Corrupt { table: kind.config_table(), key: key.value().into(), message })?;
+        let name: Name = key.value().parse().map_err(|message| StoreError::Corrupt {
+            table: kind.config_table(),
+            key: key.value().into(),
+            message,
+        })?;
         if map.contains_key(&name) {
             adopted.push((kind, name));
             continue;

@@ -9,7 +9,13 @@ fn lab() -> Inventory {
 }
 
 fn worker(n: &str, last: u8) -> Node {
-    let mut node = crate::inventory::test_node(n, &format!("52:54:00:00:01:{last:02x}"), &format!("10.1.107.{}", 20 + last), Some("prod"), Some(Role::Worker));
+    let mut node = crate::inventory::test_node(
+        n,
+        &format!("52:54:00:00:01:{last:02x}"),
+        &format!("10.1.107.{}", 20 + last),
+        Some("prod"),
+        Some(Role::Worker),
+    );
     node.labels.insert("rack".into(), "r1".into());
     node
 }
@@ -96,7 +102,10 @@ fn a_store_from_a_newer_schema_is_refused() {
     }
     let err = Store::open(dir.path(), declared()).expect_err("newer schema");
     let text = err.to_string();
-    assert!(text.contains(&format!("schema version {}", SCHEMA_VERSION + 1)) && text.contains("newer slipway"), "{text}");
+    assert!(
+        text.contains(&format!("schema version {}", SCHEMA_VERSION + 1)) && text.contains("newer slipway"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -38,7 +38,10 @@ pub(crate) fn lab() -> Inventory {
         origin: Origin::Api,
     };
     inv.clusters.insert(cluster.name.clone(), cluster);
-    for (n, mac, addr, role) in [("bootstrap", "52:54:00:00:00:01", "10.1.107.10", Role::Bootstrap), ("master-0", "52:54:00:00:00:02", "10.1.107.11", Role::ControlPlane)] {
+    for (n, mac, addr, role) in [
+        ("bootstrap", "52:54:00:00:00:01", "10.1.107.10", Role::Bootstrap),
+        ("master-0", "52:54:00:00:00:02", "10.1.107.11", Role::ControlPlane),
+    ] {
         inv.nodes.insert(name(n), node(n, mac, addr, Some("prod"), Some(role)));
     }
     inv.reindex();
@@ -212,7 +215,10 @@ fn unknown_references_are_refused() {
 #[test]
 fn second_bootstrap_node_in_a_cluster_is_refused() {
     let p = problems_after(|inv| {
-        inv.nodes.insert(name("second-boot"), node("second-boot", "52:54:00:00:00:09", "10.1.107.20", Some("prod"), Some(Role::Bootstrap)));
+        inv.nodes.insert(
+            name("second-boot"),
+            node("second-boot", "52:54:00:00:00:09", "10.1.107.20", Some("prod"), Some(Role::Bootstrap)),
+        );
     });
     assert_one(&p, Kind::Node, "second-boot", "role", "bootstrap");
 }

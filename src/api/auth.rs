@@ -1,0 +1,149 @@
+//! The admin token: where it comes from, how it is compared, and the middleware that guards
+//! every `/api/` path. The token never reaches a log line (its `Debug` is redacted).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+use subtle::ConstantTimeEq;
+
+use super::ApiState;
+use super::error::ApiError;
+use crate::config::{DEFAULT_TOKEN_CREDENTIAL, TokenSource};
+
+/// The file slipway generates in the state directory when no token source is configured.
+pub const GENERATED_TOKEN_FILE: &str = "admin.token";
+
+/// A bearer token. Compared in constant time; never printed.
+#[derive(Clone)]
+pub struct Token(Vec<u8>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl Token {
+    /// A token from its text; surrounding whitespace (a trailing newline) is dropped.
+    pub fn new(text: &str) -> Result<Token, String> {
+        let text = text.trim();
+        if text.len() < 16 {
+            return Err("the admin token must be at least 16 characters".into());
+        }
+        if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("the admin token must not contain spaces or control characters".into());
+        }
+        Ok(Token(text.as_bytes().to_vec()))
+    }
+
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        self.0.len() == presented.len() && bool::from(self.0.ct_eq(presented))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("admin token file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("admin token credential {name}: $CREDENTIALS_DIRECTORY is not set (is the unit missing LoadCredential=?)")]
+    NoCredentials { name: String },
+}
+
+/// Where the token will be read from, for messages ("token in /var/lib/slipway/admin.token").
+pub fn token_path(source: &TokenSource, state_dir: &Path) -> Result<PathBuf, TokenError> {
+    let creds = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    Ok(match source {
+        TokenSource::File(path) => path.clone(),
+        TokenSource::Credential(name) => match creds {
+            Some(dir) => dir.join(name),
+            None => return Err(TokenError::NoCredentials { name: name.clone() }),
+        },
+        TokenSource::Default => match creds.map(|d| d.join(DEFAULT_TOKEN_CREDENTIAL)).filter(|p| p.exists()) {
+            Some(path) => path,
+            None => state_dir.join(GENERATED_TOKEN_FILE),
+        },
+    })
+}
+
+/// Loads the token; for `Default` without a credential, generates one on first start.
+pub fn load(source: &TokenSource, state_dir: &Path) -> Result<(Token, PathBuf), TokenError> {
+    let path = token_path(source, state_dir)?;
+    let err = |message: String| TokenError::File { path: path.clone(), message };
+    if *source == TokenSource::Default && path.starts_with(state_dir) && !path.exists() {
+        generate(&path).map_err(|e| err(format!("cannot create: {e}")))?;
+        tracing::info!(path = %path.display(), "generated an admin token");
+    }
+    let meta = fs::metadata(&path).map_err(|e| err(e.to_string()))?;
+    if meta.permissions().mode() & 0o004 != 0 {
+        tracing::warn!(path = %path.display(), "the admin token file is readable by every user; chmod 600 it");
+    }
+    let text = fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
+    let token = Token::new(&text).map_err(err)?;
+    Ok((token, path))
+}
+
+fn generate(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let mut random = [0u8; 32];
+    fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+    let text: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+/// Every path under `/api` needs `Authorization: Bearer <token>`, whether or not it routes.
+pub async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Result<Response, ApiError> {
+    let path = request.uri().path();
+    if path == "/api" || path.starts_with("/api/") {
+        let presented = request.headers().get(AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        if !presented.is_some_and(|p| state.token.matches(p)) {
+            return Err(ApiError::Unauthorized);
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_only_exactly() {
+        let t = Token::new("0123456789abcdef0123\n").expect("valid");
+        assert!(t.matches(b"0123456789abcdef0123"));
+        assert!(!t.matches(b"0123456789abcdef012"));
+        assert!(!t.matches(b"0123456789abcdef0124"));
+        assert_eq!(format!("{t:?}"), "Token(<redacted>)");
+    }
+
+    #[test]
+    fn short_or_spaced_tokens_are_refused() {
+        assert!(Token::new("short").is_err());
+        assert!(Token::new("0123456789 abcdef0123").is_err());
+    }
+
+    #[test]
+    fn a_default_token_is_generated_once_with_mode_0600() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (first, path) = load(&TokenSource::Default, dir.path()).expect("generated");
+        assert_eq!(fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
+        let (second, _) = load(&TokenSource::Default, dir.path()).expect("reread");
+        assert!(first.matches(&second.0));
+    }
+
+    #[test]
+    fn a_missing_token_file_names_the_file() {
+        let err = load(&TokenSource::File("/nonexistent/token".into()), Path::new("/tmp")).expect_err("missing");
+        assert!(err.to_string().contains("/nonexistent/token"), "{err}");
+    }
+}

@@ -1,0 +1,127 @@
+//! API errors: a JSON body for the client with a stable `error` code and a message; internal
+//! detail goes to the log only.
+
+use axum::Json;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use utoipa::ToSchema;
+
+use crate::inventory::{ChangeError, Problem};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("{message}")]
+    BadRequest { field: Option<String>, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    ReadOnly(String),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<Problem>),
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable code: unauthorized, bad_request, not_found, conflict, read_only, invalid, internal.
+    pub error: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
+}
+
+impl ApiError {
+    pub fn bad(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest { field: Some(field.to_owned()), message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        let (status, error, field, problems) = match self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None, vec![]),
+            ApiError::BadRequest { field, .. } => (StatusCode::BAD_REQUEST, "bad_request", field, vec![]),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None, vec![]),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None, vec![]),
+            ApiError::ReadOnly(_) => (StatusCode::METHOD_NOT_ALLOWED, "read_only", None, vec![]),
+            ApiError::Invalid(problems) => {
+                let field = problems.first().map(|p| p.field.clone());
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid", field, problems)
+            }
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "admin API request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", None, vec![])
+            }
+        };
+        let mut response = (status, Json(ErrorBody { error, message, field, problems })).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<ChangeError> for ApiError {
+    fn from(e: ChangeError) -> Self {
+        match e {
+            ChangeError::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            ChangeError::AlreadyExists { .. } | ChangeError::Declared { .. } => ApiError::Conflict(e.to_string()),
+            ChangeError::ReadOnly { .. } => ApiError::ReadOnly(e.to_string()),
+            ChangeError::Invalid(problems) => ApiError::Invalid(problems),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Change(e) => e.into(),
+            StoreError::NoLease(_) => ApiError::NotFound(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// A JSON request body whose errors name the offending field (`nodes[0].mac`).
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::BadRequest { field: None, message: format!("cannot read the request body: {e}") })?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = (path != ".").then_some(path);
+            let message = match &field {
+                Some(f) => format!("{f}: {}", e.inner()),
+                None => e.inner().to_string(),
+            };
+            ApiError::BadRequest { field, message }
+        })?;
+        de.end().map_err(|e| ApiError::BadRequest {
+            field: None,
+            message: format!("trailing data after the JSON body: {e}"),
+        })?;
+        Ok(Body(value))
+    }
+}

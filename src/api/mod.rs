@@ -1,0 +1,133 @@
+//! The admin API (axum): JSON CRUD for the inventory, leases, the event log, probes and
+//! metrics. Handlers validate input and call the store; they hold no state of their own.
+//!
+//! Every route is registered through one `OpenApiRouter`, so the OpenAPI document at
+//! `/api/v1/openapi.json` is generated from the same list that routes requests, and every path
+//! under `/api` passes the bearer-token check, routed or not.
+
+pub mod auth;
+pub mod error;
+pub mod events;
+mod health;
+pub mod leases;
+pub mod objects;
+pub mod serve;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+use utoipa::openapi::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi as _};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::metrics::{Metrics, RequestLabels};
+use crate::app::readiness::Readiness;
+use crate::store::Store;
+use crate::store::events::EventLog;
+pub use auth::Token;
+use error::ApiError;
+
+/// What the handlers need. Cheap to clone (every field is a handle).
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    pub store: Store,
+    pub events: EventLog,
+    pub token: Arc<Token>,
+    pub readiness: Readiness,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the daemon stops; long-lived responses (event follow) end on it.
+    pub shutdown: CancellationToken,
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "slipway admin API", description = "Inventory, leases and events of a slipway daemon. Every /api/ route needs `Authorization: Bearer <token>`."),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Every `/api` route, with its OpenAPI description.
+fn api_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(objects::list_nodes, objects::create_node))
+        .routes(routes!(objects::get_node, objects::put_node, objects::delete_node))
+        .routes(routes!(objects::list_clusters, objects::create_cluster))
+        .routes(routes!(objects::get_cluster, objects::put_cluster, objects::delete_cluster))
+        .routes(routes!(objects::list_profiles, objects::create_profile))
+        .routes(routes!(objects::get_profile, objects::put_profile, objects::delete_profile))
+        .routes(routes!(objects::list_networks))
+        .routes(routes!(objects::get_network))
+        .routes(routes!(objects::apply))
+        .routes(routes!(leases::list_leases))
+        .routes(routes!(leases::release_lease))
+        .routes(routes!(events::list_events))
+        .routes(routes!(openapi_json))
+}
+
+/// The OpenAPI document of the admin API.
+pub fn openapi() -> OpenApi {
+    api_routes().split_for_parts().1
+}
+
+/// Serve this API's OpenAPI document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI 3.1 document")))]
+async fn openapi_json() -> impl IntoResponse {
+    axum::Json(openapi())
+}
+
+/// The public probes outside `/api` (no token).
+pub const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// The whole admin HTTP surface, ready to serve.
+pub fn router(state: ApiState) -> Router {
+    let (api, _) = api_routes().split_for_parts();
+    api.route(PUBLIC_PATHS[0], get(health::healthz))
+        .route(PUBLIC_PATHS[1], get(health::readyz))
+        .route(PUBLIC_PATHS[2], get(health::metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::NotFound(format!("no route for {} {}", request.method(), request.uri().path()))
+}
+
+/// One span per request; counts requests by route and status.
+async fn observe(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let span = tracing::debug_span!("api", %method, path = %request.uri().path());
+    let started = Instant::now();
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    let status = response.status().as_u16();
+    span.in_scope(|| tracing::debug!(status, elapsed_ms = started.elapsed().as_millis() as u64, "request"));
+    state.metrics.api_requests.get_or_create(&RequestLabels { method, route, status }).inc();
+    response
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,131 @@
+//! Wiring: opens the store, starts every configured subsystem under one shutdown token, tells
+//! systemd when it is ready, and stops everything cleanly on SIGTERM/SIGINT.
+//!
+//! Start-up binds every listener before anything serves: a listener that cannot bind fails the
+//! start with a message naming its address, and the daemon never runs half-started.
+
+pub mod metrics;
+pub mod notify;
+pub mod readiness;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::store::events::{EventKind, EventLog, Source, Subject};
+use crate::store::{Store, StoreError};
+use metrics::Metrics;
+use readiness::Readiness;
+
+/// How long subsystems get to stop after SIGTERM before the daemon exits anyway.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(4);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Token(#[from] api::auth::TokenError),
+    #[error(transparent)]
+    Serve(#[from] api::serve::ServeError),
+    #[error("cannot install the signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), AppError> {
+    let shutdown = CancellationToken::new();
+    let mut terminate = signal(SignalKind::terminate()).map_err(AppError::Signal)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(AppError::Signal)?;
+
+    let store = Store::open(&config.state_dir, config.inventory.clone())?;
+    let events = EventLog::open(&store, config.events)?;
+    let (token, token_path) = api::auth::load(&config.admin.token, &config.state_dir)?;
+    let metrics = Metrics::new(&store, &events);
+    let readiness = Readiness::default();
+
+    readiness.expect("admin", config.admin.listen);
+    let admin = api::serve::bind(config.admin.listen, config.admin.tls.as_ref()).await?;
+    let admin_addr = admin.local_addr().unwrap_or(config.admin.listen);
+    readiness.bound("admin", admin_addr);
+    if !admin.is_tls() && !admin_addr.ip().is_loopback() {
+        tracing::warn!(%admin_addr, "the admin API listens beyond loopback without TLS; set admin.tls_cert and admin.tls_key");
+    }
+    warn_unserved(&config);
+
+    let state = ApiState {
+        store: store.clone(),
+        events: events.clone(),
+        token: Arc::new(token),
+        readiness: readiness.clone(),
+        metrics: Arc::new(metrics),
+        shutdown: shutdown.clone(),
+    };
+    let mut tasks = JoinSet::new();
+    tasks.spawn(api::serve::run(admin, api::router(state), shutdown.clone()));
+
+    let inv = store.snapshot();
+    tracing::info!(
+        admin = %admin_addr,
+        tls = config.admin.tls.is_some(),
+        token = %token_path.display(),
+        store = %store.path().display(),
+        networks = inv.networks.len(),
+        clusters = inv.clusters.len(),
+        nodes = inv.nodes.len(),
+        inventory_version = inv.version,
+        "slipway is ready"
+    );
+    events.append(
+        Source::Daemon,
+        Subject::default(),
+        EventKind::DaemonStarted { version: env!("CARGO_PKG_VERSION").into() },
+    );
+    sd_notify(&format!("READY=1\nSTATUS=serving; admin API on {admin_addr}"));
+
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+        Some(ended) = tasks.join_next() => tracing::error!(?ended, "a subsystem stopped on its own; stopping"),
+    }
+    sd_notify("STOPPING=1");
+    events.append(Source::Daemon, Subject::default(), EventKind::DaemonStopping);
+    shutdown.cancel();
+    if tokio::time::timeout(STOP_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+        tracing::warn!("subsystems did not stop in time; exiting anyway");
+        tasks.abort_all();
+    }
+    let events_for_close = events.clone();
+    let _ = tokio::task::spawn_blocking(move || events_for_close.close()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn sd_notify(state: &str) {
+    if let Err(e) = notify::notify(state) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// Sections this build parses and checks but does not serve yet are named at start-up, so an
+/// operator is never left guessing why a port is closed.
+fn warn_unserved(config: &Config) {
+    let unserved = [
+        ("dhcp", config.dhcp.is_some()),
+        ("dns", config.dns.is_some()),
+        ("tftp", config.tftp.is_some()),
+        ("http", config.http.is_some()),
+        ("lb", !config.inventory.frontends.is_empty()),
+        ("hypervisors", !config.hypervisors.is_empty()),
+    ];
+    for (section, configured) in unserved {
+        if configured {
+            tracing::warn!(section, "configured, but this build of slipway does not serve it yet");
+        }
+    }
+}

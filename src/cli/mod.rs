@@ -1,0 +1,403 @@
+//! The command-line client: `get`, `apply`, `delete` against a running daemon's admin API.
+//! Tables for people, `-o json` for scripts.
+
+pub mod client;
+pub mod table;
+
+use std::path::Path;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::api::leases::LeaseView;
+use crate::api::objects::Manifest;
+use crate::inventory::{Cluster, Network, Node, Outcome, Profile};
+use crate::store::events::Event;
+use client::{Client, ClientError};
+use table::{opt, render};
+
+/// What `get` can list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Resource {
+    Nodes,
+    Clusters,
+    Profiles,
+    Networks,
+    Leases,
+    Events,
+}
+
+/// What `delete` can remove (`lease` releases one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Deletable {
+    Node,
+    Cluster,
+    Profile,
+    Lease,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+/// Filters for `get events`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct EventArgs {
+    /// Keep streaming new events until interrupted.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only events about this node.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Only events about this MAC address.
+    #[arg(long)]
+    pub mac: Option<String>,
+    /// Only events of these types (comma-separated, e.g. lease_acked,phone_home).
+    #[arg(long = "type")]
+    pub types: Option<String>,
+    /// Only events since an RFC 3339 time or a duration ago (10m).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// How many past events to show.
+    #[arg(long)]
+    pub limit: Option<u32>,
+}
+
+fn events_query(args: &EventArgs) -> String {
+    let mut pairs: Vec<(&str, String)> = Vec::new();
+    let fields = [("node", &args.node), ("mac", &args.mac), ("type", &args.types), ("since", &args.since)];
+    for (key, value) in fields {
+        if let Some(v) = value {
+            pairs.push((key, v.clone()));
+        }
+    }
+    if let Some(limit) = args.limit {
+        pairs.push(("limit", limit.to_string()));
+    }
+    if args.follow {
+        pairs.push(("follow", "true".into()));
+    }
+    let encoded: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
+    if encoded.is_empty() { String::new() } else { format!("?{}", encoded.join("&")) }
+}
+
+/// Percent-encodes a query value.
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b',' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// `slipway get RESOURCE [NAME]`.
+pub async fn get(
+    client: &Client,
+    what: Resource,
+    name: Option<&str>,
+    output: Output,
+    events: &EventArgs,
+) -> Result<(), ClientError> {
+    let path = |plural: &str| match name {
+        Some(n) => format!("/api/v1/{plural}/{}", encode(n)),
+        None => format!("/api/v1/{plural}"),
+    };
+    match what {
+        Resource::Nodes => {
+            show(
+                client,
+                &path("nodes"),
+                output,
+                name.is_some(),
+                node_rows,
+                &["NAME", "CLUSTER", "ROLE", "MAC", "IPV4", "HOSTNAME", "PROFILE", "ORIGIN"],
+            )
+            .await
+        }
+        Resource::Clusters => {
+            show(
+                client,
+                &path("clusters"),
+                output,
+                name.is_some(),
+                cluster_rows,
+                &["NAME", "KIND", "ZONE", "NETWORK", "API", "API-INT", "INGRESS", "ORIGIN"],
+            )
+            .await
+        }
+        Resource::Profiles => {
+            show(
+                client,
+                &path("profiles"),
+                output,
+                name.is_some(),
+                profile_rows,
+                &["NAME", "KERNEL", "INITRDS", "CONFIG", "ORIGIN"],
+            )
+            .await
+        }
+        Resource::Networks => {
+            show(
+                client,
+                &path("networks"),
+                output,
+                name.is_some(),
+                network_rows,
+                &["NAME", "INTERFACE", "CIDR", "GATEWAY", "STATIC", "POOL", "LEASE"],
+            )
+            .await
+        }
+        Resource::Leases => {
+            show(
+                client,
+                "/api/v1/leases",
+                output,
+                false,
+                lease_rows,
+                &["IP", "MAC", "NODE", "STATE", "ACTIVE", "EXPIRES", "HOSTNAME"],
+            )
+            .await
+        }
+        Resource::Events if events.follow => {
+            let path = format!("/api/v1/events{}", events_query(events));
+            print_event_header(output);
+            client
+                .follow(&path, |data| match serde_json::from_str::<Event>(data) {
+                    Ok(e) => print_event(&e, output),
+                    Err(_) => eprintln!("note: {data}"),
+                })
+                .await
+        }
+        Resource::Events => {
+            let list: Vec<Event> =
+                client.json(Method::GET, &format!("/api/v1/events{}", events_query(events)), None::<&()>).await?;
+            if output == Output::Json {
+                print_json(&list);
+            } else {
+                print_event_header(output);
+                list.iter().for_each(|e| print_event(e, output));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Fetches one object or a list, and prints it as JSON or a table.
+async fn show<T: serde::de::DeserializeOwned + serde::Serialize>(
+    client: &Client,
+    path: &str,
+    output: Output,
+    one: bool,
+    rows: fn(&T) -> Vec<String>,
+    headers: &[&str],
+) -> Result<(), ClientError> {
+    let items: Vec<T> = if one {
+        vec![client.json(Method::GET, path, None::<&()>).await?]
+    } else {
+        client.json(Method::GET, path, None::<&()>).await?
+    };
+    match output {
+        Output::Json if one => print_json(&items[0]),
+        Output::Json => print_json(&items),
+        Output::Table => print!("{}", render(headers, &items.iter().map(rows).collect::<Vec<_>>())),
+    }
+    Ok(())
+}
+
+fn kebab(v: &impl serde::Serialize) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(s)) => s,
+        Ok(Value::Null) | Err(_) => "-".into(),
+        Ok(other) => other.to_string(),
+    }
+}
+
+fn node_rows(n: &Node) -> Vec<String> {
+    vec![
+        n.name.to_string(),
+        opt(n.cluster.as_ref()),
+        kebab(&n.role),
+        n.mac.to_string(),
+        n.ipv4.to_string(),
+        n.hostname().to_string(),
+        opt(n.profile.as_ref()),
+        kebab(&n.origin),
+    ]
+}
+
+fn cluster_rows(c: &Cluster) -> Vec<String> {
+    vec![
+        c.name.to_string(),
+        kebab(&c.kind),
+        c.zone(),
+        c.network.to_string(),
+        c.api_address.to_string(),
+        c.api_int_address.to_string(),
+        c.ingress_address.to_string(),
+        kebab(&c.origin),
+    ]
+}
+
+fn profile_rows(p: &Profile) -> Vec<String> {
+    vec![
+        p.name.to_string(),
+        p.kernel.clone(),
+        if p.initrds.is_empty() { "-".into() } else { p.initrds.join(",") },
+        kebab(&p.config),
+        kebab(&p.origin),
+    ]
+}
+
+fn network_rows(n: &Network) -> Vec<String> {
+    vec![
+        n.name.to_string(),
+        n.interface.clone(),
+        n.cidr.to_string(),
+        opt(n.gateway),
+        opt(n.static_range),
+        opt(n.pool),
+        crate::inventory::types::format_duration(n.lease_time),
+    ]
+}
+
+fn lease_rows(l: &LeaseView) -> Vec<String> {
+    vec![
+        l.lease.ip.to_string(),
+        l.lease.mac.to_string(),
+        opt(l.node.as_ref()),
+        kebab(&l.lease.state),
+        if l.active { "yes" } else { "no" }.into(),
+        l.lease.expires.to_string(),
+        opt(l.lease.hostname.as_ref()),
+    ]
+}
+
+fn print_event_header(output: Output) {
+    if output == Output::Table {
+        println!(
+            "{:<24}  {:>6}  {:<10}  {:<14}  {:<17}  {:<20}  DETAILS",
+            "TIME", "SEQ", "SOURCE", "NODE", "MAC", "TYPE"
+        );
+    }
+}
+
+fn print_event(e: &Event, output: Output) {
+    if output == Output::Json {
+        println!("{}", serde_json::to_string(e).unwrap_or_default());
+        return;
+    }
+    let mut details = serde_json::to_value(&e.details).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut details {
+        map.remove("type");
+    }
+    let details = match &details {
+        Value::Object(map) if map.is_empty() => String::new(),
+        other => other.to_string(),
+    };
+    println!(
+        "{:<24}  {:>6}  {:<10}  {:<14}  {:<17}  {:<20}  {details}",
+        e.time.to_string(),
+        e.seq,
+        kebab(&e.source),
+        opt(e.node.as_ref()),
+        opt(e.mac),
+        e.details.type_name()
+    );
+}
+
+/// `slipway apply -f FILE`: a YAML or JSON manifest of clusters, profiles and nodes.
+pub async fn apply(client: &Client, file: &Path, output: Output) -> Result<(), ClientError> {
+    let text = if file == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| ClientError::Setup(format!("stdin: {e}")))?
+    } else {
+        std::fs::read_to_string(file).map_err(|e| ClientError::Setup(format!("{}: {e}", file.display())))?
+    };
+    let manifest = parse_manifest(&text).map_err(|e| ClientError::Setup(format!("{}: {e}", file.display())))?;
+    let outcomes: Vec<Outcome> = client.json(Method::POST, "/api/v1/apply", Some(&manifest)).await?;
+    match output {
+        Output::Json => print_json(&outcomes),
+        Output::Table => {
+            for o in outcomes {
+                println!("{} {} {}", o.kind, o.name, kebab(&o.action));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a manifest as JSON if it looks like JSON, else as YAML; errors name the field.
+pub fn parse_manifest(text: &str) -> Result<Manifest, String> {
+    if text.trim_start().starts_with('{') {
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+    } else {
+        let de = serde_norway::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+    }
+}
+
+/// `slipway delete KIND NAME`.
+pub async fn delete(client: &Client, what: Deletable, name: &str) -> Result<(), ClientError> {
+    match what {
+        Deletable::Node => client.call(Method::DELETE, &format!("/api/v1/nodes/{}", encode(name))).await?,
+        Deletable::Cluster => client.call(Method::DELETE, &format!("/api/v1/clusters/{}", encode(name))).await?,
+        Deletable::Profile => client.call(Method::DELETE, &format!("/api/v1/profiles/{}", encode(name))).await?,
+        Deletable::Lease => {
+            let _: LeaseView =
+                client.json(Method::DELETE, &format!("/api/v1/leases/{}", encode(name)), None::<&()>).await?;
+        }
+    }
+    println!("{} {name} {}", what_name(what), if what == Deletable::Lease { "released" } else { "deleted" });
+    Ok(())
+}
+
+fn what_name(what: Deletable) -> &'static str {
+    match what {
+        Deletable::Node => "node",
+        Deletable::Cluster => "cluster",
+        Deletable::Profile => "profile",
+        Deletable::Lease => "lease",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_and_json_manifests_parse_the_same() {
+        let yaml = "nodes:\n  - name: w0\n    mac: 52:54:00:00:00:09\n    ipv4: 10.1.107.20\n";
+        let json = r#"{"nodes":[{"name":"w0","mac":"52:54:00:00:00:09","ipv4":"10.1.107.20"}]}"#;
+        assert_eq!(parse_manifest(yaml).expect("yaml"), parse_manifest(json).expect("json"));
+    }
+
+    #[test]
+    fn manifest_errors_name_the_field() {
+        let err = parse_manifest("nodes:\n  - name: w0\n    mac: nope\n    ipv4: 10.1.107.20\n").expect_err("bad mac");
+        assert!(err.starts_with("nodes[0].mac: "), "{err}");
+        let err = parse_manifest("{\"nods\": []}").expect_err("unknown field");
+        assert!(err.contains("nods"), "{err}");
+    }
+
+    #[test]
+    fn event_filters_become_an_encoded_query() {
+        let args = EventArgs {
+            follow: true,
+            node: Some("w0".into()),
+            since: Some("2026-11-22T10:00:00Z".into()),
+            ..EventArgs::default()
+        };
+        assert_eq!(events_query(&args), "?node=w0&since=2026-11-22T10:00:00Z&follow=true");
+        assert_eq!(encode("a b/c"), "a%20b%2Fc");
+    }
+}
