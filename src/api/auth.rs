@@ -55,8 +55,11 @@ pub enum TokenError {
     NoCredentials { name: String },
 }
 
-/// Where the token will be read from, for messages ("token in /var/lib/slipway/admin.token").
-pub fn token_path(source: &TokenSource, state_dir: &Path) -> Result<PathBuf, TokenError> {
+/// Where the token is read from. `Default` looks, in order, for the systemd credential
+/// `admin-token`, for `admin.token` beside the config file (what the unit passes as that
+/// credential, and what the CLI on the same machine reads), and for the token slipway
+/// generates in the state directory.
+pub fn token_path(source: &TokenSource, state_dir: &Path, config_dir: Option<&Path>) -> Result<PathBuf, TokenError> {
     let creds = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
     Ok(match source {
         TokenSource::File(path) => path.clone(),
@@ -64,16 +67,20 @@ pub fn token_path(source: &TokenSource, state_dir: &Path) -> Result<PathBuf, Tok
             Some(dir) => dir.join(name),
             None => return Err(TokenError::NoCredentials { name: name.clone() }),
         },
-        TokenSource::Default => match creds.map(|d| d.join(DEFAULT_TOKEN_CREDENTIAL)).filter(|p| p.exists()) {
-            Some(path) => path,
-            None => state_dir.join(GENERATED_TOKEN_FILE),
-        },
+        TokenSource::Default => {
+            let candidates =
+                [creds.map(|d| d.join(DEFAULT_TOKEN_CREDENTIAL)), config_dir.map(|d| d.join(GENERATED_TOKEN_FILE))];
+            match candidates.into_iter().flatten().find(|p| p.exists()) {
+                Some(path) => path,
+                None => state_dir.join(GENERATED_TOKEN_FILE),
+            }
+        }
     })
 }
 
-/// Loads the token; for `Default` without a credential, generates one on first start.
-pub fn load(source: &TokenSource, state_dir: &Path) -> Result<(Token, PathBuf), TokenError> {
-    let path = token_path(source, state_dir)?;
+/// Loads the token; for `Default` with no token anywhere, generates one on first start.
+pub fn load(source: &TokenSource, state_dir: &Path, config_dir: Option<&Path>) -> Result<(Token, PathBuf), TokenError> {
+    let path = token_path(source, state_dir, config_dir)?;
     let err = |message: String| TokenError::File { path: path.clone(), message };
     if *source == TokenSource::Default && path.starts_with(state_dir) && !path.exists() {
         generate(&path).map_err(|e| err(format!("cannot create: {e}")))?;
@@ -135,15 +142,26 @@ mod tests {
     #[test]
     fn a_default_token_is_generated_once_with_mode_0600() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (first, path) = load(&TokenSource::Default, dir.path()).expect("generated");
+        let (first, path) = load(&TokenSource::Default, dir.path(), None).expect("generated");
         assert_eq!(fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
-        let (second, _) = load(&TokenSource::Default, dir.path()).expect("reread");
+        let (second, _) = load(&TokenSource::Default, dir.path(), None).expect("reread");
         assert!(first.matches(&second.0));
     }
 
     #[test]
+    fn a_token_beside_the_config_file_is_preferred_to_generating_one() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let etc = tempfile::tempdir().expect("tempdir");
+        fs::write(etc.path().join(GENERATED_TOKEN_FILE), "operator-token-0123456789\n").expect("write");
+        let (token, path) = load(&TokenSource::Default, state.path(), Some(etc.path())).expect("found");
+        assert_eq!(path, etc.path().join(GENERATED_TOKEN_FILE));
+        assert!(token.matches(b"operator-token-0123456789"));
+        assert!(!state.path().join(GENERATED_TOKEN_FILE).exists());
+    }
+
+    #[test]
     fn a_missing_token_file_names_the_file() {
-        let err = load(&TokenSource::File("/nonexistent/token".into()), Path::new("/tmp")).expect_err("missing");
+        let err = load(&TokenSource::File("/nonexistent/token".into()), Path::new("/tmp"), None).expect_err("missing");
         assert!(err.to_string().contains("/nonexistent/token"), "{err}");
     }
 }

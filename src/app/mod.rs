@@ -45,7 +45,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
 
     let store = Store::open(&config.state_dir, config.inventory.clone())?;
     let events = EventLog::open(&store, config.events)?;
-    let (token, token_path) = api::auth::load(&config.admin.token, &config.state_dir)?;
+    let (token, token_path) = api::auth::load(&config.admin.token, &config.state_dir, config.path.parent())?;
     let metrics = Metrics::new(&store, &events);
     let readiness = Readiness::default();
 

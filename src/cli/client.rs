@@ -28,7 +28,7 @@ pub struct Target {
 pub enum ClientError {
     #[error("{0}")]
     Setup(String),
-    #[error("cannot reach the slipway API at {url}: {source}")]
+    #[error("cannot reach the slipway API at {url}: {}", chain(.source))]
     Connect { url: String, source: reqwest::Error },
     #[error("{status}: {message}")]
     Api { status: StatusCode, message: String },
@@ -47,11 +47,12 @@ pub struct Client {
 impl Client {
     pub fn new(target: &Target) -> Result<Client, ClientError> {
         let config_path = target.config.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
-        // The daemon's config, when readable, supplies the address and token source.
-        let config: Option<Config> = match config::load(&config_path) {
-            Ok(c) => Some(c),
-            Err(e) if target.config.is_some() => return Err(ClientError::Setup(e.to_string())),
-            Err(_) => None,
+        // The daemon's config, when needed and readable, supplies the address and token source.
+        let needed = target.api.is_none() || (target.token.is_none() && target.token_file.is_none());
+        let config: Option<Config> = match needed.then(|| config::load(&config_path)) {
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) if target.config.is_some() => return Err(ClientError::Setup(e.to_string())),
+            Some(Err(_)) | None => None,
         };
         let base = match (&target.api, &config) {
             (Some(api), _) => api.trim_end_matches('/').to_owned(),
@@ -66,8 +67,8 @@ impl Client {
                     Some(c) => (c.admin.token.clone(), c.state_dir.clone()),
                     None => (config::TokenSource::Default, PathBuf::from(config::DEFAULT_STATE_DIR)),
                 };
-                let path =
-                    crate::api::auth::token_path(&source, &state_dir).map_err(|e| ClientError::Setup(e.to_string()))?;
+                let path = crate::api::auth::token_path(&source, &state_dir, config_path.parent())
+                    .map_err(|e| ClientError::Setup(e.to_string()))?;
                 read_token(&path)?
             }
         };
@@ -146,6 +147,21 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// An error with its causes, `a: b: c`, without repeating a cause the message already holds.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn read_token(path: &Path) -> Result<String, ClientError> {

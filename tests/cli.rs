@@ -1,0 +1,180 @@
+//! The CLI against a running daemon: get, apply, delete, events --follow, TLS.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{self, BIN, TOKEN, cli};
+
+const MANIFEST: &str = "
+clusters:
+  - name: lab
+    kind: k3s
+    base_domain: lab.example
+    network: cluster
+    api_address: 10.2.0.2
+    api_int_address: 10.2.0.2
+    ingress_address: 10.2.0.2
+nodes:
+  - name: k3s-0
+    cluster: lab
+    role: bootstrap
+    mac: 52:54:00:aa:00:01
+    ipv4: 10.2.1.10
+    labels:
+      rack: b
+";
+
+#[test]
+fn apply_get_and_delete_round_trip_through_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = support::start(&support::config(dir.path(), ""), &[]);
+    let file = dir.path().join("lab.yaml");
+    std::fs::write(&file, MANIFEST).expect("manifest");
+    let (ok, out, err) = cli(&daemon, &["apply", "-f", file.to_str().expect("utf-8")]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "cluster lab created\nnode k3s-0 created\n");
+    let (ok, out, _) = cli(&daemon, &["apply", "-f", file.to_str().expect("utf-8")]);
+    assert!(ok && out.contains("node k3s-0 unchanged"), "{out}");
+
+    let (ok, out, err) = cli(&daemon, &["get", "nodes"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("MAC"), "{out}");
+    assert!(
+        lines.iter().any(|l| l.split_whitespace().collect::<Vec<_>>()
+            == ["k3s-0", "lab", "bootstrap", "52:54:00:aa:00:01", "10.2.1.10", "k3s-0", "-", "api"]),
+        "{out}"
+    );
+
+    let (ok, out, _) = cli(&daemon, &["get", "nodes", "k3s-0", "-o", "json"]);
+    let node: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(ok && node["labels"]["rack"] == "b", "{out}");
+    let (_, out, _) = cli(&daemon, &["get", "clusters"]);
+    assert!(out.contains("lab.lab.example"), "{out}");
+    let (_, out, _) = cli(&daemon, &["get", "networks"]);
+    assert!(out.contains("10.2.0.0/16"), "{out}");
+
+    let (ok, _, err) = cli(&daemon, &["delete", "cluster", "lab"]);
+    assert!(!ok && err.contains("422") && err.contains("node k3s-0: cluster = lab: no such cluster"), "{err}");
+    let (ok, out, _) = cli(&daemon, &["delete", "node", "k3s-0"]);
+    assert!(ok && out == "node k3s-0 deleted\n", "{out}");
+    let (ok, _, err) = cli(&daemon, &["delete", "node", "master-0"]);
+    assert!(!ok && err.contains("declared in the config file"), "{err}");
+    let (ok, _, err) = cli(&daemon, &["get", "nodes", "k3s-0"]);
+    assert!(!ok && err.contains("404"), "{err}");
+}
+
+#[test]
+fn a_bad_manifest_names_the_field_and_sends_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = support::start(&support::config(dir.path(), ""), &[]);
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(&file, "nodes:\n  - name: w0\n    mac: 52:54:00:aa:00:0g\n    ipv4: 10.2.1.10\n").expect("manifest");
+    let (ok, _, err) = cli(&daemon, &["apply", "-f", file.to_str().expect("utf-8")]);
+    assert!(!ok && err.contains("nodes[0].mac") && err.contains("52:54:00:aa:00:0g"), "{err}");
+    let (_, out, _) = cli(&daemon, &["get", "events", "--type", "inventory_changed", "-o", "json"]);
+    assert_eq!(out.trim(), "[]");
+}
+
+#[test]
+fn a_wrong_token_is_refused_with_401() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = support::start(&support::config(dir.path(), ""), &[]);
+    let out = Command::new(BIN)
+        .args(["get", "nodes"])
+        .env("SLIPWAY_API", format!("http://{}", daemon.addr))
+        .env("SLIPWAY_TOKEN", "not-the-token-0123456789")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401 Unauthorized"), "{out:?}");
+}
+
+#[test]
+fn get_events_follow_prints_new_events_as_they_happen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = support::start(&support::config(dir.path(), ""), &[]);
+    let mut follower = Command::new(BIN)
+        .args(["get", "events", "--follow", "--type", "inventory_changed"])
+        .env("SLIPWAY_API", format!("http://{}", daemon.addr))
+        .env("SLIPWAY_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn follower");
+    let lines = support::pipe_lines(follower.stdout.take().expect("stdout"));
+    let header = lines.recv_timeout(Duration::from_secs(20)).expect("header");
+    assert!(header.starts_with("TIME"), "{header}");
+    // The header is printed once the stream is open; every later change must arrive.
+    let file = dir.path().join("one.yaml");
+    std::fs::write(&file, "nodes:\n  - name: w7\n    mac: 52:54:00:aa:00:07\n    ipv4: 10.2.1.7\n").expect("manifest");
+    let (ok, _, err) = cli(&daemon, &["apply", "-f", file.to_str().expect("utf-8")]);
+    assert!(ok, "{err}");
+    let line = lines.recv_timeout(Duration::from_secs(20)).expect("an event line");
+    assert!(line.contains("inventory_changed") && line.contains("w7") && line.contains("\"created\""), "{line}");
+    let _ = follower.kill();
+    let _ = follower.wait();
+}
+
+/// Makes a self-signed certificate for 127.0.0.1 with openssl.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=slipway-test",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl must be installed (the test script installs it)");
+    assert!(status.success());
+    (cert, key)
+}
+
+#[test]
+fn the_api_serves_tls_and_the_cli_verifies_it_with_a_ca_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(dir.path());
+    let config = support::config(dir.path(), "");
+    let text = std::fs::read_to_string(&config).expect("read").replacen(
+        "[admin]\n",
+        &format!("[admin]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n", cert.display(), key.display()),
+        1,
+    );
+    std::fs::write(&config, text).expect("write");
+    let daemon = support::start(&config, &[]);
+    let run = |ca: Option<&std::path::Path>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["get", "nodes"]).env("SLIPWAY_API", format!("https://{}", daemon.addr)).env("SLIPWAY_TOKEN", TOKEN);
+        if let Some(ca) = ca {
+            cmd.arg("--ca-file").arg(ca);
+        }
+        cmd.output().expect("run")
+    };
+    let trusted = run(Some(&cert));
+    assert!(trusted.status.success(), "{}", String::from_utf8_lossy(&trusted.stderr));
+    assert!(String::from_utf8_lossy(&trusted.stdout).contains("master-0"));
+    let untrusted = run(None);
+    assert!(!untrusted.status.success(), "an unknown self-signed certificate must be refused");
+    // Plain HTTP to the TLS port gets nothing useful.
+    let mut plain = std::net::TcpStream::connect(daemon.addr).expect("connect");
+    plain.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    plain.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut plain, &mut buf).unwrap_or(0);
+    assert!(!String::from_utf8_lossy(&buf[..n]).contains("200 OK"));
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real `slipway` binary, its CLI, and the packaging files.
+
+mod check;
+mod cli;
+mod daemon;
+mod lab;
+mod packaging;
+mod support;

@@ -1,0 +1,157 @@
+//! Starting and stopping a real `slipway serve` for tests, with bounded waits.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "integration-token-0123456789";
+pub const BIN: &str = env!("CARGO_BIN_EXE_slipway");
+
+/// A config for a test daemon: admin on an ephemeral loopback port, state in `dir`.
+pub fn config(dir: &Path, extra: &str) -> PathBuf {
+    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).expect("token");
+    let text = format!(
+        r#"state_dir = "{state}"
+
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{token}"
+
+[[networks]]
+name = "cluster"
+interface = "lab0"
+cidr = "10.2.0.0/16"
+gateway = "10.2.0.1"
+domain = "lab.example"
+
+[[clusters]]
+name = "prod"
+kind = "okd"
+base_domain = "lab.example"
+network = "cluster"
+api_address = "192.0.2.10"
+api_int_address = "10.2.0.1"
+ingress_address = "192.0.2.10"
+
+[[nodes]]
+name = "master-0"
+cluster = "prod"
+role = "control-plane"
+mac = "52:54:00:6b:00:10"
+ipv4 = "10.2.0.11"
+{extra}"#,
+        state = dir.join("state").display(),
+        token = dir.join("token").display(),
+    );
+    let path = dir.join("slipway.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+/// A running daemon; killed on drop if the test did not stop it.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// Keeps the stderr reader alive: dropping it would close the pipe under the daemon.
+    _log: mpsc::Receiver<String>,
+}
+
+/// Starts `slipway serve` and waits (bounded) for its "ready" log line.
+pub fn start(config: &Path, env: &[(&str, &str)]) -> Daemon {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--log-format", "json", "serve", "--config"]).arg(config).stdout(Stdio::null()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn slipway");
+    let lines = pipe_lines(child.stderr.take().expect("stderr"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+                if v["message"] == "slipway is ready" {
+                    let addr = v["admin"].as_str().expect("admin field").parse().expect("admin address");
+                    return Daemon { child, addr, _log: lines };
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("slipway did not report ready within 30 s (status {:?})", child.try_wait());
+            }
+        }
+    }
+}
+
+pub fn pipe_lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a child to exit, at most `limit`.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+pub fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+}
+
+impl Daemon {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGTERM, then wait up to `limit` for the exit status.
+    pub fn stop(mut self, limit: Duration) -> Option<ExitStatus> {
+        signal(&self.child, "TERM");
+        wait_exit(&mut self.child, limit)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client")
+}
+
+/// Runs the CLI against a daemon, returning (success, stdout, stderr).
+pub fn cli(daemon: &Daemon, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("SLIPWAY_API", format!("http://{}", daemon.addr))
+        .env("SLIPWAY_TOKEN", TOKEN)
+        .output()
+        .expect("run cli");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
