@@ -108,11 +108,17 @@ fn generate(path: &Path) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// The credentials of an `Authorization: Bearer <token>` header (the scheme is case-insensitive).
+fn bearer(header: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = header.split_at_checked(7)?;
+    scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
+}
+
 /// Every path under `/api` needs `Authorization: Bearer <token>`, whether or not it routes.
 pub async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Result<Response, ApiError> {
     let path = request.uri().path();
     if path == "/api" || path.starts_with("/api/") {
-        let presented = request.headers().get(AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        let presented = request.headers().get(AUTHORIZATION).and_then(|v| bearer(v.as_bytes()));
         if !presented.is_some_and(|p| state.token.matches(p)) {
             return Err(ApiError::Unauthorized);
         }
@@ -131,6 +137,14 @@ mod tests {
         assert!(!t.matches(b"0123456789abcdef012"));
         assert!(!t.matches(b"0123456789abcdef0124"));
         assert_eq!(format!("{t:?}"), "Token(<redacted>)");
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer(b"bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"BEARER abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"Basic abc"), None);
+        assert_eq!(bearer(b"Bear"), None);
     }
 
     #[test]
