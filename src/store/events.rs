@@ -8,7 +8,7 @@
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -340,12 +340,20 @@ impl EventLog {
     }
 }
 
+/// How often an idle writer wakes to drop events older than `max_age`.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
 fn write_loop(db: &Database, rx: &Receiver<Message>, retention: Retention) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut flushes = Vec::new();
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match rx.recv_timeout(PRUNE_EVERY) {
+            Ok(message) => Some(message),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         let mut stop = false;
-        let mut next = Some(first);
+        let mut next = first;
         while let Some(message) = next {
             match message {
                 Message::Event(e) => batch.push(e),
@@ -354,7 +362,7 @@ fn write_loop(db: &Database, rx: &Receiver<Message>, retention: Retention) {
             }
             next = if batch.len() < BATCH { rx.try_recv().ok() } else { None };
         }
-        if let Err(e) = commit_batch(db, &batch, retention) {
+        if let Err(e) = commit_batch(db, &batch, retention, Timestamp::now()) {
             tracing::error!(error = %e, lost = batch.len(), "event log: cannot write events");
         }
         batch.clear();
@@ -367,17 +375,19 @@ fn write_loop(db: &Database, rx: &Receiver<Message>, retention: Retention) {
     }
 }
 
-fn commit_batch(db: &Database, batch: &[Event], retention: Retention) -> Result<(), StoreError> {
+/// Writes `batch` and drops what retention no longer allows, in one transaction. A call with
+/// nothing to write or drop does not touch the disk.
+fn commit_batch(db: &Database, batch: &[Event], retention: Retention, now: Timestamp) -> Result<(), StoreError> {
     let txn = db.begin_write()?;
+    let mut changed = !batch.is_empty();
     {
         let mut table = txn.open_table(EVENTS)?;
         for e in batch {
             let json = serde_json::to_vec(e).unwrap_or_default();
             table.insert(e.seq, (e.time.unix_millis(), json.as_slice()))?;
         }
-        let cutoff = Timestamp::now()
-            .unix_millis()
-            .saturating_sub(u64::try_from(retention.max_age.as_millis()).unwrap_or(u64::MAX));
+        let max_age = u64::try_from(retention.max_age.as_millis()).unwrap_or(u64::MAX);
+        let cutoff = now.unix_millis().saturating_sub(max_age);
         let mut excess = table.len()?.saturating_sub(retention.max_count);
         loop {
             let expired = match table.first()? {
@@ -388,9 +398,42 @@ fn commit_batch(db: &Database, batch: &[Event], retention: Retention) -> Result<
                 break;
             }
             table.pop_first()?;
+            changed = true;
             excess = excess.saturating_sub(1);
         }
     }
-    txn.commit()?;
+    if changed {
+        txn.commit()?;
+    } else {
+        txn.abort()?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_prune_drops_expired_events_without_new_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::Store::open(dir.path(), crate::inventory::Inventory::default()).expect("open");
+        let db = store.database();
+        let retention = Retention { max_count: 100, max_age: Duration::from_secs(3600) };
+        let t0 = Timestamp::from_unix_millis(1_800_000_000_000);
+        let event = Event {
+            seq: 1,
+            time: t0,
+            source: Source::Daemon,
+            node: None,
+            mac: None,
+            details: EventKind::DaemonStopping,
+        };
+        commit_batch(&db, &[event], retention, t0).expect("write");
+        let count = || db.begin_read().expect("read").open_table(EVENTS).expect("table").len().expect("len");
+        commit_batch(&db, &[], retention, Timestamp::from_unix_millis(1_800_000_000_000 + 1_000)).expect("idle");
+        assert_eq!(count(), 1, "not yet expired");
+        commit_batch(&db, &[], retention, Timestamp::from_unix_millis(1_800_000_000_000 + 3_601_000)).expect("idle");
+        assert_eq!(count(), 0, "expired while idle");
+    }
 }
