@@ -5,7 +5,9 @@
 
 pub mod api;
 pub mod app;
+pub mod boot;
 pub mod cli;
 pub mod config;
+pub mod dhcp;
 pub mod inventory;
 pub mod store;

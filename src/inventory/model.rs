@@ -143,6 +143,37 @@ pub struct Network {
     #[serde(with = "duration_text", default = "default_lease_time")]
     #[schema(value_type = String, example = "1h")]
     pub lease_time: Duration,
+    /// NAK requests for addresses a client may not have (default true). A non-authoritative
+    /// server stays silent instead, leaving the answer to another server.
+    #[serde(default = "yes")]
+    pub authoritative: bool,
+    /// DHCP option 26.
+    #[serde(default)]
+    pub mtu: Option<u16>,
+    /// DHCP option 42.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub ntp_servers: Vec<Ipv4Addr>,
+    /// DHCP option 119.
+    #[serde(default)]
+    pub search_domains: Vec<DomainName>,
+    /// DHCP option 121 (classless static routes).
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+/// A classless static route handed out with DHCP option 121.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[schema(value_type = String, example = "192.0.2.0/24")]
+    pub to: Ipv4Net,
+    #[schema(value_type = String, example = "10.1.107.1")]
+    pub via: Ipv4Addr,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_lease_time() -> Duration {

@@ -115,6 +115,22 @@ fn networks(inv: &Inventory, p: &mut Problems) {
                 p.add(Kind::Network, &net.name, "pool", pool, format!("contains the gateway {gw}"));
             }
         }
+        if let Some(mtu) = net.mtu
+            && mtu < 576
+        {
+            p.add(Kind::Network, &net.name, "mtu", mtu, "must be at least 576");
+        }
+        for route in &net.routes {
+            if !net.cidr.contains(&route.via) {
+                p.add(
+                    Kind::Network,
+                    &net.name,
+                    "routes",
+                    route.via,
+                    format!("the gateway of route {} is not inside {}", route.to, net.cidr),
+                );
+            }
+        }
         let secs = net.lease_time.as_secs();
         if !(60..=u64::from(u32::MAX - 1)).contains(&secs) {
             p.add(

@@ -25,6 +25,11 @@ pub(crate) fn lab() -> Inventory {
         static_range: Some(AddrRange { start: ip("10.1.107.10"), end: ip("10.1.107.99") }),
         pool: Some(AddrRange { start: ip("10.1.107.100"), end: ip("10.1.107.199") }),
         lease_time: Duration::from_secs(3600),
+        authoritative: true,
+        mtu: None,
+        ntp_servers: vec![],
+        search_domains: vec![],
+        routes: vec![],
     };
     inv.networks.insert(net.name.clone(), net);
     let cluster = Cluster {

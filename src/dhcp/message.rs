@@ -1,0 +1,199 @@
+//! DHCPv4 on the wire: bytes to a plain [`Request`], and a reply message back to bytes.
+//! Anything malformed becomes a [`Malformed`] reason; nothing here panics on network input.
+
+use std::net::Ipv4Addr;
+
+use dhcproto::v4::{self, DhcpOption, HType, MessageType, Opcode, OptionCode};
+use dhcproto::{Decodable, Decoder, Encodable};
+
+use crate::boot::BootClient;
+use crate::inventory::MacAddr;
+
+/// The DHCP messages a server acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Discover,
+    Request,
+    Decline,
+    Release,
+    Inform,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Discover => "discover",
+            Kind::Request => "request",
+            Kind::Decline => "decline",
+            Kind::Release => "release",
+            Kind::Inform => "inform",
+        }
+    }
+}
+
+/// A client's message, reduced to what the decision needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub kind: Kind,
+    pub xid: u32,
+    pub mac: MacAddr,
+    pub broadcast: bool,
+    pub hops: u8,
+    pub ciaddr: Ipv4Addr,
+    pub giaddr: Ipv4Addr,
+    /// Option 50.
+    pub requested_ip: Option<Ipv4Addr>,
+    /// Option 54.
+    pub server_id: Option<Ipv4Addr>,
+    /// Option 61.
+    pub client_id: Option<Vec<u8>>,
+    /// Option 12.
+    pub hostname: Option<String>,
+    /// Option 82, echoed back to the relay.
+    pub relay_info: Option<DhcpOption>,
+    /// Option 57, the largest reply the client accepts.
+    pub max_size: Option<u16>,
+    pub boot: BootClient,
+}
+
+/// Why a datagram is not a request we act on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("cannot decode: {0}")]
+    Decode(String),
+    #[error("not a BOOTREQUEST")]
+    NotRequest,
+    #[error("hardware type is not Ethernet with a 6-byte address")]
+    NotEthernet,
+    #[error("no message type (option 53)")]
+    NoMessageType,
+    #[error("message type {0:?} is not one a server answers")]
+    Unsupported(MessageType),
+}
+
+/// Decodes a datagram received on port 67.
+pub fn parse(bytes: &[u8]) -> Result<(Request, v4::Message), Malformed> {
+    let msg = v4::Message::decode(&mut Decoder::new(bytes)).map_err(|e| Malformed::Decode(e.to_string()))?;
+    let req = request(&msg)?;
+    Ok((req, msg))
+}
+
+fn request(msg: &v4::Message) -> Result<Request, Malformed> {
+    if msg.opcode() != Opcode::BootRequest {
+        return Err(Malformed::NotRequest);
+    }
+    if msg.htype() != HType::Eth || msg.hlen() != 6 {
+        return Err(Malformed::NotEthernet);
+    }
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(msg.chaddr().get(..6).ok_or(Malformed::NotEthernet)?);
+    let opts = msg.opts();
+    let kind = match opts.msg_type().ok_or(Malformed::NoMessageType)? {
+        MessageType::Discover => Kind::Discover,
+        MessageType::Request => Kind::Request,
+        MessageType::Decline => Kind::Decline,
+        MessageType::Release => Kind::Release,
+        MessageType::Inform => Kind::Inform,
+        other => return Err(Malformed::Unsupported(other)),
+    };
+    let ip = |code| match opts.get(code) {
+        Some(DhcpOption::RequestedIpAddress(ip) | DhcpOption::ServerIdentifier(ip)) => Some(*ip),
+        _ => None,
+    };
+    let bytes = |code| match opts.get(code) {
+        Some(DhcpOption::ClientIdentifier(b) | DhcpOption::ClassIdentifier(b) | DhcpOption::UserClass(b)) => {
+            Some(b.clone())
+        }
+        _ => None,
+    };
+    let user_class = bytes(OptionCode::UserClass);
+    let is_ipxe = user_class.as_deref().is_some_and(|u| u.windows(4).any(|w| w == b"iPXE"))
+        || opts.get(OptionCode::Unknown(175)).is_some();
+    let arch = match opts.get(OptionCode::ClientSystemArchitecture) {
+        Some(DhcpOption::ClientSystemArchitecture(a)) => Some(u16::from(*a)),
+        _ => None,
+    };
+    Ok(Request {
+        kind,
+        xid: msg.xid(),
+        mac: MacAddr(mac),
+        broadcast: msg.flags().broadcast(),
+        hops: msg.hops(),
+        ciaddr: msg.ciaddr(),
+        giaddr: msg.giaddr(),
+        requested_ip: ip(OptionCode::RequestedIpAddress),
+        server_id: ip(OptionCode::ServerIdentifier),
+        client_id: bytes(OptionCode::ClientIdentifier).filter(|id| !id.is_empty()),
+        hostname: match opts.get(OptionCode::Hostname) {
+            Some(DhcpOption::Hostname(h)) => Some(h.clone()),
+            _ => None,
+        },
+        relay_info: opts.get(OptionCode::RelayAgentInformation).cloned(),
+        max_size: match opts.get(OptionCode::MaxMessageSize) {
+            Some(DhcpOption::MaxMessageSize(n)) => Some(*n),
+            _ => None,
+        },
+        boot: BootClient { arch, vendor_class: bytes(OptionCode::ClassIdentifier), is_ipxe },
+    })
+}
+
+/// Encodes a reply. Encoding plain data into a buffer cannot fail short of a bug; such a reply
+/// is dropped by the caller.
+pub fn encode(msg: &v4::Message) -> Option<Vec<u8>> {
+    msg.to_vec().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn discover() -> v4::Message {
+        let mut msg = v4::Message::new(
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &[0x52, 0x54, 0, 1, 2, 3],
+        );
+        msg.set_xid(0x1234_5678);
+        msg.opts_mut().insert(DhcpOption::MessageType(MessageType::Discover));
+        msg
+    }
+
+    #[test]
+    fn a_discover_parses_into_a_request() {
+        let mut msg = discover();
+        msg.opts_mut().insert(DhcpOption::UserClass(b"iPXE".to_vec()));
+        msg.opts_mut().insert(DhcpOption::ClientSystemArchitecture(7.into()));
+        let (req, _) = parse(&msg.to_vec().expect("encode")).expect("parse");
+        assert_eq!((req.kind, req.xid, req.mac.to_string()), (Kind::Discover, 0x1234_5678, "52:54:00:01:02:03".into()));
+        assert!(req.boot.is_ipxe);
+        assert_eq!(req.boot.arch, Some(7));
+    }
+
+    #[test]
+    fn truncated_and_garbage_datagrams_are_malformed_not_panics() {
+        let bytes = discover().to_vec().expect("encode");
+        for len in 0..bytes.len() {
+            let _ = parse(&bytes[..len]);
+        }
+        assert!(parse(&[0u8; 300]).is_err());
+        assert!(matches!(parse(b"hello"), Err(Malformed::Decode(_))));
+    }
+
+    #[test]
+    fn replies_and_odd_hardware_are_refused() {
+        let mut msg = discover();
+        msg.set_opcode(Opcode::BootReply);
+        assert_eq!(parse(&msg.to_vec().expect("encode")).map(|_| ()), Err(Malformed::NotRequest));
+        let mut msg = discover();
+        msg.set_chaddr(&[1, 2, 3, 4]);
+        assert_eq!(parse(&msg.to_vec().expect("encode")).map(|_| ()), Err(Malformed::NotEthernet));
+        let mut msg = discover();
+        msg.opts_mut().insert(DhcpOption::MessageType(MessageType::Offer));
+        assert!(matches!(parse(&msg.to_vec().expect("encode")), Err(Malformed::Unsupported(_))));
+        let mut msg = discover();
+        msg.opts_mut().remove(OptionCode::MessageType);
+        assert_eq!(parse(&msg.to_vec().expect("encode")).map(|_| ()), Err(Malformed::NoMessageType));
+    }
+}

@@ -1,0 +1,9 @@
+//! DHCPv4: reservations for known nodes, an optional dynamic pool, network-boot answers, relays.
+//!
+//! `message` turns datagrams into plain requests; `decide` (pure) answers them from the
+//! inventory snapshot and the lease table; `server` is the socket adapter that persists lease
+//! changes (group commit) before any reply that depends on them leaves.
+
+pub mod decide;
+pub mod leases;
+pub mod message;
