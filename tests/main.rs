@@ -3,6 +3,8 @@
 mod check;
 mod cli;
 mod daemon;
+mod dhcp;
 mod lab;
+mod netns;
 mod packaging;
 mod support;

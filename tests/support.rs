@@ -61,7 +61,19 @@ pub struct Daemon {
 
 /// Starts `slipway serve` and waits (bounded) for its "ready" log line.
 pub fn start(config: &Path, env: &[(&str, &str)]) -> Daemon {
-    let mut cmd = Command::new(BIN);
+    start_in(None, config, env)
+}
+
+/// Starts `slipway serve` inside network namespace `ns` (`ip netns exec` keeps the PID).
+pub fn start_in(ns: Option<&str>, config: &Path, env: &[(&str, &str)]) -> Daemon {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, BIN]);
+            c
+        }
+        None => Command::new(BIN),
+    };
     cmd.args(["--log-format", "json", "serve", "--config"]).arg(config).stdout(Stdio::null()).stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);

@@ -49,10 +49,16 @@ pub async fn release_lease(State(s): State<ApiState>, Path(ip): Path<String>) ->
     let ip: Ipv4Addr = ip.parse().map_err(|_| {
         ApiError::bad("ip", format!("ip: '{}' is not an IPv4 address", crate::inventory::types::shown(&ip)))
     })?;
-    let store = s.store.clone();
-    let lease = tokio::task::spawn_blocking(move || store.release_lease(ip, Timestamp::now()))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    // With DHCP running, its lease owner releases (so its table and the store agree).
+    let lease = match &s.dhcp {
+        Some(dhcp) => dhcp.release(ip).await?,
+        None => {
+            let store = s.store.clone();
+            tokio::task::spawn_blocking(move || store.release_lease(ip, Timestamp::now()))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))??
+        }
+    };
     let node = s.store.snapshot().node_by_mac(lease.mac).map(|n| n.name.clone());
     s.events.append(Source::Api, Subject { node: node.clone(), mac: Some(lease.mac) }, EventKind::LeaseReleased { ip });
     tracing::info!(%ip, mac = %lease.mac, "lease released through the API");

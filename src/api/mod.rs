@@ -43,6 +43,8 @@ pub struct ApiState {
     pub token: Arc<Token>,
     pub readiness: Readiness,
     pub metrics: Arc<Metrics>,
+    /// The running DHCP server's lease owner, when DHCP is served.
+    pub dhcp: Option<crate::dhcp::server::Handle>,
     /// Cancelled when the daemon stops; long-lived responses (event follow) end on it.
     pub shutdown: CancellationToken,
 }

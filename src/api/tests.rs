@@ -40,6 +40,7 @@ fn harness() -> Harness {
         token: Arc::new(Token::new(TOKEN).expect("token")),
         readiness,
         metrics,
+        dhcp: None,
         shutdown: CancellationToken::new(),
     };
     Harness { _dir: dir, state }

@@ -33,6 +33,8 @@ pub enum AppError {
     Token(#[from] api::auth::TokenError),
     #[error(transparent)]
     Serve(#[from] api::serve::ServeError),
+    #[error(transparent)]
+    Dhcp(#[from] crate::dhcp::server::DhcpError),
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -46,8 +48,16 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let store = Store::open(&config.state_dir, config.inventory.clone())?;
     let events = EventLog::open(&store, config.events)?;
     let (token, token_path) = api::auth::load(&config.admin.token, &config.state_dir, config.path.parent())?;
-    let metrics = Metrics::new(&store, &events);
+    let mut metrics = Metrics::new(&store, &events);
     let readiness = Readiness::default();
+
+    let dhcp = match &config.dhcp {
+        Some(d) => Some(crate::dhcp::server::Server::bind(&d.interfaces, &store.snapshot(), metrics.registry_mut())?),
+        None => None,
+    };
+    for (interface, addr) in dhcp.iter().flat_map(|d| d.listeners()) {
+        readiness.bound(&format!("dhcp {interface}"), addr);
+    }
 
     readiness.expect("admin", config.admin.listen);
     let admin = api::serve::bind(config.admin.listen, config.admin.tls.as_ref()).await?;
@@ -64,10 +74,15 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         token: Arc::new(token),
         readiness: readiness.clone(),
         metrics: Arc::new(metrics),
+        dhcp: dhcp.as_ref().map(|d| d.handle()),
         shutdown: shutdown.clone(),
     };
     let mut tasks = JoinSet::new();
     tasks.spawn(api::serve::run(admin, api::router(state), shutdown.clone()));
+    if let Some(dhcp) = dhcp {
+        let inventory = store.subscribe();
+        tasks.spawn(dhcp.run(store.clone(), events.clone(), inventory, config.boot.clone(), shutdown.clone()));
+    }
 
     let inv = store.snapshot();
     tracing::info!(
@@ -116,7 +131,6 @@ fn sd_notify(state: &str) {
 /// operator is never left guessing why a port is closed.
 fn warn_unserved(config: &Config) {
     let unserved = [
-        ("dhcp", config.dhcp.is_some()),
         ("dns", config.dns.is_some()),
         ("tftp", config.tftp.is_some()),
         ("http", config.http.is_some()),

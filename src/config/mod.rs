@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::boot::BootSettings;
 use crate::inventory::types::{parse_duration, shown};
 use crate::inventory::{Backends, Frontend, HasOrigin, Inventory, Kind, Name, Origin, Pool, validate};
 use crate::store::events::Retention;
@@ -38,6 +39,8 @@ pub struct Config {
     pub dns: Option<DnsConfig>,
     pub tftp: Option<TftpConfig>,
     pub http: Option<HttpConfig>,
+    /// What DHCP tells booting machines; derived from `[boot]`, `[tftp]` and `[http]`.
+    pub boot: BootSettings,
     pub events: Retention,
     /// The networks, clusters, nodes, profiles and LB objects declared in the file.
     pub inventory: Inventory,
@@ -241,6 +244,7 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
         }
     }
 
+    let boot = check_boot(&raw, report);
     let http = raw.http.map(|h| HttpConfig {
         listen: h.listen,
         images: h.images.as_deref().map_or_else(|| state_dir.join("images"), resolve),
@@ -256,6 +260,7 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
             root: t.root.as_deref().map_or_else(|| PathBuf::from("/usr/lib/ipxe"), resolve),
         }),
         http,
+        boot,
         events,
         inventory,
         hypervisors: raw.hypervisors.into_iter().map(|h| HypervisorConfig { name: h.name, kind: h.kind }).collect(),
@@ -302,6 +307,35 @@ fn check_admin(raw: &RawConfig, report: &mut Report<'_>, resolve: &dyn Fn(&Path)
     #[allow(clippy::unwrap_used)] // a constant that parses
     let listen = a.listen.unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().unwrap());
     AdminConfig { listen, token, tls }
+}
+
+fn check_boot(raw: &RawConfig, report: &mut Report<'_>) -> BootSettings {
+    let mut boot = BootSettings {
+        tftp: raw.tftp.is_some(),
+        http_port: raw.http.as_ref().map(|h| h.listen.port()),
+        ..BootSettings::default()
+    };
+    let files =
+        [("bios_file", &raw.boot.bios_file), ("uefi_file", &raw.boot.uefi_file), ("arm64_file", &raw.boot.arm64_file)];
+    for (field, value) in files {
+        if let Some(file) = value
+            && (file.is_empty() || file.len() > 127 || file.starts_with('/') || file.split('/').any(|s| s == ".."))
+        {
+            report.add(
+                &FieldPath::parse("boot").key(field),
+                Some(file.clone()),
+                "must be a relative path under the TFTP root, at most 127 bytes",
+            );
+        }
+    }
+    if let Some(f) = &raw.boot.bios_file {
+        boot.bios_file = f.clone();
+    }
+    if let Some(f) = &raw.boot.uefi_file {
+        boot.uefi_file = f.clone();
+    }
+    boot.arm64_file = raw.boot.arm64_file.clone();
+    boot
 }
 
 fn check_events(raw: &RawConfig, report: &mut Report<'_>) -> Retention {

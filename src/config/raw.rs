@@ -19,6 +19,8 @@ pub struct RawConfig {
     pub tftp: Option<RawTftp>,
     pub http: Option<RawHttp>,
     #[serde(default)]
+    pub boot: RawBoot,
+    #[serde(default)]
     pub events: RawEvents,
     #[serde(default)]
     pub networks: Vec<Network>,
@@ -70,6 +72,15 @@ pub struct RawTftp {
 pub struct RawHttp {
     pub listen: SocketAddr,
     pub images: Option<PathBuf>,
+}
+
+/// iPXE binaries handed to firmware PXE clients (paths under the TFTP root).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBoot {
+    pub bios_file: Option<String>,
+    pub uefi_file: Option<String>,
+    pub arm64_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

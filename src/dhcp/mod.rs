@@ -7,3 +7,4 @@
 pub mod decide;
 pub mod leases;
 pub mod message;
+pub mod server;

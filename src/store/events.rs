@@ -41,6 +41,16 @@ pub enum Source {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
+    /// A DHCP message from a client (discover, request, decline, release, inform).
+    DhcpReceived {
+        message: String,
+        network: Option<Name>,
+    },
+    /// A DHCP message slipway did not answer, and why.
+    DhcpIgnored {
+        message: String,
+        reason: String,
+    },
     /// A machine spoke to slipway for the first time in a while.
     MachineSeen {
         #[schema(value_type = Option<String>)]
@@ -117,6 +127,8 @@ impl EventKind {
     /// The `type` tag, as used by the `type` filter.
     pub fn type_name(&self) -> &'static str {
         match self {
+            EventKind::DhcpReceived { .. } => "dhcp_received",
+            EventKind::DhcpIgnored { .. } => "dhcp_ignored",
             EventKind::MachineSeen { .. } => "machine_seen",
             EventKind::LeaseOffered { .. } => "lease_offered",
             EventKind::LeaseAcked { .. } => "lease_acked",

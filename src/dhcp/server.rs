@@ -1,0 +1,419 @@
+//! The DHCP socket adapter: one UDP socket per served interface (bound to the device, so
+//! broadcasts leave where they should), one owner task for the lease table.
+//!
+//! The owner takes every datagram waiting, decides each, applies the lease changes in memory,
+//! commits the ones that must survive (acks, releases, declines) in one store transaction, and
+//! only then sends the replies: a lease is on disk before its DHCPACK leaves, and a slow disk
+//! makes batches larger instead of the server slower (group commit).
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::decide::{Context, Decision, Destination, Ignore, Outcome, decide};
+use super::leases::LeaseTable;
+use super::message;
+use crate::boot::BootSettings;
+use crate::inventory::{Inventory, Lease, LeaseState, Name, Timestamp};
+use crate::store::events::{EventKind, EventLog, Source, Subject};
+use crate::store::{Store, StoreError};
+
+pub const SERVER_PORT: u16 = 67;
+pub const CLIENT_PORT: u16 = 68;
+const OFFER_HOLD: Duration = Duration::from_secs(60);
+const DECLINE_HOLD: Duration = Duration::from_secs(600);
+const MAX_HOPS: u8 = 16;
+/// Most datagrams decided per commit.
+const BATCH: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DhcpError {
+    #[error("DHCP: interface {interface} has no IPv4 address to serve from")]
+    NoAddress { interface: String },
+    #[error("DHCP: cannot read the addresses of interface {interface}: {source}")]
+    Interfaces { interface: String, source: std::io::Error },
+    #[error("DHCP: cannot listen on {interface} port {port}: {source}")]
+    Bind { interface: String, port: u16, source: std::io::Error },
+    #[error("DHCP: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// One served interface.
+#[derive(Debug)]
+struct Port {
+    interface: String,
+    network: Name,
+    server_ip: Ipv4Addr,
+    socket: Arc<UdpSocket>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MessageLabels {
+    network: String,
+    message: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NetworkLabel {
+    network: String,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Metrics {
+    messages: Family<MessageLabels, Counter>,
+    pool_used: Family<NetworkLabel, Gauge>,
+    pool_size: Family<NetworkLabel, Gauge>,
+}
+
+/// Commands for the lease owner from elsewhere (the admin API).
+#[derive(Debug)]
+enum Command {
+    Release(Ipv4Addr, oneshot::Sender<Result<Lease, StoreError>>),
+}
+
+/// A handle to the running DHCP server's lease table.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl Handle {
+    /// Releases the lease on `ip` through the lease owner, so the server and the store agree.
+    pub async fn release(&self, ip: Ipv4Addr) -> Result<Lease, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Release(ip, tx)).await.is_err() {
+            return Err(StoreError::NoLease(ip));
+        }
+        rx.await.unwrap_or(Err(StoreError::NoLease(ip)))
+    }
+}
+
+/// Bound sockets, ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    ports: Vec<Port>,
+    metrics: Metrics,
+    commands: mpsc::Receiver<Command>,
+    handle: Handle,
+}
+
+/// The first IPv4 address of `interface`.
+fn interface_address(interface: &str) -> Result<Ipv4Addr, DhcpError> {
+    let all =
+        if_addrs::get_if_addrs().map_err(|source| DhcpError::Interfaces { interface: interface.into(), source })?;
+    all.iter()
+        .filter(|i| i.name == interface)
+        .find_map(|i| match i.ip() {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .ok_or_else(|| DhcpError::NoAddress { interface: interface.into() })
+}
+
+fn bind_device(interface: &str, port: u16) -> Result<UdpSocket, DhcpError> {
+    let err = |source| DhcpError::Bind { interface: interface.into(), port, source };
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.set_broadcast(true).map_err(err)?;
+    socket.bind_device(Some(interface.as_bytes())).map_err(err)?;
+    socket.bind(&SocketAddr::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).into()).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    UdpSocket::from_std(socket.into()).map_err(err)
+}
+
+impl Server {
+    /// Binds port 67 on each interface; each must carry an IPv4 address and serve a network.
+    pub fn bind(interfaces: &[String], inventory: &Inventory, registry: &mut Registry) -> Result<Server, DhcpError> {
+        let mut ports = Vec::new();
+        for interface in interfaces {
+            let network = inventory.networks.values().find(|n| &n.interface == interface).map(|n| n.name.clone());
+            let Some(network) = network else { continue };
+            let server_ip = interface_address(interface)?;
+            let socket = Arc::new(bind_device(interface, SERVER_PORT)?);
+            ports.push(Port { interface: interface.clone(), network, server_ip, socket });
+        }
+        let metrics = Metrics::default();
+        let sub = registry.sub_registry_with_prefix("dhcp");
+        sub.register("messages", "DHCP messages by network and type, received and sent", metrics.messages.clone());
+        sub.register("pool_used", "Active leases in each network's dynamic pool", metrics.pool_used.clone());
+        sub.register("pool_size", "Addresses in each network's dynamic pool", metrics.pool_size.clone());
+        let (tx, commands) = mpsc::channel(64);
+        Ok(Server { ports, metrics, commands, handle: Handle { commands: tx } })
+    }
+
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// The interfaces and addresses served, for readiness and logs.
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.ports
+            .iter()
+            .map(|p| (p.interface.clone(), SocketAddr::from(SocketAddrV4::new(p.server_ip, SERVER_PORT))))
+            .collect()
+    }
+
+    /// Serves until `shutdown`.
+    pub async fn run(
+        self,
+        store: Store,
+        events: EventLog,
+        inventory: watch::Receiver<Arc<Inventory>>,
+        boot: BootSettings,
+        shutdown: CancellationToken,
+    ) {
+        let leases = match store.leases() {
+            Ok(l) => LeaseTable::new(l),
+            Err(e) => {
+                tracing::error!(error = %e, "DHCP: cannot load leases; not serving");
+                return;
+            }
+        };
+        let (tx, rx) = mpsc::channel::<Datagram>(BATCH * 4);
+        let ports: Arc<Vec<Port>> = Arc::new(self.ports);
+        for index in 0..ports.len() {
+            let (ports, tx, shutdown) = (ports.clone(), tx.clone(), shutdown.clone());
+            tokio::spawn(async move { receive(ports, index, tx, shutdown).await });
+        }
+        drop(tx);
+        let owner = Owner { ports, store, events, inventory, boot, leases, metrics: self.metrics, pool_checked: None };
+        owner.run(rx, self.commands, shutdown).await;
+    }
+}
+
+struct Datagram {
+    port: usize,
+    from: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+async fn receive(ports: Arc<Vec<Port>>, index: usize, tx: mpsc::Sender<Datagram>, shutdown: CancellationToken) {
+    let socket = ports[index].socket.clone();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let received = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = socket.recv_from(&mut buf) => r,
+        };
+        match received {
+            Ok((n, from)) => {
+                let datagram = Datagram { port: index, from, bytes: buf[..n].to_vec() };
+                if tx.try_send(datagram).is_err() {
+                    tracing::debug!(%from, "DHCP: queue full, datagram dropped");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, interface = %ports[index].interface, "DHCP: receive failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The one task that owns the lease table.
+struct Owner {
+    ports: Arc<Vec<Port>>,
+    store: Store,
+    events: EventLog,
+    inventory: watch::Receiver<Arc<Inventory>>,
+    boot: BootSettings,
+    leases: LeaseTable,
+    metrics: Metrics,
+    pool_checked: Option<Instant>,
+}
+
+/// A decided reply waiting for its leases to be committed.
+struct Outgoing {
+    port: usize,
+    to: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+impl Owner {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Datagram>,
+        mut commands: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+    ) {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                Some(command) = commands.recv() => self.command(command).await,
+                n = rx.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        return;
+                    }
+                    self.serve(&mut batch).await;
+                    batch.clear();
+                }
+            }
+        }
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Release(ip, reply) => {
+                let now = Timestamp::now();
+                let result = match self.leases.get(ip).cloned() {
+                    Some(mut lease) => {
+                        lease.state = LeaseState::Released;
+                        lease.expires = now;
+                        lease.updated = now;
+                        self.commit(vec![lease.clone()]).await.map(|()| lease)
+                    }
+                    None => Err(StoreError::NoLease(ip)),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    async fn serve(&mut self, batch: &mut [Datagram]) {
+        let inv = self.inventory.borrow().clone();
+        let now = Timestamp::now();
+        let mut durable = Vec::new();
+        let mut outgoing = Vec::new();
+        for datagram in batch.iter() {
+            let port = &self.ports[datagram.port];
+            let (req, _) = match message::parse(&datagram.bytes) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    tracing::debug!(from = %datagram.from, interface = %port.interface, error = %e, "DHCP: dropped a malformed datagram");
+                    continue;
+                }
+            };
+            let ctx = Context {
+                now,
+                server_ip: port.server_ip,
+                network: Some(&port.network),
+                boot: &self.boot,
+                offer_hold: OFFER_HOLD,
+                decline_hold: DECLINE_HOLD,
+                max_hops: MAX_HOPS,
+            };
+            let decision = decide(&inv, &self.leases, &req, &ctx);
+            let span = tracing::debug_span!("dhcp", xid = format_args!("{:#010x}", req.xid), mac = %req.mac, message = req.kind.as_str());
+            span.in_scope(|| tracing::debug!(outcome = ?decision.outcome, "decided"));
+            self.record(&req, &decision, port);
+            if let Some(lease) = decision.lease.clone() {
+                if lease.state != LeaseState::Offered {
+                    durable.push(lease.clone());
+                }
+                self.leases.put(lease);
+            }
+            if let Some(reply) = decision.reply
+                && let Some(bytes) = message::encode(&reply.message)
+            {
+                let to = match reply.to {
+                    Destination::Relay(ip) => SocketAddr::from((ip, SERVER_PORT)),
+                    Destination::Unicast(ip) => SocketAddr::from((ip, CLIENT_PORT)),
+                    Destination::Broadcast => SocketAddr::from((Ipv4Addr::BROADCAST, CLIENT_PORT)),
+                };
+                outgoing.push(Outgoing { port: datagram.port, to, bytes });
+            }
+        }
+        if !durable.is_empty()
+            && let Err(e) = self.commit(durable).await
+        {
+            // Nothing that depended on these leases may leave; the table goes back to the disk's.
+            tracing::error!(error = %e, dropped = outgoing.len(), "DHCP: cannot persist leases; replies dropped");
+            if let Ok(stored) = self.store.leases() {
+                self.leases = LeaseTable::new(stored);
+            }
+            return;
+        }
+        for out in outgoing {
+            if let Err(e) = self.ports[out.port].socket.send_to(&out.bytes, out.to).await {
+                tracing::debug!(to = %out.to, error = %e, "DHCP: send failed");
+            }
+        }
+        self.update_pool_gauges(&inv, now);
+    }
+
+    async fn commit(&self, leases: Vec<Lease>) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.put_leases(&leases)).await.unwrap_or_else(|e| {
+            Err(StoreError::Db(redb::StorageError::Io(std::io::Error::other(e.to_string())).into()))
+        })
+    }
+
+    fn record(&self, req: &message::Request, decision: &Decision, port: &Port) {
+        let network = decision.network.clone().unwrap_or_else(|| port.network.clone());
+        let count = |message: &str| {
+            self.metrics
+                .messages
+                .get_or_create(&MessageLabels { network: network.to_string(), message: message.into() })
+                .inc();
+        };
+        count(req.kind.as_str());
+        let subject = Subject { node: decision.node.clone(), mac: Some(req.mac) };
+        let event = |details| {
+            self.events.append(Source::Dhcp, subject.clone(), details);
+        };
+        event(EventKind::DhcpReceived { message: req.kind.as_str().into(), network: decision.network.clone() });
+        match &decision.outcome {
+            Outcome::Offered(ip) => {
+                count("offer");
+                event(EventKind::LeaseOffered { ip: *ip });
+            }
+            Outcome::Acked(ip) => {
+                count("ack");
+                let lease_secs = decision.lease.as_ref().map_or(0, |l| {
+                    u32::try_from(l.expires.0.duration_since(l.updated.0).unwrap_or_default().as_secs())
+                        .unwrap_or(u32::MAX)
+                });
+                event(EventKind::LeaseAcked { ip: *ip, lease_secs });
+            }
+            Outcome::Naked(ip, why) => {
+                count("nak");
+                event(EventKind::LeaseNaked { ip: *ip, reason: (*why).into() });
+            }
+            Outcome::Informed => count("ack"),
+            Outcome::Released(ip) => event(EventKind::LeaseReleased { ip: *ip }),
+            Outcome::Declined(ip) => {
+                tracing::warn!(%ip, mac = %req.mac, "DHCP: a client declined its address (in use by another machine?)");
+                event(EventKind::LeaseDeclined { ip: *ip });
+            }
+            Outcome::Ignored(Ignore::PoolExhausted(network)) => {
+                tracing::warn!(%network, mac = %req.mac, "DHCP: the dynamic pool is exhausted");
+                event(EventKind::PoolExhausted { network: network.clone() });
+            }
+            Outcome::Ignored(why) => {
+                count("ignored");
+                event(EventKind::DhcpIgnored { message: req.kind.as_str().into(), reason: format!("{why:?}") });
+            }
+        }
+    }
+
+    /// Pool usage, at most once a second (it walks the lease table).
+    fn update_pool_gauges(&mut self, inv: &Inventory, now: Timestamp) {
+        if self.pool_checked.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        self.pool_checked = Some(Instant::now());
+        let mut seen = HashMap::new();
+        for net in inv.networks.values() {
+            if let Some(pool) = net.pool {
+                seen.insert(net.name.to_string(), (self.leases.active_in(&pool, now), pool.len()));
+            }
+        }
+        for (network, (used, size)) in seen {
+            let label = NetworkLabel { network };
+            self.metrics.pool_used.get_or_create(&label).set(i64::try_from(used).unwrap_or(i64::MAX));
+            self.metrics.pool_size.get_or_create(&label).set(i64::try_from(size).unwrap_or(i64::MAX));
+        }
+    }
+}

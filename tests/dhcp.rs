@@ -1,0 +1,438 @@
+//! DHCP against real clients in network namespaces: dhclient, udhcpc and dhcpcd get their
+//! reservations; the pool on and off; renew and release; relayed requests (perfdhcp); and a
+//! kill -9 in the middle of a pool workload. Needs root.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::netns::Pair;
+use crate::support::{self, BIN, Daemon, TOKEN};
+
+const NODES: [(&str, &str, &str); 3] = [
+    ("master-0", "52:54:00:6b:00:10", "10.1.107.11"),
+    ("master-1", "52:54:00:6b:00:11", "10.1.107.12"),
+    ("master-2", "52:54:00:6b:00:12", "10.1.107.13"),
+];
+
+/// A DHCP config on `srv0`: three reserved control-plane nodes, with or without a pool.
+fn config(dir: &Path, pool: Option<(&str, &str)>) -> std::path::PathBuf {
+    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).expect("token");
+    let pool = pool.map_or(String::new(), |(a, b)| format!("pool = {{ start = \"{a}\", end = \"{b}\" }}\n"));
+    let mut text = format!(
+        r#"state_dir = "{state}"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{token}"
+[dhcp]
+interfaces = ["srv0"]
+[[networks]]
+name = "lab"
+interface = "srv0"
+cidr = "10.1.107.0/24"
+gateway = "10.1.107.1"
+dns_servers = ["10.1.107.1"]
+domain = "lab.example"
+static_range = {{ start = "10.1.107.10", end = "10.1.107.99" }}
+{pool}lease_time = "1h"
+[[clusters]]
+name = "prod"
+kind = "okd"
+base_domain = "lab.example"
+network = "lab"
+api_address = "192.0.2.10"
+api_int_address = "10.1.107.1"
+ingress_address = "192.0.2.10"
+"#,
+        state = dir.join("state").display(),
+        token = dir.join("token").display(),
+    );
+    for (name, mac, ip) in NODES {
+        text.push_str(&format!("[[nodes]]\nname = \"{name}\"\ncluster = \"prod\"\nrole = \"control-plane\"\nmac = \"{mac}\"\nipv4 = \"{ip}\"\n"));
+    }
+    let path = dir.join("slipway.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+/// The CLI inside the server namespace (where the admin API listens), as JSON.
+fn api(pair: &Pair, daemon: &Daemon, args: &[&str]) -> Value {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &pair.srv, BIN])
+        .args(args)
+        .args(["-o", "json"])
+        .env("SLIPWAY_API", format!("http://{}", daemon.addr))
+        .env("SLIPWAY_TOKEN", TOKEN)
+        .output()
+        .expect("cli");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// A hook script that appends `REASON ip host domain` lines to `log` (dhclient/dhcpcd variables).
+fn hook(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("hook");
+    Command::new("chmod").arg("+x").arg(&path).status().expect("chmod");
+    path
+}
+
+fn wait_for_line(log: &Path, needle: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(line) = std::fs::read_to_string(log).unwrap_or_default().lines().find(|l| l.contains(needle)) {
+            return line.to_owned();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no '{needle}' in {} within {limit:?}: {}", log.display(), std::fs::read_to_string(log).unwrap_or_default());
+}
+
+#[test]
+fn dhclient_udhcpc_and_dhcpcd_each_get_their_reserved_address_and_hostname() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new("a");
+    let daemon = support::start_in(Some(&pair.srv), &config(dir.path(), None), &[]);
+    let log = dir.path().join("bound.log");
+    let log_s = log.display().to_string();
+
+    pair.client_as(NODES[0].1);
+    let udhcpc_hook = hook(
+        dir.path(),
+        "udhcpc.sh",
+        &format!("[ \"$1\" = bound ] && echo \"udhcpc $ip $hostname $domain\" >> {log_s}; true"),
+    );
+    let out = pair.cli_run(
+        "udhcpc",
+        &["-i", "cli0", "-n", "-q", "-f", "-t", "5", "-T", "2", "-s", udhcpc_hook.to_str().expect("utf-8")],
+    );
+    assert!(out.status.success(), "udhcpc: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(wait_for_line(&log, "udhcpc", Duration::from_secs(5)), "udhcpc 10.1.107.11 master-0 prod.lab.example");
+
+    pair.client_as(NODES[1].1);
+    let dhclient_hook = hook(
+        dir.path(),
+        "dhclient.sh",
+        &format!(
+            "[ \"$reason\" = BOUND ] && echo \"dhclient $new_ip_address $new_host_name $new_domain_name\" >> {log_s}; true"
+        ),
+    );
+    let lease_file = dir.path().join("dhclient.leases");
+    let status = pair
+        .cli_command("dhclient")
+        .args([
+            "-4",
+            "-1",
+            "-sf",
+            dhclient_hook.to_str().expect("utf-8"),
+            "-lf",
+            lease_file.to_str().expect("utf-8"),
+            "-pf",
+        ])
+        .arg(dir.path().join("dhclient.pid"))
+        .arg("cli0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("dhclient");
+    assert!(status.success(), "dhclient found no lease");
+    assert_eq!(
+        wait_for_line(&log, "dhclient", Duration::from_secs(5)),
+        "dhclient 10.1.107.12 master-1 prod.lab.example"
+    );
+    pair.kill_clients();
+
+    pair.client_as(NODES[2].1);
+    let dhcpcd_hook = hook(
+        dir.path(),
+        "dhcpcd.sh",
+        &format!(
+            "[ \"$reason\" = BOUND ] && echo \"dhcpcd $new_ip_address $new_host_name $new_domain_name\" >> {log_s}; true"
+        ),
+    );
+    let status = pair
+        .cli_command("dhcpcd")
+        .args([
+            "-4",
+            "-1",
+            "-B",
+            "-f",
+            "/dev/null",
+            "--noipv4ll",
+            "-t",
+            "20",
+            "-c",
+            dhcpcd_hook.to_str().expect("utf-8"),
+            "cli0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("dhcpcd");
+    assert!(status.success(), "dhcpcd found no lease");
+    assert_eq!(wait_for_line(&log, "dhcpcd", Duration::from_secs(5)), "dhcpcd 10.1.107.13 master-2 prod.lab.example");
+    assert!(pair.client_addresses().contains("10.1.107.13/24"), "{}", pair.client_addresses());
+    pair.kill_clients();
+
+    let leases = api(&pair, &daemon, &["get", "leases"]);
+    let bound: BTreeMap<String, String> = leases
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|l| l["state"] == "bound")
+        .map(|l| (l["node"].as_str().unwrap_or("-").to_owned(), l["ip"].as_str().unwrap_or("-").to_owned()))
+        .collect();
+    let expect: BTreeMap<String, String> = NODES.iter().map(|(n, _, ip)| ((*n).to_owned(), (*ip).to_owned())).collect();
+    assert_eq!(bound, expect);
+}
+
+fn udhcpc_once(pair: &Pair, dir: &Path, tries: &str) -> (bool, String) {
+    let log = dir.join("once.log");
+    let _ = std::fs::remove_file(&log);
+    let h = hook(dir, "once.sh", &format!("[ \"$1\" = bound ] && echo \"$ip\" >> {}; true", log.display()));
+    let out = pair
+        .cli_run("udhcpc", &["-i", "cli0", "-n", "-q", "-f", "-t", tries, "-T", "1", "-s", h.to_str().expect("utf-8")]);
+    (out.status.success(), std::fs::read_to_string(&log).unwrap_or_default().trim().to_owned())
+}
+
+#[test]
+fn an_unknown_machine_gets_nothing_without_a_pool_and_a_pool_address_with_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new("b");
+    let stranger = "52:54:00:99:00:01";
+    {
+        let daemon = support::start_in(Some(&pair.srv), &config(dir.path(), None), &[]);
+        pair.client_as(stranger);
+        let (ok, ip) = udhcpc_once(&pair, dir.path(), "2");
+        assert!(!ok && ip.is_empty(), "an unknown machine got {ip}");
+        let ignored = api(&pair, &daemon, &["get", "events", "--mac", stranger, "--type", "dhcp_ignored"]);
+        assert!(ignored.as_array().is_some_and(|a| !a.is_empty()), "the refusal is an event: {ignored}");
+        assert!(daemon.stop(Duration::from_secs(5)).expect("stops").success());
+    }
+    let daemon = support::start_in(Some(&pair.srv), &config(dir.path(), Some(("10.1.107.100", "10.1.107.199"))), &[]);
+    let (ok, ip) = udhcpc_once(&pair, dir.path(), "5");
+    assert!(ok, "no pool address");
+    let last: u8 = ip.rsplit('.').next().and_then(|o| o.parse().ok()).expect("an address");
+    assert!(ip.starts_with("10.1.107.") && (100..=199).contains(&last), "{ip} is not in the pool");
+    let leases = api(&pair, &daemon, &["get", "leases"]);
+    assert!(
+        leases
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|l| l["ip"] == ip.as_str() && l["mac"] == stranger && l["state"] == "bound"),
+        "{leases}"
+    );
+}
+
+#[test]
+fn renew_and_release_from_a_running_client_reach_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new("c");
+    let daemon = support::start_in(Some(&pair.srv), &config(dir.path(), Some(("10.1.107.100", "10.1.107.199"))), &[]);
+    let mac = "52:54:00:99:00:02";
+    pair.client_as(mac);
+    let log = dir.path().join("udhcpc.log");
+    // Like a real client script: configure the address (renewal ACKs are unicast to it).
+    let h = hook(
+        dir.path(),
+        "events.sh",
+        &format!(
+            "case \"$1\" in bound|renew) ip addr flush dev \"$interface\"; ip addr add \"$ip/24\" dev \"$interface\";; deconfig) ip addr flush dev \"$interface\";; esac\necho \"$1 $ip\" >> {}",
+            log.display()
+        ),
+    );
+    let mut client = pair.cli_command("udhcpc");
+    client
+        .args(["-i", "cli0", "-f", "-R", "-t", "5", "-T", "1", "-s", h.to_str().expect("utf-8")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut client = client.spawn().expect("udhcpc");
+    let bound = wait_for_line(&log, "bound", Duration::from_secs(20));
+    let ip = bound.split_whitespace().nth(1).expect("ip").to_owned();
+    support::signal(&client, "USR1"); // renew now (unicast REQUEST, RENEWING state)
+    wait_for_line(&log, "renew", Duration::from_secs(20));
+    support::signal(&client, "USR2"); // release
+    wait_for_line(&log, "deconfig", Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lease = loop {
+        let leases = api(&pair, &daemon, &["get", "leases"]);
+        let lease =
+            leases.as_array().expect("list").iter().find(|l| l["ip"] == ip.as_str()).cloned().expect("the lease");
+        if lease["state"] == "released" || Instant::now() > deadline {
+            break lease;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(lease["state"], "released", "{lease}");
+    assert_eq!(lease["active"], false);
+    let acks = api(&pair, &daemon, &["get", "events", "--mac", mac, "--type", "lease_acked"]);
+    assert_eq!(acks.as_array().map(Vec::len), Some(2), "bind and renew: {acks}");
+    let _ = client.kill();
+    let _ = client.wait();
+}
+
+/// perfdhcp's summary: (sent, received) of the first exchange (DISCOVER-OFFER).
+fn perfdhcp_counts(text: &str) -> (u64, u64) {
+    let num = |key: &str| {
+        text.lines().find_map(|l| l.trim().strip_prefix(key)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    };
+    (num("sent packets:"), num("received packets:"))
+}
+
+#[test]
+fn relayed_requests_are_answered_to_the_relay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new("d");
+    let daemon = support::start_in(Some(&pair.srv), &config(dir.path(), Some(("10.1.107.100", "10.1.107.199"))), &[]);
+    let status =
+        Command::new("ip").args(["-n", &pair.cli, "addr", "add", "10.1.107.5/24", "dev", "cli0"]).status().expect("ip");
+    assert!(status.success());
+    // perfdhcp acts as a relay: giaddr 10.1.107.5, hops 1, replies expected on its port 67.
+    let out = pair.cli_run(
+        "perfdhcp",
+        &["-4", "-R", "20", "-r", "20", "-n", "40", "-W", "2000000", "-l", "10.1.107.5", "10.1.107.1"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (sent, received) = perfdhcp_counts(&text);
+    assert!(sent >= 40 && received == sent, "sent {sent}, received {received}:\n{text}");
+    let leases = api(&pair, &daemon, &["get", "leases"]);
+    let bound = leases.as_array().expect("list").iter().filter(|l| l["state"] == "bound").count();
+    assert!((1..=20).contains(&bound), "{bound} bound leases for 20 relayed clients");
+}
+
+/// Every DHCPACK in a tcpdump -vv text capture: (your-ip, client MAC).
+fn acks_in(capture: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let (mut ip, mut mac, mut ack) = (None, None, false);
+    let mut flush = |ip: &mut Option<String>, mac: &mut Option<String>, ack: &mut bool| {
+        if *ack && let (Some(i), Some(m)) = (ip.take(), mac.take()) {
+            out.push((i, m));
+        }
+        (*ip, *mac, *ack) = (None, None, false);
+    };
+    for line in capture.lines() {
+        if !line.starts_with([' ', '\t']) {
+            flush(&mut ip, &mut mac, &mut ack);
+            continue;
+        }
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("Your-IP ") {
+            ip = Some(v.trim().to_owned());
+        } else if let Some(v) = l.strip_prefix("Client-Ethernet-Address ") {
+            mac = Some(v.split_whitespace().next().unwrap_or_default().to_owned());
+        } else if l.starts_with("DHCP-Message") && l.ends_with(": ACK") {
+            ack = true;
+        }
+    }
+    flush(&mut ip, &mut mac, &mut ack);
+    out
+}
+
+/// Captures DHCP on the client side while `run` goes; returns the decoded text.
+fn captured(pair: &Pair, dir: &Path, name: &str, run: impl FnOnce()) -> String {
+    let pcap = dir.join(format!("{name}.pcap"));
+    let mut tcpdump = pair
+        .cli_command("tcpdump")
+        .args(["-i", "cli0", "-n", "-U", "-w"])
+        .arg(&pcap)
+        .args(["udp", "port", "67"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump must be installed");
+    let mut stderr = std::io::BufReader::new(tcpdump.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    let _ = stderr.read_line(&mut line); // "listening on cli0 ..." once capturing
+    assert!(line.contains("listening"), "tcpdump: {line}");
+    run();
+    std::thread::sleep(Duration::from_millis(300));
+    support::signal(&tcpdump, "INT");
+    let _ = tcpdump.wait();
+    let out = Command::new("tcpdump").args(["-n", "-vv", "-r"]).arg(&pcap).output().expect("tcpdump -r");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn after_kill_9_under_load_every_ack_seen_is_stored_and_no_address_has_two_owners() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new("e");
+    let config = config(dir.path(), Some(("10.1.107.100", "10.1.107.250")));
+    let status =
+        Command::new("ip").args(["-n", &pair.cli, "addr", "add", "10.1.107.5/24", "dev", "cli0"]).status().expect("ip");
+    assert!(status.success());
+    let mut daemon = support::start_in(Some(&pair.srv), &config, &[]);
+    let first = captured(&pair, dir.path(), "first", || {
+        let mut load = pair.cli_command("perfdhcp");
+        load.args([
+            "-4",
+            "-R",
+            "120",
+            "-r",
+            "400",
+            "-p",
+            "20",
+            "-b",
+            "mac=00:0c:01:00:00:00",
+            "-l",
+            "10.1.107.5",
+            "10.1.107.1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let mut load = load.spawn().expect("perfdhcp");
+        std::thread::sleep(Duration::from_millis(1500));
+        support::signal(&daemon.child, "KILL");
+        support::wait_exit(&mut daemon.child, Duration::from_secs(10)).expect("killed");
+        let _ = load.kill();
+        let _ = load.wait();
+    });
+    let acked = acks_in(&first);
+    assert!(acked.len() >= 20, "only {} ACKs were seen before the kill", acked.len());
+    eprintln!("{} ACKs seen on the wire before kill -9", acked.len());
+    drop(daemon);
+
+    let daemon = support::start_in(Some(&pair.srv), &config, &[]);
+    let stored: HashMap<String, String> = api(&pair, &daemon, &["get", "leases"])
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|l| l["state"] == "bound")
+        .map(|l| (l["ip"].as_str().unwrap_or_default().to_owned(), l["mac"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    for (ip, mac) in &acked {
+        assert_eq!(stored.get(ip), Some(mac), "ACK of {ip} to {mac} went out but is not in the store");
+    }
+    // A second crowd of clients after the restart: no address already bound goes to another MAC.
+    let second = captured(&pair, dir.path(), "second", || {
+        let out = pair.cli_run(
+            "perfdhcp",
+            &[
+                "-4",
+                "-R",
+                "20",
+                "-r",
+                "50",
+                "-n",
+                "40",
+                "-W",
+                "2000000",
+                "-b",
+                "mac=00:0c:02:00:00:00",
+                "-l",
+                "10.1.107.5",
+                "10.1.107.1",
+            ],
+        );
+        assert!(perfdhcp_counts(&String::from_utf8_lossy(&out.stdout)).1 > 0);
+    });
+    let mut owner: HashMap<String, String> = stored.clone();
+    for (ip, mac) in acked.iter().chain(acks_in(&second).iter()) {
+        let first_owner = owner.entry(ip.clone()).or_insert_with(|| mac.clone());
+        assert_eq!(first_owner, mac, "{ip} was acknowledged to two machines");
+    }
+}
