@@ -5,6 +5,7 @@
 //! changes (group commit) before any reply that depends on them leaves.
 
 pub mod decide;
+pub mod fuzz;
 pub mod leases;
 pub mod message;
 pub mod server;

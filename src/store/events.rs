@@ -365,6 +365,7 @@ fn write_loop(db: &Database, rx: &Receiver<Message>, retention: Retention) {
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let mut stop = false;
+        let durable = first.is_none();
         let mut next = first;
         while let Some(message) = next {
             match message {
@@ -374,7 +375,10 @@ fn write_loop(db: &Database, rx: &Receiver<Message>, retention: Retention) {
             }
             next = if batch.len() < BATCH { rx.try_recv().ok() } else { None };
         }
-        if let Err(e) = commit_batch(db, &batch, retention, Timestamp::now()) {
+        // Only a flush, a stop or an idle prune waits for the disk; other batches ride along with
+        // the next synced commit (events are history, not state; a crash may lose the newest).
+        let sync = durable || stop || !flushes.is_empty();
+        if let Err(e) = commit_batch(db, &batch, retention, Timestamp::now(), sync) {
             tracing::error!(error = %e, lost = batch.len(), "event log: cannot write events");
         }
         batch.clear();
@@ -389,8 +393,11 @@ fn write_loop(db: &Database, rx: &Receiver<Message>, retention: Retention) {
 
 /// Writes `batch` and drops what retention no longer allows, in one transaction. A call with
 /// nothing to write or drop does not touch the disk.
-fn commit_batch(db: &Database, batch: &[Event], retention: Retention, now: Timestamp) -> Result<(), StoreError> {
-    let txn = db.begin_write()?;
+fn commit_batch(db: &Database, batch: &[Event], retention: Retention, now: Timestamp, sync: bool) -> Result<(), StoreError> {
+    let mut txn = db.begin_write()?;
+    if !sync {
+        txn.set_durability(redb::Durability::None).map_err(|e| StoreError::Db(redb::Error::Io(std::io::Error::other(e.to_string()))))?;
+    }
     let mut changed = !batch.is_empty();
     {
         let mut table = txn.open_table(EVENTS)?;
@@ -441,11 +448,11 @@ mod tests {
             mac: None,
             details: EventKind::DaemonStopping,
         };
-        commit_batch(&db, &[event], retention, t0).expect("write");
+        commit_batch(&db, &[event], retention, t0, true).expect("write");
         let count = || db.begin_read().expect("read").open_table(EVENTS).expect("table").len().expect("len");
-        commit_batch(&db, &[], retention, Timestamp::from_unix_millis(1_800_000_000_000 + 1_000)).expect("idle");
+        commit_batch(&db, &[], retention, Timestamp::from_unix_millis(1_800_000_000_000 + 1_000), true).expect("idle");
         assert_eq!(count(), 1, "not yet expired");
-        commit_batch(&db, &[], retention, Timestamp::from_unix_millis(1_800_000_000_000 + 3_601_000)).expect("idle");
+        commit_batch(&db, &[], retention, Timestamp::from_unix_millis(1_800_000_000_000 + 3_601_000), true).expect("idle");
         assert_eq!(count(), 0, "expired while idle");
     }
 }

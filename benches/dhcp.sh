@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# DHCP benchmark: slipway vs Kea 2.2 (kea-dhcp4, memfile with persist=true, one thread), in the
+# same run, on the same namespace pair. The server is pinned to core 0, perfdhcp (a relay) to
+# core 1. For each server and workload it searches the highest DORA rate with < 1% drops.
+#
+#   sudo benches/dhcp.sh            # writes the figures to stdout; see benches/RESULTS.md
+#
+# Workloads: "reservations" (10,000 reserved MACs, perfdhcp's clients are exactly those) and
+# "pool" (unknown clients served from a dynamic pool).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+secs=${BENCH_SECONDS:-5}
+work=$(mktemp -d /tmp/slipway-bench.XXXXXX)
+srv=swbs$$ cli=swbc$$
+server_pid=""
+
+cleanup() {
+  [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null || true
+  for ns in "$cli" "$srv"; do
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+for tool in perfdhcp kea-dhcp4 taskset; do
+  command -v "$tool" >/dev/null || { echo "benches/dhcp.sh: needs $tool (apt-get install kea-admin kea-dhcp4-server util-linux)" >&2; exit 1; }
+done
+cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin slipway
+bin="$root/target/release/slipway"
+
+ip netns add "$srv"; ip netns add "$cli"
+ip link add "b$$s" type veth peer name "b$$c"
+ip link set "b$$s" netns "$srv" name srv0; ip link set "b$$c" netns "$cli" name cli0
+ip -n "$srv" addr add 10.1.0.1/16 dev srv0; ip -n "$cli" addr add 10.1.0.2/16 dev cli0
+for ns in "$srv" "$cli"; do ip -n "$ns" link set lo up; done
+ip -n "$srv" link set srv0 up; ip -n "$cli" link set cli0 up
+
+# 10,000 reservations: MAC 00:0c:00:00:HH:LL -> 10.1.(1 + i/250).(1 + i%250)
+mac() { printf '00:0c:00:00:%02x:%02x' $(($1 / 256)) $(($1 % 256)); }
+addr() { echo "10.1.$((1 + $1 / 250)).$((1 + $1 % 250))"; }
+
+write_slipway() { # $1 = reservations|pool
+  {
+    echo "state_dir = \"$work/slipway-$1\""
+    echo "[admin]"; echo "listen = \"127.0.0.1:19900\""; echo "token_file = \"$work/token\""
+    echo "[events]"; echo "max_count = 100000"
+    echo "[dhcp]"; echo "interfaces = [\"srv0\"]"
+    echo "[[networks]]"; echo "name = \"bench\""; echo "interface = \"srv0\""; echo "cidr = \"10.1.0.0/16\""
+    echo "static_range = { start = \"10.1.1.1\", end = \"10.1.60.250\" }"
+    echo "pool = { start = \"10.1.100.1\", end = \"10.1.200.250\" }"; echo "lease_time = \"1h\""
+    if [[ $1 == reservations ]]; then
+      for i in $(seq 0 9999); do printf '[[nodes]]\nname = "n%d"\nmac = "%s"\nipv4 = "%s"\n' "$i" "$(mac "$i")" "$(addr "$i")"; done
+    fi
+  } > "$work/slipway.toml"
+}
+
+write_kea() { # $1 = reservations|pool
+  {
+    echo '{"Dhcp4": {"interfaces-config": {"interfaces": ["srv0"], "dhcp-socket-type": "udp"},'
+    echo " \"lease-database\": {\"type\": \"memfile\", \"persist\": true, \"name\": \"$work/kea-$1.csv\", \"lfc-interval\": 0},"
+    echo ' "multi-threading": {"enable-multi-threading": false}, "valid-lifetime": 3600,'
+    echo " \"control-socket\": {\"socket-type\": \"unix\", \"socket-name\": \"$work/kea.sock\"},"
+    echo ' "loggers": [{"name": "kea-dhcp4", "severity": "ERROR", "output_options": [{"output": "stderr"}]}],'
+    echo ' "subnet4": [{"id": 1, "subnet": "10.1.0.0/16", "pools": [{"pool": "10.1.100.1 - 10.1.200.250"}], "reservations": ['
+    if [[ $1 == reservations ]]; then
+      for i in $(seq 0 9999); do
+        [[ $i -gt 0 ]] && echo ","
+        printf '{"hw-address": "%s", "ip-address": "%s"}' "$(mac "$i")" "$(addr "$i")"
+      done
+    fi
+    echo ']}]}}'
+  } > "$work/kea.json"
+}
+
+start_server() { # $1 = slipway|kea, $2 = workload
+  if [[ $1 == slipway ]]; then
+    write_slipway "$2"
+    ip netns exec "$srv" taskset -c 0 "$bin" serve --config "$work/slipway.toml" --log warn >"$work/server.log" 2>&1 &
+  else
+    write_kea "$2"
+    KEA_PIDFILE_DIR=$work KEA_LOCKFILE_DIR=$work ip netns exec "$srv" taskset -c 0 kea-dhcp4 -c "$work/kea.json" >"$work/server.log" 2>&1 &
+  fi
+  server_pid=$!
+  sleep 3
+  kill -0 "$server_pid" || { cat "$work/server.log" >&2; exit 1; }
+}
+
+stop_server() { kill -TERM "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""; }
+
+# One perfdhcp run at rate $1; the rest are perfdhcp's client options. Prints "rate drops%".
+run_rate() {
+  local rate_arg=$1 out
+  shift
+  out=$(ip netns exec "$cli" taskset -c 1 perfdhcp -4 -r "$rate_arg" -p "$secs" -W 1000000 "$@" -l 10.1.0.2 10.1.0.1 2>&1 || true)
+  local rate sent recv
+  rate=$(awk '/^Rate:/ {print $2; exit}' <<<"$out")
+  sent=$(awk '/sent packets:/ {s += $3} END {print s + 0}' <<<"$out")
+  recv=$(awk '/received packets:/ {s += $3} END {print s + 0}' <<<"$out")
+  awk -v r="${rate:-0}" -v s="$sent" -v c="$recv" 'BEGIN { d = (s > 0) ? 100 * (s - c) / s : 100; printf "%.0f %.2f\n", r, d }'
+}
+
+# Highest rate with < 1% drops (doubling, then bisection). Prints "rate drops".
+search() { # perfdhcp client options
+  local lo=0 hi=1000 best="0 100" result
+  while :; do
+    result=$(run_rate "$hi" "$@")
+    if awk -v d="${result#* }" 'BEGIN { exit !(d < 1) }'; then lo=$hi; best=$result; hi=$((hi * 2)); [[ $hi -gt 128000 ]] && break; else break; fi
+  done
+  for _ in 1 2 3 4; do
+    local mid=$(((lo + hi) / 2))
+    [[ $mid -le $lo ]] && break
+    result=$(run_rate "$mid" "$@")
+    if awk -v d="${result#* }" 'BEGIN { exit !(d < 1) }'; then lo=$mid; best=$result; else hi=$mid; fi
+  done
+  echo "$best"
+}
+
+echo "token-for-benchmarks-only-0123456789" > "$work/token"
+for i in $(seq 0 9999); do mac "$i"; echo; done > "$work/macs"
+printf '%-8s  %-13s  %18s  %10s\n' server workload "max DORA/s (<1%)" "drops %"
+for workload in reservations pool; do
+  for server in kea slipway; do
+    start_server "$server" "$workload"
+    if [[ $workload == reservations ]]; then
+      read -r rate drops < <(search -M "$work/macs")
+    else
+      read -r rate drops < <(search -R 20000 -b mac=00:0d:00:00:00:00)
+    fi
+    printf '%-8s  %-13s  %18s  %10s\n' "$server" "$workload" "$rate" "$drops"
+    stop_server
+  done
+done
