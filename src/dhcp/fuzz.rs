@@ -102,10 +102,22 @@ mod tests {
     /// flipped, truncated, extended, option lengths garbled): nothing panics.
     #[test]
     fn random_datagrams_never_panic_the_decision_path() {
-        let kinds = [MessageType::Discover, MessageType::Request, MessageType::Decline, MessageType::Release, MessageType::Inform];
+        let kinds = [
+            MessageType::Discover,
+            MessageType::Request,
+            MessageType::Decline,
+            MessageType::Release,
+            MessageType::Inform,
+        ];
         let mut seeds = Vec::new();
         for (i, kind) in kinds.iter().enumerate() {
-            let mut m = v4::Message::new([0, 0, 0, 0].into(), [0, 0, 0, 0].into(), [0, 0, 0, 0].into(), [0, 0, 0, 0].into(), &[0x52, 0x54, 0, 0, 0, 1]);
+            let mut m = v4::Message::new(
+                [0, 0, 0, 0].into(),
+                [0, 0, 0, 0].into(),
+                [0, 0, 0, 0].into(),
+                [0, 0, 0, 0].into(),
+                &[0x52, 0x54, 0, 0, 0, 1],
+            );
             m.opts_mut().insert(DhcpOption::MessageType(*kind));
             m.opts_mut().insert(DhcpOption::RequestedIpAddress([10, 1, 107, 10 + i as u8].into()));
             m.opts_mut().insert(DhcpOption::ClientIdentifier(vec![1, 0x52, 0x54, 0, 0, 0, 1]));

@@ -69,10 +69,57 @@ pub enum Malformed {
     NoMessageType,
     #[error("message type {0:?} is not one a server answers")]
     Unsupported(MessageType),
+    #[error("option {code} has length {len}, which overruns the datagram or is wrong for the option")]
+    BadOption { code: u8, len: usize },
+}
+
+/// Where options start: the fixed BOOTP header (236 bytes) and the magic cookie.
+const OPTIONS_START: usize = 240;
+
+/// The length an option must have when the decoder reads it as a fixed-size value.
+fn fixed_length(code: u8) -> Option<usize> {
+    Some(match code {
+        80 => 0,
+        19 | 20 | 23 | 27 | 29 | 30 | 31 | 34 | 36 | 37 | 39 | 46 | 52 | 53 | 116 | 156 | 157 => 1,
+        13 | 22 | 26 | 57 | 93 => 2,
+        94 => 3,
+        2 | 24 | 35 | 38 | 51 | 58 | 59 | 91 | 106 | 152 | 153 | 154 | 155 => 4,
+        _ => return None,
+    })
+}
+
+/// Walks the option TLVs before the codec sees them: every option must fit in the datagram,
+/// fixed-size options must have their size, and variable ones their minimum. The codec reads
+/// some options without checking their length; a wrong one would desynchronise (or, in a debug
+/// build, abort) the rest of the parse.
+fn check_options(bytes: &[u8]) -> Result<(), Malformed> {
+    let mut at = OPTIONS_START;
+    while let Some(&code) = bytes.get(at) {
+        match code {
+            0 => at += 1,
+            255 => return Ok(()),
+            _ => {
+                let len = usize::from(*bytes.get(at + 1).ok_or(Malformed::BadOption { code, len: 0 })?);
+                let bad = Malformed::BadOption { code, len };
+                if at + 2 + len > bytes.len() {
+                    return Err(bad);
+                }
+                match (fixed_length(code), code) {
+                    (Some(n), _) if n != len => return Err(bad),
+                    (None, 81) if len < 3 => return Err(bad),
+                    (None, 151) if len < 1 => return Err(bad),
+                    _ => {}
+                }
+                at += 2 + len;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Decodes a datagram received on port 67.
 pub fn parse(bytes: &[u8]) -> Result<(Request, v4::Message), Malformed> {
+    check_options(bytes)?;
     let msg = v4::Message::decode(&mut Decoder::new(bytes)).map_err(|e| Malformed::Decode(e.to_string()))?;
     let req = request(&msg)?;
     Ok((req, msg))
@@ -179,6 +226,31 @@ mod tests {
         }
         assert!(parse(&[0u8; 300]).is_err());
         assert!(matches!(parse(b"hello"), Err(Malformed::Decode(_))));
+    }
+
+    #[test]
+    fn options_with_impossible_lengths_are_refused_before_decoding() {
+        let good = discover().to_vec().expect("encode");
+        assert!(check_options(&good).is_ok());
+        let with = |option: &[u8]| {
+            let mut bytes = good[..OPTIONS_START].to_vec();
+            bytes.extend_from_slice(option);
+            bytes.extend_from_slice(&[53, 1, 1, 255]);
+            bytes
+        };
+        assert_eq!(
+            parse(&with(&[80, 2, 0, 0])).map(|_| ()),
+            Err(Malformed::BadOption { code: 80, len: 2 }),
+            "rapid commit carries no data"
+        );
+        assert_eq!(parse(&with(&[51, 3, 0, 0, 0])).map(|_| ()), Err(Malformed::BadOption { code: 51, len: 3 }));
+        assert_eq!(parse(&with(&[151, 0])).map(|_| ()), Err(Malformed::BadOption { code: 151, len: 0 }));
+        assert_eq!(
+            parse(&with(&[12, 200, b'x'])).map(|_| ()),
+            Err(Malformed::BadOption { code: 12, len: 200 }),
+            "overruns the datagram"
+        );
+        assert!(parse(&with(&[12, 1, b'x'])).is_ok());
     }
 
     #[test]

@@ -393,10 +393,17 @@ fn write_loop(db: &Database, rx: &Receiver<Message>, retention: Retention) {
 
 /// Writes `batch` and drops what retention no longer allows, in one transaction. A call with
 /// nothing to write or drop does not touch the disk.
-fn commit_batch(db: &Database, batch: &[Event], retention: Retention, now: Timestamp, sync: bool) -> Result<(), StoreError> {
+fn commit_batch(
+    db: &Database,
+    batch: &[Event],
+    retention: Retention,
+    now: Timestamp,
+    sync: bool,
+) -> Result<(), StoreError> {
     let mut txn = db.begin_write()?;
     if !sync {
-        txn.set_durability(redb::Durability::None).map_err(|e| StoreError::Db(redb::Error::Io(std::io::Error::other(e.to_string()))))?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| StoreError::Db(redb::Error::Io(std::io::Error::other(e.to_string()))))?;
     }
     let mut changed = !batch.is_empty();
     {
@@ -452,7 +459,8 @@ mod tests {
         let count = || db.begin_read().expect("read").open_table(EVENTS).expect("table").len().expect("len");
         commit_batch(&db, &[], retention, Timestamp::from_unix_millis(1_800_000_000_000 + 1_000), true).expect("idle");
         assert_eq!(count(), 1, "not yet expired");
-        commit_batch(&db, &[], retention, Timestamp::from_unix_millis(1_800_000_000_000 + 3_601_000), true).expect("idle");
+        commit_batch(&db, &[], retention, Timestamp::from_unix_millis(1_800_000_000_000 + 3_601_000), true)
+            .expect("idle");
         assert_eq!(count(), 0, "expired while idle");
     }
 }
