@@ -4,6 +4,7 @@
 # core 1. For each server and workload it searches the highest DORA rate with < 1% drops.
 #
 #   sudo benches/dhcp.sh            # writes the figures to stdout; see benches/RESULTS.md
+#   BENCH_SERVERS=slipway BENCH_WORKLOADS=pool BENCH_SECONDS=5 sudo benches/dhcp.sh   # a subset
 #
 # Workloads: "reservations" (10,000 reserved MACs, perfdhcp's clients are exactly those) and
 # "pool" (unknown clients served from a dynamic pool).
@@ -120,8 +121,8 @@ search() { # perfdhcp client options
 echo "token-for-benchmarks-only-0123456789" > "$work/token"
 for i in $(seq 0 9999); do mac "$i"; echo; done > "$work/macs"
 printf '%-8s  %-13s  %18s  %10s\n' server workload "max DORA/s (<1%)" "drops %"
-for workload in reservations pool; do
-  for server in kea slipway; do
+for workload in ${BENCH_WORKLOADS:-reservations pool}; do
+  for server in ${BENCH_SERVERS:-kea slipway}; do
     start_server "$server" "$workload"
     if [[ $workload == reservations ]]; then
       read -r rate drops < <(search -M "$work/macs")

@@ -72,6 +72,8 @@ struct NetworkLabel {
 #[derive(Clone, Debug, Default)]
 struct Metrics {
     messages: Family<MessageLabels, Counter>,
+    /// Counter handles by (network, message), so counting allocates nothing after the first.
+    counters: std::sync::Arc<std::sync::Mutex<HashMap<(Name, &'static str), Counter>>>,
     pool_used: Family<NetworkLabel, Gauge>,
     pool_size: Family<NetworkLabel, Gauge>,
 }
@@ -352,18 +354,23 @@ impl Owner {
 
     fn record(&self, req: &message::Request, decision: &Decision, port: &Port) {
         let network = decision.network.clone().unwrap_or_else(|| port.network.clone());
-        let count = |message: &str| {
-            self.metrics
-                .messages
-                .get_or_create(&MessageLabels { network: network.to_string(), message: message.into() })
-                .inc();
+        let count = |message: &'static str| {
+            let mut cache = self.metrics.counters.lock().unwrap_or_else(|p| p.into_inner());
+            let counter = cache.entry((network.clone(), message)).or_insert_with(|| {
+                self.metrics
+                    .messages
+                    .get_or_create(&MessageLabels { network: network.to_string(), message: message.into() })
+                    .clone()
+            });
+            counter.inc();
         };
         count(req.kind.as_str());
+        // One event per message: the outcome names what was asked (an offer answers a discover,
+        // an ack or nak a request, ...); ignored messages say which message they were.
         let subject = Subject { node: decision.node.clone(), mac: Some(req.mac) };
         let event = |details| {
             self.events.append(Source::Dhcp, subject.clone(), details);
         };
-        event(EventKind::DhcpReceived { message: req.kind.as_str().into(), network: decision.network.clone() });
         match &decision.outcome {
             Outcome::Offered(ip) => {
                 count("offer");
@@ -381,7 +388,10 @@ impl Owner {
                 count("nak");
                 event(EventKind::LeaseNaked { ip: *ip, reason: (*why).into() });
             }
-            Outcome::Informed => count("ack"),
+            Outcome::Informed => {
+                count("ack");
+                event(EventKind::DhcpInformed);
+            }
             Outcome::Released(ip) => event(EventKind::LeaseReleased { ip: *ip }),
             Outcome::Declined(ip) => {
                 tracing::warn!(%ip, mac = %req.mac, "DHCP: a client declined its address (in use by another machine?)");

@@ -41,11 +41,8 @@ pub enum Source {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
-    /// A DHCP message from a client (discover, request, decline, release, inform).
-    DhcpReceived {
-        message: String,
-        network: Option<Name>,
-    },
+    /// A DHCPINFORM was answered (options only, no address).
+    DhcpInformed,
     /// A DHCP message slipway did not answer, and why.
     DhcpIgnored {
         message: String,
@@ -127,7 +124,7 @@ impl EventKind {
     /// The `type` tag, as used by the `type` filter.
     pub fn type_name(&self) -> &'static str {
         match self {
-            EventKind::DhcpReceived { .. } => "dhcp_received",
+            EventKind::DhcpInformed => "dhcp_informed",
             EventKind::DhcpIgnored { .. } => "dhcp_ignored",
             EventKind::MachineSeen { .. } => "machine_seen",
             EventKind::LeaseOffered { .. } => "lease_offered",
