@@ -98,6 +98,12 @@ mod tests {
         state.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
+    /// Inputs the fuzzer once crashed on, kept so they never come back.
+    #[test]
+    fn known_fuzzer_findings_do_not_panic() {
+        decide_datagram(include_bytes!("../../tests/fixtures/dhcp/fuzz-crash-1.bin"));
+    }
+
     /// Valid requests of every kind, then hundreds of thousands of mutations of them (bytes
     /// flipped, truncated, extended, option lengths garbled): nothing panics.
     #[test]

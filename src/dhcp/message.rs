@@ -89,32 +89,48 @@ fn fixed_length(code: u8) -> Option<usize> {
 }
 
 /// Walks the option TLVs before the codec sees them: every option must fit in the datagram,
-/// fixed-size options must have their size, and variable ones their minimum. The codec reads
-/// some options without checking their length; a wrong one would desynchronise (or, in a debug
-/// build, abort) the rest of the parse.
+/// fixed-size options must have their size, and variable ones their minimum. Consecutive
+/// options with the same code are one value (RFC 3396), as the codec joins them, so a run is
+/// judged by its total length. The codec reads some options without checking their length; a
+/// wrong one would desynchronise (or, in a debug build, abort) the rest of the parse.
 fn check_options(bytes: &[u8]) -> Result<(), Malformed> {
+    let check = |code: u8, len: usize| match (fixed_length(code), code) {
+        (Some(n), _) if n != len => Err(Malformed::BadOption { code, len }),
+        (None, 81) if len < 3 => Err(Malformed::BadOption { code, len }),
+        (None, 151) if len < 1 => Err(Malformed::BadOption { code, len }),
+        _ => Ok(()),
+    };
+    let mut run: Option<(u8, usize)> = None;
     let mut at = OPTIONS_START;
     while let Some(&code) = bytes.get(at) {
-        match code {
-            0 => at += 1,
-            255 => return Ok(()),
-            _ => {
-                let len = usize::from(*bytes.get(at + 1).ok_or(Malformed::BadOption { code, len: 0 })?);
-                let bad = Malformed::BadOption { code, len };
-                if at + 2 + len > bytes.len() {
-                    return Err(bad);
-                }
-                match (fixed_length(code), code) {
-                    (Some(n), _) if n != len => return Err(bad),
-                    (None, 81) if len < 3 => return Err(bad),
-                    (None, 151) if len < 1 => return Err(bad),
-                    _ => {}
-                }
-                at += 2 + len;
+        if code == 0 || code == 255 {
+            if let Some((c, total)) = run.take() {
+                check(c, total)?;
             }
+            if code == 255 {
+                return Ok(());
+            }
+            at += 1;
+            continue;
         }
+        let len = usize::from(*bytes.get(at + 1).ok_or(Malformed::BadOption { code, len: 0 })?);
+        if at + 2 + len > bytes.len() {
+            return Err(Malformed::BadOption { code, len });
+        }
+        run = match run {
+            Some((c, total)) if c == code => Some((c, total + len)),
+            Some((c, total)) => {
+                check(c, total)?;
+                Some((code, len))
+            }
+            None => Some((code, len)),
+        };
+        at += 2 + len;
     }
-    Ok(())
+    match run {
+        Some((c, total)) => check(c, total),
+        None => Ok(()),
+    }
 }
 
 /// Decodes a datagram received on port 67.
@@ -251,6 +267,12 @@ mod tests {
             "overruns the datagram"
         );
         assert!(parse(&with(&[12, 1, b'x'])).is_ok());
+        assert_eq!(
+            parse(&with(&[51, 4, 0, 0, 0, 1, 51, 4, 0, 0, 0, 1])).map(|_| ()),
+            Err(Malformed::BadOption { code: 51, len: 8 }),
+            "a split option is judged whole"
+        );
+        assert!(parse(&with(&[12, 1, b'a', 12, 1, b'b'])).is_ok(), "a long option split in two is fine");
     }
 
     #[test]
