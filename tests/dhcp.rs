@@ -289,9 +289,7 @@ fn relayed_requests_are_answered_to_the_relay() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pair = Pair::new("d");
     let daemon = support::start_in(Some(&pair.srv), &config(dir.path(), Some(("10.1.107.100", "10.1.107.199"))), &[]);
-    let status =
-        Command::new("ip").args(["-n", &pair.cli, "addr", "add", "10.1.107.5/24", "dev", "cli0"]).status().expect("ip");
-    assert!(status.success());
+    pair.client_address("10.1.107.5/24");
     // perfdhcp acts as a relay: giaddr 10.1.107.5, hops 1, replies expected on its port 67.
     let out = pair.cli_run(
         "perfdhcp",
@@ -362,9 +360,7 @@ fn after_kill_9_under_load_every_ack_seen_is_stored_and_no_address_has_two_owner
     let dir = tempfile::tempdir().expect("tempdir");
     let pair = Pair::new("e");
     let config = config(dir.path(), Some(("10.1.107.100", "10.1.107.250")));
-    let status =
-        Command::new("ip").args(["-n", &pair.cli, "addr", "add", "10.1.107.5/24", "dev", "cli0"]).status().expect("ip");
-    assert!(status.success());
+    pair.client_address("10.1.107.5/24");
     let mut daemon = support::start_in(Some(&pair.srv), &config, &[]);
     let first = captured(&pair, dir.path(), "first", || {
         let mut load = pair.cli_command("perfdhcp");

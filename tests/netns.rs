@@ -56,6 +56,11 @@ impl Pair {
         ip(&["-n", &self.cli, "link", "set", "cli0", "up"]);
     }
 
+    /// Gives the client interface a fixed address (for a relay, which has one).
+    pub fn client_address(&self, cidr: &str) {
+        ip(&["-n", &self.cli, "addr", "add", cidr, "dev", "cli0"]);
+    }
+
     /// The client's IPv4 addresses.
     pub fn client_addresses(&self) -> String {
         String::from_utf8_lossy(

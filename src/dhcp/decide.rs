@@ -94,7 +94,12 @@ pub struct Decision {
 
 impl Decision {
     fn ignore(why: Ignore) -> Decision {
-        Decision { reply: None, lease: None, network: None, node: None, outcome: Outcome::Ignored(why) }
+        Decision::of(None, None, Outcome::Ignored(why))
+    }
+
+    /// A decision; `decide` fills in the network and node afterwards.
+    fn of(reply: Option<Reply>, lease: Option<Lease>, outcome: Outcome) -> Decision {
+        Decision { reply, lease, network: None, node: None, outcome }
     }
 }
 
@@ -222,13 +227,7 @@ fn discover(
     let ip = address.ip();
     let lease = lease(req, network, ip, LeaseState::Offered, Timestamp(ctx.now.0 + ctx.offer_hold), ctx.now);
     let message = answer(inv, req, ctx, network, node, MessageType::Offer, Some(ip));
-    Decision {
-        reply: Some(Reply { to: destination(req, false), message }),
-        lease: Some(lease),
-        network: None,
-        node: None,
-        outcome: Outcome::Offered(ip),
-    }
+    Decision::of(Some(Reply { to: destination(req, false), message }), Some(lease), Outcome::Offered(ip))
 }
 
 fn request(
@@ -253,13 +252,7 @@ fn request(
         let expires = Timestamp(ctx.now.0 + network.lease_time);
         let lease = lease(req, network, ip, LeaseState::Bound, expires, ctx.now);
         let message = answer(inv, req, ctx, network, node, MessageType::Ack, Some(ip));
-        return Decision {
-            reply: Some(Reply { to: destination(req, false), message }),
-            lease: Some(lease),
-            network: None,
-            node: None,
-            outcome: Outcome::Acked(ip),
-        };
+        return Decision::of(Some(Reply { to: destination(req, false), message }), Some(lease), Outcome::Acked(ip));
     }
     // Not this client's address. Unknown clients on a network without a pool get silence (as
     // with `deny unknown-clients`); otherwise an authoritative server refuses, as does any
@@ -281,13 +274,7 @@ fn request(
 fn nak(req: &Request, ctx: &Context<'_>, ip: Ipv4Addr, why: &'static str) -> Decision {
     let mut message = base(req, MessageType::Nak, ctx.server_ip);
     message.opts_mut().insert(DhcpOption::Message(why.into()));
-    Decision {
-        reply: Some(Reply { to: destination(req, true), message }),
-        lease: None,
-        network: None,
-        node: None,
-        outcome: Outcome::Naked(ip, why),
-    }
+    Decision::of(Some(Reply { to: destination(req, true), message }), None, Outcome::Naked(ip, why))
 }
 
 /// A client found its address in use by someone else: keep it out of use for a while.
@@ -299,7 +286,7 @@ fn decline(leases: &LeaseTable, req: &Request, ctx: &Context<'_>, network: &Netw
         return Decision::ignore(Ignore::NotHeld(ip));
     }
     let lease = lease(req, network, ip, LeaseState::Declined, Timestamp(ctx.now.0 + ctx.decline_hold), ctx.now);
-    Decision { reply: None, lease: Some(lease), network: None, node: None, outcome: Outcome::Declined(ip) }
+    Decision::of(None, Some(lease), Outcome::Declined(ip))
 }
 
 fn release(leases: &LeaseTable, req: &Request, ctx: &Context<'_>, network: &Network, key: &ClientKey) -> Decision {
@@ -310,7 +297,7 @@ fn release(leases: &LeaseTable, req: &Request, ctx: &Context<'_>, network: &Netw
             released.state = LeaseState::Released;
             released.expires = ctx.now;
             released.updated = ctx.now;
-            Decision { reply: None, lease: Some(released), network: None, node: None, outcome: Outcome::Released(ip) }
+            Decision::of(None, Some(released), Outcome::Released(ip))
         }
         _ => Decision::ignore(Ignore::NotHeld(ip)),
     }
@@ -320,7 +307,7 @@ fn inform(inv: &Inventory, req: &Request, ctx: &Context<'_>, network: &Network, 
     let message = answer(inv, req, ctx, network, node, MessageType::Ack, None);
     let to =
         if req.giaddr.is_unspecified() { Destination::Unicast(req.ciaddr) } else { Destination::Relay(req.giaddr) };
-    Decision { reply: Some(Reply { message, to }), lease: None, network: None, node: None, outcome: Outcome::Informed }
+    Decision::of(Some(Reply { message, to }), None, Outcome::Informed)
 }
 
 fn lease(
