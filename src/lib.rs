@@ -9,5 +9,6 @@ pub mod boot;
 pub mod cli;
 pub mod config;
 pub mod dhcp;
+pub mod dns;
 pub mod inventory;
 pub mod store;

@@ -6,6 +6,7 @@
 //! under `/api` passes the bearer-token check, routed or not.
 
 pub mod auth;
+pub mod dns;
 pub mod error;
 pub mod events;
 mod health;
@@ -45,6 +46,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// The running DHCP server's lease owner, when DHCP is served.
     pub dhcp: Option<crate::dhcp::server::Handle>,
+    /// The zones the running DNS server answers from, when DNS is served.
+    pub dns: Option<tokio::sync::watch::Receiver<std::sync::Arc<crate::dns::ZoneSet>>>,
     /// Cancelled when the daemon stops; long-lived responses (event follow) end on it.
     pub shutdown: CancellationToken,
 }
@@ -84,6 +87,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(leases::list_leases))
         .routes(routes!(leases::release_lease))
         .routes(routes!(events::list_events))
+        .routes(routes!(dns::list_zones))
         .routes(routes!(openapi_json))
 }
 

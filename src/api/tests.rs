@@ -41,6 +41,7 @@ fn harness() -> Harness {
         readiness,
         metrics,
         dhcp: None,
+        dns: None,
         shutdown: CancellationToken::new(),
     };
     Harness { _dir: dir, state }

@@ -35,6 +35,8 @@ pub enum AppError {
     Serve(#[from] api::serve::ServeError),
     #[error(transparent)]
     Dhcp(#[from] crate::dhcp::server::DhcpError),
+    #[error(transparent)]
+    Dns(#[from] crate::dns::server::DnsError),
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -59,6 +61,23 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         readiness.bound(&format!("dhcp {interface}"), addr);
     }
 
+    let dns = match &config.dns {
+        Some(d) => Some(
+            crate::dns::server::Server::bind(
+                &d.listen,
+                &d.upstream,
+                d.settings.clone(),
+                &store.snapshot(),
+                metrics.registry_mut(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    for (what, addr) in dns.iter().flat_map(|d| d.listeners()) {
+        readiness.bound(&what, addr);
+    }
+
     readiness.expect("admin", config.admin.listen);
     let admin = api::serve::bind(config.admin.listen, config.admin.tls.as_ref()).await?;
     let admin_addr = admin.local_addr().unwrap_or(config.admin.listen);
@@ -75,6 +94,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         readiness: readiness.clone(),
         metrics: Arc::new(metrics),
         dhcp: dhcp.as_ref().map(|d| d.handle()),
+        dns: dns.as_ref().map(|d| d.zones()),
         shutdown: shutdown.clone(),
     };
     let mut tasks = JoinSet::new();
@@ -82,6 +102,10 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     if let Some(dhcp) = dhcp {
         let inventory = store.subscribe();
         tasks.spawn(dhcp.run(store.clone(), events.clone(), inventory, config.boot.clone(), shutdown.clone()));
+    }
+
+    if let Some(dns) = dns {
+        tasks.spawn(dns.run(events.clone(), store.subscribe(), shutdown.clone()));
     }
 
     let inv = store.snapshot();
@@ -131,7 +155,6 @@ fn sd_notify(state: &str) {
 /// operator is never left guessing why a port is closed.
 fn warn_unserved(config: &Config) {
     let unserved = [
-        ("dns", config.dns.is_some()),
         ("tftp", config.tftp.is_some()),
         ("http", config.http.is_some()),
         ("lb", !config.inventory.frontends.is_empty()),

@@ -9,6 +9,7 @@ use std::path::Path;
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::api::dns::ZoneView;
 use crate::api::leases::LeaseView;
 use crate::api::objects::Manifest;
 use crate::inventory::{Cluster, Network, Node, Outcome, Profile};
@@ -25,6 +26,8 @@ pub enum Resource {
     Networks,
     Leases,
     Events,
+    /// The records slipway's DNS server answers from (`get dns [ZONE]`).
+    Dns,
 }
 
 /// What `delete` can remove (`lease` releases one).
@@ -167,6 +170,24 @@ pub async fn get(
                 &["IP", "MAC", "NODE", "STATE", "ACTIVE", "EXPIRES", "HOSTNAME"],
             )
             .await
+        }
+        Resource::Dns => {
+            let query = name.map(|z| format!("?zone={}", encode(z))).unwrap_or_default();
+            let zones: Vec<ZoneView> = client.json(Method::GET, &format!("/api/v1/dns{query}"), None::<&()>).await?;
+            if output == Output::Json {
+                print_json(&zones);
+            } else {
+                let rows: Vec<Vec<String>> = zones
+                    .iter()
+                    .flat_map(|z| {
+                        z.records.iter().map(|r| {
+                            vec![z.zone.clone(), r.name.clone(), r.rtype.clone(), r.ttl.to_string(), r.value.clone()]
+                        })
+                    })
+                    .collect();
+                print!("{}", render(&["ZONE", "NAME", "TYPE", "TTL", "VALUE"], &rows));
+            }
+            Ok(())
         }
         Resource::Events if events.follow => {
             let path = format!("/api/v1/events{}", events_query(events));

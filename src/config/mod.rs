@@ -80,6 +80,8 @@ pub struct DhcpConfig {
 pub struct DnsConfig {
     pub listen: Vec<SocketAddr>,
     pub upstream: Vec<SocketAddr>,
+    /// Zones, static records, TTL and the recursion list.
+    pub settings: crate::dns::Settings,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,6 +247,7 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
     }
 
     let boot = check_boot(&raw, report);
+    let dns = raw.dns.as_ref().map(|d| check_dns(d, &inventory, report));
     let http = raw.http.map(|h| HttpConfig {
         listen: h.listen,
         images: h.images.as_deref().map_or_else(|| state_dir.join("images"), resolve),
@@ -254,7 +257,7 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
         state_dir,
         admin,
         dhcp: raw.dhcp.map(|d| DhcpConfig { interfaces: d.interfaces }),
-        dns: raw.dns.map(|d| DnsConfig { listen: d.listen, upstream: d.upstream }),
+        dns,
         tftp: raw.tftp.map(|t| TftpConfig {
             listen: t.listen,
             root: t.root.as_deref().map_or_else(|| PathBuf::from("/usr/lib/ipxe"), resolve),
@@ -307,6 +310,68 @@ fn check_admin(raw: &RawConfig, report: &mut Report<'_>, resolve: &dyn Fn(&Path)
     #[allow(clippy::unwrap_used)] // a constant that parses
     let listen = a.listen.unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().unwrap());
     AdminConfig { listen, token, tls }
+}
+
+fn check_dns(raw: &raw::RawDns, inventory: &Inventory, report: &mut Report<'_>) -> DnsConfig {
+    use crate::dns::{self, records};
+    let at = |f: &str| FieldPath::parse("dns").key(f);
+    let ttl_of = |field: &FieldPath, text: &Option<String>, report: &mut Report<'_>, default: u32| match text {
+        None => default,
+        Some(t) => match parse_duration(t).ok().and_then(|d| u32::try_from(d.as_secs()).ok()) {
+            Some(secs) => secs,
+            None => {
+                report.add(field, Some(t.clone()), "not a duration (e.g. 60s, 5m)");
+                default
+            }
+        },
+    };
+    let ttl = ttl_of(&at("ttl"), &raw.ttl, report, dns::Settings::default().ttl);
+    let mut zones = Vec::new();
+    for (i, z) in raw.zones.iter().enumerate() {
+        match records::parse_name(z) {
+            Ok(name) => zones.push(name),
+            Err(e) => report.add(&at("zones").index(i), Some(z.clone()), e),
+        }
+    }
+    let mut served: Vec<hickory_proto::rr::Name> = zones.clone();
+    served.extend(inventory.clusters.values().filter_map(|c| records::parse_name(&c.zone()).ok()));
+    served.extend(
+        inventory
+            .networks
+            .values()
+            .filter_map(|n| n.domain.as_ref())
+            .filter_map(|d| records::parse_name(d.as_str()).ok()),
+    );
+    served.extend(inventory.networks.values().flat_map(|n| dns::zones::reverse_zones(n.cidr)));
+    let mut recs = Vec::new();
+    for (i, r) in raw.records.iter().enumerate() {
+        let field = at("records").index(i);
+        let record_ttl = ttl_of(&field.clone().key("ttl"), &r.ttl, report, ttl);
+        match records::parse(&r.name, &r.rtype, &r.value, record_ttl) {
+            Ok(record) if served.iter().any(|z| z.zone_of(&record.name)) => recs.push(record),
+            Ok(_) => report.add(
+                &field.key("name"),
+                Some(r.name.clone()),
+                "not inside any zone slipway serves; add its zone to dns.zones",
+            ),
+            Err(records::RecordError::Name(e)) => report.add(&field.key("name"), Some(r.name.clone()), e),
+            Err(records::RecordError::Type(e)) => report.add(&field.key("type"), Some(r.rtype.clone()), e),
+            Err(records::RecordError::Value(e)) => report.add(&field.key("value"), Some(r.value.clone()), e),
+        }
+    }
+    let allow_recursion = match &raw.allow_recursion {
+        Some(nets) => dns::Acl(nets.clone()),
+        None => dns::Acl::default_for(inventory.networks.values().map(|n| n.cidr)),
+    };
+    let nameserver = raw.listen.iter().find_map(|a| match a.ip() {
+        std::net::IpAddr::V4(v4) if !v4.is_unspecified() && !v4.is_loopback() => Some(v4),
+        _ => None,
+    });
+    DnsConfig {
+        listen: raw.listen.clone(),
+        upstream: raw.upstream.clone(),
+        settings: dns::Settings { ttl, nameserver, zones, records: recs, allow_recursion },
+    }
 }
 
 fn check_boot(raw: &RawConfig, report: &mut Report<'_>) -> BootSettings {

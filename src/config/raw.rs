@@ -58,6 +58,26 @@ pub struct RawDns {
     pub listen: Vec<SocketAddr>,
     #[serde(default)]
     pub upstream: Vec<SocketAddr>,
+    /// Client networks allowed recursion; default: loopback and the provisioning networks.
+    pub allow_recursion: Option<Vec<ipnet::IpNet>>,
+    /// TTL of generated and static records (`60s`, `5m`).
+    pub ttl: Option<String>,
+    /// Extra zones slipway is authoritative for (for static records).
+    #[serde(default)]
+    pub zones: Vec<String>,
+    #[serde(default)]
+    pub records: Vec<RawRecord>,
+}
+
+/// A static DNS record: `{ name = "registry.lab.example", type = "A", value = "10.1.107.5" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecord {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub rtype: String,
+    pub value: String,
+    pub ttl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

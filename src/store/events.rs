@@ -92,6 +92,17 @@ pub enum EventKind {
         #[schema(value_type = String)]
         ip: Ipv4Addr,
     },
+    /// The DNS zones were rebuilt from a new inventory snapshot.
+    DnsZonesUpdated {
+        serial: u32,
+        zones: usize,
+    },
+    /// A client outside the recursion list asked for a name outside slipway's zones (at most
+    /// one event per client per minute).
+    DnsRefused {
+        client: String,
+        name: String,
+    },
     BackendUp {
         pool: Name,
         backend: String,
@@ -137,6 +148,8 @@ impl EventKind {
             EventKind::FileFetched { .. } => "file_fetched",
             EventKind::ConfigFetched { .. } => "config_fetched",
             EventKind::PhoneHome { .. } => "phone_home",
+            EventKind::DnsZonesUpdated { .. } => "dns_zones_updated",
+            EventKind::DnsRefused { .. } => "dns_refused",
             EventKind::BackendUp { .. } => "backend_up",
             EventKind::BackendDown { .. } => "backend_down",
             EventKind::VmCreated { .. } => "vm_created",

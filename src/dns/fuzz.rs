@@ -1,0 +1,181 @@
+//! The request path as one function of bytes, for the fuzzer (`fuzz/`) and the randomised test
+//! in CI: decode a datagram as hickory-server does, decide against a fixed lab, encode the answer
+//! with the UDP size limit.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use hickory_proto::op::{Metadata, ResponseCode};
+use hickory_proto::serialize::binary::BinEncoder;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::Request;
+use hickory_server::zone_handler::MessageResponseBuilder;
+
+use super::answer::{Answer, Question, Recursion, answer};
+use super::zones::{ZoneSet, build};
+use super::{EDNS_PAYLOAD, Settings};
+use crate::inventory::Inventory;
+
+/// A small lab: one network, one OKD cluster with a bootstrap, masters and a worker, a node
+/// outside any cluster, an extra zone with static records.
+pub const LAB: &str = r#"
+[dns]
+listen = ["10.1.107.1:53"]
+upstream = ["127.0.0.1:5353"]
+zones = ["static.example"]
+records = [
+  { name = "registry.lab.example", type = "A", value = "10.1.107.5" },
+  { name = "www.static.example", type = "CNAME", value = "registry.lab.example" },
+  { name = "loop.static.example", type = "CNAME", value = "loop.static.example" },
+  { name = "_etcd-server-ssl._tcp.prod.lab.example", type = "SRV", value = "0 10 2380 master-0.prod.lab.example", ttl = "5m" },
+  { name = "static.example", type = "TXT", value = "hello" },
+]
+
+[[networks]]
+name = "lab"
+interface = "srv0"
+cidr = "10.1.107.0/24"
+gateway = "10.1.107.1"
+domain = "lab.example"
+
+[[clusters]]
+name = "prod"
+kind = "okd"
+base_domain = "lab.example"
+network = "lab"
+api_address = "192.0.2.10"
+api_int_address = "10.1.107.1"
+ingress_address = "192.0.2.11"
+
+[[nodes]]
+name = "bootstrap"
+cluster = "prod"
+role = "bootstrap"
+mac = "52:54:00:00:01:00"
+ipv4 = "10.1.107.10"
+
+[[nodes]]
+name = "master-0"
+cluster = "prod"
+role = "control-plane"
+mac = "52:54:00:00:01:01"
+ipv4 = "10.1.107.11"
+
+[[nodes]]
+name = "worker-0"
+cluster = "prod"
+role = "worker"
+mac = "52:54:00:00:01:11"
+ipv4 = "10.1.107.21"
+
+[[nodes]]
+name = "builder"
+mac = "52:54:00:00:02:00"
+ipv4 = "10.1.107.30"
+"#;
+
+/// The lab's inventory and DNS settings.
+pub fn lab() -> (Inventory, Settings) {
+    match crate::config::parse(LAB, Path::new("dns-lab.toml")) {
+        Ok(config) => (config.inventory, config.dns.map(|d| d.settings).unwrap_or_default()),
+        Err(e) => panic!("the DNS lab config is valid: {e}"),
+    }
+}
+
+fn zones() -> &'static ZoneSet {
+    static ZONES: OnceLock<ZoneSet> = OnceLock::new();
+    ZONES.get_or_init(|| {
+        let (inventory, settings) = lab();
+        build(&inventory, &settings, 2_000_000_000)
+    })
+}
+
+/// Decodes, decides and encodes one datagram; returns the encoded answer, if any. Panics only
+/// on a bug.
+pub fn answer_datagram(data: &[u8], recursion_allowed: bool) -> Option<Vec<u8>> {
+    let src: SocketAddr = ([10, 1, 107, 50], 5353).into();
+    let request = Request::from_bytes(data.to_vec(), src, Protocol::Udp).ok()?;
+    let info = request.request_info().ok()?;
+    let query = info.query;
+    let question = Question { name: query.name(), qtype: query.query_type(), qclass: query.query_class() };
+    let recursion = Recursion { allowed: recursion_allowed, desired: request.metadata.recursion_desired };
+    let mut meta = Metadata::response_from_request(&request.metadata);
+    let decided = answer(zones(), &question, recursion);
+    let builder = MessageResponseBuilder::from_message_request(&request);
+    let mut bytes = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(EDNS_PAYLOAD);
+    let emitted = match &decided {
+        Answer::Zone(z) => {
+            meta.response_code = z.rcode;
+            meta.authoritative = true;
+            builder
+                .build(meta, z.answers.iter(), z.authority.iter(), [], z.additionals.iter())
+                .destructive_emit(&mut encoder)
+        }
+        Answer::Refused | Answer::Forward => {
+            meta.response_code = decided.rcode().unwrap_or(ResponseCode::ServFail);
+            builder.build_no_records(meta).destructive_emit(&mut encoder)
+        }
+    };
+    assert!(emitted.is_ok(), "a decided answer must encode: {emitted:?}");
+    Some(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+
+    fn query(name: &str, qtype: RecordType) -> Vec<u8> {
+        let mut m = Message::query();
+        m.add_query(Query::query(Name::from_ascii(name).expect("name"), qtype));
+        m.to_vec().expect("encodes")
+    }
+
+    #[test]
+    fn a_query_through_the_whole_path_gets_an_answer_that_decodes() {
+        let bytes = answer_datagram(&query("api.prod.lab.example.", RecordType::A), false).expect("answered");
+        let reply = Message::from_vec(&bytes).expect("decodes");
+        assert_eq!(reply.answers.len(), 1);
+        assert!(reply.metadata.authoritative);
+    }
+
+    /// A deterministic mutation run over seed queries (the fuzzer's work, in small, in the suite).
+    #[test]
+    fn mutated_queries_never_panic() {
+        let seeds = [
+            query("api.prod.lab.example.", RecordType::A),
+            query("a.b.apps.prod.lab.example.", RecordType::ANY),
+            query("11.107.1.10.in-addr.arpa.", RecordType::PTR),
+            query("www.static.example.", RecordType::A),
+            query("loop.static.example.", RecordType::A),
+            query("example.org.", RecordType::AAAA),
+        ];
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for i in 0..100_000 {
+            let mut data = seeds[i % seeds.len()].clone();
+            for _ in 0..(next() % 8 + 1) {
+                let r = next();
+                let at = (r >> 8) as usize % (data.len() + 1);
+                match r % 4 {
+                    0 if at < data.len() => data[at] = (r >> 32) as u8,
+                    1 => data.insert(at, (r >> 40) as u8),
+                    2 if at < data.len() => {
+                        data.remove(at);
+                    }
+                    _ => data.truncate(at),
+                }
+            }
+            answer_datagram(&data, i % 2 == 0);
+        }
+    }
+}

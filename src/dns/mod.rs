@@ -1,0 +1,69 @@
+//! Authoritative DNS for the cluster zones, and forwarding for everything else.
+//!
+//! `zones::build` turns an inventory snapshot into a [`ZoneSet`] (a pure function; the node
+//! names are the same ones DHCP hands out as option 12), `answer::answer` decides a question
+//! against it (pure), `forward` asks the upstream resolvers, and `server` is the socket adapter
+//! on hickory-server that ties them together and rebuilds the zones whenever the inventory
+//! changes. Nothing here writes to the store except events.
+
+pub mod answer;
+pub mod forward;
+pub mod fuzz;
+pub mod records;
+pub mod server;
+pub mod zones;
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use hickory_proto::rr::{Name, Record};
+use ipnet::IpNet;
+
+pub use answer::{Answer, ZoneAnswer, answer};
+pub use zones::{ZoneSet, build};
+
+/// EDNS buffer size slipway advertises and honours (DNS flag day 2020).
+pub const EDNS_PAYLOAD: u16 = 1232;
+
+/// What the `[dns]` section adds to what the inventory implies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// TTL of every generated record.
+    pub ttl: u32,
+    /// The address of `ns.<zone>` (glue), when slipway listens on a specific IPv4 address.
+    pub nameserver: Option<Ipv4Addr>,
+    /// Extra zones slipway is authoritative for, holding only static records.
+    pub zones: Vec<Name>,
+    /// Static records from the config; each lies in a zone slipway serves.
+    pub records: Vec<Record>,
+    /// Who may use slipway as a resolver for names outside its zones.
+    pub allow_recursion: Acl,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { ttl: 60, nameserver: None, zones: Vec::new(), records: Vec::new(), allow_recursion: Acl::default() }
+    }
+}
+
+/// Source networks allowed recursion. An address that matches no entry is refused (unlike
+/// hickory's own access list, which allows it: hickory #3670).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Acl(pub Vec<IpNet>);
+
+impl Acl {
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Loopback plus every provisioning network: the default when the config names none.
+    pub fn default_for(networks: impl IntoIterator<Item = ipnet::Ipv4Net>) -> Acl {
+        #[allow(clippy::unwrap_used)] // constants that parse
+        let mut nets: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        nets.extend(networks.into_iter().map(IpNet::V4));
+        Acl(nets)
+    }
+}
