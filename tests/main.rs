@@ -4,6 +4,7 @@ mod check;
 mod cli;
 mod daemon;
 mod dhcp;
+mod dns;
 mod lab;
 mod netns;
 mod packaging;

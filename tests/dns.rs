@@ -1,0 +1,257 @@
+//! DNS against a running slipway with real clients (dig, kdig): cluster names, wildcards, reverse
+//! lookups, NXDOMAIN, TCP, truncation, live updates through the API, forwarding to an upstream
+//! (dnsmasq on loopback) and the recursion list. Each test listens on its own loopback address.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{self, Daemon, TOKEN};
+
+/// Starts a daemon serving DNS on `listen` (port 53), plus `extra` config.
+fn serve(dir: &Path, listen: &str, extra: &str) -> Daemon {
+    let text = format!(
+        "[[nodes]]\nname = \"worker-0\"\ncluster = \"prod\"\nrole = \"worker\"\nmac = \"52:54:00:6b:00:20\"\nipv4 = \"10.2.0.21\"\n\
+         [dns]\nlisten = [\"{listen}:53\"]\n{extra}"
+    );
+    let config = support::config(dir, &text);
+    support::start(&config, &[])
+}
+
+/// `dig` (or `kdig`) against `server`, bounded, returning stdout.
+fn run(tool: &str, server: &str, args: &[&str]) -> String {
+    let mut cmd = Command::new(tool);
+    cmd.arg(format!("@{server}"));
+    if tool == "dig" {
+        cmd.args(["+time=2", "+tries=1"]);
+    } else {
+        cmd.args(["+time=2", "+retry=0"]);
+    }
+    let out = cmd.args(args).output().unwrap_or_else(|e| panic!("{tool} must be installed: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn short(server: &str, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["+short"];
+    all.extend_from_slice(args);
+    run("dig", server, &all).lines().map(str::to_owned).collect()
+}
+
+/// The `status:` of a dig answer (NOERROR, NXDOMAIN, REFUSED...).
+fn status(output: &str) -> String {
+    output
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or_else(|| panic!("no status in dig output:\n{output}"))
+        .to_owned()
+}
+
+/// The SOA serial of a zone.
+fn serial(server: &str, zone: &str) -> u32 {
+    let soa = short(server, &[zone, "SOA"]);
+    let line = soa.first().unwrap_or_else(|| panic!("no SOA for {zone}"));
+    line.split_whitespace().nth(2).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("SOA: {line}"))
+}
+
+/// Polls `check` for at most five seconds.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not happen within 5 s");
+}
+
+#[test]
+fn cluster_names_answer_with_dig_and_kdig_over_udp_and_tcp() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _daemon = serve(dir.path(), "127.53.0.1", "");
+    let s = "127.53.0.1";
+    assert_eq!(short(s, &["api.prod.lab.example"]), ["192.0.2.10"]);
+    assert_eq!(short(s, &["api-int.prod.lab.example"]), ["10.2.0.1"]);
+    assert_eq!(short(s, &["foo.apps.prod.lab.example"]), ["192.0.2.10"]);
+    assert_eq!(short(s, &["a.b.apps.prod.lab.example"]), ["192.0.2.10"]);
+    assert_eq!(short(s, &["master-0.prod.lab.example"]), ["10.2.0.11"]);
+    assert_eq!(short(s, &["-x", "10.2.0.11"]), ["master-0.prod.lab.example."]);
+    assert_eq!(short(s, &["-x", "10.2.0.1"]), ["api-int.prod.lab.example."]);
+    assert_eq!(short(s, &["-x", "192.0.2.10"]), ["api.prod.lab.example."]);
+    assert_eq!(short(s, &["+tcp", "worker-0.prod.lab.example"]), ["10.2.0.21"]);
+    let soa = short(s, &["prod.lab.example", "SOA"]);
+    assert!(soa[0].starts_with("ns.prod.lab.example. hostmaster.prod.lab.example. "), "{soa:?}");
+
+    let nx = run("dig", s, &["nope.prod.lab.example"]);
+    assert_eq!(status(&nx), "NXDOMAIN");
+    assert!(nx.contains("flags: qr aa"), "authoritative: {nx}");
+    let authority = nx.split(";; AUTHORITY SECTION:").nth(1).expect("an authority section");
+    assert!(authority.trim_start().starts_with("prod.lab.example."), "SOA in authority: {authority}");
+
+    let k = run("kdig", s, &["+short", "api.prod.lab.example", "A"]);
+    assert_eq!(k.trim(), "192.0.2.10");
+    let k = run("kdig", s, &["+tcp", "+short", "-x", "10.2.0.21"]);
+    assert_eq!(k.trim(), "worker-0.prod.lab.example.");
+    let k = run("kdig", s, &["nope.apps.prod.lab.example", "AAAA"]);
+    assert!(k.contains("status: NOERROR") && k.contains("AUTHORITY SECTION"), "wildcard NODATA:\n{k}");
+}
+
+#[test]
+fn a_large_answer_truncates_over_udp_and_arrives_whole_over_tcp() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records: Vec<String> = (1..=100)
+        .map(|i| format!("  {{ name = \"big.lab.example\", type = \"A\", value = \"10.2.1.{i}\" }},"))
+        .collect();
+    let _daemon = serve(dir.path(), "127.53.0.2", &format!("records = [\n{}\n]\n", records.join("\n")));
+    let udp = run("dig", "127.53.0.2", &["+ignore", "+bufsize=1232", "big.lab.example"]);
+    assert!(udp.contains(" tc"), "truncated over UDP:\n{udp}");
+    let tcp = short("127.53.0.2", &["+tcp", "big.lab.example"]);
+    assert_eq!(tcp.len(), 100);
+    let retried = short("127.53.0.2", &["big.lab.example"]);
+    assert_eq!(retried.len(), 100, "dig retries over TCP after TC");
+}
+
+#[test]
+fn nodes_added_through_the_api_resolve_at_once_and_vanish_when_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = serve(dir.path(), "127.53.0.3", "");
+    let s = "127.53.0.3";
+    let before = serial(s, "prod.lab.example");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let node = serde_json::json!({
+        "name": "worker-7", "cluster": "prod", "role": "worker", "mac": "52:54:00:6b:00:77", "ipv4": "10.2.0.77"
+    });
+    let created = rt.block_on(async {
+        support::http().post(daemon.url("/api/v1/nodes")).bearer_auth(TOKEN).json(&node).send().await
+    });
+    assert!(created.expect("POST").status().is_success());
+    eventually("worker-7's A record", || short(s, &["worker-7.prod.lab.example"]) == ["10.2.0.77"]);
+    assert_eq!(short(s, &["-x", "10.2.0.77"]), ["worker-7.prod.lab.example."]);
+    let after = serial(s, "prod.lab.example");
+    assert!(after > before, "serial {before} -> {after}");
+
+    let (ok, out, err) = support::cli(&daemon, &["get", "dns", "prod.lab.example"]);
+    assert!(ok, "{err}");
+    assert!(out.lines().any(|l| l.contains("worker-7.prod.lab.example.") && l.contains("10.2.0.77")), "{out}");
+
+    let deleted = rt.block_on(async {
+        support::http().delete(daemon.url("/api/v1/nodes/worker-7")).bearer_auth(TOKEN).send().await
+    });
+    assert!(deleted.expect("DELETE").status().is_success());
+    eventually("worker-7 to be gone", || status(&run("dig", s, &["worker-7.prod.lab.example"])) == "NXDOMAIN");
+    assert!(serial(s, "prod.lab.example") > after);
+}
+
+/// A dnsmasq on loopback standing in for the site's resolver.
+struct Upstream(Child);
+
+impl Upstream {
+    fn start(addr: &str, dir: &Path) -> Upstream {
+        let child = Command::new("dnsmasq")
+            .args(["-k", "-C", "/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces", "--port=53"])
+            .arg(format!("--listen-address={addr}"))
+            .arg("--address=/upstream.test/203.0.113.7")
+            .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq (dnsmasq-base) must be installed");
+        let up = Upstream(child);
+        eventually("dnsmasq to answer", || short(addr, &["upstream.test"]) == ["203.0.113.7"]);
+        up
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn other_names_are_forwarded_for_allowed_clients_and_refused_for_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _upstream = Upstream::start("127.53.1.1", dir.path());
+    let _daemon =
+        serve(dir.path(), "127.53.0.4", "upstream = [\"127.53.1.1:53\"]\nallow_recursion = [\"127.53.0.0/24\"]\n");
+    let s = "127.53.0.4";
+    // An allowed client (source 127.53.0.9) gets the upstream's answer, over UDP and TCP.
+    assert_eq!(short(s, &["-b", "127.53.0.9", "upstream.test"]), ["203.0.113.7"]);
+    assert_eq!(short(s, &["-b", "127.53.0.9", "+tcp", "upstream.test"]), ["203.0.113.7"]);
+    let answer = run("dig", s, &["-b", "127.53.0.9", "upstream.test"]);
+    assert!(answer.contains(" ra"), "recursion available to allowed clients:\n{answer}");
+    // A client outside the list is refused for outside names but still gets our zones.
+    let refused = run("dig", s, &["-b", "127.53.2.2", "upstream.test"]);
+    assert_eq!(status(&refused), "REFUSED");
+    assert_eq!(short(s, &["-b", "127.53.2.2", "api.prod.lab.example"]), ["192.0.2.10"]);
+    // Without recursion desired, outside names are refused even for allowed clients.
+    let norec = run("dig", s, &["-b", "127.53.0.9", "+norecurse", "upstream.test"]);
+    assert_eq!(status(&norec), "REFUSED");
+}
+
+#[test]
+fn an_unreachable_upstream_gives_servfail_not_a_hang() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Nothing listens on 127.53.1.9:53: the forwarder fails, the client gets SERVFAIL.
+    let _daemon = serve(dir.path(), "127.53.0.5", "upstream = [\"127.53.1.9:53\"]\n");
+    let out = run("dig", "127.53.0.5", &["+time=5", "elsewhere.test"]);
+    assert_eq!(status(&out), "SERVFAIL");
+}
+
+#[test]
+fn the_okd_dns_checks_pass() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _daemon = serve(dir.path(), "127.53.0.6", "");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/okd-dns-check");
+    let out = Command::new(script)
+        .args(["127.53.0.6", "prod.lab.example", "master-0.prod.lab.example", "worker-0.prod.lab.example"])
+        .output()
+        .expect("run okd-dns-check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("all DNS checks passed"), "{text}");
+    // And it does fail when a name is missing.
+    let bad = Command::new(script).args(["127.53.0.6", "other.lab.example"]).output().expect("run okd-dns-check");
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn malformed_queries_do_not_stop_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut daemon = serve(dir.path(), "127.53.0.7", "");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
+    socket.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+    let header = |qd: u16| {
+        let mut h = vec![0x12, 0x34, 0x01, 0x00];
+        h.extend_from_slice(&qd.to_be_bytes());
+        h.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        h
+    };
+    let question = |name: &[u8]| {
+        let mut q = name.to_vec();
+        q.extend_from_slice(&[0, 1, 0, 1]);
+        q
+    };
+    let mut two = header(2);
+    two.extend(question(b"\x03api\x04prod\x03lab\x07example\x00"));
+    two.extend(question(b"\x03api\x04prod\x03lab\x07example\x00"));
+    let mut long_label = header(1);
+    long_label.extend(question(&[&[200u8][..], &[b'a'; 200][..], &[0u8][..]].concat()));
+    let mut pointer_loop = header(1);
+    pointer_loop.extend([0xc0, 12, 0, 1, 0, 1]);
+    let garbage: Vec<Vec<u8>> =
+        vec![vec![], vec![0; 5], header(0), two.clone(), long_label, pointer_loop, vec![0xff; 600]];
+    for datagram in &garbage {
+        socket.send_to(datagram, "127.53.0.7:53").expect("send");
+        let mut buf = [0u8; 1500];
+        let _ = socket.recv_from(&mut buf);
+    }
+    socket.send_to(&two, "127.53.0.7:53").expect("send");
+    let mut buf = [0u8; 1500];
+    let (n, _) = socket.recv_from(&mut buf).expect("two questions get an answer");
+    assert!(n >= 12 && buf[3] & 0x0f == 1, "FORMERR for two questions (rcode {})", buf[3] & 0x0f);
+    assert!(matches!(daemon.child.try_wait(), Ok(None)), "the daemon is still running");
+    assert_eq!(short("127.53.0.7", &["api.prod.lab.example"]), ["192.0.2.10"]);
+}
