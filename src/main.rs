@@ -86,8 +86,13 @@ enum Command {
     },
 }
 
+/// hickory-server logs every query at info level; slipway counts queries in metrics instead, so
+/// hickory's own lines are quiet unless the filter names hickory explicitly.
+const QUIET_DEPENDENCIES: &str = "hickory_server=warn,hickory_proto=warn,hickory_net=warn";
+
 fn init_logging(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
+    let full = if filter.contains("hickory") { filter.to_owned() } else { format!("{filter},{QUIET_DEPENDENCIES}") };
+    let filter = tracing_subscriber::EnvFilter::try_new(&full).unwrap_or_else(|e| {
         eprintln!("slipway: --log '{filter}' is not a log filter ({e}); using info");
         tracing_subscriber::EnvFilter::new("info")
     });

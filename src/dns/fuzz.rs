@@ -1,20 +1,18 @@
 //! The request path as one function of bytes, for the fuzzer (`fuzz/`) and the randomised test
-//! in CI: decode a datagram as hickory-server does, decide against a fixed lab, encode the answer
-//! with the UDP size limit.
+//! in CI: the UDP loop's decode, plan and emit, against a fixed lab.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use hickory_proto::op::{Metadata, ResponseCode};
-use hickory_proto::serialize::binary::BinEncoder;
-use hickory_server::net::xfer::Protocol;
-use hickory_server::server::Request;
-use hickory_server::zone_handler::MessageResponseBuilder;
+use std::sync::Arc;
 
-use super::answer::{Answer, Question, Recursion, answer};
+use hickory_proto::op::ResponseCode;
+use tokio::sync::watch;
+
+use super::Settings;
+use super::respond::{Metrics, Plan, Responder, Sections, decode, emit, formerr, udp_limit};
 use super::zones::{ZoneSet, build};
-use super::{EDNS_PAYLOAD, Settings};
 use crate::inventory::Inventory;
 
 /// A small lab: one network, one OKD cluster with a bootstrap, masters and a worker, a node
@@ -83,44 +81,34 @@ pub fn lab() -> (Inventory, Settings) {
     }
 }
 
-fn zones() -> &'static ZoneSet {
-    static ZONES: OnceLock<ZoneSet> = OnceLock::new();
-    ZONES.get_or_init(|| {
-        let (inventory, settings) = lab();
-        build(&inventory, &settings, 2_000_000_000)
-    })
+fn responder() -> &'static Responder {
+    static RESPONDER: OnceLock<(watch::Sender<Arc<ZoneSet>>, Responder)> = OnceLock::new();
+    &RESPONDER
+        .get_or_init(|| {
+            let (inventory, settings) = lab();
+            let (tx, rx) = watch::channel(Arc::new(build(&inventory, &settings, 2_000_000_000)));
+            (tx, Responder::new(rx, settings.allow_recursion, true, Metrics::default(), None))
+        })
+        .1
 }
 
-/// Decodes, decides and encodes one datagram; returns the encoded answer, if any. Panics only
-/// on a bug.
+/// Decodes, decides and encodes one datagram exactly as the UDP loop does (a forwarded query is
+/// answered as if the upstream failed); returns the answer's bytes, if any. Panics only on a bug.
 pub fn answer_datagram(data: &[u8], recursion_allowed: bool) -> Option<Vec<u8>> {
-    let src: SocketAddr = ([10, 1, 107, 50], 5353).into();
-    let request = Request::from_bytes(data.to_vec(), src, Protocol::Udp).ok()?;
-    let info = request.request_info().ok()?;
-    let query = info.query;
-    let question = Question { name: query.name(), qtype: query.query_type(), qclass: query.query_class() };
-    let recursion = Recursion { allowed: recursion_allowed, desired: request.metadata.recursion_desired };
-    let mut meta = Metadata::response_from_request(&request.metadata);
-    let decided = answer(zones(), &question, recursion);
-    let builder = MessageResponseBuilder::from_message_request(&request);
-    let mut bytes = Vec::with_capacity(512);
-    let mut encoder = BinEncoder::new(&mut bytes);
-    encoder.set_max_size(EDNS_PAYLOAD);
-    let emitted = match &decided {
-        Answer::Zone(z) => {
-            meta.response_code = z.rcode;
-            meta.authoritative = true;
-            builder
-                .build(meta, z.answers.iter(), z.authority.iter(), [], z.additionals.iter())
-                .destructive_emit(&mut encoder)
-        }
-        Answer::Refused | Answer::Forward => {
-            meta.response_code = decided.rcode().unwrap_or(ResponseCode::ServFail);
-            builder.build_no_records(meta).destructive_emit(&mut encoder)
+    // The lab's recursion list is its network, 10.1.107.0/24.
+    let src: SocketAddr = if recursion_allowed { ([10, 1, 107, 50], 5353) } else { ([192, 0, 2, 99], 5353) }.into();
+    let Some(request) = decode(data, src) else { return formerr(data) };
+    let (meta, sections) = match responder().plan(&request, src) {
+        Plan::Reply { meta, answer } => (meta, answer),
+        Plan::Forward { mut meta, .. } => {
+            meta.response_code = ResponseCode::ServFail;
+            (meta, None)
         }
     };
-    assert!(emitted.is_ok(), "a decided answer must encode: {emitted:?}");
-    Some(bytes)
+    let sections = sections.as_ref().map(Sections::from).unwrap_or_default();
+    let bytes = emit(&request, meta, sections, udp_limit(&request));
+    assert!(bytes.is_some(), "a decided answer must encode");
+    bytes
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@ pub mod answer;
 pub mod forward;
 pub mod fuzz;
 pub mod records;
+pub mod respond;
 pub mod server;
+mod udp;
 pub mod zones;
 
 use std::net::{IpAddr, Ipv4Addr};

@@ -1,74 +1,34 @@
-//! The DNS socket adapter: UDP and TCP listeners on hickory-server, a request handler that asks
-//! `answer` and sends what it decided, and the task that rebuilds the zones whenever the
+//! The DNS server: binds UDP and TCP, runs the UDP loops (`udp`) and the TCP side on
+//! hickory-server, both deciding through one `Responder`, and rebuilds the zones whenever the
 //! inventory changes (new serial; new zones appear without a restart).
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::answer::{Answer, Question, Recursion, answer};
+use super::Settings;
 use super::forward::Forwarder;
+use super::respond::{Metrics, Plan, Responder, Sections, response_edns};
 use super::zones::{ZoneSet, build, next_serial};
-use super::{EDNS_PAYLOAD, Settings};
 use crate::inventory::Inventory;
 use crate::store::events::{EventKind, EventLog, Source, Subject};
 
 /// A TCP client that sends nothing for this long is disconnected.
 const TCP_IDLE: Duration = Duration::from_secs(10);
-/// One refused-query event per client per this interval (metrics count them all).
-const REFUSED_EVENT_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
     #[error("DNS: cannot listen on {addr} ({proto}): {source}")]
     Bind { addr: SocketAddr, proto: &'static str, source: std::io::Error },
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct QueryLabels {
-    qtype: &'static str,
-    rcode: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabel {
-    result: &'static str,
-}
-
-#[derive(Clone, Debug, Default)]
-struct Metrics {
-    queries: Family<QueryLabels, Counter>,
-    forwarded: Family<ResultLabel, Counter>,
-    refused: Counter,
-}
-
-impl Metrics {
-    fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "slipway_dns_queries",
-            "DNS queries answered, by query type and response code",
-            self.queries.clone(),
-        );
-        registry.register("slipway_dns_forwarded", "DNS queries forwarded upstream, by result", self.forwarded.clone());
-        registry.register(
-            "slipway_dns_refused",
-            "DNS queries refused (outside our zones, recursion not allowed)",
-            self.refused.clone(),
-        );
-    }
 }
 
 /// Bound listeners, ready to serve.
@@ -123,19 +83,19 @@ impl Server {
         mut inventory: watch::Receiver<Arc<Inventory>>,
         shutdown: CancellationToken,
     ) {
-        let handler = Handler {
-            zones: self.zones.subscribe(),
-            recursion: self.settings.allow_recursion.clone(),
-            can_forward: !self.forwarder.is_empty(),
-            forwarder: self.forwarder,
-            metrics: self.metrics,
-            events: events.clone(),
-            refused_seen: Mutex::new(HashMap::new()),
-        };
-        let mut server = hickory_server::Server::new(handler);
+        let responder = Arc::new(Responder::new(
+            self.zones.subscribe(),
+            self.settings.allow_recursion.clone(),
+            !self.forwarder.is_empty(),
+            self.metrics,
+            Some(events.clone()),
+        ));
+        let forwarder = Arc::new(self.forwarder);
+        let mut udp = tokio::task::JoinSet::new();
         for socket in self.udp {
-            server.register_socket(socket);
+            udp.spawn(super::udp::serve(Arc::new(socket), responder.clone(), forwarder.clone(), shutdown.clone()));
         }
+        let mut server = hickory_server::Server::new(Handler { responder, forwarder });
         for listener in self.tcp {
             server.register_listener(listener, TCP_IDLE, 64 * 1024);
         }
@@ -160,25 +120,21 @@ impl Server {
         if let Err(e) = server.shutdown_gracefully().await {
             tracing::debug!(error = %e, "DNS listeners stopped with an error");
         }
+        while udp.join_next().await.is_some() {}
     }
 }
 
+/// The TCP side, on hickory-server (framing, idle timeout, connection handling); the same
+/// `Responder` decides.
 struct Handler {
-    zones: watch::Receiver<Arc<ZoneSet>>,
-    recursion: super::Acl,
-    can_forward: bool,
-    forwarder: Forwarder,
-    metrics: Metrics,
-    events: EventLog,
-    /// When each client last produced a refused-query event.
-    refused_seen: Mutex<HashMap<IpAddr, Instant>>,
+    responder: Arc<Responder>,
+    forwarder: Arc<Forwarder>,
 }
 
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response: R) -> ResponseInfo {
-        let mut meta = Metadata::response_from_request(&request.metadata);
-        let edns = request.edns.as_ref().map(response_edns);
+        let edns = response_edns(request);
         let builder = || {
             let mut b = MessageResponseBuilder::from_message_request(request);
             if let Some(e) = &edns {
@@ -186,110 +142,33 @@ impl RequestHandler for Handler {
             }
             b
         };
-        let query = match request.request_info() {
-            Ok(info) if request.metadata.op_code == OpCode::Query => info.query,
-            Ok(_) => {
-                meta.response_code = ResponseCode::NotImp;
-                return send(&mut response, builder().build_no_records(meta), meta).await;
-            }
-            Err(_) => {
-                // No question, or more than one: RFC 9619 says exactly one.
-                meta.response_code = ResponseCode::FormErr;
-                return send(&mut response, builder().build_no_records(meta), meta).await;
-            }
-        };
-        let zones = self.zones.borrow().clone();
-        let recursion = Recursion {
-            allowed: self.recursion.allows(request.src().ip()),
-            desired: request.metadata.recursion_desired,
-        };
-        meta.recursion_available = recursion.allowed && self.can_forward;
-        let question = Question { name: query.name(), qtype: query.query_type(), qclass: query.query_class() };
-        let qtype: &'static str = query.query_type().into();
-        let decided = if recursion.allowed && !self.can_forward {
-            // Nowhere to forward to: names outside our zones are refused rather than timed out.
-            match answer(&zones, &question, recursion) {
-                Answer::Forward => Answer::Refused,
-                other => other,
-            }
-        } else {
-            answer(&zones, &question, recursion)
-        };
-        match decided {
-            Answer::Zone(z) => {
-                meta.authoritative = true;
-                meta.response_code = z.rcode;
-                self.count(qtype, z.rcode);
-                let msg = builder().build(meta, z.answers.iter(), z.authority.iter(), [], z.additionals.iter());
+        match self.responder.plan(request, request.src()) {
+            Plan::Reply { meta, answer } => {
+                let s = answer.as_ref().map(Sections::from).unwrap_or_default();
+                let msg = builder().build(meta, s.answers, s.authority, [], s.additionals);
                 send(&mut response, msg, meta).await
             }
-            Answer::Refused => {
-                meta.response_code = ResponseCode::Refused;
-                self.count(qtype, ResponseCode::Refused);
-                self.metrics.refused.inc();
-                self.note_refused(request.src().ip(), &query.name().to_string());
-                send(&mut response, builder().build_no_records(meta), meta).await
-            }
-            Answer::Forward => {
-                let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
-                match self.forwarder.resolve(query.original(), dnssec_ok).await {
+            Plan::Forward { mut meta, query, dnssec_ok } => {
+                let qtype: &'static str = query.query_type().into();
+                let reply = self.forwarder.resolve(&query, dnssec_ok).await;
+                self.responder.metrics.forwarded(reply.is_ok());
+                match reply {
                     Ok(reply) => {
-                        self.metrics.forwarded.get_or_create(&ResultLabel { result: "answered" }).inc();
                         meta.response_code = reply.metadata.response_code;
-                        self.count(qtype, meta.response_code);
-                        let msg = builder().build(
-                            meta,
-                            reply.answers.iter(),
-                            reply.authorities.iter(),
-                            [],
-                            reply.additionals.iter(),
-                        );
+                        self.responder.metrics.count(qtype, meta.response_code);
+                        let msg = builder().build(meta, &reply.answers, &reply.authorities, [], &reply.additionals);
                         send(&mut response, msg, meta).await
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, name = %query.name(), "forwarding failed");
-                        self.metrics.forwarded.get_or_create(&ResultLabel { result: "failed" }).inc();
                         meta.response_code = ResponseCode::ServFail;
-                        self.count(qtype, ResponseCode::ServFail);
+                        self.responder.metrics.count(qtype, meta.response_code);
                         send(&mut response, builder().build_no_records(meta), meta).await
                     }
                 }
             }
         }
     }
-}
-
-impl Handler {
-    fn count(&self, qtype: &'static str, rcode: ResponseCode) {
-        self.metrics.queries.get_or_create(&QueryLabels { qtype, rcode: rcode.to_str() }).inc();
-    }
-
-    /// A refused query becomes an event at most once a minute per client, so a scan or a
-    /// misconfigured host cannot flood the event log.
-    fn note_refused(&self, client: IpAddr, name: &str) {
-        let now = Instant::now();
-        let Ok(mut seen) = self.refused_seen.lock() else { return };
-        if seen.get(&client).is_some_and(|last| now.duration_since(*last) < REFUSED_EVENT_EVERY) {
-            return;
-        }
-        if seen.len() >= 4096 {
-            seen.retain(|_, last| now.duration_since(*last) < REFUSED_EVENT_EVERY);
-        }
-        seen.insert(client, now);
-        drop(seen);
-        self.events.append(
-            Source::Dns,
-            Subject::default(),
-            EventKind::DnsRefused { client: client.to_string(), name: name.to_owned() },
-        );
-    }
-}
-
-/// EDNS in the answer: the client's buffer size, capped at 1232 (UDP answers are truncated to it).
-fn response_edns(request: &Edns) -> Edns {
-    let mut edns = Edns::new();
-    edns.set_max_payload(request.max_payload().min(EDNS_PAYLOAD));
-    edns
 }
 
 async fn send<'a, R: ResponseHandler>(

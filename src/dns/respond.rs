@@ -1,0 +1,241 @@
+//! From a decoded request to the bytes of the answer: the glue between `answer` (pure) and the
+//! transports. The UDP loop, the TCP handler and the fuzz target all go through `plan` and
+//! `emit`, so what is fuzzed is what is served.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, Query, ResponseCode};
+use hickory_proto::rr::Record;
+use hickory_proto::serialize::binary::BinEncoder;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::Request;
+use hickory_server::zone_handler::{MessageRequest, MessageResponseBuilder};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use super::answer::{Answer, Question, Recursion, answer};
+use super::{Acl, EDNS_PAYLOAD, ZoneSet};
+use crate::store::events::{EventKind, EventLog, Source, Subject};
+
+/// One refused-query event per client per this interval (metrics count them all).
+const REFUSED_EVENT_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueryLabels {
+    qtype: &'static str,
+    rcode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// DNS counters, shared by every transport.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    queries: Family<QueryLabels, Counter>,
+    forwarded: Family<ResultLabel, Counter>,
+    refused: Counter,
+}
+
+impl Metrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "slipway_dns_queries",
+            "DNS queries answered, by query type and response code",
+            self.queries.clone(),
+        );
+        registry.register("slipway_dns_forwarded", "DNS queries forwarded upstream, by result", self.forwarded.clone());
+        registry.register(
+            "slipway_dns_refused",
+            "DNS queries refused (outside our zones, recursion not allowed)",
+            self.refused.clone(),
+        );
+    }
+
+    pub fn count(&self, qtype: &'static str, rcode: ResponseCode) {
+        self.queries.get_or_create(&QueryLabels { qtype, rcode: rcode.to_str() }).inc();
+    }
+
+    pub fn forwarded(&self, ok: bool) {
+        self.forwarded.get_or_create(&ResultLabel { result: if ok { "answered" } else { "failed" } }).inc();
+    }
+}
+
+/// What to send back for one request.
+#[derive(Debug)]
+pub enum Plan {
+    /// Answer now: our zones, REFUSED, NOTIMP or FORMERR.
+    Reply { meta: Metadata, answer: Option<super::ZoneAnswer> },
+    /// Ask the upstream resolvers, then answer with `meta` and their records.
+    Forward { meta: Metadata, query: Query, dnssec_ok: bool },
+}
+
+/// The request-independent state every transport shares.
+#[derive(Debug)]
+pub struct Responder {
+    pub zones: watch::Receiver<Arc<ZoneSet>>,
+    pub recursion: Acl,
+    /// An upstream is configured.
+    pub can_forward: bool,
+    pub metrics: Metrics,
+    pub events: Option<EventLog>,
+    /// When each client last produced a refused-query event.
+    refused_seen: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl Responder {
+    pub fn new(
+        zones: watch::Receiver<Arc<ZoneSet>>,
+        recursion: Acl,
+        can_forward: bool,
+        metrics: Metrics,
+        events: Option<EventLog>,
+    ) -> Responder {
+        Responder { zones, recursion, can_forward, metrics, events, refused_seen: Mutex::new(HashMap::new()) }
+    }
+
+    /// Decides what a request gets. Counts it in the metrics (forwarded ones when they finish).
+    pub fn plan(&self, request: &MessageRequest, src: SocketAddr) -> Plan {
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        let query = match request.queries.queries() {
+            [query] if request.metadata.op_code == OpCode::Query => query,
+            [_] => {
+                meta.response_code = ResponseCode::NotImp;
+                return Plan::Reply { meta, answer: None };
+            }
+            // No question, or more than one: exactly one is allowed (RFC 9619).
+            _ => {
+                meta.response_code = ResponseCode::FormErr;
+                return Plan::Reply { meta, answer: None };
+            }
+        };
+        let recursion =
+            Recursion { allowed: self.recursion.allows(src.ip()), desired: request.metadata.recursion_desired };
+        meta.recursion_available = recursion.allowed && self.can_forward;
+        let question = Question { name: query.name(), qtype: query.query_type(), qclass: query.query_class() };
+        let qtype: &'static str = query.query_type().into();
+        let decided = {
+            let zones = self.zones.borrow();
+            answer(&zones, &question, recursion)
+        };
+        match decided {
+            Answer::Zone(z) => {
+                meta.authoritative = true;
+                meta.response_code = z.rcode;
+                self.metrics.count(qtype, z.rcode);
+                Plan::Reply { meta, answer: Some(z) }
+            }
+            Answer::Forward if self.can_forward => Plan::Forward {
+                meta,
+                query: query.original().clone(),
+                dnssec_ok: request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
+            },
+            // Nowhere to forward to, or not allowed: names outside our zones are refused.
+            Answer::Forward | Answer::Refused => {
+                meta.response_code = ResponseCode::Refused;
+                self.metrics.count(qtype, ResponseCode::Refused);
+                self.metrics.refused.inc();
+                self.note_refused(src.ip(), query.name());
+                Plan::Reply { meta, answer: None }
+            }
+        }
+    }
+
+    /// A refused query becomes an event at most once a minute per client, so a scan or a
+    /// misconfigured host cannot flood the event log.
+    fn note_refused(&self, client: IpAddr, name: &hickory_proto::rr::LowerName) {
+        let Some(events) = &self.events else { return };
+        let now = Instant::now();
+        let Ok(mut seen) = self.refused_seen.lock() else { return };
+        if seen.get(&client).is_some_and(|last| now.duration_since(*last) < REFUSED_EVENT_EVERY) {
+            return;
+        }
+        if seen.len() >= 4096 {
+            seen.retain(|_, last| now.duration_since(*last) < REFUSED_EVENT_EVERY);
+        }
+        seen.insert(client, now);
+        drop(seen);
+        events.append(
+            Source::Dns,
+            Subject::default(),
+            EventKind::DnsRefused { client: client.to_string(), name: name.to_string() },
+        );
+    }
+}
+
+/// The records of an answer, by section.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sections<'a> {
+    pub answers: &'a [Record],
+    pub authority: &'a [Record],
+    pub additionals: &'a [Record],
+}
+
+impl<'a> From<&'a super::ZoneAnswer> for Sections<'a> {
+    fn from(z: &'a super::ZoneAnswer) -> Self {
+        Sections { answers: &z.answers, authority: &z.authority, additionals: &z.additionals }
+    }
+}
+
+/// The largest answer a client may get over UDP: its EDNS buffer (at most ours), else 512.
+pub fn udp_limit(request: &MessageRequest) -> u16 {
+    request.edns.as_ref().map_or(512, |e| e.max_payload().clamp(512, EDNS_PAYLOAD))
+}
+
+/// Encodes an answer, truncating (TC set) to `max` bytes. `None` only if even the header cannot
+/// be written, which the adapters treat as "no answer".
+pub fn emit(request: &MessageRequest, meta: Metadata, sections: Sections<'_>, max: u16) -> Option<Vec<u8>> {
+    let edns = response_edns(request);
+    let mut builder = MessageResponseBuilder::from_message_request(request);
+    if let Some(e) = &edns {
+        builder.edns(e);
+    }
+    let mut bytes = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(max);
+    let message = builder.build(meta, sections.answers, sections.authority, [], sections.additionals);
+    match message.destructive_emit(&mut encoder) {
+        Ok(_) => Some(bytes),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot encode a DNS answer");
+            None
+        }
+    }
+}
+
+/// The OPT record of an answer: present when the query had one, advertising 1232 bytes.
+pub fn response_edns(request: &MessageRequest) -> Option<Edns> {
+    request.edns.as_ref().map(|_| {
+        let mut e = Edns::new();
+        e.set_max_payload(EDNS_PAYLOAD);
+        e
+    })
+}
+
+/// A query we can answer: decodes, and is not itself a response (no reflection).
+pub fn decode(data: &[u8], src: SocketAddr) -> Option<Request> {
+    let request = Request::from_bytes(data.to_vec(), src, Protocol::Udp).ok()?;
+    (request.metadata.message_type == MessageType::Query).then_some(request)
+}
+
+/// The answer to a datagram that did not decode: FORMERR with its ID, or nothing when it is too
+/// short to have a header or is itself a response.
+pub fn formerr(data: &[u8]) -> Option<Vec<u8>> {
+    let header: [u8; 12] = data.get(..12)?.try_into().ok()?;
+    if header[2] & 0x80 != 0 {
+        return None;
+    }
+    let mut out = vec![0u8; 12];
+    out[..2].copy_from_slice(&header[..2]);
+    out[2] = 0x80 | (header[2] & 0x79); // QR, the opcode and RD
+    out[3] = ResponseCode::FormErr.low();
+    Some(out)
+}

@@ -1,0 +1,101 @@
+//! The UDP loop: receive, decide and answer in one task, with no task per query. Only forwarded
+//! queries get a task of their own, and at most `MAX_FORWARDS` at a time (beyond that the client
+//! gets SERVFAIL at once instead of the daemon queueing without bound).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::forward::Forwarder;
+use super::respond::{Plan, Responder, Sections, decode, emit, formerr, udp_limit};
+use hickory_proto::op::ResponseCode;
+
+/// Forwarded queries in flight, per socket.
+const MAX_FORWARDS: usize = 1024;
+
+/// Serves one socket until `shutdown`.
+pub async fn serve(
+    socket: Arc<UdpSocket>,
+    responder: Arc<Responder>,
+    forwarder: Arc<Forwarder>,
+    shutdown: CancellationToken,
+) {
+    let forwards = Arc::new(Semaphore::new(MAX_FORWARDS));
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, src) = tokio::select! {
+            received = socket.recv_from(&mut buf) => match received {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "DNS: UDP receive failed");
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let Some(request) = decode(&buf[..n], src) else {
+            if let Some(reply) = formerr(&buf[..n]) {
+                send(&socket, &reply, src).await;
+            }
+            continue;
+        };
+        match responder.plan(&request, src) {
+            Plan::Reply { meta, answer } => {
+                let sections = answer.as_ref().map(Sections::from).unwrap_or_default();
+                if let Some(reply) = emit(&request, meta, sections, udp_limit(&request)) {
+                    send(&socket, &reply, src).await;
+                }
+            }
+            Plan::Forward { mut meta, query, dnssec_ok } => {
+                let Ok(permit) = forwards.clone().try_acquire_owned() else {
+                    meta.response_code = ResponseCode::ServFail;
+                    responder.metrics.forwarded(false);
+                    if let Some(reply) = emit(&request, meta, Sections::default(), udp_limit(&request)) {
+                        send(&socket, &reply, src).await;
+                    }
+                    continue;
+                };
+                let (socket, responder, forwarder) = (socket.clone(), responder.clone(), forwarder.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let reply = forwarder.resolve(&query, dnssec_ok).await;
+                    let qtype: &'static str = query.query_type().into();
+                    let bytes = match &reply {
+                        Ok(reply) => {
+                            meta.response_code = reply.metadata.response_code;
+                            let sections = Sections {
+                                answers: &reply.answers,
+                                authority: &reply.authorities,
+                                additionals: &reply.additionals,
+                            };
+                            emit(&request, meta, sections, udp_limit(&request))
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, name = %query.name(), "forwarding failed");
+                            meta.response_code = ResponseCode::ServFail;
+                            emit(&request, meta, Sections::default(), udp_limit(&request))
+                        }
+                    };
+                    responder.metrics.forwarded(reply.is_ok());
+                    responder.metrics.count(qtype, meta.response_code);
+                    if let Some(bytes) = bytes {
+                        send(&socket, &bytes, src).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn send(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
+    // Port 0 cannot be answered; hickory drops those too.
+    if to.port() == 0 {
+        return;
+    }
+    if let Err(e) = socket.send_to(bytes, to).await {
+        tracing::debug!(error = %e, %to, "DNS: UDP send failed");
+    }
+}
