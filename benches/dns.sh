@@ -14,6 +14,7 @@ secs=${BENCH_SECONDS:-10}
 rate=${BENCH_RATE:-20000}
 servers=${BENCH_SERVERS:-"slipway knot dnsmasq"}
 work=$(mktemp -d /tmp/slipway-dnsbench.XXXXXX)
+chmod 755 "$work"   # dnsmasq reads its hosts file as nobody
 addr=127.0.0.1 port=15353
 pid=""
 

@@ -11,7 +11,7 @@ use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use prometheus_client::registry::Registry;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +34,7 @@ pub enum DnsError {
 /// Bound listeners, ready to serve.
 #[derive(Debug)]
 pub struct Server {
-    udp: Vec<UdpSocket>,
+    udp: Vec<std::net::UdpSocket>,
     tcp: Vec<TcpListener>,
     settings: Settings,
     forwarder: Forwarder,
@@ -54,7 +54,10 @@ impl Server {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for &addr in listen {
-            udp.push(UdpSocket::bind(addr).await.map_err(|source| DnsError::Bind { addr, proto: "UDP", source })?);
+            let bind_err = |source| DnsError::Bind { addr, proto: "UDP", source };
+            let socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
+            socket.set_nonblocking(true).map_err(bind_err)?;
+            udp.push(socket);
             tcp.push(TcpListener::bind(addr).await.map_err(|source| DnsError::Bind { addr, proto: "TCP", source })?);
         }
         let metrics = Metrics::default();
@@ -93,7 +96,9 @@ impl Server {
         let forwarder = Arc::new(self.forwarder);
         let mut udp = tokio::task::JoinSet::new();
         for socket in self.udp {
-            udp.spawn(super::udp::serve(Arc::new(socket), responder.clone(), forwarder.clone(), shutdown.clone()));
+            let (responder, forwarder, shutdown) = (responder.clone(), forwarder.clone(), shutdown.clone());
+            let runtime = tokio::runtime::Handle::current();
+            udp.spawn_blocking(move || super::udp::serve(socket, responder, forwarder, runtime, shutdown));
         }
         let mut server = hickory_server::Server::new(Handler { responder, forwarder });
         for listener in self.tcp {
