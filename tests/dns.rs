@@ -141,6 +141,17 @@ fn nodes_added_through_the_api_resolve_at_once_and_vanish_when_deleted() {
     assert!(deleted.expect("DELETE").status().is_success());
     eventually("worker-7 to be gone", || status(&run("dig", s, &["worker-7.prod.lab.example"])) == "NXDOMAIN");
     assert!(serial(s, "prod.lab.example") > after);
+
+    let metrics = rt.block_on(async { support::http().get(daemon.url("/metrics")).send().await?.text().await });
+    let metrics = metrics.expect("GET /metrics");
+    let count = |series: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("{series} in:\n{metrics}"));
+        line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a count")
+    };
+    assert!(count(r#"slipway_dns_queries_total{qtype="A",rcode="NOERROR"}"#) >= 1);
+    assert!(count(r#"slipway_dns_queries_total{qtype="PTR",rcode="NOERROR"}"#) >= 1);
+    assert!(count(r#"slipway_dns_queries_total{qtype="A",rcode="NXDOMAIN"}"#) >= 1);
+    assert!(count(r#"slipway_dns_queries_total{qtype="SOA",rcode="NOERROR"}"#) >= 3);
 }
 
 /// A dnsmasq on loopback standing in for the site's resolver.

@@ -4,11 +4,11 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, Query, ResponseCode};
-use hickory_proto::rr::Record;
+use hickory_proto::rr::{Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
@@ -37,35 +37,78 @@ struct ResultLabel {
     result: &'static str,
 }
 
+/// Query types and response codes with a counter handle kept at hand (the rest go through the
+/// family's map): counting a common query takes no lock and no hashing.
+const COMMON_TYPES: [RecordType; 10] = [
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::PTR,
+    RecordType::SRV,
+    RecordType::SOA,
+    RecordType::NS,
+    RecordType::CNAME,
+    RecordType::TXT,
+    RecordType::ANY,
+    RecordType::HTTPS,
+];
+const COMMON_CODES: [ResponseCode; 6] = [
+    ResponseCode::NoError,
+    ResponseCode::NXDomain,
+    ResponseCode::Refused,
+    ResponseCode::ServFail,
+    ResponseCode::FormErr,
+    ResponseCode::NotImp,
+];
+
 /// DNS counters, shared by every transport.
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
     queries: Family<QueryLabels, Counter>,
     forwarded: Family<ResultLabel, Counter>,
     refused: Counter,
+    common: Arc<[[OnceLock<Counter>; COMMON_CODES.len()]; COMMON_TYPES.len()]>,
 }
 
 impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
+        registry.register("dns_queries", "DNS queries answered, by query type and response code", self.queries.clone());
+        registry.register("dns_forwarded", "DNS queries forwarded upstream, by result", self.forwarded.clone());
         registry.register(
-            "slipway_dns_queries",
-            "DNS queries answered, by query type and response code",
-            self.queries.clone(),
-        );
-        registry.register("slipway_dns_forwarded", "DNS queries forwarded upstream, by result", self.forwarded.clone());
-        registry.register(
-            "slipway_dns_refused",
+            "dns_refused",
             "DNS queries refused (outside our zones, recursion not allowed)",
             self.refused.clone(),
         );
     }
 
-    pub fn count(&self, qtype: &'static str, rcode: ResponseCode) {
-        self.queries.get_or_create(&QueryLabels { qtype, rcode: rcode.to_str() }).inc();
+    pub fn count(&self, qtype: RecordType, rcode: ResponseCode) {
+        let labels = || QueryLabels { qtype: qtype.into(), rcode: rcode_name(rcode) };
+        let t = COMMON_TYPES.iter().position(|t| *t == qtype);
+        let c = COMMON_CODES.iter().position(|c| *c == rcode);
+        match (t, c) {
+            (Some(t), Some(c)) => {
+                self.common[t][c].get_or_init(|| self.queries.get_or_create(&labels()).clone()).inc();
+            }
+            _ => {
+                self.queries.get_or_create(&labels()).inc();
+            }
+        }
     }
 
     pub fn forwarded(&self, ok: bool) {
         self.forwarded.get_or_create(&ResultLabel { result: if ok { "answered" } else { "failed" } }).inc();
+    }
+}
+
+/// The response code as dig prints it (`NOERROR`, `NXDOMAIN`, ...).
+fn rcode_name(rcode: ResponseCode) -> &'static str {
+    match rcode {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::Refused => "REFUSED",
+        _ => "OTHER",
     }
 }
 
@@ -121,7 +164,7 @@ impl Responder {
             Recursion { allowed: self.recursion.allows(src.ip()), desired: request.metadata.recursion_desired };
         meta.recursion_available = recursion.allowed && self.can_forward;
         let question = Question { name: query.name(), qtype: query.query_type(), qclass: query.query_class() };
-        let qtype: &'static str = query.query_type().into();
+        let qtype = query.query_type();
         let decided = {
             let zones = self.zones.borrow();
             answer(&zones, &question, recursion)

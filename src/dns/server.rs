@@ -11,7 +11,7 @@ use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +34,7 @@ pub enum DnsError {
 /// Bound listeners, ready to serve.
 #[derive(Debug)]
 pub struct Server {
-    udp: Vec<std::net::UdpSocket>,
+    udp: Vec<UdpSocket>,
     tcp: Vec<TcpListener>,
     settings: Settings,
     forwarder: Forwarder,
@@ -54,10 +54,7 @@ impl Server {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for &addr in listen {
-            let bind_err = |source| DnsError::Bind { addr, proto: "UDP", source };
-            let socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
-            socket.set_nonblocking(true).map_err(bind_err)?;
-            udp.push(socket);
+            udp.push(UdpSocket::bind(addr).await.map_err(|source| DnsError::Bind { addr, proto: "UDP", source })?);
             tcp.push(TcpListener::bind(addr).await.map_err(|source| DnsError::Bind { addr, proto: "TCP", source })?);
         }
         let metrics = Metrics::default();
@@ -96,9 +93,7 @@ impl Server {
         let forwarder = Arc::new(self.forwarder);
         let mut udp = tokio::task::JoinSet::new();
         for socket in self.udp {
-            let (responder, forwarder, shutdown) = (responder.clone(), forwarder.clone(), shutdown.clone());
-            let runtime = tokio::runtime::Handle::current();
-            udp.spawn_blocking(move || super::udp::serve(socket, responder, forwarder, runtime, shutdown));
+            udp.spawn(super::udp::serve(Arc::new(socket), responder.clone(), forwarder.clone(), shutdown.clone()));
         }
         let mut server = hickory_server::Server::new(Handler { responder, forwarder });
         for listener in self.tcp {
@@ -154,7 +149,7 @@ impl RequestHandler for Handler {
                 send(&mut response, msg, meta).await
             }
             Plan::Forward { mut meta, query, dnssec_ok } => {
-                let qtype: &'static str = query.query_type().into();
+                let qtype = query.query_type();
                 let reply = self.forwarder.resolve(&query, dnssec_ok).await;
                 self.responder.metrics.forwarded(reply.is_ok());
                 match reply {
