@@ -432,3 +432,102 @@ fn after_kill_9_under_load_every_ack_seen_is_stored_and_no_address_has_two_owner
         assert_eq!(first_owner, mac, "{ip} was acknowledged to two machines");
     }
 }
+
+/// Runs `f` on a thread that lives inside network namespace `ns` (sockets it opens belong there).
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("network namespace file");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns (needs root)");
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
+/// A PXE firmware's DHCP message (BIOS, vendor class `PXEClient`), or an OS's when `pxe` is false.
+fn pxe_message(kind: dhcproto::v4::MessageType, mac: [u8; 6], ciaddr: std::net::Ipv4Addr, pxe: bool) -> Vec<u8> {
+    use dhcproto::Encodable;
+    use dhcproto::v4::{DhcpOption, Flags, Message};
+    let mut m = Message::new(ciaddr, [0, 0, 0, 0].into(), [0, 0, 0, 0].into(), [0, 0, 0, 0].into(), &mac);
+    m.set_xid(0x5157_0001).set_flags(Flags::default().set_broadcast());
+    m.opts_mut().insert(DhcpOption::MessageType(kind));
+    if pxe {
+        m.opts_mut().insert(DhcpOption::ClassIdentifier(b"PXEClient:Arch:00000:UNDI:002001".to_vec()));
+        m.opts_mut().insert(DhcpOption::ClientSystemArchitecture(dhcproto::v4::Architecture::X86_Bios));
+    }
+    m.to_vec().expect("encodes")
+}
+
+/// Sends `bytes` from port 68 on `cli0` to `to`, and returns the first DHCP reply for our xid.
+fn exchange(bytes: Vec<u8>, to: std::net::SocketAddrV4) -> Option<dhcproto::v4::Message> {
+    use dhcproto::Decodable;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).expect("socket");
+    socket.set_broadcast(true).expect("broadcast");
+    socket.set_reuse_address(true).expect("reuse");
+    socket.bind_device(Some(b"cli0")).expect("bind to cli0");
+    socket.bind(&std::net::SocketAddr::from(([0, 0, 0, 0], 68)).into()).expect("bind :68");
+    let socket: std::net::UdpSocket = socket.into();
+    socket.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut buf = [0u8; 1500];
+    socket.send_to(&bytes, to).expect("send");
+    while Instant::now() < deadline {
+        let Ok((n, _)) = socket.recv_from(&mut buf) else { continue };
+        if let Ok(m) = dhcproto::v4::Message::decode(&mut dhcproto::Decoder::new(&buf[..n]))
+            && m.xid() == 0x5157_0001
+            && m.opcode() == dhcproto::v4::Opcode::BootReply
+        {
+            return Some(m);
+        }
+    }
+    None
+}
+
+#[test]
+fn proxy_dhcp_answers_pxe_firmware_with_boot_information_only() {
+    use dhcproto::v4::{DhcpOption, MessageType, OptionCode};
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new("p");
+    let text = std::fs::read_to_string(config(dir.path(), None)).expect("config");
+    let text = text.replace("lease_time = \"1h\"", "lease_time = \"1h\"\nproxy = true")
+        + "[tftp]\nlisten = \"10.1.107.1:69\"\n[http]\nlisten = \"10.1.107.1:8080\"\n";
+    std::fs::write(dir.path().join("slipway.toml"), text).expect("config");
+    let daemon = support::start_in(Some(&pair.srv), &dir.path().join("slipway.toml"), &[]);
+    let mac = [0x52, 0x54, 0x00, 0x99, 0x00, 0x01];
+    let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
+
+    // Firmware PXE: an offer with the boot file and no address.
+    let discover = pxe_message(MessageType::Discover, mac, Ipv4Addr::UNSPECIFIED, true);
+    let offer = in_netns(&pair.cli, move || exchange(discover, broadcast)).expect("a proxy offer");
+    assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
+    assert_eq!(offer.yiaddr(), Ipv4Addr::UNSPECIFIED, "proxyDHCP never offers an address");
+    assert_eq!(offer.siaddr(), Ipv4Addr::new(10, 1, 107, 1));
+    assert_eq!(
+        offer.fname_str().and_then(Result::ok).map(|f| f.trim_end_matches('\0').to_owned()).as_deref(),
+        Some("undionly.kpxe")
+    );
+    assert_eq!(
+        offer.opts().get(OptionCode::ClassIdentifier),
+        Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
+    );
+    assert!(offer.opts().get(OptionCode::SubnetMask).is_none());
+
+    // An operating system's DISCOVER is left to the network's real DHCP server.
+    let os = pxe_message(MessageType::Discover, mac, Ipv4Addr::UNSPECIFIED, false);
+    assert!(in_netns(&pair.cli, move || exchange(os, broadcast)).is_none());
+
+    // With an address from the other server, the firmware asks the boot server on port 4011.
+    pair.client_address("10.1.107.150/24");
+    let request = pxe_message(MessageType::Request, mac, Ipv4Addr::new(10, 1, 107, 150), true);
+    let boot_server = SocketAddrV4::new(Ipv4Addr::new(10, 1, 107, 1), 4011);
+    let ack = in_netns(&pair.cli, move || exchange(request, boot_server)).expect("an ack from port 4011");
+    assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+    assert_eq!(ack.yiaddr(), Ipv4Addr::UNSPECIFIED);
+
+    let leases = api(&pair, &daemon, &["get", "leases"]);
+    assert_eq!(leases.as_array().map(Vec::len), Some(0), "no lease is ever written: {leases}");
+    let events = api(&pair, &daemon, &["get", "events", "--type", "dhcp_proxied"]);
+    assert_eq!(events.as_array().map(Vec::len), Some(2), "an offer and an ack: {events}");
+}

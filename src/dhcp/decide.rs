@@ -28,6 +28,8 @@ pub struct Context<'a> {
     pub decline_hold: Duration,
     /// Requests relayed through more hops are dropped.
     pub max_hops: u8,
+    /// The request arrived on the PXE boot-server port 4011 (proxyDHCP networks only).
+    pub pxe_port: bool,
 }
 
 /// Where a reply goes.
@@ -39,6 +41,8 @@ pub enum Destination {
     Unicast(Ipv4Addr),
     /// To 255.255.255.255:68 on the receiving interface: the client has no address yet.
     Broadcast,
+    /// Back to the address and port the request came from (PXE boot-server requests on 4011).
+    Source,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -66,6 +70,12 @@ pub enum Ignore {
     NotAuthoritative,
     /// Release or decline of an address the client does not hold.
     NotHeld(Ipv4Addr),
+    /// proxyDHCP: the client is not network-booting firmware or iPXE.
+    NotBooting,
+    /// proxyDHCP: the boot settings have no file for this client.
+    NoBootFile,
+    /// proxyDHCP: addressing belongs to another server; this message is not for us.
+    ProxyOnly,
 }
 
 /// What happened, for events and counters.
@@ -75,6 +85,8 @@ pub enum Outcome {
     Acked(Ipv4Addr),
     Naked(Ipv4Addr, &'static str),
     Informed,
+    /// proxyDHCP: boot information only (`offer` or `ack`).
+    Proxied(&'static str),
     Released(Ipv4Addr),
     Declined(Ipv4Addr),
     Ignored(Ignore),
@@ -93,12 +105,12 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn ignore(why: Ignore) -> Decision {
+    pub(super) fn ignore(why: Ignore) -> Decision {
         Decision::of(None, None, Outcome::Ignored(why))
     }
 
     /// A decision; `decide` fills in the network and node afterwards.
-    fn of(reply: Option<Reply>, lease: Option<Lease>, outcome: Outcome) -> Decision {
+    pub(super) fn of(reply: Option<Reply>, lease: Option<Lease>, outcome: Outcome) -> Decision {
         Decision { reply, lease, network: None, node: None, outcome }
     }
 }
@@ -134,6 +146,12 @@ pub fn decide(inv: &Inventory, leases: &LeaseTable, req: &Request, ctx: &Context
             None => return Decision::ignore(Ignore::UnknownRelay(req.giaddr)),
         }
     };
+    if network.proxy {
+        let mut decision = super::proxy::decide(req, ctx);
+        decision.network = Some(network.name.clone());
+        decision.node = inv.node_by_mac(req.mac).map(|n| n.name.clone());
+        return decision;
+    }
     let key = ClientKey::of(req.client_id.as_deref(), req.mac);
     if let Some(held) = leases.of_client(&network.name, &key)
         && held.mac != req.mac
@@ -343,7 +361,7 @@ fn destination(req: &Request, is_nak: bool) -> Destination {
 }
 
 /// The reply skeleton: header fields copied from the request, message type and server id.
-fn base(req: &Request, kind: MessageType, server: Ipv4Addr) -> v4::Message {
+pub(super) fn base(req: &Request, kind: MessageType, server: Ipv4Addr) -> v4::Message {
     let mut m =
         v4::Message::new(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, req.giaddr, &req.mac.0);
     m.set_opcode(Opcode::BootReply).set_xid(req.xid).set_hops(req.hops);
@@ -394,8 +412,11 @@ fn answer(
     if let Some(gw) = network.gateway {
         opts.insert(DhcpOption::Router(vec![gw]));
     }
-    if !network.dns_servers.is_empty() {
-        opts.insert(DhcpOption::DomainNameServer(network.dns_servers.clone()));
+    // A node's own DHCP options replace its network's, one by one.
+    let own = node.map(|n| &n.dhcp);
+    let dns_servers = own.and_then(|o| o.dns_servers.as_ref()).unwrap_or(&network.dns_servers);
+    if !dns_servers.is_empty() {
+        opts.insert(DhcpOption::DomainNameServer(dns_servers.clone()));
     }
     let cluster = node.and_then(|n| n.cluster.as_ref()).and_then(|c| inv.clusters.get(c));
     let domain = cluster.map(|c| c.zone()).or_else(|| network.domain.as_ref().map(ToString::to_string));
@@ -405,22 +426,32 @@ fn answer(
     if let Some(node) = node {
         opts.insert(DhcpOption::Hostname(node.hostname().to_string()));
     }
-    if let Some(mtu) = network.mtu {
+    if let Some(mtu) = own.and_then(|o| o.mtu).or(network.mtu) {
         opts.insert(DhcpOption::InterfaceMtu(mtu));
     }
-    if !network.ntp_servers.is_empty() {
-        opts.insert(DhcpOption::NtpServers(network.ntp_servers.clone()));
+    let ntp = own.and_then(|o| o.ntp_servers.as_ref()).unwrap_or(&network.ntp_servers);
+    if !ntp.is_empty() {
+        opts.insert(DhcpOption::NtpServers(ntp.clone()));
     }
+    let search_domains = own.and_then(|o| o.search_domains.as_ref()).unwrap_or(&network.search_domains);
     let search: Vec<dhcproto::Name> =
-        network.search_domains.iter().filter_map(|d| dhcproto::Name::from_str(&format!("{d}.")).ok()).collect();
+        search_domains.iter().filter_map(|d| dhcproto::Name::from_str(&format!("{d}.")).ok()).collect();
     if !search.is_empty() {
         opts.insert(DhcpOption::DomainSearch(search));
     }
-    if !network.routes.is_empty() {
-        opts.insert(DhcpOption::ClasslessStaticRoute(network.routes.iter().map(|r| (r.to, r.via)).collect()));
+    let routes = own.and_then(|o| o.routes.as_ref()).unwrap_or(&network.routes);
+    if !routes.is_empty() {
+        opts.insert(DhcpOption::ClasslessStaticRoute(routes.iter().map(|r| (r.to, r.via)).collect()));
     }
+    boot_options(&mut m, req, ctx);
+    m
+}
+
+/// The boot answer for a firmware or iPXE client: next server, file name and vendor class.
+/// Returns whether there was anything to offer.
+pub(super) fn boot_options(m: &mut v4::Message, req: &Request, ctx: &Context<'_>) -> bool {
     match dhcp_answer(&req.boot, ctx.boot, ctx.server_ip) {
-        BootAnswer::None => {}
+        BootAnswer::None => return false,
         BootAnswer::Tftp { server, file } => {
             m.set_siaddr(server);
             if file.len() <= 127 {
@@ -443,7 +474,7 @@ fn answer(
             m.opts_mut().insert(DhcpOption::BootfileName(url.into_bytes()));
         }
     }
-    m
+    true
 }
 
 #[cfg(test)]

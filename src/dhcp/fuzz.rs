@@ -40,6 +40,7 @@ fn lab() -> &'static Lab {
             pool: Some(AddrRange { start: [10, 1, 107, 100].into(), end: [10, 1, 107, 103].into() }),
             lease_time: Duration::from_secs(3600),
             authoritative: true,
+            proxy: false,
             mtu: Some(1500),
             ntp_servers: vec![[10, 1, 107, 1].into()],
             search_domains: vec![parse("lab.example")],
@@ -55,6 +56,7 @@ fn lab() -> &'static Lab {
             hostname: None,
             profile: None,
             labels: Default::default(),
+            dhcp: Default::default(),
             origin: Origin::Config,
         };
         inventory.nodes.insert(node.name.clone(), node);
@@ -64,9 +66,24 @@ fn lab() -> &'static Lab {
     })
 }
 
-/// Decodes, decides and encodes one datagram. Panics only on a bug.
+/// The same lab as a proxyDHCP network (another server owns addressing).
+fn proxy_lab() -> &'static Lab {
+    static LAB: OnceLock<Lab> = OnceLock::new();
+    LAB.get_or_init(|| {
+        let base = lab();
+        let mut inventory = base.inventory.clone();
+        for net in inventory.networks.values_mut() {
+            net.proxy = true;
+            net.pool = None;
+        }
+        Lab { inventory, leases: LeaseTable::default(), network: base.network.clone(), boot: base.boot.clone() }
+    })
+}
+
+/// Decodes, decides and encodes one datagram (the transaction ID's first byte picks the proxyDHCP lab
+/// and port 4011 by its low bits). Panics only on a bug.
 pub fn decide_datagram(data: &[u8]) {
-    let lab = lab();
+    let lab = if data.get(4).is_some_and(|b| b & 2 == 2) { proxy_lab() } else { lab() };
     let Ok((request, _)) = message::parse(data) else { return };
     let ctx = Context {
         now: Timestamp::from_unix_millis(1_800_000_000_000),
@@ -76,6 +93,7 @@ pub fn decide_datagram(data: &[u8]) {
         offer_hold: Duration::from_secs(60),
         decline_hold: Duration::from_secs(600),
         max_hops: 16,
+        pxe_port: data.get(4).is_some_and(|b| b & 1 == 1),
     };
     let decision = decide(&lab.inventory, &lab.leases, &request, &ctx);
     if let Some(reply) = decision.reply {

@@ -56,6 +56,29 @@ pub struct Request {
     pub boot: BootClient,
 }
 
+#[cfg(test)]
+impl Request {
+    /// A plain request of `kind` from `mac`: no options, no relay, xid 42.
+    pub fn plain(kind: Kind, mac: MacAddr) -> Request {
+        Request {
+            kind,
+            xid: 42,
+            mac,
+            broadcast: false,
+            hops: 0,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            requested_ip: None,
+            server_id: None,
+            client_id: None,
+            hostname: None,
+            relay_info: None,
+            max_size: None,
+            boot: BootClient::default(),
+        }
+    }
+}
+
 /// Why a datagram is not a request we act on.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Malformed {

@@ -1,4 +1,5 @@
-//! DHCPv4: reservations for known nodes, an optional dynamic pool, network-boot answers, relays.
+//! DHCPv4: reservations for known nodes, an optional dynamic pool, network-boot answers, relays,
+//! and proxyDHCP (boot answers only) on networks where another server owns addressing.
 //!
 //! `message` turns datagrams into plain requests; `decide` (pure) answers them from the
 //! inventory snapshot and the lease table; `server` is the socket adapter that persists lease
@@ -8,4 +9,5 @@ pub mod decide;
 pub mod fuzz;
 pub mod leases;
 pub mod message;
+pub mod proxy;
 pub mod server;

@@ -31,6 +31,8 @@ use crate::store::{Store, StoreError};
 
 pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
+/// The PXE boot-server port, served on proxyDHCP networks.
+pub const PXE_PORT: u16 = 4011;
 const OFFER_HOLD: Duration = Duration::from_secs(60);
 const DECLINE_HOLD: Duration = Duration::from_secs(600);
 const MAX_HOPS: u8 = 16;
@@ -56,6 +58,8 @@ struct Port {
     network: Name,
     server_ip: Ipv4Addr,
     socket: Arc<UdpSocket>,
+    /// This is the PXE boot-server port (4011) of a proxyDHCP network, not port 67.
+    pxe: bool,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -139,11 +143,20 @@ impl Server {
     pub fn bind(interfaces: &[String], inventory: &Inventory, registry: &mut Registry) -> Result<Server, DhcpError> {
         let mut ports = Vec::new();
         for interface in interfaces {
-            let network = inventory.networks.values().find(|n| &n.interface == interface).map(|n| n.name.clone());
-            let Some(network) = network else { continue };
+            let Some(net) = inventory.networks.values().find(|n| &n.interface == interface) else { continue };
             let server_ip = interface_address(interface)?;
             let socket = Arc::new(bind_device(interface, SERVER_PORT)?);
-            ports.push(Port { interface: interface.clone(), network, server_ip, socket });
+            ports.push(Port { interface: interface.clone(), network: net.name.clone(), server_ip, socket, pxe: false });
+            if net.proxy {
+                let socket = Arc::new(bind_device(interface, PXE_PORT)?);
+                ports.push(Port {
+                    interface: interface.clone(),
+                    network: net.name.clone(),
+                    server_ip,
+                    socket,
+                    pxe: true,
+                });
+            }
         }
         let metrics = Metrics::default();
         let sub = registry.sub_registry_with_prefix("dhcp");
@@ -162,7 +175,10 @@ impl Server {
     pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
         self.ports
             .iter()
-            .map(|p| (p.interface.clone(), SocketAddr::from(SocketAddrV4::new(p.server_ip, SERVER_PORT))))
+            .map(|p| {
+                let port = if p.pxe { PXE_PORT } else { SERVER_PORT };
+                (p.interface.clone(), SocketAddr::from(SocketAddrV4::new(p.server_ip, port)))
+            })
             .collect()
     }
 
@@ -305,6 +321,7 @@ impl Owner {
                 offer_hold: OFFER_HOLD,
                 decline_hold: DECLINE_HOLD,
                 max_hops: MAX_HOPS,
+                pxe_port: port.pxe,
             };
             let decision = decide(&inv, &self.leases, &req, &ctx);
             let span = tracing::debug_span!("dhcp", xid = format_args!("{:#010x}", req.xid), mac = %req.mac, message = req.kind.as_str());
@@ -323,6 +340,7 @@ impl Owner {
                     Destination::Relay(ip) => SocketAddr::from((ip, SERVER_PORT)),
                     Destination::Unicast(ip) => SocketAddr::from((ip, CLIENT_PORT)),
                     Destination::Broadcast => SocketAddr::from((Ipv4Addr::BROADCAST, CLIENT_PORT)),
+                    Destination::Source => datagram.from,
                 };
                 outgoing.push(Outgoing { port: datagram.port, to, bytes });
             }
@@ -391,6 +409,10 @@ impl Owner {
             Outcome::Informed => {
                 count("ack");
                 event(EventKind::DhcpInformed);
+            }
+            Outcome::Proxied(message) => {
+                count(message);
+                event(EventKind::DhcpProxied { message: (*message).into() });
             }
             Outcome::Released(ip) => event(EventKind::LeaseReleased { ip: *ip }),
             Outcome::Declined(ip) => {

@@ -147,6 +147,10 @@ pub struct Network {
     /// server stays silent instead, leaving the answer to another server.
     #[serde(default = "yes")]
     pub authoritative: bool,
+    /// proxyDHCP: another DHCP server owns addressing here; slipway answers network-booting
+    /// clients with boot information only (ports 67 and 4011), never with an address.
+    #[serde(default)]
+    pub proxy: bool,
     /// DHCP option 26.
     #[serde(default)]
     pub mtu: Option<u16>,
@@ -249,9 +253,41 @@ pub struct Node {
     pub profile: Option<Name>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// DHCP options for this node that replace its network's.
+    #[serde(default, skip_serializing_if = "NodeDhcp::is_empty")]
+    pub dhcp: NodeDhcp,
     /// Set by slipway (`config` or `api`); ignored on input.
     #[serde(default)]
     pub origin: Origin,
+}
+
+/// Per-node DHCP options; each one set replaces the network's value for this node only.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeDhcp {
+    /// DHCP option 6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub dns_servers: Option<Vec<Ipv4Addr>>,
+    /// DHCP option 26.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
+    /// DHCP option 42.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub ntp_servers: Option<Vec<Ipv4Addr>>,
+    /// DHCP option 119.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_domains: Option<Vec<DomainName>>,
+    /// DHCP option 121.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<Route>>,
+}
+
+impl NodeDhcp {
+    pub fn is_empty(&self) -> bool {
+        *self == NodeDhcp::default()
+    }
 }
 
 impl Node {

@@ -120,6 +120,11 @@ fn networks(inv: &Inventory, p: &mut Problems) {
         {
             p.add(Kind::Network, &net.name, "mtu", mtu, "must be at least 576");
         }
+        if net.proxy
+            && let Some(pool) = net.pool
+        {
+            p.add(Kind::Network, &net.name, "pool", pool, "a proxyDHCP network (proxy = true) hands out no addresses");
+        }
         for route in &net.routes {
             if !net.cidr.contains(&route.via) {
                 p.add(
@@ -216,6 +221,7 @@ fn nodes(inv: &Inventory, p: &mut Problems) {
             p.add(Kind::Node, &n.name, "profile", profile, "no such profile");
         }
         node_address(inv, n, p);
+        node_dhcp(inv, n, p);
         let domain = match inv.fqdn(n) {
             Some(fqdn) => fqdn,
             None => format!("{} on {}", n.hostname(), inv.network_of(n).map_or("", |net| net.name.as_str())),
@@ -223,6 +229,27 @@ fn nodes(inv: &Inventory, p: &mut Problems) {
         if let Some(first) = names.insert(domain.clone(), &n.name) {
             p.add(Kind::Node, &n.name, "hostname", n.hostname(), format!("{domain} is already node {first}'s name"));
             names.insert(domain, first);
+        }
+    }
+}
+
+/// A node's own DHCP options follow the same rules as its network's.
+fn node_dhcp(inv: &Inventory, n: &super::model::Node, p: &mut Problems) {
+    if let Some(mtu) = n.dhcp.mtu
+        && mtu < 576
+    {
+        p.add(Kind::Node, &n.name, "dhcp.mtu", mtu, "must be at least 576");
+    }
+    let Some(net) = inv.network_of(n) else { return };
+    for route in n.dhcp.routes.iter().flatten() {
+        if !net.cidr.contains(&route.via) {
+            p.add(
+                Kind::Node,
+                &n.name,
+                "dhcp.routes",
+                route.via,
+                format!("the gateway of route {} is not inside {}", route.to, net.cidr),
+            );
         }
     }
 }

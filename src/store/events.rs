@@ -43,6 +43,10 @@ pub enum Source {
 pub enum EventKind {
     /// A DHCPINFORM was answered (options only, no address).
     DhcpInformed,
+    /// proxyDHCP: boot information sent (an `offer` on port 67, an `ack` on 4011), no address.
+    DhcpProxied {
+        message: String,
+    },
     /// A DHCP message slipway did not answer, and why.
     DhcpIgnored {
         message: String,
@@ -137,6 +141,7 @@ impl EventKind {
         match self {
             EventKind::DhcpInformed => "dhcp_informed",
             EventKind::DhcpIgnored { .. } => "dhcp_ignored",
+            EventKind::DhcpProxied { .. } => "dhcp_proxied",
             EventKind::MachineSeen { .. } => "machine_seen",
             EventKind::LeaseOffered { .. } => "lease_offered",
             EventKind::LeaseAcked { .. } => "lease_acked",

@@ -39,22 +39,7 @@ fn boot() -> BootSettings {
 }
 
 fn req(kind: Kind, mac: MacAddr) -> Request {
-    Request {
-        kind,
-        xid: 42,
-        mac,
-        broadcast: false,
-        hops: 0,
-        ciaddr: Ipv4Addr::UNSPECIFIED,
-        giaddr: Ipv4Addr::UNSPECIFIED,
-        requested_ip: None,
-        server_id: None,
-        client_id: None,
-        hostname: None,
-        relay_info: None,
-        max_size: None,
-        boot: BootClient::default(),
-    }
+    Request::plain(kind, mac)
 }
 
 fn run(inv: &Inventory, leases: &LeaseTable, r: &Request) -> Decision {
@@ -68,6 +53,7 @@ fn run(inv: &Inventory, leases: &LeaseTable, r: &Request) -> Decision {
         offer_hold: Duration::from_secs(60),
         decline_hold: Duration::from_secs(600),
         max_hops: 4,
+        pxe_port: false,
     };
     decide(inv, leases, r, &ctx)
 }
@@ -128,6 +114,24 @@ fn a_reserved_node_is_offered_its_address_name_and_network_options() {
     );
     let lease = d.lease.as_ref().expect("offer held");
     assert_eq!((lease.state, lease.expires), (LeaseState::Offered, Timestamp(now().0 + Duration::from_secs(60))));
+}
+
+#[test]
+fn a_nodes_own_dhcp_options_replace_its_networks() {
+    let mut inv = inventory(false);
+    let node = inv.nodes.get_mut("master-0").expect("node");
+    node.dhcp.mtu = Some(1450);
+    node.dhcp.dns_servers = Some(vec![ip("10.1.107.53")]);
+    node.dhcp.routes = Some(vec![]);
+    let d = run(&inv, &LeaseTable::default(), &req(Kind::Discover, NODE_MAC));
+    assert_eq!(opt(&d, OptionCode::InterfaceMtu), Some(&DhcpOption::InterfaceMtu(1450)));
+    assert_eq!(opt(&d, OptionCode::DomainNameServer), Some(&DhcpOption::DomainNameServer(vec![ip("10.1.107.53")])));
+    assert_eq!(opt(&d, OptionCode::ClasslessStaticRoute), None, "an empty list switches the network's routes off");
+    assert_eq!(
+        opt(&d, OptionCode::NtpServers),
+        Some(&DhcpOption::NtpServers(vec![ip("10.1.107.1")])),
+        "what the node does not set comes from the network"
+    );
 }
 
 #[test]
@@ -260,6 +264,7 @@ fn relayed_requests_are_answered_to_the_relay_with_option_82_echoed() {
         offer_hold: Duration::from_secs(60),
         decline_hold: Duration::from_secs(60),
         max_hops: 4,
+        pxe_port: false,
     };
     let d = decide(&inv, &LeaseTable::default(), &r, &ctx);
     assert_eq!(
@@ -383,6 +388,7 @@ fn a_node_arriving_on_another_network_is_a_stranger_there() {
         offer_hold: Duration::from_secs(60),
         decline_hold: Duration::from_secs(60),
         max_hops: 4,
+        pxe_port: false,
     };
     let d = decide(&inv, &LeaseTable::default(), &req(Kind::Discover, NODE_MAC), &ctx);
     assert_eq!(d.outcome, Outcome::Ignored(Ignore::UnknownClient));

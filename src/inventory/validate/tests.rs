@@ -26,6 +26,7 @@ pub(crate) fn lab() -> Inventory {
         pool: Some(AddrRange { start: ip("10.1.107.100"), end: ip("10.1.107.199") }),
         lease_time: Duration::from_secs(3600),
         authoritative: true,
+        proxy: false,
         mtu: None,
         ntp_servers: vec![],
         search_domains: vec![],
@@ -63,6 +64,7 @@ pub(crate) fn node(n: &str, mac: &str, addr: &str, cluster: Option<&str>, role: 
         hostname: None,
         profile: None,
         labels: BTreeMap::new(),
+        dhcp: Default::default(),
         origin: Origin::Api,
     }
 }
@@ -304,4 +306,29 @@ fn a_batch_is_all_or_nothing() {
     let bad = node("w1", "52:54:00:00:00:09", "10.1.107.21", Some("prod"), Some(Role::Worker));
     assert!(inv.apply(&[Op::Put(Object::Node(good)), Op::Put(Object::Node(bad))]).is_err());
     assert!(!inv.nodes.contains_key("w0"));
+}
+
+#[test]
+fn a_nodes_own_dhcp_options_are_checked_like_a_networks() {
+    let p = problems_after(|inv| {
+        let n = inv.nodes.get_mut("master-0").expect("node");
+        n.dhcp.mtu = Some(300);
+    });
+    assert_one(&p, Kind::Node, "master-0", "dhcp.mtu", "300");
+    let p = problems_after(|inv| {
+        let n = inv.nodes.get_mut("master-0").expect("node");
+        n.dhcp.routes =
+            Some(vec![crate::inventory::Route { to: "192.0.2.0/24".parse().expect("net"), via: ip("192.0.2.1") }]);
+    });
+    assert_one(&p, Kind::Node, "master-0", "dhcp.routes", "192.0.2.1");
+}
+
+#[test]
+fn a_proxy_network_has_no_pool() {
+    let p = problems_after(|inv| {
+        let net = inv.networks.get_mut("cluster").expect("network");
+        net.proxy = true;
+    });
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert_eq!((p[0].kind, p[0].field.as_str()), (Kind::Network, "pool"));
 }
