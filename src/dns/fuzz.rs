@@ -97,6 +97,14 @@ fn responder() -> &'static Responder {
 pub fn answer_datagram(data: &[u8], recursion_allowed: bool) -> Option<Vec<u8>> {
     // The lab's recursion list is its network, 10.1.107.0/24.
     let src: SocketAddr = if recursion_allowed { ([10, 1, 107, 50], 5353) } else { ([192, 0, 2, 99], 5353) }.into();
+    if let Some(reply) = responder().fast(data, src) {
+        return Some(reply);
+    }
+    slow_path(data, src)
+}
+
+/// The full path alone (decode, plan, emit), for comparing with the fast path.
+pub fn slow_path(data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
     let Some(request) = decode(data, src) else { return formerr(data) };
     let (meta, sections) = match responder().plan(&request, src) {
         Plan::Reply { meta, answer } => (meta, answer),
@@ -115,6 +123,7 @@ pub fn answer_datagram(data: &[u8], recursion_allowed: bool) -> Option<Vec<u8>> 
 mod tests {
     use super::*;
     use hickory_proto::op::{Message, Query};
+    use std::net::SocketAddr;
     use hickory_proto::rr::{Name, RecordType};
 
     fn query(name: &str, qtype: RecordType) -> Vec<u8> {
@@ -129,6 +138,82 @@ mod tests {
         let reply = Message::from_vec(&bytes).expect("decodes");
         assert_eq!(reply.answers.len(), 1);
         assert!(reply.metadata.authoritative);
+    }
+
+    /// Every name slipway holds, every common type, both letter cases, with and without EDNS,
+    /// AD set or not, recursion allowed or not: where the fast path answers, its answer is the
+    /// full path's, field by field.
+    #[test]
+    fn the_fast_path_answers_exactly_as_the_full_path() {
+        let zones = responder().zones.borrow().clone();
+        let types = [
+            RecordType::A,
+            RecordType::AAAA,
+            RecordType::PTR,
+            RecordType::SRV,
+            RecordType::TXT,
+            RecordType::SOA,
+            RecordType::NS,
+            RecordType::CNAME,
+            RecordType::MX,
+        ];
+        let mut fast_answers = 0;
+        for zone in zones.zones() {
+            for record in zone.records() {
+                for qtype in types {
+                    for (upper, edns, ad, allowed) in
+                        [(false, false, false, true), (true, true, true, false), (false, true, false, false)]
+                    {
+                        let name = if upper { record.name.to_string().to_uppercase() } else { record.name.to_string() };
+                        let mut m = Message::query();
+                        m.add_query(Query::query(Name::from_ascii(&name).expect("name"), qtype));
+                        m.metadata.recursion_desired = true;
+                        m.metadata.authentic_data = ad;
+                        if edns {
+                            let mut e = hickory_proto::op::Edns::new();
+                            e.set_max_payload(4096);
+                            m.set_edns(e);
+                        }
+                        let bytes = m.to_vec().expect("encodes");
+                        let src: SocketAddr =
+                            if allowed { ([10, 1, 107, 50], 5353) } else { ([192, 0, 2, 99], 5353) }.into();
+                        let Some(fast) = responder().fast(&bytes, src) else { continue };
+                        fast_answers += 1;
+                        let slow = slow_path(&bytes, src).expect("the full path answers too");
+                        let (fast, slow) = (Message::from_vec(&fast).expect("fast"), Message::from_vec(&slow).expect("slow"));
+                        assert_eq!(fast.metadata, slow.metadata, "{name} {qtype}");
+                        assert_eq!(fast.queries, slow.queries, "{name} {qtype}");
+                        assert_eq!(fast.answers, slow.answers, "{name} {qtype}");
+                        assert_eq!(fast.authorities, slow.authorities, "{name} {qtype}");
+                        assert_eq!(fast.additionals, slow.additionals, "{name} {qtype}");
+                        assert_eq!(fast.edns.map(|e| e.max_payload()), slow.edns.map(|e| e.max_payload()));
+                    }
+                }
+            }
+        }
+        assert!(fast_answers >= 30, "the fast path answered only {fast_answers} queries");
+    }
+
+    #[test]
+    fn queries_outside_the_common_shape_take_the_full_path() {
+        let src: SocketAddr = ([10, 1, 107, 50], 5353).into();
+        let plain = query("master-0.prod.lab.example.", RecordType::A);
+        assert!(responder().fast(&plain, src).is_some());
+        for other in [
+            query("foo.apps.prod.lab.example.", RecordType::A), // wildcard
+            query("nope.prod.lab.example.", RecordType::A),     // NXDOMAIN
+            query("www.static.example.", RecordType::A),        // CNAME chain
+            query("master-0.prod.lab.example.", RecordType::ANY),
+            query("prod.lab.example.", RecordType::NS), // glue
+        ] {
+            assert!(responder().fast(&other, src).is_none());
+        }
+        let mut trailing = plain.clone();
+        trailing.push(0);
+        assert!(responder().fast(&trailing, src).is_none(), "trailing bytes");
+        let mut response = plain.clone();
+        response[2] |= 0x80;
+        assert!(responder().fast(&response, src).is_none(), "a response is not a query");
     }
 
     /// A deterministic mutation run over seed queries (the fuzzer's work, in small, in the suite).

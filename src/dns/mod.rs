@@ -7,6 +7,7 @@
 //! changes. Nothing here writes to the store except events.
 
 pub mod answer;
+pub mod fast;
 pub mod forward;
 pub mod fuzz;
 pub mod records;

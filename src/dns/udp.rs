@@ -36,6 +36,10 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
+        if let Some(reply) = responder.fast(&buf[..n], src) {
+            send(&socket, &reply, src).await;
+            continue;
+        }
         let Some(request) = decode(&buf[..n], src) else {
             if let Some(reply) = formerr(&buf[..n]) {
                 send(&socket, &reply, src).await;

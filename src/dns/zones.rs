@@ -24,6 +24,8 @@ pub struct ZoneSet {
     pub serial: u32,
     /// Most labels first, so the first zone that holds a name is the closest one.
     zones: Vec<Zone>,
+    /// The positive answers, pre-encoded for the UDP fast path.
+    pub prepared: super::fast::Prepared,
 }
 
 /// One zone: its apex, SOA and the record sets at each name (empty non-terminals included).
@@ -130,7 +132,16 @@ pub fn build(inv: &Inventory, settings: &Settings, serial: u32) -> ZoneSet {
 
     let mut zones: Vec<Zone> = zones.into_values().map(|b| b.finish(settings, serial)).collect();
     zones.sort_by_key(|z| std::cmp::Reverse(z.apex.num_labels()));
-    ZoneSet { serial, zones }
+    let mut prepared = super::fast::Prepared::default();
+    for zone in &zones {
+        for (name, set) in &zone.names {
+            // A name that also lies in a closer zone is answered from that zone.
+            if zones.iter().find(|z| z.apex.zone_of(name)).is_some_and(|z| z.apex == zone.apex) {
+                prepared.add(name, set);
+            }
+        }
+    }
+    ZoneSet { serial, zones, prepared }
 }
 
 /// The reverse zones a network's addresses live in: octet-aligned, at most 256 of them. A network
