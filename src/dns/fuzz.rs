@@ -123,8 +123,8 @@ pub fn slow_path(data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use hickory_proto::op::{Message, Query};
-    use std::net::SocketAddr;
     use hickory_proto::rr::{Name, RecordType};
+    use std::net::SocketAddr;
 
     fn query(name: &str, qtype: RecordType) -> Vec<u8> {
         let mut m = Message::query();
@@ -180,7 +180,8 @@ mod tests {
                         let Some(fast) = responder().fast(&bytes, src) else { continue };
                         fast_answers += 1;
                         let slow = slow_path(&bytes, src).expect("the full path answers too");
-                        let (fast, slow) = (Message::from_vec(&fast).expect("fast"), Message::from_vec(&slow).expect("slow"));
+                        let (fast, slow) =
+                            (Message::from_vec(&fast).expect("fast"), Message::from_vec(&slow).expect("slow"));
                         assert_eq!(fast.metadata, slow.metadata, "{name} {qtype}");
                         assert_eq!(fast.queries, slow.queries, "{name} {qtype}");
                         assert_eq!(fast.answers, slow.answers, "{name} {qtype}");
