@@ -12,6 +12,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 secs=${BENCH_SECONDS:-10}
 rate=${BENCH_RATE:-20000}
+repeat=${BENCH_REPEAT:-3}      # fixed-rate runs per server; the median p50/p99 is reported
 servers=${BENCH_SERVERS:-"slipway knot dnsmasq"}
 work=$(mktemp -d /tmp/slipway-dnsbench.XXXXXX)
 chmod 755 "$work"   # dnsmasq reads its hosts file as nobody
@@ -111,11 +112,18 @@ for n in 100 10000; do
     qps=$(awk '/Queries per second/ {printf "%.0f", $4}' <<<"$out")
     lost=$(awk '/Queries lost/ {gsub(/[()%]/, "", $4); print $4}' <<<"$out")
     avg=$(awk '/Average Latency/ {printf "%.3f", $4 * 1000}' <<<"$out")
-    lat=$(taskset -c 1 dnsperf -s $addr -p $port -d "$work/queries" -l "$secs" -Q "$rate" -c 8 -T 1 -v 2>/dev/null |
-      awk '$1 == ">" && $2 == "NOERROR" {print $NF * 1000}' | sort -g |
-      awk '{a[NR] = $1} END {if (NR) printf "%.3f %.3f", a[int(NR * 0.5)], a[int(NR * 0.99)]; else print "- -"}')
+    runs=()
+    for _ in $(seq "$repeat"); do
+      runs+=("$(taskset -c 1 dnsperf -s $addr -p $port -d "$work/queries" -l "$secs" -Q "$rate" -c 8 -T 1 -v 2>/dev/null |
+        awk '$1 == ">" && $2 == "NOERROR" {print $NF * 1000}' | sort -g |
+        awk '{a[NR] = $1} END {if (NR) printf "%.3f %.3f", a[int(NR * 0.5)], a[int(NR * 0.99)]; else print "- -"}')")
+    done
+    # median of the runs, p50 and p99 separately
+    lat="$(printf '%s\n' "${runs[@]}" | awk '{print $1}' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}') \
+$(printf '%s\n' "${runs[@]}" | awk '{print $2}' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+    echo "  $s $n fixed-rate runs (p50 p99 ms): ${runs[*]}" >&2
     printf '%-8s %-7s %12s %8s %10s %12s %12s\n' "$s" "$n" "$qps" "$lost" "$avg" ${lat}
     stop
   done
 done
-echo "(fixed rate: $rate queries/s; $secs s per run; server on core 0, dnsperf on core 1)"
+echo "(fixed rate: $rate queries/s, median of $repeat runs; $secs s per run; server on core 0, dnsperf on core 1)"

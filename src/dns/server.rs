@@ -34,7 +34,7 @@ pub enum DnsError {
 /// Bound listeners, ready to serve.
 #[derive(Debug)]
 pub struct Server {
-    udp: Vec<UdpSocket>,
+    udp: Vec<std::net::UdpSocket>,
     tcp: Vec<TcpListener>,
     settings: Settings,
     forwarder: Forwarder,
@@ -54,7 +54,10 @@ impl Server {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         for &addr in listen {
-            udp.push(UdpSocket::bind(addr).await.map_err(|source| DnsError::Bind { addr, proto: "UDP", source })?);
+            let bind_err = |source| DnsError::Bind { addr, proto: "UDP", source };
+            let socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
+            socket.set_nonblocking(true).map_err(bind_err)?;
+            udp.push(socket);
             tcp.push(TcpListener::bind(addr).await.map_err(|source| DnsError::Bind { addr, proto: "TCP", source })?);
         }
         let metrics = Metrics::default();
@@ -93,7 +96,21 @@ impl Server {
         let forwarder = Arc::new(self.forwarder);
         let mut udp = tokio::task::JoinSet::new();
         for socket in self.udp {
-            udp.spawn(super::udp::serve(Arc::new(socket), responder.clone(), forwarder.clone(), shutdown.clone()));
+            // Each UDP socket gets a thread with a runtime of its own: no hand-offs between worker
+            // threads on the hot path (forwarded queries run on that runtime too).
+            let (responder, forwarder, shutdown) = (responder.clone(), forwarder.clone(), shutdown.clone());
+            udp.spawn_blocking(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => return tracing::error!(error = %e, "DNS: cannot start the UDP runtime"),
+                };
+                runtime.block_on(async move {
+                    match UdpSocket::from_std(socket) {
+                        Ok(socket) => super::udp::serve(Arc::new(socket), responder, forwarder, shutdown).await,
+                        Err(e) => tracing::error!(error = %e, "DNS: cannot register the UDP socket"),
+                    }
+                });
+            });
         }
         let mut server = hickory_server::Server::new(Handler { responder, forwarder });
         for listener in self.tcp {
