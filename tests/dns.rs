@@ -266,3 +266,23 @@ fn malformed_queries_do_not_stop_the_server() {
     assert!(matches!(daemon.child.try_wait(), Ok(None)), "the daemon is still running");
     assert_eq!(short("127.53.0.7", &["api.prod.lab.example"]), ["192.0.2.10"]);
 }
+
+#[test]
+fn without_listen_dns_serves_the_provisioning_side() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = crate::netns::Pair::new("n");
+    std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).expect("token");
+    let config = format!(
+        "state_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[dns]\n\
+         [[networks]]\nname = \"lab\"\ninterface = \"srv0\"\ncidr = \"10.1.107.0/24\"\n\
+         [[clusters]]\nname = \"prod\"\nkind = \"k3s\"\nbase_domain = \"lab.example\"\nnetwork = \"lab\"\n\
+         api_address = \"10.1.107.1\"\napi_int_address = \"10.1.107.1\"\ningress_address = \"10.1.107.1\"\n",
+        dir.path().join("state").display(),
+        dir.path().join("token").display()
+    );
+    std::fs::write(dir.path().join("slipway.toml"), config).expect("config");
+    let _daemon = support::start_in(Some(&pair.srv), &dir.path().join("slipway.toml"), &[]);
+    pair.client_address("10.1.107.9/24");
+    let out = pair.cli_run("dig", &["+short", "+time=2", "+tries=1", "@10.1.107.1", "api.prod.lab.example"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10.1.107.1");
+}

@@ -64,7 +64,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let dns = match &config.dns {
         Some(d) => Some(
             crate::dns::server::Server::bind(
-                &d.listen,
+                &dns_listen(d, &config.inventory)?,
                 &d.upstream,
                 d.settings.clone(),
                 &store.snapshot(),
@@ -143,6 +143,25 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let _ = tokio::task::spawn_blocking(move || events_for_close.close()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The DNS listen addresses: as configured, else port 53 on every network interface's address.
+fn dns_listen(
+    dns: &crate::config::DnsConfig,
+    inventory: &crate::inventory::Inventory,
+) -> Result<Vec<std::net::SocketAddr>, AppError> {
+    if !dns.listen.is_empty() {
+        return Ok(dns.listen.clone());
+    }
+    let mut out = Vec::new();
+    for net in inventory.networks.values() {
+        let ip = crate::dhcp::server::interface_address(&net.interface)?;
+        let addr = std::net::SocketAddr::from((ip, 53));
+        if !out.contains(&addr) {
+            out.push(addr);
+        }
+    }
+    Ok(out)
 }
 
 fn sd_notify(state: &str) {

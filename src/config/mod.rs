@@ -78,6 +78,7 @@ pub struct DhcpConfig {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DnsConfig {
+    /// Empty: port 53 on each network interface's IPv4 address, found when the daemon starts.
     pub listen: Vec<SocketAddr>,
     pub upstream: Vec<SocketAddr>,
     /// Zones, static records, TTL and the recursion list.

@@ -55,6 +55,8 @@ pub struct RawDhcp {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDns {
+    /// Default: port 53 on the address of every network's interface (the provisioning side).
+    #[serde(default)]
     pub listen: Vec<SocketAddr>,
     #[serde(default)]
     pub upstream: Vec<SocketAddr>,

@@ -114,8 +114,8 @@ pub struct Server {
     handle: Handle,
 }
 
-/// The first IPv4 address of `interface`.
-fn interface_address(interface: &str) -> Result<Ipv4Addr, DhcpError> {
+/// The first IPv4 address of `interface` (also DNS's default listen address).
+pub fn interface_address(interface: &str) -> Result<Ipv4Addr, DhcpError> {
     let all =
         if_addrs::get_if_addrs().map_err(|source| DhcpError::Interfaces { interface: interface.into(), source })?;
     all.iter()
