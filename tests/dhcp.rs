@@ -531,3 +531,36 @@ fn proxy_dhcp_answers_pxe_firmware_with_boot_information_only() {
     let events = api(&pair, &daemon, &["get", "events", "--type", "dhcp_proxied"]);
     assert_eq!(events.as_array().map(Vec::len), Some(2), "an offer and an ack: {events}");
 }
+
+#[test]
+fn a_pool_address_that_answers_ping_is_not_offered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = Pair::new("q");
+    let text = std::fs::read_to_string(config(dir.path(), Some(("10.1.107.100", "10.1.107.101")))).expect("config");
+    std::fs::write(
+        dir.path().join("slipway.toml"),
+        text.replace("lease_time = \"1h\"", "lease_time = \"1h\"\nprobe = true"),
+    )
+    .expect("config");
+    let daemon = support::start_in(Some(&pair.srv), &dir.path().join("slipway.toml"), &[]);
+    pair.client_as("52:54:00:99:00:02");
+    // Something already uses 10.1.107.100 without a lease; the client asks for exactly that one.
+    pair.client_address("10.1.107.100/24");
+    let log = dir.path().join("probe.log");
+    let h = hook(dir.path(), "probe.sh", &format!("[ \"$1\" = bound ] && echo \"$ip\" >> {}; true", log.display()));
+    let out = pair.cli_run(
+        "udhcpc",
+        &["-i", "cli0", "-n", "-q", "-f", "-t", "6", "-T", "1", "-r", "10.1.107.100", "-s", h.to_str().expect("utf-8")],
+    );
+    assert!(out.status.success(), "udhcpc: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&log).unwrap_or_default().trim(), "10.1.107.101");
+    let in_use = api(&pair, &daemon, &["get", "events", "--type", "address_in_use"]);
+    assert_eq!(in_use.as_array().map(Vec::len), Some(1), "{in_use}");
+    assert_eq!(in_use[0]["details"]["ip"], "10.1.107.100");
+    let leases = api(&pair, &daemon, &["get", "leases"]);
+    let state_of = |ip: &str| {
+        leases.as_array().and_then(|a| a.iter().find(|l| l["ip"] == ip)).map(|l| l["state"].clone()).unwrap_or_default()
+    };
+    assert_eq!(state_of("10.1.107.100"), "declined", "kept out of use: {leases}");
+    assert_eq!(state_of("10.1.107.101"), "bound");
+}

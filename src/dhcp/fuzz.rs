@@ -41,6 +41,7 @@ fn lab() -> &'static Lab {
             lease_time: Duration::from_secs(3600),
             authoritative: true,
             proxy: false,
+            probe: false,
             mtu: Some(1500),
             ntp_servers: vec![[10, 1, 107, 1].into()],
             search_domains: vec![parse("lab.example")],

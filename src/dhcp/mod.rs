@@ -9,5 +9,6 @@ pub mod decide;
 pub mod fuzz;
 pub mod leases;
 pub mod message;
+pub mod probe;
 pub mod proxy;
 pub mod server;

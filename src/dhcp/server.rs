@@ -36,6 +36,8 @@ pub const PXE_PORT: u16 = 4011;
 const OFFER_HOLD: Duration = Duration::from_secs(60);
 const DECLINE_HOLD: Duration = Duration::from_secs(600);
 const MAX_HOPS: u8 = 16;
+/// How long a probed pool address gets to answer before it is offered.
+const PROBE_WAIT: Duration = Duration::from_millis(500);
 /// Most datagrams decided per commit.
 const BATCH: usize = 1024;
 
@@ -205,7 +207,18 @@ impl Server {
             tokio::spawn(async move { receive(ports, index, tx, shutdown).await });
         }
         drop(tx);
-        let owner = Owner { ports, store, events, inventory, boot, leases, metrics: self.metrics, pool_checked: None };
+        let owner = Owner {
+            ports,
+            store,
+            events,
+            inventory,
+            boot,
+            leases,
+            metrics: self.metrics,
+            pool_checked: None,
+            probes: mpsc::channel(BATCH),
+            probe_failed_logged: false,
+        };
         owner.run(rx, self.commands, shutdown).await;
     }
 }
@@ -249,6 +262,18 @@ struct Owner {
     leases: LeaseTable,
     metrics: Metrics,
     pool_checked: Option<Instant>,
+    probes: (mpsc::Sender<Probed>, mpsc::Receiver<Probed>),
+    probe_failed_logged: bool,
+}
+
+/// A pool offer held back until its address has been probed.
+struct Probed {
+    out: Outgoing,
+    lease: Lease,
+    mac: crate::inventory::MacAddr,
+    node: Option<Name>,
+    /// `Ok(true)`: the address answered; `Err`: the probe could not run.
+    answered: std::io::Result<bool>,
 }
 
 /// A decided reply waiting for its leases to be committed.
@@ -270,6 +295,7 @@ impl Owner {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 Some(command) = commands.recv() => self.command(command).await,
+                Some(probed) = self.probes.1.recv() => self.probed(probed).await,
                 n = rx.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
                         return;
@@ -327,6 +353,16 @@ impl Owner {
             let span = tracing::debug_span!("dhcp", xid = format_args!("{:#010x}", req.xid), mac = %req.mac, message = req.kind.as_str());
             span.in_scope(|| tracing::debug!(outcome = ?decision.outcome, "decided"));
             self.record(&req, &decision, port);
+            // A pool offer on a probing network waits for the probe (unless the client had it).
+            let probe = match (&decision.outcome, &decision.lease, &decision.node) {
+                (Outcome::Offered(ip), Some(lease), None)
+                    if inv.networks.get(&lease.network).is_some_and(|n| n.probe)
+                        && self.leases.get(*ip).is_none_or(|l| l.mac != req.mac) =>
+                {
+                    Some(lease.clone())
+                }
+                _ => None,
+            };
             if let Some(lease) = decision.lease.clone() {
                 if lease.state != LeaseState::Offered {
                     durable.push(lease.clone());
@@ -342,7 +378,11 @@ impl Owner {
                     Destination::Broadcast => SocketAddr::from((Ipv4Addr::BROADCAST, CLIENT_PORT)),
                     Destination::Source => datagram.from,
                 };
-                outgoing.push(Outgoing { port: datagram.port, to, bytes });
+                let out = Outgoing { port: datagram.port, to, bytes };
+                match probe {
+                    Some(lease) => self.start_probe(out, lease, req.mac, decision.node.clone()),
+                    None => outgoing.push(out),
+                }
             }
         }
         if !durable.is_empty()
@@ -427,6 +467,54 @@ impl Owner {
                 count("ignored");
                 event(EventKind::DhcpIgnored { message: req.kind.as_str().into(), reason: format!("{why:?}") });
             }
+        }
+    }
+
+    fn start_probe(&self, out: Outgoing, lease: Lease, mac: crate::inventory::MacAddr, node: Option<Name>) {
+        let done = self.probes.0.clone();
+        tokio::spawn(async move {
+            let answered = super::probe::answers(lease.ip, PROBE_WAIT).await;
+            let _ = done.send(Probed { out, lease, mac, node, answered }).await;
+        });
+    }
+
+    /// A probe finished: an address that answered is kept out of use (like a DECLINE) and its
+    /// offer is dropped, so the client's next DISCOVER gets another; otherwise the offer leaves.
+    async fn probed(&mut self, p: Probed) {
+        match p.answered {
+            Ok(true) => {
+                let now = Timestamp::now();
+                let quarantine = Lease {
+                    state: LeaseState::Declined,
+                    expires: Timestamp(now.0 + DECLINE_HOLD),
+                    updated: now,
+                    ..p.lease.clone()
+                };
+                tracing::warn!(ip = %p.lease.ip, "DHCP: a pool address answers ping but has no lease; not offering it");
+                self.events.append(
+                    Source::Dhcp,
+                    Subject { node: p.node, mac: Some(p.mac) },
+                    EventKind::AddressInUse { ip: p.lease.ip },
+                );
+                if let Err(e) = self.commit(vec![quarantine.clone()]).await {
+                    tracing::error!(error = %e, "DHCP: cannot persist a quarantined address");
+                }
+                self.leases.put(quarantine);
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                if !self.probe_failed_logged {
+                    tracing::warn!(error = %e, "DHCP: cannot probe pool addresses (needs CAP_NET_RAW); offering without");
+                    self.probe_failed_logged = true;
+                }
+            }
+        }
+        // The offer stands only if nothing replaced its lease while the probe ran.
+        if self.leases.get(p.lease.ip).is_some_and(|l| *l == p.lease)
+            && let Err(e) = self.ports[p.out.port].socket.send_to(&p.out.bytes, p.out.to).await
+        {
+            tracing::debug!(to = %p.out.to, error = %e, "DHCP: send failed");
         }
     }
 

@@ -151,6 +151,10 @@ pub struct Network {
     /// clients with boot information only (ports 67 and 4011), never with an address.
     #[serde(default)]
     pub proxy: bool,
+    /// Ping a pool address before offering it; one that answers is kept out of use for a while
+    /// and the client is offered another on its next DISCOVER.
+    #[serde(default)]
+    pub probe: bool,
     /// DHCP option 26.
     #[serde(default)]
     pub mtu: Option<u16>,

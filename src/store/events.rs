@@ -82,6 +82,12 @@ pub enum EventKind {
     PoolExhausted {
         network: Name,
     },
+    /// A pool address answered the probe before it was offered: something uses it without a
+    /// lease. It stays out of use for a while.
+    AddressInUse {
+        #[schema(value_type = String)]
+        ip: Ipv4Addr,
+    },
     BootScriptServed {
         profile: Option<Name>,
     },
@@ -149,6 +155,7 @@ impl EventKind {
             EventKind::LeaseDeclined { .. } => "lease_declined",
             EventKind::LeaseReleased { .. } => "lease_released",
             EventKind::PoolExhausted { .. } => "pool_exhausted",
+            EventKind::AddressInUse { .. } => "address_in_use",
             EventKind::BootScriptServed { .. } => "boot_script_served",
             EventKind::FileFetched { .. } => "file_fetched",
             EventKind::ConfigFetched { .. } => "config_fetched",

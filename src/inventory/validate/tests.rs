@@ -27,6 +27,7 @@ pub(crate) fn lab() -> Inventory {
         lease_time: Duration::from_secs(3600),
         authoritative: true,
         proxy: false,
+        probe: false,
         mtu: None,
         ntp_servers: vec![],
         search_domains: vec![],
