@@ -11,4 +11,5 @@ pub mod config;
 pub mod dhcp;
 pub mod dns;
 pub mod inventory;
+pub mod lb;
 pub mod store;

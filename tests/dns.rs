@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::{self, Daemon, TOKEN};
 
@@ -55,15 +55,8 @@ fn serial(server: &str, zone: &str) -> u32 {
 }
 
 /// Polls `check` for at most five seconds.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} did not happen within 5 s");
+fn eventually(what: &str, check: impl FnMut() -> bool) {
+    support::eventually(what, Duration::from_secs(5), check);
 }
 
 #[test]

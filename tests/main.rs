@@ -6,6 +6,7 @@ mod daemon;
 mod dhcp;
 mod dns;
 mod lab;
+mod lb;
 mod netns;
 mod packaging;
 mod support;

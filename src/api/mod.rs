@@ -10,6 +10,7 @@ pub mod dns;
 pub mod error;
 pub mod events;
 mod health;
+pub mod lb;
 pub mod leases;
 pub mod objects;
 pub mod serve;
@@ -48,6 +49,8 @@ pub struct ApiState {
     pub dhcp: Option<crate::dhcp::server::Handle>,
     /// The zones the running DNS server answers from, when DNS is served.
     pub dns: Option<tokio::sync::watch::Receiver<std::sync::Arc<crate::dns::ZoneSet>>>,
+    /// The running load balancer, when frontends are configured.
+    pub lb: Option<std::sync::Arc<crate::lb::server::State>>,
     /// Cancelled when the daemon stops; long-lived responses (event follow) end on it.
     pub shutdown: CancellationToken,
 }
@@ -88,6 +91,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(leases::release_lease))
         .routes(routes!(events::list_events))
         .routes(routes!(dns::list_zones))
+        .routes(routes!(lb::status))
         .routes(routes!(openapi_json))
 }
 

@@ -42,6 +42,7 @@ fn harness() -> Harness {
         metrics,
         dhcp: None,
         dns: None,
+        lb: None,
         shutdown: CancellationToken::new(),
     };
     Harness { _dir: dir, state }

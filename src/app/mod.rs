@@ -37,6 +37,8 @@ pub enum AppError {
     Dhcp(#[from] crate::dhcp::server::DhcpError),
     #[error(transparent)]
     Dns(#[from] crate::dns::server::DnsError),
+    #[error(transparent)]
+    Lb(#[from] crate::lb::server::LbError),
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -78,6 +80,15 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         readiness.bound(&what, addr);
     }
 
+    let lb = if store.snapshot().frontends.is_empty() {
+        None
+    } else {
+        Some(crate::lb::server::Server::bind(&store.snapshot(), config.lb, metrics.registry_mut()).await?)
+    };
+    for (what, addr) in lb.iter().flat_map(|l| l.listeners()) {
+        readiness.bound(&what, addr);
+    }
+
     readiness.expect("admin", config.admin.listen);
     let admin = api::serve::bind(config.admin.listen, config.admin.tls.as_ref()).await?;
     let admin_addr = admin.local_addr().unwrap_or(config.admin.listen);
@@ -95,6 +106,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         metrics: Arc::new(metrics),
         dhcp: dhcp.as_ref().map(|d| d.handle()),
         dns: dns.as_ref().map(|d| d.zones()),
+        lb: lb.as_ref().map(|l| l.state()),
         shutdown: shutdown.clone(),
     };
     let mut tasks = JoinSet::new();
@@ -106,6 +118,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
 
     if let Some(dns) = dns {
         tasks.spawn(dns.run(events.clone(), store.subscribe(), shutdown.clone()));
+    }
+    if let Some(lb) = lb {
+        tasks.spawn(lb.run(events.clone(), store.subscribe(), shutdown.clone()));
     }
 
     let inv = store.snapshot();
@@ -176,7 +191,6 @@ fn warn_unserved(config: &Config) {
     let unserved = [
         ("tftp", config.tftp.is_some()),
         ("http", config.http.is_some()),
-        ("lb", !config.inventory.frontends.is_empty()),
         ("hypervisors", !config.hypervisors.is_empty()),
     ];
     for (section, configured) in unserved {

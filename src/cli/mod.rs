@@ -13,6 +13,7 @@ use crate::api::dns::ZoneView;
 use crate::api::leases::LeaseView;
 use crate::api::objects::Manifest;
 use crate::inventory::{Cluster, Network, Node, Outcome, Profile};
+use crate::lb::server::Status as LbStatus;
 use crate::store::events::Event;
 use client::{Client, ClientError};
 use table::{opt, render};
@@ -28,6 +29,8 @@ pub enum Resource {
     Events,
     /// The records slipway's DNS server answers from (`get dns [ZONE]`).
     Dns,
+    /// Load-balancer frontends and backends with health and traffic.
+    Lb,
 }
 
 /// What `delete` can remove (`lease` releases one).
@@ -187,6 +190,46 @@ pub async fn get(
                     .collect();
                 print!("{}", render(&["ZONE", "NAME", "TYPE", "TTL", "VALUE"], &rows));
             }
+            Ok(())
+        }
+        Resource::Lb => {
+            let status: LbStatus = client.json(Method::GET, "/api/v1/lb", None::<&()>).await?;
+            if output == Output::Json {
+                print_json(&status);
+                return Ok(());
+            }
+            let frontends: Vec<Vec<String>> = status
+                .frontends
+                .iter()
+                .map(|f| {
+                    vec![
+                        f.name.to_string(),
+                        f.listen.to_string(),
+                        f.pool.to_string(),
+                        format!("{}/{}", f.active, f.max_connections),
+                    ]
+                })
+                .collect();
+            print!("{}", render(&["FRONTEND", "LISTEN", "POOL", "ACTIVE"], &frontends));
+            println!();
+            let backends: Vec<Vec<String>> = status
+                .pools
+                .iter()
+                .flat_map(|p| {
+                    p.backends.iter().map(|b| {
+                        vec![
+                            p.name.to_string(),
+                            b.address.to_string(),
+                            b.state.clone(),
+                            b.active.to_string(),
+                            b.connections.to_string(),
+                            b.bytes_in.to_string(),
+                            b.bytes_out.to_string(),
+                        ]
+                    })
+                })
+                .collect();
+            print!("{}", render(&["POOL", "BACKEND", "STATE", "ACTIVE", "TOTAL", "BYTES-IN", "BYTES-OUT"], &backends));
             Ok(())
         }
         Resource::Events if events.follow => {

@@ -37,6 +37,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub dhcp: Option<DhcpConfig>,
     pub dns: Option<DnsConfig>,
+    /// Load-balancer timeouts (`[lb]`); frontends and pools are in the inventory.
+    pub lb: crate::lb::Settings,
     pub tftp: Option<TftpConfig>,
     pub http: Option<HttpConfig>,
     /// What DHCP tells booting machines; derived from `[boot]`, `[tftp]` and `[http]`.
@@ -249,6 +251,7 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
 
     let boot = check_boot(&raw, report);
     let dns = raw.dns.as_ref().map(|d| check_dns(d, &inventory, report));
+    let lb = check_lb(&raw.lb, report);
     let http = raw.http.map(|h| HttpConfig {
         listen: h.listen,
         images: h.images.as_deref().map_or_else(|| state_dir.join("images"), resolve),
@@ -259,6 +262,7 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
         admin,
         dhcp: raw.dhcp.map(|d| DhcpConfig { interfaces: d.interfaces }),
         dns,
+        lb,
         tftp: raw.tftp.map(|t| TftpConfig {
             listen: t.listen,
             root: t.root.as_deref().map_or_else(|| PathBuf::from("/usr/lib/ipxe"), resolve),
@@ -375,6 +379,29 @@ fn check_dns(raw: &raw::RawDns, inventory: &Inventory, report: &mut Report<'_>) 
     }
 }
 
+fn check_lb(raw: &raw::RawLb, report: &mut Report<'_>) -> crate::lb::Settings {
+    let defaults = crate::lb::Settings::default();
+    let mut duration = |field: &str, text: &Option<String>, default: std::time::Duration| match text {
+        None => default,
+        Some(t) => match parse_duration(t) {
+            Ok(d) if !d.is_zero() => d,
+            _ => {
+                report.add(
+                    &FieldPath::parse("lb").key(field),
+                    Some(t.clone()),
+                    "not a positive duration (e.g. 3s, 1h)",
+                );
+                default
+            }
+        },
+    };
+    crate::lb::Settings {
+        connect_timeout: duration("connect_timeout", &raw.connect_timeout, defaults.connect_timeout),
+        idle_timeout: duration("idle_timeout", &raw.idle_timeout, defaults.idle_timeout),
+        drain_timeout: duration("drain_timeout", &raw.drain_timeout, defaults.drain_timeout),
+    }
+}
+
 fn check_boot(raw: &RawConfig, report: &mut Report<'_>) -> BootSettings {
     let mut boot = BootSettings {
         tftp: raw.tftp.is_some(),
@@ -458,7 +485,12 @@ fn check_inventory(raw: &RawConfig, report: &mut Report<'_>) -> Inventory {
         .lb
         .frontends
         .iter()
-        .map(|f| Frontend { name: f.name.clone(), listen: f.listen, pool: f.pool.clone() })
+        .map(|f| Frontend {
+            name: f.name.clone(),
+            listen: f.listen,
+            pool: f.pool.clone(),
+            max_connections: f.max_connections.unwrap_or(10_000),
+        })
         .collect();
     insert(&mut inv.frontends, &mut index, report, Kind::Frontend, &frontends, |f| &f.name);
     for c in inv.clusters.values_mut() {
@@ -488,7 +520,7 @@ fn check_pool(p: &RawPool, i: usize, report: &mut Report<'_>) -> Option<Pool> {
         }
         (Some(list), _, _, _) => {
             report.add(
-                &at.key("backends"),
+                &at.clone().key("backends"),
                 None,
                 format!("pool {}: list backends, or derive them with cluster/members/port, not both", p.name),
             );
@@ -496,14 +528,28 @@ fn check_pool(p: &RawPool, i: usize, report: &mut Report<'_>) -> Option<Pool> {
         }
         (None, _, _, _) => {
             report.add(
-                &at.key("name"),
+                &at.clone().key("name"),
                 Some(p.name.to_string()),
                 "a pool needs backends = [...] or cluster, members and port",
             );
             return None;
         }
     };
-    Some(Pool { name: p.name.clone(), algorithm: p.algorithm, backends })
+    let check = &p.check;
+    if check.rise == 0 || check.fall == 0 {
+        report.add(&at.clone().key("check"), None, format!("pool {}: rise and fall must be at least 1", p.name));
+    }
+    if check.interval < std::time::Duration::from_millis(100) || check.timeout > check.interval {
+        report.add(
+            &at.clone().key("check"),
+            None,
+            format!("pool {}: interval must be at least 100ms and timeout at most the interval", p.name),
+        );
+    }
+    if !check.path.starts_with('/') || check.path.contains(['\r', '\n', ' ']) {
+        report.add(&at.clone().key("check").key("path"), Some(check.path.clone()), "must be an absolute HTTP path");
+    }
+    Some(Pool { name: p.name.clone(), algorithm: p.algorithm, backends, check: check.clone() })
 }
 
 /// TCP listeners must not collide (admin, HTTP boot, DNS over TCP, LB frontends); nor UDP ones.

@@ -115,6 +115,12 @@ pub struct RawEvents {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLb {
+    /// Time to open a backend connection before the next backend is tried.
+    pub connect_timeout: Option<String>,
+    /// A connection with no traffic either way for this long is closed.
+    pub idle_timeout: Option<String>,
+    /// Connections to a backend that left its pool may continue this long.
+    pub drain_timeout: Option<String>,
     #[serde(default)]
     pub frontends: Vec<RawFrontend>,
     #[serde(default)]
@@ -127,6 +133,7 @@ pub struct RawFrontend {
     pub name: Name,
     pub listen: SocketAddr,
     pub pool: Name,
+    pub max_connections: Option<usize>,
 }
 
 /// A pool lists `backends`, or derives them from a cluster with `cluster`, `members`, `port`.
@@ -140,6 +147,8 @@ pub struct RawPool {
     pub cluster: Option<Name>,
     pub members: Option<Members>,
     pub port: Option<u16>,
+    #[serde(default)]
+    pub check: crate::inventory::HealthCheck,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]

@@ -369,6 +369,75 @@ pub struct Pool {
     pub name: Name,
     pub algorithm: Algorithm,
     pub backends: Backends,
+    #[serde(default)]
+    pub check: HealthCheck,
+}
+
+/// How a pool's backends are checked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckKind {
+    /// A TCP connection opens.
+    #[default]
+    Tcp,
+    /// `GET <path>` over TLS answers 200 (the Kubernetes API's `/readyz`); the certificate is
+    /// not verified unless a CA is given.
+    Https,
+}
+
+/// A pool's health check. The defaults follow the OKD documentation for the API: every 5 s,
+/// down after 3 failures, up after 2 successes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default)]
+    pub kind: CheckKind,
+    #[serde(default = "default_check_path")]
+    pub path: String,
+    #[serde(with = "duration_text", default = "default_check_interval")]
+    #[schema(value_type = String, example = "5s")]
+    pub interval: Duration,
+    #[serde(with = "duration_text", default = "default_check_timeout")]
+    #[schema(value_type = String, example = "2s")]
+    pub timeout: Duration,
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// PEM CA bundle to verify HTTPS checks against; absent: not verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            kind: CheckKind::Tcp,
+            path: default_check_path(),
+            interval: default_check_interval(),
+            timeout: default_check_timeout(),
+            rise: default_rise(),
+            fall: default_fall(),
+            ca_file: None,
+        }
+    }
+}
+
+fn default_check_path() -> String {
+    "/readyz".into()
+}
+fn default_check_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
 }
 
 /// A load-balancer listener that forwards to a pool. Declared in the config file.
@@ -378,6 +447,13 @@ pub struct Frontend {
     #[schema(value_type = String, example = "192.0.2.10:6443")]
     pub listen: SocketAddr,
     pub pool: Name,
+    /// Connections open at once; beyond it new connections are refused (closed at once).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    10_000
 }
 
 /// One consistent picture of everything slipway serves. Immutable once published.

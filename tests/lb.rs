@@ -1,0 +1,228 @@
+//! The load balancer with real TCP backends on loopback: round-robin spread, source-hash
+//! stickiness, a killed backend leaving and coming back, and a cluster pool that follows the
+//! inventory while an open stream keeps flowing.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::support::{self, Daemon, TOKEN, eventually};
+
+/// A backend that greets each connection with its name, then echoes.
+struct Backend {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Backend {
+    fn start(addr: &str, name: &str) -> Backend {
+        let listener = TcpListener::bind(addr).expect("bind backend");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, name) = (stop.clone(), name.to_owned());
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        let name = name.clone();
+                        std::thread::spawn(move || {
+                            let _ = conn.set_nonblocking(false);
+                            let _ = writeln!(conn, "{name}");
+                            let mut buf = [0u8; 4096];
+                            while let Ok(n) = conn.read(&mut buf) {
+                                if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Backend { addr, stop, thread: Some(thread) }
+    }
+
+    /// Closes the listener: new connections are refused.
+    fn kill(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0)).expect("free port").local_addr().expect("addr").port()
+}
+
+/// Connects through the frontend (optionally from `from`) and returns the backend's greeting
+/// and the open stream.
+fn through(frontend: SocketAddr, from: Option<&str>) -> (String, TcpStream) {
+    let stream = match from {
+        Some(ip) => {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+            socket.bind(&SocketAddr::from((ip.parse::<std::net::Ipv4Addr>().expect("ip"), 0)).into()).expect("bind");
+            socket.connect(&frontend.into()).expect("connect");
+            TcpStream::from(socket)
+        }
+        None => TcpStream::connect(frontend).expect("connect to the frontend"),
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut line = String::new();
+    BufReader::new(stream.try_clone().expect("clone")).read_line(&mut line).expect("greeting");
+    (line.trim().to_owned(), stream)
+}
+
+/// `n` greeting backends on loopback and a daemon balancing them as pool `web` (with `options`
+/// added to the pool); returns them and the frontend address.
+fn static_pool(dir: &std::path::Path, n: usize, options: &str) -> (Vec<Backend>, SocketAddr, Daemon) {
+    let backends: Vec<Backend> = (0..n).map(|i| Backend::start("127.0.0.1:0", &format!("b{i}"))).collect();
+    let list: Vec<String> = backends.iter().map(|b| format!("\"{}\"", b.addr)).collect();
+    let frontend = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
+    let pool = format!("[[lb.pools]]\nname = \"web\"\nbackends = [{}]\n{options}", list.join(", "));
+    let daemon = support::start(&lb_config(dir, &pool, frontend), &[]);
+    (backends, frontend, daemon)
+}
+
+fn lb_config(dir: &std::path::Path, pool: &str, frontend: SocketAddr) -> std::path::PathBuf {
+    support::config(
+        dir,
+        &format!("{pool}\n[[lb.frontends]]\nname = \"web\"\nlisten = \"{frontend}\"\npool = \"web\"\n"),
+    )
+}
+
+fn status(daemon: &Daemon) -> serde_json::Value {
+    let (ok, out, err) = support::cli(daemon, &["get", "lb", "-o", "json"]);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).expect("json")
+}
+
+fn backend_state(daemon: &Daemon, addr: SocketAddr) -> String {
+    let s = status(daemon);
+    s["pools"][0]["backends"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["address"] == addr.to_string()))
+        .map(|b| b["state"].as_str().unwrap_or_default().to_owned())
+        .unwrap_or_else(|| "absent".into())
+}
+
+#[test]
+fn round_robin_spreads_connections_evenly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_backends, frontend, daemon) = static_pool(dir.path(), 3, "");
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..30 {
+        let (name, mut stream) = through(frontend, None);
+        stream.write_all(b"ping\n").expect("send");
+        let mut echo = [0u8; 5];
+        stream.read_exact(&mut echo).expect("echo through the balancer");
+        assert_eq!(&echo, b"ping\n");
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    assert_eq!(counts.values().copied().collect::<Vec<_>>(), [10, 10, 10], "{counts:?}");
+    let (ok, out, _) = support::cli(&daemon, &["get", "lb"]);
+    assert!(ok && out.contains("FRONTEND") && out.lines().filter(|l| l.contains(" up ")).count() == 3, "{out}");
+}
+
+#[test]
+fn source_hashing_keeps_each_client_on_one_backend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_backends, frontend, _daemon) = static_pool(dir.path(), 3, "algorithm = \"source-hash\"\n");
+    let mut used = std::collections::BTreeSet::new();
+    for client in 2..12 {
+        let from = format!("127.0.0.{client}");
+        let first = through(frontend, Some(&from)).0;
+        for _ in 0..4 {
+            assert_eq!(through(frontend, Some(&from)).0, first, "client {from} moved");
+        }
+        used.insert(first);
+    }
+    assert!(used.len() >= 2, "ten clients all hashed to one backend: {used:?}");
+}
+
+#[test]
+fn a_killed_backend_leaves_the_pool_and_returns_after_rise_successes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = "check = { interval = \"200ms\", timeout = \"100ms\", rise = 2, fall = 2 }\n";
+    let (mut backends, frontend, daemon) = static_pool(dir.path(), 2, check);
+    let dead = backends[1].addr;
+    backends[1].kill();
+    eventually("the killed backend to be marked down", Duration::from_secs(5), || {
+        backend_state(&daemon, dead) == "down"
+    });
+    for _ in 0..10 {
+        assert_eq!(through(frontend, None).0, "b0", "a down backend gets no connection");
+    }
+    let (ok, out, _) = support::cli(&daemon, &["get", "events", "--type", "backend_down", "-o", "json"]);
+    assert!(ok && out.contains(&dead.to_string()), "{out}");
+    // Back on the same address: up again after two good checks.
+    let _again = Backend::start(&dead.to_string(), "b1");
+    eventually("the backend to come back", Duration::from_secs(5), || backend_state(&daemon, dead) == "up");
+    let names: std::collections::BTreeSet<String> = (0..6).map(|_| through(frontend, None).0).collect();
+    assert!(names.contains("b1"), "{names:?}");
+}
+
+#[test]
+fn deleting_the_bootstrap_node_drops_it_from_the_api_pool_without_cutting_a_master_stream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port("127.0.0.11");
+    let _bootstrap = Backend::start(&format!("127.0.0.11:{port}"), "bootstrap");
+    let _master = Backend::start(&format!("127.0.0.12:{port}"), "master-0");
+    let frontend = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
+    let extra = format!(
+        "[[networks]]\nname = \"loop\"\ninterface = \"lo\"\ncidr = \"127.0.0.0/8\"\n\
+         [[clusters]]\nname = \"okd\"\nkind = \"okd\"\nbase_domain = \"lab.example\"\nnetwork = \"loop\"\n\
+         api_address = \"127.0.0.1\"\napi_int_address = \"127.0.0.1\"\ningress_address = \"127.0.0.1\"\n\
+         [[lb.pools]]\nname = \"web\"\ncluster = \"okd\"\nmembers = \"control-plane\"\nport = {port}\n"
+    );
+    let daemon = support::start(&lb_config(dir.path(), &extra, frontend), &[]);
+    let yaml = dir.path().join("nodes.yaml");
+    std::fs::write(
+        &yaml,
+        "nodes:\n  - {name: okd-bootstrap, cluster: okd, role: bootstrap, mac: \"52:54:00:00:0b:01\", ipv4: 127.0.0.11}\n  \
+         - {name: okd-master, cluster: okd, role: control-plane, mac: \"52:54:00:00:0b:02\", ipv4: 127.0.0.12}\n",
+    )
+    .expect("yaml");
+    let (ok, _, err) = support::cli(&daemon, &["apply", "-f", yaml.to_str().expect("utf-8")]);
+    assert!(ok, "{err}");
+    eventually("both nodes in the pool", Duration::from_secs(5), || {
+        status(&daemon)["pools"][0]["backends"].as_array().is_some_and(|b| b.len() == 2)
+    });
+    // A long-lived stream to the master (round-robin alternates, so one of two lands there).
+    let (mut master_stream, mut seen) = (None, Vec::new());
+    for _ in 0..4 {
+        let (name, stream) = through(frontend, None);
+        seen.push(name.clone());
+        if name == "master-0" {
+            master_stream = Some(stream);
+            break;
+        }
+    }
+    let mut master_stream = master_stream.unwrap_or_else(|| panic!("no connection reached the master: {seen:?}"));
+
+    let (ok, _, err) = support::cli(&daemon, &["delete", "node", "okd-bootstrap"]);
+    assert!(ok, "{err}");
+    let bootstrap: SocketAddr = format!("127.0.0.11:{port}").parse().expect("addr");
+    eventually("the bootstrap node to leave the pool", Duration::from_secs(5), || {
+        matches!(backend_state(&daemon, bootstrap).as_str(), "absent" | "draining")
+    });
+    for _ in 0..6 {
+        assert_eq!(through(frontend, None).0, "master-0", "new connections go to the master only");
+    }
+    master_stream.write_all(b"still here\n").expect("the master stream is open");
+    let mut echo = [0u8; 11];
+    master_stream.read_exact(&mut echo).expect("and still answers");
+    assert_eq!(&echo, b"still here\n");
+    let _ = TOKEN;
+}
