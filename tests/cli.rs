@@ -117,38 +117,10 @@ fn get_events_follow_prints_new_events_as_they_happen() {
     let _ = follower.wait();
 }
 
-/// Makes a self-signed certificate for 127.0.0.1 with openssl.
-fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=slipway-test",
-        ])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl must be installed (the test script installs it)");
-    assert!(status.success());
-    (cert, key)
-}
-
 #[test]
 fn the_api_serves_tls_and_the_cli_verifies_it_with_a_ca_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = self_signed(dir.path());
+    let (cert, key) = support::self_signed(dir.path());
     let config = support::config(dir.path(), "");
     let text = std::fs::read_to_string(&config).expect("read").replacen(
         "[admin]\n",

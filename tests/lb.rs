@@ -226,3 +226,161 @@ fn deleting_the_bootstrap_node_drops_it_from_the_api_pool_without_cutting_a_mast
     assert_eq!(&echo, b"still here\n");
     let _ = TOKEN;
 }
+
+/// An HTTPS backend: `/readyz` answers 200 or 500 as `ready` says; `/stream` sends `tick` lines
+/// every 100 ms for four seconds (a long-lived stream, like a Kubernetes watch).
+async fn https_backend(cert: &std::path::Path, key: &std::path::Path, ready: Arc<AtomicBool>) -> SocketAddr {
+    use rustls_pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs =
+        rustls_pki_types::CertificateDer::pem_file_iter(cert).expect("cert").map(|c| c.expect("cert")).collect();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).expect("key");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, ready) = (acceptor.clone(), ready.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && tls.read_exact(&mut byte).await.is_ok() {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                if head.starts_with("GET /stream ") {
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n")
+                        .await;
+                    for _ in 0..40 {
+                        if tls.write_all(b"tick\n").await.is_err() || tls.flush().await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                } else {
+                    let status = if ready.load(Ordering::Relaxed) { "200 OK" } else { "500 Internal Server Error" };
+                    let _ = tls
+                        .write_all(
+                            format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+                        )
+                        .await;
+                }
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_backend_whose_readyz_fails_leaves_the_pool_while_its_open_stream_keeps_flowing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = support::self_signed(dir.path());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let ready = Arc::new(AtomicBool::new(true));
+    let backend = runtime.block_on(https_backend(&cert, &key, ready.clone()));
+    let frontend = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
+    let pool = format!(
+        "[[lb.pools]]\nname = \"web\"\nbackends = [\"{backend}\"]\n\
+         check = {{ kind = \"https\", path = \"/readyz\", interval = \"200ms\", timeout = \"150ms\", rise = 2, fall = 2 }}\n"
+    );
+    let daemon = support::start(&lb_config(dir.path(), &pool, frontend), &[]);
+    let pem = std::fs::read(&cert).expect("cert");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let url = |path: &str| format!("https://{frontend}{path}");
+    let (ticks_before, ticks_after) = runtime.block_on(async {
+        let mut stream = client.get(url("/stream")).send().await.expect("a stream through the balancer");
+        assert!(stream.status().is_success());
+        let mut before = 0;
+        while before < 3 {
+            let chunk = stream.chunk().await.expect("chunk").expect("more");
+            before += chunk.iter().filter(|b| **b == b'\n').count();
+        }
+        ready.store(false, Ordering::Relaxed);
+        let state = {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let state = tokio::task::block_in_place(|| backend_state(&daemon, backend));
+                if state == "down" || std::time::Instant::now() > deadline {
+                    break state;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        assert_eq!(state, "down", "/readyz answering 500 takes the backend out");
+        assert!(client.get(url("/readyz")).send().await.is_err(), "no backend is usable: new connections are refused");
+        let mut after = 0;
+        while let Some(chunk) = stream.chunk().await.expect("the open stream is not cut") {
+            after += chunk.iter().filter(|b| **b == b'\n').count();
+        }
+        (before, after)
+    });
+    assert_eq!(ticks_before + ticks_after, 40, "every tick of the open stream arrived");
+    assert!(ticks_after > 0);
+    ready.store(true, Ordering::Relaxed);
+    eventually("the backend to come back after rise successes", Duration::from_secs(5), || {
+        backend_state(&daemon, backend) == "up"
+    });
+    let (ok, out, _) = support::cli(&daemon, &["get", "events", "--type", "backend_down,backend_up", "-o", "json"]);
+    assert!(ok && out.contains("500"), "the down event names the failure: {out}");
+}
+
+#[test]
+fn thousands_of_idle_connections_do_not_stop_a_normal_client() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    // The test holds 2,000 idle client sockets and the backend their 2,000 peers.
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+    assert!(hard >= 8192, "the open-file hard limit ({hard}) is too low for this test");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    // A tokio echo backend: one cheap task per connection.
+    let backend = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = conn.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    });
+    let frontend = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
+    let pool = format!("[[lb.pools]]\nname = \"web\"\nbackends = [\"{backend}\"]\n");
+    let daemon = support::start(&lb_config(dir.path(), &pool, frontend), &[]);
+    // 2,000 clients that connect and never send anything.
+    let idle: Vec<TcpStream> = (0..2000).map(|_| TcpStream::connect(frontend).expect("idle connection")).collect();
+    eventually("the idle connections to be proxied", Duration::from_secs(60), || {
+        status(&daemon)["frontends"][0]["active"].as_u64() == Some(2000)
+    });
+    // A normal client still connects and moves data both ways.
+    let mut normal = TcpStream::connect(frontend).expect("connect");
+    normal.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let payload = vec![7u8; 256 * 1024];
+    let writer = {
+        let mut w = normal.try_clone().expect("clone");
+        let payload = payload.clone();
+        std::thread::spawn(move || w.write_all(&payload).expect("send"))
+    };
+    let mut back = vec![0u8; payload.len()];
+    normal.read_exact(&mut back).expect("the echo arrives");
+    writer.join().expect("writer");
+    assert_eq!(back, payload);
+    drop(idle);
+}

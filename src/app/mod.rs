@@ -49,6 +49,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let mut terminate = signal(SignalKind::terminate()).map_err(AppError::Signal)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(AppError::Signal)?;
 
+    raise_fd_limit();
     let store = Store::open(&config.state_dir, config.inventory.clone())?;
     let events = EventLog::open(&store, config.events)?;
     let (token, token_path) = api::auth::load(&config.admin.token, &config.state_dir, config.path.parent())?;
@@ -177,6 +178,22 @@ fn dns_listen(
         }
     }
     Ok(out)
+}
+
+/// Every load-balanced connection takes two file descriptors: lift the soft limit to the hard
+/// one (systemd's `LimitNOFILE=` sets both), so a busy frontend is bounded by its
+/// `max_connections`, not by a 1024 default.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
 }
 
 fn sd_notify(state: &str) {
