@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod dhcp;
 pub mod dns;
+pub mod http;
 pub mod inventory;
 pub mod lb;
 pub mod store;

@@ -1,4 +1,6 @@
-//! Serves the admin router on a TCP listener, with optional TLS, until shutdown.
+//! Serves a router (the admin API, the HTTP boot service) on a TCP listener, with optional TLS,
+//! until shutdown. Every request carries a `Connection` extension: the TCP peer and the local
+//! address it reached, the only identity the boot service trusts.
 //!
 //! One task per connection; HTTP/1.1 with a header-read timeout (slow clients cannot hold a
 //! connection without sending a request); a bound on concurrent connections; TLS handshakes
@@ -38,10 +40,19 @@ pub enum ServeError {
     Tls { what: &'static str, path: String, message: String },
 }
 
-/// A bound admin listener, ready to serve.
+/// The TCP connection a request arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Connection {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// A bound listener, ready to serve.
 pub struct Listener {
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
+    /// Names the service in log lines.
+    name: &'static str,
 }
 
 impl std::fmt::Debug for Listener {
@@ -58,13 +69,18 @@ impl Listener {
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
     }
+
+    /// A plain-HTTP listener for another service (`name` appears in its log lines).
+    pub fn plain(name: &'static str, tcp: TcpListener) -> Listener {
+        Listener { tcp, tls: None, name }
+    }
 }
 
 /// Binds the admin address and loads the TLS files, if any. Errors name the address or file.
 pub async fn bind(addr: SocketAddr, tls: Option<&TlsFiles>) -> Result<Listener, ServeError> {
     let tls = tls.map(tls_acceptor).transpose()?;
     let tcp = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
-    Ok(Listener { tcp, tls })
+    Ok(Listener { tcp, tls, name: "admin API" })
 }
 
 fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, ServeError> {
@@ -104,16 +120,25 @@ pub async fn run(listener: Listener, router: Router, shutdown: CancellationToken
                 Ok(conn) => conn,
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "admin API: accept failed");
+                    tracing::warn!(error = %e, "{}: accept failed", listener.name);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
-        let service = TowerToHyperService::new(router.clone());
+        let conn = Connection { peer, local: stream.local_addr().unwrap_or(peer) };
+        let router = router.clone();
+        let service = TowerToHyperService::new(tower::util::MapRequest::new(
+            router,
+            move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(conn);
+                req
+            },
+        ));
         let http = http.clone();
         let watcher = graceful.watcher();
         let tls = listener.tls.clone();
+        let name = listener.name;
         tokio::spawn(async move {
             let _permit = permit;
             let result = match tls {
@@ -121,23 +146,24 @@ pub async fn run(listener: Listener, router: Router, shutdown: CancellationToken
                 Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls_stream)) => watcher.watch(http.serve_connection(TokioIo::new(tls_stream), service)).await,
                     Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "admin API: TLS handshake failed");
+                        tracing::debug!(%peer, error = %e, "{name}: TLS handshake failed");
                         return;
                     }
                     Err(_) => {
-                        tracing::debug!(%peer, "admin API: TLS handshake timed out");
+                        tracing::debug!(%peer, "{name}: TLS handshake timed out");
                         return;
                     }
                 },
             };
             if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "admin API: connection ended with an error");
+                tracing::debug!(%peer, error = %e, "{name}: connection ended with an error");
             }
         });
     }
+    let name = listener.name;
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(GRACE) => tracing::warn!("admin API: connections still open after the grace period; closing them"),
+        () = tokio::time::sleep(GRACE) => tracing::warn!("{name}: connections still open after the grace period; closing them"),
     }
 }

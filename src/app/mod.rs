@@ -39,6 +39,8 @@ pub enum AppError {
     Dns(#[from] crate::dns::server::DnsError),
     #[error(transparent)]
     Lb(#[from] crate::lb::server::LbError),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -90,6 +92,14 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         readiness.bound(&what, addr);
     }
 
+    let boot_http = match &config.http {
+        Some(h) => Some(crate::http::Server::bind(h.listen, h.settings.clone()).await?),
+        None => None,
+    };
+    if let Some(h) = &boot_http {
+        readiness.bound("http boot", h.local_addr());
+    }
+
     readiness.expect("admin", config.admin.listen);
     let admin = api::serve::bind(config.admin.listen, config.admin.tls.as_ref()).await?;
     let admin_addr = admin.local_addr().unwrap_or(config.admin.listen);
@@ -122,6 +132,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     }
     if let Some(lb) = lb {
         tasks.spawn(lb.run(events.clone(), store.subscribe(), shutdown.clone()));
+    }
+    if let Some(h) = boot_http {
+        tasks.spawn(h.run(store.clone(), events.clone(), shutdown.clone()));
     }
 
     let inv = store.snapshot();
@@ -205,11 +218,7 @@ fn sd_notify(state: &str) {
 /// Sections this build parses and checks but does not serve yet are named at start-up, so an
 /// operator is never left guessing why a port is closed.
 fn warn_unserved(config: &Config) {
-    let unserved = [
-        ("tftp", config.tftp.is_some()),
-        ("http", config.http.is_some()),
-        ("hypervisors", !config.hypervisors.is_empty()),
-    ];
+    let unserved = [("tftp", config.tftp.is_some()), ("hypervisors", !config.hypervisors.is_empty())];
     for (section, configured) in unserved {
         if configured {
             tracing::warn!(section, "configured, but this build of slipway does not serve it yet");

@@ -1,6 +1,15 @@
 //! Boot selection: what a machine is told to boot. DHCP asks here which answer a client gets
 //! (TFTP + an iPXE binary, a UEFI HTTP boot URL, or the iPXE script URL); the HTTP boot service
-//! (a later part) renders what those URLs serve. Pure functions only.
+//! asks which profile a machine boots (`select`) and renders what its URLs serve (`script`,
+//! `ignition`, `cloudinit`), and who may fetch a config (`access`). Pure functions only: no
+//! sockets, files or clocks here.
+
+pub mod access;
+pub mod cloudinit;
+pub mod ignition;
+pub mod script;
+pub mod select;
+pub mod template;
 
 use std::net::Ipv4Addr;
 

@@ -28,6 +28,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/slipway";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9443";
 /// The systemd credential name looked up when no token source is configured.
 pub const DEFAULT_TOKEN_CREDENTIAL: &str = "admin-token";
+/// Where Debian's `ipxe` package puts undionly.kpxe, ipxe.efi and snponly.efi.
+pub const DEFAULT_TFTP_ROOT: &str = "/usr/lib/ipxe";
 
 /// The checked configuration.
 #[derive(Clone, Debug)]
@@ -96,7 +98,7 @@ pub struct TftpConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
-    pub images: PathBuf,
+    pub settings: crate::http::Settings,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -252,9 +254,25 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
     let boot = check_boot(&raw, report);
     let dns = raw.dns.as_ref().map(|d| check_dns(d, &inventory, report));
     let lb = check_lb(&raw.lb, report);
+    let tftp_root =
+        raw.tftp.as_ref().and_then(|t| t.root.as_deref()).map_or_else(|| PathBuf::from(DEFAULT_TFTP_ROOT), resolve);
+    for (i, key) in raw.boot.ssh_authorized_keys.iter().enumerate() {
+        if key.trim().is_empty() || key.contains(['\n', '\r']) || key.split_whitespace().count() < 2 {
+            report.add(
+                &FieldPath::parse("boot.ssh_authorized_keys").index(i),
+                Some(key.clone()),
+                "must be one OpenSSH public key line (`ssh-ed25519 AAAA... comment`)",
+            );
+        }
+    }
     let http = raw.http.map(|h| HttpConfig {
         listen: h.listen,
-        images: h.images.as_deref().map_or_else(|| state_dir.join("images"), resolve),
+        settings: crate::http::Settings {
+            images: h.images.as_deref().map_or_else(|| state_dir.join("images"), resolve),
+            ipxe: tftp_root.clone(),
+            templates: raw.boot.templates.as_deref().map(resolve),
+            ssh_keys: raw.boot.ssh_authorized_keys.clone(),
+        },
     });
     Some(Config {
         path: report.file.clone(),
@@ -263,10 +281,7 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
         dhcp: raw.dhcp.map(|d| DhcpConfig { interfaces: d.interfaces }),
         dns,
         lb,
-        tftp: raw.tftp.map(|t| TftpConfig {
-            listen: t.listen,
-            root: t.root.as_deref().map_or_else(|| PathBuf::from("/usr/lib/ipxe"), resolve),
-        }),
+        tftp: raw.tftp.map(|t| TftpConfig { listen: t.listen, root: tftp_root }),
         http,
         boot,
         events,

@@ -103,6 +103,11 @@ pub struct RawBoot {
     pub bios_file: Option<String>,
     pub uefi_file: Option<String>,
     pub arm64_file: Option<String>,
+    /// SSH public keys put into every rendered Ignition and cloud-init config.
+    #[serde(default)]
+    pub ssh_authorized_keys: Vec<String>,
+    /// Operator templates: `cloud-init/[<role>.]user-data`, `ignition/<role>.ign`, `ignition/default.ign`.
+    pub templates: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -237,6 +237,18 @@ pub enum Role {
     Infra,
 }
 
+impl Role {
+    /// The name used in files and templates (`control-plane`), as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Bootstrap => "bootstrap",
+            Role::ControlPlane => "control-plane",
+            Role::Worker => "worker",
+            Role::Infra => "infra",
+        }
+    }
+}
+
 /// A machine slipway knows by MAC address: it gets a reserved address, a hostname and a profile.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -323,9 +335,47 @@ pub struct Profile {
     pub args: Vec<String>,
     #[serde(default)]
     pub config: ConfigKind,
+    /// The system installs itself to disk: once the node phones home, its boot script boots the
+    /// local disk instead (no reinstall loop) until a reinstall is requested.
+    #[serde(default)]
+    pub installs: bool,
+    /// Which machines get this profile when their node names none: the most specific matching
+    /// profile wins. `match = {}` matches every machine (the default profile, also for
+    /// machines slipway does not know). Absent: only nodes that name this profile get it.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub selector: Option<Selector>,
     /// Set by slipway (`config` or `api`); ignored on input.
     #[serde(default)]
     pub origin: Origin,
+}
+
+/// What a machine must have for a profile's `match`. Every field set must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Selector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Name>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// iPXE's `${buildarch}`: `x86_64`, `i386`, `arm64`, `arm32`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    /// Node labels that must all be present with these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Selector {
+    /// How specific the selector is: a MAC outranks everything else, then each criterion counts.
+    pub fn specificity(&self) -> usize {
+        usize::from(self.mac.is_some()) * 100
+            + usize::from(self.cluster.is_some())
+            + usize::from(self.role.is_some())
+            + usize::from(self.arch.is_some())
+            + self.labels.len()
+    }
 }
 
 /// How a pool picks a backend for a new connection.

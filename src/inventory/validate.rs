@@ -286,6 +286,38 @@ fn profiles(inv: &Inventory, p: &mut Problems) {
                 p.add(Kind::Profile, &prof.name, field, path, problem);
             }
         }
+        for text in std::iter::once(&prof.kernel).chain(&prof.initrds).chain(&prof.args) {
+            if let Err(e) = crate::boot::template::check(text) {
+                p.add(Kind::Profile, &prof.name, "args", text, e.to_string());
+            }
+        }
+        if let Some(sel) = &prof.selector {
+            if let Some(arch) = &sel.arch
+                && !["x86_64", "i386", "arm64", "arm32"].contains(&arch.as_str())
+            {
+                p.add(
+                    Kind::Profile,
+                    &prof.name,
+                    "match.arch",
+                    arch,
+                    "must be one of x86_64, i386, arm64, arm32 (iPXE's ${buildarch})",
+                );
+            }
+            if let Some(cluster) = &sel.cluster
+                && !inv.clusters.contains_key(cluster)
+            {
+                p.add(Kind::Profile, &prof.name, "match.cluster", cluster, "no such cluster");
+            }
+            if let Some(twin) = inv.profiles.values().find(|o| o.name < prof.name && o.selector.as_ref() == Some(sel)) {
+                p.add(
+                    Kind::Profile,
+                    &prof.name,
+                    "match",
+                    serde_json::to_string(sel).unwrap_or_default(),
+                    format!("profile {} has the same match; which one boots would be arbitrary", twin.name),
+                );
+            }
+        }
         for arg in &prof.args {
             if arg.is_empty() || arg.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 p.add(

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use crate::inventory::{
     Action, ChangeError, HasOrigin, Inventory, Kind, Lease, LeaseState, Name, Op, Origin, Outcome, Timestamp, validate,
 };
-use schema::{CLUSTERS, INVENTORY_VERSION_KEY, LEASES, META, NODES, PROFILES, SCHEMA_VERSION};
+use schema::{CLUSTERS, INSTALLED, INVENTORY_VERSION_KEY, LEASES, META, NODES, PROFILES, SCHEMA_VERSION};
 
 /// The store's file name inside the state directory.
 pub const FILE_NAME: &str = "slipway.redb";
@@ -223,6 +223,13 @@ impl Store {
         Ok(out)
     }
 
+    /// The lease on `ip`, if there is one.
+    pub fn lease(&self, ip: Ipv4Addr) -> Result<Option<Lease>, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(LEASES)?;
+        table.get(u32::from(ip))?.map(|v| decode("leases", ip, v.value())).transpose()
+    }
+
     /// Writes leases durably in one transaction (the DHCP server calls this before it ACKs).
     pub fn put_leases(&self, leases: &[Lease]) -> Result<(), StoreError> {
         let txn = self.inner.db.begin_write()?;
@@ -252,6 +259,29 @@ impl Store {
         };
         self.commit(txn)?;
         Ok(lease)
+    }
+
+    /// When `node` reported an installed system, if it has (and no reinstall was asked since).
+    pub fn installed(&self, node: &str) -> Result<Option<Timestamp>, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(INSTALLED)?;
+        Ok(table.get(node)?.map(|v| Timestamp::from_unix_millis(v.value())))
+    }
+
+    /// Records that `node` runs an installed system (`Some`), or clears it so the node is
+    /// installed again on its next network boot (`None`). Returns the previous value.
+    pub fn set_installed(&self, node: &str, at: Option<Timestamp>) -> Result<Option<Timestamp>, StoreError> {
+        let txn = self.inner.db.begin_write()?;
+        let previous = {
+            let mut table = txn.open_table(INSTALLED)?;
+            let previous = match at {
+                Some(at) => table.insert(node, at.unix_millis())?,
+                None => table.remove(node)?,
+            };
+            previous.map(|v| Timestamp::from_unix_millis(v.value()))
+        };
+        self.commit(txn)?;
+        Ok(previous)
     }
 
     #[cfg(test)]

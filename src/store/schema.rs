@@ -2,11 +2,12 @@
 //!
 //! Version history:
 //! - 1: meta, nodes, clusters, profiles (JSON by name), leases (JSON by IPv4), events.
+//! - 2: installed (node name -> unix milliseconds when it reported an installed system).
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// The schema this build writes. Raise it with a new entry in `MIGRATIONS`.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
@@ -15,6 +16,8 @@ pub const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profile
 pub const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases");
 /// Event sequence number -> (unix milliseconds, JSON).
 pub const EVENTS: TableDefinition<u64, (u64, &[u8])> = TableDefinition::new("events");
+/// Node name -> unix milliseconds when the node phoned home from an installed system.
+pub const INSTALLED: TableDefinition<&str, u64> = TableDefinition::new("installed");
 
 pub const SCHEMA_KEY: &str = "schema_version";
 pub const INVENTORY_VERSION_KEY: &str = "inventory_version";
@@ -22,7 +25,7 @@ pub const INVENTORY_VERSION_KEY: &str = "inventory_version";
 type Migration = fn(&WriteTransaction) -> Result<(), redb::Error>;
 
 /// `MIGRATIONS[v]` turns a version-`v` store into version `v + 1`. Version 0 is an empty file.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_v1];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_v1, add_installed];
 
 fn create_v1(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(META)?;
@@ -31,6 +34,11 @@ fn create_v1(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(PROFILES)?;
     txn.open_table(LEASES)?;
     txn.open_table(EVENTS)?;
+    Ok(())
+}
+
+fn add_installed(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(INSTALLED)?;
     Ok(())
 }
 

@@ -239,3 +239,30 @@ async fn appends_after_close_are_counted_as_dropped() {
     event(&log, "w0", EventKind::DaemonStopping);
     assert_eq!(log.dropped(), 1);
 }
+
+#[test]
+fn a_version_1_store_is_migrated_and_keeps_its_nodes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path(), declared()).expect("open");
+        store.apply(&[Op::Put(Object::Node(worker("w1", 1)))]).expect("write");
+    }
+    {
+        // What version 1 wrote: no `installed` table.
+        let db = Database::create(dir.path().join(FILE_NAME)).expect("db");
+        let txn = db.begin_write().expect("txn");
+        txn.delete_table(schema::INSTALLED).expect("drop installed");
+        txn.open_table(META).expect("meta").insert(schema::SCHEMA_KEY, 1).expect("insert");
+        txn.commit().expect("commit");
+    }
+    let store = Store::open(dir.path(), declared()).expect("migrated");
+    assert!(store.snapshot().nodes.contains_key("w1"));
+    assert_eq!(store.installed("w1").expect("read"), None);
+    let at = Timestamp::from_unix_millis(1_700_000_000_000);
+    assert_eq!(store.set_installed("w1", Some(at)).expect("mark"), None);
+    drop(store);
+    let store = Store::open(dir.path(), declared()).expect("reopen");
+    assert_eq!(store.installed("w1").expect("read"), Some(at));
+    assert_eq!(store.set_installed("w1", None).expect("clear"), Some(at));
+    assert_eq!(store.installed("w1").expect("read"), None);
+}

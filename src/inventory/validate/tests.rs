@@ -240,6 +240,8 @@ fn profile_paths_must_stay_inside_the_images_directory() {
             initrds: vec!["/abs/initrd".into(), "https://mirror.example/initrd.img".into()],
             args: vec!["console=ttyS0".into(), "bad arg".into()],
             config: Default::default(),
+            installs: false,
+            selector: None,
             origin: Origin::Api,
         };
         inv.profiles.insert(prof.name.clone(), prof);
@@ -332,4 +334,28 @@ fn a_proxy_network_has_no_pool() {
     });
     assert_eq!(p.len(), 1, "{p:#?}");
     assert_eq!((p[0].kind, p[0].field.as_str()), (Kind::Network, "pool"));
+}
+
+#[test]
+fn profile_matches_and_variables_are_checked() {
+    let p = problems_after(|inv| {
+        for (n, arch, arg) in [("a", "x86_64", "x={{ip}}"), ("b", "x86_64", "y={{hostnme}}"), ("c", "sparc", "z")] {
+            let prof = Profile {
+                name: name(n),
+                kernel: "k".into(),
+                initrds: vec![],
+                args: vec![arg.into()],
+                config: Default::default(),
+                installs: false,
+                selector: Some(crate::inventory::Selector { arch: Some(arch.into()), ..Default::default() }),
+                origin: Origin::Api,
+            };
+            inv.profiles.insert(prof.name.clone(), prof);
+        }
+    });
+    let text: Vec<String> = p.iter().map(|p| format!("{} {} {}", p.name, p.field, p.message)).collect();
+    assert!(text.iter().any(|t| t.starts_with("b args unknown variable {{hostnme}}")), "{text:?}");
+    assert!(text.iter().any(|t| t.starts_with("b match profile a has the same match")), "{text:?}");
+    assert!(text.iter().any(|t| t.starts_with("c match.arch must be one of")), "{text:?}");
+    assert_eq!(p.len(), 3, "{text:?}");
 }

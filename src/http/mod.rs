@@ -1,0 +1,61 @@
+//! The HTTP boot service (on the provisioning side, separate from the admin API): iPXE scripts,
+//! images, iPXE binaries for UEFI HTTP boot, Ignition and cloud-init documents, phone-home. A
+//! thin adapter: `boot` decides every answer; this module finds the machine by its TCP source
+//! address, reads files and records events.
+
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::serve::{self, Listener};
+use crate::store::Store;
+use crate::store::events::EventLog;
+
+/// What the boot service serves from where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Kernels, initrds and rootfs images (`/images/...`).
+    pub images: PathBuf,
+    /// iPXE binaries for UEFI HTTP boot (`/ipxe/...`): the TFTP root.
+    pub ipxe: PathBuf,
+    /// Operator templates: `cloud-init/[<role>.]user-data`, `ignition/[<role>|default].ign`.
+    pub templates: Option<PathBuf>,
+    /// SSH public keys put into every rendered config.
+    pub ssh_keys: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("HTTP boot service: cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A bound boot service.
+#[derive(Debug)]
+pub struct Server {
+    listener: Listener,
+    addr: SocketAddr,
+    settings: Arc<Settings>,
+}
+
+impl Server {
+    pub async fn bind(addr: SocketAddr, settings: Settings) -> Result<Server, HttpError> {
+        let tcp = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
+        let addr = tcp.local_addr().unwrap_or(addr);
+        Ok(Server { listener: Listener::plain("HTTP boot", tcp), addr, settings: Arc::new(settings) })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub async fn run(self, store: Store, events: EventLog, shutdown: CancellationToken) {
+        let router = routes::router(routes::BootState { store, events, settings: self.settings });
+        serve::run(self.listener, router, shutdown).await;
+    }
+}

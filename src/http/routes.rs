@@ -1,0 +1,262 @@
+//! The boot service's routes. Each handler finds the machine by the connection's source address
+//! (never by a header or a query parameter), asks `boot` for the answer and records the step in
+//! the event log, which is the node's boot timeline.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use serde::Deserialize;
+use tower_http::services::ServeDir;
+
+use super::Settings;
+use crate::api::serve::Connection;
+use crate::boot::access::{self, Refusal};
+use crate::boot::select::{self, Machine};
+use crate::boot::{cloudinit, ignition, script};
+use crate::inventory::{ConfigKind, Inventory, MacAddr, Node, Timestamp};
+use crate::store::Store;
+use crate::store::events::{EventKind, EventLog, Source, Subject};
+
+#[derive(Clone, Debug)]
+pub struct BootState {
+    pub store: Store,
+    pub events: EventLog,
+    pub settings: Arc<Settings>,
+}
+
+pub fn router(state: BootState) -> Router {
+    let images = Router::new()
+        .fallback_service(ServeDir::new(&state.settings.images).append_index_html_on_directories(false))
+        .layer(middleware::from_fn_with_state(state.clone(), record_fetch));
+    let ipxe = ServeDir::new(&state.settings.ipxe).append_index_html_on_directories(false);
+    Router::new()
+        .route("/boot.ipxe", get(boot_script))
+        .route("/ignition", get(ignition_config))
+        .route("/nocloud/{node}/{doc}", get(nocloud))
+        .route("/phone-home", post(phone_home))
+        .nest("/images", images)
+        .nest_service("/ipxe", ipxe)
+        .with_state(state)
+}
+
+/// The machine behind a source address: its node (reserved address), else the MAC of its lease.
+struct Asker<'a> {
+    ip: Ipv4Addr,
+    node: Option<&'a Node>,
+    mac: Option<MacAddr>,
+}
+
+impl BootState {
+    fn asker<'a>(&self, inv: &'a Inventory, peer: IpAddr) -> Option<Asker<'a>> {
+        let IpAddr::V4(ip) = peer.to_canonical() else {
+            return None;
+        };
+        if let Some(node) = inv.node_by_ip(ip) {
+            return Some(Asker { ip, node: Some(node), mac: Some(node.mac) });
+        }
+        let lease = self.store.lease(ip).ok().flatten().filter(|l| l.is_active(Timestamp::now()));
+        let node = lease.as_ref().and_then(|l| inv.node_by_mac(l.mac));
+        Some(Asker { ip, node, mac: lease.map(|l| l.mac) })
+    }
+
+    fn record(&self, node: Option<&Node>, mac: Option<MacAddr>, kind: EventKind) {
+        let subject = Subject { node: node.map(|n| n.name.clone()), mac: node.map(|n| n.mac).or(mac) };
+        self.events.append(Source::Http, subject, kind);
+    }
+
+    /// The operator's template `dir/name` (first that exists), read from disk.
+    async fn template(&self, dir: &str, names: &[String]) -> Result<Option<String>, Response> {
+        let Some(root) = &self.settings.templates else {
+            return Ok(None);
+        };
+        for name in names {
+            let path = root.join(dir).join(name);
+            match tokio::fs::read_to_string(&path).await {
+                Ok(text) => return Ok(Some(text)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read a template");
+                    return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn base_url(conn: &Connection) -> String {
+    format!("http://{}", conn.local)
+}
+
+fn ipxe(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+#[derive(Deserialize)]
+struct ScriptQuery {
+    arch: Option<String>,
+}
+
+async fn boot_script(
+    State(s): State<BootState>,
+    Extension(conn): Extension<Connection>,
+    Query(q): Query<ScriptQuery>,
+) -> Response {
+    let server = base_url(&conn);
+    let Some(arch) = q.arch.filter(|a| !a.is_empty()) else {
+        return ipxe(script::probe(&server));
+    };
+    let inv = s.store.snapshot();
+    let Some(asker) = s.asker(&inv, conn.peer.ip()) else {
+        return ipxe(script::nothing(&server, "slipway boots IPv4 machines only"));
+    };
+    if let Some(node) = asker.node
+        && matches!(s.store.installed(node.name.as_str()), Ok(Some(_)))
+    {
+        s.record(Some(node), asker.mac, EventKind::BootScriptServed { profile: None });
+        return ipxe(script::local_disk(node));
+    }
+    let machine = Machine { node: asker.node, mac: asker.mac, arch: Some(&arch) };
+    let Some(profile) = select::select(&inv, &machine) else {
+        let who = asker.mac.map_or(asker.ip.to_string(), |m| format!("{} ({m})", asker.ip));
+        tracing::info!(ip = %asker.ip, "boot script: no profile names or matches this machine");
+        return ipxe(script::nothing(
+            &server,
+            &format!("no profile for {who}; add it as a node or configure a default profile"),
+        ));
+    };
+    let vars = script::variables(&inv, asker.node, asker.ip, asker.mac, Some(profile), &server);
+    match script::boot(profile, &vars) {
+        Ok(text) => {
+            s.record(asker.node, asker.mac, EventKind::BootScriptServed { profile: Some(profile.name.clone()) });
+            ipxe(text)
+        }
+        Err(e) => {
+            tracing::warn!(profile = %profile.name, error = %e, "boot script: the profile cannot be rendered");
+            ipxe(script::nothing(&server, &format!("profile {} cannot be rendered; see the slipway log", profile.name)))
+        }
+    }
+}
+
+/// Answers a refused config request: no body that could carry a document.
+fn refuse(r: Refusal, conn: &Connection, what: &str) -> Response {
+    tracing::info!(peer = %conn.peer, local = %conn.local, ?r, "{what}: refused");
+    StatusCode::from_u16(r.status()).unwrap_or(StatusCode::NOT_FOUND).into_response()
+}
+
+async fn nocloud(
+    State(s): State<BootState>,
+    Extension(conn): Extension<Connection>,
+    UrlPath((name, doc)): UrlPath<(String, String)>,
+) -> Response {
+    let inv = s.store.snapshot();
+    let node = match access::config_node(&inv, conn.local.ip(), conn.peer.ip(), Some(&name)) {
+        Ok(node) => node,
+        Err(r) => return refuse(r, &conn, "cloud-init"),
+    };
+    let Some(doc) = cloudinit::Document::parse(&doc) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let profile = select::select(&inv, &Machine { node: Some(node), mac: Some(node.mac), arch: None });
+    let vars = script::variables(&inv, Some(node), node.ipv4, None, profile, &base_url(&conn));
+    let template = if doc == cloudinit::Document::UserData {
+        let role = node.role.map(|r| format!("{}.user-data", r.as_str()));
+        match s.template("cloud-init", &role.into_iter().chain(["user-data".to_string()]).collect::<Vec<_>>()).await {
+            Ok(t) => t,
+            Err(resp) => return resp,
+        }
+    } else {
+        None
+    };
+    match cloudinit::render(doc, &vars, &s.settings.ssh_keys, template.as_deref()) {
+        Ok(body) => {
+            if doc == cloudinit::Document::UserData {
+                s.record(Some(node), None, EventKind::ConfigFetched { config: ConfigKind::CloudInit });
+            }
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(node = %node.name, error = %e, "cloud-init: the template cannot be rendered");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+async fn ignition_config(State(s): State<BootState>, Extension(conn): Extension<Connection>) -> Response {
+    let inv = s.store.snapshot();
+    let node = match access::config_node(&inv, conn.local.ip(), conn.peer.ip(), None) {
+        Ok(node) => node,
+        Err(r) => return refuse(r, &conn, "ignition"),
+    };
+    let profile = select::select(&inv, &Machine { node: Some(node), mac: Some(node.mac), arch: None });
+    let vars = script::variables(&inv, Some(node), node.ipv4, None, profile, &base_url(&conn));
+    let names: Vec<String> =
+        node.role.map(|r| format!("{}.ign", r.as_str())).into_iter().chain(["default.ign".to_string()]).collect();
+    let base = match s.template("ignition", &names).await {
+        Ok(t) => t,
+        Err(resp) => return resp,
+    };
+    match ignition::render(base.as_deref(), &vars, &s.settings.ssh_keys) {
+        Ok(body) => {
+            s.record(Some(node), None, EventKind::ConfigFetched { config: ConfigKind::Ignition });
+            ([(header::CONTENT_TYPE, "application/vnd.coreos.ignition+json")], body).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(node = %node.name, error = %e, "ignition: the template cannot be rendered");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// A node reports that it is up. Its profile says whether that means "installed" (the next
+/// network boot then boots the disk).
+async fn phone_home(State(s): State<BootState>, Extension(conn): Extension<Connection>) -> Response {
+    let inv = s.store.snapshot();
+    let node = match access::config_node(&inv, conn.local.ip(), conn.peer.ip(), None) {
+        Ok(node) => node,
+        Err(r) => return refuse(r, &conn, "phone-home"),
+    };
+    let profile = select::select(&inv, &Machine { node: Some(node), mac: Some(node.mac), arch: None });
+    if profile.is_some_and(|p| p.installs) {
+        let store = s.store.clone();
+        let name = node.name.to_string();
+        let marked = tokio::task::spawn_blocking(move || store.set_installed(&name, Some(Timestamp::now()))).await;
+        if !matches!(marked, Ok(Ok(_))) {
+            tracing::warn!(node = %node.name, "phone-home: cannot record the installation");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    }
+    tracing::info!(node = %node.name, ip = %node.ipv4, "phone-home");
+    s.record(Some(node), None, EventKind::PhoneHome { ip: node.ipv4 });
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Records a served image (`200` or `206`) as a boot step of the machine that fetched it.
+async fn record_fetch(
+    State(s): State<BootState>,
+    Extension(conn): Extension<Connection>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path().trim_start_matches('/').to_string();
+    let response = next.run(req).await;
+    if matches!(response.status(), StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
+        let bytes = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let inv = s.store.snapshot();
+        if let Some(asker) = s.asker(&inv, conn.peer.ip()) {
+            s.record(asker.node, asker.mac, EventKind::FileFetched { path, bytes });
+        }
+    }
+    response
+}
