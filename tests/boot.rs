@@ -1,0 +1,270 @@
+//! Network boot end to end: QEMU (TCG) boots from slipway alone — DHCP, the iPXE script, the
+//! kernel and an initramfs over HTTP, the node's own cloud-init user-data, phone-home — in a
+//! network namespace with a bridge and a tap. The initramfs (busybox and the virtio NIC modules
+//! from Debian's kernel, fetched by `scripts/boot-kit`) is built here. Needs root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{self, TOKEN};
+
+const SERVER: &str = "10.1.107.1";
+const NODE: (&str, &str, &str) = ("vm-0", "52:54:00:a0:00:10", "10.1.107.10");
+/// Under TCG a boot to phone-home takes tens of seconds; this bounds it.
+const BOOT_LIMIT: Duration = Duration::from_secs(240);
+
+/// A namespace holding a bridge (`br0`, the server's side) and a tap for QEMU (`tap0`).
+struct Lab {
+    ns: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip (iproute2)");
+    assert!(out.status.success(), "ip {args:?}: {} (needs root)", String::from_utf8_lossy(&out.stderr));
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        let ns = format!("swb{}{tag}", std::process::id() % 100_000);
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        ip(&["netns", "add", &ns]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        ip(&["-n", &ns, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &ns, "addr", "add", &format!("{SERVER}/24"), "dev", "br0"]);
+        ip(&["-n", &ns, "tuntap", "add", "tap0", "mode", "tap"]);
+        ip(&["-n", &ns, "link", "set", "tap0", "master", "br0"]);
+        ip(&["-n", &ns, "link", "set", "tap0", "up"]);
+        ip(&["-n", &ns, "link", "set", "br0", "up"]);
+        Lab { ns }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Ok(pids) = Command::new("ip").args(["netns", "pids", &self.ns]).output() {
+            for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).output();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+/// The kernel and NIC modules from Debian (cached under target/boot-kit).
+fn boot_kit() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("target/boot-kit");
+    let out = Command::new(root.join("scripts/boot-kit")).arg(&dir).output().expect("scripts/boot-kit");
+    assert!(out.status.success(), "scripts/boot-kit failed: {}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+/// One entry of a `newc` cpio archive.
+fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
+    let header = format!(
+        "070701{ino:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+        0,
+        0,
+        1,
+        0,
+        data.len(),
+        0,
+        0,
+        rdev.0,
+        rdev.1,
+        name.len() + 1,
+        0
+    );
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+    out.extend_from_slice(data);
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+}
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko; done
+ip link set eth0 up
+udhcpc -i eth0 -s /udhcpc.sh -f -q -n -t 30 -T 1 -x hostname:tiny
+seed=$(sed -n 's/.*ds=nocloud;s=\([^ ]*\).*/\1/p' /proc/cmdline)
+echo "slipway-test: address $(ip -4 -o addr show dev eth0)"
+echo "slipway-test: hostname $(cat /tmp/hostname)"
+echo "slipway-test: seed $seed"
+echo "slipway-test: user-data begin"
+wget -q -O - "${seed}user-data"
+echo "slipway-test: user-data end"
+wget -q -O - --post-data "instance_id=test" "${seed%%/nocloud/*}/phone-home" && echo "slipway-test: phoned home"
+poweroff -f
+"#;
+
+const UDHCPC: &str = r#"#!/bin/sh
+case "$1" in
+  bound|renew)
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    [ -n "$router" ] && ip route add default via "$router"
+    echo "$hostname" > /tmp/hostname ;;
+esac
+"#;
+
+/// An initramfs: busybox as /init's shell, the NIC modules, a DHCP hook; uncompressed newc.
+fn initramfs(kit: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut ino = 1;
+    let mut add = |out: &mut Vec<u8>, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]| {
+        cpio_entry(out, ino, name, mode, rdev, data);
+        ino += 1;
+    };
+    for dir in ["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules", "sbin", "usr", "usr/bin", "usr/sbin"] {
+        add(&mut out, dir, 0o040755, (0, 0), &[]);
+    }
+    add(&mut out, "dev/console", 0o020600, (5, 1), &[]);
+    add(&mut out, "bin/busybox", 0o100755, (0, 0), &std::fs::read("/bin/busybox").expect("busybox-static"));
+    add(&mut out, "init", 0o100755, (0, 0), INIT.as_bytes());
+    add(&mut out, "udhcpc.sh", 0o100755, (0, 0), UDHCPC.as_bytes());
+    let order = std::fs::read_to_string(kit.join("modules/order")).expect("module order");
+    add(&mut out, "lib/modules/order", 0o100644, (0, 0), order.as_bytes());
+    for m in order.split_whitespace() {
+        let data = std::fs::read(kit.join(format!("modules/{m}.ko"))).expect("module");
+        add(&mut out, &format!("lib/modules/{m}.ko"), 0o100644, (0, 0), &data);
+    }
+    cpio_entry(&mut out, 0, "TRAILER!!!", 0, (0, 0), &[]);
+    out
+}
+
+fn config(dir: &Path, images: &Path) -> PathBuf {
+    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).expect("token");
+    let (name, mac, ipv4) = NODE;
+    let text = format!(
+        r#"state_dir = "{state}"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{token}"
+[dhcp]
+interfaces = ["br0"]
+[http]
+listen = "{SERVER}:8080"
+images = "{images}"
+[[networks]]
+name = "lab"
+interface = "br0"
+cidr = "10.1.107.0/24"
+gateway = "{SERVER}"
+domain = "lab.example"
+[[profiles]]
+name = "tiny"
+kernel = "vmlinuz"
+initrds = ["initrd.cpio"]
+args = ["console=ttyS0", "ds=nocloud;s={{{{config_url}}}}", "panic=-1"]
+config = "cloud-init"
+[[nodes]]
+name = "{name}"
+mac = "{mac}"
+ipv4 = "{ipv4}"
+profile = "tiny"
+"#,
+        state = dir.join("state").display(),
+        token = dir.join("token").display(),
+        images = images.display(),
+    );
+    let path = dir.join("slipway.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+fn qemu(lab: &Lab, serial: &Path, firmware: &[&str]) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", &lab.ns, "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-no-reboot"])
+        .args(["-display", "none", "-monitor", "none", "-serial"])
+        .arg(format!("file:{}", serial.display()))
+        .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
+        .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={}", NODE.1), "-boot", "n"])
+        .args(firmware)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qemu-system-x86_64 (apt install qemu-system-x86 ipxe-qemu)")
+}
+
+/// The node's events, as `type` strings, from the admin API.
+fn event_types(daemon: &support::Daemon, lab: &Lab) -> Vec<serde_json::Value> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.ns, "curl", "-sf", "-H"])
+        .arg(format!("Authorization: Bearer {TOKEN}"))
+        .arg(daemon.url(&format!("/api/v1/events?node={}", NODE.0)))
+        .output()
+        .expect("curl");
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn boots_from_slipway_alone(tag: &str, firmware: &[&str]) {
+    let kit = boot_kit();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).expect("images dir");
+    std::fs::copy(kit.join("vmlinuz"), images.join("vmlinuz")).expect("kernel");
+    std::fs::write(images.join("initrd.cpio"), initramfs(&kit)).expect("initramfs");
+    let lab = Lab::new(tag);
+    let daemon = support::start_in(Some(&lab.ns), &config(dir.path(), &images), &[]);
+    let serial = dir.path().join("serial.log");
+    let mut vm = qemu(&lab, &serial, firmware);
+
+    let deadline = Instant::now() + BOOT_LIMIT;
+    let mut phoned = None;
+    while Instant::now() < deadline && phoned.is_none() {
+        std::thread::sleep(Duration::from_secs(1));
+        phoned = event_types(&daemon, &lab).into_iter().find(|e| e["details"]["type"] == "phone_home");
+        if let Ok(Some(status)) = vm.try_wait() {
+            std::thread::sleep(Duration::from_secs(1));
+            phoned = event_types(&daemon, &lab).into_iter().find(|e| e["details"]["type"] == "phone_home");
+            assert!(
+                phoned.is_some(),
+                "the VM stopped ({status}) without phoning home; serial:\n{}",
+                std::fs::read_to_string(&serial).unwrap_or_default()
+            );
+        }
+    }
+    let _ = vm.kill();
+    let _ = vm.wait();
+    let console = std::fs::read_to_string(&serial).unwrap_or_default();
+    let phoned = phoned.unwrap_or_else(|| panic!("no phone-home within {BOOT_LIMIT:?}; serial:\n{console}"));
+    assert_eq!(phoned["details"]["ip"], NODE.2, "the phone-home came from the reserved address");
+    assert!(console.contains(&format!("slipway-test: address 2: eth0    inet {}/24", NODE.2)), "{console}");
+    assert!(console.contains(&format!("slipway-test: hostname {}", NODE.0)), "{console}");
+    let user_data = console
+        .split("slipway-test: user-data begin")
+        .nth(1)
+        .and_then(|rest| rest.split("slipway-test: user-data end").next())
+        .unwrap_or_else(|| panic!("no user-data on the console:\n{console}"));
+    assert!(user_data.contains("#cloud-config") && user_data.contains(&format!("hostname: {}", NODE.0)), "{user_data}");
+    assert!(user_data.contains(&format!("url: http://{SERVER}:8080/phone-home")), "{user_data}");
+
+    let steps: Vec<String> =
+        event_types(&daemon, &lab).iter().filter_map(|e| e["details"]["type"].as_str().map(String::from)).collect();
+    for step in ["lease_acked", "boot_script_served", "file_fetched", "config_fetched", "phone_home"] {
+        assert!(steps.iter().any(|s| s == step), "no {step} event in the timeline: {steps:?}");
+    }
+    eprintln!("serial console:\n{console}\nsteps: {steps:?}");
+    daemon.stop(Duration::from_secs(10));
+}
+
+#[test]
+fn a_bios_vm_with_the_ipxe_nic_rom_boots_from_slipway_and_phones_home() {
+    boots_from_slipway_alone("b", &[]);
+}
+
+#[test]
+fn a_uefi_vm_with_the_ipxe_nic_rom_boots_from_slipway_and_phones_home() {
+    boots_from_slipway_alone("u", &["-bios", "/usr/share/ovmf/OVMF.fd"]);
+}
