@@ -14,3 +14,4 @@ pub mod http;
 pub mod inventory;
 pub mod lb;
 pub mod store;
+pub mod tftp;

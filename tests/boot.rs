@@ -140,7 +140,7 @@ fn initramfs(kit: &Path) -> Vec<u8> {
     out
 }
 
-fn config(dir: &Path, images: &Path) -> PathBuf {
+fn config(dir: &Path, images: &Path, tftp: bool) -> PathBuf {
     std::fs::write(dir.join("token"), format!("{TOKEN}\n")).expect("token");
     let (name, mac, ipv4) = NODE;
     let text = format!(
@@ -153,7 +153,7 @@ interfaces = ["br0"]
 [http]
 listen = "{SERVER}:8080"
 images = "{images}"
-[[networks]]
+{tftp}[[networks]]
 name = "lab"
 interface = "br0"
 cidr = "10.1.107.0/24"
@@ -174,20 +174,37 @@ profile = "tiny"
         state = dir.join("state").display(),
         token = dir.join("token").display(),
         images = images.display(),
+        tftp = if tftp { format!("[tftp]\nlisten = \"{SERVER}:69\"\n") } else { String::new() },
     );
     let path = dir.join("slipway.toml");
     std::fs::write(&path, text).expect("config");
     path
 }
 
-fn qemu(lab: &Lab, serial: &Path, firmware: &[&str]) -> Child {
+/// How the VM's firmware reaches iPXE.
+#[derive(Clone, Copy)]
+enum Firmware {
+    /// SeaBIOS with the iPXE NIC ROM.
+    BiosIpxeRom,
+    /// OVMF with the iPXE NIC ROM.
+    UefiIpxeRom,
+    /// OVMF's own PXE (no NIC ROM): DHCP, then ipxe.efi over TFTP, then HTTP.
+    UefiPxe,
+}
+
+fn qemu(lab: &Lab, serial: &Path, firmware: Firmware) -> Child {
+    let (bios, rom): (&[&str], &str) = match firmware {
+        Firmware::BiosIpxeRom => (&[], ""),
+        Firmware::UefiIpxeRom => (&["-bios", "/usr/share/ovmf/OVMF.fd"], ""),
+        Firmware::UefiPxe => (&["-bios", "/usr/share/ovmf/OVMF.fd"], ",romfile="),
+    };
     Command::new("ip")
         .args(["netns", "exec", &lab.ns, "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-no-reboot"])
         .args(["-display", "none", "-monitor", "none", "-serial"])
         .arg(format!("file:{}", serial.display()))
         .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
-        .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={}", NODE.1), "-boot", "n"])
-        .args(firmware)
+        .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={}{rom}", NODE.1), "-boot", "n"])
+        .args(bios)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -196,10 +213,14 @@ fn qemu(lab: &Lab, serial: &Path, firmware: &[&str]) -> Child {
 
 /// The node's events, as `type` strings, from the admin API.
 fn event_types(daemon: &support::Daemon, lab: &Lab) -> Vec<serde_json::Value> {
+    events(daemon, lab, &format!("node={}", NODE.0))
+}
+
+fn events(daemon: &support::Daemon, lab: &Lab, query: &str) -> Vec<serde_json::Value> {
     let out = Command::new("ip")
         .args(["netns", "exec", &lab.ns, "curl", "-sf", "-H"])
         .arg(format!("Authorization: Bearer {TOKEN}"))
-        .arg(daemon.url(&format!("/api/v1/events?node={}", NODE.0)))
+        .arg(daemon.url(&format!("/api/v1/events?{query}")))
         .output()
         .expect("curl");
     serde_json::from_slice::<serde_json::Value>(&out.stdout)
@@ -208,7 +229,7 @@ fn event_types(daemon: &support::Daemon, lab: &Lab) -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
-fn boots_from_slipway_alone(tag: &str, firmware: &[&str]) {
+fn boots_from_slipway_alone(tag: &str, firmware: Firmware) {
     let kit = boot_kit();
     let dir = tempfile::tempdir().expect("tempdir");
     let images = dir.path().join("images");
@@ -216,7 +237,8 @@ fn boots_from_slipway_alone(tag: &str, firmware: &[&str]) {
     std::fs::copy(kit.join("vmlinuz"), images.join("vmlinuz")).expect("kernel");
     std::fs::write(images.join("initrd.cpio"), initramfs(&kit)).expect("initramfs");
     let lab = Lab::new(tag);
-    let daemon = support::start_in(Some(&lab.ns), &config(dir.path(), &images), &[]);
+    let tftp = matches!(firmware, Firmware::UefiPxe);
+    let daemon = support::start_in(Some(&lab.ns), &config(dir.path(), &images, tftp), &[]);
     let serial = dir.path().join("serial.log");
     let mut vm = qemu(&lab, &serial, firmware);
 
@@ -255,16 +277,26 @@ fn boots_from_slipway_alone(tag: &str, firmware: &[&str]) {
     for step in ["lease_acked", "boot_script_served", "file_fetched", "config_fetched", "phone_home"] {
         assert!(steps.iter().any(|s| s == step), "no {step} event in the timeline: {steps:?}");
     }
+    if tftp {
+        let from_tftp =
+            event_types(&daemon, &lab).into_iter().any(|e| e["source"] == "tftp" && e["details"]["path"] == "ipxe.efi");
+        assert!(from_tftp, "the firmware fetched ipxe.efi over TFTP: {:?}", events(&daemon, &lab, "source=tftp"));
+    }
     eprintln!("serial console:\n{console}\nsteps: {steps:?}");
     daemon.stop(Duration::from_secs(10));
 }
 
 #[test]
 fn a_bios_vm_with_the_ipxe_nic_rom_boots_from_slipway_and_phones_home() {
-    boots_from_slipway_alone("b", &[]);
+    boots_from_slipway_alone("b", Firmware::BiosIpxeRom);
 }
 
 #[test]
 fn a_uefi_vm_with_the_ipxe_nic_rom_boots_from_slipway_and_phones_home() {
-    boots_from_slipway_alone("u", &["-bios", "/usr/share/ovmf/OVMF.fd"]);
+    boots_from_slipway_alone("u", Firmware::UefiIpxeRom);
+}
+
+#[test]
+fn a_uefi_vm_with_firmware_pxe_gets_ipxe_over_tftp_then_boots_over_http() {
+    boots_from_slipway_alone("p", Firmware::UefiPxe);
 }

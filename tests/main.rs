@@ -11,3 +11,4 @@ mod lb;
 mod netns;
 mod packaging;
 mod support;
+mod tftp;

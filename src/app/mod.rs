@@ -41,6 +41,10 @@ pub enum AppError {
     Lb(#[from] crate::lb::server::LbError),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+    #[error(transparent)]
+    Tftp(#[from] crate::tftp::server::TftpError),
+    #[error(transparent)]
+    Ipxe(#[from] crate::tftp::ipxe::CopyError),
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -92,12 +96,31 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         readiness.bound(&what, addr);
     }
 
+    if let Some(from) = &config.ipxe.copy_from
+        && (config.tftp.is_some() || config.http.is_some())
+    {
+        let missing = crate::tftp::ipxe::copy(from, &config.ipxe.dir)?;
+        if !missing.is_empty() {
+            tracing::warn!(?missing, from = %from.display(), "iPXE binaries missing: install Debian's ipxe package or set tftp.root");
+        }
+    }
     let boot_http = match &config.http {
         Some(h) => Some(crate::http::Server::bind(h.listen, h.settings.clone()).await?),
         None => None,
     };
     if let Some(h) = &boot_http {
         readiness.bound("http boot", h.local_addr());
+    }
+
+    let tftp = match &config.tftp {
+        Some(t) => Some(
+            crate::tftp::server::Server::bind(t.listen, &t.root, config.boot.http_port, store.clone(), events.clone())
+                .await?,
+        ),
+        None => None,
+    };
+    if let Some(t) = &tftp {
+        readiness.bound("tftp", t.local_addr());
     }
 
     readiness.expect("admin", config.admin.listen);
@@ -132,6 +155,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     }
     if let Some(lb) = lb {
         tasks.spawn(lb.run(events.clone(), store.subscribe(), shutdown.clone()));
+    }
+    if let Some(t) = tftp {
+        tasks.spawn(t.run(shutdown.clone()));
     }
     if let Some(h) = boot_http {
         tasks.spawn(h.run(store.clone(), events.clone(), shutdown.clone()));
@@ -218,7 +244,7 @@ fn sd_notify(state: &str) {
 /// Sections this build parses and checks but does not serve yet are named at start-up, so an
 /// operator is never left guessing why a port is closed.
 fn warn_unserved(config: &Config) {
-    let unserved = [("tftp", config.tftp.is_some()), ("hypervisors", !config.hypervisors.is_empty())];
+    let unserved = [("hypervisors", !config.hypervisors.is_empty())];
     for (section, configured) in unserved {
         if configured {
             tracing::warn!(section, "configured, but this build of slipway does not serve it yet");

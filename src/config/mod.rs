@@ -28,8 +28,11 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/slipway";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9443";
 /// The systemd credential name looked up when no token source is configured.
 pub const DEFAULT_TOKEN_CREDENTIAL: &str = "admin-token";
-/// Where Debian's `ipxe` package puts undionly.kpxe, ipxe.efi and snponly.efi.
-pub const DEFAULT_TFTP_ROOT: &str = "/usr/lib/ipxe";
+/// Where Debian's `ipxe` package puts undionly.kpxe, ipxe.efi and snponly.efi. Some are
+/// symlinks out of that directory (ipxe.efi -> /boot/ipxe.efi), which a confined TFTP root
+/// refuses: without a configured root slipway copies these into `<state_dir>/tftp` and serves
+/// that.
+pub const IPXE_PACKAGE_DIR: &str = "/usr/lib/ipxe";
 
 /// The checked configuration.
 #[derive(Clone, Debug)]
@@ -43,6 +46,7 @@ pub struct Config {
     pub lb: crate::lb::Settings,
     pub tftp: Option<TftpConfig>,
     pub http: Option<HttpConfig>,
+    pub ipxe: IpxeFiles,
     /// What DHCP tells booting machines; derived from `[boot]`, `[tftp]` and `[http]`.
     pub boot: BootSettings,
     pub events: Retention,
@@ -93,6 +97,14 @@ pub struct DnsConfig {
 pub struct TftpConfig {
     pub listen: SocketAddr,
     pub root: PathBuf,
+}
+
+/// Where the iPXE binaries are served from (TFTP root, HTTP `/ipxe/`), and whether slipway
+/// fills that directory from Debian's `ipxe` package at start (no root configured).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpxeFiles {
+    pub dir: PathBuf,
+    pub copy_from: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -254,8 +266,11 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
     let boot = check_boot(&raw, report);
     let dns = raw.dns.as_ref().map(|d| check_dns(d, &inventory, report));
     let lb = check_lb(&raw.lb, report);
-    let tftp_root =
-        raw.tftp.as_ref().and_then(|t| t.root.as_deref()).map_or_else(|| PathBuf::from(DEFAULT_TFTP_ROOT), resolve);
+    let tftp_root = raw.tftp.as_ref().and_then(|t| t.root.as_deref()).map_or_else(|| state_dir.join("tftp"), resolve);
+    let ipxe_source = match raw.tftp.as_ref().and_then(|t| t.root.as_ref()) {
+        Some(_) => None,
+        None => Some(PathBuf::from(IPXE_PACKAGE_DIR)),
+    };
     for (i, key) in raw.boot.ssh_authorized_keys.iter().enumerate() {
         if key.trim().is_empty() || key.contains(['\n', '\r']) || key.split_whitespace().count() < 2 {
             report.add(
@@ -281,7 +296,8 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
         dhcp: raw.dhcp.map(|d| DhcpConfig { interfaces: d.interfaces }),
         dns,
         lb,
-        tftp: raw.tftp.map(|t| TftpConfig { listen: t.listen, root: tftp_root }),
+        tftp: raw.tftp.map(|t| TftpConfig { listen: t.listen, root: tftp_root.clone() }),
+        ipxe: IpxeFiles { dir: tftp_root, copy_from: ipxe_source },
         http,
         boot,
         events,

@@ -447,6 +447,10 @@ fn answer(
     m
 }
 
+/// Option 43 with PXE_DISCOVERY_CONTROL (tag 6) = 8: "boot from the file in this packet, no
+/// boot server discovery"; PXE ROMs also need it before they accept a proxy offer.
+pub(super) const PXE_VENDOR_OPTIONS: [u8; 4] = [6, 1, 8, 255];
+
 /// The boot answer for a firmware or iPXE client: next server, file name and vendor class.
 /// Returns whether there was anything to offer.
 pub(super) fn boot_options(m: &mut v4::Message, req: &Request, ctx: &Context<'_>) -> bool {
@@ -458,6 +462,9 @@ pub(super) fn boot_options(m: &mut v4::Message, req: &Request, ctx: &Context<'_>
                 m.set_fname_str(&file);
             }
             m.opts_mut().insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
+            // Without option 43 UEFI firmware (EDK2/OVMF) takes a PXEClient offer for a BINL
+            // one and asks a boot server on port 4011 before it uses the file named here.
+            m.opts_mut().insert(DhcpOption::VendorExtensions(PXE_VENDOR_OPTIONS.to_vec()));
         }
         BootAnswer::HttpBoot { url } => {
             if url.len() <= 127 {

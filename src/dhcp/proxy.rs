@@ -8,12 +8,8 @@ use std::net::Ipv4Addr;
 
 use dhcproto::v4::{DhcpOption, MessageType};
 
-use super::decide::{Context, Decision, Destination, Ignore, Outcome, Reply, base, boot_options};
+use super::decide::{Context, Decision, Destination, Ignore, Outcome, PXE_VENDOR_OPTIONS, Reply, base, boot_options};
 use super::message::{Kind, Request};
-
-/// Option 43 with PXE_DISCOVERY_CONTROL (tag 6) = 8: "boot from the file in this packet", which
-/// PXE ROMs need before they accept a proxy offer.
-const PXE_VENDOR_OPTIONS: [u8; 4] = [6, 1, 8, 255];
 
 /// Decides the answer of a proxyDHCP server to `req`.
 pub fn decide(req: &Request, ctx: &Context<'_>) -> Decision {
