@@ -76,6 +76,12 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Install a node again on its next network boot (after it reported an installed system).
+    Reinstall {
+        node: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Delete a node, cluster or profile, or release a lease (by IP).
     Delete {
         #[arg(value_enum)]
@@ -168,6 +174,9 @@ fn main() -> ExitCode {
         }
         Command::Apply { file, api } => {
             client_command(&api, |c| async move { cli::apply(&c, &file, api.output).await })
+        }
+        Command::Reinstall { node, api } => {
+            client_command(&api, |c| async move { cli::boot::reinstall(&c, &node).await })
         }
         Command::Delete { kind, name, api } => {
             client_command(&api, |c| async move { cli::delete(&c, kind, &name).await })

@@ -6,6 +6,7 @@ mod cli;
 mod daemon;
 mod dhcp;
 mod dns;
+mod http;
 mod lab;
 mod lb;
 mod netns;

@@ -207,3 +207,20 @@ pub fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::Pat
     assert!(status.success());
     (cert, key)
 }
+
+/// Runs the CLI inside network namespace `ns` (where the daemon's loopback admin API is).
+pub fn cli_in(ns: Option<&str>, daemon: &Daemon, args: &[&str]) -> (bool, String, String) {
+    let Some(ns) = ns else { return cli(daemon, args) };
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, BIN])
+        .args(args)
+        .env("SLIPWAY_API", format!("http://{}", daemon.addr))
+        .env("SLIPWAY_TOKEN", TOKEN)
+        .output()
+        .expect("run cli");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -6,6 +6,7 @@
 //! under `/api` passes the bearer-token check, routed or not.
 
 pub mod auth;
+pub mod boot;
 pub mod dns;
 pub mod error;
 pub mod events;
@@ -84,6 +85,8 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(objects::get_cluster, objects::put_cluster, objects::delete_cluster))
         .routes(routes!(objects::list_profiles, objects::create_profile))
         .routes(routes!(objects::get_profile, objects::put_profile, objects::delete_profile))
+        .routes(routes!(boot::get_timeline))
+        .routes(routes!(boot::reinstall))
         .routes(routes!(objects::list_networks))
         .routes(routes!(objects::get_network))
         .routes(routes!(objects::apply))

@@ -1,4 +1,4 @@
-//! Ignition (spec 3.4) for CoreOS nodes: slipway's own fragment — the hostname, the operator's
+//! Ignition (spec 3.x) for CoreOS nodes: slipway's own fragment — the hostname, the operator's
 //! SSH keys for user `core`, and a unit that phones home once the system is up — merged into a
 //! base config (an operator template rendered with the node's variables, or nothing). Pure.
 
@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 
 use super::template::{self, TemplateError};
 
-pub const SPEC_VERSION: &str = "3.4.0";
+/// The spec version written when the base config names none: 3.3.0 is read by every Ignition
+/// since 2.14 (Debian 12, FCOS, OKD 4.x); slipway's fragment uses only fields from spec 3.0.
+pub const SPEC_VERSION: &str = "3.3.0";
 /// The unit slipway adds; it reports once per boot.
 pub const PHONE_HOME_UNIT: &str = "slipway-phone-home.service";
 
@@ -33,7 +35,9 @@ pub fn render(base: Option<&str>, vars: &BTreeMap<&str, String>, ssh_keys: &[Str
         return Err(IgnitionError::Json("the top level must be an object".into()));
     }
     let var = |k: &str| vars.get(k).map_or("", String::as_str);
-    config["ignition"]["version"] = json!(SPEC_VERSION);
+    if !config["ignition"]["version"].as_str().is_some_and(|v| v.starts_with("3.")) {
+        config["ignition"]["version"] = json!(SPEC_VERSION);
+    }
     push(
         &mut config,
         &["storage", "files"],
@@ -100,12 +104,13 @@ mod tests {
 
     #[test]
     fn a_template_is_rendered_and_keeps_its_own_entries() {
-        let base = r#"{"ignition":{"version":"3.4.0"},"systemd":{"units":[{"name":"k3s.service","enabled":true}]},"storage":{"files":[{"path":"/etc/motd","contents":{"source":"data:,{{hostname}}"}}]}}"#;
+        let base = r#"{"ignition":{"version":"3.2.0"},"systemd":{"units":[{"name":"k3s.service","enabled":true}]},"storage":{"files":[{"path":"/etc/motd","contents":{"source":"data:,{{hostname}}"}}]}}"#;
         let v: Value =
             serde_json::from_str(&render(Some(base), &vars(), &[]).expect("test input")).expect("test input");
         assert_eq!(v["systemd"]["units"].as_array().expect("test input").len(), 2);
         assert_eq!(v["storage"]["files"][0]["contents"]["source"], "data:,m0");
         assert!(v.get("passwd").is_none());
+        assert_eq!(v["ignition"]["version"], "3.2.0", "the base's version is kept");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod ignition;
 pub mod script;
 pub mod select;
 pub mod template;
+pub mod timeline;
 
 use std::net::Ipv4Addr;
 

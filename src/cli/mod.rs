@@ -1,6 +1,7 @@
 //! The command-line client: `get`, `apply`, `delete` against a running daemon's admin API.
 //! Tables for people, `-o json` for scripts.
 
+pub mod boot;
 pub mod client;
 pub mod table;
 
@@ -31,6 +32,8 @@ pub enum Resource {
     Dns,
     /// Load-balancer frontends and backends with health and traffic.
     Lb,
+    /// A node's boot steps and where its latest boot stopped (`get timeline NODE`).
+    Timeline,
 }
 
 /// What `delete` can remove (`lease` releases one).
@@ -192,6 +195,7 @@ pub async fn get(
             }
             Ok(())
         }
+        Resource::Timeline => boot::timeline(client, name, output).await,
         Resource::Lb => {
             let status: LbStatus = client.json(Method::GET, "/api/v1/lb", None::<&()>).await?;
             if output == Output::Json {

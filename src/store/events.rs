@@ -102,6 +102,8 @@ pub enum EventKind {
         #[schema(value_type = String)]
         ip: Ipv4Addr,
     },
+    /// The operator asked for the node to be installed again on its next network boot.
+    ReinstallRequested,
     /// The DNS zones were rebuilt from a new inventory snapshot.
     DnsZonesUpdated {
         serial: u32,
@@ -160,6 +162,7 @@ impl EventKind {
             EventKind::FileFetched { .. } => "file_fetched",
             EventKind::ConfigFetched { .. } => "config_fetched",
             EventKind::PhoneHome { .. } => "phone_home",
+            EventKind::ReinstallRequested => "reinstall_requested",
             EventKind::DnsZonesUpdated { .. } => "dns_zones_updated",
             EventKind::DnsRefused { .. } => "dns_refused",
             EventKind::BackendUp { .. } => "backend_up",

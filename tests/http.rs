@@ -1,0 +1,235 @@
+//! The HTTP boot service from a client namespace: Range requests on images; the config
+//! isolation matrix (another node's address, `?mac=`, the public side, a forged
+//! `X-Forwarded-For`) answered 403/404 without a byte of any document; rendered Ignition passes
+//! `ignition-validate` and rendered user-data passes `cloud-init schema`; an installed node
+//! boots its disk until a reinstall is requested. Needs root.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::netns::Pair;
+use crate::support::{self, TOKEN};
+
+const SECRET_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAISECRETMARKER ops@lab";
+
+fn config(dir: &Path) -> std::path::PathBuf {
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).expect("images");
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(images.join("vmlinuz"), &data).expect("image");
+    let templates = dir.join("templates/ignition");
+    std::fs::create_dir_all(&templates).expect("templates");
+    std::fs::write(
+        templates.join("worker.ign"),
+        r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/etc/motd","mode":420,"contents":{"source":"data:,{{fqdn}}"}}]}}"#,
+    )
+    .expect("template");
+    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).expect("token");
+    let text = format!(
+        r#"state_dir = "{state}"
+[admin]
+listen = "127.0.0.1:0"
+token_file = "{token}"
+[http]
+listen = "0.0.0.0:8080"
+images = "{images}"
+[boot]
+ssh_authorized_keys = ["{SECRET_KEY}"]
+templates = "{templates}"
+[[networks]]
+name = "lab"
+interface = "srv0"
+cidr = "10.1.107.0/24"
+gateway = "10.1.107.1"
+[[clusters]]
+name = "prod"
+kind = "k3s"
+base_domain = "lab.example"
+network = "lab"
+api_address = "192.0.2.10"
+api_int_address = "10.1.107.1"
+ingress_address = "192.0.2.10"
+[[profiles]]
+name = "ubuntu"
+kernel = "vmlinuz"
+args = ["ds=nocloud;s={{{{config_url}}}}"]
+config = "cloud-init"
+installs = true
+[[profiles]]
+name = "fcos"
+kernel = "vmlinuz"
+args = ["coreos.inst.ignition_url={{{{config_url}}}}"]
+config = "ignition"
+match = {{ cluster = "prod", role = "worker" }}
+[[nodes]]
+name = "w0"
+mac = "52:54:00:00:00:20"
+ipv4 = "10.1.107.20"
+profile = "ubuntu"
+[[nodes]]
+name = "w1"
+cluster = "prod"
+role = "worker"
+mac = "52:54:00:00:00:21"
+ipv4 = "10.1.107.21"
+"#,
+        state = dir.join("state").display(),
+        token = dir.join("token").display(),
+        images = images.display(),
+        templates = dir.join("templates").display(),
+    );
+    let path = dir.join("slipway.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+/// curl from the client namespace with source address `from`: (HTTP status, body).
+fn get(pair: &Pair, from: &str, url: &str, extra: &[&str]) -> (u16, Vec<u8>) {
+    let out: Output = pair
+        .cli_command("curl")
+        .args(["-s", "--max-time", "10", "--interface", from, "-w", "\n%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl");
+    let mut body = out.stdout;
+    let split = body.iter().rposition(|b| *b == b'\n').expect("status line");
+    let status = String::from_utf8_lossy(&body[split + 1..]).trim().parse().unwrap_or(0);
+    body.truncate(split);
+    (status, body)
+}
+
+fn lab() -> (Pair, tempfile::TempDir, support::Daemon) {
+    let pair = Pair::new("h");
+    for cidr in ["10.1.107.20/24", "10.1.107.21/24", "10.1.107.99/24", "192.0.2.20/24"] {
+        pair.client_address(cidr);
+    }
+    let out =
+        Command::new("ip").args(["-n", &pair.srv, "addr", "add", "192.0.2.1/24", "dev", "srv0"]).output().expect("ip");
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = support::start_in(Some(&pair.srv), &config(dir.path()), &[]);
+    (pair, dir, daemon)
+}
+
+const BASE: &str = "http://10.1.107.1:8080";
+
+#[test]
+fn configs_only_go_to_their_own_node() {
+    let (pair, dir, _daemon) = lab();
+    let (status, body) = get(&pair, "10.1.107.20", &format!("{BASE}/nocloud/w0/user-data"), &[]);
+    assert_eq!(status, 200);
+    let user_data = String::from_utf8(body).expect("utf-8");
+    assert!(user_data.contains(SECRET_KEY) && user_data.contains("hostname: w0"), "{user_data}");
+    let (status, body) = get(&pair, "10.1.107.21", &format!("{BASE}/ignition"), &[]);
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("SECRETMARKER"));
+
+    let refused: &[(&str, String, &[&str], u16)] = &[
+        ("10.1.107.21", format!("{BASE}/nocloud/w0/user-data"), &[], 403),
+        ("10.1.107.21", format!("{BASE}/nocloud/w0/user-data?mac=52:54:00:00:00:20"), &[], 403),
+        ("10.1.107.99", format!("{BASE}/nocloud/w0/user-data"), &[], 404),
+        ("10.1.107.99", format!("{BASE}/ignition?mac=52:54:00:00:00:21"), &[], 404),
+        ("10.1.107.99", format!("{BASE}/ignition"), &["-H", "X-Forwarded-For: 10.1.107.21"], 404),
+        ("10.1.107.99", format!("{BASE}/nocloud/w0/meta-data"), &["-H", "X-Real-IP: 10.1.107.20"], 404),
+        ("10.1.107.20", "http://192.0.2.1:8080/nocloud/w0/user-data".to_string(), &[], 404),
+        ("10.1.107.21", "http://192.0.2.1:8080/ignition".to_string(), &[], 404),
+        ("192.0.2.20", "http://192.0.2.1:8080/ignition".to_string(), &[], 404),
+    ];
+    for (from, url, extra, want) in refused {
+        let (status, body) = get(&pair, from, url, extra);
+        assert_eq!(status, *want, "{from} {url} {extra:?}");
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            !text.contains("SECRETMARKER") && !text.contains("w0") && !text.contains("ignition"),
+            "{from} {url}: body {text:?}"
+        );
+    }
+
+    // Both documents pass their own validators.
+    let ign = dir.path().join("w1.ign");
+    std::fs::write(&ign, get(&pair, "10.1.107.21", &format!("{BASE}/ignition"), &[]).1).expect("write");
+    let out = Command::new("ignition-validate").arg(&ign).output().expect("ignition-validate (apt install ignition)");
+    assert!(
+        out.status.success(),
+        "ignition-validate: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let merged = std::fs::read_to_string(&ign).expect("read");
+    assert!(merged.contains("data:,w1.prod.lab.example") && merged.contains("slipway-phone-home.service"), "{merged}");
+    let ud = dir.path().join("w0.user-data");
+    std::fs::write(&ud, user_data).expect("write");
+    let out = Command::new("cloud-init")
+        .args(["schema", "-c"])
+        .arg(&ud)
+        .output()
+        .expect("cloud-init (apt install cloud-init)");
+    assert!(
+        out.status.success(),
+        "cloud-init schema: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn images_answer_range_requests() {
+    let (pair, dir, _daemon) = lab();
+    let whole = std::fs::read(dir.path().join("images/vmlinuz")).expect("image");
+    let (status, body) = get(&pair, "10.1.107.99", &format!("{BASE}/images/vmlinuz"), &[]);
+    assert_eq!((status, body.len()), (200, whole.len()));
+    assert!(body == whole);
+    let (status, body) = get(&pair, "10.1.107.99", &format!("{BASE}/images/vmlinuz"), &["-r", "1000-1999"]);
+    assert_eq!(status, 206);
+    assert!(body == whole[1000..2000]);
+    let (status, body) = get(&pair, "10.1.107.99", &format!("{BASE}/images/vmlinuz"), &["-r", "99990-"]);
+    assert_eq!(status, 206);
+    assert!(body == whole[99990..]);
+    let (status, _) = get(&pair, "10.1.107.99", &format!("{BASE}/images/vmlinuz"), &["-r", "200000-300000"]);
+    assert_eq!(status, 416);
+    let (status, _) = get(&pair, "10.1.107.99", &format!("{BASE}/images/../slipway.toml"), &["--path-as-is"]);
+    assert_eq!(status, 404, "no path out of the images directory");
+}
+
+#[test]
+fn an_installed_node_boots_its_disk_until_a_reinstall_is_asked() {
+    let (pair, _dir, daemon) = lab();
+    let script = |from| {
+        String::from_utf8(get(&pair, from, &format!("{BASE}/boot.ipxe?arch=x86_64&platform=pcbios"), &[]).1)
+            .expect("utf-8")
+    };
+    assert!(
+        script("10.1.107.20")
+            .contains("kernel http://10.1.107.1:8080/images/vmlinuz ds=nocloud;s=http://10.1.107.1:8080/nocloud/w0/")
+    );
+    assert!(
+        script("10.1.107.21").contains("coreos.inst.ignition_url=http://10.1.107.1:8080/ignition"),
+        "w1 gets fcos by cluster and role"
+    );
+    assert!(script("10.1.107.99").contains("no profile for 10.1.107.99"));
+    let probe = String::from_utf8(get(&pair, "10.1.107.20", &format!("{BASE}/boot.ipxe"), &[]).1).expect("utf-8");
+    assert!(probe.contains("boot.ipxe?arch=${buildarch:uristring}"), "{probe}");
+
+    let (status, _) = get(&pair, "10.1.107.20", &format!("{BASE}/phone-home"), &["-X", "POST", "-d", "instance_id=x"]);
+    assert_eq!(status, 204);
+    assert!(script("10.1.107.20").contains("is installed; booting from its disk"));
+    let (status, _) = get(&pair, "10.1.107.99", &format!("{BASE}/phone-home"), &["-X", "POST"]);
+    assert_eq!(status, 404, "an unknown machine cannot phone home");
+
+    let (ok, out, err) = support::cli_in(Some(&pair.srv), &daemon, &["reinstall", "w0"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        script("10.1.107.20").contains("kernel http://10.1.107.1:8080/images/vmlinuz"),
+        "reinstalls after the request"
+    );
+    // Events reach the log's file in batches: poll briefly.
+    support::eventually(
+        "the timeline shows script, phone-home and reinstall",
+        std::time::Duration::from_secs(5),
+        || {
+            let (ok, out, _) = support::cli_in(Some(&pair.srv), &daemon, &["get", "timeline", "w0"]);
+            ok && ["script", "phone-home", "reinstall"].iter().all(|step| out.contains(step))
+        },
+    );
+}
