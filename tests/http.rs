@@ -72,6 +72,20 @@ cluster = "prod"
 role = "worker"
 mac = "52:54:00:00:00:21"
 ipv4 = "10.1.107.21"
+[[clusters]]
+name = "okd"
+kind = "okd"
+base_domain = "lab.example"
+network = "lab"
+api_address = "192.0.2.11"
+api_int_address = "10.1.107.1"
+ingress_address = "192.0.2.11"
+[[nodes]]
+name = "m0"
+cluster = "okd"
+role = "control-plane"
+mac = "52:54:00:00:00:30"
+ipv4 = "10.1.107.30"
 "#,
         state = dir.join("state").display(),
         token = dir.join("token").display(),
@@ -101,7 +115,7 @@ fn get(pair: &Pair, from: &str, url: &str, extra: &[&str]) -> (u16, Vec<u8>) {
 
 fn lab() -> (Pair, tempfile::TempDir, support::Daemon) {
     let pair = Pair::new("h");
-    for cidr in ["10.1.107.20/24", "10.1.107.21/24", "10.1.107.99/24", "192.0.2.20/24"] {
+    for cidr in ["10.1.107.20/24", "10.1.107.21/24", "10.1.107.30/24", "10.1.107.99/24", "192.0.2.20/24"] {
         pair.client_address(cidr);
     }
     let out =
@@ -232,4 +246,95 @@ fn an_installed_node_boots_its_disk_until_a_reinstall_is_asked() {
             ok && ["script", "phone-home", "reinstall"].iter().all(|step| out.contains(step))
         },
     );
+}
+
+/// `curl` against the admin API inside the server namespace: (status, body).
+fn admin(pair: &Pair, daemon: &support::Daemon, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &pair.srv,
+            "curl",
+            "-s",
+            "-X",
+            method,
+            "--data-binary",
+            "@-",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+        ])
+        .arg(format!("Authorization: Bearer {TOKEN}"))
+        .arg(daemon.url(path))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl");
+    child.stdin.take().expect("stdin").write_all(body).expect("body");
+    let out = child.wait_with_output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn okd_ignition_uploads_are_checked_stored_privately_and_served_to_their_role() {
+    let (pair, dir, daemon) = lab();
+    let master = br#"{"ignition":{"version":"3.2.0","config":{"merge":[{"source":"https://api-int.okd.lab.example:22623/config/master"}]}},"storage":{"files":[{"path":"/etc/okd-token","mode":384,"contents":{"source":"data:,OKD-SECRET"}}]}}"#;
+
+    let (status, body) = admin(
+        &pair,
+        &daemon,
+        "PUT",
+        "/api/v1/clusters/okd/ignition/master",
+        b"{\"ignition\": {\"version\": \"3.2.0\"}, \"storage\": {\"files\": \"OKD-SECRET\"}}",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("not a valid Ignition config") && body.contains("line 1") && !body.contains("OKD-SECRET"),
+        "{body}"
+    );
+    let (status, body) = admin(&pair, &daemon, "PUT", "/api/v1/clusters/okd/ignition/etcd", master);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("etcd"), "{body}");
+    let (status, body) = admin(&pair, &daemon, "PUT", "/api/v1/clusters/prod/ignition/master", master);
+    assert_eq!(status, 409, "a k3s cluster takes no uploads: {body}");
+    let stored = dir.path().join("state/ignition/okd/master.ign");
+    assert!(!stored.exists(), "nothing stored after refusals");
+
+    let (status, body) = admin(&pair, &daemon, "PUT", "/api/v1/clusters/okd/ignition/master", master);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"version\":\"3.2.0\""), "{body}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&stored).expect("stored").permissions().mode() & 0o777, 0o600);
+
+    let (status, served) = get(&pair, "10.1.107.30", &format!("{BASE}/ignition"), &[]);
+    assert_eq!(status, 200);
+    let served = String::from_utf8(served).expect("utf-8");
+    assert!(
+        served.contains("OKD-SECRET") && served.contains("api-int.okd.lab.example:22623"),
+        "the upload is the base: {served}"
+    );
+    assert!(
+        served.contains("data:,m0") && served.contains("slipway-phone-home.service"),
+        "slipway's fragment is merged: {served}"
+    );
+    let ign = dir.path().join("m0.ign");
+    std::fs::write(&ign, &served).expect("write");
+    let out = Command::new("ignition-validate").arg(&ign).output().expect("ignition-validate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, _) = get(&pair, "10.1.107.21", &format!("{BASE}/ignition"), &[]);
+    assert_eq!(status, 200);
+
+    // A day-old upload is still served, with a warning event.
+    let out = Command::new("touch").args(["-d", "25 hours ago"]).arg(&stored).output().expect("touch");
+    assert!(out.status.success());
+    let (status, _) = get(&pair, "10.1.107.30", &format!("{BASE}/ignition"), &[]);
+    assert_eq!(status, 200);
+    support::eventually("an ignition_stale event", std::time::Duration::from_secs(5), || {
+        let (_, events) = admin(&pair, &daemon, "GET", "/api/v1/events?type=ignition_stale", b"");
+        events.contains("\"age_hours\":25") && events.contains("\"role\":\"master\"")
+    });
 }

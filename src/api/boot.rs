@@ -62,3 +62,72 @@ pub async fn reinstall(State(s): State<ApiState>, Path(name): Path<String>) -> R
     tracing::info!(node = %node.name, "reinstall requested");
     Ok(Json(Reinstall { node: node.name, was_installed }))
 }
+
+/// The answer to an Ignition upload.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct IgnitionUpload {
+    pub cluster: Name,
+    /// `bootstrap`, `master` or `worker`, as `openshift-install` names the files.
+    pub role: String,
+    /// The Ignition spec version the config declares.
+    pub version: String,
+    pub bytes: u64,
+}
+
+/// Largest Ignition config accepted (OKD's bootstrap.ign is a few hundred KiB).
+pub const MAX_IGNITION: usize = 32 << 20;
+
+/// Upload `openshift-install`'s Ignition config for a role of an OKD cluster (`bootstrap`,
+/// `master`, `worker`). It is checked against its Ignition spec, stored with mode 0600, and
+/// served (with slipway's hostname and phone-home added) to that cluster's nodes of that role.
+#[utoipa::path(put, path = "/api/v1/clusters/{name}/ignition/{role}", tag = "boot",
+    params(("name" = String, Path), ("role" = String, Path, description = "bootstrap, master or worker")),
+    request_body(content = String, content_type = "application/vnd.coreos.ignition+json"),
+    responses((status = 200, body = IgnitionUpload), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn put_ignition(
+    State(s): State<ApiState>,
+    Path((name, role)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<IgnitionUpload>, ApiError> {
+    use crate::inventory::{ClusterKind, Role};
+    let inv = s.store.snapshot();
+    let cluster =
+        inv.clusters.get(name.as_str()).ok_or_else(|| ApiError::NotFound(format!("no cluster named {name}")))?;
+    if cluster.kind != ClusterKind::Okd {
+        return Err(ApiError::Conflict(format!(
+            "cluster {name} is not an OKD cluster: its nodes get Ignition rendered from templates, not uploads"
+        )));
+    }
+    let role = match role.as_str() {
+        "bootstrap" => Role::Bootstrap,
+        "master" | "control-plane" => Role::ControlPlane,
+        "worker" => Role::Worker,
+        other => {
+            return Err(ApiError::bad(
+                "role",
+                format!("role: '{}' is not bootstrap, master or worker", crate::inventory::types::shown(other)),
+            ));
+        }
+    };
+    let version = crate::boot::ignition::check_upload(&body).map_err(|m| ApiError::bad("body", m))?;
+    let dir = s.store.state_dir().to_owned();
+    let (cluster_name, bytes) = (cluster.name.clone(), body.len() as u64);
+    let key = cluster_name.to_string();
+    tokio::task::spawn_blocking(move || crate::store::uploads::put(&dir, &key, role, &body))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(format!("cannot store the Ignition config: {e}")))?;
+    let role_name = crate::store::uploads::okd_name(role).to_string();
+    s.events.append(
+        Source::Api,
+        Subject::default(),
+        EventKind::IgnitionUploaded {
+            cluster: cluster_name.clone(),
+            role: role_name.clone(),
+            version: version.clone(),
+            bytes,
+        },
+    );
+    tracing::info!(cluster = %cluster_name, role = %role_name, %version, bytes, "Ignition config uploaded");
+    Ok(Json(IgnitionUpload { cluster: cluster_name, role: role_name, version, bytes }))
+}

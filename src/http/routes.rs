@@ -23,6 +23,9 @@ use crate::inventory::{ConfigKind, Inventory, MacAddr, Node, Timestamp};
 use crate::store::Store;
 use crate::store::events::{EventKind, EventLog, Source, Subject};
 
+/// OKD's installer certificates in Ignition configs are valid for 24 hours.
+const STALE_UPLOAD: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 #[derive(Clone, Debug)]
 pub struct BootState {
     pub store: Store,
@@ -68,6 +71,40 @@ impl BootState {
     fn record(&self, node: Option<&Node>, mac: Option<MacAddr>, kind: EventKind) {
         let subject = Subject { node: node.map(|n| n.name.clone()), mac: node.map(|n| n.mac).or(mac) };
         self.events.append(Source::Http, subject, kind);
+    }
+
+    /// The uploaded OKD config for the node's cluster and role, if any; an upload older than 24
+    /// hours is still served, with a warning event (its certificates expire).
+    async fn okd_upload(&self, inv: &Inventory, node: &Node) -> Result<Option<String>, Response> {
+        let (Some(cluster), Some(role)) = (node.cluster.as_ref().and_then(|c| inv.clusters.get(c)), node.role) else {
+            return Ok(None);
+        };
+        if cluster.kind != crate::inventory::ClusterKind::Okd {
+            return Ok(None);
+        }
+        let dir = self.store.state_dir().to_owned();
+        let key = cluster.name.to_string();
+        let found = tokio::task::spawn_blocking(move || crate::store::uploads::get(&dir, &key, role)).await;
+        let (text, uploaded) = match found {
+            Ok(Ok(Some(found))) => found,
+            Ok(Ok(None)) => return Ok(None),
+            _ => {
+                tracing::warn!(cluster = %cluster.name, "ignition: cannot read the uploaded config");
+                return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+            }
+        };
+        let age = uploaded.elapsed().unwrap_or_default();
+        if age > STALE_UPLOAD {
+            let role_name = crate::store::uploads::okd_name(role).to_string();
+            let age_hours = age.as_secs() / 3600;
+            tracing::warn!(cluster = %cluster.name, role = %role_name, age_hours, "serving an OKD Ignition config older than 24 h: its certificates have expired; run openshift-install create ignition-configs again and upload");
+            self.record(
+                Some(node),
+                None,
+                EventKind::IgnitionStale { cluster: cluster.name.clone(), role: role_name, age_hours },
+            );
+        }
+        Ok(Some(text))
     }
 
     /// The operator's template `dir/name` (first that exists), read from disk.
@@ -196,13 +233,31 @@ async fn ignition_config(State(s): State<BootState>, Extension(conn): Extension<
     };
     let profile = select::select(&inv, &Machine { node: Some(node), mac: Some(node.mac), arch: None });
     let vars = script::variables(&inv, Some(node), node.ipv4, None, profile, &base_url(&conn));
-    let names: Vec<String> =
-        node.role.map(|r| format!("{}.ign", r.as_str())).into_iter().chain(["default.ign".to_string()]).collect();
-    let base = match s.template("ignition", &names).await {
-        Ok(t) => t,
+    let upload = match s.okd_upload(&inv, node).await {
+        Ok(u) => u,
         Err(resp) => return resp,
     };
-    match ignition::render(base.as_deref(), &vars, &s.settings.ssh_keys) {
+    let template = match upload {
+        Some(_) => None,
+        None => {
+            let names: Vec<String> = node
+                .role
+                .map(|r| format!("{}.ign", r.as_str()))
+                .into_iter()
+                .chain(["default.ign".to_string()])
+                .collect();
+            match s.template("ignition", &names).await {
+                Ok(t) => t,
+                Err(resp) => return resp,
+            }
+        }
+    };
+    let base = match (&upload, &template) {
+        (Some(text), _) => ignition::Base::Verbatim(text),
+        (None, Some(text)) => ignition::Base::Template(text),
+        (None, None) => ignition::Base::Empty,
+    };
+    match ignition::render(base, &vars, &s.settings.ssh_keys) {
         Ok(body) => {
             s.record(Some(node), None, EventKind::ConfigFetched { config: ConfigKind::Ignition });
             ([(header::CONTENT_TYPE, "application/vnd.coreos.ignition+json")], body).into_response()

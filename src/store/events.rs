@@ -104,6 +104,20 @@ pub enum EventKind {
     },
     /// The operator asked for the node to be installed again on its next network boot.
     ReinstallRequested,
+    /// An Ignition config was uploaded for a cluster role (`openshift-install` output).
+    IgnitionUploaded {
+        cluster: Name,
+        role: String,
+        version: String,
+        bytes: u64,
+    },
+    /// An uploaded OKD Ignition config older than 24 hours was served: its certificates expire
+    /// 24 hours after `openshift-install` made them, so the node may fail to join.
+    IgnitionStale {
+        cluster: Name,
+        role: String,
+        age_hours: u64,
+    },
     /// The DNS zones were rebuilt from a new inventory snapshot.
     DnsZonesUpdated {
         serial: u32,
@@ -163,6 +177,8 @@ impl EventKind {
             EventKind::ConfigFetched { .. } => "config_fetched",
             EventKind::PhoneHome { .. } => "phone_home",
             EventKind::ReinstallRequested => "reinstall_requested",
+            EventKind::IgnitionUploaded { .. } => "ignition_uploaded",
+            EventKind::IgnitionStale { .. } => "ignition_stale",
             EventKind::DnsZonesUpdated { .. } => "dns_zones_updated",
             EventKind::DnsRefused { .. } => "dns_refused",
             EventKind::BackendUp { .. } => "backend_up",

@@ -7,6 +7,7 @@
 
 pub mod events;
 pub mod schema;
+pub mod uploads;
 
 use std::fs::{self, DirBuilder};
 use std::net::Ipv4Addr;
@@ -145,6 +146,11 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The directory the store file lives in (uploaded files go beside it).
+    pub fn state_dir(&self) -> &Path {
+        self.inner.path.parent().unwrap_or(Path::new("."))
     }
 
     pub(crate) fn database(&self) -> Arc<Database> {
