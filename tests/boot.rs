@@ -150,6 +150,7 @@ listen = "127.0.0.1:0"
 token_file = "{token}"
 [dhcp]
 interfaces = ["br0"]
+router_advertisements = true
 [http]
 listen = "{SERVER}:8080"
 images = "{images}"

@@ -11,5 +11,6 @@ mod lab;
 mod lb;
 mod netns;
 mod packaging;
+mod ra;
 mod support;
 mod tftp;

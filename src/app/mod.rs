@@ -45,6 +45,8 @@ pub enum AppError {
     Tftp(#[from] crate::tftp::server::TftpError),
     #[error(transparent)]
     Ipxe(#[from] crate::tftp::ipxe::CopyError),
+    #[error(transparent)]
+    Ra(#[from] crate::dhcp::ra::RaError),
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -68,6 +70,12 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     };
     for (interface, addr) in dhcp.iter().flat_map(|d| d.listeners()) {
         readiness.bound(&format!("dhcp {interface}"), addr);
+    }
+    let mut advertisers = Vec::new();
+    for d in config.dhcp.iter().filter(|d| d.router_advertisements) {
+        for interface in &d.interfaces {
+            advertisers.push(crate::dhcp::ra::Advertiser::bind(interface)?);
+        }
     }
 
     let dns = match &config.dns {
@@ -158,6 +166,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     }
     if let Some(t) = tftp {
         tasks.spawn(t.run(shutdown.clone()));
+    }
+    for a in advertisers {
+        tasks.spawn(a.run(shutdown.clone()));
     }
     if let Some(h) = boot_http {
         tasks.spawn(h.run(store.clone(), events.clone(), shutdown.clone()));

@@ -82,6 +82,8 @@ pub struct AdminConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DhcpConfig {
     pub interfaces: Vec<String>,
+    /// Send empty IPv6 router advertisements on the interfaces (faster iPXE start).
+    pub router_advertisements: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -293,7 +295,7 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
         path: report.file.clone(),
         state_dir,
         admin,
-        dhcp: raw.dhcp.map(|d| DhcpConfig { interfaces: d.interfaces }),
+        dhcp: raw.dhcp.map(|d| DhcpConfig { interfaces: d.interfaces, router_advertisements: d.router_advertisements }),
         dns,
         lb,
         tftp: raw.tftp.map(|t| TftpConfig { listen: t.listen, root: tftp_root.clone() }),

@@ -50,6 +50,10 @@ pub struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawDhcp {
     pub interfaces: Vec<String>,
+    /// Send a minimal IPv6 router advertisement on these interfaces so iPXE starts DHCPv4
+    /// without waiting ~13 s for one.
+    #[serde(default)]
+    pub router_advertisements: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,4 +11,5 @@ pub mod leases;
 pub mod message;
 pub mod probe;
 pub mod proxy;
+pub mod ra;
 pub mod server;
