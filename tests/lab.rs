@@ -1,5 +1,5 @@
-//! The README's first quick-start command: `scripts/lab` brings up the local lab and tears it
-//! down again. Needs root (network namespaces); run as a normal user it fails, loudly.
+//! The README's first quick-start command: `scripts/lab` brings up the local lab, boots a VM
+//! from it, prints the VM's boot timeline and tears everything down again. Needs root (network namespaces); run as a normal user it fails, loudly.
 
 use std::process::Command;
 
@@ -22,6 +22,12 @@ fn the_local_lab_starts_serves_the_example_inventory_and_cleans_up() {
         "{stdout}"
     );
     assert!(stdout.contains("daemon_started"), "{stdout}");
+    // The VM booted from slipway alone and its timeline was printed.
+    let timeline = stdout.split("==> slipway get timeline server-0").nth(1).expect("timeline");
+    for step in ["dhcp", "script", "kernel", "initrd", "config", "phone-home", "the latest boot completed"] {
+        assert!(timeline.contains(step), "timeline lacks {step}:\n{stdout}");
+    }
+    assert!(stdout.contains("tiny: hostname server-0"), "{stdout}");
     let namespaces = Command::new("ip").args(["netns", "list"]).output().expect("ip netns");
     assert!(!String::from_utf8_lossy(&namespaces.stdout).contains(&ns), "the namespace was removed");
 }
