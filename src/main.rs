@@ -76,6 +76,11 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// OS images: list the built-in manifests, or fetch one into the images directory.
+    Images {
+        #[command(subcommand)]
+        action: ImagesAction,
+    },
     /// Install a node again on its next network boot (after it reported an installed system).
     Reinstall {
         node: String,
@@ -89,6 +94,24 @@ enum Command {
         name: String,
         #[command(flatten)]
         api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImagesAction {
+    /// The built-in manifests.
+    List,
+    /// Download a manifest's files (checked against their sha256; an interrupted download resumes).
+    Fetch {
+        /// A built-in manifest (`slipway images list`) or a manifest file.
+        manifest: String,
+        /// The images directory (`[http] images`).
+        #[arg(long, default_value = "/var/lib/slipway/images")]
+        dir: PathBuf,
+        /// The CoreOS stream metadata to use instead of the manifest's (a file or URL), e.g. from
+        /// `openshift-install coreos print-stream-json`.
+        #[arg(long)]
+        stream: Option<String>,
     },
 }
 
@@ -174,6 +197,25 @@ fn main() -> ExitCode {
         }
         Command::Apply { file, api } => {
             client_command(&api, |c| async move { cli::apply(&c, &file, api.output).await })
+        }
+        Command::Images { action: ImagesAction::List } => {
+            cli::images::list();
+            ExitCode::SUCCESS
+        }
+        Command::Images { action: ImagesAction::Fetch { manifest, dir, stream } } => {
+            let args = cli::images::FetchArgs { manifest, dir, stream };
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| cli::images::ImagesError::Setup(format!("runtime: {e}")))
+                .and_then(|rt| rt.block_on(cli::images::run_fetch(&args)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("slipway: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Reinstall { node, api } => {
             client_command(&api, |c| async move { cli::boot::reinstall(&c, &node).await })

@@ -7,6 +7,7 @@ mod daemon;
 mod dhcp;
 mod dns;
 mod http;
+mod images;
 mod lab;
 mod lb;
 mod netns;

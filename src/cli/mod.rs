@@ -3,6 +3,7 @@
 
 pub mod boot;
 pub mod client;
+pub mod images;
 pub mod table;
 
 use std::path::Path;

@@ -63,6 +63,9 @@ impl BootState {
         if let Some(node) = inv.node_by_ip(ip) {
             return Some(Asker { ip, node: Some(node), mac: Some(node.mac) });
         }
+        if inv.network_containing(ip).is_none() {
+            return Some(Asker { ip, node: None, mac: None });
+        }
         let lease = self.store.lease(ip).ok().flatten().filter(|l| l.is_active(Timestamp::now()));
         let node = lease.as_ref().and_then(|l| inv.node_by_mac(l.mac));
         Some(Asker { ip, node, mac: lease.map(|l| l.mac) })
@@ -154,7 +157,7 @@ async fn boot_script(
         return ipxe(script::nothing(&server, "slipway boots IPv4 machines only"));
     };
     if let Some(node) = asker.node
-        && matches!(s.store.installed(node.name.as_str()), Ok(Some(_)))
+        && s.store.installed(node.name.as_str()).is_some()
     {
         s.record(Some(node), asker.mac, EventKind::BootScriptServed { profile: None });
         return ipxe(script::local_disk(node));

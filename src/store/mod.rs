@@ -77,6 +77,8 @@ struct Inner {
     /// Serialises writers so each change is computed from the latest snapshot.
     writer: Mutex<()>,
     snapshot: watch::Sender<Arc<Inventory>>,
+    /// The `installed` table, kept in memory too: every boot script asks it.
+    installed: Mutex<std::collections::HashMap<String, Timestamp>>,
     #[cfg(test)]
     fail_next_commit: std::sync::atomic::AtomicBool,
 }
@@ -129,6 +131,11 @@ impl Store {
             schema::migrate(&txn, found)?;
         }
         let inventory = load(&txn, declared)?;
+        let mut installed = std::collections::HashMap::new();
+        for row in txn.open_table(INSTALLED)?.iter()? {
+            let (node, at) = row?;
+            installed.insert(node.value().to_string(), Timestamp::from_unix_millis(at.value()));
+        }
         txn.commit()?;
 
         let (snapshot, _) = watch::channel(Arc::new(inventory));
@@ -138,6 +145,7 @@ impl Store {
                 path,
                 writer: Mutex::new(()),
                 snapshot,
+                installed: Mutex::new(installed),
                 #[cfg(test)]
                 fail_next_commit: Default::default(),
             }),
@@ -268,26 +276,30 @@ impl Store {
     }
 
     /// When `node` reported an installed system, if it has (and no reinstall was asked since).
-    pub fn installed(&self, node: &str) -> Result<Option<Timestamp>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
-        let table = txn.open_table(INSTALLED)?;
-        Ok(table.get(node)?.map(|v| Timestamp::from_unix_millis(v.value())))
+    /// From memory: no disk read.
+    pub fn installed(&self, node: &str) -> Option<Timestamp> {
+        self.inner.installed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(node).copied()
     }
 
     /// Records that `node` runs an installed system (`Some`), or clears it so the node is
     /// installed again on its next network boot (`None`). Returns the previous value.
+    /// Blocking (it waits for the disk).
     pub fn set_installed(&self, node: &str, at: Option<Timestamp>) -> Result<Option<Timestamp>, StoreError> {
+        let _writer = self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let txn = self.inner.db.begin_write()?;
-        let previous = {
+        {
             let mut table = txn.open_table(INSTALLED)?;
-            let previous = match at {
+            match at {
                 Some(at) => table.insert(node, at.unix_millis())?,
                 None => table.remove(node)?,
             };
-            previous.map(|v| Timestamp::from_unix_millis(v.value()))
-        };
+        }
         self.commit(txn)?;
-        Ok(previous)
+        let mut installed = self.inner.installed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(match at {
+            Some(at) => installed.insert(node.to_string(), at),
+            None => installed.remove(node),
+        })
     }
 
     #[cfg(test)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use async_tftp::packet;
 use async_tftp::server::{Handler, TftpServer, TftpServerBuilder};
-use futures_lite::io::{BoxedReader, Cursor, Sink};
+use futures_lite::io::{BoxedReader, BufReader, Cursor, Sink};
 use tokio_util::compat::TokioAsyncReadCompatExt;
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +15,8 @@ use super::{Wanted, check, generate, inside};
 use crate::inventory::Timestamp;
 use crate::store::Store;
 use crate::store::events::{EventKind, EventLog, Source, Subject};
+
+const READ_BUFFER: usize = 256 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TftpError {
@@ -52,7 +54,10 @@ impl Files {
             }
             Wanted::File(relative) => {
                 let (file, len) = self.open_file(client, &relative).await?;
-                Ok((Box::pin(file.compat()), len, relative.display().to_string()))
+                // Each read of a tokio file is a trip to the blocking pool: read 256 KiB at a
+                // time, not one TFTP block (512-1468 bytes) at a time.
+                let reader = BufReader::with_capacity(READ_BUFFER, file.compat());
+                Ok((Box::pin(reader), len, relative.display().to_string()))
             }
         }
     }

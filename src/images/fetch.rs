@@ -1,0 +1,112 @@
+//! Downloads the files a manifest resolves to into the images directory: into `<file>.part`,
+//! resumed with a Range request when a part is already there, checked against its sha256, and
+//! only then renamed into place. A file already present with the right sum is left alone.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::Wanted;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{url}: {message}")]
+    Http { url: String, message: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: sha256 is {got}, the manifest says {want}; the download was removed")]
+    Mismatch { path: PathBuf, want: String, got: String },
+}
+
+/// What `fetch` did with one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fetched {
+    /// Already there with the right sum.
+    Present,
+    /// Downloaded; `resumed_at` bytes came from an earlier partial download.
+    Downloaded { bytes: u64, resumed_at: u64 },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
+    move |source| FetchError::Io { path: path.to_owned(), source }
+}
+
+/// The sha256 of a file, as lower-case hex.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Reads a small text resource: `file:PATH` (relative to `base`) or an http(s) URL.
+pub async fn read_text(client: &reqwest::Client, url: &str, base: &Path) -> Result<String, FetchError> {
+    if let Some(path) = url.strip_prefix("file://").or_else(|| url.strip_prefix("file:")) {
+        let path = base.join(path);
+        return std::fs::read_to_string(&path).map_err(io(&path));
+    }
+    let err = |message: String| FetchError::Http { url: url.to_string(), message };
+    let response = client.get(url).send().await.map_err(|e| err(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(err(format!("HTTP {}", response.status())));
+    }
+    response.text().await.map_err(|e| err(e.to_string()))
+}
+
+/// Downloads `wanted` into `dir`.
+pub async fn fetch(client: &reqwest::Client, wanted: &Wanted, dir: &Path) -> Result<Fetched, FetchError> {
+    let target = dir.join(&wanted.path);
+    let part = PathBuf::from(format!("{}.part", target.display()));
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    if target.exists() && sha256_file(&target).map_err(io(&target))? == wanted.sha256 {
+        return Ok(Fetched::Present);
+    }
+    let mut offset = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    let err = |message: String| FetchError::Http { url: wanted.url.clone(), message };
+    let mut request = client.get(&wanted.url);
+    if offset > 0 {
+        request = request.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+    }
+    let response = request.send().await.map_err(|e| err(e.to_string()))?;
+    let status = response.status();
+    let mut file = match status.as_u16() {
+        206 => tokio::fs::OpenOptions::new().append(true).open(&part).await.map_err(io(&part))?,
+        // The part is already whole (or the server lost the range): check it as it is.
+        416 if offset > 0 => tokio::fs::OpenOptions::new().append(true).open(&part).await.map_err(io(&part))?,
+        200 => {
+            offset = 0;
+            tokio::fs::File::create(&part).await.map_err(io(&part))?
+        }
+        _ => return Err(err(format!("HTTP {status}"))),
+    };
+    let mut bytes = 0u64;
+    if status.as_u16() != 416 {
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| err(e.to_string()))?;
+            file.write_all(&chunk).await.map_err(io(&part))?;
+            bytes += chunk.len() as u64;
+        }
+    }
+    file.sync_all().await.map_err(io(&part))?;
+    drop(file);
+    let got = sha256_file(&part).map_err(io(&part))?;
+    if got != wanted.sha256 {
+        let _ = std::fs::remove_file(&part);
+        return Err(FetchError::Mismatch { path: target, want: wanted.sha256.clone(), got });
+    }
+    std::fs::rename(&part, &target).map_err(io(&target))?;
+    Ok(Fetched::Downloaded { bytes, resumed_at: offset })
+}
