@@ -12,10 +12,13 @@
 #
 #   sudo benches/boot.sh                       # figures to stdout; see benches/RESULTS.md
 #   BENCH_SECONDS=5 BOOT_RUNS=3 sudo benches/boot.sh
+#   BENCH_ONLY=tftp,http sudo benches/boot.sh  # some sections only
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 secs=${BENCH_SECONDS:-5}
 runs=${BOOT_RUNS:-3}
+only=${BENCH_ONLY:-tftp,http,boot}
+want() { [[ ",$only," == *",$1,"* ]]; }
 work=$(mktemp -d /tmp/slipway-bootbench.XXXXXX)
 chmod 755 "$work"
 ns=sbb$$; cns=sbc$$; qns=sbq$$
@@ -88,6 +91,7 @@ tftp_get() { # ns host count -> MiB/s (aggregate)
 tftp_row() { # name
   printf '%-12s %12s %12s %12s %12s\n' "$1" "$(tftp_get "$ns" 127.0.0.1 1)" "$(tftp_get "$ns" 127.0.0.1 20)" "$(tftp_get "$cns" 10.9.0.1 1)" "$(tftp_get "$cns" 10.9.0.1 20)"
 }
+if want tftp; then
 echo "TFTP, MiB/s (32 MiB file; 20 clients: aggregate)"
 printf '%-12s %12s %12s %12s %12s\n' server "lo 1" "lo 20" "veth 1" "veth 20"
 slipway_config "[tftp]
@@ -97,7 +101,10 @@ server "$ns" 0 "$bin" --log warn serve --config "$work/slipway.toml"; tftp_row s
 server "$ns" 0 "$atftpd" --daemon --no-fork --port 69 --user nobody --group nogroup --logfile /dev/null "$work/tftp"; tftp_row atftpd; stop_last
 server "$ns" 0 "$tftpd_hpa" -L -s -u nobody -a 0.0.0.0:69 "$work/tftp"; tftp_row tftpd-hpa; stop_last
 
+fi
+
 # --- HTTP -----------------------------------------------------------------------------------
+if want http; then
 echo
 echo "HTTP (loopback): 256 MiB download MiB/s (median of 3), boot-script requests/s"
 mkdir -p "$work/www/images"
@@ -130,7 +137,10 @@ server "$ns" 0 nginx -c "$work/nginx.conf" -g 'daemon off;'
 printf '%-12s %14s %14s\n' nginx "$(big http://127.0.0.1:8081/images/big.bin)" "$(rps http://127.0.0.1:8081/boot.ipxe)"
 stop_last
 
+fi
+
 # --- Boot -----------------------------------------------------------------------------------
+if want boot; then
 echo
 echo "Boot (QEMU TCG, BIOS, iPXE NIC ROM): seconds from QEMU start to the VM printing its user-data"
 mkdir -p "$work/boot/images" "$work/ref/nocloud/vm-0"
@@ -198,4 +208,5 @@ server "$qns" 0 dnsmasq -k --port=0 --interface=br0 --bind-interfaces --dhcp-ran
   --dhcp-host=52:54:00:a0:00:10,10.1.107.10,vm-0 --dhcp-userclass=set:ipxe,iPXE \
   --dhcp-boot=tag:ipxe,http://10.1.107.1:8081/boot.ipxe --dhcp-leasefile="$work/dnsmasq.leases" --pid-file="$work/dnsmasq.pid"
 printf '%-32s %8s\n' "dnsmasq + nginx" "$(median_boot)"
+fi
 echo "(servers on core 0, clients and QEMU on core 1; boot: median of $runs)"

@@ -55,7 +55,12 @@ impl Server {
     }
 
     pub async fn run(self, store: Store, events: EventLog, shutdown: CancellationToken) {
-        let router = routes::router(routes::BootState { store, events, settings: self.settings });
+        let router = routes::router(routes::BootState {
+            store,
+            events,
+            settings: self.settings,
+            script_events: Default::default(),
+        });
         serve::run(self.listener, router, shutdown).await;
     }
 }

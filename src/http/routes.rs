@@ -23,6 +23,10 @@ use crate::inventory::{ConfigKind, Inventory, MacAddr, Node, Timestamp};
 use crate::store::Store;
 use crate::store::events::{EventKind, EventLog, Source, Subject};
 
+/// Bytes per read when streaming an image: every read of a tokio file is a trip to the blocking
+/// pool, so big reads keep a multi-GiB rootfs download near the disk's speed.
+const FILE_CHUNK: usize = 1 << 20;
+
 /// OKD's installer certificates in Ignition configs are valid for 24 hours.
 const STALE_UPLOAD: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
@@ -31,13 +35,27 @@ pub struct BootState {
     pub store: Store,
     pub events: EventLog,
     pub settings: Arc<Settings>,
+    /// When each address last had a boot script recorded (see `SCRIPT_EVENT_INTERVAL`).
+    pub script_events: Arc<std::sync::Mutex<std::collections::HashMap<Ipv4Addr, std::time::Instant>>>,
 }
+
+/// A boot script is recorded at most once per address in this interval: a real machine asks
+/// once per boot (or once per retry, 10 s apart), while a client looping on the URL must not
+/// flood the event log and push real history out of it.
+const SCRIPT_EVENT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+/// Addresses remembered for that; the map is cleared when it grows past this.
+const SCRIPT_EVENT_ADDRESSES: usize = 65_536;
 
 pub fn router(state: BootState) -> Router {
     let images = Router::new()
-        .fallback_service(ServeDir::new(&state.settings.images).append_index_html_on_directories(false))
+        .fallback_service(
+            ServeDir::new(&state.settings.images)
+                .append_index_html_on_directories(false)
+                .with_buf_chunk_size(FILE_CHUNK),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), record_fetch));
-    let ipxe = ServeDir::new(&state.settings.ipxe).append_index_html_on_directories(false);
+    let ipxe =
+        ServeDir::new(&state.settings.ipxe).append_index_html_on_directories(false).with_buf_chunk_size(FILE_CHUNK);
     Router::new()
         .route("/boot.ipxe", get(boot_script))
         .route("/ignition", get(ignition_config))
@@ -69,6 +87,22 @@ impl BootState {
         let lease = self.store.lease(ip).ok().flatten().filter(|l| l.is_active(Timestamp::now()));
         let node = lease.as_ref().and_then(|l| inv.node_by_mac(l.mac));
         Some(Asker { ip, node, mac: lease.map(|l| l.mac) })
+    }
+
+    /// Whether a boot script served to `ip` now should be recorded.
+    fn script_event_due(&self, ip: Ipv4Addr) -> bool {
+        let now = std::time::Instant::now();
+        let mut last = self.script_events.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if last.len() >= SCRIPT_EVENT_ADDRESSES {
+            last.clear();
+        }
+        match last.get(&ip) {
+            Some(at) if now.duration_since(*at) < SCRIPT_EVENT_INTERVAL => false,
+            _ => {
+                last.insert(ip, now);
+                true
+            }
+        }
     }
 
     fn record(&self, node: Option<&Node>, mac: Option<MacAddr>, kind: EventKind) {
@@ -159,7 +193,9 @@ async fn boot_script(
     if let Some(node) = asker.node
         && s.store.installed(node.name.as_str()).is_some()
     {
-        s.record(Some(node), asker.mac, EventKind::BootScriptServed { profile: None });
+        if s.script_event_due(asker.ip) {
+            s.record(Some(node), asker.mac, EventKind::BootScriptServed { profile: None });
+        }
         return ipxe(script::local_disk(node));
     }
     let machine = Machine { node: asker.node, mac: asker.mac, arch: Some(&arch) };
@@ -174,7 +210,9 @@ async fn boot_script(
     let vars = script::variables(&inv, asker.node, asker.ip, asker.mac, Some(profile), &server);
     match script::boot(profile, &vars) {
         Ok(text) => {
-            s.record(asker.node, asker.mac, EventKind::BootScriptServed { profile: Some(profile.name.clone()) });
+            if s.script_event_due(asker.ip) {
+                s.record(asker.node, asker.mac, EventKind::BootScriptServed { profile: Some(profile.name.clone()) });
+            }
             ipxe(text)
         }
         Err(e) => {
