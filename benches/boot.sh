@@ -202,7 +202,14 @@ boot
 IPXE
 printf '#cloud-config\nhostname: vm-0\n' > "$work/ref/nocloud/vm-0/user-data"
 chmod -R a+rX "$work"
-sed -e "s|127.0.0.1:8081; root $work/www|10.1.107.1:8081; root $work/ref|" "$work/nginx.conf" > "$work/nginx-ref.conf"
+cat > "$work/nginx-ref.conf" <<NGINX
+worker_processes 1;
+pid $work/nginx-ref.pid;
+error_log $work/nginx-ref.err;
+events { worker_connections 4096; }
+http { access_log off; sendfile on; default_type text/plain;
+  server { listen 10.1.107.1:8081; root $work/ref; } }
+NGINX
 server "$qns" 0 nginx -c "$work/nginx-ref.conf" -g 'daemon off;'
 server "$qns" 0 dnsmasq -k --port=0 --interface=br0 --bind-interfaces --dhcp-range=10.1.107.0,static \
   --dhcp-host=52:54:00:a0:00:10,10.1.107.10,vm-0 --dhcp-userclass=set:ipxe,iPXE \
