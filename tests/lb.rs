@@ -384,3 +384,88 @@ fn thousands_of_idle_connections_do_not_stop_a_normal_client() {
     assert_eq!(back, payload);
     drop(idle);
 }
+
+/// A backend that accepts and then does `behave` with each connection.
+fn odd_backend(behave: fn(TcpStream)) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || behave(conn));
+        }
+    });
+    addr
+}
+
+/// Whether the server side closes `stream` within `limit` (EOF or reset on read).
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    stream.set_read_timeout(Some(limit)).expect("timeout");
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    }
+}
+
+#[test]
+fn silent_and_resetting_backends_and_a_connection_flood_stay_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Accepts, reads, never answers.
+    let silent = odd_backend(|mut c| {
+        let mut buf = [0u8; 64];
+        while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    // Reads the first bytes, then resets the connection (SO_LINGER 0).
+    let resetting = odd_backend(|mut c| {
+        let mut buf = [0u8; 64];
+        let _ = c.read(&mut buf);
+        let socket = socket2::Socket::from(c);
+        let _ = socket.set_linger(Some(Duration::ZERO));
+    });
+    let echo = Backend::start("127.0.0.1:0", "echo");
+    let port = |_| SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
+    let (f_silent, f_reset, f_small, f_echo) = (port(0), port(1), port(2), port(3));
+    let extra = format!(
+        "[lb]\nidle_timeout = \"2s\"\n\
+         [[lb.pools]]\nname = \"silent\"\nbackends = [\"{silent}\"]\n\
+         [[lb.pools]]\nname = \"resetting\"\nbackends = [\"{resetting}\"]\n\
+         [[lb.pools]]\nname = \"echo\"\nbackends = [\"{}\"]\n\
+         [[lb.frontends]]\nname = \"silent\"\nlisten = \"{f_silent}\"\npool = \"silent\"\n\
+         [[lb.frontends]]\nname = \"reset\"\nlisten = \"{f_reset}\"\npool = \"resetting\"\n\
+         [[lb.frontends]]\nname = \"small\"\nlisten = \"{f_small}\"\npool = \"echo\"\nmax_connections = 20\n\
+         [[lb.frontends]]\nname = \"echo\"\nlisten = \"{f_echo}\"\npool = \"echo\"\n",
+        echo.addr
+    );
+    let daemon = support::start(&support::config(dir.path(), &extra), &[]);
+
+    // A backend that never answers: the idle timeout closes the client's connection.
+    let mut c = TcpStream::connect(f_silent).expect("connect");
+    c.write_all(b"hello?").expect("send");
+    assert!(closed_within(&mut c, Duration::from_secs(10)), "an idle connection to a silent backend is closed");
+
+    // A backend that resets mid-stream: the client's connection ends, nothing else does.
+    let mut c = TcpStream::connect(f_reset).expect("connect");
+    c.write_all(b"x").expect("send");
+    assert!(closed_within(&mut c, Duration::from_secs(5)), "a reset backend ends the client connection");
+
+    // A flood past max_connections: the surplus is closed at once, the frontend's own clients
+    // and the other frontends keep working.
+    let held: Vec<(String, TcpStream)> = (0..20).map(|_| through(f_small, None)).collect();
+    assert!(held.iter().all(|(g, _)| g == "echo"));
+    let mut flood: Vec<TcpStream> = (0..200).filter_map(|_| TcpStream::connect(f_small).ok()).collect();
+    let refused = flood.iter_mut().map(|s| closed_within(s, Duration::from_secs(3))).filter(|closed| *closed).count();
+    assert_eq!(refused, flood.len(), "every connection past the limit is closed");
+    let (greeting, mut normal) = through(f_echo, None);
+    assert_eq!(greeting, "echo");
+    normal.write_all(b"ping\n").expect("send");
+    let mut line = String::new();
+    BufReader::new(normal.try_clone().expect("clone")).read_line(&mut line).expect("echo");
+    assert_eq!(line, "ping\n");
+    let (_, mut first) = held.into_iter().next().expect("held");
+    first.write_all(b"still\n").expect("send");
+    let mut line = String::new();
+    BufReader::new(first).read_line(&mut line).expect("echo on a held connection");
+    assert_eq!(line, "still\n");
+    assert_eq!(status(&daemon)["frontends"].as_array().map(Vec::len), Some(4), "the daemon still answers");
+}
