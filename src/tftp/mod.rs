@@ -3,6 +3,7 @@
 //! request-name filter; `server` resolves what passes it against the file system (symlinks
 //! included) and serves it with async-tftp (blksize, tsize, timeout and windowsize negotiated).
 
+pub mod fuzz;
 pub mod ipxe;
 pub mod server;
 
