@@ -11,6 +11,7 @@ pub mod config;
 pub mod dhcp;
 pub mod dns;
 pub mod http;
+pub mod hypervisor;
 pub mod images;
 pub mod inventory;
 pub mod lb;

@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 
 use crate::support::{self, TOKEN};
 
-const SERVER: &str = "10.1.107.1";
-const NODE: (&str, &str, &str) = ("vm-0", "52:54:00:a0:00:10", "10.1.107.10");
+pub const SERVER: &str = "10.1.107.1";
+pub const NODE: (&str, &str, &str) = ("vm-0", "52:54:00:a0:00:10", "10.1.107.10");
 /// Under TCG a boot to phone-home takes tens of seconds; this bounds it.
-const BOOT_LIMIT: Duration = Duration::from_secs(240);
+pub const BOOT_LIMIT: Duration = Duration::from_secs(240);
 
 /// A namespace holding a bridge (`br0`, the server's side) and a tap for QEMU (`tap0`).
-struct Lab {
-    ns: String,
+pub struct Lab {
+    pub ns: String,
 }
 
 fn ip(args: &[&str]) {
@@ -26,16 +26,23 @@ fn ip(args: &[&str]) {
 }
 
 impl Lab {
-    fn new(tag: &str) -> Lab {
+    pub fn new(tag: &str) -> Lab {
+        let lab = Lab::bridge_only(tag);
+        let ns = &lab.ns;
+        ip(&["-n", ns, "tuntap", "add", "tap0", "mode", "tap"]);
+        ip(&["-n", ns, "link", "set", "tap0", "master", "br0"]);
+        ip(&["-n", ns, "link", "set", "tap0", "up"]);
+        lab
+    }
+
+    /// The namespace and its bridge, with no tap (a hypervisor backend adds its own).
+    pub fn bridge_only(tag: &str) -> Lab {
         let ns = format!("swb{}{tag}", std::process::id() % 100_000);
         let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         ip(&["netns", "add", &ns]);
         ip(&["-n", &ns, "link", "set", "lo", "up"]);
         ip(&["-n", &ns, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", &ns, "addr", "add", &format!("{SERVER}/24"), "dev", "br0"]);
-        ip(&["-n", &ns, "tuntap", "add", "tap0", "mode", "tap"]);
-        ip(&["-n", &ns, "link", "set", "tap0", "master", "br0"]);
-        ip(&["-n", &ns, "link", "set", "tap0", "up"]);
         ip(&["-n", &ns, "link", "set", "br0", "up"]);
         Lab { ns }
     }
@@ -53,7 +60,7 @@ impl Drop for Lab {
 }
 
 /// The kernel and the initramfs (cached under target/boot-kit).
-fn boot_kit() -> PathBuf {
+pub fn boot_kit() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join("target/boot-kit");
     let out = Command::new(root.join("scripts/boot-kit")).arg(&dir).output().expect("scripts/boot-kit");
@@ -61,7 +68,7 @@ fn boot_kit() -> PathBuf {
     dir
 }
 
-fn config(dir: &Path, images: &Path, tftp: bool) -> PathBuf {
+pub fn config(dir: &Path, images: &Path, tftp: bool) -> PathBuf {
     std::fs::write(dir.join("token"), format!("{TOKEN}\n")).expect("token");
     let (name, mac, ipv4) = NODE;
     let text = format!(
@@ -103,6 +110,16 @@ profile = "tiny"
     path
 }
 
+/// Starts slipway in the lab serving DHCP, HTTP boot (and TFTP) for `NODE` with the boot kit.
+pub fn serve(lab: &Lab, dir: &Path, tftp: bool) -> support::Daemon {
+    let kit = boot_kit();
+    let images = dir.join("images");
+    std::fs::create_dir(&images).expect("images dir");
+    std::fs::copy(kit.join("vmlinuz"), images.join("vmlinuz")).expect("kernel");
+    std::fs::copy(kit.join("initrd.cpio"), images.join("initrd.cpio")).expect("initramfs");
+    support::start_in(Some(&lab.ns), &config(dir, &images, tftp), &[])
+}
+
 /// How the VM's firmware reaches iPXE.
 #[derive(Clone, Copy)]
 enum Firmware {
@@ -134,7 +151,7 @@ fn qemu(lab: &Lab, serial: &Path, firmware: Firmware) -> Child {
 }
 
 /// The node's events, as `type` strings, from the admin API.
-fn event_types(daemon: &support::Daemon, lab: &Lab) -> Vec<serde_json::Value> {
+pub fn event_types(daemon: &support::Daemon, lab: &Lab) -> Vec<serde_json::Value> {
     events(daemon, lab, &format!("node={}", NODE.0))
 }
 
@@ -152,15 +169,10 @@ fn events(daemon: &support::Daemon, lab: &Lab, query: &str) -> Vec<serde_json::V
 }
 
 fn boots_from_slipway_alone(tag: &str, firmware: Firmware) {
-    let kit = boot_kit();
     let dir = tempfile::tempdir().expect("tempdir");
-    let images = dir.path().join("images");
-    std::fs::create_dir(&images).expect("images dir");
-    std::fs::copy(kit.join("vmlinuz"), images.join("vmlinuz")).expect("kernel");
-    std::fs::copy(kit.join("initrd.cpio"), images.join("initrd.cpio")).expect("initramfs");
     let lab = Lab::new(tag);
     let tftp = matches!(firmware, Firmware::UefiPxe);
-    let daemon = support::start_in(Some(&lab.ns), &config(dir.path(), &images, tftp), &[]);
+    let daemon = serve(&lab, dir.path(), tftp);
     let serial = dir.path().join("serial.log");
     let mut vm = qemu(&lab, &serial, firmware);
 

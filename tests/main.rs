@@ -7,6 +7,7 @@ mod daemon;
 mod dhcp;
 mod dns;
 mod http;
+mod hypervisor;
 mod images;
 mod lab;
 mod lb;
