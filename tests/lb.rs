@@ -230,19 +230,8 @@ fn deleting_the_bootstrap_node_drops_it_from_the_api_pool_without_cutting_a_mast
 /// An HTTPS backend: `/readyz` answers 200 or 500 as `ready` says; `/stream` sends `tick` lines
 /// every 100 ms for four seconds (a long-lived stream, like a Kubernetes watch).
 async fn https_backend(cert: &std::path::Path, key: &std::path::Path, ready: Arc<AtomicBool>) -> SocketAddr {
-    use rustls_pki_types::pem::PemObject;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let certs =
-        rustls_pki_types::CertificateDer::pem_file_iter(cert).expect("cert").map(|c| c.expect("cert")).collect();
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).expect("key");
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = crate::support::tls_acceptor(cert, key);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {

@@ -13,6 +13,8 @@ mod lab;
 mod lb;
 mod netns;
 mod packaging;
+mod proxmox;
+mod pve;
 mod ra;
 mod support;
 mod tftp;

@@ -224,3 +224,19 @@ pub fn cli_in(ns: Option<&str>, daemon: &Daemon, args: &[&str]) -> (bool, String
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A TLS acceptor for a PEM certificate chain and key (test servers).
+pub fn tls_acceptor(cert: &Path, key: &Path) -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::pem::PemObject;
+    let certs =
+        rustls_pki_types::CertificateDer::pem_file_iter(cert).expect("cert").map(|c| c.expect("cert")).collect();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).expect("key");
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+}

@@ -5,7 +5,7 @@
 //! Errors name the VM and the step that failed, so "master-0: start: bridge 'vmbr9' does not
 //! exist" reaches the operator rather than a bare HTTP status.
 
-// pub mod proxmox;
+pub mod proxmox;
 pub mod qemu;
 
 use std::fmt;
@@ -88,7 +88,7 @@ pub struct Placement {
     /// Tried first, in order, among the allowed hosts.
     pub preferred: Vec<String>,
     /// VMs of one group (e.g. a cluster's control plane) spread over hosts.
-    pub group: Option<String>,
+    pub group: Option<Name>,
     pub anti_affinity: AntiAffinity,
 }
 

@@ -1,0 +1,169 @@
+//! slipway's own HTTP client for the Proxmox VE API, plugged into the `proxmox-api` crate's
+//! typed endpoints: API-token auth (`PVEAPIToken=USER@REALM!TOKENID=SECRET`), TLS from
+//! [`super::tls`], form-urlencoded bodies, the `{"data": …}` envelope, and errors that keep
+//! Proxmox's message. The token is never logged or shown by `Debug`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::tls::{Trust, client_config};
+
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    /// `https://host:8006`, no trailing slash.
+    base: Arc<str>,
+    auth: Arc<str>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// Proxmox answered with an error status; `message` is its text (and per-field errors).
+    Status { status: u16, message: String },
+    /// No answer: connection refused, DNS, timeout, or TLS (`tls` is set).
+    Transport { tls: bool, message: String },
+    /// An answer slipway cannot read.
+    Decode(String),
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::Status { status, message } => write!(f, "HTTP {status}: {message}"),
+            ApiError::Transport { message, .. } => f.write_str(message),
+            ApiError::Decode(message) => write!(f, "unreadable answer: {message}"),
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Envelope<R> {
+    data: R,
+}
+
+impl Api {
+    pub fn new(url: &str, token_id: &str, secret: &str, trust: &Trust) -> Result<Api, String> {
+        let tls = client_config(trust)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        Ok(Api {
+            http,
+            base: url.trim_end_matches('/').into(),
+            auth: format!("PVEAPIToken={token_id}={secret}").into(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+}
+
+fn transport(e: &reqwest::Error) -> ApiError {
+    // The TLS failure (e.g. our fingerprint mismatch) is deep in the source chain.
+    let mut tls = false;
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<rustls::Error>().is_some() || s.to_string().contains("certificate") {
+            tls = true;
+        }
+        message = format!("{message}: {s}");
+        source = s.source();
+    }
+    ApiError::Transport { tls, message }
+}
+
+/// Proxmox's error text: `message`, plus `errors` (per parameter) when present.
+fn error_message(status: reqwest::StatusCode, body: &[u8]) -> String {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let mut message = value["message"]
+        .as_str()
+        .map(|m| m.trim().to_owned())
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_owned());
+    if let Some(errors) = value["errors"].as_object() {
+        let detail: Vec<String> = errors
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.as_str().map_or(v.to_string(), |s| s.trim().to_owned())))
+            .collect();
+        message = format!("{message} ({})", detail.join("; "));
+    }
+    message
+}
+
+impl proxmox_api::client::Client for Api {
+    type Error = ApiError;
+
+    async fn request_with_body_and_query<B, Q, R>(
+        &self,
+        method: proxmox_api::client::Method,
+        path: &str,
+        body: Option<&B>,
+        query: Option<&Q>,
+    ) -> Result<R, ApiError>
+    where
+        B: Serialize,
+        Q: Serialize,
+        R: DeserializeOwned,
+    {
+        use proxmox_api::client::Method as M;
+        let method = match method {
+            M::Get => reqwest::Method::GET,
+            M::Post => reqwest::Method::POST,
+            M::Put => reqwest::Method::PUT,
+            M::Delete => reqwest::Method::DELETE,
+        };
+        let mut url = format!("{}/api2/json{path}", self.base);
+        if let Some(query) = query {
+            let encoded = serde_urlencoded::to_string(query).map_err(|e| ApiError::Decode(e.to_string()))?;
+            if !encoded.is_empty() {
+                url = format!("{url}?{encoded}");
+            }
+        }
+        tracing::debug!(%method, path, "proxmox request");
+        let mut request = self.http.request(method, url).header("Authorization", &*self.auth);
+        if let Some(body) = body {
+            let encoded = serde_urlencoded::to_string(body).map_err(|e| ApiError::Decode(e.to_string()))?;
+            request = request.header("Content-Type", "application/x-www-form-urlencoded").body(encoded);
+        }
+        let response = request.send().await.map_err(|e| transport(&e))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| transport(&e))?;
+        if !status.is_success() {
+            return Err(ApiError::Status { status: status.as_u16(), message: error_message(status, &bytes) });
+        }
+        serde_json::from_slice::<Envelope<R>>(&bytes).map(|e| e.data).map_err(|e| ApiError::Decode(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_errors_are_kept_with_their_fields() {
+        let body = br#"{"data":null,"message":"Parameter verification failed.\n","errors":{"memory":"value must have a minimum value of 16\n"}}"#;
+        let msg = error_message(reqwest::StatusCode::BAD_REQUEST, body);
+        assert_eq!(msg, "Parameter verification failed. (memory: value must have a minimum value of 16)");
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug() {
+        let trust = Trust::Fingerprint([0; 32]);
+        let api = Api::new("https://pve:8006/", "slipway@pve!t", "s3cret-token", &trust).expect("api");
+        let shown = format!("{api:?}");
+        assert!(!shown.contains("s3cret-token") && shown.contains("https://pve:8006"), "{shown}");
+    }
+}

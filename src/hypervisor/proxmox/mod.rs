@@ -1,0 +1,390 @@
+//! The Proxmox VE backend: the REST API through the `proxmox-api` crate's typed endpoints on
+//! slipway's own client ([`api`]). VMs are found by their tags ([`super::Owner::tags`]) in
+//! `/cluster/resources`; new ones get a node from [`placement`], a VMID from `/cluster/nextid`
+//! (retried when another client takes it first), parameters from [`params`], and every
+//! asynchronous call is followed through its task to the end ([`task`]). A create that fails
+//! after the VM exists deletes it again; when even that fails, the error says so and the VM,
+//! still tagged, shows in `slipway get vms` for the next reconcile.
+
+pub mod api;
+pub mod params;
+pub mod placement;
+pub mod task;
+pub mod tls;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use proxmox_api::client::Client as _;
+use proxmox_api::cluster::ClusterClient;
+use proxmox_api::cluster::resources::{GetOutputItems as Resource, GetParams as ResourceParams, Type2 as ResourceType};
+use proxmox_api::nodes::NodesClient;
+use proxmox_api::types::VmId;
+use proxmox_api::types::bounded_integer::BoundedInteger as _;
+
+use super::{Error, ErrorKind, Hypervisor, Owner, Step, Vm, VmSpec, VmState};
+use crate::inventory::Name;
+use api::{Api, ApiError};
+use params::Defaults;
+use task::TaskError;
+pub use tls::Trust;
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub name: String,
+    /// `https://pve1.lab.example:8006`
+    pub url: String,
+    /// `USER@REALM!TOKENID`
+    pub token_id: String,
+    pub token_secret: String,
+    pub trust: Trust,
+    pub defaults: Defaults,
+    /// Nodes VMs may go to when a spec names none (empty: any online node).
+    pub nodes: Vec<String>,
+    /// How long one Proxmox task (create, start, stop, delete) may run.
+    pub task_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct Proxmox {
+    name: String,
+    api: Api,
+    defaults: Defaults,
+    nodes: Vec<String>,
+    task_timeout: Duration,
+    /// Creates go one at a time: a VMID and a node's free memory are decided per create.
+    create_lock: tokio::sync::Mutex<()>,
+}
+
+/// How many times a create asks for a new VMID after another client took the last one.
+const ID_ATTEMPTS: usize = 5;
+
+/// A VM slipway owns, as `/cluster/resources` lists it.
+#[derive(Clone, Debug)]
+struct Owned {
+    vmid: VmId,
+    host: String,
+    owner: Owner,
+    state: VmState,
+}
+
+impl Proxmox {
+    pub fn new(settings: Settings) -> Result<Proxmox, String> {
+        let api = Api::new(&settings.url, &settings.token_id, &settings.token_secret, &settings.trust)?;
+        Ok(Proxmox {
+            name: settings.name,
+            api,
+            defaults: settings.defaults,
+            nodes: settings.nodes,
+            task_timeout: settings.task_timeout,
+            create_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn fail(&self, vm: &str, step: Step, e: ApiError) -> Error {
+        let url = self.api.url().to_owned();
+        let kind = match e {
+            ApiError::Status { status: 401, message } => ErrorKind::Auth { url, message },
+            ApiError::Status { status: 403, message } => ErrorKind::Forbidden(message),
+            ApiError::Status { message, .. } => ErrorKind::Rejected(message),
+            ApiError::Transport { tls: true, message } => ErrorKind::Tls(message),
+            ApiError::Transport { tls: false, message } => ErrorKind::Unreachable { url, message },
+            ApiError::Decode(message) => ErrorKind::Rejected(format!("unreadable answer: {message}")),
+        };
+        Error::new(vm, step, kind)
+    }
+
+    fn task_fail(&self, vm: &str, step: Step, upid: &str, e: TaskError) -> Error {
+        match e {
+            TaskError::Failed(message) => Error::new(vm, step, ErrorKind::TaskFailed { upid: upid.into(), message }),
+            TaskError::Timeout(after) => Error::new(vm, step, ErrorKind::TaskTimeout { upid: upid.into(), after }),
+            TaskError::Api(e) => self.fail(vm, step, e),
+        }
+    }
+
+    async fn resources(&self, vm: &str, step: Step) -> Result<Vec<Resource>, Error> {
+        ClusterClient::new(self.api.clone())
+            .resources()
+            .get(ResourceParams::default())
+            .await
+            .map_err(|e| self.fail(vm, step, e))
+    }
+
+    fn owned(resources: &[Resource]) -> Vec<Owned> {
+        resources
+            .iter()
+            .filter(|r| matches!(r.ty, ResourceType::Qemu) && r.template != Some(true))
+            .filter_map(|r| {
+                let tags = r.tags.as_deref().unwrap_or("");
+                let owner = Owner::from_tags(tags.split([';', ',', ' ']).filter(|t| !t.is_empty()))?;
+                let vmid = VmId::new(r.vmid?.get()).ok()?;
+                let state = if r.lock.as_deref() == Some("create") {
+                    VmState::Creating
+                } else {
+                    match r.status.as_deref() {
+                        Some("running") => VmState::Running,
+                        Some("paused") => VmState::Paused,
+                        _ => VmState::Stopped,
+                    }
+                };
+                Some(Owned { vmid, host: r.node.clone()?, owner, state })
+            })
+            .collect()
+    }
+
+    fn vm(&self, owned: &Owned) -> Vm {
+        Vm {
+            name: owned.owner.node.to_string(),
+            cluster: owned.owner.cluster.as_ref().map(Name::to_string),
+            hypervisor: self.name.clone(),
+            id: owned.vmid.get().to_string(),
+            host: owned.host.clone(),
+            state: owned.state,
+        }
+    }
+
+    async fn find(&self, node: &Name, step: Step) -> Result<Option<Owned>, Error> {
+        let resources = self.resources(node.as_str(), step).await?;
+        Ok(Self::owned(&resources).into_iter().find(|o| &o.owner.node == node))
+    }
+
+    /// The typed client for one VM's endpoints.
+    fn qemu(&self, host: &str, vmid: VmId) -> proxmox_api::nodes::node::qemu::vmid::VmidClient<Api> {
+        NodesClient::new(self.api.clone()).node(host).qemu().vmid(vmid)
+    }
+
+    async fn wait(&self, vm: &str, step: Step, upid: &str, limit: Duration) -> Result<(), Error> {
+        task::wait(&self.api, upid, limit).await.map_err(|e| self.task_fail(vm, step, upid, e))
+    }
+
+    /// The node for a new VM, and a check that it has the spec's storages and bridges.
+    async fn place(&self, spec: &VmSpec, resources: &[Resource]) -> Result<String, Error> {
+        let vm = spec.owner.node.as_str();
+        let hosts: Vec<placement::Host> = resources
+            .iter()
+            .filter(|r| matches!(r.ty, ResourceType::Node))
+            .filter_map(|r| {
+                let name = r.node.clone()?;
+                let max = u64::try_from(r.maxmem.unwrap_or(0)).unwrap_or(0);
+                let free = max.saturating_sub(r.mem.unwrap_or(0)) / (1024 * 1024);
+                Some(placement::Host { name, online: r.status.as_deref() == Some("online"), mem_free_mib: free })
+            })
+            .collect();
+        let mut members = BTreeMap::new();
+        if let Some(group) = &spec.placement.group {
+            let tag = format!("slipway.group.{group}");
+            for r in resources.iter().filter(|r| matches!(r.ty, ResourceType::Qemu)) {
+                if r.tags.as_deref().unwrap_or("").split(';').any(|t| t == tag) {
+                    *members.entry(r.node.clone().unwrap_or_default()).or_insert(0) += 1;
+                }
+            }
+        }
+        let mut placement = spec.placement.clone();
+        if placement.targets.is_empty() {
+            placement.targets.clone_from(&self.nodes);
+        }
+        let host = placement::choose(&placement, &hosts, &members, u64::from(spec.memory_mib))
+            .map_err(|e| Error::new(vm, Step::Place, ErrorKind::NoHost(e)))?;
+
+        let storages: Vec<&str> = resources
+            .iter()
+            .filter(|r| matches!(r.ty, ResourceType::Storage) && r.node.as_deref() == Some(&host))
+            .filter(|r| r.status.as_deref() == Some("available"))
+            .filter(|r| r.content.as_deref().unwrap_or("").split(',').any(|c| c == "images"))
+            .filter_map(|r| r.storage.as_deref())
+            .collect();
+        for disk in &spec.disks {
+            let want = params::storage(disk, &self.defaults);
+            if !storages.contains(&want) {
+                let msg = format!(
+                    "storage '{want}' for disks is not available on node {host} (has: {})",
+                    storages.join(", ")
+                );
+                return Err(Error::new(vm, Step::Place, ErrorKind::Rejected(msg)));
+            }
+        }
+        let query = [("type", "any_bridge")];
+        let bridges: Vec<serde_json::Value> =
+            self.api.get(&format!("/nodes/{host}/network"), &query).await.map_err(|e| self.fail(vm, Step::Place, e))?;
+        let bridges: Vec<&str> = bridges.iter().filter_map(|b| b["iface"].as_str()).collect();
+        for nic in &spec.nics {
+            let want = nic.bridge.as_deref().unwrap_or(&self.defaults.bridge);
+            if !bridges.contains(&want) {
+                let msg = format!("bridge '{want}' does not exist on node {host} (has: {})", bridges.join(", "));
+                return Err(Error::new(vm, Step::Place, ErrorKind::Rejected(msg)));
+            }
+        }
+        Ok(host)
+    }
+
+    async fn next_id(&self, vm: &str) -> Result<VmId, Error> {
+        let id = ClusterClient::new(self.api.clone())
+            .nextid()
+            .get(Default::default())
+            .await
+            .map_err(|e| self.fail(vm, Step::AllocateId, e))?;
+        VmId::new(i128::from(id))
+            .map_err(|_| Error::new(vm, Step::AllocateId, ErrorKind::Rejected(format!("/cluster/nextid gave {id}"))))
+    }
+
+    /// Deletes a VM a failed create left, waiting for it; the error says what is left.
+    async fn clean_up(&self, vm: &str, host: &str, vmid: VmId, cause: Error) -> Error {
+        let result = match self.qemu(host, vmid).delete(purge()).await {
+            Ok(upid) => self.wait(vm, Step::Cleanup, &upid, self.task_timeout).await,
+            Err(e) => Err(self.fail(vm, Step::Cleanup, e)),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(vm, vmid = %vmid.get(), host, "removed the VM a failed create left");
+                cause
+            }
+            Err(e) => {
+                tracing::warn!(vm, vmid = %vmid.get(), host, error = %e, "a failed create left a VM behind");
+                let kind = ErrorKind::Local(format!(
+                    "{}; removing VM {} on {host} failed too ({}); it keeps slipway's tags, so `slipway get vms` shows it and the next create or delete of {vm} handles it",
+                    cause.kind,
+                    vmid.get(),
+                    e.kind
+                ));
+                Error::new(vm, cause.step, kind)
+            }
+        }
+    }
+}
+
+/// Delete with the VM's disks, and its entries in jobs and HA.
+fn purge() -> proxmox_api::nodes::node::qemu::vmid::DeleteParams {
+    proxmox_api::nodes::node::qemu::vmid::DeleteParams {
+        purge: Some(true),
+        destroy_unreferenced_disks: Some(true),
+        ..Default::default()
+    }
+}
+
+fn already_exists(e: &ApiError) -> bool {
+    matches!(e, ApiError::Status { message, .. } if message.contains("already exists"))
+}
+
+#[async_trait]
+impl Hypervisor for Proxmox {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn create(&self, spec: &VmSpec) -> Result<Vm, Error> {
+        let _guard = self.create_lock.lock().await;
+        let vm = spec.owner.node.as_str();
+        let resources = self.resources(vm, Step::Create).await?;
+        if let Some(found) = Self::owned(&resources).into_iter().find(|o| o.owner.node == spec.owner.node) {
+            if found.owner != spec.owner {
+                let msg = format!("VM {} on {} belongs to node {vm} of another cluster", found.vmid, found.host);
+                return Err(Error::new(vm, Step::Create, ErrorKind::Rejected(msg)));
+            }
+            return Ok(self.vm(&found));
+        }
+        let host = self.place(spec, &resources).await?;
+        for _ in 0..ID_ATTEMPTS {
+            let vmid = self.next_id(vm).await?;
+            let body = params::create(spec, vmid.get(), &self.defaults);
+            let upid: String = match self.api.post(&format!("/nodes/{host}/qemu"), &body).await {
+                Ok(upid) => upid,
+                Err(e) if already_exists(&e) => {
+                    tracing::info!(vm, vmid = %vmid.get(), "another client took the VMID; asking for the next one");
+                    continue;
+                }
+                Err(e) => return Err(self.fail(vm, Step::Create, e)),
+            };
+            if let Err(cause) = self.wait(vm, Step::Create, &upid, self.task_timeout).await {
+                return Err(self.clean_up(vm, &host, vmid, cause).await);
+            }
+            tracing::info!(vm, vmid = %vmid.get(), host, hypervisor = %self.name, "VM created");
+            let owned = Owned { vmid, host, owner: spec.owner.clone(), state: VmState::Stopped };
+            return Ok(self.vm(&owned));
+        }
+        let msg = format!("other clients took {ID_ATTEMPTS} VMIDs in a row");
+        Err(Error::new(vm, Step::AllocateId, ErrorKind::Rejected(msg)))
+    }
+
+    async fn start(&self, node: &Name) -> Result<(), Error> {
+        let vm = node.as_str();
+        let found = self.find(node, Step::Start).await?.ok_or(Error::new(vm, Step::Start, ErrorKind::NotFound))?;
+        if found.state == VmState::Running {
+            return Ok(());
+        }
+        let upid = self
+            .qemu(&found.host, found.vmid)
+            .status()
+            .start()
+            .post(Default::default())
+            .await
+            .map_err(|e| self.fail(vm, Step::Start, e))?;
+        self.wait(vm, Step::Start, &upid, self.task_timeout).await?;
+        tracing::info!(vm, vmid = %found.vmid.get(), "VM started");
+        Ok(())
+    }
+
+    async fn shutdown(&self, node: &Name, timeout: Duration) -> Result<(), Error> {
+        let vm = node.as_str();
+        let found =
+            self.find(node, Step::Shutdown).await?.ok_or(Error::new(vm, Step::Shutdown, ErrorKind::NotFound))?;
+        if found.state == VmState::Stopped {
+            return Ok(());
+        }
+        // Proxmox's own "ACPI, then stop after the timeout".
+        let params = proxmox_api::nodes::node::qemu::vmid::status::shutdown::PostParams {
+            timeout: Some(timeout.as_secs().max(1)),
+            forcestop: Some(true),
+            ..Default::default()
+        };
+        let upid = self
+            .qemu(&found.host, found.vmid)
+            .status()
+            .shutdown()
+            .post(params)
+            .await
+            .map_err(|e| self.fail(vm, Step::Shutdown, e))?;
+        self.wait(vm, Step::Shutdown, &upid, timeout + self.task_timeout).await
+    }
+
+    async fn delete(&self, node: &Name) -> Result<(), Error> {
+        let vm = node.as_str();
+        let Some(found) = self.find(node, Step::Delete).await? else { return Ok(()) };
+        if found.state != VmState::Stopped {
+            let upid = self
+                .qemu(&found.host, found.vmid)
+                .status()
+                .stop()
+                .post(Default::default())
+                .await
+                .map_err(|e| self.fail(vm, Step::Stop, e))?;
+            self.wait(vm, Step::Stop, &upid, self.task_timeout).await?;
+        }
+        let upid =
+            self.qemu(&found.host, found.vmid).delete(purge()).await.map_err(|e| self.fail(vm, Step::Delete, e))?;
+        self.wait(vm, Step::Delete, &upid, self.task_timeout).await?;
+        tracing::info!(vm, vmid = %found.vmid.get(), "VM deleted");
+        Ok(())
+    }
+
+    async fn status(&self, node: &Name) -> Result<Option<Vm>, Error> {
+        Ok(self.find(node, Step::Status).await?.map(|o| self.vm(&o)))
+    }
+
+    async fn list(&self) -> Result<Vec<Vm>, Error> {
+        let resources = self.resources("*", Step::List).await?;
+        let mut vms: Vec<Vm> = Self::owned(&resources).iter().map(|o| self.vm(o)).collect();
+        vms.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(vms)
+    }
+}
+
+/// Reads an API token secret: a file's first line, or a systemd credential by name.
+pub fn read_secret(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let secret = text.lines().next().unwrap_or("").trim().to_owned();
+    if secret.is_empty() {
+        return Err(format!("{}: empty", path.display()));
+    }
+    Ok(secret)
+}

@@ -1,0 +1,130 @@
+//! Which Proxmox node a new VM goes to: the allowed nodes (explicit targets, else all online
+//! ones) that have the memory free, hard anti-affinity removing nodes that already run a member
+//! of the VM's group; then preferred nodes first, soft anti-affinity preferring nodes with fewer
+//! members, most free memory, name. Pure.
+
+use std::collections::BTreeMap;
+
+use super::super::{AntiAffinity, Placement};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Host {
+    pub name: String,
+    pub online: bool,
+    pub mem_free_mib: u64,
+}
+
+/// `members`: how many VMs of the spec's group each host runs now.
+pub fn choose(
+    placement: &Placement,
+    hosts: &[Host],
+    members: &BTreeMap<String, usize>,
+    need_mib: u64,
+) -> Result<String, String> {
+    for target in &placement.targets {
+        if !hosts.iter().any(|h| &h.name == target) {
+            let known: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+            return Err(format!("target node '{target}' is not in the cluster (nodes: {})", known.join(", ")));
+        }
+    }
+    let allowed: Vec<&Host> =
+        hosts.iter().filter(|h| placement.targets.is_empty() || placement.targets.contains(&h.name)).collect();
+    let online: Vec<&Host> = allowed.iter().copied().filter(|h| h.online).collect();
+    if online.is_empty() {
+        let names: Vec<&str> = allowed.iter().map(|h| h.name.as_str()).collect();
+        return Err(format!("no allowed node is online (allowed: {})", names.join(", ")));
+    }
+    let roomy: Vec<&Host> = online.iter().copied().filter(|h| h.mem_free_mib >= need_mib).collect();
+    if roomy.is_empty() {
+        let free: Vec<String> = online.iter().map(|h| format!("{} {} MiB", h.name, h.mem_free_mib)).collect();
+        return Err(format!("no node has {need_mib} MiB of memory free (free: {})", free.join(", ")));
+    }
+    let count = |h: &Host| members.get(&h.name).copied().unwrap_or(0);
+    let mut candidates: Vec<&Host> = match placement.anti_affinity {
+        AntiAffinity::Hard => roomy.into_iter().filter(|h| count(h) == 0).collect(),
+        AntiAffinity::Soft | AntiAffinity::None => roomy,
+    };
+    if candidates.is_empty() {
+        let group = placement.group.as_ref().map_or("?".into(), |g| g.to_string());
+        return Err(format!("every node with room already runs a member of group '{group}' (hard anti-affinity)"));
+    }
+    let preference = |h: &Host| placement.preferred.iter().position(|p| p == &h.name).unwrap_or(usize::MAX);
+    let spread = |h: &Host| if placement.anti_affinity == AntiAffinity::Soft { count(h) } else { 0 };
+    candidates.sort_by(|a, b| {
+        (preference(a), spread(a), std::cmp::Reverse(a.mem_free_mib), &a.name).cmp(&(
+            preference(b),
+            spread(b),
+            std::cmp::Reverse(b.mem_free_mib),
+            &b.name,
+        ))
+    });
+    Ok(candidates[0].name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts() -> Vec<Host> {
+        vec![
+            Host { name: "pve1".into(), online: true, mem_free_mib: 32_000 },
+            Host { name: "pve2".into(), online: true, mem_free_mib: 64_000 },
+            Host { name: "pve3".into(), online: false, mem_free_mib: 128_000 },
+            Host { name: "pve4".into(), online: true, mem_free_mib: 4_000 },
+        ]
+    }
+
+    fn placement(anti_affinity: AntiAffinity) -> Placement {
+        Placement { group: Some("prod-cp".parse().expect("name")), anti_affinity, ..Placement::default() }
+    }
+
+    fn members(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+        pairs.iter().map(|(h, n)| ((*h).to_owned(), *n)).collect()
+    }
+
+    #[test]
+    fn the_online_node_with_most_free_memory_wins_by_default() {
+        assert_eq!(choose(&Placement::default(), &hosts(), &members(&[]), 8_000), Ok("pve2".into()));
+    }
+
+    #[test]
+    fn preferred_nodes_come_first_when_they_have_room() {
+        let p = Placement { preferred: vec!["pve4".into(), "pve1".into()], ..Placement::default() };
+        assert_eq!(choose(&p, &hosts(), &members(&[]), 8_000), Ok("pve1".into()));
+        assert_eq!(choose(&p, &hosts(), &members(&[]), 2_000), Ok("pve4".into()));
+    }
+
+    #[test]
+    fn targets_restrict_and_an_unknown_target_is_named() {
+        let p = Placement { targets: vec!["pve1".into()], ..Placement::default() };
+        assert_eq!(choose(&p, &hosts(), &members(&[]), 8_000), Ok("pve1".into()));
+        let p = Placement { targets: vec!["pve9".into()], ..Placement::default() };
+        let err = choose(&p, &hosts(), &members(&[]), 8_000).expect_err("unknown");
+        assert!(err.contains("'pve9'"), "{err}");
+        let p = Placement { targets: vec!["pve3".into()], ..Placement::default() };
+        assert!(choose(&p, &hosts(), &members(&[]), 8_000).expect_err("offline").contains("online"));
+    }
+
+    #[test]
+    fn too_much_memory_names_what_each_node_has_free() {
+        let err = choose(&Placement::default(), &hosts(), &members(&[]), 100_000).expect_err("too big");
+        assert!(err.contains("100000 MiB") && err.contains("pve2 64000 MiB"), "{err}");
+    }
+
+    #[test]
+    fn hard_anti_affinity_skips_nodes_with_a_member_and_fails_when_none_is_left() {
+        let m = members(&[("pve2", 1)]);
+        assert_eq!(choose(&placement(AntiAffinity::Hard), &hosts(), &m, 2_000), Ok("pve1".into()));
+        let m = members(&[("pve1", 1), ("pve2", 1), ("pve4", 1)]);
+        let err = choose(&placement(AntiAffinity::Hard), &hosts(), &m, 2_000).expect_err("full");
+        assert!(err.contains("prod-cp"), "{err}");
+    }
+
+    #[test]
+    fn soft_anti_affinity_spreads_but_shares_when_it_must() {
+        let m = members(&[("pve2", 1)]);
+        assert_eq!(choose(&placement(AntiAffinity::Soft), &hosts(), &m, 8_000), Ok("pve1".into()));
+        let m = members(&[("pve1", 1), ("pve2", 1)]);
+        assert_eq!(choose(&placement(AntiAffinity::Soft), &hosts(), &m, 8_000), Ok("pve2".into()));
+    }
+}

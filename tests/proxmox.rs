@@ -1,0 +1,238 @@
+//! slipway's Proxmox VE backend against the Proxmox API stand-in (tests/pve): create (BIOS and
+//! UEFI, dual-homed, VLAN-tagged), start, shutdown, delete; idempotent create; a VMID race;
+//! failed and hung tasks with their clean-up; a wrong token; certificate pinning; specs
+//! Proxmox cannot take. The last test runs the whole chain: the backend creates a VM on the
+//! stand-in, which backs it with a real QEMU VM that network-boots from slipway and phones home.
+
+use std::time::Duration;
+
+use slipway::hypervisor::proxmox::params::Defaults;
+use slipway::hypervisor::proxmox::{Proxmox, Settings, Trust, tls};
+use slipway::hypervisor::{
+    AntiAffinity, Disk, ErrorKind, Firmware, Hypervisor, Nic, NicModel, Owner, Placement, Step, VmSpec, VmState,
+};
+
+use crate::pve::{self, StandIn};
+
+fn settings(pve: &StandIn, trust: Trust, secret: &str) -> Settings {
+    Settings {
+        name: "pve".into(),
+        url: pve.url.clone(),
+        token_id: pve::TOKEN_ID.into(),
+        token_secret: secret.into(),
+        trust,
+        defaults: Defaults { storage: "local-lvm".into(), bridge: "vmbr0".into() },
+        nodes: Vec::new(),
+        task_timeout: Duration::from_secs(20),
+    }
+}
+
+fn pinned(pve: &StandIn) -> Trust {
+    Trust::Fingerprint(tls::parse_fingerprint(&pve.fingerprint).expect("fingerprint"))
+}
+
+fn backend(pve: &StandIn) -> Proxmox {
+    Proxmox::new(settings(pve, pinned(pve), pve::SECRET)).expect("backend")
+}
+
+fn spec(node: &str, firmware: Firmware) -> VmSpec {
+    VmSpec {
+        owner: Owner { cluster: Some("prod".parse().expect("name")), node: node.parse().expect("name") },
+        cores: 2,
+        memory_mib: 4096,
+        disks: vec![Disk { storage: None, size_gib: 32 }],
+        nics: vec![
+            Nic {
+                bridge: None,
+                vlan: Some(107),
+                mac: "52:54:00:6b:00:10".parse().expect("mac"),
+                model: NicModel::Virtio,
+            },
+            Nic {
+                bridge: Some("vmbr1".into()),
+                vlan: None,
+                mac: "52:54:00:6b:01:10".parse().expect("mac"),
+                model: NicModel::Virtio,
+            },
+        ],
+        firmware,
+        placement: Placement::default(),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+fn posts(pve: &StandIn) -> usize {
+    pve.with(|s| s.requests.iter().filter(|r| r.starts_with("POST /nodes/") && r.ends_with("/qemu")).count())
+}
+
+#[test]
+fn a_dual_homed_vlan_tagged_vm_is_created_started_shut_down_and_deleted_on_proxmox() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    let backend = backend(&pve);
+    let rt = runtime();
+    for (node, firmware) in [("master-0", Firmware::Bios), ("master-1", Firmware::Uefi)] {
+        let spec = spec(node, firmware);
+        let name = spec.owner.node.clone();
+        let vm = rt.block_on(backend.create(&spec)).expect("create");
+        assert_eq!(vm.state, VmState::Stopped);
+        assert_eq!(vm.host, "pve1", "the node with the most free memory");
+        let vmid: u32 = vm.id.parse().expect("vmid");
+        let config = pve.with(|s| s.vms[&vmid].config.clone());
+        assert_eq!(config["net0"], "virtio=52:54:00:6B:00:10,bridge=vmbr0,tag=107");
+        assert_eq!(config["net1"], "virtio=52:54:00:6B:01:10,bridge=vmbr1");
+        assert_eq!(config["boot"], "order=scsi0;net0");
+        assert_eq!(config["tags"], format!("slipway;slipway.cluster.prod;slipway.node.{node}"));
+        assert_eq!(config.get("bios").map(String::as_str), (firmware == Firmware::Uefi).then_some("ovmf"));
+        assert_eq!(config.contains_key("efidisk0"), firmware == Firmware::Uefi);
+
+        let before = posts(&pve);
+        let again = rt.block_on(backend.create(&spec)).expect("second create");
+        assert_eq!(again, vm, "asking twice finds the first VM");
+        assert_eq!(posts(&pve), before, "and creates nothing");
+
+        rt.block_on(backend.start(&name)).expect("start");
+        assert_eq!(rt.block_on(backend.status(&name)).expect("status").expect("exists").state, VmState::Running);
+        rt.block_on(backend.shutdown(&name, Duration::from_secs(5))).expect("shutdown");
+        assert_eq!(rt.block_on(backend.status(&name)).expect("status").expect("exists").state, VmState::Stopped);
+        rt.block_on(backend.start(&name)).expect("start again");
+        rt.block_on(backend.delete(&name)).expect("delete stops a running VM first");
+        assert_eq!(rt.block_on(backend.status(&name)).expect("status"), None);
+        assert!(pve.with(|s| s.vms.is_empty()), "nothing left on Proxmox");
+        rt.block_on(backend.delete(&name)).expect("deleting a deleted VM is fine");
+    }
+}
+
+#[test]
+fn another_client_taking_the_vmid_makes_create_ask_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    pve.with(|s| s.faults.steal_ids = 2);
+    let rt = runtime();
+    let vm = rt.block_on(backend(&pve).create(&spec("worker-0", Firmware::Bios))).expect("create");
+    assert_eq!(vm.id, "102", "100 and 101 went to another client");
+    assert_eq!(posts(&pve), 3, "two refused creates, then one that worked");
+    let listed = rt.block_on(backend(&pve).list()).expect("list");
+    assert_eq!(listed.len(), 1, "the other client's VMs are not slipway's: {listed:?}");
+}
+
+#[test]
+fn a_failed_create_task_is_reported_and_its_vm_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    pve.with(|s| s.faults.fail_create = Some("lvcreate 'pve/vm-100-disk-0' error: out of space".into()));
+    let rt = runtime();
+    let err = rt.block_on(backend(&pve).create(&spec("master-0", Firmware::Bios))).expect_err("the task fails");
+    assert_eq!((err.vm.as_str(), err.step), ("master-0", Step::Create));
+    assert!(matches!(&err.kind, ErrorKind::TaskFailed { message, .. } if message.contains("out of space")), "{err}");
+    assert!(pve.with(|s| s.vms.is_empty()), "the failed VM was deleted");
+}
+
+#[test]
+fn a_task_that_never_finishes_times_out_and_the_vm_left_behind_is_listed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    pve.with(|s| s.faults.hang_tasks = true);
+    let mut settings = settings(&pve, pinned(&pve), pve::SECRET);
+    settings.task_timeout = Duration::from_secs(2);
+    let backend = Proxmox::new(settings).expect("backend");
+    let rt = runtime();
+    let err = rt.block_on(backend.create(&spec("master-0", Firmware::Bios))).expect_err("times out");
+    let text = err.to_string();
+    assert!(text.starts_with("VM master-0: create: "), "{text}");
+    assert!(text.contains("did not finish within 2s") && text.contains("slipway get vms"), "{text}");
+    let listed = rt.block_on(backend.list()).expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, VmState::Creating, "still locked by its create task");
+}
+
+#[test]
+fn a_wrong_token_is_an_authentication_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    let backend = Proxmox::new(settings(&pve, pinned(&pve), "not-the-secret")).expect("backend");
+    let err = runtime().block_on(backend.list()).expect_err("refused");
+    assert!(matches!(err.kind, ErrorKind::Auth { .. }), "{err}");
+    assert!(err.to_string().contains("invalid token value"), "{err}");
+    assert!(!err.to_string().contains("not-the-secret"), "the secret is not in errors: {err}");
+}
+
+#[test]
+fn only_the_pinned_certificate_or_the_configured_ca_is_trusted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    let rt = runtime();
+    let wrong = Trust::Fingerprint([0x42; 32]);
+    let err = rt.block_on(Proxmox::new(settings(&pve, wrong, pve::SECRET)).expect("backend").list()).expect_err("pin");
+    assert!(matches!(err.kind, ErrorKind::Tls(_)), "{err}");
+    assert!(err.to_string().contains("fingerprint mismatch"), "{err}");
+
+    let by_ca = Proxmox::new(settings(&pve, Trust::CaFile(pve.ca.clone()), pve::SECRET)).expect("backend");
+    assert!(rt.block_on(by_ca.list()).expect("the cluster CA is trusted").is_empty());
+
+    let other = tempfile::tempdir().expect("tempdir");
+    let stranger = StandIn::start(other.path());
+    let by_other_ca = Proxmox::new(settings(&pve, Trust::CaFile(stranger.ca.clone()), pve::SECRET)).expect("backend");
+    let err = rt.block_on(by_other_ca.list()).expect_err("another CA");
+    assert!(matches!(err.kind, ErrorKind::Tls(_)), "{err}");
+}
+
+#[test]
+fn specs_proxmox_cannot_take_are_refused_before_anything_is_created() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    let backend = backend(&pve);
+    let rt = runtime();
+    let mut cases = Vec::new();
+    let mut s = spec("master-0", Firmware::Bios);
+    s.disks[0].storage = Some("nosuch".into());
+    cases.push((s, "storage 'nosuch'"));
+    let mut s = spec("master-0", Firmware::Bios);
+    s.nics[1].bridge = Some("vmbr9".into());
+    cases.push((s, "bridge 'vmbr9' does not exist on node pve1"));
+    let mut s = spec("master-0", Firmware::Bios);
+    s.memory_mib = 64 * 1024;
+    cases.push((s, "no node has 65536 MiB of memory free"));
+    let mut s = spec("master-0", Firmware::Bios);
+    s.placement = Placement { targets: vec!["pve7".into()], ..Placement::default() };
+    cases.push((s, "target node 'pve7'"));
+    for (s, want) in cases {
+        let err = rt.block_on(backend.create(&s)).expect_err(want);
+        assert_eq!(err.step, Step::Place, "{err}");
+        assert!(err.to_string().contains(want), "{err} should say {want}");
+    }
+    assert_eq!(posts(&pve), 0, "nothing reached Proxmox's create");
+
+    // Hard anti-affinity: two control-plane VMs on two nodes, the third has nowhere to go.
+    for (i, want) in [(0, Ok("pve1")), (1, Ok("pve2")), (2, Err("hard anti-affinity"))] {
+        let mut s = spec(&format!("cp-{i}"), Firmware::Bios);
+        s.memory_mib = 1024;
+        s.placement = Placement {
+            group: Some("prod-cp".parse().expect("name")),
+            anti_affinity: AntiAffinity::Hard,
+            ..Placement::default()
+        };
+        match (rt.block_on(backend.create(&s)), want) {
+            (Ok(vm), Ok(host)) => assert_eq!(vm.host, host),
+            (Err(e), Err(text)) => assert!(e.to_string().contains(text), "{e}"),
+            (got, want) => panic!("cp-{i}: got {got:?}, want {want:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_unreachable_api_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let mut settings = settings(&pve, pinned(&pve), pve::SECRET);
+    settings.url = format!("https://127.0.0.1:{port}");
+    let err = runtime().block_on(Proxmox::new(settings).expect("backend").list()).expect_err("refused");
+    assert!(matches!(err.kind, ErrorKind::Unreachable { .. }), "{err}");
+    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+}

@@ -1,0 +1,634 @@
+//! A Proxmox VE API stand-in (test support, not shipped): the endpoints slipway uses, with
+//! Proxmox's semantics — HTTPS, `PVEAPIToken` auth, form-urlencoded bodies checked against
+//! Proxmox's own schema ([`schema`]), the `{"data": …}` envelope and its error shapes, tasks
+//! (UPIDs) that finish asynchronously and can fail, `VM … already exists`, `VM is locked
+//! (create)`, destroy refused while running, free memory and bridges checked at start. Faults
+//! can be switched on: another client taking VMIDs, a create task that fails, tasks that never
+//! finish. With a [`Backing`], its VMs are slipway's local QEMU VMs, so a VM "created on
+//! Proxmox" really boots.
+
+// Handlers return a ready Proxmox error response as their `Err`; its size does not matter here.
+#![allow(clippy::result_large_err)]
+
+pub mod schema;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Form, Path as UrlPath, Query, State as AxState};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use slipway::hypervisor::qemu::Qemu;
+use slipway::hypervisor::{Disk, Firmware, Hypervisor, Nic, NicModel, Owner, Placement, VmSpec};
+
+pub const TOKEN_ID: &str = "slipway@pve!ci";
+pub const SECRET: &str = "0b6e1d4c-6c1f-4f6e-9a55-3d2f0e7b9c11";
+
+type Params = BTreeMap<String, String>;
+
+pub struct PveNode {
+    pub name: String,
+    pub online: bool,
+    pub maxmem: u64,
+    pub storages: Vec<String>,
+    pub bridges: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PveVm {
+    pub node: String,
+    pub config: Params,
+    pub running: bool,
+    pub lock: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct Task {
+    node: String,
+    ty: String,
+    id: String,
+    exitstatus: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Faults {
+    /// The next N `/cluster/nextid` answers are taken by another client right after.
+    pub steal_ids: usize,
+    /// The next create task fails with this message and leaves its VM behind.
+    pub fail_create: Option<String>,
+    /// Tasks never finish.
+    pub hang_tasks: bool,
+}
+
+/// The stand-in's VMs are local QEMU VMs; Proxmox bridge names map to local bridges.
+pub struct Backing {
+    pub qemu: Arc<Qemu>,
+    pub bridges: BTreeMap<String, String>,
+}
+
+pub struct State {
+    pub nodes: Vec<PveNode>,
+    pub vms: BTreeMap<u32, PveVm>,
+    tasks: BTreeMap<String, Task>,
+    pub faults: Faults,
+    pub backing: Option<Backing>,
+    /// `METHOD path` of every authenticated request, in order.
+    pub requests: Vec<String>,
+    seq: u32,
+}
+
+pub struct StandIn {
+    pub url: String,
+    /// SHA-256 of the server certificate, `AB:CD:…`.
+    pub fingerprint: String,
+    /// The CA that signed the server certificate.
+    pub ca: PathBuf,
+    pub state: Arc<Mutex<State>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+const GIB: u64 = 1024 * 1024 * 1024;
+
+impl StandIn {
+    /// Two nodes, `pve1` (16 GiB) and `pve2` (8 GiB), each with storage `local-lvm` and bridges
+    /// `vmbr0` and `vmbr1`.
+    pub fn start(dir: &Path) -> StandIn {
+        let node = |name: &str, gib: u64| PveNode {
+            name: name.into(),
+            online: true,
+            maxmem: gib * GIB,
+            storages: vec!["local-lvm".into()],
+            bridges: vec!["vmbr0".into(), "vmbr1".into()],
+        };
+        let state = State {
+            nodes: vec![node("pve1", 16), node("pve2", 8)],
+            vms: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            faults: Faults::default(),
+            backing: None,
+            requests: Vec::new(),
+            seq: 0,
+        };
+        let state = Arc::new(Mutex::new(state));
+        let (ca, cert, key) = certificates(dir);
+        let der = {
+            use rustls_pki_types::pem::PemObject;
+            rustls_pki_types::CertificateDer::from_pem_file(&cert).expect("server cert")
+        };
+        let fingerprint = {
+            use sha2::Digest;
+            slipway::hypervisor::proxmox::tls::format_fingerprint(&sha2::Sha256::digest(der.as_ref()))
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("stand-in runtime");
+        let addr = runtime.block_on(serve(state.clone(), &cert, &key));
+        StandIn { url: format!("https://127.0.0.1:{}", addr.port()), fingerprint, ca, state, _runtime: runtime }
+    }
+
+    pub fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.state.lock().expect("stand-in state"))
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it (openssl).
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (ca, ca_key, cert, key, csr) =
+        (dir.join("pve-ca.pem"), dir.join("pve-ca.key"), dir.join("pve.pem"), dir.join("pve.key"), dir.join("pve.csr"));
+    let ext = dir.join("pve.ext");
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n").expect("ext");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let p = |p: &PathBuf| p.display().to_string();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "2", "-subj", "/CN=Proxmox Virtual Environment CA", "-keyout", &p(&ca_key), "-out", &p(&ca)],
+            &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ]
+        .concat(),
+    );
+    openssl(&[&["req", "-new"][..], &ec, &["-subj", "/CN=pve1", "-keyout", &p(&key), "-out", &p(&csr)]].concat());
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p(&csr),
+        "-CA",
+        &p(&ca),
+        "-CAkey",
+        &p(&ca_key),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &p(&ext),
+        "-out",
+        &p(&cert),
+    ]);
+    (ca, cert, key)
+}
+
+async fn serve(state: Arc<Mutex<State>>, cert: &Path, key: &Path) -> SocketAddr {
+    let acceptor = crate::support::tls_acceptor(cert, key);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = router(state);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+type Shared = Arc<Mutex<State>>;
+
+fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/api2/json/cluster/resources", get(resources))
+        .route("/api2/json/cluster/nextid", get(nextid))
+        .route("/api2/json/nodes/{node}/network", get(network))
+        .route("/api2/json/nodes/{node}/qemu", post(create))
+        .route("/api2/json/nodes/{node}/qemu/{vmid}", axum::routing::delete(destroy))
+        .route("/api2/json/nodes/{node}/qemu/{vmid}/config", get(config))
+        .route("/api2/json/nodes/{node}/qemu/{vmid}/status/start", post(start))
+        .route("/api2/json/nodes/{node}/qemu/{vmid}/status/stop", post(stop))
+        .route("/api2/json/nodes/{node}/qemu/{vmid}/status/shutdown", post(shutdown))
+        .route("/api2/json/nodes/{node}/tasks/{upid}/status", get(task_status))
+        .layer(axum::middleware::from_fn(auth))
+        .with_state(state)
+}
+
+fn data(value: Value) -> Response {
+    axum::Json(json!({ "data": value })).into_response()
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "data": null, "message": format!("{message}\n") }))).into_response()
+}
+
+fn param_errors(errors: BTreeMap<String, String>) -> Response {
+    let body = json!({ "data": null, "errors": errors, "message": "Parameter verification failed.\n" });
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+async fn auth(headers: HeaderMap, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let want = format!("PVEAPIToken={TOKEN_ID}={SECRET}");
+    match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        None => error(StatusCode::UNAUTHORIZED, "No ticket"),
+        Some(got) if got != want => error(StatusCode::UNAUTHORIZED, "invalid token value!"),
+        Some(_) => next.run(request).await,
+    }
+}
+
+fn record(state: &Shared, line: String) -> std::sync::MutexGuard<'_, State> {
+    let mut s = state.lock().expect("state");
+    s.requests.push(line);
+    s
+}
+
+fn check(endpoint: &str, params: &Params) -> Result<(), Response> {
+    schema::Schema::load().check(endpoint, params).map_err(param_errors)
+}
+
+async fn resources(AxState(state): AxState<Shared>, Query(q): Query<Params>) -> Response {
+    if let Err(r) = check("GET /cluster/resources", &q) {
+        return r;
+    }
+    let s = record(&state, "GET /cluster/resources".into());
+    let want = q.get("type").map(String::as_str);
+    let mut items = Vec::new();
+    for n in &s.nodes {
+        let used: u64 = s.vms.values().filter(|v| v.node == n.name && v.running).map(|v| memory_bytes(&v.config)).sum();
+        if want.is_none() || want == Some("node") {
+            let status = if n.online { "online" } else { "offline" };
+            items.push(json!({ "id": format!("node/{}", n.name), "type": "node", "node": n.name, "status": status,
+                "maxmem": n.maxmem, "mem": used, "maxcpu": 8, "cpu": 0.01, "level": "", "uptime": 1000 }));
+        }
+        if want.is_none() || want == Some("storage") {
+            for st in &n.storages {
+                items.push(json!({ "id": format!("storage/{}/{st}", n.name), "type": "storage", "node": n.name,
+                    "storage": st, "status": "available", "content": "images,rootdir", "plugintype": "lvmthin",
+                    "maxdisk": 500 * GIB, "disk": 0, "shared": 0 }));
+            }
+        }
+    }
+    if want.is_none() || want == Some("vm") {
+        for (vmid, vm) in &s.vms {
+            let mut item = json!({ "id": format!("qemu/{vmid}"), "type": "qemu", "vmid": vmid, "node": vm.node,
+                "name": vm.config.get("name").cloned().unwrap_or_default(),
+                "status": if vm.running { "running" } else { "stopped" }, "template": 0,
+                "maxmem": memory_bytes(&vm.config), "mem": 0, "maxcpu": 1, "cpu": 0, "uptime": 0 });
+            if let Some(tags) = vm.config.get("tags") {
+                item["tags"] = json!(tags);
+            }
+            if let Some(lock) = &vm.lock {
+                item["lock"] = json!(lock);
+            }
+            items.push(item);
+        }
+    }
+    data(Value::Array(items))
+}
+
+fn memory_bytes(config: &Params) -> u64 {
+    config.get("memory").and_then(|m| m.trim_start_matches("current=").parse::<u64>().ok()).unwrap_or(512) * 1024 * 1024
+}
+
+async fn nextid(AxState(state): AxState<Shared>, Query(q): Query<Params>) -> Response {
+    if let Err(r) = check("GET /cluster/nextid", &q) {
+        return r;
+    }
+    let mut s = record(&state, "GET /cluster/nextid".into());
+    if let Some(want) = q.get("vmid").and_then(|v| v.parse::<u32>().ok()) {
+        if s.vms.contains_key(&want) {
+            return param_errors(BTreeMap::from([("vmid".into(), format!("VM {want} already exists"))]));
+        }
+        return data(json!(want.to_string()));
+    }
+    let id = (100u32..).find(|id| !s.vms.contains_key(id)).unwrap_or(100);
+    if s.faults.steal_ids > 0 {
+        s.faults.steal_ids -= 1;
+        let node = s.nodes[0].name.clone();
+        let config = Params::from([("name".into(), "someone-else".into()), ("memory".into(), "512".into())]);
+        s.vms.insert(id, PveVm { node, config, running: false, lock: None });
+    }
+    data(json!(id.to_string()))
+}
+
+async fn network(
+    AxState(state): AxState<Shared>,
+    UrlPath(node): UrlPath<String>,
+    Query(mut q): Query<Params>,
+) -> Response {
+    q.insert("node".into(), node.clone());
+    if let Err(r) = check("GET /nodes/{node}/network", &q) {
+        return r;
+    }
+    let s = record(&state, format!("GET /nodes/{node}/network"));
+    let Some(n) = s.nodes.iter().find(|n| n.name == node) else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("hostname lookup '{node}' failed - unknown node"));
+    };
+    let items: Vec<Value> = n
+        .bridges
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            json!({ "iface": b, "type": "bridge", "active": 1, "autostart": 1, "method": "manual",
+            "families": ["inet"], "priority": i + 3, "bridge_ports": "eno1", "bridge_stp": "off", "bridge_fd": "0" })
+        })
+        .collect();
+    data(Value::Array(items))
+}
+
+/// Starts a task on `node`; `work` runs after a short delay (never, with `hang_tasks`) and its
+/// error becomes the task's exit status.
+fn spawn_task<F>(state: &Shared, s: &mut State, node: &str, ty: &str, id: &str, work: F) -> String
+where
+    F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    s.seq += 1;
+    let upid = format!(
+        "UPID:{node}:{:08X}:{:08X}:{:08X}:{ty}:{id}:{TOKEN_ID}:",
+        4000 + s.seq,
+        9000 + s.seq,
+        1_700_000_000 + s.seq
+    );
+    s.tasks.insert(upid.clone(), Task { node: node.into(), ty: ty.into(), id: id.into(), exitstatus: None });
+    let hang = s.faults.hang_tasks;
+    let (state, key) = (state.clone(), upid.clone());
+    tokio::spawn(async move {
+        if hang {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let result = work.await;
+        let mut s = state.lock().expect("state");
+        if let Some(task) = s.tasks.get_mut(&key) {
+            task.exitstatus = Some(result.err().unwrap_or_else(|| "OK".into()));
+        }
+    });
+    upid
+}
+
+async fn task_status(AxState(state): AxState<Shared>, UrlPath((node, upid)): UrlPath<(String, String)>) -> Response {
+    let s = record(&state, format!("GET /nodes/{node}/tasks/{upid}/status"));
+    let Some(task) = s.tasks.get(&upid).filter(|t| t.node == node) else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("no such task '{upid}'"));
+    };
+    let mut body = json!({ "upid": upid, "node": task.node, "pid": 4000, "pstart": 9000, "starttime": 1_700_000_000,
+        "type": task.ty, "id": task.id, "user": TOKEN_ID,
+        "status": if task.exitstatus.is_some() { "stopped" } else { "running" } });
+    if let Some(exit) = &task.exitstatus {
+        body["exitstatus"] = json!(exit);
+    }
+    data(body)
+}
+
+async fn config(AxState(state): AxState<Shared>, UrlPath((node, vmid)): UrlPath<(String, u32)>) -> Response {
+    let s = record(&state, format!("GET /nodes/{node}/qemu/{vmid}/config"));
+    match s.vms.get(&vmid).filter(|v| v.node == node) {
+        Some(vm) => data(serde_json::to_value(&vm.config).unwrap_or_default()),
+        None => no_config(&node, vmid),
+    }
+}
+
+fn no_config(node: &str, vmid: u32) -> Response {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &format!("Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist"),
+    )
+}
+
+async fn create(
+    AxState(state): AxState<Shared>,
+    UrlPath(node): UrlPath<String>,
+    Form(mut params): Form<Params>,
+) -> Response {
+    params.insert("node".into(), node.clone());
+    if let Err(r) = check("POST /nodes/{node}/qemu", &params) {
+        return r;
+    }
+    params.remove("node");
+    let mut s = record(&state, format!("POST /nodes/{node}/qemu"));
+    let Some(host) = s.nodes.iter().find(|n| n.name == node) else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("hostname lookup '{node}' failed - unknown node"));
+    };
+    let Some(vmid) = params.remove("vmid").and_then(|v| v.parse::<u32>().ok()) else {
+        return param_errors(BTreeMap::from([("vmid".into(), "property is missing and it is not optional".into())]));
+    };
+    if let Some(vm) = s.vms.get(&vmid) {
+        let msg = format!("unable to create VM {vmid} - VM {vmid} already exists on node '{}'", vm.node);
+        return error(StatusCode::INTERNAL_SERVER_ERROR, &msg);
+    }
+    for (key, value) in &params {
+        let disk = key.strip_prefix("scsi").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if disk || key == "efidisk0" {
+            let storage = value.split([':', ',']).next().unwrap_or("");
+            if !host.storages.iter().any(|s| s == storage) {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("storage '{storage}' does not exist"));
+            }
+        }
+    }
+    if let Some(order) = params.get("boot").and_then(|b| b.strip_prefix("order="))
+        && let Some(missing) = order.split(';').find(|d| !params.contains_key(*d))
+    {
+        let msg = format!("invalid bootorder: device '{missing}' does not exist'");
+        return param_errors(BTreeMap::from([("boot".into(), msg)]));
+    }
+    s.vms.insert(
+        vmid,
+        PveVm { node: node.clone(), config: params.clone(), running: false, lock: Some("create".into()) },
+    );
+    let fail = s.faults.fail_create.take();
+    let backing = s.backing.as_ref().map(|b| (b.qemu.clone(), spec_of(&params, &b.bridges)));
+    let shared = state.clone();
+    let upid = spawn_task(&state, &mut s, &node, "qmcreate", &vmid.to_string(), async move {
+        let result = match (fail, backing) {
+            (Some(msg), _) => Err(format!("unable to create VM {vmid} - {msg}")),
+            (None, Some((qemu, spec))) => qemu.create(&spec?).await.map(|_| ()).map_err(|e| e.to_string()),
+            (None, None) => Ok(()),
+        };
+        // A failed create leaves its VM (unlocked) behind: the worst case slipway must clean up.
+        if let Some(vm) = shared.lock().expect("state").vms.get_mut(&vmid) {
+            vm.lock = None;
+        }
+        result
+    });
+    data(json!(upid))
+}
+
+/// The local VM behind a Proxmox config: name, tags, cores, memory, disks, NICs, firmware.
+fn spec_of(config: &Params, bridges: &BTreeMap<String, String>) -> Result<VmSpec, String> {
+    let tags = config.get("tags").map(String::as_str).unwrap_or("");
+    let mut owner = Owner::from_tags(tags.split(';')).ok_or("no slipway tags")?;
+    owner.node = config.get("name").ok_or("no name")?.parse()?;
+    let mut disks = Vec::new();
+    let mut nics = Vec::new();
+    for i in 0..31 {
+        if let Some(scsi) = config.get(&format!("scsi{i}")) {
+            let size = scsi.split(',').next().and_then(|f| f.split(':').nth(1)).and_then(|s| s.parse().ok());
+            disks.push(Disk { storage: None, size_gib: size.ok_or(format!("scsi{i}: {scsi}"))? });
+        }
+        if let Some(net) = config.get(&format!("net{i}")) {
+            let mut nic = Nic { bridge: None, vlan: None, mac: "02:00:00:00:00:00".parse()?, model: NicModel::Virtio };
+            for part in net.split(',') {
+                match part.split_once('=') {
+                    Some(("virtio", mac)) => nic.mac = mac.parse()?,
+                    Some(("e1000", mac)) => (nic.model, nic.mac) = (NicModel::E1000, mac.parse()?),
+                    Some(("bridge", b)) => nic.bridge = Some(bridges.get(b).cloned().unwrap_or_else(|| b.to_owned())),
+                    Some(("tag", t)) => nic.vlan = t.parse().ok(),
+                    _ => {}
+                }
+            }
+            nics.push(nic);
+        }
+    }
+    let firmware = if config.get("bios").map(String::as_str) == Some("ovmf") { Firmware::Uefi } else { Firmware::Bios };
+    Ok(VmSpec {
+        owner,
+        cores: config.get("cores").and_then(|c| c.parse().ok()).unwrap_or(1),
+        memory_mib: config.get("memory").and_then(|m| m.parse().ok()).unwrap_or(512),
+        disks,
+        nics,
+        firmware,
+        placement: Placement::default(),
+    })
+}
+
+/// The VM for a request on it, refused as Proxmox refuses: unknown, or locked.
+fn lookup(s: &State, node: &str, vmid: u32) -> Result<PveVm, Response> {
+    let vm = s.vms.get(&vmid).filter(|v| v.node == node).ok_or_else(|| no_config(node, vmid))?;
+    if let Some(lock) = &vm.lock {
+        return Err(error(StatusCode::INTERNAL_SERVER_ERROR, &format!("VM is locked ({lock})")));
+    }
+    Ok(vm.clone())
+}
+
+fn set_running(state: &Shared, vmid: u32, running: bool) {
+    if let Some(vm) = state.lock().expect("state").vms.get_mut(&vmid) {
+        vm.running = running;
+    }
+}
+
+async fn start(
+    AxState(state): AxState<Shared>,
+    UrlPath((node, vmid)): UrlPath<(String, u32)>,
+    Form(mut params): Form<Params>,
+) -> Response {
+    params.extend([("node".into(), node.clone()), ("vmid".into(), vmid.to_string())]);
+    if let Err(r) = check("POST /nodes/{node}/qemu/{vmid}/status/start", &params) {
+        return r;
+    }
+    let mut s = record(&state, format!("POST /nodes/{node}/qemu/{vmid}/status/start"));
+    let vm = match lookup(&s, &node, vmid) {
+        Ok(vm) => vm,
+        Err(r) => return r,
+    };
+    let host = s.nodes.iter().find(|n| n.name == node).map(|n| (n.bridges.clone(), n.maxmem));
+    let used: u64 = s.vms.values().filter(|v| v.node == node && v.running).map(|v| memory_bytes(&v.config)).sum();
+    let backing = s.backing.as_ref().map(|b| b.qemu.clone());
+    let (shared, host_name) = (state.clone(), node.clone());
+    let upid = spawn_task(&state, &mut s, &node, "qmstart", &vmid.to_string(), async move {
+        if vm.running {
+            return Err(format!("VM {vmid} already running"));
+        }
+        let (bridges, maxmem) = host.ok_or("unknown node")?;
+        for (key, net) in vm.config.iter().filter(|(k, _)| k.starts_with("net")) {
+            let bridge = net.split(',').find_map(|p| p.strip_prefix("bridge=")).unwrap_or("");
+            if !bridges.iter().any(|b| b == bridge) {
+                return Err(format!("{key}: bridge '{bridge}' does not exist"));
+            }
+        }
+        if used + memory_bytes(&vm.config) > maxmem {
+            return Err(format!("start failed: VM {vmid} needs more memory than node {host_name} has free"));
+        }
+        if let Some(qemu) = backing {
+            let name = vm.config.get("name").and_then(|n| n.parse().ok()).ok_or("no name")?;
+            qemu.start(&name).await.map_err(|e| e.to_string())?;
+        }
+        set_running(&shared, vmid, true);
+        Ok(())
+    });
+    data(json!(upid))
+}
+
+async fn stop(
+    AxState(state): AxState<Shared>,
+    UrlPath((node, vmid)): UrlPath<(String, u32)>,
+    Form(params): Form<Params>,
+) -> Response {
+    power_off(state, node, vmid, params, "stop", Duration::ZERO).await
+}
+
+async fn shutdown(
+    AxState(state): AxState<Shared>,
+    UrlPath((node, vmid)): UrlPath<(String, u32)>,
+    Form(params): Form<Params>,
+) -> Response {
+    let timeout =
+        params.get("timeout").and_then(|t| t.parse().ok()).map_or(Duration::from_secs(180), Duration::from_secs);
+    power_off(state, node, vmid, params, "shutdown", timeout).await
+}
+
+async fn power_off(
+    state: Shared,
+    node: String,
+    vmid: u32,
+    mut params: Params,
+    verb: &str,
+    timeout: Duration,
+) -> Response {
+    params.extend([("node".into(), node.clone()), ("vmid".into(), vmid.to_string())]);
+    if let Err(r) = check(&format!("POST /nodes/{{node}}/qemu/{{vmid}}/status/{verb}"), &params) {
+        return r;
+    }
+    let mut s = record(&state, format!("POST /nodes/{node}/qemu/{vmid}/status/{verb}"));
+    let vm = match lookup(&s, &node, vmid) {
+        Ok(vm) => vm,
+        Err(r) => return r,
+    };
+    let backing = s.backing.as_ref().map(|b| b.qemu.clone());
+    let shared = state.clone();
+    let ty = if verb == "stop" { "qmstop" } else { "qmshutdown" };
+    let upid = spawn_task(&state, &mut s, &node, ty, &vmid.to_string(), async move {
+        if let Some(qemu) = backing {
+            let name = vm.config.get("name").and_then(|n| n.parse().ok()).ok_or("no name")?;
+            qemu.shutdown(&name, timeout).await.map_err(|e| e.to_string())?;
+        }
+        set_running(&shared, vmid, false);
+        Ok(())
+    });
+    data(json!(upid))
+}
+
+async fn destroy(
+    AxState(state): AxState<Shared>,
+    UrlPath((node, vmid)): UrlPath<(String, u32)>,
+    Query(mut params): Query<Params>,
+) -> Response {
+    params.extend([("node".into(), node.clone()), ("vmid".into(), vmid.to_string())]);
+    if let Err(r) = check("DELETE /nodes/{node}/qemu/{vmid}", &params) {
+        return r;
+    }
+    let mut s = record(&state, format!("DELETE /nodes/{node}/qemu/{vmid}"));
+    let vm = match lookup(&s, &node, vmid) {
+        Ok(vm) => vm,
+        Err(r) => return r,
+    };
+    if vm.running {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("VM {vmid} is running - destroy failed"));
+    }
+    let backing = s.backing.as_ref().map(|b| b.qemu.clone());
+    let shared = state.clone();
+    let upid = spawn_task(&state, &mut s, &node, "qmdestroy", &vmid.to_string(), async move {
+        if let Some(qemu) = backing
+            && let Some(name) = vm.config.get("name").and_then(|n| n.parse().ok())
+        {
+            qemu.delete(&name).await.map_err(|e| e.to_string())?;
+        }
+        shared.lock().expect("state").vms.remove(&vmid);
+        Ok(())
+    });
+    data(json!(upid))
+}
