@@ -236,3 +236,37 @@ fn an_unreachable_api_is_named() {
     assert!(matches!(err.kind, ErrorKind::Unreachable { .. }), "{err}");
     assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
 }
+
+#[test]
+fn a_vm_created_through_proxmox_boots_from_slipway_and_phones_home() {
+    use crate::boot::{self, Lab, NODE};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = Lab::bridge_only("x");
+    let daemon = boot::serve(&lab, dir.path(), false);
+    let pve = StandIn::start(dir.path());
+    let qemu = std::sync::Arc::new(crate::hypervisor::qemu_backend(&lab, dir.path()));
+    pve.with(|s| {
+        s.backing =
+            Some(pve::Backing { qemu: qemu.clone(), bridges: [("vmbr0".to_owned(), "br0".to_owned())].into() });
+    });
+    let backend = backend(&pve);
+    let mut spec = crate::hypervisor::spec(Firmware::Bios);
+    spec.owner.cluster = Some("prod".parse().expect("name"));
+    spec.nics[0].bridge = Some("vmbr0".into());
+    let node = spec.owner.node.clone();
+    let rt = runtime();
+
+    let vm = rt.block_on(backend.create(&spec)).expect("create on Proxmox");
+    rt.block_on(backend.start(&node)).expect("start on Proxmox");
+    let phoned = crate::hypervisor::await_phone_home(&daemon, &lab, &qemu.serial_log(&node));
+    assert_eq!(phoned["details"]["ip"], NODE.2, "the VM phoned home from its reserved address");
+    let local = rt.block_on(qemu.status(&node)).expect("status").expect("the stand-in's QEMU VM");
+    assert_eq!(local.cluster.as_deref(), Some("prod"), "the stand-in built it from the Proxmox parameters");
+
+    rt.block_on(backend.delete(&node)).expect("delete on Proxmox");
+    assert!(pve.with(|s| s.vms.is_empty()), "gone from Proxmox");
+    assert_eq!(rt.block_on(qemu.status(&node)).expect("status"), None, "and its QEMU VM with it");
+    assert!(crate::hypervisor::taps(&lab).is_empty());
+    eprintln!("VM {} on {} booted and phoned home: {phoned}", vm.id, vm.host);
+    daemon.stop(Duration::from_secs(10));
+}
