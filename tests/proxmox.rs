@@ -246,8 +246,7 @@ fn a_vm_created_through_proxmox_boots_from_slipway_and_phones_home() {
     let pve = StandIn::start(dir.path());
     let qemu = std::sync::Arc::new(crate::hypervisor::qemu_backend(&lab, dir.path()));
     pve.with(|s| {
-        s.backing =
-            Some(pve::Backing { qemu: qemu.clone(), bridges: [("vmbr0".to_owned(), "br0".to_owned())].into() });
+        s.backing = Some(pve::Backing { qemu: qemu.clone(), bridges: [("vmbr0".to_owned(), "br0".to_owned())].into() });
     });
     let backend = backend(&pve);
     let mut spec = crate::hypervisor::spec(Firmware::Bios);
@@ -269,4 +268,89 @@ fn a_vm_created_through_proxmox_boots_from_slipway_and_phones_home() {
     assert!(crate::hypervisor::taps(&lab).is_empty());
     eprintln!("VM {} on {} booted and phoned home: {phoned}", vm.id, vm.host);
     daemon.stop(Duration::from_secs(10));
+}
+
+fn hypervisor_config(pve: &StandIn, dir: &std::path::Path, name: &str, url: &str) -> String {
+    format!(
+        "\n[[hypervisors]]\nname = \"{name}\"\nkind = \"proxmox\"\nurl = \"{url}\"\ntoken_id = \"{}\"\ntoken_file = \"{}\"\nfingerprint = \"{}\"\n",
+        pve::TOKEN_ID,
+        dir.join("pve-token").display(),
+        pve.fingerprint
+    )
+}
+
+#[test]
+fn slipway_get_vms_lists_owned_vms_and_names_a_hypervisor_it_cannot_reach() {
+    use crate::support;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    std::fs::write(dir.path().join("pve-token"), format!("{}\n", pve::SECRET)).expect("token file");
+    runtime().block_on(backend(&pve).create(&spec("master-0", Firmware::Uefi))).expect("create");
+    pve.with(|s| s.faults.steal_ids = 1); // a VM that is not slipway's
+    runtime().block_on(backend(&pve).create(&spec("worker-0", Firmware::Bios))).expect("create");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = format!("https://127.0.0.1:{}", closed.local_addr().expect("addr").port());
+    drop(closed);
+    let extra =
+        hypervisor_config(&pve, dir.path(), "pve", &pve.url) + &hypervisor_config(&pve, dir.path(), "old-pve", &dead);
+    let daemon = support::start(&support::config(dir.path(), &extra), &[]);
+
+    let (ok, stdout, stderr) = support::cli(&daemon, &["get", "vms"]);
+    assert!(!ok, "one hypervisor is unreachable, so the command fails");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("STATE"), "{stdout}");
+    let cells = |line: &str| line.split_whitespace().map(String::from).collect::<Vec<_>>();
+    assert_eq!(cells(lines[1]), ["master-0", "prod", "pve", "100", "pve1", "stopped"], "{stdout}");
+    assert_eq!(
+        cells(lines[2]),
+        ["worker-0", "prod", "pve", "102", "pve1", "stopped"],
+        "the other client's 101 is not listed"
+    );
+    assert!(stderr.contains("old-pve: VM *: list: cannot reach"), "{stderr}");
+
+    let (_, json, _) = support::cli(&daemon, &["get", "vms", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(list["vms"][0]["state"], "stopped");
+    assert_eq!(list["errors"].as_array().map(Vec::len), Some(1));
+    daemon.stop(Duration::from_secs(10));
+}
+
+#[test]
+fn hypervisor_config_errors_name_the_field_and_the_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = r#"
+[[hypervisors]]
+name = "pve"
+kind = "proxmox"
+url = "http://pve1:8006"
+token_id = "slipway@pve"
+fingerprint = "AB:CD"
+netns = "lab"
+
+[[hypervisors]]
+name = "local"
+kind = "qemu"
+storage = "local-lvm"
+"#;
+    let config = crate::support::config(dir.path(), extra);
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("slipway check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for want in [
+        "hypervisors[0].url = http://pve1:8006: must be an https:// URL",
+        "hypervisors[0].token_id = slipway@pve: must be USER@REALM!TOKENID",
+        "hypervisors[0].token_file: required (or token_credential)",
+        "hypervisors[0].fingerprint: 'AB:CD' is not a SHA-256 fingerprint",
+        "hypervisors[0].netns: applies to kind = \"qemu\" only",
+        "hypervisors[1].storage: applies to kind = \"proxmox\" only",
+        "hypervisors[1].bridge: required",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
 }

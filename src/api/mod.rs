@@ -15,6 +15,7 @@ pub mod lb;
 pub mod leases;
 pub mod objects;
 pub mod serve;
+pub mod vms;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,6 +53,8 @@ pub struct ApiState {
     pub dns: Option<tokio::sync::watch::Receiver<std::sync::Arc<crate::dns::ZoneSet>>>,
     /// The running load balancer, when frontends are configured.
     pub lb: Option<std::sync::Arc<crate::lb::server::State>>,
+    /// The configured hypervisors, for `GET /api/v1/vms`.
+    pub hypervisors: Vec<Arc<dyn crate::hypervisor::Hypervisor>>,
     /// Cancelled when the daemon stops; long-lived responses (event follow) end on it.
     pub shutdown: CancellationToken,
 }
@@ -96,6 +99,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(events::list_events))
         .routes(routes!(dns::list_zones))
         .routes(routes!(lb::status))
+        .routes(routes!(vms::list_vms))
         .routes(routes!(openapi_json))
 }
 

@@ -43,6 +43,7 @@ fn harness() -> Harness {
         dhcp: None,
         dns: None,
         lb: None,
+        hypervisors: Vec::new(),
         shutdown: CancellationToken::new(),
     };
     Harness { _dir: dir, state }

@@ -47,6 +47,8 @@ pub enum AppError {
     Ipxe(#[from] crate::tftp::ipxe::CopyError),
     #[error(transparent)]
     Ra(#[from] crate::dhcp::ra::RaError),
+    #[error("{0}")]
+    Hypervisor(String),
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -138,7 +140,12 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     if !admin.is_tls() && !admin_addr.ip().is_loopback() {
         tracing::warn!(%admin_addr, "the admin API listens beyond loopback without TLS; set admin.tls_cert and admin.tls_key");
     }
-    warn_unserved(&config);
+    let hypervisors = config
+        .hypervisors
+        .iter()
+        .map(crate::hypervisor::from_config)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(AppError::Hypervisor)?;
 
     let state = ApiState {
         store: store.clone(),
@@ -149,6 +156,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         dhcp: dhcp.as_ref().map(|d| d.handle()),
         dns: dns.as_ref().map(|d| d.zones()),
         lb: lb.as_ref().map(|l| l.state()),
+        hypervisors,
         shutdown: shutdown.clone(),
     };
     let mut tasks = JoinSet::new();
@@ -249,16 +257,5 @@ fn raise_fd_limit() {
 fn sd_notify(state: &str) {
     if let Err(e) = notify::notify(state) {
         tracing::warn!(error = %e, "cannot notify systemd");
-    }
-}
-
-/// Sections this build parses and checks but does not serve yet are named at start-up, so an
-/// operator is never left guessing why a port is closed.
-fn warn_unserved(config: &Config) {
-    let unserved = [("hypervisors", !config.hypervisors.is_empty())];
-    for (section, configured) in unserved {
-        if configured {
-            tracing::warn!(section, "configured, but this build of slipway does not serve it yet");
-        }
     }
 }

@@ -5,6 +5,7 @@ pub mod boot;
 pub mod client;
 pub mod images;
 pub mod table;
+mod vms;
 
 use std::path::Path;
 
@@ -35,6 +36,8 @@ pub enum Resource {
     Lb,
     /// A node's boot steps and where its latest boot stopped (`get timeline NODE`).
     Timeline,
+    /// VMs slipway owns on the configured hypervisors, with their state.
+    Vms,
 }
 
 /// What `delete` can remove (`lease` releases one).
@@ -197,6 +200,7 @@ pub async fn get(
             Ok(())
         }
         Resource::Timeline => boot::timeline(client, name, output).await,
+        Resource::Vms => vms::list(client, output).await,
         Resource::Lb => {
             let status: LbStatus = client.json(Method::GET, "/api/v1/lb", None::<&()>).await?;
             if output == Output::Json {

@@ -4,6 +4,7 @@
 //! rules and the inventory's own validation) so `slipway check` lists them all at once. Every
 //! error names the file, the line, the field and the value.
 
+mod hypervisors;
 mod locate;
 mod raw;
 
@@ -17,6 +18,7 @@ use crate::boot::BootSettings;
 use crate::inventory::types::{parse_duration, shown};
 use crate::inventory::{Backends, Frontend, HasOrigin, Inventory, Kind, Name, Origin, Pool, validate};
 use crate::store::events::Retention;
+pub use hypervisors::{Backend, HypervisorConfig, ProxmoxConfig, QemuConfig, SecretSource};
 pub use locate::FieldPath;
 use locate::Locator;
 pub use raw::HypervisorKind;
@@ -113,12 +115,6 @@ pub struct IpxeFiles {
 pub struct HttpConfig {
     pub listen: SocketAddr,
     pub settings: crate::http::Settings,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HypervisorConfig {
-    pub name: Name,
-    pub kind: HypervisorKind,
 }
 
 /// One problem in the config file.
@@ -254,16 +250,7 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
     }
     check_listeners(&raw, &admin, report);
 
-    let mut seen = HashMap::new();
-    for (i, h) in raw.hypervisors.iter().enumerate() {
-        if seen.insert(h.name.clone(), i).is_some() {
-            report.add(
-                &FieldPath::parse("hypervisors").index(i).key("name"),
-                Some(h.name.to_string()),
-                "declared twice",
-            );
-        }
-    }
+    let hypervisors = hypervisors::check(&raw.hypervisors, &state_dir, &resolve, report);
 
     let boot = check_boot(&raw, report);
     let dns = raw.dns.as_ref().map(|d| check_dns(d, &inventory, report));
@@ -304,7 +291,7 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
         boot,
         events,
         inventory,
-        hypervisors: raw.hypervisors.into_iter().map(|h| HypervisorConfig { name: h.name, kind: h.kind }).collect(),
+        hypervisors,
     })
 }
 

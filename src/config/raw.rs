@@ -167,9 +167,27 @@ pub enum HypervisorKind {
     Qemu,
 }
 
+/// A hypervisor entry; which fields apply depends on `kind` (checked in `hypervisors.rs`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHypervisor {
     pub name: Name,
     pub kind: HypervisorKind,
+    // Proxmox VE
+    pub url: Option<String>,
+    pub token_id: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub token_credential: Option<String>,
+    pub fingerprint: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub storage: Option<String>,
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    pub task_timeout: Option<String>,
+    // both
+    pub bridge: Option<String>,
+    // local QEMU
+    pub dir: Option<PathBuf>,
+    pub netns: Option<String>,
+    pub accel: Option<crate::hypervisor::qemu::Accel>,
 }
