@@ -120,6 +120,19 @@ fn another_client_taking_the_vmid_makes_create_ask_again() {
 }
 
 #[test]
+fn two_slipways_creating_at_once_get_different_vmids() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    let (a, b) = (backend(&pve), backend(&pve));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let (sa, sb) = (spec("worker-0", Firmware::Bios), spec("worker-1", Firmware::Bios));
+    let (va, vb) = rt.block_on(async { tokio::join!(a.create(&sa), b.create(&sb)) });
+    let (va, vb) = (va.expect("first create"), vb.expect("second create"));
+    assert_ne!(va.id, vb.id);
+    assert_eq!(pve.with(|s| s.vms.len()), 2, "one VM each, no duplicate");
+}
+
+#[test]
 fn a_failed_create_task_is_reported_and_its_vm_removed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pve = StandIn::start(dir.path());
@@ -147,6 +160,8 @@ fn a_task_that_never_finishes_times_out_and_the_vm_left_behind_is_listed() {
     let listed = rt.block_on(backend.list()).expect("list");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].state, VmState::Creating, "still locked by its create task");
+    let again = rt.block_on(backend.create(&spec("master-0", Firmware::Bios))).expect_err("not a finished VM");
+    assert!(again.to_string().contains("still locked by its create task"), "{again}");
 }
 
 #[test]
@@ -353,4 +368,34 @@ storage = "local-lvm"
     ] {
         assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
     }
+}
+
+#[test]
+fn the_stand_in_refuses_what_proxmox_refuses() {
+    use proxmox_api::client::Client as _;
+    use slipway::hypervisor::proxmox::api::{Api, ApiError};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    let api = Api::new(&pve.url, pve::TOKEN_ID, pve::SECRET, &pinned(&pve)).expect("api");
+    let rt = runtime();
+    let vm = rt.block_on(backend(&pve).create(&spec("master-0", Firmware::Bios))).expect("create");
+    rt.block_on(backend(&pve).start(&"master-0".parse().expect("name"))).expect("start");
+    let message = |r: Result<String, ApiError>| match r {
+        Err(ApiError::Status { status, message }) => format!("{status} {message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+
+    let none: [(&str, &str); 0] = [];
+    let running = rt.block_on(api.delete(&format!("/nodes/pve1/qemu/{}", vm.id), &none));
+    assert_eq!(message(running), format!("500 VM {} is running - destroy failed", vm.id));
+
+    let taken = [("vmid", vm.id.as_str()), ("memory", "1024")];
+    let exists = rt.block_on(api.post("/nodes/pve1/qemu", &taken));
+    assert!(message(exists).contains("already exists on node 'pve1'"));
+
+    let small = [("vmid", "150"), ("memory", "8"), ("net0", "virtio=52:54:00:00:00:01,bridge=vmbr0,tag=9999")];
+    let text = message(rt.block_on(api.post("/nodes/pve1/qemu", &small)));
+    assert!(text.starts_with("400 Parameter verification failed."), "{text}");
+    assert!(text.contains("memory: invalid format - current: value must have a minimum value of 16"), "{text}");
+    assert!(text.contains("net0: invalid format - tag: value may have a maximum value of 4094"), "{text}");
 }

@@ -281,6 +281,14 @@ impl Hypervisor for Proxmox {
                 let msg = format!("VM {} on {} belongs to node {vm} of another cluster", found.vmid, found.host);
                 return Err(Error::new(vm, Step::Create, ErrorKind::Rejected(msg)));
             }
+            if found.state == VmState::Creating {
+                let msg = format!(
+                    "VM {} on {} is still locked by its create task; try again when the task has ended",
+                    found.vmid.get(),
+                    found.host
+                );
+                return Err(Error::new(vm, Step::Create, ErrorKind::Rejected(msg)));
+            }
             return Ok(self.vm(&found));
         }
         let host = self.place(spec, &resources).await?;
