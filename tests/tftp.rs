@@ -218,3 +218,64 @@ fn traversal_symlinks_out_of_the_root_and_writes_are_refused() {
     let (op, block, _) = raw_request(host, 1, b"arm64/snp.efi");
     assert_eq!((op, block), (3, 1));
 }
+
+fn recv_block(sock: &UdpSocket) -> Option<u16> {
+    let mut buf = [0u8; 1600];
+    let n = sock.recv(&mut buf).ok()?;
+    assert!(n >= 4 && buf[1] == 3, "expected DATA, got {:?}", &buf[..n.min(8)]);
+    Some(u16::from_be_bytes([buf[2], buf[3]]))
+}
+
+#[test]
+fn a_window_resends_from_the_first_unacknowledged_block_and_a_client_error_ends_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = "127.69.0.3";
+    let _daemon = serve(dir.path(), host);
+    let sock = UdpSocket::bind(format!("{host}:0")).expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    sock.send_to(b"\0\x01random.bin\0octet\0windowsize\x004\0", format!("{host}:69")).expect("send");
+    let mut buf = [0u8; 1600];
+    let (n, server) = sock.recv_from(&mut buf).expect("OACK");
+    assert_eq!(&buf[..n], b"\0\x06windowsize\x004\0");
+    sock.connect(server).expect("connect to the transfer's port");
+    sock.send(b"\0\x04\0\0").expect("ACK 0");
+    let first: Vec<Option<u16>> = (0..4).map(|_| recv_block(&sock)).collect();
+    assert_eq!(first, [Some(1), Some(2), Some(3), Some(4)]);
+    // Blocks 3 and 4 "lost": acknowledging 2 brings the window from 3.
+    sock.send(b"\0\x04\0\x02").expect("ACK 2");
+    let second: Vec<Option<u16>> = (0..4).map(|_| recv_block(&sock)).collect();
+    assert_eq!(second, [Some(3), Some(4), Some(5), Some(6)]);
+    // A duplicate of ACK 2 changes nothing; silence brings the same window again after the timeout.
+    sock.send(b"\0\x04\0\x02").expect("duplicate ACK 2");
+    assert_eq!(recv_block(&sock), Some(3), "resent after the timeout, not doubled");
+    for _ in 0..3 {
+        recv_block(&sock);
+    }
+    sock.send(b"\0\x05\0\0client gave up\0").expect("ERROR");
+    sock.set_read_timeout(Some(Duration::from_millis(2500))).expect("timeout");
+    let mut extra = 0;
+    while recv_block(&sock).is_some() {
+        extra += 1;
+        assert!(extra < 5, "the transfer went on after the client's error");
+    }
+}
+
+#[test]
+fn a_file_past_65535_blocks_rolls_over_and_arrives_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = "127.69.0.4";
+    let _daemon = serve(dir.path(), host);
+    let mut data = vec![0u8; (65_536 + 3) * 512 + 100];
+    getrandom_fill(&mut data);
+    std::fs::write(dir.path().join("tftp/huge.bin"), &data).expect("file");
+    let out_path = dir.path().join("huge.out");
+    let out = std::process::Command::new("atftp")
+        .args(["--option", "windowsize 16", "-g", "-r", "huge.bin", "-l"])
+        .arg(&out_path)
+        .args([host, "69"])
+        .output()
+        .expect("atftp");
+    fetched(&out, "atftp 512-byte blocks");
+    let got = std::fs::read(&out_path).expect("downloaded");
+    assert!(got == data, "{} bytes, want {} identical bytes", got.len(), data.len());
+}

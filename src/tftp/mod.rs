@@ -1,11 +1,13 @@
 //! TFTP for firmware PXE: read-only, confined to one root directory (the iPXE binaries), plus
 //! generated files (`autoexec.ipxe`, which chains to the HTTP boot service). `check` is the pure
 //! request-name filter; `server` resolves what passes it against the file system (symlinks
-//! included) and serves it with async-tftp (blksize, tsize, timeout and windowsize negotiated).
+//! included) and `transfer` sends it (blksize, tsize, timeout and windowsize negotiated).
 
 pub mod fuzz;
 pub mod ipxe;
+pub mod packet;
 pub mod server;
+pub mod transfer;
 
 use std::path::{Component, Path, PathBuf};
 

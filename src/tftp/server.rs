@@ -1,22 +1,24 @@
-//! The TFTP socket adapter: async-tftp drives the protocol (options, windows, retries); our
-//! handler decides what a read request gets — `check` on the name, then the file resolved with
-//! symlinks and required to stay inside the root and be a regular file. Writes are refused.
+//! The TFTP socket adapter: requests arrive on the listening socket; each read runs as its own
+//! task on its own socket ([`super::transfer`]). What a read gets is decided here: `check` on the
+//! name, then the file resolved with symlinks and required to stay inside the root and be a
+//! regular file. Writes are refused; junk is dropped; at most `MAX_TRANSFERS` run at once.
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use async_tftp::packet;
-use async_tftp::server::{Handler, TftpServer, TftpServerBuilder};
-use futures_lite::io::{BoxedReader, BufReader, Cursor, Sink};
-use tokio_util::compat::TokioAsyncReadCompatExt;
+use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
+use super::packet::{self, ErrorCode, Packet};
+use super::transfer::{self, Source};
 use super::{Wanted, check, generate, inside};
 use crate::inventory::Timestamp;
 use crate::store::Store;
-use crate::store::events::{EventKind, EventLog, Source, Subject};
+use crate::store::events::{EventKind, EventLog, Source as EventSource, Subject};
 
-const READ_BUFFER: usize = 256 << 10;
+/// Transfers at once; a request beyond this is told the server is busy.
+pub const MAX_TRANSFERS: usize = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TftpError {
@@ -30,7 +32,7 @@ pub enum TftpError {
     Setup(String),
 }
 
-/// The request handler: what a client may read.
+/// What a client may read.
 #[derive(Debug)]
 pub struct Files {
     /// Canonical root directory.
@@ -40,44 +42,41 @@ pub struct Files {
     events: EventLog,
 }
 
+type Refused = (ErrorCode, &'static str);
+
 impl Files {
-    async fn open(&self, client: &SocketAddr, name: &str) -> Result<(BoxedReader, u64, String), packet::Error> {
+    async fn open(&self, client: &SocketAddr, name: &str) -> Result<(Source, String), Refused> {
         let wanted = check(name).map_err(|refusal| {
             tracing::info!(%client, name = %name.escape_debug(), %refusal, "TFTP: read refused");
-            packet::Error::PermissionDenied
+            (ErrorCode::AccessViolation, "access violation")
         })?;
         match wanted {
-            Wanted::Generated(file) => {
-                let body = generate(file, self.http_port);
-                let len = body.len() as u64;
-                Ok((Box::pin(Cursor::new(body)), len, name.to_string()))
-            }
+            Wanted::Generated(file) => Ok((Source::Bytes(generate(file, self.http_port)), name.to_string())),
             Wanted::File(relative) => {
-                let (file, len) = self.open_file(client, &relative).await?;
-                // Each read of a tokio file is a trip to the blocking pool: read 256 KiB at a
-                // time, not one TFTP block (512-1468 bytes) at a time.
-                let reader = BufReader::with_capacity(READ_BUFFER, file.compat());
-                Ok((Box::pin(reader), len, relative.display().to_string()))
+                let source = self.open_file(client, &relative).await?;
+                Ok((source, relative.display().to_string()))
             }
         }
     }
 
-    async fn open_file(&self, client: &SocketAddr, relative: &Path) -> Result<(tokio::fs::File, u64), packet::Error> {
+    async fn open_file(&self, client: &SocketAddr, relative: &Path) -> Result<Source, Refused> {
+        const DENIED: Refused = (ErrorCode::AccessViolation, "access violation");
+        const MISSING: Refused = (ErrorCode::FileNotFound, "file not found");
         let resolved = match tokio::fs::canonicalize(self.root.join(relative)).await {
             Ok(p) => p,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(packet::Error::FileNotFound),
-            Err(_) => return Err(packet::Error::PermissionDenied),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(MISSING),
+            Err(_) => return Err(DENIED),
         };
         if !inside(&self.root, &resolved) {
             tracing::info!(%client, path = %relative.display(), "TFTP: read refused, resolves outside the root");
-            return Err(packet::Error::PermissionDenied);
+            return Err(DENIED);
         }
-        let file = tokio::fs::File::open(&resolved).await.map_err(|_| packet::Error::PermissionDenied)?;
-        let meta = file.metadata().await.map_err(|_| packet::Error::PermissionDenied)?;
+        let file = tokio::fs::File::open(&resolved).await.map_err(|_| DENIED)?;
+        let meta = file.metadata().await.map_err(|_| DENIED)?;
         if !meta.is_file() {
-            return Err(packet::Error::FileNotFound);
+            return Err(MISSING);
         }
-        Ok((file, meta.len()))
+        Ok(Source::File { file: Arc::new(file.into_std().await), len: meta.len() })
     }
 
     fn record(&self, client: &SocketAddr, path: String, bytes: u64) {
@@ -88,47 +87,49 @@ impl Files {
             .map(|n| n.mac)
             .or_else(|| self.store.lease(ip).ok().flatten().filter(|l| l.is_active(Timestamp::now())).map(|l| l.mac));
         let subject = Subject { node: node.map(|n| n.name.clone()), mac };
-        self.events.append(Source::Tftp, subject, EventKind::FileFetched { path, bytes });
-    }
-}
-
-impl Handler for Files {
-    type Reader = BoxedReader;
-    type Writer = Sink;
-
-    async fn read_req_open(
-        &mut self,
-        client: &SocketAddr,
-        path: &Path,
-    ) -> Result<(Self::Reader, Option<u64>), packet::Error> {
-        let name = path.to_str().ok_or(packet::Error::PermissionDenied)?.to_string();
-        let (reader, len, shown) = self.open(client, &name).await?;
-        tracing::debug!(%client, path = %shown, bytes = len, "TFTP: read");
-        self.record(client, shown, len);
-        Ok((reader, Some(len)))
+        self.events.append(EventSource::Tftp, subject, EventKind::FileFetched { path, bytes });
     }
 
-    async fn write_req_open(
-        &mut self,
-        client: &SocketAddr,
-        path: &Path,
-        _size: Option<u64>,
-    ) -> Result<Self::Writer, packet::Error> {
-        tracing::info!(%client, path = %path.display(), "TFTP: write refused (read-only server)");
-        Err(packet::Error::PermissionDenied)
+    /// Serves one read request from a socket of its own.
+    async fn read(&self, local: IpAddr, client: SocketAddr, request: Vec<u8>) {
+        let Ok(Packet::Read(req)) = packet::parse(&request) else { return };
+        let socket = match UdpSocket::bind((local, 0)).await {
+            Ok(s) => s,
+            Err(e) => return tracing::warn!(%client, error = %e, "TFTP: cannot open a transfer socket"),
+        };
+        if let Err(e) = socket.connect(client).await {
+            return tracing::debug!(%client, error = %e, "TFTP: cannot reach the client");
+        }
+        let Ok(name) = std::str::from_utf8(req.filename) else {
+            tracing::info!(%client, "TFTP: read refused, the name is not UTF-8");
+            let _ = socket.send(&packet::error(ErrorCode::AccessViolation, "access violation")).await;
+            return;
+        };
+        // netascii is served as octet, as iPXE, firmware and most servers do for boot files.
+        let (source, shown) = match self.open(&client, name).await {
+            Ok(found) => found,
+            Err((code, message)) => {
+                let _ = socket.send(&packet::error(code, message)).await;
+                return;
+            }
+        };
+        let len = source.len();
+        let (negotiated, oack) = packet::negotiate(&req.options, len);
+        tracing::debug!(%client, path = %shown, bytes = len, ?negotiated, "TFTP: read");
+        self.record(&client, shown.clone(), len);
+        match transfer::send(&socket, source, negotiated, negotiated.oack.then_some(oack)).await {
+            Ok(bytes) => tracing::debug!(%client, path = %shown, bytes, "TFTP: sent"),
+            Err(e) => tracing::info!(%client, path = %shown, error = %e, "TFTP: transfer ended early"),
+        }
     }
 }
 
 /// A bound TFTP server.
+#[derive(Debug)]
 pub struct Server {
-    server: TftpServer<Files>,
+    socket: UdpSocket,
     addr: SocketAddr,
-}
-
-impl std::fmt::Debug for Server {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("addr", &self.addr).finish()
-    }
+    files: Arc<Files>,
 }
 
 impl Server {
@@ -143,16 +144,9 @@ impl Server {
         if !root.is_dir() {
             return Err(TftpError::NotDir(root));
         }
-        let socket = UdpSocket::bind(addr).map_err(|source| TftpError::Bind { addr, source })?;
+        let socket = UdpSocket::bind(addr).await.map_err(|source| TftpError::Bind { addr, source })?;
         let addr = socket.local_addr().unwrap_or(addr);
-        let files = Files { root, http_port, store, events };
-        let server = TftpServerBuilder::with_handler(files)
-            .std_socket(socket)
-            .map_err(|e| TftpError::Setup(e.to_string()))?
-            .build()
-            .await
-            .map_err(|e| TftpError::Setup(e.to_string()))?;
-        Ok(Server { server, addr })
+        Ok(Server { socket, addr, files: Arc::new(Files { root, http_port, store, events }) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -160,11 +154,45 @@ impl Server {
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
-        tokio::select! {
-            () = shutdown.cancelled() => {}
-            result = self.server.serve() => if let Err(e) = result {
-                tracing::error!(error = %e, "TFTP: the server stopped");
-            },
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TRANSFERS));
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let (len, client) = tokio::select! {
+                () = shutdown.cancelled() => return,
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "TFTP: receive failed");
+                        continue;
+                    }
+                },
+            };
+            match packet::parse(&buf[..len]) {
+                Ok(Packet::Read(_)) => {
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        let busy = packet::error(ErrorCode::NotDefined, "server busy, try again");
+                        let _ = self.socket.send_to(&busy, client).await;
+                        continue;
+                    };
+                    let (files, request, local) = (self.files.clone(), buf[..len].to_vec(), self.addr.ip());
+                    let stop = shutdown.clone();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            () = stop.cancelled() => {}
+                            () = files.read(local, client, request) => {}
+                        }
+                        drop(slot);
+                    });
+                }
+                Ok(Packet::Write { filename }) => {
+                    let name = String::from_utf8_lossy(filename);
+                    tracing::info!(%client, path = %name.escape_debug(), "TFTP: write refused (read-only server)");
+                    let refusal = packet::error(ErrorCode::AccessViolation, "read-only server");
+                    let _ = self.socket.send_to(&refusal, client).await;
+                }
+                Ok(other) => tracing::debug!(%client, ?other, "TFTP: ignored a packet on the request port"),
+                Err(e) => tracing::debug!(%client, error = %e, "TFTP: malformed request dropped"),
+            }
         }
     }
 }
