@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::netns::Pair;
+use crate::netns::{Pair, in_netns};
 use crate::support::{self, BIN, Daemon, TOKEN};
 
 const NODES: [(&str, &str, &str); 3] = [
@@ -431,18 +431,6 @@ fn after_kill_9_under_load_every_ack_seen_is_stored_and_no_address_has_two_owner
         let first_owner = owner.entry(ip.clone()).or_insert_with(|| mac.clone());
         assert_eq!(first_owner, mac, "{ip} was acknowledged to two machines");
     }
-}
-
-/// Runs `f` on a thread that lives inside network namespace `ns` (sockets it opens belong there).
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("network namespace file");
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns (needs root)");
-        f()
-    })
-    .join()
-    .expect("namespace thread")
 }
 
 /// A PXE firmware's DHCP message (BIOS, vendor class `PXEClient`), or an OS's when `pxe` is false.

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::netns::Pair;
+use crate::netns::{Pair, in_netns};
 use crate::support::{self, TOKEN};
 
 const SECRET_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAISECRETMARKER ops@lab";
@@ -204,6 +204,94 @@ fn images_answer_range_requests() {
     assert_eq!(status, 416);
     let (status, _) = get(&pair, "10.1.107.99", &format!("{BASE}/images/../slipway.toml"), &["--path-as-is"]);
     assert_eq!(status, 404, "no path out of the images directory");
+    let evil = dir.path().join("images-evil");
+    std::fs::create_dir_all(&evil).expect("sibling");
+    std::fs::write(evil.join("secret"), "SECRET").expect("secret");
+    std::os::unix::fs::symlink(&evil, dir.path().join("images/link")).expect("symlink");
+    std::os::unix::fs::symlink(evil.join("secret"), dir.path().join("images/file-link")).expect("symlink");
+    for path in ["link/secret", "file-link", "%2e%2e/images-evil/secret", "..%2fimages-evil%2fsecret", "", "."] {
+        let (status, body) = get(&pair, "10.1.107.99", &format!("{BASE}/images/{path}"), &["--path-as-is"]);
+        assert_eq!(status, 404, "{path}: nothing outside the images directory, no directory listing");
+        assert!(!String::from_utf8_lossy(&body).contains("SECRET"), "{path}");
+    }
+}
+
+/// One response read off a raw connection: status, headers (lower-case names), body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Splits what a server sent on one connection into responses; `head_only[i]` marks the
+/// answers to HEAD requests (a length but no body).
+fn answers(mut raw: &[u8], head_only: &[bool]) -> Vec<Answer> {
+    let mut out = Vec::new();
+    for &head in head_only {
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head") + 4;
+        let text = String::from_utf8_lossy(&raw[..end]).to_string();
+        let mut lines = text.split("\r\n");
+        let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).expect("status");
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let length: usize =
+            headers.iter().find(|(n, _)| n == "content-length").map_or(0, |(_, v)| v.parse().expect("length"));
+        let body_len = if head { 0 } else { length };
+        out.push(Answer { status, headers, body: raw[end..end + body_len].to_vec() });
+        raw = &raw[end + body_len..];
+    }
+    assert!(raw.is_empty(), "bytes after the last response: {:?}", String::from_utf8_lossy(raw));
+    out
+}
+
+#[test]
+fn one_connection_carries_pipelined_scripts_and_images_then_the_routed_handlers() {
+    let (pair, dir, daemon) = lab();
+    let whole = std::fs::read(dir.path().join("images/vmlinuz")).expect("image");
+    // Five requests in one write: the direct path answers the first three (script, HEAD of an
+    // image, a range), the fourth goes to hyper's routed handler, which keeps the connection
+    // and answers the fifth (an image again) and closes as asked.
+    let requests = "GET /boot.ipxe?arch=x86_64 HTTP/1.1\r\nHost: s\r\n\r\n\
+                    HEAD /images/vmlinuz HTTP/1.1\r\nHost: s\r\n\r\n\
+                    GET /images/vmlinuz HTTP/1.1\r\nHost: s\r\nRange: bytes=10-19\r\n\r\n\
+                    GET /nocloud/w0/meta-data HTTP/1.1\r\nHost: s\r\n\r\n\
+                    GET /images/vmlinuz HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n";
+    let raw = in_netns(&pair.cli, move || {
+        use std::io::{Read, Write};
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        socket.bind(&"10.1.107.20:0".parse::<std::net::SocketAddr>().expect("addr").into()).expect("bind");
+        socket.connect(&"10.1.107.1:8080".parse::<std::net::SocketAddr>().expect("addr").into()).expect("connect");
+        let mut stream: std::net::TcpStream = socket.into();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+        stream.write_all(requests.as_bytes()).expect("send");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).expect("the server closes after the last request");
+        raw
+    });
+    let got = answers(&raw, &[false, true, false, false, false]);
+    assert_eq!(got.iter().map(|a| a.status).collect::<Vec<_>>(), [200, 200, 206, 200, 200]);
+    let script = String::from_utf8_lossy(&got[0].body);
+    assert!(script.contains("kernel http://10.1.107.1:8080/images/vmlinuz ds=nocloud"), "{script}");
+    assert_eq!(got[1].header("content-length"), Some("100000"));
+    assert_eq!(got[1].header("accept-ranges"), Some("bytes"));
+    assert!(got[1].body.is_empty());
+    assert_eq!(got[2].header("content-range"), Some("bytes 10-19/100000"));
+    assert!(got[2].body == whole[10..20]);
+    assert_eq!(String::from_utf8_lossy(&got[3].body), "instance-id: slipway-w0\nlocal-hostname: w0\n");
+    assert!(got[4].body == whole);
+    // Both paths record the image fetches in w0's timeline.
+    support::eventually("the timeline shows the image fetches", std::time::Duration::from_secs(5), || {
+        let (ok, out, _) = support::cli_in(Some(&pair.srv), &daemon, &["get", "timeline", "w0"]);
+        ok && out.contains("vmlinuz (10 bytes)") && out.contains("vmlinuz (100000 bytes)")
+    });
 }
 
 #[test]

@@ -3,6 +3,18 @@
 
 use std::process::{Command, Output};
 
+/// Runs `f` on a thread that lives inside network namespace `ns` (sockets it opens belong there).
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("network namespace file");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns (needs root)");
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
 pub struct Pair {
     pub srv: String,
     pub cli: String,

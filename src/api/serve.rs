@@ -5,10 +5,14 @@
 //! One task per connection; HTTP/1.1 with a header-read timeout (slow clients cannot hold a
 //! connection without sending a request); a bound on concurrent connections; TLS handshakes
 //! time out. On shutdown the listener closes at once and open connections get a grace period.
+//! A `Front` may answer requests on a plain connection before hyper takes it over (the boot
+//! service's direct path); the admin API uses none.
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -18,7 +22,8 @@ use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +50,74 @@ pub enum ServeError {
 pub struct Connection {
     pub peer: SocketAddr,
     pub local: SocketAddr,
+}
+
+/// Answers requests on a plain connection before hyper sees it.
+pub trait Front: Clone + Send + Sync + 'static {
+    /// Serves requests until one it leaves to hyper; returns the connection with the bytes read
+    /// and not answered (hyper parses them first), or `None` when the connection is finished.
+    fn serve(
+        &self,
+        stream: TcpStream,
+        conn: Connection,
+        stop: CancellationToken,
+    ) -> impl Future<Output = Option<(TcpStream, Vec<u8>)>> + Send;
+}
+
+/// No front: hyper serves every connection from its first byte.
+#[derive(Clone, Copy, Debug)]
+pub struct HyperOnly;
+
+impl Front for HyperOnly {
+    async fn serve(&self, stream: TcpStream, _: Connection, _: CancellationToken) -> Option<(TcpStream, Vec<u8>)> {
+        Some((stream, Vec::new()))
+    }
+}
+
+/// A TCP stream whose first bytes were already read: they are read again before the stream's.
+struct Replay {
+    read: Vec<u8>,
+    at: usize,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.at < this.read.len() {
+            let n = buf.remaining().min(this.read.len() - this.at);
+            buf.put_slice(&this.read[this.at..this.at + n]);
+            this.at += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// A bound listener, ready to serve.
@@ -105,6 +178,11 @@ fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, ServeError> {
 
 /// Serves `router` on `listener` until `shutdown`, then drains open connections for `GRACE`.
 pub async fn run(listener: Listener, router: Router, shutdown: CancellationToken) {
+    run_with(listener, router, HyperOnly, shutdown).await;
+}
+
+/// `run`, with `front` answering first on plain connections.
+pub async fn run_with(listener: Listener, router: Router, front: impl Front, shutdown: CancellationToken) {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -139,10 +217,15 @@ pub async fn run(listener: Listener, router: Router, shutdown: CancellationToken
         let watcher = graceful.watcher();
         let tls = listener.tls.clone();
         let name = listener.name;
+        let (front, stop) = (front.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let result = match tls {
-                None => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
+                None => {
+                    let Some((stream, read)) = front.serve(stream, conn, stop).await else { return };
+                    let io = TokioIo::new(Replay { read, at: 0, stream });
+                    watcher.watch(http.serve_connection(io, service)).await
+                }
                 Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls_stream)) => watcher.watch(http.serve_connection(TokioIo::new(tls_stream), service)).await,
                     Ok(Err(e)) => {

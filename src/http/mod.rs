@@ -3,6 +3,8 @@
 //! thin adapter: `boot` decides every answer; this module finds the machine by its TCP source
 //! address, reads files and records events.
 
+pub mod direct;
+pub mod head;
 pub mod routes;
 
 use std::net::SocketAddr;
@@ -55,12 +57,8 @@ impl Server {
     }
 
     pub async fn run(self, store: Store, events: EventLog, shutdown: CancellationToken) {
-        let router = routes::router(routes::BootState {
-            store,
-            events,
-            settings: self.settings,
-            script_events: Default::default(),
-        });
-        serve::run(self.listener, router, shutdown).await;
+        let state = routes::BootState { store, events, settings: self.settings, script_events: Default::default() };
+        let direct = direct::Direct::new(state.clone());
+        serve::run_with(self.listener, routes::router(state), direct, shutdown).await;
     }
 }

@@ -182,42 +182,62 @@ async fn boot_script(
     Extension(conn): Extension<Connection>,
     Query(q): Query<ScriptQuery>,
 ) -> Response {
-    let server = base_url(&conn);
-    let Some(arch) = q.arch.filter(|a| !a.is_empty()) else {
-        return ipxe(script::probe(&server));
-    };
-    let inv = s.store.snapshot();
-    let Some(asker) = s.asker(&inv, conn.peer.ip()) else {
-        return ipxe(script::nothing(&server, "slipway boots IPv4 machines only"));
-    };
-    if let Some(node) = asker.node
-        && s.store.installed(node.name.as_str()).is_some()
-    {
-        if s.script_event_due(asker.ip) {
-            s.record(Some(node), asker.mac, EventKind::BootScriptServed { profile: None });
-        }
-        return ipxe(script::local_disk(node));
-    }
-    let machine = Machine { node: asker.node, mac: asker.mac, arch: Some(&arch) };
-    let Some(profile) = select::select(&inv, &machine) else {
-        let who = asker.mac.map_or(asker.ip.to_string(), |m| format!("{} ({m})", asker.ip));
-        tracing::info!(ip = %asker.ip, "boot script: no profile names or matches this machine");
-        return ipxe(script::nothing(
-            &server,
-            &format!("no profile for {who}; add it as a node or configure a default profile"),
-        ));
-    };
-    let vars = script::variables(&inv, asker.node, asker.ip, asker.mac, Some(profile), &server);
-    match script::boot(profile, &vars) {
-        Ok(text) => {
-            if s.script_event_due(asker.ip) {
-                s.record(asker.node, asker.mac, EventKind::BootScriptServed { profile: Some(profile.name.clone()) });
+    ipxe(s.script(&conn, q.arch))
+}
+
+impl BootState {
+    /// The iPXE script for the machine behind `conn` (`arch` unset: the probe that asks iPXE for
+    /// it), recording the step at most once per `SCRIPT_EVENT_INTERVAL`.
+    pub(super) fn script(&self, conn: &Connection, arch: Option<String>) -> String {
+        let server = base_url(conn);
+        let Some(arch) = arch.filter(|a| !a.is_empty()) else {
+            return script::probe(&server);
+        };
+        let inv = self.store.snapshot();
+        let Some(asker) = self.asker(&inv, conn.peer.ip()) else {
+            return script::nothing(&server, "slipway boots IPv4 machines only");
+        };
+        if let Some(node) = asker.node
+            && self.store.installed(node.name.as_str()).is_some()
+        {
+            if self.script_event_due(asker.ip) {
+                self.record(Some(node), asker.mac, EventKind::BootScriptServed { profile: None });
             }
-            ipxe(text)
+            return script::local_disk(node);
         }
-        Err(e) => {
-            tracing::warn!(profile = %profile.name, error = %e, "boot script: the profile cannot be rendered");
-            ipxe(script::nothing(&server, &format!("profile {} cannot be rendered; see the slipway log", profile.name)))
+        let machine = Machine { node: asker.node, mac: asker.mac, arch: Some(&arch) };
+        let Some(profile) = select::select(&inv, &machine) else {
+            let who = asker.mac.map_or(asker.ip.to_string(), |m| format!("{} ({m})", asker.ip));
+            tracing::info!(ip = %asker.ip, "boot script: no profile names or matches this machine");
+            return script::nothing(
+                &server,
+                &format!("no profile for {who}; add it as a node or configure a default profile"),
+            );
+        };
+        let vars = script::variables(&inv, asker.node, asker.ip, asker.mac, Some(profile), &server);
+        match script::boot(profile, &vars) {
+            Ok(text) => {
+                if self.script_event_due(asker.ip) {
+                    self.record(
+                        asker.node,
+                        asker.mac,
+                        EventKind::BootScriptServed { profile: Some(profile.name.clone()) },
+                    );
+                }
+                text
+            }
+            Err(e) => {
+                tracing::warn!(profile = %profile.name, error = %e, "boot script: the profile cannot be rendered");
+                script::nothing(&server, &format!("profile {} cannot be rendered; see the slipway log", profile.name))
+            }
+        }
+    }
+
+    /// Records an image sent (whole or in part) to the machine behind `conn`.
+    pub(super) fn record_file(&self, conn: &Connection, path: String, bytes: u64) {
+        let inv = self.store.snapshot();
+        if let Some(asker) = self.asker(&inv, conn.peer.ip()) {
+            self.record(asker.node, asker.mac, EventKind::FileFetched { path, bytes });
         }
     }
 }
@@ -349,10 +369,7 @@ async fn record_fetch(
             .and_then(|v: &HeaderValue| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let inv = s.store.snapshot();
-        if let Some(asker) = s.asker(&inv, conn.peer.ip()) {
-            s.record(asker.node, asker.mac, EventKind::FileFetched { path, bytes });
-        }
+        s.record_file(&conn, path, bytes);
     }
     response
 }
