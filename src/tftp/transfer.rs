@@ -4,9 +4,14 @@
 //! unacknowledged block, at most `RETRIES` times in a row. Block numbers roll over past 65535, as
 //! iPXE, atftp and tftp-hpa expect.
 
+use std::io::IoSlice;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use nix::errno::Errno;
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::packet::{self, Negotiated, Packet};
@@ -15,6 +20,10 @@ use super::packet::{self, Negotiated, Packet};
 pub const RETRIES: u32 = 5;
 /// File bytes read per disk read.
 const CHUNK: usize = 256 << 10;
+/// Most DATA packets per segmentation-offload send (the whole must stay under 64 KiB).
+const GSO_SEGMENTS: usize = 32;
+/// What a send with segmentation offload fails with where the path cannot do it.
+const NO_OFFLOAD: [Errno; 4] = [Errno::EIO, Errno::EINVAL, Errno::ENOPROTOOPT, Errno::EOPNOTSUPP];
 
 /// What a transfer sends.
 #[derive(Debug)]
@@ -102,18 +111,22 @@ pub async fn send(
     if let Some(oack) = oack {
         send_oack(socket, &mut inbox, n, &oack).await?;
     }
-    let mut packet = vec![0u8; 4 + n.blksize];
+    let segment = 4 + n.blksize;
+    let mut window = Vec::with_capacity(segment * usize::from(n.windowsize));
+    let mut gso = true;
     let mut acked: u64 = 0;
     let mut retries = 0;
     while acked < blocks {
         let last = (acked + u64::from(n.windowsize)).min(blocks);
+        window.clear();
         for block in acked + 1..=last {
             let data = reader.range((block - 1) * blksize, n.blksize).await?;
-            let len = data.len();
-            packet[4..4 + len].copy_from_slice(data);
-            packet::data_header(&mut packet, (block & 0xffff) as u16);
-            socket.send(&packet[..4 + len]).await?;
+            let at = window.len();
+            window.resize(at + 4, 0);
+            packet::data_header(&mut window[at..], (block & 0xffff) as u16);
+            window.extend_from_slice(data);
         }
+        send_window(socket, &window, segment, &mut gso).await?;
         match next_ack(socket, &mut inbox, n, Some(acked), last).await? {
             Some(block) => {
                 acked = block;
@@ -128,6 +141,44 @@ pub async fn send(
         }
     }
     Ok(size)
+}
+
+/// Sends a window of DATA packets laid end to end in `window` (each `segment` bytes, the last
+/// possibly shorter): with UDP segmentation offload, a group of packets per system call, which
+/// the kernel cuts into datagrams; one datagram per call where the kernel refuses it (`gso`
+/// then stays off for the transfer).
+async fn send_window(socket: &UdpSocket, window: &[u8], segment: usize, gso: &mut bool) -> std::io::Result<()> {
+    let size = u16::try_from(segment).unwrap_or(u16::MAX);
+    for group in window.chunks(segment * GSO_SEGMENTS) {
+        if *gso && group.len() > segment {
+            let sent = loop {
+                socket.writable().await?;
+                let sent = socket.try_io(Interest::WRITABLE, || {
+                    let iov = [IoSlice::new(group)];
+                    let gso = [ControlMessage::UdpGsoSegments(&size)];
+                    sendmsg::<()>(socket.as_raw_fd(), &iov, &gso, MsgFlags::empty(), None).map_err(std::io::Error::from)
+                });
+                match sent {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    other => break other,
+                }
+            };
+            match sent {
+                Ok(_) => continue,
+                // No offload on this path (EIO from a device without checksum offload, EINVAL
+                // or ENOPROTOOPT from an older kernel): plain datagrams from here on.
+                Err(e) if e.raw_os_error().map(Errno::from_raw).is_some_and(|errno| NO_OFFLOAD.contains(&errno)) => {
+                    tracing::debug!(error = %e, "TFTP: no UDP segmentation offload, sending datagram by datagram");
+                    *gso = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for packet in group.chunks(segment) {
+            socket.send(packet).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Sends the OACK until the client acknowledges it with ACK 0.
