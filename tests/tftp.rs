@@ -1,13 +1,15 @@
 //! TFTP against real clients: atftp, tftp-hpa and curl fetch files with and without options
 //! (blksize 1468, windowsize 8) and get identical bytes; the traversal matrix and writes are
 //! refused (checked with raw request packets, so NUL bytes and odd names reach the server as
-//! sent). Each test listens on its own loopback address.
+//! sent). Each test listens on its own loopback address, but one: a veth link with a 1400-byte
+//! MTU, where the kernel refuses UDP segmentation offload for full-size blocks.
 
 use std::net::UdpSocket;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::netns::Pair;
 use crate::support::{self, Daemon};
 
 /// A TFTP root with a 1 MiB random file, a subdirectory, a sibling directory whose name starts
@@ -278,4 +280,45 @@ fn a_file_past_65535_blocks_rolls_over_and_arrives_whole() {
     fetched(&out, "atftp 512-byte blocks");
     let got = std::fs::read(&out_path).expect("downloaded");
     assert!(got == data, "{} bytes, want {} identical bytes", got.len(), data.len());
+}
+
+#[test]
+fn a_link_with_a_smaller_mtu_gets_blocks_that_fit_it() {
+    // blksize 1468 fills a 1500-byte MTU; on a 1400-byte link (an overlay, a tunnel) such blocks
+    // would be fragmented, and sent with segmentation offload they are refused outright
+    // (EMSGSIZE). The server answers a smaller blksize that fits the path.
+    let pair = Pair::new("g");
+    pair.client_address("10.1.107.50/24");
+    for (ns, dev) in [(&pair.srv, "srv0"), (&pair.cli, "cli0")] {
+        let out =
+            std::process::Command::new("ip").args(["-n", ns, "link", "set", dev, "mtu", "1400"]).output().expect("ip");
+        fetched(&out, "ip link set mtu 1400");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = root(dir.path());
+    let mut data = vec![0u8; 3_000_000];
+    getrandom_fill(&mut data);
+    std::fs::write(root.join("big.bin"), &data).expect("file");
+    let extra = format!("[tftp]\nlisten = \"10.1.107.1:69\"\nroot = \"{}\"\n", root.display());
+    let _daemon = support::start_in(Some(&pair.srv), &support::config(dir.path(), &extra), &[]);
+    let out_path = dir.path().join("big.out");
+    let out = pair
+        .cli_command("atftp")
+        .args(["--option", "blksize 1468", "--option", "windowsize 16", "-g", "-r", "big.bin", "-l"])
+        .arg(&out_path)
+        .args(["10.1.107.1", "69"])
+        .output()
+        .expect("atftp");
+    fetched(&out, "atftp over a 1400-byte MTU");
+    let got = std::fs::read(&out_path).expect("downloaded");
+    assert!(got == data, "{} bytes, want {} identical bytes", got.len(), data.len());
+    let oack = crate::netns::in_netns(&pair.cli, || {
+        let sock = UdpSocket::bind("10.1.107.50:0").expect("bind");
+        sock.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        sock.send_to(b"\x00\x01big.bin\x00octet\x00blksize\x001468\x00", "10.1.107.1:69").expect("send");
+        let mut buf = [0u8; 512];
+        let (n, _) = sock.recv_from(&mut buf).expect("an OACK");
+        buf[..n].to_vec()
+    });
+    assert_eq!(oack, b"\x00\x06blksize\x001368\x00", "1400 - 20 IP - 8 UDP - 4 TFTP");
 }

@@ -24,7 +24,7 @@ pub fn check_name(name: &str) {
 pub fn packet(data: &[u8]) {
     use super::packet::{self, MAX_BLKSIZE, MAX_WINDOWSIZE, Packet};
     if let Ok(Packet::Read(request)) = packet::parse(data) {
-        let (n, oack) = packet::negotiate(&request.options, 1 << 20);
+        let (n, oack) = packet::negotiate(&request.options, 1 << 20, packet::MAX_BLKSIZE);
         assert!((8..=MAX_BLKSIZE).contains(&n.blksize) || (n.blksize == packet::DEFAULT_BLKSIZE), "{n:?}");
         assert!((1..=MAX_WINDOWSIZE).contains(&n.windowsize), "{n:?}");
         assert!(oack.starts_with(&packet::OACK.to_be_bytes()) && (oack.len() == 2 || oack.ends_with(&[0])));

@@ -137,12 +137,21 @@ pub const DEFAULT_BLKSIZE: usize = 512;
 /// Largest block slipway sends: fits a 1500-byte MTU (1500 - 20 IP - 8 UDP - 4 TFTP), so no
 /// datagram is fragmented; a client asking for more gets this (RFC 2348 lets the server lower it).
 pub const MAX_BLKSIZE: usize = 1468;
+/// IP, UDP and TFTP headers around a block.
+const HEADERS: usize = 20 + 8 + 4;
+
+/// The largest block that fits a path MTU of `mtu` bytes unfragmented (at most `MAX_BLKSIZE`,
+/// at least the default 512, below which RFC 1350 clients cannot go).
+pub fn blksize_for_mtu(mtu: usize) -> usize {
+    mtu.saturating_sub(HEADERS).clamp(DEFAULT_BLKSIZE, MAX_BLKSIZE)
+}
 pub const MAX_WINDOWSIZE: u16 = 64;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Takes the options slipway supports and answers them; unknown and malformed ones are left out
-/// of the OACK (RFC 2347). `size` is the file's length, for `tsize`.
-pub fn negotiate(options: &[(String, &[u8])], size: u64) -> (Negotiated, Vec<u8>) {
+/// of the OACK (RFC 2347). `size` is the file's length, for `tsize`; `max_blksize` the largest
+/// block the path carries unfragmented (`blksize_for_mtu`).
+pub fn negotiate(options: &[(String, &[u8])], size: u64, max_blksize: usize) -> (Negotiated, Vec<u8>) {
     let mut n = Negotiated { blksize: DEFAULT_BLKSIZE, windowsize: 1, timeout: DEFAULT_TIMEOUT, oack: false };
     let mut oack = OACK.to_be_bytes().to_vec();
     let mut answer = |name: &str, value: String| {
@@ -155,7 +164,7 @@ pub fn negotiate(options: &[(String, &[u8])], size: u64) -> (Negotiated, Vec<u8>
         let number = std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<u64>().ok());
         match (name.as_str(), number) {
             ("blksize", Some(v)) if v >= 8 => {
-                n.blksize = usize::try_from(v).unwrap_or(MAX_BLKSIZE).min(MAX_BLKSIZE);
+                n.blksize = usize::try_from(v).unwrap_or(MAX_BLKSIZE).min(max_blksize.min(MAX_BLKSIZE));
                 answer("blksize", n.blksize.to_string());
             }
             ("windowsize", Some(v)) if v >= 1 => {
@@ -207,11 +216,26 @@ mod tests {
             ("multicast".to_owned(), &b""[..]),
             ("timeout".to_owned(), &b"0"[..]),
         ];
-        let (n, oack) = negotiate(&opts, 1234);
+        let (n, oack) = negotiate(&opts, 1234, MAX_BLKSIZE);
         assert_eq!((n.blksize, n.windowsize, n.timeout, n.oack), (1468, 8, DEFAULT_TIMEOUT, true));
         assert_eq!(oack, b"\x00\x06blksize\x001468\x00windowsize\x008\x00tsize\x001234\x00");
-        let (n, _) = negotiate(&[], 1);
+        let (n, _) = negotiate(&[], 1, MAX_BLKSIZE);
         assert!(!n.oack);
         assert_eq!(n.blksize, 512);
+        let small = [("blksize".to_owned(), &b"1000"[..])];
+        assert_eq!(negotiate(&small, 1, MAX_BLKSIZE).0.blksize, 1000, "a smaller block is taken as asked");
+    }
+
+    #[test]
+    fn blocks_fit_the_path_mtu() {
+        assert_eq!(blksize_for_mtu(1500), 1468);
+        assert_eq!(blksize_for_mtu(9000), 1468, "jumbo frames: still the 1500-byte block");
+        assert_eq!(blksize_for_mtu(1400), 1368);
+        assert_eq!(blksize_for_mtu(576), 544);
+        assert_eq!(blksize_for_mtu(100), 512, "never below RFC 1350's block");
+        let opts = [("blksize".to_owned(), &b"1468"[..])];
+        let (n, oack) = negotiate(&opts, 1, blksize_for_mtu(1400));
+        assert_eq!(n.blksize, 1368);
+        assert_eq!(oack, b"\x00\x06blksize\x001368\x00");
     }
 }

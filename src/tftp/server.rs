@@ -114,7 +114,11 @@ impl Files {
             }
         };
         let len = source.len();
-        let (negotiated, oack) = packet::negotiate(&req.options, len);
+        // The path MTU of the connected socket (the route's, or one learned from ICMP).
+        let mtu = nix::sys::socket::getsockopt(&socket, nix::sys::socket::sockopt::IpMtu).ok();
+        let max_blksize =
+            mtu.and_then(|m| usize::try_from(m).ok()).map_or(packet::MAX_BLKSIZE, packet::blksize_for_mtu);
+        let (negotiated, oack) = packet::negotiate(&req.options, len, max_blksize);
         tracing::debug!(%client, path = %shown, bytes = len, ?negotiated, "TFTP: read");
         self.record(&client, shown.clone(), len);
         match transfer::send(&socket, source, negotiated, negotiated.oack.then_some(oack)).await {

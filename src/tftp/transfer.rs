@@ -22,8 +22,9 @@ pub const RETRIES: u32 = 5;
 const CHUNK: usize = 256 << 10;
 /// Most DATA packets per segmentation-offload send (the whole must stay under 64 KiB).
 const GSO_SEGMENTS: usize = 32;
-/// What a send with segmentation offload fails with where the path cannot do it.
-const NO_OFFLOAD: [Errno; 4] = [Errno::EIO, Errno::EINVAL, Errno::ENOPROTOOPT, Errno::EOPNOTSUPP];
+/// What a send with segmentation offload fails with where the path cannot do it (EMSGSIZE: the
+/// path MTU shrank below a block during the transfer).
+const NO_OFFLOAD: [Errno; 5] = [Errno::EIO, Errno::EINVAL, Errno::EMSGSIZE, Errno::ENOPROTOOPT, Errno::EOPNOTSUPP];
 
 /// What a transfer sends.
 #[derive(Debug)]
@@ -165,8 +166,9 @@ async fn send_window(socket: &UdpSocket, window: &[u8], segment: usize, gso: &mu
             };
             match sent {
                 Ok(_) => continue,
-                // No offload on this path (EIO from a device without checksum offload, EINVAL
-                // or ENOPROTOOPT from an older kernel): plain datagrams from here on.
+                // No offload on this path (EIO from a device or route that cannot, EMSGSIZE
+                // when a block no longer fits the MTU, EINVAL or ENOPROTOOPT from an older
+                // kernel): plain datagrams, which IP may fragment, from here on.
                 Err(e) if e.raw_os_error().map(Errno::from_raw).is_some_and(|errno| NO_OFFLOAD.contains(&errno)) => {
                     tracing::debug!(error = %e, "TFTP: no UDP segmentation offload, sending datagram by datagram");
                     *gso = false;
