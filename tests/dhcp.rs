@@ -552,3 +552,59 @@ fn a_pool_address_that_answers_ping_is_not_offered() {
     assert_eq!(state_of("10.1.107.100"), "declined", "kept out of use: {leases}");
     assert_eq!(state_of("10.1.107.101"), "bound");
 }
+
+/// A tmpfs mounted for one test, unmounted (lazily) when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).expect("mount point");
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).status();
+        assert!(ok.expect("mount").success(), "mount tmpfs at {}", at.display());
+        Tmpfs(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the filesystem holding `path` with a file of zeros until it refuses more.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).expect("filler");
+    let chunk = vec![0u8; 64 << 10];
+    while file.write_all(&chunk).is_ok() {}
+    while file.write_all(&[0]).is_ok() {}
+}
+
+#[test]
+fn with_the_disk_full_no_ack_leaves_and_serving_resumes_when_space_returns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _state = Tmpfs::mount(&dir.path().join("state"), "16m");
+    let pair = Pair::new("f");
+    let daemon = support::start_in(Some(&pair.srv), &config(dir.path(), Some(("10.1.107.100", "10.1.107.199"))), &[]);
+    let stranger = "52:54:00:99:00:0f";
+    pair.client_as(stranger);
+    let filler = dir.path().join("state").join("filler");
+    fill(&filler);
+
+    let (ok, ip) = udhcpc_once(&pair, dir.path(), "2");
+    assert!(!ok && ip.is_empty(), "a lease that cannot be stored was acknowledged: {ip}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused =
+        std::iter::from_fn(|| daemon.log.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok())
+            .find(|line| line.contains("cannot persist leases"));
+    assert!(refused.is_some(), "the failed commit is logged");
+
+    std::fs::remove_file(&filler).expect("free the space");
+    let (ok, ip) = udhcpc_once(&pair, dir.path(), "5");
+    let later: Vec<String> = daemon.log.try_iter().collect();
+    assert!(ok && ip.starts_with("10.1.107."), "no lease once the disk has room: {ip:?}\n{}", later.join("\n"));
+    let leases = api(&pair, &daemon, &["get", "leases"]);
+    let mine: Vec<&Value> = leases.as_array().expect("list").iter().filter(|l| l["mac"] == stranger).collect();
+    assert!(mine.len() == 1 && mine[0]["ip"] == ip.as_str() && mine[0]["state"] == "bound", "{leases}");
+    assert!(daemon.stop(Duration::from_secs(5)).expect("stops").success());
+}

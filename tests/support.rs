@@ -55,8 +55,8 @@ ipv4 = "10.2.0.11"
 pub struct Daemon {
     pub child: Child,
     pub addr: SocketAddr,
-    /// Keeps the stderr reader alive: dropping it would close the pipe under the daemon.
-    _log: mpsc::Receiver<String>,
+    /// The daemon's log lines after "ready" (JSON); also keeps the stderr pipe open.
+    pub log: mpsc::Receiver<String>,
 }
 
 /// Starts `slipway serve` and waits (bounded) for its "ready" log line.
@@ -88,7 +88,7 @@ pub fn start_in(ns: Option<&str>, config: &Path, env: &[(&str, &str)]) -> Daemon
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
                 if v["message"] == "slipway is ready" {
                     let addr = v["admin"].as_str().expect("admin field").parse().expect("admin address");
-                    return Daemon { child, addr, _log: lines };
+                    return Daemon { child, addr, log: lines };
                 }
             }
             Err(_) => {

@@ -41,6 +41,9 @@ const PROBE_WAIT: Duration = Duration::from_millis(500);
 /// Most datagrams decided per commit.
 const BATCH: usize = 1024;
 
+/// Requested receive buffer of a DHCP socket, in bytes.
+const RECV_BUFFER: usize = 4 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DhcpError {
     #[error("DHCP: interface {interface} has no IPv4 address to serve from")]
@@ -134,6 +137,9 @@ fn bind_device(interface: &str, port: u16) -> Result<UdpSocket, DhcpError> {
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
     socket.set_reuse_address(true).map_err(err)?;
     socket.set_broadcast(true).map_err(err)?;
+    // A boot storm arrives faster than one lease commit: room for a few thousand requests
+    // (the kernel caps this at net.core.rmem_max; a smaller buffer is not an error).
+    let _ = socket.set_recv_buffer_size(RECV_BUFFER);
     socket.bind_device(Some(interface.as_bytes())).map_err(err)?;
     socket.bind(&SocketAddr::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).into()).map_err(err)?;
     socket.set_nonblocking(true).map_err(err)?;
@@ -276,6 +282,32 @@ struct Probed {
     answered: std::io::Result<bool>,
 }
 
+/// A decided batch: leases to commit, then replies to send.
+struct Decided {
+    durable: Vec<Lease>,
+    outgoing: Vec<Outgoing>,
+}
+
+/// A batch whose leases are being committed.
+struct InFlight {
+    commit: tokio::task::JoinHandle<Result<(), StoreError>>,
+    outgoing: Vec<Outgoing>,
+}
+
+async fn wait_commit(commit: &mut tokio::task::JoinHandle<Result<(), StoreError>>) -> Result<(), StoreError> {
+    commit
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Db(redb::StorageError::Io(std::io::Error::other(e.to_string())).into())))
+}
+
+/// The commit in flight, for `select!` (only polled when there is one).
+async fn wait(in_flight: &mut Option<InFlight>) -> Result<(), StoreError> {
+    match in_flight {
+        Some(f) => wait_commit(&mut f.commit).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A decided reply waiting for its leases to be committed.
 struct Outgoing {
     port: usize,
@@ -284,6 +316,9 @@ struct Outgoing {
 }
 
 impl Owner {
+    /// Receives, decides and commits in a pipeline: while one batch's leases are being synced
+    /// to disk, the next batch is decided; a batch's replies leave once its own commit (and so
+    /// every earlier one: commits run one after another) is on disk.
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<Datagram>,
@@ -291,18 +326,81 @@ impl Owner {
         shutdown: CancellationToken,
     ) {
         let mut batch = Vec::with_capacity(BATCH);
+        let mut in_flight: Option<InFlight> = None;
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return,
-                Some(command) = commands.recv() => self.command(command).await,
-                Some(probed) = self.probes.1.recv() => self.probed(probed).await,
+                () = shutdown.cancelled() => break,
+                Some(command) = commands.recv() => {
+                    self.settle(in_flight.take()).await;
+                    self.command(command).await;
+                }
+                Some(probed) = self.probes.1.recv() => {
+                    self.settle(in_flight.take()).await;
+                    self.probed(probed).await;
+                }
+                done = wait(&mut in_flight), if in_flight.is_some() => {
+                    if let Some(f) = in_flight.take() {
+                        self.sent_after(f.outgoing, done).await;
+                    }
+                }
                 n = rx.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
-                        return;
+                        break;
                     }
-                    self.serve(&mut batch).await;
+                    let decided = self.serve(&batch);
                     batch.clear();
+                    if !self.settle(in_flight.take()).await {
+                        // The earlier commit failed and the table was reloaded from disk: this
+                        // batch was decided on leases that never reached it.
+                        continue;
+                    }
+                    in_flight = self.start(decided).await;
                 }
+            }
+        }
+        self.settle(in_flight).await;
+    }
+
+    /// Starts committing a decided batch; a batch with nothing durable is sent at once.
+    async fn start(&mut self, decided: Decided) -> Option<InFlight> {
+        if decided.durable.is_empty() {
+            self.send(decided.outgoing).await;
+            return None;
+        }
+        let (store, leases) = (self.store.clone(), decided.durable);
+        let commit = tokio::task::spawn_blocking(move || store.put_leases(&leases));
+        Some(InFlight { commit, outgoing: decided.outgoing })
+    }
+
+    /// Waits for a commit in flight and sends its replies; `false` when it failed.
+    async fn settle(&mut self, in_flight: Option<InFlight>) -> bool {
+        let Some(mut f) = in_flight else { return true };
+        let done = wait_commit(&mut f.commit).await;
+        self.sent_after(f.outgoing, done).await
+    }
+
+    /// Sends replies whose leases are on disk; when the commit failed, nothing that depended on
+    /// it leaves and the table goes back to the disk's. `false` when it failed.
+    async fn sent_after(&mut self, outgoing: Vec<Outgoing>, done: Result<(), StoreError>) -> bool {
+        match done {
+            Ok(()) => {
+                self.send(outgoing).await;
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, dropped = outgoing.len(), "DHCP: cannot persist leases; replies dropped");
+                if let Ok(stored) = self.store.leases() {
+                    self.leases = LeaseTable::new(stored);
+                }
+                false
+            }
+        }
+    }
+
+    async fn send(&self, outgoing: Vec<Outgoing>) {
+        for out in outgoing {
+            if let Err(e) = self.ports[out.port].socket.send_to(&out.bytes, out.to).await {
+                tracing::debug!(to = %out.to, error = %e, "DHCP: send failed");
             }
         }
     }
@@ -325,7 +423,9 @@ impl Owner {
         }
     }
 
-    async fn serve(&mut self, batch: &mut [Datagram]) {
+    /// Decides a batch: lease changes applied in memory, the durable ones and the replies
+    /// returned for commit and sending.
+    fn serve(&mut self, batch: &[Datagram]) -> Decided {
         let inv = self.inventory.borrow().clone();
         let now = Timestamp::now();
         let mut durable = Vec::new();
@@ -385,29 +485,13 @@ impl Owner {
                 }
             }
         }
-        if !durable.is_empty()
-            && let Err(e) = self.commit(durable).await
-        {
-            // Nothing that depended on these leases may leave; the table goes back to the disk's.
-            tracing::error!(error = %e, dropped = outgoing.len(), "DHCP: cannot persist leases; replies dropped");
-            if let Ok(stored) = self.store.leases() {
-                self.leases = LeaseTable::new(stored);
-            }
-            return;
-        }
-        for out in outgoing {
-            if let Err(e) = self.ports[out.port].socket.send_to(&out.bytes, out.to).await {
-                tracing::debug!(to = %out.to, error = %e, "DHCP: send failed");
-            }
-        }
         self.update_pool_gauges(&inv, now);
+        Decided { durable, outgoing }
     }
 
     async fn commit(&self, leases: Vec<Lease>) -> Result<(), StoreError> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.put_leases(&leases)).await.unwrap_or_else(|e| {
-            Err(StoreError::Db(redb::StorageError::Io(std::io::Error::other(e.to_string())).into()))
-        })
+        wait_commit(&mut tokio::task::spawn_blocking(move || store.put_leases(&leases))).await
     }
 
     fn record(&self, req: &message::Request, decision: &Decision, port: &Port) {

@@ -269,7 +269,7 @@ pub struct EventLog {
 
 #[derive(Debug)]
 struct LogInner {
-    db: Arc<Database>,
+    store: super::Store,
     next_seq: AtomicU64,
     queue: SyncSender<Message>,
     live: broadcast::Sender<Arc<Event>>,
@@ -280,22 +280,21 @@ struct LogInner {
 impl EventLog {
     /// Starts the log over the store's database; the writer thread runs until `close`.
     pub fn open(store: &super::Store, retention: Retention) -> Result<EventLog, StoreError> {
-        let db = store.database();
-        let last = {
+        let last = store.with_db(|db| {
             let txn = db.begin_read()?;
             let table = txn.open_table(EVENTS)?;
-            table.last()?.map(|(k, _)| k.value()).unwrap_or(0)
-        };
+            Ok(table.last()?.map(|(k, _)| k.value()).unwrap_or(0))
+        })?;
         let (queue, rx) = mpsc::sync_channel(QUEUE);
         let (live, _) = broadcast::channel(4096);
-        let writer_db = db.clone();
+        let writer_store = store.clone();
         let writer = std::thread::Builder::new()
             .name("slipway-events".into())
-            .spawn(move || write_loop(&writer_db, &rx, retention))
+            .spawn(move || write_loop(&writer_store, &rx, retention))
             .map_err(|e| StoreError::Db(redb::StorageError::Io(e).into()))?;
         Ok(EventLog {
             inner: Arc::new(LogInner {
-                db,
+                store: store.clone(),
                 next_seq: AtomicU64::new(last + 1),
                 queue,
                 live,
@@ -362,41 +361,46 @@ impl EventLog {
     /// Stored events matching `filter`: the last `limit` of them in order, or, with
     /// `filter.after`, the first `limit` after that sequence number.
     pub fn query(&self, filter: &Filter, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
-        let table = txn.open_table(EVENTS)?;
-        let mut out = Vec::new();
-        let start = filter.after.map_or(0, |a| a.saturating_add(1));
-        let rows = table.range(start..)?;
-        let decode_row = |key: u64, json: &[u8]| -> Result<Option<Event>, StoreError> {
-            let event: Event = super::decode("events", key, json)?;
-            Ok(filter.matches(&event).then_some(event))
-        };
-        if filter.after.is_some() {
-            for row in rows {
-                if out.len() >= limit {
-                    break;
+        self.inner.store.with_db(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(EVENTS)?;
+            let mut out = Vec::new();
+            let start = filter.after.map_or(0, |a| a.saturating_add(1));
+            let rows = table.range(start..)?;
+            let decode_row = |key: u64, json: &[u8]| -> Result<Option<Event>, StoreError> {
+                let event: Event = super::decode("events", key, json)?;
+                Ok(filter.matches(&event).then_some(event))
+            };
+            if filter.after.is_some() {
+                for row in rows {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let (key, value) = row?;
+                    out.extend(decode_row(key.value(), value.value().1)?);
                 }
-                let (key, value) = row?;
-                out.extend(decode_row(key.value(), value.value().1)?);
-            }
-        } else {
-            for row in rows.rev() {
-                if out.len() >= limit {
-                    break;
+            } else {
+                for row in rows.rev() {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let (key, value) = row?;
+                    out.extend(decode_row(key.value(), value.value().1)?);
                 }
-                let (key, value) = row?;
-                out.extend(decode_row(key.value(), value.value().1)?);
+                out.reverse();
             }
-            out.reverse();
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 }
+
+/// How long the writer waits after an event for more to join its batch.
+const GATHER: Duration = Duration::from_millis(20);
 
 /// How often an idle writer wakes to drop events older than `max_age`.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-fn write_loop(db: &Database, rx: &Receiver<Message>, retention: Retention) {
+fn write_loop(store: &super::Store, rx: &Receiver<Message>, retention: Retention) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut flushes = Vec::new();
     loop {
@@ -407,6 +411,11 @@ fn write_loop(db: &Database, rx: &Receiver<Message>, retention: Retention) {
         };
         let mut stop = false;
         let durable = first.is_none();
+        if matches!(first, Some(Message::Event(_))) {
+            // Let a batch gather: one transaction per `GATHER` instead of a wake-up and a
+            // transaction per event when events trickle in one by one under load.
+            std::thread::sleep(GATHER);
+        }
         let mut next = first;
         while let Some(message) = next {
             match message {
@@ -419,7 +428,8 @@ fn write_loop(db: &Database, rx: &Receiver<Message>, retention: Retention) {
         // Only a flush, a stop or an idle prune waits for the disk; other batches ride along with
         // the next synced commit (events are history, not state; a crash may lose the newest).
         let sync = durable || stop || !flushes.is_empty();
-        if let Err(e) = commit_batch(db, &batch, retention, Timestamp::now(), sync) {
+        let now = Timestamp::now();
+        if let Err(e) = store.with_db(|db| commit_batch(db, &batch, retention, now, sync)) {
             tracing::error!(error = %e, lost = batch.len(), "event log: cannot write events");
         }
         batch.clear();
@@ -485,7 +495,7 @@ mod tests {
     fn an_idle_prune_drops_expired_events_without_new_ones() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = crate::store::Store::open(dir.path(), crate::inventory::Inventory::default()).expect("open");
-        let db = store.database();
+        let db = store.current().expect("open");
         let retention = Retention { max_count: 100, max_age: Duration::from_secs(3600) };
         let t0 = Timestamp::from_unix_millis(1_800_000_000_000);
         let event = Event {

@@ -53,6 +53,13 @@ pub enum StoreError {
     Db(#[from] redb::Error),
 }
 
+impl StoreError {
+    /// redb's answer to every transaction after an I/O failure, until the file is reopened.
+    fn is_previous_io(&self) -> bool {
+        matches!(self, StoreError::Db(redb::Error::PreviousIo))
+    }
+}
+
 macro_rules! db_error_from {
     ($($ty:ty),*) => {$(
         impl From<$ty> for StoreError {
@@ -72,7 +79,8 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Inner {
-    db: Arc<Database>,
+    /// `None` only between a failed reopen and the next attempt.
+    db: std::sync::RwLock<Option<Arc<Database>>>,
     path: PathBuf,
     /// Serialises writers so each change is computed from the latest snapshot.
     writer: Mutex<()>,
@@ -116,10 +124,7 @@ impl Store {
             .create(state_dir)
             .map_err(|source| StoreError::StateDir { path: state_dir.to_owned(), source })?;
         let path = state_dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|source| match source {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
-            source => StoreError::Open { path: path.clone(), source },
-        })?;
+        let db = open_file(&path)?;
         let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
 
         let txn = db.begin_write()?;
@@ -141,7 +146,7 @@ impl Store {
         let (snapshot, _) = watch::channel(Arc::new(inventory));
         Ok(Store {
             inner: Arc::new(Inner {
-                db: Arc::new(db),
+                db: std::sync::RwLock::new(Some(Arc::new(db))),
                 path,
                 writer: Mutex::new(()),
                 snapshot,
@@ -161,8 +166,42 @@ impl Store {
         self.inner.path.parent().unwrap_or(Path::new("."))
     }
 
-    pub(crate) fn database(&self) -> Arc<Database> {
-        self.inner.db.clone()
+    pub(crate) fn current(&self) -> Option<Arc<Database>> {
+        self.inner.db.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Runs `op` on the database. After an I/O failure (a full disk, say) redb refuses every
+    /// later transaction until the file is opened again: then the file is reopened (once no
+    /// other transaction holds the old handle) and `op` runs once more, so the store serves
+    /// again as soon as the disk does.
+    pub(crate) fn with_db<T>(&self, op: impl Fn(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let used = self.current();
+        if let Some(db) = &used {
+            match op(db) {
+                Err(e) if e.is_previous_io() => {
+                    tracing::warn!("store: reopening {} after an I/O error", self.inner.path.display())
+                }
+                done => return done,
+            }
+        }
+        let db = self.reopen(used)?;
+        op(&db)
+    }
+
+    /// Replaces `used` (the handle that failed, or none) with a freshly opened file; a handle
+    /// another thread already put in its place is returned as it is.
+    fn reopen(&self, used: Option<Arc<Database>>) -> Result<Arc<Database>, StoreError> {
+        let mut slot = self.inner.db.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(current) = slot.as_ref()
+            && !used.as_ref().is_some_and(|u| Arc::ptr_eq(u, current))
+        {
+            return Ok(current.clone());
+        }
+        drop(used);
+        drop(slot.take());
+        let db = Arc::new(open_file(&self.inner.path)?);
+        *slot = Some(db.clone());
+        Ok(db)
     }
 
     /// The inventory in force now.
@@ -177,7 +216,7 @@ impl Store {
 
     /// Whether the store answers reads.
     pub fn is_healthy(&self) -> bool {
-        self.inner.db.begin_read().is_ok_and(|t| t.open_table(META).is_ok())
+        self.with_db(|db| Ok(db.begin_read()?.open_table(META).is_ok())).unwrap_or(false)
     }
 
     /// Applies a change as one transaction and publishes the next snapshot after commit.
@@ -189,8 +228,15 @@ impl Store {
         if next.version == current.version {
             return Ok((current, outcomes));
         }
-        let txn = self.inner.db.begin_write()?;
-        for outcome in &outcomes {
+        self.with_db(|db| self.write_objects(db, &next, &outcomes))?;
+        let next = Arc::new(next);
+        self.inner.snapshot.send_replace(next.clone());
+        Ok((next, outcomes))
+    }
+
+    fn write_objects(&self, db: &Database, next: &Inventory, outcomes: &[Outcome]) -> Result<(), StoreError> {
+        let txn = db.begin_write()?;
+        for outcome in outcomes {
             let Some(def) = table_of(outcome.kind) else {
                 continue;
             };
@@ -207,10 +253,7 @@ impl Store {
             }
         }
         txn.open_table(META)?.insert(INVENTORY_VERSION_KEY, next.version)?;
-        self.commit(txn)?;
-        let next = Arc::new(next);
-        self.inner.snapshot.send_replace(next.clone());
-        Ok((next, outcomes))
+        self.commit(txn)
     }
 
     fn commit(&self, txn: WriteTransaction) -> Result<(), StoreError> {
@@ -227,52 +270,60 @@ impl Store {
 
     /// Every lease, ordered by address.
     pub fn leases(&self) -> Result<Vec<Lease>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
-        let table = txn.open_table(LEASES)?;
-        let mut out = Vec::with_capacity(usize::try_from(table.len()?).unwrap_or(0));
-        for row in table.iter()? {
-            let (key, value) = row?;
-            out.push(decode("leases", Ipv4Addr::from(key.value()), value.value())?);
-        }
-        Ok(out)
+        self.with_db(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(LEASES)?;
+            let mut out = Vec::with_capacity(usize::try_from(table.len()?).unwrap_or(0));
+            for row in table.iter()? {
+                let (key, value) = row?;
+                out.push(decode("leases", Ipv4Addr::from(key.value()), value.value())?);
+            }
+            Ok(out)
+        })
     }
 
     /// The lease on `ip`, if there is one.
     pub fn lease(&self, ip: Ipv4Addr) -> Result<Option<Lease>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
-        let table = txn.open_table(LEASES)?;
-        table.get(u32::from(ip))?.map(|v| decode("leases", ip, v.value())).transpose()
+        self.with_db(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(LEASES)?;
+            table.get(u32::from(ip))?.map(|v| decode("leases", ip, v.value())).transpose()
+        })
     }
 
     /// Writes leases durably in one transaction (the DHCP server calls this before it ACKs).
     pub fn put_leases(&self, leases: &[Lease]) -> Result<(), StoreError> {
-        let txn = self.inner.db.begin_write()?;
-        {
-            let mut table = txn.open_table(LEASES)?;
-            for lease in leases {
-                table.insert(u32::from(lease.ip), encode(lease).as_slice())?;
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(LEASES)?;
+                for lease in leases {
+                    table.insert(u32::from(lease.ip), encode(lease).as_slice())?;
+                }
             }
-        }
-        self.commit(txn)
+            self.commit(txn)
+        })
     }
 
     /// Marks the lease on `ip` released, so its address can be handed out again.
     pub fn release_lease(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Lease, StoreError> {
-        let txn = self.inner.db.begin_write()?;
-        let lease = {
-            let mut table = txn.open_table(LEASES)?;
-            let mut lease: Lease = match table.get(u32::from(ip))? {
-                Some(bytes) => decode("leases", ip, bytes.value())?,
-                None => return Err(StoreError::NoLease(ip)),
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            let lease = {
+                let mut table = txn.open_table(LEASES)?;
+                let mut lease: Lease = match table.get(u32::from(ip))? {
+                    Some(bytes) => decode("leases", ip, bytes.value())?,
+                    None => return Err(StoreError::NoLease(ip)),
+                };
+                lease.state = LeaseState::Released;
+                lease.expires = now;
+                lease.updated = now;
+                table.insert(u32::from(ip), encode(&lease).as_slice())?;
+                lease
             };
-            lease.state = LeaseState::Released;
-            lease.expires = now;
-            lease.updated = now;
-            table.insert(u32::from(ip), encode(&lease).as_slice())?;
-            lease
-        };
-        self.commit(txn)?;
-        Ok(lease)
+            self.commit(txn)?;
+            Ok(lease)
+        })
     }
 
     /// When `node` reported an installed system, if it has (and no reinstall was asked since).
@@ -286,15 +337,17 @@ impl Store {
     /// Blocking (it waits for the disk).
     pub fn set_installed(&self, node: &str, at: Option<Timestamp>) -> Result<Option<Timestamp>, StoreError> {
         let _writer = self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let txn = self.inner.db.begin_write()?;
-        {
-            let mut table = txn.open_table(INSTALLED)?;
-            match at {
-                Some(at) => table.insert(node, at.unix_millis())?,
-                None => table.remove(node)?,
-            };
-        }
-        self.commit(txn)?;
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(INSTALLED)?;
+                match at {
+                    Some(at) => table.insert(node, at.unix_millis())?,
+                    None => table.remove(node)?,
+                };
+            }
+            self.commit(txn)
+        })?;
         let mut installed = self.inner.installed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         Ok(match at {
             Some(at) => installed.insert(node.to_string(), at),
@@ -306,6 +359,14 @@ impl Store {
     fn fail_next_commit(&self) {
         self.inner.fail_next_commit.store(true, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// Opens (creating if needed) the store file.
+fn open_file(path: &Path) -> Result<Database, StoreError> {
+    Database::create(path).map_err(|source| match source {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.to_owned() },
+        source => StoreError::Open { path: path.to_owned(), source },
+    })
 }
 
 fn put<T: Serialize>(table: &mut redb::Table<&str, &[u8]>, key: &str, value: Option<&T>) -> Result<(), StoreError> {
