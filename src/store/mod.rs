@@ -199,7 +199,11 @@ impl Store {
         }
         drop(used);
         drop(slot.take());
-        let db = Arc::new(open_file(&self.inner.path)?);
+        let db = Arc::new(open_file(&self.inner.path).map_err(|e| match e {
+            // A transaction elsewhere in this process still holds the old handle: not yet.
+            StoreError::InUse { .. } => StoreError::Db(redb::Error::PreviousIo),
+            e => e,
+        })?);
         *slot = Some(db.clone());
         Ok(db)
     }
