@@ -322,3 +322,42 @@ fn a_link_with_a_smaller_mtu_gets_blocks_that_fit_it() {
     });
     assert_eq!(oack, b"\x00\x06blksize\x001368\x00", "1400 - 20 IP - 8 UDP - 4 TFTP");
 }
+
+#[test]
+fn transfers_that_share_the_server_get_identical_bytes() {
+    // A lone transfer sends datagram by datagram; while others run, windows go out with
+    // segmentation offload. A held transfer (OACK never acknowledged, long timeout) keeps the
+    // server shared while four atftp clients fetch the file at once.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = "127.69.0.5";
+    let _daemon = serve(dir.path(), host);
+    let want = std::fs::read(dir.path().join("tftp/random.bin")).expect("original");
+    let holder = UdpSocket::bind(format!("{host}:0")).expect("bind");
+    holder.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    holder.send_to(b"\0\x01random.bin\0octet\0timeout\x0030\0", format!("{host}:69")).expect("send");
+    let mut buf = [0u8; 1600];
+    let (n, held) = holder.recv_from(&mut buf).expect("OACK");
+    assert_eq!(&buf[..n], b"\0\x06timeout\x0030\0");
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let out = dir.path().join(format!("shared{i}"));
+            let child = Command::new("timeout")
+                .args(["60", "atftp", "--option", "blksize 1468", "--option", "windowsize 8", "-g", "-r", "random.bin"])
+                .arg("-l")
+                .arg(&out)
+                .args([host, "69"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("atftp");
+            (child, out)
+        })
+        .collect();
+    for (child, out) in clients {
+        let o = child.wait_with_output().expect("atftp ran");
+        fetched(&o, "atftp beside other transfers");
+        let got = std::fs::read(&out).unwrap_or_default();
+        assert!(got == want, "{}: {} bytes, want {} identical bytes", out.display(), got.len(), want.len());
+    }
+    holder.send_to(b"\0\x05\0\0done\0", held).expect("end the held transfer");
+}

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::packet::{self, ErrorCode, Packet};
@@ -91,7 +92,7 @@ impl Files {
     }
 
     /// Serves one read request from a socket of its own.
-    async fn read(&self, local: IpAddr, client: SocketAddr, request: Vec<u8>) {
+    async fn read(&self, local: IpAddr, client: SocketAddr, request: Vec<u8>, slots: &Semaphore) {
         let Ok(Packet::Read(req)) = packet::parse(&request) else { return };
         let socket = match UdpSocket::bind((local, 0)).await {
             Ok(s) => s,
@@ -121,7 +122,9 @@ impl Files {
         let (negotiated, oack) = packet::negotiate(&req.options, len, max_blksize);
         tracing::debug!(%client, path = %shown, bytes = len, ?negotiated, "TFTP: read");
         self.record(&client, shown.clone(), len);
-        match transfer::send(&socket, source, negotiated, negotiated.oack.then_some(oack)).await {
+        // Other transfers running (see `transfer`): this one holds a slot itself.
+        let crowded = || slots.available_permits() + 1 < MAX_TRANSFERS;
+        match transfer::send(&socket, source, negotiated, negotiated.oack.then_some(oack), crowded).await {
             Ok(bytes) => tracing::debug!(%client, path = %shown, bytes, "TFTP: sent"),
             Err(e) => tracing::info!(%client, path = %shown, error = %e, "TFTP: transfer ended early"),
         }
@@ -158,7 +161,7 @@ impl Server {
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TRANSFERS));
+        let slots = Arc::new(Semaphore::new(MAX_TRANSFERS));
         let mut buf = vec![0u8; 2048];
         loop {
             let (len, client) = tokio::select! {
@@ -179,11 +182,11 @@ impl Server {
                         continue;
                     };
                     let (files, request, local) = (self.files.clone(), buf[..len].to_vec(), self.addr.ip());
-                    let stop = shutdown.clone();
+                    let (stop, slots) = (shutdown.clone(), slots.clone());
                     tokio::spawn(async move {
                         tokio::select! {
                             () = stop.cancelled() => {}
-                            () = files.read(local, client, request) => {}
+                            () = files.read(local, client, request, &slots) => {}
                         }
                         drop(slot);
                     });
