@@ -56,13 +56,14 @@ pub enum DhcpError {
     Store(#[from] StoreError),
 }
 
-/// One served interface.
+/// One served interface. `S` is a plain socket until the server runs, then one registered with
+/// the DHCP runtime.
 #[derive(Debug)]
-struct Port {
+struct Port<S = Arc<UdpSocket>> {
     interface: String,
     network: Name,
     server_ip: Ipv4Addr,
-    socket: Arc<UdpSocket>,
+    socket: S,
     /// This is the PXE boot-server port (4011) of a proxyDHCP network, not port 67.
     pxe: bool,
 }
@@ -113,7 +114,7 @@ impl Handle {
 /// Bound sockets, ready to serve.
 #[derive(Debug)]
 pub struct Server {
-    ports: Vec<Port>,
+    ports: Vec<Port<std::net::UdpSocket>>,
     metrics: Metrics,
     commands: mpsc::Receiver<Command>,
     handle: Handle,
@@ -132,7 +133,7 @@ pub fn interface_address(interface: &str) -> Result<Ipv4Addr, DhcpError> {
         .ok_or_else(|| DhcpError::NoAddress { interface: interface.into() })
 }
 
-fn bind_device(interface: &str, port: u16) -> Result<UdpSocket, DhcpError> {
+fn bind_device(interface: &str, port: u16) -> Result<std::net::UdpSocket, DhcpError> {
     let err = |source| DhcpError::Bind { interface: interface.into(), port, source };
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
     socket.set_reuse_address(true).map_err(err)?;
@@ -143,7 +144,15 @@ fn bind_device(interface: &str, port: u16) -> Result<UdpSocket, DhcpError> {
     socket.bind_device(Some(interface.as_bytes())).map_err(err)?;
     socket.bind(&SocketAddr::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).into()).map_err(err)?;
     socket.set_nonblocking(true).map_err(err)?;
-    UdpSocket::from_std(socket.into()).map_err(err)
+    Ok(socket.into())
+}
+
+impl Port<std::net::UdpSocket> {
+    /// Registers the socket with the runtime this is called on.
+    fn register(self) -> std::io::Result<Port> {
+        let Port { interface, network, server_ip, socket, pxe } = self;
+        Ok(Port { interface, network, server_ip, socket: Arc::new(UdpSocket::from_std(socket)?), pxe })
+    }
 }
 
 impl Server {
@@ -153,10 +162,10 @@ impl Server {
         for interface in interfaces {
             let Some(net) = inventory.networks.values().find(|n| &n.interface == interface) else { continue };
             let server_ip = interface_address(interface)?;
-            let socket = Arc::new(bind_device(interface, SERVER_PORT)?);
+            let socket = bind_device(interface, SERVER_PORT)?;
             ports.push(Port { interface: interface.clone(), network: net.name.clone(), server_ip, socket, pxe: false });
             if net.proxy {
-                let socket = Arc::new(bind_device(interface, PXE_PORT)?);
+                let socket = bind_device(interface, PXE_PORT)?;
                 ports.push(Port {
                     interface: interface.clone(),
                     network: net.name.clone(),
@@ -190,8 +199,31 @@ impl Server {
             .collect()
     }
 
-    /// Serves until `shutdown`.
+    /// Serves until `shutdown`, on a thread with a runtime of its own (as DNS's UDP sockets):
+    /// receiving, deciding and sending then hand work from task to task on one thread instead
+    /// of waking other runtime threads per datagram; lease commits still run on a blocking
+    /// thread so the next batch is decided while one is synced.
     pub async fn run(
+        self,
+        store: Store,
+        events: EventLog,
+        inventory: watch::Receiver<Arc<Inventory>>,
+        boot: BootSettings,
+        shutdown: CancellationToken,
+    ) {
+        let thread = tokio::task::spawn_blocking(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return tracing::error!(error = %e, "DHCP: cannot start the DHCP runtime; not serving"),
+            };
+            runtime.block_on(self.serve(store, events, inventory, boot, shutdown));
+        });
+        if let Err(e) = thread.await {
+            tracing::error!(error = %e, "DHCP: the server thread ended abnormally");
+        }
+    }
+
+    async fn serve(
         self,
         store: Store,
         events: EventLog,
@@ -206,8 +238,11 @@ impl Server {
                 return;
             }
         };
+        let ports = match self.ports.into_iter().map(Port::register).collect::<Result<Vec<_>, _>>() {
+            Ok(ports) => Arc::new(ports),
+            Err(e) => return tracing::error!(error = %e, "DHCP: cannot register the sockets; not serving"),
+        };
         let (tx, rx) = mpsc::channel::<Datagram>(BATCH * 4);
-        let ports: Arc<Vec<Port>> = Arc::new(self.ports);
         for index in 0..ports.len() {
             let (ports, tx, shutdown) = (ports.clone(), tx.clone(), shutdown.clone());
             tokio::spawn(async move { receive(ports, index, tx, shutdown).await });
