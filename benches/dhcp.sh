@@ -16,6 +16,10 @@
 # replies leave together once its leases are synced) overflows perfdhcp's socket, not a real
 # client's. The servers' sockets get the same default.
 #
+# BENCH_CPU_SHARE=30 caps the server at that percentage of its core (a cgroup CPU quota; cgroup
+# v1 or v2), so that the server, not perfdhcp's one core, is the limit: the rates are then the
+# servers' throughput on equal CPU budgets, measured rather than estimated from CPU use.
+#
 # Besides the rate, each line shows the server's CPU use during that run (utime + stime of its
 # process, all threads, over the run) and the rate per fully used server core (rate / CPU): when
 # perfdhcp, not the server, is the limit, that is the server's headroom.
@@ -25,6 +29,8 @@ secs=${BENCH_SECONDS:-5}
 work=$(mktemp -d /tmp/slipway-bench.XXXXXX)
 srv=swbs$$ cli=swbc$$
 server_pid=""
+share=${BENCH_CPU_SHARE:-}
+cgroup=""
 
 rmem_default=$(sysctl -n net.core.rmem_default)
 cleanup() {
@@ -34,6 +40,7 @@ cleanup() {
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
   done
+  [[ -n "$cgroup" ]] && rmdir "$cgroup" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -45,6 +52,17 @@ cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin slipway
 bin="$root/target/release/slipway"
 
 sysctl -qw net.core.rmem_default=$((4 << 20))
+if [[ -n "$share" ]]; then
+  # A 10 ms period: a throttled server pauses for at most a few milliseconds at a time.
+  if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+    cgroup=/sys/fs/cgroup/slipway-bench-$$
+    echo +cpu > /sys/fs/cgroup/cgroup.subtree_control
+    mkdir "$cgroup"; echo "$((share * 100)) 10000" > "$cgroup/cpu.max"
+  else
+    cgroup=/sys/fs/cgroup/cpu/slipway-bench-$$
+    mkdir "$cgroup"; echo 10000 > "$cgroup/cpu.cfs_period_us"; echo $((share * 100)) > "$cgroup/cpu.cfs_quota_us"
+  fi
+fi
 ip netns add "$srv"; ip netns add "$cli"
 ip link add "b$$s" type veth peer name "b$$c"
 ip link set "b$$s" netns "$srv" name srv0; ip link set "b$$c" netns "$cli" name cli0
@@ -98,6 +116,7 @@ start_server() { # $1 = slipway|kea, $2 = workload
     KEA_PIDFILE_DIR=$work KEA_LOCKFILE_DIR=$work ip netns exec "$srv" taskset -c 0 kea-dhcp4 -c "$work/kea.json" >"$work/server.log" 2>&1 &
   fi
   server_pid=$!
+  [[ -n "$cgroup" ]] && echo "$server_pid" > "$cgroup/cgroup.procs"
   sleep 3
   kill -0 "$server_pid" || { cat "$work/server.log" >&2; exit 1; }
 }

@@ -17,3 +17,4 @@ pub mod inventory;
 pub mod lb;
 pub mod store;
 pub mod tftp;
+pub mod udp;

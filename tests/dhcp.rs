@@ -589,6 +589,8 @@ fn with_the_disk_full_no_ack_leaves_and_serving_resumes_when_space_returns() {
     let stranger = "52:54:00:99:00:0f";
     pair.client_as(stranger);
     let filler = dir.path().join("state").join("filler");
+    // The lease journal holds no lease yet, so its first line needs a block the full disk
+    // cannot give.
     fill(&filler);
 
     let (ok, ip) = udhcpc_once(&pair, dir.path(), "2");

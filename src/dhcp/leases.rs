@@ -46,7 +46,8 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
 #[derive(Clone, Debug, Default)]
 pub struct LeaseTable {
     by_ip: HashMap<Ipv4Addr, Lease>,
-    by_client: HashMap<(Name, ClientKey), Ipv4Addr>,
+    /// Network -> client -> address: looked up by reference, with nothing cloned per request.
+    by_client: HashMap<Name, HashMap<ClientKey, Ipv4Addr>>,
 }
 
 impl LeaseTable {
@@ -64,7 +65,7 @@ impl LeaseTable {
 
     /// The lease a client holds (or last held) on a network.
     pub fn of_client(&self, network: &Name, key: &ClientKey) -> Option<&Lease> {
-        self.by_client.get(&(network.clone(), key.clone())).and_then(|ip| self.by_ip.get(ip))
+        self.by_client.get(network).and_then(|clients| clients.get(key)).and_then(|ip| self.by_ip.get(ip))
     }
 
     pub fn len(&self) -> usize {
@@ -117,15 +118,20 @@ impl LeaseTable {
 
     /// Records a lease, replacing what was known for its address and its client.
     pub fn put(&mut self, lease: Lease) {
-        if let Some(old) = self.by_ip.get(&lease.ip) {
-            let old_key = (old.network.clone(), ClientKey::of_lease(old));
-            if self.by_client.get(&old_key) == Some(&lease.ip) {
-                self.by_client.remove(&old_key);
+        if let Some(old) = self.by_ip.get(&lease.ip)
+            && let Some(clients) = self.by_client.get_mut(&old.network)
+        {
+            let old_key = ClientKey::of_lease(old);
+            if clients.get(&old_key) == Some(&lease.ip) {
+                clients.remove(&old_key);
             }
         }
         if lease.state != LeaseState::Declined {
-            let key = (lease.network.clone(), ClientKey::of_lease(&lease));
-            if let Some(previous) = self.by_client.insert(key, lease.ip)
+            if !self.by_client.contains_key(&lease.network) {
+                self.by_client.insert(lease.network.clone(), HashMap::new());
+            }
+            if let Some(clients) = self.by_client.get_mut(&lease.network)
+                && let Some(previous) = clients.insert(ClientKey::of_lease(&lease), lease.ip)
                 && previous != lease.ip
                 && let Some(stale) = self.by_ip.get_mut(&previous)
                 && stale.state == LeaseState::Offered

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
@@ -251,7 +251,7 @@ impl Filter {
 }
 
 enum Message {
-    Event(Event),
+    Event(Arc<Event>),
     Flush(oneshot::Sender<()>),
     Stop,
 }
@@ -322,7 +322,7 @@ impl EventLog {
         let event = Arc::new(event);
         // No live subscribers is normal.
         let _ = self.inner.live.send(event.clone());
-        match self.inner.queue.try_send(Message::Event((*event).clone())) {
+        match self.inner.queue.try_send(Message::Event(event.clone())) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.inner.dropped.fetch_add(1, Ordering::Relaxed);
@@ -396,6 +396,8 @@ impl EventLog {
 
 /// How long the writer waits after an event for more to join its batch.
 const GATHER: Duration = Duration::from_millis(20);
+/// Longest time between synced event batches while events keep coming.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// How often an idle writer wakes to drop events older than `max_age`.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -403,6 +405,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 fn write_loop(store: &super::Store, rx: &Receiver<Message>, retention: Retention) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut flushes = Vec::new();
+    let mut last_sync = Instant::now();
     loop {
         let first = match rx.recv_timeout(PRUNE_EVERY) {
             Ok(message) => Some(message),
@@ -425,12 +428,15 @@ fn write_loop(store: &super::Store, rx: &Receiver<Message>, retention: Retention
             }
             next = if batch.len() < BATCH { rx.try_recv().ok() } else { None };
         }
-        // Only a flush, a stop or an idle prune waits for the disk; other batches ride along with
-        // the next synced commit (events are history, not state; a crash may lose the newest).
-        let sync = durable || stop || !flushes.is_empty();
+        // A flush, a stop or an idle prune waits for the disk, and otherwise a batch is synced
+        // at most every `SYNC_EVERY`, carrying the unsynced ones before it: events are history,
+        // not state, so a crash may lose the newest second.
+        let sync = durable || stop || !flushes.is_empty() || last_sync.elapsed() >= SYNC_EVERY;
         let now = Timestamp::now();
-        if let Err(e) = store.with_db(|db| commit_batch(db, &batch, retention, now, sync)) {
-            tracing::error!(error = %e, lost = batch.len(), "event log: cannot write events");
+        match store.with_db(|db| commit_batch(db, &batch, retention, now, sync)) {
+            Ok(()) if sync => last_sync = Instant::now(),
+            Ok(()) => {}
+            Err(e) => tracing::error!(error = %e, lost = batch.len(), "event log: cannot write events"),
         }
         batch.clear();
         for tx in flushes.drain(..) {
@@ -446,7 +452,7 @@ fn write_loop(store: &super::Store, rx: &Receiver<Message>, retention: Retention
 /// nothing to write or drop does not touch the disk.
 fn commit_batch(
     db: &Database,
-    batch: &[Event],
+    batch: &[Arc<Event>],
     retention: Retention,
     now: Timestamp,
     sync: bool,
@@ -459,8 +465,11 @@ fn commit_batch(
     let mut changed = !batch.is_empty();
     {
         let mut table = txn.open_table(EVENTS)?;
+        let mut json = Vec::with_capacity(256);
         for e in batch {
-            let json = serde_json::to_vec(e).unwrap_or_default();
+            json.clear();
+            // Plain data with string keys: serialising into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut json, &**e);
             table.insert(e.seq, (e.time.unix_millis(), json.as_slice()))?;
         }
         let max_age = u64::try_from(retention.max_age.as_millis()).unwrap_or(u64::MAX);
@@ -506,7 +515,7 @@ mod tests {
             mac: None,
             details: EventKind::DaemonStopping,
         };
-        commit_batch(&db, &[event], retention, t0, true).expect("write");
+        commit_batch(&db, &[Arc::new(event)], retention, t0, true).expect("write");
         let count = || db.begin_read().expect("read").open_table(EVENTS).expect("table").len().expect("len");
         commit_batch(&db, &[], retention, Timestamp::from_unix_millis(1_800_000_000_000 + 1_000), true).expect("idle");
         assert_eq!(count(), 1, "not yet expired");

@@ -1,11 +1,12 @@
-//! Persistence: the inventory objects created through the API, leases and the event log, in one
-//! redb file under the state directory.
+//! Persistence: the inventory objects created through the API and the event log in one redb file
+//! under the state directory, and leases in a journal beside it (`journal`).
 //!
 //! Every change is one transaction; only after it commits is the next inventory snapshot
 //! published on a `watch` channel. A change that fails validation or storage leaves the previous
 //! snapshot in force. This module decides nothing about protocols.
 
 pub mod events;
+pub mod journal;
 pub mod schema;
 pub mod uploads;
 
@@ -23,6 +24,7 @@ use tokio::sync::watch;
 use crate::inventory::{
     Action, ChangeError, HasOrigin, Inventory, Kind, Lease, LeaseState, Name, Op, Origin, Outcome, Timestamp, validate,
 };
+use journal::Journal;
 use schema::{CLUSTERS, INSTALLED, INVENTORY_VERSION_KEY, LEASES, META, NODES, PROFILES, SCHEMA_VERSION};
 
 /// The store's file name inside the state directory.
@@ -47,6 +49,8 @@ pub enum StoreError {
     Conflict(Vec<crate::inventory::Problem>),
     #[error(transparent)]
     Change(#[from] ChangeError),
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
     #[error("no lease for {0}")]
     NoLease(Ipv4Addr),
     #[error("store: {0}")]
@@ -87,6 +91,7 @@ struct Inner {
     snapshot: watch::Sender<Arc<Inventory>>,
     /// The `installed` table, kept in memory too: every boot script asks it.
     installed: Mutex<std::collections::HashMap<String, Timestamp>>,
+    journal: Journal,
     #[cfg(test)]
     fail_next_commit: std::sync::atomic::AtomicBool,
 }
@@ -132,6 +137,14 @@ impl Store {
         if found > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema { path, found, supported: SCHEMA_VERSION });
         }
+        let journal_path = state_dir.join(journal::FILE_NAME);
+        let journal = if found > 0 && found < schema::JOURNAL_VERSION {
+            // Leases move from their redb table to the journal; the table is dropped by the
+            // migration below, in a transaction that commits only after the journal is synced.
+            Journal::create(&journal_path, stored_leases(&txn)?)?
+        } else {
+            Journal::open(&journal_path)?
+        };
         if found < SCHEMA_VERSION {
             schema::migrate(&txn, found)?;
         }
@@ -151,6 +164,7 @@ impl Store {
                 writer: Mutex::new(()),
                 snapshot,
                 installed: Mutex::new(installed),
+                journal,
                 #[cfg(test)]
                 fail_next_commit: Default::default(),
             }),
@@ -274,60 +288,27 @@ impl Store {
 
     /// Every lease, ordered by address.
     pub fn leases(&self) -> Result<Vec<Lease>, StoreError> {
-        self.with_db(|db| {
-            let txn = db.begin_read()?;
-            let table = txn.open_table(LEASES)?;
-            let mut out = Vec::with_capacity(usize::try_from(table.len()?).unwrap_or(0));
-            for row in table.iter()? {
-                let (key, value) = row?;
-                out.push(decode("leases", Ipv4Addr::from(key.value()), value.value())?);
-            }
-            Ok(out)
-        })
+        Ok(self.inner.journal.all())
     }
 
-    /// The lease on `ip`, if there is one.
+    /// The lease on `ip`, if there is one. From memory: no disk read.
     pub fn lease(&self, ip: Ipv4Addr) -> Result<Option<Lease>, StoreError> {
-        self.with_db(|db| {
-            let txn = db.begin_read()?;
-            let table = txn.open_table(LEASES)?;
-            table.get(u32::from(ip))?.map(|v| decode("leases", ip, v.value())).transpose()
-        })
+        Ok(self.inner.journal.get(ip))
     }
 
-    /// Writes leases durably in one transaction (the DHCP server calls this before it ACKs).
+    /// Writes leases durably, synced in one write (the DHCP server calls this before it ACKs).
     pub fn put_leases(&self, leases: &[Lease]) -> Result<(), StoreError> {
-        self.with_db(|db| {
-            let txn = db.begin_write()?;
-            {
-                let mut table = txn.open_table(LEASES)?;
-                for lease in leases {
-                    table.insert(u32::from(lease.ip), encode(lease).as_slice())?;
-                }
-            }
-            self.commit(txn)
-        })
+        Ok(self.inner.journal.put(leases)?)
     }
 
     /// Marks the lease on `ip` released, so its address can be handed out again.
     pub fn release_lease(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Lease, StoreError> {
-        self.with_db(|db| {
-            let txn = db.begin_write()?;
-            let lease = {
-                let mut table = txn.open_table(LEASES)?;
-                let mut lease: Lease = match table.get(u32::from(ip))? {
-                    Some(bytes) => decode("leases", ip, bytes.value())?,
-                    None => return Err(StoreError::NoLease(ip)),
-                };
-                lease.state = LeaseState::Released;
-                lease.expires = now;
-                lease.updated = now;
-                table.insert(u32::from(ip), encode(&lease).as_slice())?;
-                lease
-            };
-            self.commit(txn)?;
-            Ok(lease)
-        })
+        let released = self.inner.journal.update(ip, |lease| {
+            lease.state = LeaseState::Released;
+            lease.expires = now;
+            lease.updated = now;
+        })?;
+        released.ok_or(StoreError::NoLease(ip))
     }
 
     /// When `node` reported an installed system, if it has (and no reinstall was asked since).
@@ -382,6 +363,17 @@ fn put<T: Serialize>(table: &mut redb::Table<&str, &[u8]>, key: &str, value: Opt
 
 /// Reads the API-created objects and merges them under the declared ones. A stored object whose
 /// name the config file now declares is dropped (the file wins), with a warning.
+/// The leases of a store from before the journal, from their redb table.
+fn stored_leases(txn: &WriteTransaction) -> Result<Vec<Lease>, StoreError> {
+    let table = txn.open_table(LEASES)?;
+    let mut out = Vec::with_capacity(usize::try_from(table.len()?).unwrap_or(0));
+    for row in table.iter()? {
+        let (key, value) = row?;
+        out.push(decode("leases", Ipv4Addr::from(key.value()), value.value())?);
+    }
+    Ok(out)
+}
+
 fn load(txn: &WriteTransaction, mut inv: Inventory) -> Result<Inventory, StoreError> {
     inv.version = txn.open_table(META)?.get(INVENTORY_VERSION_KEY)?.map(|v| v.value()).unwrap_or(0);
     let mut adopted = Vec::new();

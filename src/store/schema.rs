@@ -3,16 +3,21 @@
 //! Version history:
 //! - 1: meta, nodes, clusters, profiles (JSON by name), leases (JSON by IPv4), events.
 //! - 2: installed (node name -> unix milliseconds when it reported an installed system).
+//! - 3: leases move to the lease journal (`leases.journal`, see `journal`); the table is dropped.
+//!   An older slipway must refuse such a store: it would see no leases and hand addresses out twice.
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// The schema this build writes. Raise it with a new entry in `MIGRATIONS`.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
+/// The first version whose leases live in the journal.
+pub const JOURNAL_VERSION: u64 = 3;
 
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 pub const CLUSTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("clusters");
 pub const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
+/// Leases up to version 2 (JSON by IPv4); since version 3 in the lease journal.
 pub const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases");
 /// Event sequence number -> (unix milliseconds, JSON).
 pub const EVENTS: TableDefinition<u64, (u64, &[u8])> = TableDefinition::new("events");
@@ -25,7 +30,7 @@ pub const INVENTORY_VERSION_KEY: &str = "inventory_version";
 type Migration = fn(&WriteTransaction) -> Result<(), redb::Error>;
 
 /// `MIGRATIONS[v]` turns a version-`v` store into version `v + 1`. Version 0 is an empty file.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_v1, add_installed];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_v1, add_installed, drop_leases_table];
 
 fn create_v1(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(META)?;
@@ -39,6 +44,12 @@ fn create_v1(txn: &WriteTransaction) -> Result<(), redb::Error> {
 
 fn add_installed(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(INSTALLED)?;
+    Ok(())
+}
+
+/// The store's caller has written the leases to the journal before this runs.
+fn drop_leases_table(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.delete_table(LEASES)?;
     Ok(())
 }
 

@@ -144,21 +144,25 @@ fn stored_objects_that_conflict_with_the_config_stop_the_open() {
     assert!(err.to_string().contains("conflict with the config file") && err.to_string().contains("mac"), "{err}");
 }
 
-#[test]
-fn leases_are_stored_and_released() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), declared()).expect("open");
-    let now = Timestamp::from_unix_millis(1_800_000_000_000);
-    let lease = Lease {
+fn bound_lease(updated: Timestamp) -> Lease {
+    Lease {
         ip: "10.1.107.100".parse().expect("ip"),
         mac: "52:54:00:aa:bb:cc".parse().expect("mac"),
         network: "cluster".parse().expect("name"),
         state: LeaseState::Bound,
         expires: Timestamp::from_unix_millis(1_800_000_360_000),
-        updated: now,
+        updated,
         hostname: Some("pxe-1".into()),
         client_id: None,
-    };
+    }
+}
+
+#[test]
+fn leases_are_stored_and_released() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), declared()).expect("open");
+    let now = Timestamp::from_unix_millis(1_800_000_000_000);
+    let lease = bound_lease(now);
     store.put_leases(std::slice::from_ref(&lease)).expect("put");
     assert_eq!(store.leases().expect("list"), vec![lease.clone()]);
     let released = store.release_lease(lease.ip, now).expect("release");
@@ -265,4 +269,28 @@ fn a_version_1_store_is_migrated_and_keeps_its_nodes() {
     assert_eq!(store.installed("w1"), Some(at));
     assert_eq!(store.set_installed("w1", None).expect("clear"), Some(at));
     assert_eq!(store.installed("w1"), None);
+}
+
+#[test]
+fn a_store_from_before_the_journal_moves_its_leases_there_and_drops_the_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lease = bound_lease(Timestamp::from_unix_millis(1_800_000_000_000));
+    {
+        // A version-2 store, as the slipway before the journal wrote it.
+        let db = Database::create(dir.path().join(FILE_NAME)).expect("db");
+        let txn = db.begin_write().expect("txn");
+        txn.open_table(META).expect("meta").insert(schema::SCHEMA_KEY, 2).expect("version");
+        txn.open_table(LEASES).expect("leases").insert(u32::from(lease.ip), encode(&lease).as_slice()).expect("lease");
+        txn.commit().expect("commit");
+    }
+    let store = Store::open(dir.path(), declared()).expect("open migrates");
+    assert_eq!(store.leases().expect("leases"), vec![lease.clone()]);
+    assert!(dir.path().join(journal::FILE_NAME).exists());
+    drop(store);
+    let db = Database::open(dir.path().join(FILE_NAME)).expect("db");
+    let txn = db.begin_read().expect("txn");
+    assert!(txn.open_table(LEASES).is_err(), "the leases table is gone");
+    assert_eq!(txn.open_table(META).expect("meta").get(schema::SCHEMA_KEY).expect("get").map(|v| v.value()), Some(3));
+    drop((txn, db));
+    assert_eq!(Store::open(dir.path(), declared()).expect("reopen").leases().expect("leases"), vec![lease]);
 }
