@@ -20,6 +20,10 @@
 # v1 or v2), so that the server, not perfdhcp's one core, is the limit: the rates are then the
 # servers' throughput on equal CPU budgets, measured rather than estimated from CPU use.
 #
+# BENCH_RATE=20000 skips the search: one run at that offered rate per server and workload, with
+# the CPU ticks (1/100 s) each of the server's threads used during it, summed by thread name.
+# Use BENCH_SECONDS=10 for steadier figures.
+#
 # Besides the rate, each line shows the server's CPU use during that run (utime + stime of its
 # process, all threads, over the run) and the rate per fully used server core (rate / CPU): when
 # perfdhcp, not the server, is the limit, that is the server's headroom.
@@ -30,6 +34,7 @@ work=$(mktemp -d /tmp/slipway-bench.XXXXXX)
 srv=swbs$$ cli=swbc$$
 server_pid=""
 share=${BENCH_CPU_SHARE:-}
+fixed=${BENCH_RATE:-}
 cgroup=""
 
 rmem_default=$(sysctl -n net.core.rmem_default)
@@ -123,6 +128,12 @@ start_server() { # $1 = slipway|kea, $2 = workload
 
 stop_server() { kill -TERM "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""; }
 
+# CPU ticks (1/100 s) each of the server's threads (by name, summed) has used so far.
+threads() {
+  for t in /proc/"$server_pid"/task/*; do echo "$(tr ' ' _ < "$t/comm") $(awk '{print $14 + $15}' "$t/stat")"; done |
+    awk '{ a[$1] += $2 } END { for (k in a) print k, a[k] }' | sort
+}
+
 # CPU ticks (1/100 s) the server process has used so far, all threads.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
 
@@ -160,17 +171,22 @@ search() { # perfdhcp client options
 
 echo "token-for-benchmarks-only-0123456789" > "$work/token"
 for i in $(seq 0 9999); do mac "$i"; echo; done > "$work/macs"
-printf '%-8s  %-13s  %18s  %8s  %12s  %16s\n' server workload "max DORA/s (<1%)" "drops %" "server CPU %" "DORA/s per core"
+printf '%-8s  %-13s  %18s  %8s  %12s  %16s  %s\n' server workload "$([[ -n "$fixed" ]] && echo "DORA/s at $fixed" || echo "max DORA/s (<1%)")" "drops %" "server CPU %" "DORA/s per core" "${fixed:+CPU ticks per thread}"
 for workload in ${BENCH_WORKLOADS:-reservations pool}; do
   for server in ${BENCH_SERVERS:-kea slipway}; do
     start_server "$server" "$workload"
-    if [[ $workload == reservations ]]; then
-      read -r rate drops cpu < <(search -M "$work/macs")
+    if [[ $workload == reservations ]]; then clients=(-M "$work/macs"); else clients=(-R 20000 -b mac=00:0d:00:00:00:00); fi
+    if [[ -n "$fixed" ]]; then
+      threads > "$work/t0"
+      read -r rate drops cpu < <(run_rate "$fixed" "${clients[@]}")
+      threads > "$work/t1"
+      per_thread=$(join -a 2 -e 0 -o 0,1.2,2.2 "$work/t0" "$work/t1" | awk '{ printf "%s=%d ", $1, $3 - $2 }')
     else
-      read -r rate drops cpu < <(search -R 20000 -b mac=00:0d:00:00:00:00)
+      read -r rate drops cpu < <(search "${clients[@]}")
+      per_thread=""
     fi
     per_core=$(awk -v r="$rate" -v c="$cpu" 'BEGIN { printf "%.0f", (c > 0) ? r * 100 / c : 0 }')
-    printf '%-8s  %-13s  %18s  %8s  %12s  %16s\n' "$server" "$workload" "$rate" "$drops" "$cpu" "$per_core"
+    printf '%-8s  %-13s  %18s  %8s  %12s  %16s  %s\n' "$server" "$workload" "$rate" "$drops" "$cpu" "$per_core" "$per_thread"
     stop_server
   done
 done
