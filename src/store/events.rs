@@ -474,18 +474,18 @@ fn commit_batch(
         }
         let max_age = u64::try_from(retention.max_age.as_millis()).unwrap_or(u64::MAX);
         let cutoff = now.unix_millis().saturating_sub(max_age);
-        let mut excess = table.len()?.saturating_sub(retention.max_count);
-        loop {
-            let expired = match table.first()? {
-                Some((_, value)) => excess > 0 || value.value().0 < cutoff,
-                None => false,
-            };
-            if !expired {
-                break;
-            }
+        // Over the count: the oldest go in one range removal (sequence numbers only grow; a
+        // gap left by a dropped event means a few fewer go now and the rest next time).
+        let excess = table.len()?.saturating_sub(retention.max_count);
+        let first = if excess > 0 { table.first()?.map(|(seq, _)| seq.value()) } else { None };
+        if let Some(first) = first {
+            table.retain_in(first..first.saturating_add(excess), |_, _| false)?;
+            changed = true;
+        }
+        // Over the age: one at a time from the oldest (usually none).
+        while table.first()?.is_some_and(|(_, value)| value.value().0 < cutoff) {
             table.pop_first()?;
             changed = true;
-            excess = excess.saturating_sub(1);
         }
     }
     if changed {
@@ -499,6 +499,35 @@ fn commit_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pruning_by_count_across_a_gap_in_sequence_numbers_catches_up_on_the_next_batch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::Store::open(dir.path(), crate::inventory::Inventory::default()).expect("open");
+        let db = store.current().expect("open");
+        let retention = Retention { max_count: 3, max_age: Duration::from_secs(3600) };
+        let t0 = Timestamp::from_unix_millis(1_800_000_000_000);
+        let event = |seq| {
+            Arc::new(Event {
+                seq,
+                time: t0,
+                source: Source::Daemon,
+                node: None,
+                mac: None,
+                details: EventKind::DaemonStopping,
+            })
+        };
+        let kept = || -> Vec<u64> {
+            let txn = db.begin_read().expect("read");
+            let table = txn.open_table(EVENTS).expect("table");
+            table.iter().expect("iter").map(|row| row.expect("row").0.value()).collect()
+        };
+        // 3 and 4 were dropped before they reached the writer.
+        commit_batch(&db, &[1, 2, 5, 6, 7, 8].map(event), retention, t0, true).expect("write");
+        assert_eq!(kept(), [5, 6, 7, 8], "the range of the three oldest numbers held two events");
+        commit_batch(&db, &[event(9)], retention, t0, true).expect("write");
+        assert_eq!(kept(), [7, 8, 9]);
+    }
 
     #[test]
     fn an_idle_prune_drops_expired_events_without_new_ones() {
