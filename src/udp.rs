@@ -29,9 +29,15 @@ pub async fn recv_batch<const N: usize>(
         let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(want, None);
         let msgs =
             recvmmsg(fd, &mut headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None).map_err(std::io::Error::from)?;
-        let before = received.len();
-        received.extend(msgs.filter_map(|m| Some((m.bytes.min(N), socket_addr(&m.address?)?))));
-        if received.len() - before < want {
+        let mut taken = 0;
+        for m in msgs {
+            taken += 1;
+            if let Some(from) = m.address.as_ref().and_then(socket_addr) {
+                received.push((m.bytes.min(N), from));
+            }
+        }
+        // Counted before any is filtered out: only a short batch means the queue is empty.
+        if taken < want {
             return Err(std::io::ErrorKind::WouldBlock.into());
         }
         Ok(())

@@ -1,7 +1,7 @@
 //! The UDP loop: one task per socket waits for readiness like any tokio socket, then takes every
-//! waiting datagram in one `recvmmsg` (`crate::udp`), answers the common ones from the pre-encoded zones (the
-//! fast path) and sends those answers in one `sendmmsg`; everything else takes the full path
-//! inline. No task per query: only forwarded queries get a task of their own, at most
+//! waiting datagram in one `recvmmsg` (`crate::udp`), answers the common ones from the
+//! pre-encoded zones (the fast path) and sends those answers in one `sendmmsg`; everything else
+//! takes the full path inline. No task per query: only forwarded queries get a task of their own, at most
 //! `MAX_FORWARDS` at a time (beyond that the client gets SERVFAIL at once instead of the daemon
 //! queueing without bound).
 
