@@ -222,9 +222,9 @@ fn allowed(
 
 /// FNV-1a of the client key: where in the pool this client's search starts.
 fn seed(key: &ClientKey) -> u64 {
-    let bytes: Vec<u8> = match key {
-        ClientKey::Id(id) => id.clone(),
-        ClientKey::Mac(mac) => mac.0.to_vec(),
+    let bytes: &[u8] = match key {
+        ClientKey::Id(id) => id,
+        ClientKey::Mac(mac) => &mac.0,
     };
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }

@@ -24,22 +24,47 @@ impl ClientKey {
     }
 
     fn of_lease(lease: &Lease) -> ClientKey {
-        match lease.client_id.as_deref().and_then(hex_decode) {
+        match lease.client_id.as_deref().and_then(|h| hex_bytes(h).collect::<Option<Vec<u8>>>()) {
             Some(id) => ClientKey::Id(id),
             None => ClientKey::Mac(lease.mac),
         }
     }
-}
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
+    /// Whether `lease` belongs to this key: `of_lease(lease) == *self`, without building the
+    /// lease's key (this runs for every address a request looks at).
+    fn owns(&self, lease: &Lease) -> bool {
+        let id = lease.client_id.as_deref().filter(|h| hex_bytes(h).all(|b| b.is_some()));
+        match (self, id) {
+            (ClientKey::Id(key), Some(h)) => {
+                h.len() == 2 * key.len() && hex_bytes(h).zip(key).all(|(b, k)| b == Some(*k))
+            }
+            (ClientKey::Mac(mac), None) => lease.mac == *mac,
+            _ => false,
+        }
     }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// Lower-case hex, two digits per byte (how leases store option 61).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        text.push(char::from(DIGITS[usize::from(b >> 4)]));
+        text.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    text
+}
+
+/// The bytes of hex `text`, two digits each; a `None` item where a pair is not hex, and one
+/// trailing `None` when the length is odd.
+fn hex_bytes(text: &str) -> impl Iterator<Item = Option<u8>> + '_ {
+    text.as_bytes().chunks(2).map(|pair| {
+        let digit = |c: u8| char::from(c).to_digit(16);
+        match pair {
+            [hi, lo] => Some(u8::try_from(digit(*hi)? << 4 | digit(*lo)?).ok()?),
+            _ => None,
+        }
+    })
 }
 
 /// Every lease slipway knows, by address and by (network, client).
@@ -86,7 +111,7 @@ impl LeaseTable {
         match self.by_ip.get(&ip) {
             None => true,
             Some(l) if l.state == LeaseState::Declined => !l.is_active(now),
-            Some(l) => (ClientKey::of_lease(l) == *key && l.network == *network) || !l.is_active(now),
+            Some(l) => (key.owns(l) && l.network == *network) || !l.is_active(now),
         }
     }
 
@@ -217,7 +242,15 @@ mod tests {
     fn client_ids_round_trip_through_hex() {
         let mut l = lease("10.0.0.100", 1, LeaseState::Bound, 100);
         l.client_id = Some(hex(&[1, 0x52, 0x54, 0, 0, 0, 1]));
-        assert_eq!(ClientKey::of_lease(&l), ClientKey::Id(vec![1, 0x52, 0x54, 0, 0, 0, 1]));
-        assert_eq!(hex_decode("0g"), None);
+        assert_eq!(l.client_id.as_deref(), Some("01525400000001"));
+        let id = ClientKey::Id(vec![1, 0x52, 0x54, 0, 0, 0, 1]);
+        assert_eq!(ClientKey::of_lease(&l), id);
+        assert!(id.owns(&l) && !key(1).owns(&l), "a lease with a client id belongs to the id, not the MAC");
+        assert!(!ClientKey::Id(vec![1, 0x52]).owns(&l), "a prefix of the id is another client");
+        for bad in ["0g", "015", "+1", "zz"] {
+            l.client_id = Some(bad.into());
+            assert_eq!(ClientKey::of_lease(&l), key(1), "{bad:?} is not hex: the lease is the MAC's");
+            assert!(key(1).owns(&l) && !ClientKey::Id(vec![1]).owns(&l), "{bad:?}");
+        }
     }
 }

@@ -523,7 +523,7 @@ impl Owner {
                 }
                 _ => None,
             };
-            if let Some(lease) = decision.lease.clone() {
+            if let Some(lease) = decision.lease {
                 if lease.state != LeaseState::Offered {
                     durable.push(lease.clone());
                 }
