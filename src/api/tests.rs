@@ -279,7 +279,7 @@ async fn leases_are_listed_with_their_node_and_released() {
         hostname: None,
         client_id: None,
     };
-    h.state.store.put_leases(&[lease]).expect("put");
+    h.state.store.put_leases(vec![lease]).expect("put");
     let (status, body) = h.call(Method::GET, "/api/v1/leases", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(

@@ -424,7 +424,7 @@ impl Owner {
             if !wait.is_zero() {
                 std::thread::sleep(wait);
             }
-            store.put_leases(&leases)
+            store.put_leases(leases)
         });
         Some(InFlight { commit, outgoing: decided.outgoing })
     }
@@ -551,7 +551,7 @@ impl Owner {
 
     async fn commit(&self, leases: Vec<Lease>) -> Result<(), StoreError> {
         let store = self.store.clone();
-        wait_commit(&mut tokio::task::spawn_blocking(move || store.put_leases(&leases))).await
+        wait_commit(&mut tokio::task::spawn_blocking(move || store.put_leases(leases))).await
     }
 
     fn record(&self, req: &message::Request, decision: &Decision, port: &Port) {

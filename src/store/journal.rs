@@ -13,7 +13,7 @@
 //! is rewritten from the committed leases before the next append, so file and memory agree.
 //! Knows nothing about DHCP.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::net::Ipv4Addr;
@@ -42,7 +42,7 @@ pub struct JournalError {
 pub struct Journal {
     path: PathBuf,
     /// The leases as committed: what the file says.
-    leases: RwLock<BTreeMap<Ipv4Addr, Lease>>,
+    leases: RwLock<HashMap<Ipv4Addr, Lease>>,
     /// Held for a whole write and sync, so writes reach the file one after another.
     file: Mutex<Appender>,
 }
@@ -105,7 +105,7 @@ impl Journal {
     /// Replaces whatever is at `path` with a journal holding exactly `leases` (used once, when a
     /// store from before the journal moves its leases here).
     pub fn create(path: &Path, leases: Vec<Lease>) -> Result<Journal, JournalError> {
-        let map: BTreeMap<Ipv4Addr, Lease> = leases.into_iter().map(|l| (l.ip, l)).collect();
+        let map: HashMap<Ipv4Addr, Lease> = leases.into_iter().map(|l| (l.ip, l)).collect();
         let journal = Journal {
             path: path.to_owned(),
             leases: RwLock::new(map),
@@ -127,7 +127,9 @@ impl Journal {
 
     /// Every lease, ordered by address.
     pub fn all(&self) -> Vec<Lease> {
-        self.read().values().cloned().collect()
+        let mut all: Vec<Lease> = self.read().values().cloned().collect();
+        all.sort_unstable_by_key(|l| l.ip);
+        all
     }
 
     pub fn get(&self, ip: Ipv4Addr) -> Option<Lease> {
@@ -136,12 +138,12 @@ impl Journal {
 
     /// Writes `leases` and syncs them; only then are they what `all` and `get` answer. On an
     /// error nothing of `leases` counts as written.
-    pub fn put(&self, leases: &[Lease]) -> Result<(), JournalError> {
+    pub fn put(&self, leases: Vec<Lease>) -> Result<(), JournalError> {
         let mut appender = self.appender();
-        self.append(&mut appender, leases)?;
+        self.append(&mut appender, &leases)?;
         let mut map = self.write();
         for lease in leases {
-            map.insert(lease.ip, lease.clone());
+            map.insert(lease.ip, lease);
         }
         let live = map.len() as u64;
         drop(map);
@@ -232,11 +234,11 @@ impl Journal {
         self.file.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Ipv4Addr, Lease>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Ipv4Addr, Lease>> {
         self.leases.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<Ipv4Addr, Lease>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Ipv4Addr, Lease>> {
         self.leases.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -268,7 +270,7 @@ fn line(buf: &mut Vec<u8>, lease: &Lease) {
 }
 
 struct Replayed {
-    leases: BTreeMap<Ipv4Addr, Lease>,
+    leases: HashMap<Ipv4Addr, Lease>,
     /// Bytes up to the end of the last whole line.
     valid_len: usize,
     lines: u64,
@@ -276,7 +278,7 @@ struct Replayed {
 }
 
 fn replay(bytes: &[u8]) -> Replayed {
-    let mut out = Replayed { leases: BTreeMap::new(), valid_len: 0, lines: 0, damaged: 0 };
+    let mut out = Replayed { leases: HashMap::new(), valid_len: 0, lines: 0, damaged: 0 };
     let mut pending_damage = 0;
     let mut at = 0;
     while at < bytes.len() {

@@ -297,7 +297,7 @@ impl Store {
     }
 
     /// Writes leases durably, synced in one write (the DHCP server calls this before it ACKs).
-    pub fn put_leases(&self, leases: &[Lease]) -> Result<(), StoreError> {
+    pub fn put_leases(&self, leases: Vec<Lease>) -> Result<(), StoreError> {
         Ok(self.inner.journal.put(leases)?)
     }
 

@@ -5,11 +5,14 @@
 //! - 2: installed (node name -> unix milliseconds when it reported an installed system).
 //! - 3: leases move to the lease journal (`leases.journal`, see `journal`); the table is dropped.
 //!   An older slipway must refuse such a store: it would see no leases and hand addresses out twice.
+//! - 4: an events row holds a batch: the JSON lines of consecutive events, keyed by the first
+//!   one's sequence number, with the newest one's time. A version-3 row (one JSON event) reads as
+//!   a batch of one, so nothing is rewritten; an older slipway would fail to decode the batches.
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// The schema this build writes. Raise it with a new entry in `MIGRATIONS`.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 /// The first version whose leases live in the journal.
 pub const JOURNAL_VERSION: u64 = 3;
 
@@ -19,7 +22,8 @@ pub const CLUSTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("cluster
 pub const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
 /// Leases up to version 2 (JSON by IPv4); since version 3 in the lease journal.
 pub const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases");
-/// Event sequence number -> (unix milliseconds, JSON).
+/// Sequence number of a batch's first event -> (unix milliseconds of its newest event, the
+/// events as JSON lines, each ending in a newline; a version-3 row is one event without one).
 pub const EVENTS: TableDefinition<u64, (u64, &[u8])> = TableDefinition::new("events");
 /// Node name -> unix milliseconds when the node phoned home from an installed system.
 pub const INSTALLED: TableDefinition<&str, u64> = TableDefinition::new("installed");
@@ -30,7 +34,7 @@ pub const INVENTORY_VERSION_KEY: &str = "inventory_version";
 type Migration = fn(&WriteTransaction) -> Result<(), redb::Error>;
 
 /// `MIGRATIONS[v]` turns a version-`v` store into version `v + 1`. Version 0 is an empty file.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_v1, add_installed, drop_leases_table];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_v1, add_installed, drop_leases_table, batch_events];
 
 fn create_v1(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(META)?;
@@ -50,6 +54,11 @@ fn add_installed(txn: &WriteTransaction) -> Result<(), redb::Error> {
 /// The store's caller has written the leases to the journal before this runs.
 fn drop_leases_table(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.delete_table(LEASES)?;
+    Ok(())
+}
+
+/// Version-3 event rows already are batches of one event.
+fn batch_events(_: &WriteTransaction) -> Result<(), redb::Error> {
     Ok(())
 }
 

@@ -163,7 +163,7 @@ fn leases_are_stored_and_released() {
     let store = Store::open(dir.path(), declared()).expect("open");
     let now = Timestamp::from_unix_millis(1_800_000_000_000);
     let lease = bound_lease(now);
-    store.put_leases(std::slice::from_ref(&lease)).expect("put");
+    store.put_leases(vec![lease.clone()]).expect("put");
     assert_eq!(store.leases().expect("list"), vec![lease.clone()]);
     let released = store.release_lease(lease.ip, now).expect("release");
     assert_eq!(released.state, LeaseState::Released);
@@ -290,7 +290,10 @@ fn a_store_from_before_the_journal_moves_its_leases_there_and_drops_the_table() 
     let db = Database::open(dir.path().join(FILE_NAME)).expect("db");
     let txn = db.begin_read().expect("txn");
     assert!(txn.open_table(LEASES).is_err(), "the leases table is gone");
-    assert_eq!(txn.open_table(META).expect("meta").get(schema::SCHEMA_KEY).expect("get").map(|v| v.value()), Some(3));
+    assert_eq!(
+        txn.open_table(META).expect("meta").get(schema::SCHEMA_KEY).expect("get").map(|v| v.value()),
+        Some(SCHEMA_VERSION)
+    );
     drop((txn, db));
     assert_eq!(Store::open(dir.path(), declared()).expect("reopen").leases().expect("leases"), vec![lease]);
 }

@@ -32,9 +32,9 @@ fn leases_put_survive_a_reopen_and_the_last_line_for_an_address_wins() {
     assert!(!path(&dir).exists(), "no file before the first lease");
     let a = lease("10.1.0.5", "52:54:00:00:00:05", LeaseState::Bound);
     let b = lease("10.1.0.6", "52:54:00:00:00:06", LeaseState::Bound);
-    journal.put(&[a.clone(), b.clone()]).expect("put");
+    journal.put(vec![a.clone(), b.clone()]).expect("put");
     let released = Lease { state: LeaseState::Released, ..a.clone() };
-    journal.put(std::slice::from_ref(&released)).expect("put");
+    journal.put(vec![released.clone()]).expect("put");
     assert_eq!(journal.get(a.ip), Some(released.clone()));
     drop(journal);
     let reopened = Journal::open(&path(&dir)).expect("reopen");
@@ -46,7 +46,7 @@ fn leases_put_survive_a_reopen_and_the_last_line_for_an_address_wins() {
 fn an_unfinished_last_line_is_cut_off_and_writing_goes_on_after_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = lease("10.1.0.5", "52:54:00:00:00:05", LeaseState::Bound);
-    Journal::open(&path(&dir)).expect("open").put(std::slice::from_ref(&a)).expect("put");
+    Journal::open(&path(&dir)).expect("open").put(vec![a.clone()]).expect("put");
     let whole = std::fs::read(path(&dir)).expect("read");
     // A crash in the middle of the next write: half a line, no newline.
     let b = lease("10.1.0.6", "52:54:00:00:00:06", LeaseState::Bound);
@@ -60,7 +60,7 @@ fn an_unfinished_last_line_is_cut_off_and_writing_goes_on_after_it() {
     assert_eq!(journal.all(), vec![a.clone()]);
     assert_eq!(std::fs::read(path(&dir)).expect("read"), whole, "the torn line is gone from the file");
     let c = lease("10.1.0.7", "52:54:00:00:00:07", LeaseState::Bound);
-    journal.put(std::slice::from_ref(&c)).expect("put");
+    journal.put(vec![c.clone()]).expect("put");
     drop(journal);
     assert_eq!(Journal::open(&path(&dir)).expect("reopen").all(), vec![a, c]);
 }
@@ -91,14 +91,14 @@ fn a_failed_write_changes_nothing_and_the_next_write_rewrites_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let journal = Journal::open(&path(&dir)).expect("open");
     let a = lease("10.1.0.5", "52:54:00:00:00:05", LeaseState::Bound);
-    journal.put(std::slice::from_ref(&a)).expect("put");
+    journal.put(vec![a.clone()]).expect("put");
     journal.fail_next_write();
     let b = lease("10.1.0.6", "52:54:00:00:00:06", LeaseState::Bound);
-    let e = journal.put(std::slice::from_ref(&b)).expect_err("injected");
+    let e = journal.put(vec![b.clone()]).expect_err("injected");
     assert!(e.to_string().contains(FILE_NAME), "{e}");
     assert_eq!(journal.all(), vec![a.clone()], "a failed write is not committed");
     let c = lease("10.1.0.7", "52:54:00:00:00:07", LeaseState::Bound);
-    journal.put(std::slice::from_ref(&c)).expect("the next write works");
+    journal.put(vec![c.clone()]).expect("the next write works");
     drop(journal);
     let reopened = Journal::open(&path(&dir)).expect("reopen");
     assert_eq!(reopened.all(), vec![a, c]);
@@ -110,7 +110,7 @@ fn update_changes_one_lease_and_an_unknown_address_is_none() {
     let dir = tempfile::tempdir().expect("tempdir");
     let journal = Journal::open(&path(&dir)).expect("open");
     let a = lease("10.1.0.5", "52:54:00:00:00:05", LeaseState::Bound);
-    journal.put(std::slice::from_ref(&a)).expect("put");
+    journal.put(vec![a.clone()]).expect("put");
     let changed = journal.update(a.ip, |l| l.state = LeaseState::Released).expect("update").expect("found");
     assert_eq!(changed.state, LeaseState::Released);
     assert_eq!(journal.update("10.1.0.9".parse().expect("ip"), |_| {}).expect("update"), None);
@@ -131,7 +131,7 @@ fn a_journal_of_many_more_lines_than_leases_is_rewritten_with_one_line_each() {
     let limit = 1000 * SLACK_FACTOR + SLACK_LINES;
     let mut rewritten = false;
     for round in 0..=(limit / 1000) {
-        journal.put(&batch).expect("put");
+        journal.put(batch.clone()).expect("put");
         if journal.lines() < (round + 1) * 1000 {
             rewritten = true;
             break;
