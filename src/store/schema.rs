@@ -5,8 +5,8 @@
 //! - 2: installed (node name -> unix milliseconds when it reported an installed system).
 //! - 3: leases move to the lease journal (`leases.journal`, see `journal`); the table is dropped.
 //!   An older slipway must refuse such a store: it would see no leases and hand addresses out twice.
-//! - 4: an events row holds a batch: the JSON lines of consecutive events, keyed by the first
-//!   one's sequence number, with the newest one's time. A version-3 row (one JSON event) reads as
+//! - 4: an events row holds up to 64 events written together: their JSON lines, keyed by the
+//!   first one's sequence number, with the newest one's time. A version-3 row (one JSON event) reads as
 //!   a batch of one, so nothing is rewritten; an older slipway would fail to decode the batches.
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
