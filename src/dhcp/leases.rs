@@ -5,26 +5,30 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
+use smallvec::SmallVec;
+
 use crate::inventory::{AddrRange, Lease, LeaseState, MacAddr, Name, Timestamp};
 
 /// Who a lease belongs to: the client identifier (option 61) when the client sends one, else
-/// its hardware address (RFC 2131 section 4.2, RFC 4361).
+/// its hardware address (RFC 2131 section 4.2, RFC 4361). Identifiers are kept inline up to 32
+/// bytes (type + MAC is 7, RFC 4361's IAID + DUID usually under 24), so a lookup compares in the
+/// table itself instead of following a pointer per probe.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ClientKey {
-    Id(Vec<u8>),
+    Id(SmallVec<[u8; 32]>),
     Mac(MacAddr),
 }
 
 impl ClientKey {
     pub fn of(client_id: Option<&[u8]>, mac: MacAddr) -> ClientKey {
         match client_id {
-            Some(id) => ClientKey::Id(id.to_vec()),
+            Some(id) => ClientKey::Id(SmallVec::from_slice(id)),
             None => ClientKey::Mac(mac),
         }
     }
 
     fn of_lease(lease: &Lease) -> ClientKey {
-        match lease.client_id.as_deref().and_then(|h| hex_bytes(h).collect::<Option<Vec<u8>>>()) {
+        match lease.client_id.as_deref().and_then(|h| hex_bytes(h).collect::<Option<SmallVec<[u8; 32]>>>()) {
             Some(id) => ClientKey::Id(id),
             None => ClientKey::Mac(lease.mac),
         }
@@ -71,8 +75,8 @@ fn hex_bytes(text: &str) -> impl Iterator<Item = Option<u8>> + '_ {
 #[derive(Clone, Debug, Default)]
 pub struct LeaseTable {
     by_ip: HashMap<Ipv4Addr, Lease>,
-    /// Network -> client -> address: looked up by reference, with nothing cloned per request.
-    by_client: HashMap<Name, HashMap<ClientKey, Ipv4Addr>>,
+    /// Per network (a handful: found by comparing names, not hashing them), client -> address.
+    by_client: Vec<(Name, HashMap<ClientKey, Ipv4Addr>)>,
 }
 
 impl LeaseTable {
@@ -90,7 +94,11 @@ impl LeaseTable {
 
     /// The lease a client holds (or last held) on a network.
     pub fn of_client(&self, network: &Name, key: &ClientKey) -> Option<&Lease> {
-        self.by_client.get(network).and_then(|clients| clients.get(key)).and_then(|ip| self.by_ip.get(ip))
+        self.clients(network).and_then(|clients| clients.get(key)).and_then(|ip| self.by_ip.get(ip))
+    }
+
+    fn clients(&self, network: &Name) -> Option<&HashMap<ClientKey, Ipv4Addr>> {
+        self.by_client.iter().find(|(name, _)| name == network).map(|(_, clients)| clients)
     }
 
     pub fn len(&self) -> usize {
@@ -143,20 +151,24 @@ impl LeaseTable {
 
     /// Records a lease, replacing what was known for its address and its client.
     pub fn put(&mut self, lease: Lease) {
-        if let Some(old) = self.by_ip.get(&lease.ip)
-            && let Some(clients) = self.by_client.get_mut(&old.network)
-        {
-            let old_key = ClientKey::of_lease(old);
-            if clients.get(&old_key) == Some(&lease.ip) {
-                clients.remove(&old_key);
+        let key = (lease.state != LeaseState::Declined).then(|| ClientKey::of_lease(&lease));
+        if let Some(old) = self.by_ip.get(&lease.ip) {
+            // Usually the same client on the same network (an offer taken, a renewal): its
+            // entry stays as it is.
+            let same = old.network == lease.network && key.as_ref().is_some_and(|k| k.owns(old));
+            if !same && let Some(clients) = clients_mut(&mut self.by_client, &old.network) {
+                let old_key = ClientKey::of_lease(old);
+                if clients.get(&old_key) == Some(&lease.ip) {
+                    clients.remove(&old_key);
+                }
             }
         }
-        if lease.state != LeaseState::Declined {
-            if !self.by_client.contains_key(&lease.network) {
-                self.by_client.insert(lease.network.clone(), HashMap::new());
+        if let Some(key) = key {
+            if self.clients(&lease.network).is_none() {
+                self.by_client.push((lease.network.clone(), HashMap::new()));
             }
-            if let Some(clients) = self.by_client.get_mut(&lease.network)
-                && let Some(previous) = clients.insert(ClientKey::of_lease(&lease), lease.ip)
+            if let Some(clients) = clients_mut(&mut self.by_client, &lease.network)
+                && let Some(previous) = clients.insert(key, lease.ip)
                 && previous != lease.ip
                 && let Some(stale) = self.by_ip.get_mut(&previous)
                 && stale.state == LeaseState::Offered
@@ -167,6 +179,13 @@ impl LeaseTable {
         }
         self.by_ip.insert(lease.ip, lease);
     }
+}
+
+fn clients_mut<'a>(
+    by_client: &'a mut [(Name, HashMap<ClientKey, Ipv4Addr>)],
+    network: &Name,
+) -> Option<&'a mut HashMap<ClientKey, Ipv4Addr>> {
+    by_client.iter_mut().find(|(name, _)| name == network).map(|(_, clients)| clients)
 }
 
 #[cfg(test)]
@@ -243,14 +262,14 @@ mod tests {
         let mut l = lease("10.0.0.100", 1, LeaseState::Bound, 100);
         l.client_id = Some(hex(&[1, 0x52, 0x54, 0, 0, 0, 1]));
         assert_eq!(l.client_id.as_deref(), Some("01525400000001"));
-        let id = ClientKey::Id(vec![1, 0x52, 0x54, 0, 0, 0, 1]);
+        let id = ClientKey::of(Some(&[1, 0x52, 0x54, 0, 0, 0, 1]), MacAddr([0; 6]));
         assert_eq!(ClientKey::of_lease(&l), id);
         assert!(id.owns(&l) && !key(1).owns(&l), "a lease with a client id belongs to the id, not the MAC");
-        assert!(!ClientKey::Id(vec![1, 0x52]).owns(&l), "a prefix of the id is another client");
+        assert!(!ClientKey::of(Some(&[1, 0x52]), MacAddr([0; 6])).owns(&l), "a prefix of the id is another client");
         for bad in ["0g", "015", "+1", "zz"] {
             l.client_id = Some(bad.into());
             assert_eq!(ClientKey::of_lease(&l), key(1), "{bad:?} is not hex: the lease is the MAC's");
-            assert!(key(1).owns(&l) && !ClientKey::Id(vec![1]).owns(&l), "{bad:?}");
+            assert!(key(1).owns(&l) && !ClientKey::of(Some(&[1]), MacAddr([0; 6])).owns(&l), "{bad:?}");
         }
     }
 }

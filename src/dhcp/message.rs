@@ -231,30 +231,34 @@ const MAGIC: [u8; 4] = [99, 130, 83, 99];
 /// codec. `None` only if a field did not fit its width (the codec's setters refuse such
 /// values) or an option did not encode; the caller drops such a reply.
 pub fn encode(msg: &v4::Message) -> Option<Vec<u8>> {
-    let mut options = Vec::with_capacity(312);
-    msg.opts().encode(&mut dhcproto::Encoder::new(&mut options)).ok()?;
-    let mut out = Vec::with_capacity(OPTIONS_START + options.len());
-    out.extend_from_slice(&[u8::from(msg.opcode()), u8::from(msg.htype()), msg.hlen(), msg.hops()]);
-    out.extend_from_slice(&msg.xid().to_be_bytes());
-    out.extend_from_slice(&msg.secs().to_be_bytes());
-    out.extend_from_slice(&u16::from(msg.flags()).to_be_bytes());
+    let mut header = [0u8; OPTIONS_START];
+    let mut at = 0;
+    let mut put = |bytes: &[u8], width: usize| -> Option<()> {
+        let field = header.get_mut(at..at + width)?;
+        field.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        at += width;
+        Some(())
+    };
+    put(&[u8::from(msg.opcode()), u8::from(msg.htype()), msg.hlen(), msg.hops()], 4)?;
+    put(&msg.xid().to_be_bytes(), 4)?;
+    put(&msg.secs().to_be_bytes(), 2)?;
+    put(&u16::from(msg.flags()).to_be_bytes(), 2)?;
     for addr in [msg.ciaddr(), msg.yiaddr(), msg.siaddr(), msg.giaddr()] {
-        out.extend_from_slice(&addr.octets());
+        put(&addr.octets(), 4)?;
     }
-    padded(&mut out, msg.chaddr(), 16)?;
-    padded(&mut out, msg.sname().unwrap_or_default(), 64)?;
-    padded(&mut out, msg.fname().unwrap_or_default(), 128)?;
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&options);
+    put(msg.chaddr(), 16)?;
+    put(msg.sname().unwrap_or_default(), 64)?;
+    put(msg.fname().unwrap_or_default(), 128)?;
+    put(&MAGIC, 4)?;
+    // The codec writes from the start of its buffer: the options first, then the header goes
+    // in front of them (one allocation for the whole reply).
+    let mut out = Vec::with_capacity(576);
+    msg.opts().encode(&mut dhcproto::Encoder::new(&mut out)).ok()?;
+    let options = out.len();
+    out.resize(OPTIONS_START + options, 0);
+    out.copy_within(..options, OPTIONS_START);
+    out[..OPTIONS_START].copy_from_slice(&header);
     Some(out)
-}
-
-/// Appends `bytes` and zeros up to `width`; `None` when `bytes` is longer.
-fn padded(out: &mut Vec<u8>, bytes: &[u8], width: usize) -> Option<()> {
-    let zeros = width.checked_sub(bytes.len())?;
-    out.extend_from_slice(bytes);
-    out.resize(out.len() + zeros, 0);
-    Some(())
 }
 
 #[cfg(test)]

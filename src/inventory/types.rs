@@ -38,8 +38,10 @@ macro_rules! text_type {
 
 /// A DNS-label style name: 1-63 of `a-z`, `0-9`, `-`, not starting or ending with `-`.
 /// Used for nodes, clusters, networks, profiles, pools and frontends.
+///
+/// Shared, not copied: names ride along in every lease and event, so a clone is a count.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Name(String);
+pub struct Name(std::sync::Arc<str>);
 
 impl Name {
     pub fn as_str(&self) -> &str {
@@ -56,7 +58,7 @@ impl fmt::Display for Name {
 impl FromStr for Name {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        check_label(s).map(|()| Name(s.to_owned()))
+        check_label(s).map(|()| Name(s.into()))
     }
 }
 
@@ -188,10 +190,48 @@ impl Timestamp {
 }
 
 impl fmt::Display for Timestamp {
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ` in one `write_str` (every event and lease line holds one or
+    /// two; formatting them piece by piece cost more than the rest of the line). Times before
+    /// 1970 show as 1970, as `unix_millis` clamps them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let millis = Timestamp::from_unix_millis(self.unix_millis());
-        write!(f, "{}", humantime::format_rfc3339_millis(millis.0))
+        let ms = self.unix_millis();
+        let (secs, millis) = (ms / 1000, ms % 1000);
+        let (days, day_secs) = (secs / 86_400, secs % 86_400);
+        let (year, month, day) = civil_date(days);
+        if year > 9999 {
+            return write!(f, "{}", humantime::format_rfc3339_millis(Timestamp::from_unix_millis(ms).0));
+        }
+        let mut text = *b"0000-00-00T00:00:00.000Z";
+        let mut digits = |at: usize, width: usize, mut value: u64| {
+            for i in (at..at + width).rev() {
+                text[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        digits(0, 4, year);
+        digits(5, 2, month);
+        digits(8, 2, day);
+        digits(11, 2, day_secs / 3600);
+        digits(14, 2, day_secs / 60 % 60);
+        digits(17, 2, day_secs % 60);
+        digits(20, 3, millis);
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
+}
+
+/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`, for days on or after the epoch).
+fn civil_date(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 impl FromStr for Timestamp {
@@ -266,5 +306,22 @@ mod tests {
     fn errors_show_control_characters_escaped() {
         let err = "a\u{0}b".parse::<Name>().expect_err("nul");
         assert!(err.contains("\\u{0}"), "{err}");
+    }
+
+    #[test]
+    fn timestamps_show_as_rfc3339_with_milliseconds_like_humantime() {
+        let mut ms: u64 = 0;
+        // Day boundaries, leap days, century rules (2000, 2100), and a spread of instants.
+        let mut samples = vec![0, 86_399_999, 951_782_400_000, 951_868_799_999, 4_107_542_400_000, 253_402_300_799_999];
+        while ms < 4_200_000_000_000 {
+            samples.push(ms);
+            ms += 7_654_321_987;
+        }
+        for ms in samples {
+            let t = Timestamp::from_unix_millis(ms);
+            let expected = humantime::format_rfc3339_millis(t.0).to_string();
+            assert_eq!(t.to_string(), expected, "{ms}");
+        }
+        assert_eq!(Timestamp::from_unix_millis(951_782_400_000).to_string(), "2000-02-29T00:00:00.000Z");
     }
 }
