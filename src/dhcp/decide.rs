@@ -362,9 +362,10 @@ fn destination(req: &Request, is_nak: bool) -> Destination {
 
 /// The reply skeleton: header fields copied from the request, message type and server id.
 pub(super) fn base(req: &Request, kind: MessageType, server: Ipv4Addr) -> v4::Message {
-    let mut m =
-        v4::Message::new(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, req.giaddr, &req.mac.0);
-    m.set_opcode(Opcode::BootReply).set_xid(req.xid).set_hops(req.hops);
+    // With the request's xid: `Message::new` would draw a random one from a CSPRNG first.
+    let unspecified = Ipv4Addr::UNSPECIFIED;
+    let mut m = v4::Message::new_with_id(req.xid, unspecified, unspecified, unspecified, req.giaddr, &req.mac.0);
+    m.set_opcode(Opcode::BootReply).set_hops(req.hops);
     if req.broadcast {
         m.set_flags(Flags::default().set_broadcast());
     }

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
@@ -517,23 +518,27 @@ pub struct Inventory {
     pub profiles: BTreeMap<Name, Profile>,
     pub pools: BTreeMap<Name, Pool>,
     pub frontends: BTreeMap<Name, Frontend>,
-    by_mac: HashMap<MacAddr, Name>,
-    by_ip: HashMap<Ipv4Addr, Name>,
+    /// Copies of the nodes, by MAC and by address, shared by both indexes: DHCP looks a node
+    /// up per packet, and a name lookup in `nodes` compares names down a tree.
+    by_mac: HashMap<MacAddr, Arc<Node>>,
+    by_ip: HashMap<Ipv4Addr, Arc<Node>>,
 }
 
 impl Inventory {
-    /// Rebuilds the lookup indexes; called whenever the object maps change.
+    /// Rebuilds the lookup indexes; called whenever the object maps change (the indexes hold
+    /// copies of the nodes: a node changed in `nodes` is not seen by `node_by_mac` until then).
     pub(crate) fn reindex(&mut self) {
-        self.by_mac = self.nodes.values().map(|n| (n.mac, n.name.clone())).collect();
-        self.by_ip = self.nodes.values().map(|n| (n.ipv4, n.name.clone())).collect();
+        let shared: Vec<Arc<Node>> = self.nodes.values().map(|n| Arc::new(n.clone())).collect();
+        self.by_mac = shared.iter().map(|n| (n.mac, n.clone())).collect();
+        self.by_ip = shared.into_iter().map(|n| (n.ipv4, n)).collect();
     }
 
     pub fn node_by_mac(&self, mac: MacAddr) -> Option<&Node> {
-        self.by_mac.get(&mac).and_then(|name| self.nodes.get(name))
+        self.by_mac.get(&mac).map(|n| &**n)
     }
 
     pub fn node_by_ip(&self, ip: Ipv4Addr) -> Option<&Node> {
-        self.by_ip.get(&ip).and_then(|name| self.nodes.get(name))
+        self.by_ip.get(&ip).map(|n| &**n)
     }
 
     /// The network a node sits on: its cluster's, else the one whose CIDR holds its address.

@@ -123,6 +123,7 @@ fn a_nodes_own_dhcp_options_replace_its_networks() {
     node.dhcp.mtu = Some(1450);
     node.dhcp.dns_servers = Some(vec![ip("10.1.107.53")]);
     node.dhcp.routes = Some(vec![]);
+    inv.reindex();
     let d = run(&inv, &LeaseTable::default(), &req(Kind::Discover, NODE_MAC));
     assert_eq!(opt(&d, OptionCode::InterfaceMtu), Some(&DhcpOption::InterfaceMtu(1450)));
     assert_eq!(opt(&d, OptionCode::DomainNameServer), Some(&DhcpOption::DomainNameServer(vec![ip("10.1.107.53")])));
