@@ -85,7 +85,7 @@ fn proxy_lab() -> &'static Lab {
 /// and port 4011 by its low bits). Panics only on a bug.
 pub fn decide_datagram(data: &[u8]) {
     let lab = if data.get(4).is_some_and(|b| b & 2 == 2) { proxy_lab() } else { lab() };
-    let Ok((request, _)) = message::parse(data) else { return };
+    let Ok(request) = message::parse(data) else { return };
     let ctx = Context {
         now: Timestamp::from_unix_millis(1_800_000_000_000),
         server_ip: [10, 1, 107, 1].into(),

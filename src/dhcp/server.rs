@@ -492,7 +492,7 @@ impl Owner {
         let mut outgoing = Vec::new();
         for datagram in batch.iter() {
             let port = &self.ports[datagram.port];
-            let (req, _) = match message::parse(&datagram.bytes) {
+            let req = match message::parse(&datagram.bytes) {
                 Ok(parsed) => parsed,
                 Err(e) => {
                     tracing::debug!(from = %datagram.from, interface = %port.interface, error = %e, "DHCP: dropped a malformed datagram");
