@@ -288,10 +288,7 @@ impl EventLog {
                 count += lines(row?.1.value().1).count() as u64;
             }
             let last = match table.last()? {
-                Some((key, value)) => match lines(value.value().1).next_back() {
-                    Some(line) => seq_of(key.value(), line)?,
-                    None => key.value(),
-                },
+                Some((key, value)) => last_seq(key.value(), value.value().1),
                 None => 0,
             };
             Ok((last, count))
@@ -413,6 +410,23 @@ impl EventLog {
 /// The events of one row, as JSON lines (a version-3 row is one event without a newline).
 fn lines(bytes: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
     bytes.split(|b| *b == b'\n').filter(|line| !line.is_empty())
+}
+
+/// The last sequence number in the row at `key`. A row whose lines do not decode (only a bug
+/// could write one) must not stop the daemon: the numbers then go on after as many events as the
+/// row holds, above every row's key, so no row is overwritten.
+fn last_seq(key: u64, row: &[u8]) -> u64 {
+    let mut after = 0;
+    for line in lines(row).rev() {
+        match seq_of(key, line) {
+            Ok(seq) => return seq + after,
+            Err(e) => {
+                tracing::warn!(error = %e, "event log: an event does not decode; numbering goes on past it");
+                after += 1;
+            }
+        }
+    }
+    key + after.saturating_sub(1)
 }
 
 /// The sequence number of one stored event, read without decoding the rest of it.
@@ -646,6 +660,14 @@ mod tests {
         let next = log.append_at(t0, Source::Daemon, Subject::default(), EventKind::DaemonStopping);
         assert_eq!(next.seq, 6, "numbering continues after the last line of the last batch");
         log.close();
+    }
+
+    #[test]
+    fn numbering_goes_on_past_a_stored_event_that_does_not_decode() {
+        assert_eq!(last_seq(10, b"{\"seq\":10}\n{\"seq\":14}\n"), 14);
+        assert_eq!(last_seq(10, b"{\"seq\":10}\n{\"seq\":14}\nnot json\n"), 15, "one past the last good one");
+        assert_eq!(last_seq(10, b"garbage\nmore\n"), 11, "the row's key plus its other lines");
+        assert_eq!(last_seq(10, b""), 10);
     }
 
     #[test]
