@@ -181,14 +181,7 @@ pub fn parse(bytes: &[u8]) -> Result<Request, Malformed> {
     for (code, run) in runs(bytes) {
         found.take(code, run);
     }
-    let kind = match MessageType::from(*found.value(53).and_then(|v| v.first()).ok_or(Malformed::NoMessageType)?) {
-        MessageType::Discover => Kind::Discover,
-        MessageType::Request => Kind::Request,
-        MessageType::Decline => Kind::Decline,
-        MessageType::Release => Kind::Release,
-        MessageType::Inform => Kind::Inform,
-        other => return Err(Malformed::Unsupported(other)),
-    };
+    let kind = kind_of(MessageType::from(*found.value(53).and_then(|v| v.first()).ok_or(Malformed::NoMessageType)?))?;
     let ip = |code| found.value(code).and_then(|v| <[u8; 4]>::try_from(v).ok()).map(Ipv4Addr::from);
     let u16_of = |code| found.value(code).and_then(|v| <[u8; 2]>::try_from(v).ok()).map(u16::from_be_bytes);
     let user_class = found.value(77);
@@ -209,6 +202,18 @@ pub fn parse(bytes: &[u8]) -> Result<Request, Malformed> {
         relay_info: found.raw(82).and_then(|raw| DhcpOption::decode(&mut Decoder::new(raw)).ok()),
         max_size: u16_of(57),
         boot: BootClient { arch: u16_of(93), vendor_class: found.value(60).map(|v| v.to_vec()), is_ipxe },
+    })
+}
+
+/// The messages a server acts on; the rest (a client never sends an OFFER) are refused.
+fn kind_of(message: MessageType) -> Result<Kind, Malformed> {
+    Ok(match message {
+        MessageType::Discover => Kind::Discover,
+        MessageType::Request => Kind::Request,
+        MessageType::Decline => Kind::Decline,
+        MessageType::Release => Kind::Release,
+        MessageType::Inform => Kind::Inform,
+        other => return Err(Malformed::Unsupported(other)),
     })
 }
 
@@ -294,14 +299,7 @@ fn request(msg: &v4::Message) -> Result<Request, Malformed> {
     let mut mac = [0u8; 6];
     mac.copy_from_slice(msg.chaddr().get(..6).ok_or(Malformed::NotEthernet)?);
     let opts = msg.opts();
-    let kind = match opts.msg_type().ok_or(Malformed::NoMessageType)? {
-        MessageType::Discover => Kind::Discover,
-        MessageType::Request => Kind::Request,
-        MessageType::Decline => Kind::Decline,
-        MessageType::Release => Kind::Release,
-        MessageType::Inform => Kind::Inform,
-        other => return Err(Malformed::Unsupported(other)),
-    };
+    let kind = kind_of(opts.msg_type().ok_or(Malformed::NoMessageType)?)?;
     let ip = |code| match opts.get(code) {
         Some(DhcpOption::RequestedIpAddress(ip) | DhcpOption::ServerIdentifier(ip)) => Some(*ip),
         _ => None,

@@ -378,7 +378,7 @@ impl EventLog {
                 Ok(filter.matches(&event).then_some(event))
             };
             if let Some(after) = filter.after {
-                // The batch holding the next event starts at or before it.
+                // The row holding the next event starts at or before it.
                 let next = after.saturating_add(1);
                 let from = table.range(..=next)?.next_back().transpose()?.map_or(next, |(key, _)| key.value());
                 'rows: for row in table.range(from..)? {
@@ -586,6 +586,13 @@ mod tests {
         Arc::new(Event { seq, time, source: Source::Daemon, node: None, mac: None, details: EventKind::DaemonStopping })
     }
 
+    /// A store with nothing in it, in a directory that lives as long as the first value.
+    fn empty_store() -> (tempfile::TempDir, crate::store::Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::Store::open(dir.path(), crate::inventory::Inventory::default()).expect("open");
+        (dir, store)
+    }
+
     /// The stored events' sequence numbers, and the rows they are in.
     fn stored(db: &Database) -> (Vec<u64>, usize) {
         let txn = db.begin_read().expect("read");
@@ -608,9 +615,8 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_is_one_row_and_pruning_by_count_cuts_the_oldest_row_at_the_right_event() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = crate::store::Store::open(dir.path(), crate::inventory::Inventory::default()).expect("open");
+    fn batches_are_written_in_rows_and_pruning_by_count_cuts_the_oldest_row_at_the_right_event() {
+        let (_dir, store) = empty_store();
         let db = store.current().expect("open");
         let retention = Retention { max_count: 3, max_age: Duration::from_secs(3600) };
         let t0 = Timestamp::from_unix_millis(1_800_000_000_000);
@@ -631,9 +637,8 @@ mod tests {
     }
 
     #[test]
-    fn the_log_reads_version_3_rows_and_batches_alike_and_resumes_its_numbers() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = crate::store::Store::open(dir.path(), crate::inventory::Inventory::default()).expect("open");
+    fn the_log_reads_version_3_rows_and_new_rows_alike_and_resumes_its_numbers() {
+        let (_dir, store) = empty_store();
         let t0 = Timestamp::from_unix_millis(1_800_000_000_000);
         {
             let db = store.current().expect("open");
@@ -654,11 +659,11 @@ mod tests {
         };
         assert_eq!(all(&Filter::default(), 100), [1, 2, 3, 4, 5]);
         assert_eq!(all(&Filter::default(), 2), [4, 5], "the last ones");
-        assert_eq!(all(&Filter { after: Some(3), ..Filter::default() }, 100), [4, 5], "from inside a batch");
+        assert_eq!(all(&Filter { after: Some(3), ..Filter::default() }, 100), [4, 5], "from inside a row");
         assert_eq!(all(&Filter { after: Some(1), ..Filter::default() }, 2), [2, 3]);
         assert_eq!(all(&Filter { after: Some(5), ..Filter::default() }, 100), Vec::<u64>::new());
         let next = log.append_at(t0, Source::Daemon, Subject::default(), EventKind::DaemonStopping);
-        assert_eq!(next.seq, 6, "numbering continues after the last line of the last batch");
+        assert_eq!(next.seq, 6, "numbering continues after the last line of the last row");
         log.close();
     }
 
@@ -672,8 +677,7 @@ mod tests {
 
     #[test]
     fn an_idle_prune_drops_expired_events_without_new_ones() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = crate::store::Store::open(dir.path(), crate::inventory::Inventory::default()).expect("open");
+        let (_dir, store) = empty_store();
         let db = store.current().expect("open");
         let retention = Retention { max_count: 100, max_age: Duration::from_secs(3600) };
         let t0 = Timestamp::from_unix_millis(1_800_000_000_000);
@@ -683,7 +687,7 @@ mod tests {
         let count = commit_batch(&db, &[], retention, later(1_000), true, count).expect("idle");
         assert_eq!((count, stored(&db).0), (2, vec![1, 2]), "not yet expired");
         let count = commit_batch(&db, &[], retention, later(3_601_000), true, count).expect("idle");
-        assert_eq!((count, stored(&db).0), (1, vec![2]), "the older batch expired while idle");
+        assert_eq!((count, stored(&db).0), (1, vec![2]), "the older row expired while idle");
         let count = commit_batch(&db, &[], retention, later(3_603_000), true, count).expect("idle");
         assert_eq!((count, stored(&db).0), (0, vec![]));
     }

@@ -6,8 +6,8 @@
 //! - 3: leases move to the lease journal (`leases.journal`, see `journal`); the table is dropped.
 //!   An older slipway must refuse such a store: it would see no leases and hand addresses out twice.
 //! - 4: an events row holds up to 64 events written together: their JSON lines, keyed by the
-//!   first one's sequence number, with the newest one's time. A version-3 row (one JSON event) reads as
-//!   a batch of one, so nothing is rewritten; an older slipway would fail to decode the batches.
+//!   first one's sequence number, with the newest one's time. A version-3 row (one JSON event)
+//!   reads as a row of one, so nothing is rewritten; an older slipway could not read the rows.
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
@@ -22,7 +22,7 @@ pub const CLUSTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("cluster
 pub const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
 /// Leases up to version 2 (JSON by IPv4); since version 3 in the lease journal.
 pub const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases");
-/// Sequence number of a batch's first event -> (unix milliseconds of its newest event, the
+/// Sequence number of a row's first event -> (unix milliseconds of its newest event, up to 64
 /// events as JSON lines, each ending in a newline; a version-3 row is one event without one).
 pub const EVENTS: TableDefinition<u64, (u64, &[u8])> = TableDefinition::new("events");
 /// Node name -> unix milliseconds when the node phoned home from an installed system.
@@ -34,7 +34,7 @@ pub const INVENTORY_VERSION_KEY: &str = "inventory_version";
 type Migration = fn(&WriteTransaction) -> Result<(), redb::Error>;
 
 /// `MIGRATIONS[v]` turns a version-`v` store into version `v + 1`. Version 0 is an empty file.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_v1, add_installed, drop_leases_table, batch_events];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_v1, add_installed, drop_leases_table, event_rows];
 
 fn create_v1(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(META)?;
@@ -57,8 +57,8 @@ fn drop_leases_table(txn: &WriteTransaction) -> Result<(), redb::Error> {
     Ok(())
 }
 
-/// Version-3 event rows already are batches of one event.
-fn batch_events(_: &WriteTransaction) -> Result<(), redb::Error> {
+/// Version-3 event rows already are rows of one event.
+fn event_rows(_: &WriteTransaction) -> Result<(), redb::Error> {
     Ok(())
 }
 
