@@ -22,7 +22,10 @@
 #
 # BENCH_RATE=20000 skips the search: one run at that offered rate per server and workload, with
 # the CPU ticks (1/100 s) each of the server's threads used during it, summed by thread name.
-# Use BENCH_SECONDS=10 for steadier figures.
+# Use BENCH_SECONDS=10 for steadier figures. With BENCH_RATE, BENCH_PERF=prefix also records a
+# CPU profile of the server during each run (`perf record -g`, to prefix.<server>.<workload>);
+# BENCH_BIN=path runs that slipway binary instead of building one (e.g. a build with frame
+# pointers and line tables for the profile).
 #
 # Besides the rate, each line shows the server's CPU use during that run (utime + stime of its
 # process, all threads, over the run) and the rate per fully used server core (rate / CPU): when
@@ -53,8 +56,11 @@ trap cleanup EXIT
 for tool in perfdhcp kea-dhcp4 taskset; do
   command -v "$tool" >/dev/null || { echo "benches/dhcp.sh: needs $tool (apt-get install kea-admin kea-dhcp4-server util-linux)" >&2; exit 1; }
 done
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin slipway
-bin="$root/target/release/slipway"
+bin=${BENCH_BIN:-}
+if [[ -z "$bin" ]]; then
+  cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin slipway
+  bin="$root/target/release/slipway"
+fi
 
 sysctl -qw net.core.rmem_default=$((4 << 20))
 if [[ -n "$share" ]]; then
@@ -178,8 +184,14 @@ for workload in ${BENCH_WORKLOADS:-reservations pool}; do
     if [[ $workload == reservations ]]; then clients=(-M "$work/macs"); else clients=(-R 20000 -b mac=00:0d:00:00:00:00); fi
     if [[ -n "$fixed" ]]; then
       threads > "$work/t0"
+      perf_pid=""
+      if [[ -n "${BENCH_PERF:-}" ]]; then
+        perf record -q -g -F 2500 -p "$server_pid" -o "$BENCH_PERF.$server.$workload" -- sleep "$secs" 2>/dev/null &
+        perf_pid=$!
+      fi
       read -r rate drops cpu < <(run_rate "$fixed" "${clients[@]}")
       threads > "$work/t1"
+      [[ -n "$perf_pid" ]] && wait "$perf_pid"
       per_thread=$(join -a 2 -e 0 -o 0,1.2,2.2 "$work/t0" "$work/t1" | awk '{ printf "%s=%d ", $1, $3 - $2 }')
     else
       read -r rate drops cpu < <(search "${clients[@]}")
