@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -77,9 +76,6 @@ struct Port<S = Arc<UdpSocket>> {
     socket: S,
     /// This is the PXE boot-server port (4011) of a proxyDHCP network, not port 67.
     pxe: bool,
-    /// Replies to one destination still leave together (UDP segmentation offload); off for good
-    /// once the kernel refuses it on this socket.
-    offload: AtomicBool,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -164,8 +160,8 @@ fn bind_device(interface: &str, port: u16) -> Result<std::net::UdpSocket, DhcpEr
 impl Port<std::net::UdpSocket> {
     /// Registers the socket with the runtime this is called on.
     fn register(self) -> std::io::Result<Port> {
-        let Port { interface, network, server_ip, socket, pxe, offload } = self;
-        Ok(Port { interface, network, server_ip, socket: Arc::new(UdpSocket::from_std(socket)?), pxe, offload })
+        let Port { interface, network, server_ip, socket, pxe } = self;
+        Ok(Port { interface, network, server_ip, socket: Arc::new(UdpSocket::from_std(socket)?), pxe })
     }
 }
 
@@ -177,14 +173,7 @@ impl Server {
             let Some(net) = inventory.networks.values().find(|n| &n.interface == interface) else { continue };
             let server_ip = interface_address(interface)?;
             let socket = bind_device(interface, SERVER_PORT)?;
-            ports.push(Port {
-                interface: interface.clone(),
-                network: net.name.clone(),
-                server_ip,
-                socket,
-                pxe: false,
-                offload: AtomicBool::new(true),
-            });
+            ports.push(Port { interface: interface.clone(), network: net.name.clone(), server_ip, socket, pxe: false });
             if net.proxy {
                 let socket = bind_device(interface, PXE_PORT)?;
                 ports.push(Port {
@@ -193,7 +182,6 @@ impl Server {
                     server_ip,
                     socket,
                     pxe: true,
-                    offload: AtomicBool::new(true),
                 });
             }
         }
@@ -466,15 +454,13 @@ impl Owner {
         }
     }
 
-    /// Sends replies port by port, those to one destination (a relay, or the broadcast address
-    /// for clients without an address) in one segmentation-offload send: a reply may then end
-    /// in zero padding after its end option, which RFC 2131 allows.
+    /// Sends replies in one `sendmmsg` per port (a batch's replies usually all leave by one).
     async fn send(&self, outgoing: Vec<Outgoing>) {
         for (index, port) in self.ports.iter().enumerate() {
             let replies: Vec<(&[u8], SocketAddr)> =
                 outgoing.iter().filter(|o| o.port == index).map(|o| (o.bytes.as_slice(), o.to)).collect();
             if !replies.is_empty() {
-                crate::udp::send_grouped(&port.socket, &replies, &port.offload, "DHCP").await;
+                crate::udp::send_all(&port.socket, &replies, "DHCP").await;
             }
         }
     }
