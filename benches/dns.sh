@@ -3,21 +3,30 @@
 # the same run, on loopback. The server is pinned to core 0, dnsperf (one thread) to core 1.
 #
 #   sudo benches/dns.sh                       # figures to stdout; see benches/RESULTS.md
-#   BENCH_SECONDS=5 BENCH_RATE=20000 sudo benches/dns.sh
+#   BENCH_SECONDS=5 BENCH_RATE=20000 BENCH_REPEAT=12 sudo benches/dns.sh
 #
 # Workloads: A queries for 100 node names and for 10,000 node names of one cluster zone
-# (prod.lab.example). For each: the highest rate dnsperf reaches (8 sockets, 500 outstanding),
-# then BENCH_REPEAT fixed-rate runs at BENCH_RATE queries/s whose per-query latencies, pooled,
-# give p50/p99/p99.9 (each run's own p99 is shown too, for the spread between runs). All
-# servers run at once (each on its own port, all pinned to core 0, idle but for the one being
-# measured) and the fixed-rate runs take turns (slipway, knot, dnsmasq, slipway, ...), so a
-# noisy minute on the VM lands on every server instead of on one.
+# (prod.lab.example). For each: the highest rate dnsperf reaches (8 sockets, 500 outstanding,
+# BENCH_SECONDS), then BENCH_REPEAT rounds of fixed-rate runs (BENCH_RUN_SECONDS each) at
+# BENCH_RATE queries/s. All servers run at once (each on its own port, all pinned to core 0,
+# idle but for the one being measured); in each round every server gets one run, in turns, and
+# the next round starts with the next server, so a noisy second on the VM lands on all of them
+# alike. Reported per server: p50/p99/p99.9 over every answer of every run (pooled), the median
+# and range of the runs' own p99s, and in how many rounds its p99 was at or below Knot's run of
+# the same round (equal servers: about half; BENCH_VERBOSE=1 lists every run's p99).
+# BENCH_TOGETHER=1 runs the servers' fixed-rate runs at the same time instead (one dnsperf each,
+# all on core 1): a stall of either core then hits all servers at once, but they also compete
+# for the cores, so the latencies are higher than in turns.
+# Before the rounds, a busy loop pinned to each core for 5 s measures how much of the time the
+# VM took the core away (gaps in its clock readings): the floor under every server's tail.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 secs=${BENCH_SECONDS:-10}
 rate=${BENCH_RATE:-20000}
-repeat=${BENCH_REPEAT:-3}      # fixed-rate runs per server; their latencies are pooled
+repeat=${BENCH_REPEAT:-24}     # fixed-rate runs per server; their latencies are pooled
+run_secs=${BENCH_RUN_SECONDS:-2}  # length of one fixed-rate run
 servers=${BENCH_SERVERS:-"slipway knot dnsmasq"}
+together=${BENCH_TOGETHER:-0}  # 1: the fixed-rate runs of all servers at once instead of in turns
 work=$(mktemp -d /tmp/slipway-dnsbench.XXXXXX)
 chmod 755 "$work"   # dnsmasq reads its hosts file as nobody
 addr=127.0.0.1
@@ -30,7 +39,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for tool in dnsperf knotd dnsmasq taskset; do
+for tool in dnsperf knotd dnsmasq taskset cc; do
   command -v "$tool" >/dev/null || { echo "benches/dns.sh: needs $tool (apt-get install dnsperf knot dnsmasq-base util-linux)" >&2; exit 1; }
 done
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin slipway
@@ -111,7 +120,7 @@ stop() { # $1 = server
 # One fixed-rate run against server $1: its per-query latencies (ms) are added to
 # $work/lat.$1; prints the run's own p99.
 fixed_run() {
-  taskset -c 1 dnsperf -s $addr -p "$(port_of "$1")" -d "$work/queries" -l "$secs" -Q "$rate" -c 8 -T 1 -v 2>/dev/null |
+  taskset -c 1 dnsperf -s $addr -p "$(port_of "$1")" -d "$work/queries" -l "$run_secs" -Q "$rate" -c 8 -T 1 -v 2>/dev/null |
     awk '$1 == ">" && $2 == "NOERROR" {print $NF * 1000}' | tee -a "$work/lat.$1" | sort -g |
     awk '{a[NR] = $1} END {if (NR) printf "%.3f", a[int(NR * 0.99)]; else print "-"}'
 }
@@ -121,7 +130,51 @@ pooled() {
   sort -g "$work/lat.$1" | awk '{a[NR] = $1} END {if (NR) printf "%.3f %.3f %.3f", a[int(NR * 0.5)], a[int(NR * 0.99)], a[int(NR * 0.999)]; else print "- - -"}'
 }
 
-printf '%-8s %-7s %10s %7s %8s %8s %8s %9s %s\n' server names "max qps" "lost%" "avg ms" "p50 ms" "p99 ms" "p99.9 ms" "p99 of each run"
+# "median min-max" of the runs' own p99s ($@).
+spread() {
+  printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {printf "%.3f %.3f-%.3f", a[int((NR + 1) / 2)], a[1], a[NR]}'
+}
+
+# Rounds in which server $1's p99 was at or below Knot's run of the same round: "k/N".
+paired() {
+  local -a mine theirs
+  read -ra mine <<<"${runs[$1]}"
+  read -ra theirs <<<"${runs[knot]:-}"
+  [ "$1" != knot ] && [ ${#theirs[@]} -gt 0 ] || { echo "-"; return; }
+  local k=0 i
+  for i in "${!mine[@]}"; do
+    awk -v a="${mine[$i]}" -v b="${theirs[$i]}" 'BEGIN {exit !(a <= b)}' && k=$((k + 1))
+  done
+  echo "$k/${#mine[@]}"
+}
+
+# The machine's own floor: a busy loop pinned to core $1 for 5 s (servers idle) counts the gaps
+# in its clock readings, i.e. the time the core was taken from it (the hypervisor, interrupts).
+# Any server's tail at a fixed rate includes these stalls.
+stalls() {
+  if [ ! -x "$work/stalls" ]; then
+    cat > "$work/stalls.c" <<'EOC'
+#include <stdio.h>
+#include <time.h>
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1e6 + t.tv_nsec / 1e3; }
+int main(void) {
+  double start = now(), last = start, lost = 0, worst = 0; long over1ms = 0;
+  for (;;) {
+    double t = now(), gap = t - last; last = t;
+    if (t - start > 5e6) break;
+    if (gap > 50) { lost += gap; if (gap > worst) worst = gap; if (gap > 1000) over1ms++; }
+  }
+  printf("%.2f%% of the time in gaps > 50 us, %ld gaps > 1 ms, worst %.2f ms", lost / 5e4, over1ms, worst / 1e3);
+  return 0;
+}
+EOC
+    cc -O2 -o "$work/stalls" "$work/stalls.c"
+  fi
+  taskset -c "$1" "$work/stalls"
+}
+
+mode="taken in turns"
+[ "$together" = 1 ] && mode="all servers at once"
 for n in 100 10000; do
   write_data "$n"
   head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token"
@@ -134,14 +187,29 @@ for n in 100 10000; do
 $(awk '/Queries lost/ {gsub(/[()%]/, "", $4); print $4}' <<<"$out") \
 $(awk '/Average Latency/ {printf "%.3f", $4 * 1000}' <<<"$out")"
   done
+  echo "$n names; core 0 (servers): $(stalls 0); core 1 (dnsperf): $(stalls 1)"
+  read -ra order <<<"$servers"
   for _ in $(seq "$repeat"); do
-    for s in $servers; do runs[$s]+="$(fixed_run "$s") "; done
+    if [ "$together" = 1 ]; then
+      # Every server's run at the same time: a stall of either core lands on all of them at once.
+      declare -A runners=()
+      for s in $servers; do fixed_run "$s" > "$work/run.$s" & runners[$s]=$!; done
+      for s in $servers; do wait "${runners[$s]}"; runs[$s]+="$(cat "$work/run.$s") "; done
+      unset runners
+    else
+      for s in "${order[@]}"; do runs[$s]+="$(fixed_run "$s") "; done
+      order=("${order[@]:1}" "${order[0]}")  # the next round starts with the next server
+    fi
   done
+  printf '%-8s %-7s %10s %7s %8s %8s %8s %9s %18s %s\n' server names "max qps" "lost%" "avg ms" "p50 ms" "p99 ms" \
+    "p99.9 ms" "runs' p99: median" "(min-max)  rounds at or below Knot's p99"
   for s in $servers; do
     # shellcheck disable=SC2086
-    printf '%-8s %-7s %10s %7s %8s %8s %8s %9s %s\n' "$s" "$n" ${max[$s]} $(pooled "$s") "${runs[$s]}"
+    printf '%-8s %-7s %10s %7s %8s %8s %8s %9s %18s %-13s %s\n' "$s" "$n" ${max[$s]} $(pooled "$s") \
+      $(spread ${runs[$s]}) "$(paired "$s")"
   done
+  [ -n "${BENCH_VERBOSE:-}" ] && for s in $servers; do echo "$s p99 of each run: ${runs[$s]}"; done
   for s in $servers; do stop "$s"; done
   unset max runs
 done
-echo "(p50/p99/p99.9 over all $repeat fixed-rate runs per server at $rate queries/s, taken in turns; $secs s per run; servers on core 0, dnsperf on core 1)"
+echo "(max rate: $secs s per server; p50/p99/p99.9 pooled over $repeat fixed-rate runs of $run_secs s per server at $rate queries/s, $mode; servers on core 0, dnsperf on core 1)"
