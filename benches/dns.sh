@@ -17,6 +17,8 @@
 # BENCH_TOGETHER=1 runs the servers' fixed-rate runs at the same time instead (one dnsperf each,
 # all on core 1): a stall of either core then hits all servers at once, but they also compete
 # for the cores, so the latencies are higher than in turns.
+# BENCH_STALL_US=2000 stops the measured server (SIGSTOP/SIGCONT) for 2 ms every 50 ms during its
+# fixed-rate runs: the same stalls for every server, to compare how each recovers from them.
 # Before the rounds, a busy loop pinned to each core for 5 s measures how much of the time the
 # VM took the core away (gaps in its clock readings): the floor under every server's tail.
 set -euo pipefail
@@ -26,6 +28,7 @@ rate=${BENCH_RATE:-20000}
 repeat=${BENCH_REPEAT:-24}     # fixed-rate runs per server; their latencies are pooled
 run_secs=${BENCH_RUN_SECONDS:-2}  # length of one fixed-rate run
 servers=${BENCH_SERVERS:-"slipway knot dnsmasq"}
+stall_us=${BENCH_STALL_US:-0}   # >0: every 50 ms the server is stopped this long during fixed-rate runs
 together=${BENCH_TOGETHER:-0}  # 1: the fixed-rate runs of all servers at once instead of in turns
 work=$(mktemp -d /tmp/slipway-dnsbench.XXXXXX)
 chmod 755 "$work"   # dnsmasq reads its hosts file as nobody
@@ -44,6 +47,39 @@ for tool in dnsperf knotd dnsmasq taskset cc; do
 done
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin slipway
 bin="$root/target/release/slipway"
+
+# Two small tools (C, built here): `stalls` spins for 5 s and reports the gaps in its clock
+# readings; `stopper PID EVERY_US STALL_US SECONDS` stops PID for STALL_US every EVERY_US.
+cat > "$work/stalls.c" <<'EOC'
+#include <stdio.h>
+#include <time.h>
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1e6 + t.tv_nsec / 1e3; }
+int main(void) {
+  double start = now(), last = start, lost = 0, worst = 0; long over1ms = 0;
+  for (;;) {
+    double t = now(), gap = t - last; last = t;
+    if (t - start > 5e6) break;
+    if (gap > 50) { lost += gap; if (gap > worst) worst = gap; if (gap > 1000) over1ms++; }
+  }
+  printf("%.2f%% of the time in gaps > 50 us, %ld gaps > 1 ms, worst %.2f ms", lost / 5e4, over1ms, worst / 1e3);
+  return 0;
+}
+EOC
+cat > "$work/stopper.c" <<'EOC'
+#include <signal.h>
+#include <stdlib.h>
+#include <time.h>
+static void nap(long us) { struct timespec t = {us / 1000000, (us % 1000000) * 1000}; nanosleep(&t, 0); }
+int main(int argc, char **argv) {
+  if (argc != 5) return 2;
+  pid_t pid = atoi(argv[1]); long every = atol(argv[2]), stall = atol(argv[3]);
+  long n = (long)(atof(argv[4]) * 1e6 / every);
+  for (long i = 0; i < n; i++) { nap(every - stall); kill(pid, SIGSTOP); nap(stall); kill(pid, SIGCONT); }
+  return 0;
+}
+EOC
+cc -O2 -o "$work/stalls" "$work/stalls.c"
+cc -O2 -o "$work/stopper" "$work/stopper.c"
 
 # 10,000 nodes: n<i>.prod.lab.example -> 10.2.(i/250).(1 + i%250)
 ip_of() { echo "10.2.$(($1 / 250)).$((1 + $1 % 250))"; }
@@ -120,9 +156,32 @@ stop() { # $1 = server
 # One fixed-rate run against server $1: its per-query latencies (ms) are added to
 # $work/lat.$1; prints the run's own p99.
 fixed_run() {
+  local stopper= before
+  before=$(counters "${pids[$1]}")
+  if [ "$stall_us" -gt 0 ]; then
+    taskset -c 1 "$work/stopper" "${pids[$1]}" 50000 "$stall_us" "$run_secs" & stopper=$!
+  fi
   taskset -c 1 dnsperf -s $addr -p "$(port_of "$1")" -d "$work/queries" -l "$run_secs" -Q "$rate" -c 8 -T 1 -v 2>/dev/null |
     awk '$1 == ">" && $2 == "NOERROR" {print $NF * 1000}' | tee -a "$work/lat.$1" | sort -g |
     awk '{a[NR] = $1} END {if (NR) printf "%.3f", a[int(NR * 0.99)]; else print "-"}'
+  if [ -n "$stopper" ]; then wait "$stopper" || true; kill -CONT "${pids[$1]}"; fi
+  echo "$before $(counters "${pids[$1]}")" >> "$work/cnt.$1"
+}
+
+# "voluntary involuntary ticks" summed over the threads of process $1: context switches (a
+# voluntary one is a sleep, i.e. one wake-up) and CPU time in clock ticks.
+counters() {
+  cat /proc/"$1"/task/*/status /proc/"$1"/task/*/stat 2>/dev/null | awk '
+    /^voluntary_ctxt_switches/ {v += $2; next} /^nonvoluntary_ctxt_switches/ {n += $2; next}
+    /^[0-9]+ \(/ {sub(/^.*\) /, ""); t += $12 + $13} END {print v + 0, n + 0, t + 0}'
+}
+
+# What server $1's threads did over all its fixed-rate runs: wake-ups per 1,000 answers,
+# preemptions per 10 s, share of core 0.
+work_done() {
+  awk -v q="$(wc -l < "$work/lat.$1")" -v secs="$(( repeat * run_secs ))" -v hz="$(getconf CLK_TCK)" '
+    {v += $4 - $1; n += $5 - $2; t += $6 - $3}
+    END {printf "%.0f %.1f %.0f%%", q ? v * 1000 / q : 0, n * 10 / secs, t * 100 / (hz * secs)}' "$work/cnt.$1"
 }
 
 # "p50 p99 p99.9" in ms over every query of every fixed-rate run against server $1.
@@ -152,37 +211,24 @@ paired() {
 # in its clock readings, i.e. the time the core was taken from it (the hypervisor, interrupts).
 # Any server's tail at a fixed rate includes these stalls.
 stalls() {
-  if [ ! -x "$work/stalls" ]; then
-    cat > "$work/stalls.c" <<'EOC'
-#include <stdio.h>
-#include <time.h>
-static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1e6 + t.tv_nsec / 1e3; }
-int main(void) {
-  double start = now(), last = start, lost = 0, worst = 0; long over1ms = 0;
-  for (;;) {
-    double t = now(), gap = t - last; last = t;
-    if (t - start > 5e6) break;
-    if (gap > 50) { lost += gap; if (gap > worst) worst = gap; if (gap > 1000) over1ms++; }
-  }
-  printf("%.2f%% of the time in gaps > 50 us, %ld gaps > 1 ms, worst %.2f ms", lost / 5e4, over1ms, worst / 1e3);
-  return 0;
-}
-EOC
-    cc -O2 -o "$work/stalls" "$work/stalls.c"
-  fi
   taskset -c "$1" "$work/stalls"
 }
 
 mode="taken in turns"
 [ "$together" = 1 ] && mode="all servers at once"
+[ "$stall_us" -gt 0 ] && mode+=", each server stopped for $stall_us us every 50 ms"
 for n in 100 10000; do
   write_data "$n"
   head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token"
-  rm -rf "$work/slipway-$n" "$work/knot-db" "$work"/lat.*
-  declare -A max=() runs=()
+  rm -rf "$work/slipway-$n" "$work/knot-db" "$work"/lat.* "$work"/cnt.*
+  declare -A max=() runs=() cpu_max=()
   for s in $servers; do start "$s"; done
   for s in $servers; do
+    before=$(counters "${pids[$s]}")
     out=$(taskset -c 1 dnsperf -s $addr -p "$(port_of "$s")" -d "$work/queries" -l "$secs" -c 8 -q 500 -T 1 2>&1)
+    read -r _ _ t0 <<<"$before"
+    read -r _ _ t1 <<<"$(counters "${pids[$s]}")"
+    cpu_max[$s]=$(( (t1 - t0) * 100 / ($(getconf CLK_TCK) * secs) ))%
     max[$s]="$(awk '/Queries per second/ {printf "%.0f", $4}' <<<"$out") \
 $(awk '/Queries lost/ {gsub(/[()%]/, "", $4); print $4}' <<<"$out") \
 $(awk '/Average Latency/ {printf "%.3f", $4 * 1000}' <<<"$out")"
@@ -208,8 +254,14 @@ $(awk '/Average Latency/ {printf "%.3f", $4 * 1000}' <<<"$out")"
     printf '%-8s %-7s %10s %7s %8s %8s %8s %9s %18s %-13s %s\n' "$s" "$n" ${max[$s]} $(pooled "$s") \
       $(spread ${runs[$s]}) "$(paired "$s")"
   done
+  printf '%-8s %-7s %22s %26s %24s %22s\n' server names "server CPU at max rate" "wake-ups per 1,000 answers" \
+    "preemptions per 10 s" "server CPU at $rate/s"
+  for s in $servers; do
+    # shellcheck disable=SC2046
+    printf '%-8s %-7s %22s %26s %24s %22s\n' "$s" "$n" "${cpu_max[$s]}" $(work_done "$s")
+  done
   [ -n "${BENCH_VERBOSE:-}" ] && for s in $servers; do echo "$s p99 of each run: ${runs[$s]}"; done
   for s in $servers; do stop "$s"; done
-  unset max runs
+  unset max runs cpu_max
 done
 echo "(max rate: $secs s per server; p50/p99/p99.9 pooled over $repeat fixed-rate runs of $run_secs s per server at $rate queries/s, $mode; servers on core 0, dnsperf on core 1)"
