@@ -43,7 +43,7 @@ cleanup() {
 trap cleanup EXIT
 
 for tool in dnsperf knotd dnsmasq taskset cc; do
-  command -v "$tool" >/dev/null || { echo "benches/dns.sh: needs $tool (apt-get install dnsperf knot dnsmasq-base util-linux)" >&2; exit 1; }
+  command -v "$tool" >/dev/null || { echo "benches/dns.sh: needs $tool (apt-get install dnsperf knot dnsmasq-base util-linux gcc)" >&2; exit 1; }
 done
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin slipway
 bin="$root/target/release/slipway"
