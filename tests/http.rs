@@ -98,7 +98,7 @@ ipv4 = "10.1.107.30"
 }
 
 /// curl from the client namespace with source address `from`: (HTTP status, body).
-fn get(pair: &Pair, from: &str, url: &str, extra: &[&str]) -> (u16, Vec<u8>) {
+pub fn get(pair: &Pair, from: &str, url: &str, extra: &[&str]) -> (u16, Vec<u8>) {
     let out: Output = pair
         .cli_command("curl")
         .args(["-s", "--max-time", "10", "--interface", from, "-w", "\n%{http_code}"])
@@ -337,7 +337,7 @@ fn an_installed_node_boots_its_disk_until_a_reinstall_is_asked() {
 }
 
 /// `curl` against the admin API inside the server namespace: (status, body).
-fn admin(pair: &Pair, daemon: &support::Daemon, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+pub fn admin(pair: &Pair, daemon: &support::Daemon, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     use std::io::Write;
     let mut child = Command::new("ip")
         .args([

@@ -3,6 +3,7 @@
 mod boot;
 mod check;
 mod cli;
+mod configs;
 mod daemon;
 mod dhcp;
 mod dns;

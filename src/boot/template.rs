@@ -18,6 +18,18 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("phone_home_url", "where the node reports that it is up"),
 ];
 
+/// Variables config templates (Ignition, cloud-init) have beside `VARIABLES`; kernel arguments
+/// do not have them.
+pub const CONFIG_VARIABLES: &[(&str, &str)] =
+    &[("ssh_authorized_keys", "the `[boot] ssh_authorized_keys` as a JSON array (valid JSON and YAML)")];
+
+/// `vars` with the config-template variables added.
+pub fn with_keys<'a>(vars: &BTreeMap<&'a str, String>, ssh_keys: &[String]) -> BTreeMap<&'a str, String> {
+    let mut all = vars.clone();
+    all.insert("ssh_authorized_keys", serde_json::to_string(ssh_keys).unwrap_or_else(|_| "[]".into()));
+    all
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     #[error("unknown variable {{{{{0}}}}} (known: {1})")]
@@ -46,7 +58,7 @@ pub fn render<V: AsRef<str>>(text: &str, vars: &BTreeMap<&str, V>) -> Result<Str
         match vars.get(name) {
             Some(value) => out.push_str(value.as_ref()),
             None => {
-                let known: Vec<&str> = VARIABLES.iter().map(|(k, _)| *k).collect();
+                let known: Vec<&str> = vars.keys().copied().collect();
                 return Err(TemplateError::Unknown(name.to_string(), known.join(", ")));
             }
         }

@@ -233,6 +233,23 @@ impl BootState {
         }
     }
 
+    /// Records a config served to `node`, and the additions its own config took the place of.
+    fn served(&self, node: &Node, config: ConfigKind, left_out: Vec<String>) {
+        if !left_out.is_empty() {
+            tracing::info!(node = %node.name, ?config, ?left_out, "config served without some of slipway's additions");
+            self.record(Some(node), None, EventKind::ConfigAdditionsLeftOut { config, left_out });
+        }
+        self.record(Some(node), None, EventKind::ConfigFetched { config });
+    }
+
+    /// Answers 500 for a config that cannot be served, and records why (never its values).
+    fn refused(&self, node: &Node, config: ConfigKind, problem: &dyn std::fmt::Display) -> Response {
+        let problem = problem.to_string();
+        tracing::warn!(node = %node.name, ?config, %problem, "config not served: it would be invalid");
+        self.record(Some(node), None, EventKind::ConfigRefused { config, problem });
+        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+    }
+
     /// Records an image sent (whole or in part) to the machine behind `conn`.
     pub(super) fn record_file(&self, conn: &Connection, path: String, bytes: u64) {
         let inv = self.store.snapshot();
@@ -273,16 +290,13 @@ async fn nocloud(
         None
     };
     match cloudinit::render(doc, &vars, &s.settings.ssh_keys, template.as_deref()) {
-        Ok(body) => {
+        Ok(rendered) => {
             if doc == cloudinit::Document::UserData {
-                s.record(Some(node), None, EventKind::ConfigFetched { config: ConfigKind::CloudInit });
+                s.served(node, ConfigKind::CloudInit, rendered.left_out);
             }
-            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], rendered.body).into_response()
         }
-        Err(e) => {
-            tracing::warn!(node = %node.name, error = %e, "cloud-init: the template cannot be rendered");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
+        Err(e) => s.refused(node, ConfigKind::CloudInit, &e),
     }
 }
 
@@ -319,14 +333,11 @@ async fn ignition_config(State(s): State<BootState>, Extension(conn): Extension<
         (None, None) => ignition::Base::Empty,
     };
     match ignition::render(base, &vars, &s.settings.ssh_keys) {
-        Ok(body) => {
-            s.record(Some(node), None, EventKind::ConfigFetched { config: ConfigKind::Ignition });
-            ([(header::CONTENT_TYPE, "application/vnd.coreos.ignition+json")], body).into_response()
+        Ok(rendered) => {
+            s.served(node, ConfigKind::Ignition, rendered.left_out);
+            ([(header::CONTENT_TYPE, "application/vnd.coreos.ignition+json")], rendered.body).into_response()
         }
-        Err(e) => {
-            tracing::warn!(node = %node.name, error = %e, "ignition: the template cannot be rendered");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
+        Err(e) => s.refused(node, ConfigKind::Ignition, &e),
     }
 }
 

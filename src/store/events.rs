@@ -98,6 +98,19 @@ pub enum EventKind {
     ConfigFetched {
         config: ConfigKind,
     },
+    /// A config was served without some of slipway's additions: the node's own config (an
+    /// upload or a template) defines the same thing, and Ignition or cloud-init would refuse
+    /// both (each entry names the addition and why).
+    ConfigAdditionsLeftOut {
+        config: ConfigKind,
+        left_out: Vec<String>,
+    },
+    /// A config was not served (500): rendered, it would be invalid, or it could not be
+    /// rendered. `problem` says where, never the config's values.
+    ConfigRefused {
+        config: ConfigKind,
+        problem: String,
+    },
     PhoneHome {
         #[schema(value_type = String)]
         ip: Ipv4Addr,
@@ -175,6 +188,8 @@ impl EventKind {
             EventKind::BootScriptServed { .. } => "boot_script_served",
             EventKind::FileFetched { .. } => "file_fetched",
             EventKind::ConfigFetched { .. } => "config_fetched",
+            EventKind::ConfigAdditionsLeftOut { .. } => "config_additions_left_out",
+            EventKind::ConfigRefused { .. } => "config_refused",
             EventKind::PhoneHome { .. } => "phone_home",
             EventKind::ReinstallRequested => "reinstall_requested",
             EventKind::IgnitionUploaded { .. } => "ignition_uploaded",

@@ -1,0 +1,221 @@
+//! Ignition (spec 3.x) for CoreOS nodes: slipway's additions — the hostname, the operator's
+//! SSH keys for user `core`, and a unit that phones home once the system is up — merged into a
+//! base config (an uploaded `openshift-install` config, an operator template rendered with the
+//! node's variables, or nothing) by the keys Ignition itself merges on: SSH keys join user
+//! `core`'s own, and a path or a unit the base already defines is the base's (the addition is
+//! left out and reported). Every document is checked (`check`) before it may be served. Pure.
+
+mod check;
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::template::{self, TemplateError};
+
+/// The spec version written when the base config names none: 3.3.0 is read by every Ignition
+/// since 2.14 (Debian 12, FCOS, OKD 4.x); slipway's additions use only fields from spec 3.0.
+pub const SPEC_VERSION: &str = "3.3.0";
+/// The unit slipway adds; it reports once per boot.
+pub const PHONE_HOME_UNIT: &str = "slipway-phone-home.service";
+/// The file slipway adds for the node's name.
+const HOSTNAME_FILE: &str = "/etc/hostname";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IgnitionError {
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("not an Ignition config: {0}")]
+    Json(String),
+    /// The document would not pass Ignition's own validation; each problem names where.
+    #[error("the config would be invalid: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+/// What slipway's additions are merged into.
+#[derive(Clone, Copy, Debug)]
+pub enum Base<'a> {
+    /// Nothing: slipway's additions alone.
+    Empty,
+    /// An operator template, rendered with the node's variables first.
+    Template(&'a str),
+    /// A config used as it is (uploaded from `openshift-install`).
+    Verbatim(&'a str),
+}
+
+/// A document that may be served, and the additions the base's own entries took the place of
+/// (for example `file /etc/hostname (the base writes it)`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendered {
+    pub body: String,
+    pub left_out: Vec<String>,
+}
+
+/// The node's Ignition document: `base` with slipway's additions merged in, checked.
+pub fn render(base: Base<'_>, vars: &BTreeMap<&str, String>, ssh_keys: &[String]) -> Result<Rendered, IgnitionError> {
+    let parse = |text: &str| serde_json::from_str::<Value>(text).map_err(|e| IgnitionError::Json(without_values(&e)));
+    let mut config: Value = match base {
+        Base::Empty => json!({}),
+        Base::Template(text) => parse(&template::render(text, &template::with_keys(vars, ssh_keys))?)?,
+        Base::Verbatim(text) => parse(text)?,
+    };
+    if !config.is_object() {
+        return Err(IgnitionError::Json("the top level must be an object".into()));
+    }
+    if !config["ignition"].is_object() && !config["ignition"].is_null() {
+        return Err(IgnitionError::Json("`ignition` must be an object".into()));
+    }
+    let var = |k: &str| vars.get(k).map_or("", String::as_str);
+    if !config["ignition"]["version"].as_str().is_some_and(|v| v.starts_with("3.")) {
+        config["ignition"]["version"] = json!(SPEC_VERSION);
+    }
+    let mut left_out = Vec::new();
+    add_keys(&mut config, ssh_keys);
+    let hostname = json!({
+        "path": HOSTNAME_FILE,
+        "mode": 420,
+        "overwrite": true,
+        "contents": { "source": format!("data:,{}", var("hostname")) },
+    });
+    left_out.extend(add_node(&mut config, hostname));
+    let unit = format!(
+        "[Unit]\nDescription=Tell slipway this node is up\nWants=network-online.target\nAfter=network-online.target\n\n\
+         [Service]\nType=oneshot\nExecStart=/usr/bin/curl -fsS --retry 10 --retry-all-errors -X POST {}\n\n\
+         [Install]\nWantedBy=multi-user.target\n",
+        var("phone_home_url")
+    );
+    left_out.extend(add_unit(&mut config, json!({ "name": PHONE_HOME_UNIT, "enabled": true, "contents": unit })));
+    if config["ignition"]["config"]["replace"]["source"].is_string() {
+        left_out.push(
+            "every addition (the config names ignition.config.replace: Ignition boots the replacement alone)".into(),
+        );
+    }
+    let body = serde_json::to_string(&config).map_err(|e| IgnitionError::Json(e.to_string()))?;
+    validate(body.as_bytes(), &config)?;
+    Ok(Rendered { body, left_out })
+}
+
+/// Checks an uploaded config (`openshift-install`'s bootstrap/master/worker.ign) the way
+/// Ignition will: against the spec its `ignition.version` names, then Ignition's own rules.
+/// Returns that version. The error says what and where, without quoting the config's values
+/// (they may be secrets).
+pub fn check_upload(body: &[u8]) -> Result<String, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("not a valid Ignition config: {}", without_values(&e)))?;
+    validate(body, &value).map_err(|e| match e {
+        IgnitionError::Invalid(problems) => format!("not a valid Ignition config: {}", problems.join("; ")),
+        e => e.to_string(),
+    })?;
+    Ok(value["ignition"]["version"].as_str().unwrap_or_default().to_string())
+}
+
+/// The spec's shape for the version `text` names (typed parse), then Ignition's other rules.
+fn validate(text: &[u8], value: &Value) -> Result<(), IgnitionError> {
+    let shape = match ignition_config::Config::parse_slice(text) {
+        Ok(_) => None,
+        Err(ignition_config::Error::Serialization(e)) => Some(without_values(&e)),
+        Err(e) => Some(e.to_string()),
+    };
+    let mut problems: Vec<String> = shape.into_iter().collect();
+    if problems.is_empty() {
+        problems = check::problems(value);
+    }
+    if problems.is_empty() { Ok(()) } else { Err(IgnitionError::Invalid(problems)) }
+}
+
+/// Gives user `core` the operator's SSH keys: joined to the keys the base gives it (each once,
+/// the base's first), or a new `core` entry.
+fn add_keys(config: &mut Value, keys: &[String]) {
+    if keys.is_empty() {
+        return;
+    }
+    let users = list(config, &["passwd", "users"]);
+    let Some(users) = users else { return };
+    match users.iter_mut().find(|u| u["name"] == "core") {
+        Some(core) => {
+            if !core["sshAuthorizedKeys"].is_array() && core["sshAuthorizedKeys"].is_null() {
+                core["sshAuthorizedKeys"] = json!([]);
+            }
+            if let Some(have) = core["sshAuthorizedKeys"].as_array_mut() {
+                for key in keys {
+                    if !have.iter().any(|k| k == key.as_str()) {
+                        have.push(json!(key));
+                    }
+                }
+            }
+        }
+        None => users.push(json!({ "name": "core", "sshAuthorizedKeys": keys })),
+    }
+}
+
+/// Adds a file, unless the base has a file, directory or link at its path (Ignition keeps one
+/// entry per path across the three lists), or a unit written there.
+fn add_node(config: &mut Value, file: Value) -> Option<String> {
+    let path = file["path"].as_str().unwrap_or_default().to_string();
+    if has_node(config, &path) {
+        return Some(format!("file {path} (the base defines {path})"));
+    }
+    list(config, &["storage", "files"])?.push(file);
+    None
+}
+
+/// Whether the config has a file, directory or link at `path`.
+fn has_node(config: &Value, path: &str) -> bool {
+    ["files", "directories", "links"]
+        .iter()
+        .any(|l| config["storage"][*l].as_array().is_some_and(|nodes| nodes.iter().any(|n| n["path"] == path)))
+}
+
+/// Adds a unit, unless the base has a unit of that name or a file where it would be written.
+fn add_unit(config: &mut Value, unit: Value) -> Option<String> {
+    let name = unit["name"].as_str().unwrap_or_default().to_string();
+    if config["systemd"]["units"].as_array().is_some_and(|units| units.iter().any(|u| u["name"] == name.as_str())) {
+        return Some(format!("unit {name} (the base defines a unit of that name)"));
+    }
+    let path = format!("/etc/systemd/system/{name}");
+    if has_node(config, &path) {
+        return Some(format!("unit {name} (the base writes {path})"));
+    }
+    list(config, &["systemd", "units"])?.push(unit);
+    None
+}
+
+/// A JSON error with its quoted values replaced (`invalid type: string "…", expected ...`),
+/// and where it is.
+fn without_values(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let message = message.split(" at line ").next().unwrap_or(&message);
+    let mut out = String::new();
+    let mut quoted = false;
+    for c in message.chars() {
+        if c == '"' {
+            if !quoted {
+                out.push_str("\"…\"");
+            }
+            quoted = !quoted;
+        } else if !quoted {
+            out.push(c);
+        }
+    }
+    format!("{out} at line {} column {}", e.line(), e.column())
+}
+
+/// The array at `path`, made (with the objects above it) where absent. `None` when something
+/// else is in the way; the check then reports the base's shape.
+fn list<'a>(config: &'a mut Value, path: &[&str]) -> Option<&'a mut Vec<Value>> {
+    let mut at = config;
+    for (i, key) in path.iter().enumerate() {
+        let last = i + 1 == path.len();
+        if at.get(*key).is_none_or(Value::is_null) {
+            at[*key] = if last { json!([]) } else { json!({}) };
+        }
+        at = at.get_mut(*key)?;
+        if !last && !at.is_object() {
+            return None;
+        }
+    }
+    at.as_array_mut()
+}
+
+#[cfg(test)]
+mod tests;
