@@ -105,6 +105,72 @@ fn a_large_answer_truncates_over_udp_and_arrives_whole_over_tcp() {
     assert_eq!(retried.len(), 100, "dig retries over TCP after TC");
 }
 
+/// A query for `name` TXT with EDNS buffer `bufsize` (none: no OPT record).
+fn txt_query(id: u16, name: &str, bufsize: Option<u16>) -> Vec<u8> {
+    use hickory_proto::op::{Edns, Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    let mut m = Message::query();
+    m.metadata.id = id;
+    m.add_query(Query::query(Name::from_ascii(name).expect("name"), RecordType::TXT));
+    if let Some(size) = bufsize {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        m.set_edns(e);
+    }
+    m.to_vec().expect("query")
+}
+
+#[test]
+fn truncated_answers_are_well_formed_messages_at_every_buffer_size() {
+    use hickory_proto::op::Message;
+    use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records: Vec<String> =
+        (1..=60).map(|i| format!("  {{ name = \"txt.lab.example\", type = \"TXT\", value = \"t{i:02}\" }},")).collect();
+    let _daemon = serve(dir.path(), "127.53.0.9", &format!("records = [\n{}\n]\n", records.join("\n")));
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
+    socket.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    socket.connect("127.53.0.9:53").expect("connect");
+    let mut whole_size = None;
+    let sizes = std::iter::once(None).chain((512..=4096).map(Some));
+    for (id, bufsize) in sizes.enumerate() {
+        let id = id as u16;
+        socket.send(&txt_query(id, "txt.lab.example", bufsize)).expect("send");
+        let mut buf = [0u8; 65535];
+        let n = socket.recv(&mut buf).unwrap_or_else(|e| panic!("bufsize {bufsize:?}: no answer: {e}"));
+        let reply = &buf[..n];
+        let limit = bufsize.map_or(512, |b| b.min(1232));
+        assert!(n <= usize::from(limit), "bufsize {bufsize:?}: {n} bytes, more than {limit}");
+        let mut decoder = BinDecoder::new(reply);
+        let message = Message::read(&mut decoder).unwrap_or_else(|e| panic!("bufsize {bufsize:?}: malformed: {e}"));
+        assert_eq!(decoder.len(), 0, "bufsize {bufsize:?}: {} bytes after the message", decoder.len());
+        assert_eq!(message.metadata.id, id);
+        assert_eq!(message.queries.len(), 1, "bufsize {bufsize:?}: the question is kept");
+        assert_eq!(message.edns.is_some(), bufsize.is_some(), "bufsize {bufsize:?}: OPT iff the query had one");
+        if message.metadata.truncation {
+            assert!(message.answers.is_empty(), "bufsize {bufsize:?}: no partial answer");
+        } else {
+            assert_eq!(message.answers.len(), 60, "bufsize {bufsize:?}");
+            whole_size.get_or_insert(n);
+        }
+    }
+    let whole = whole_size.expect("the whole answer fits in 1232 bytes");
+    assert!(whole > 512, "the test needs an answer that is truncated at 512 bytes ({whole})");
+    // The real clients agree: no warning about trailing bytes, TC set.
+    for args in [&["+noedns", "+ignore"][..], &["+bufsize=700", "+ignore"], &["+bufsize=512", "+ignore"]] {
+        let mut all = args.to_vec();
+        all.extend(["txt.lab.example", "TXT"]);
+        let out = run("dig", "127.53.0.9", &all);
+        assert!(out.contains(" tc") && !out.contains("extra bytes"), "dig {args:?}:\n{out}");
+        let out = run("kdig", "127.53.0.9", &all);
+        let lower = out.to_lowercase();
+        assert!(
+            lower.contains(" tc") && !lower.contains("trailing") && !lower.contains("malformed"),
+            "kdig {args:?}:\n{out}"
+        );
+    }
+}
+
 #[test]
 fn nodes_added_through_the_api_resolve_at_once_and_vanish_when_deleted() {
     let dir = tempfile::tempdir().expect("tempdir");

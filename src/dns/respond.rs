@@ -242,9 +242,23 @@ pub fn udp_limit(request: &MessageRequest) -> u16 {
     request.edns.as_ref().map_or(512, |e| e.max_payload().clamp(512, EDNS_PAYLOAD))
 }
 
-/// Encodes an answer, truncating (TC set) to `max` bytes. `None` only if even the header cannot
-/// be written, which the adapters treat as "no answer".
+/// Encodes an answer of at most `max` bytes. One that does not fit is sent truncated as
+/// resolvers expect (RFC 2181 section 9, RFC 6891 section 7): TC set, the header and the
+/// question, no records but the OPT when the query had EDNS, and nothing after them, so the
+/// client retries over TCP. `None` only if even that cannot be written, which the adapters
+/// treat as "no answer".
 pub fn emit(request: &MessageRequest, meta: Metadata, sections: Sections<'_>, max: u16) -> Option<Vec<u8>> {
+    let whole = encode(request, meta, sections)?;
+    if whole.len() <= usize::from(max) {
+        return Some(whole);
+    }
+    let mut meta = meta;
+    meta.truncation = true;
+    let truncated = encode(request, meta, Sections::default())?;
+    (truncated.len() <= usize::from(max)).then_some(truncated)
+}
+
+fn encode(request: &MessageRequest, meta: Metadata, sections: Sections<'_>) -> Option<Vec<u8>> {
     let edns = response_edns(request);
     let mut builder = MessageResponseBuilder::from_message_request(request);
     if let Some(e) = &edns {
@@ -252,7 +266,6 @@ pub fn emit(request: &MessageRequest, meta: Metadata, sections: Sections<'_>, ma
     }
     let mut bytes = Vec::with_capacity(512);
     let mut encoder = BinEncoder::new(&mut bytes);
-    encoder.set_max_size(max);
     let message = builder.build(meta, sections.answers, sections.authority, [], sections.additionals);
     match message.destructive_emit(&mut encoder) {
         Ok(_) => Some(bytes),
