@@ -148,7 +148,7 @@ fn main() -> ExitCode {
         Command::Check { config } => match config::load(&config) {
             Ok(c) => {
                 let inv = &c.inventory;
-                println!(
+                slipway::outln!(
                     "{}: ok ({} networks, {} clusters, {} nodes, {} profiles, {} pools, {} frontends)",
                     config.display(),
                     inv.networks.len(),

@@ -118,6 +118,40 @@ fn get_events_follow_prints_new_events_as_they_happen() {
 }
 
 #[test]
+fn a_command_whose_reader_goes_away_ends_quietly() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = support::start(&support::config(dir.path(), ""), &[]);
+    // `slipway get events --follow | head -1`: the reader closes after one line, and the next
+    // event the command writes meets a closed pipe.
+    let mut follower = Command::new(BIN)
+        .args(["get", "events", "--follow", "--type", "inventory_changed"])
+        .env("SLIPWAY_API", format!("http://{}", daemon.addr))
+        .env("SLIPWAY_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn follower");
+    let mut reader = std::io::BufReader::new(follower.stdout.take().expect("stdout"));
+    let mut header = String::new();
+    reader.read_line(&mut header).expect("header");
+    assert!(header.starts_with("TIME"), "{header}");
+    drop(reader);
+    let file = dir.path().join("one.yaml");
+    std::fs::write(&file, "nodes:\n  - name: w8\n    mac: 52:54:00:aa:00:08\n    ipv4: 10.2.1.8\n").expect("manifest");
+    let (ok, _, err) = cli(&daemon, &["apply", "-f", file.to_str().expect("utf-8")]);
+    assert!(ok, "{err}");
+    let status = support::wait_exit(&mut follower, Duration::from_secs(20));
+    if status.is_none() {
+        let _ = follower.kill();
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut follower.stderr.take().expect("stderr"), &mut stderr).expect("stderr");
+    assert!(status.is_some_and(|s| s.success()), "exit {status:?}: {stderr}");
+    assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
+}
+
+#[test]
 fn the_api_serves_tls_and_the_cli_verifies_it_with_a_ca_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert, key) = support::self_signed(dir.path());

@@ -21,11 +21,11 @@ pub async fn timeline(client: &Client, node: Option<&str>, output: Output) -> Re
     }
     let rows: Vec<Vec<String>> =
         t.entries.iter().map(|e| vec![e.time.to_string(), e.step.as_str().to_string(), e.detail.clone()]).collect();
-    print!("{}", render(&["TIME", "STEP", "DETAIL"], &rows));
+    crate::out!("{}", render(&["TIME", "STEP", "DETAIL"], &rows));
     match (t.reached, t.complete) {
-        (_, true) => println!("\n{}: the latest boot completed (phone-home received)", t.node),
-        (Some(step), false) => println!("\n{}: the latest boot stopped after step {}", t.node, step.as_str()),
-        (None, false) => println!("\n{}: no boot seen yet", t.node),
+        (_, true) => crate::outln!("\n{}: the latest boot completed (phone-home received)", t.node),
+        (Some(step), false) => crate::outln!("\n{}: the latest boot stopped after step {}", t.node, step.as_str()),
+        (None, false) => crate::outln!("\n{}: no boot seen yet", t.node),
     }
     Ok(())
 }
@@ -36,9 +36,14 @@ pub async fn reinstall(client: &Client, node: &str) -> Result<(), ClientError> {
         client.json(Method::POST, &format!("/api/v1/nodes/{}/reinstall", encode(node)), None::<&()>).await?;
     match r.was_installed {
         Some(at) => {
-            println!("node {} will be installed again on its next network boot (it reported installed at {at})", r.node)
+            crate::outln!(
+                "node {} will be installed again on its next network boot (it reported installed at {at})",
+                r.node
+            )
         }
-        None => println!("node {} will be installed on its next network boot (it had not reported installed)", r.node),
+        None => {
+            crate::outln!("node {} will be installed on its next network boot (it had not reported installed)", r.node)
+        }
     }
     Ok(())
 }

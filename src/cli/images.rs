@@ -21,7 +21,7 @@ pub enum ImagesError {
 pub fn list() {
     for (name, text) in BUILT_IN {
         let description = Manifest::parse(name, text).map(|m| m.description).unwrap_or_default();
-        println!("{name:<22} {description}");
+        crate::outln!("{name:<22} {description}");
     }
 }
 
@@ -51,10 +51,12 @@ pub async fn run_fetch(args: &FetchArgs) -> Result<(), ImagesError> {
     let wanted = resolve(&client, &manifest, args.stream.as_deref(), &base).await?;
     for w in &wanted {
         match fetch::fetch(&client, w, &args.dir).await? {
-            Fetched::Present => println!("{}: present, sha256 ok", w.path),
-            Fetched::Downloaded { bytes, resumed_at: 0 } => println!("{}: downloaded {bytes} bytes, sha256 ok", w.path),
+            Fetched::Present => crate::outln!("{}: present, sha256 ok", w.path),
+            Fetched::Downloaded { bytes, resumed_at: 0 } => {
+                crate::outln!("{}: downloaded {bytes} bytes, sha256 ok", w.path)
+            }
             Fetched::Downloaded { bytes, resumed_at } => {
-                println!("{}: resumed at byte {resumed_at}, downloaded {bytes} more, sha256 ok", w.path)
+                crate::outln!("{}: resumed at byte {resumed_at}, downloaded {bytes} more, sha256 ok", w.path)
             }
         }
     }

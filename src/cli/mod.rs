@@ -4,6 +4,7 @@
 pub mod boot;
 pub mod client;
 pub mod images;
+pub mod out;
 pub mod table;
 mod vms;
 
@@ -110,7 +111,7 @@ fn encode(v: &str) -> String {
 }
 
 fn print_json(v: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    crate::outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// `slipway get RESOURCE [NAME]`.
@@ -195,7 +196,7 @@ pub async fn get(
                         })
                     })
                     .collect();
-                print!("{}", render(&["ZONE", "NAME", "TYPE", "TTL", "VALUE"], &rows));
+                crate::out!("{}", render(&["ZONE", "NAME", "TYPE", "TTL", "VALUE"], &rows));
             }
             Ok(())
         }
@@ -219,8 +220,8 @@ pub async fn get(
                     ]
                 })
                 .collect();
-            print!("{}", render(&["FRONTEND", "LISTEN", "POOL", "ACTIVE"], &frontends));
-            println!();
+            crate::out!("{}", render(&["FRONTEND", "LISTEN", "POOL", "ACTIVE"], &frontends));
+            crate::outln!();
             let backends: Vec<Vec<String>> = status
                 .pools
                 .iter()
@@ -238,7 +239,10 @@ pub async fn get(
                     })
                 })
                 .collect();
-            print!("{}", render(&["POOL", "BACKEND", "STATE", "ACTIVE", "TOTAL", "BYTES-IN", "BYTES-OUT"], &backends));
+            crate::out!(
+                "{}",
+                render(&["POOL", "BACKEND", "STATE", "ACTIVE", "TOTAL", "BYTES-IN", "BYTES-OUT"], &backends)
+            );
             Ok(())
         }
         Resource::Events if events.follow => {
@@ -282,7 +286,7 @@ async fn show<T: serde::de::DeserializeOwned + serde::Serialize>(
     match output {
         Output::Json if one => print_json(&items[0]),
         Output::Json => print_json(&items),
-        Output::Table => print!("{}", render(headers, &items.iter().map(rows).collect::<Vec<_>>())),
+        Output::Table => crate::out!("{}", render(headers, &items.iter().map(rows).collect::<Vec<_>>())),
     }
     Ok(())
 }
@@ -357,16 +361,21 @@ fn lease_rows(l: &LeaseView) -> Vec<String> {
 
 fn print_event_header(output: Output) {
     if output == Output::Table {
-        println!(
+        crate::outln!(
             "{:<24}  {:>6}  {:<10}  {:<14}  {:<17}  {:<20}  DETAILS",
-            "TIME", "SEQ", "SOURCE", "NODE", "MAC", "TYPE"
+            "TIME",
+            "SEQ",
+            "SOURCE",
+            "NODE",
+            "MAC",
+            "TYPE"
         );
     }
 }
 
 fn print_event(e: &Event, output: Output) {
     if output == Output::Json {
-        println!("{}", serde_json::to_string(e).unwrap_or_default());
+        crate::outln!("{}", serde_json::to_string(e).unwrap_or_default());
         return;
     }
     let mut details = serde_json::to_value(&e.details).unwrap_or(Value::Null);
@@ -377,7 +386,7 @@ fn print_event(e: &Event, output: Output) {
         Value::Object(map) if map.is_empty() => String::new(),
         other => other.to_string(),
     };
-    println!(
+    crate::outln!(
         "{:<24}  {:>6}  {:<10}  {:<14}  {:<17}  {:<20}  {details}",
         e.time.to_string(),
         e.seq,
@@ -401,7 +410,7 @@ pub async fn apply(client: &Client, file: &Path, output: Output) -> Result<(), C
         Output::Json => print_json(&outcomes),
         Output::Table => {
             for o in outcomes {
-                println!("{} {} {}", o.kind, o.name, kebab(&o.action));
+                crate::outln!("{} {} {}", o.kind, o.name, kebab(&o.action));
             }
         }
     }
@@ -430,7 +439,7 @@ pub async fn delete(client: &Client, what: Deletable, name: &str) -> Result<(), 
                 client.json(Method::DELETE, &format!("/api/v1/leases/{}", encode(name)), None::<&()>).await?;
         }
     }
-    println!("{} {name} {}", what_name(what), if what == Deletable::Lease { "released" } else { "deleted" });
+    crate::outln!("{} {name} {}", what_name(what), if what == Deletable::Lease { "released" } else { "deleted" });
     Ok(())
 }
 

@@ -21,7 +21,7 @@ pub(super) async fn list(client: &Client, output: Output) -> Result<(), ClientEr
                 vec![v.name.clone(), cluster, v.hypervisor.clone(), v.id.clone(), v.host.clone(), v.state.to_string()]
             })
             .collect();
-        print!("{}", render(&["NAME", "CLUSTER", "HYPERVISOR", "ID", "HOST", "STATE"], &rows));
+        crate::out!("{}", render(&["NAME", "CLUSTER", "HYPERVISOR", "ID", "HOST", "STATE"], &rows));
     }
     if list.errors.is_empty() {
         Ok(())
