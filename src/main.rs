@@ -145,27 +145,34 @@ fn target(api: &ApiArgs) -> client::Target {
 fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
-        Command::Check { config } => match config::load(&config) {
-            Ok(c) => {
-                let inv = &c.inventory;
-                slipway::outln!(
-                    "{}: ok ({} networks, {} clusters, {} nodes, {} profiles, {} pools, {} frontends)",
-                    config.display(),
-                    inv.networks.len(),
-                    inv.clusters.len(),
-                    inv.nodes.len(),
-                    inv.profiles.len(),
-                    inv.pools.len(),
-                    inv.frontends.len()
-                );
-                ExitCode::SUCCESS
+        Command::Check { config } => {
+            let (problems, summary) = match config::load(&config) {
+                Ok(c) => {
+                    let inv = &c.inventory;
+                    let summary = format!(
+                        "{}: ok ({} networks, {} clusters, {} nodes, {} profiles, {} pools, {} frontends)",
+                        config.display(),
+                        inv.networks.len(),
+                        inv.clusters.len(),
+                        inv.nodes.len(),
+                        inv.profiles.len(),
+                        inv.pools.len(),
+                        inv.frontends.len()
+                    );
+                    (slipway::app::preflight(&c), summary)
+                }
+                Err(errors) => (errors.0.iter().map(ToString::to_string).collect(), String::new()),
+            };
+            if problems.is_empty() {
+                slipway::outln!("{summary}");
+                return ExitCode::SUCCESS;
             }
-            Err(errors) => {
-                eprintln!("{errors}");
-                eprintln!("{} problem{} found", errors.0.len(), if errors.0.len() == 1 { "" } else { "s" });
-                ExitCode::FAILURE
+            for p in &problems {
+                eprintln!("{p}");
             }
-        },
+            eprintln!("{} problem{} found", problems.len(), if problems.len() == 1 { "" } else { "s" });
+            ExitCode::FAILURE
+        }
         Command::Serve { config } => {
             init_logging(args.log_format, &args.log);
             let config = match config::load(&config) {

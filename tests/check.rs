@@ -42,3 +42,82 @@ fn check_reports_a_missing_file() {
     assert!(!ok);
     assert!(stderr.starts_with("/nonexistent/slipway.toml: cannot read the config file: "), "{stderr}");
 }
+
+#[test]
+fn check_reports_every_value_that_does_not_parse_in_one_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = r#"state_dir = "state"
+[dhcp]
+interfaces = "eth1"
+[[networks]]
+name = "cluster"
+interface = "eth1"
+cidr = "10.97.0.0/24"
+gateway = "10.97.0.300"
+[[networks]]
+name = "other"
+interface = "eth2"
+cidr = "10.98.0.0/24"
+lease_time = "10s"
+[[nodes]]
+name = "a"
+mac = "52:54:00:zz:00:01"
+ipv4 = "10.98.0.10"
+[[nodes]]
+name = "b"
+mac = "52:54:00:00:00"
+ipv4 = "10.98.0.11"
+[[nodes]]
+name = "c"
+mac = "52:54:00:00:00:03"
+ipv4 = "10.98.0.300"
+"#;
+    std::fs::write(dir.path().join("s.toml"), text).expect("config");
+    let (ok, _, stderr) = check(dir.path().to_str().expect("utf-8"), "s.toml");
+    assert!(!ok);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "s.toml:3: dhcp.interfaces = eth1: invalid type: string \"eth1\", expected a sequence",
+            "s.toml:8: networks[0].gateway = 10.97.0.300: invalid IPv4 address syntax",
+            "s.toml:13: networks[1].lease_time = 10s: network other: must be between 1 minute and 136 years",
+            "s.toml:16: nodes[0].mac = 52:54:00:zz:00:01: '52:54:00:zz:00:01' is not a MAC address (expected aa:bb:cc:dd:ee:ff)",
+            "s.toml:20: nodes[1].mac = 52:54:00:00:00: '52:54:00:00:00' is not a MAC address (expected aa:bb:cc:dd:ee:ff)",
+            "s.toml:25: nodes[2].ipv4 = 10.98.0.300: invalid IPv4 address syntax",
+            "6 problems found",
+        ],
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_refuses_what_serve_would_refuse_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("short.token"), "too-short\n").expect("token");
+    let text = r#"state_dir = "state"
+[admin]
+token_file = "short.token"
+[[hypervisors]]
+name = "pve"
+kind = "proxmox"
+url = "https://pve1:8006"
+token_id = "slipway@pve!slipway"
+token_file = "missing.secret"
+fingerprint = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89"
+storage = "local-lvm"
+bridge = "vmbr0"
+"#;
+    std::fs::write(dir.path().join("s.toml"), text).expect("config");
+    let (ok, stdout, stderr) = check(dir.path().to_str().expect("utf-8"), "s.toml");
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("short.token: the admin token must be at least 16 characters"), "{stderr}");
+    assert!(stderr.contains("hypervisor pve: API token secret: ") && stderr.contains("missing.secret"), "{stderr}");
+    assert!(stderr.ends_with("2 problems found\n"), "{stderr}");
+    // Fixed, the same config passes.
+    std::fs::write(dir.path().join("short.token"), "0123456789abcdef0123\n").expect("token");
+    std::fs::write(dir.path().join("missing.secret"), "00000000-0000-0000-0000-000000000000\n").expect("secret");
+    let (ok, stdout, stderr) = check(dir.path().to_str().expect("utf-8"), "s.toml");
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("ok (0 networks"), "{stdout}");
+}

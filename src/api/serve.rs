@@ -156,7 +156,8 @@ pub async fn bind(addr: SocketAddr, tls: Option<&TlsFiles>) -> Result<Listener, 
     Ok(Listener { tcp, tls, name: "admin API" })
 }
 
-fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, ServeError> {
+/// The TLS files loaded as `bind` loads them (what `slipway check` uses to see they work).
+pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, ServeError> {
     let err = |what, path: &Path, message: String| ServeError::Tls { what, path: path.display().to_string(), message };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|iter| iter.collect())

@@ -219,6 +219,39 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     Ok(())
 }
 
+/// What `serve` would refuse at start beyond the config file itself: the admin token (readable,
+/// at least 16 characters; a token slipway would generate is fine), the admin TLS files (they
+/// load), each hypervisor's API token secret (readable, not empty). `slipway check` runs this,
+/// so the unit's `ExecStartPre=` gate fails for the same reasons the start would. Sockets are
+/// not tried: binding is `serve`'s job (it names an address that cannot bind).
+pub fn preflight(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    let state_dir = &config.state_dir;
+    match api::auth::token_path(&config.admin.token, state_dir, config.path.parent()) {
+        Ok(path) => {
+            let generated = config.admin.token == crate::config::TokenSource::Default && path.starts_with(state_dir);
+            if !generated || path.exists() {
+                let read = std::fs::read_to_string(&path).map_err(|e| e.to_string());
+                if let Err(e) = read.and_then(|text| api::auth::Token::new(&text).map(drop)) {
+                    problems.push(format!("admin token file {}: {e}", path.display()));
+                }
+            }
+        }
+        Err(e) => problems.push(e.to_string()),
+    }
+    if let Some(tls) = &config.admin.tls
+        && let Err(e) = api::serve::tls_acceptor(tls)
+    {
+        problems.push(e.to_string());
+    }
+    for h in &config.hypervisors {
+        if let Err(e) = crate::hypervisor::from_config(h) {
+            problems.push(e);
+        }
+    }
+    problems
+}
+
 /// The DNS listen addresses: as configured, else port 53 on every network interface's address.
 fn dns_listen(
     dns: &crate::config::DnsConfig,

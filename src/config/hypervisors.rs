@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{HypervisorKind, RawHypervisor};
+use super::raw::{HypervisorKind, Items, RawHypervisor};
 use super::{FieldPath, Report};
 use crate::hypervisor::proxmox::tls::{Trust, parse_fingerprint};
 use crate::hypervisor::qemu::Accel;
@@ -86,13 +86,13 @@ fn token_id_ok(id: &str) -> bool {
 }
 
 pub(super) fn check(
-    raw: &[RawHypervisor],
+    raw: &Items<RawHypervisor>,
     state_dir: &Path,
     resolve: &dyn Fn(&Path) -> PathBuf,
     report: &mut Report<'_>,
 ) -> Vec<HypervisorConfig> {
     let mut out: Vec<HypervisorConfig> = Vec::new();
-    for (i, h) in raw.iter().enumerate() {
+    for (i, h) in raw.parsed() {
         let at = |f: &str| FieldPath::parse("hypervisors").index(i).key(f);
         if out.iter().any(|o| o.name == h.name) {
             report.add(&at("name"), Some(h.name.to_string()), "declared twice");

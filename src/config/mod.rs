@@ -22,7 +22,7 @@ pub use hypervisors::{Backend, HypervisorConfig, ProxmoxConfig, QemuConfig, Secr
 pub use locate::FieldPath;
 use locate::Locator;
 pub use raw::HypervisorKind;
-use raw::{RawConfig, RawPool};
+use raw::{Items, RawConfig, RawPool};
 
 /// Where the daemon looks when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/slipway/slipway.toml";
@@ -199,8 +199,8 @@ impl Report<'_> {
 /// Checks config text; `path` is used in messages and to resolve relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     let mut report = Report { file: path.to_owned(), locator: Locator::new(text), errors: Vec::new() };
-    let raw: RawConfig = match toml::from_str(text) {
-        Ok(raw) => raw,
+    let document: raw::Document = match toml::from_str(text) {
+        Ok(document) => document,
         Err(e) => {
             let (line, field) = match e.span() {
                 Some(span) => {
@@ -218,6 +218,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             return Err(ConfigErrors(report.errors));
         }
     };
+    let (raw, failed) = document.into_raw();
+    for (table, e) in failed {
+        let mut path = FieldPath::parse(table);
+        path.0.extend(e.path.0);
+        report.add(&path, e.value, e.message);
+    }
     let config = check(raw, &mut report);
     report.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
     match config {
@@ -233,13 +239,14 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
     };
     let state_dir = raw.state_dir.as_deref().map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), resolve);
 
+    report_unparsed(&raw, report);
     let admin = check_admin(&raw, report, &resolve);
     let events = check_events(&raw, report);
     let inventory = check_inventory(&raw, report);
 
     if let Some(dhcp) = &raw.dhcp {
         for (i, iface) in dhcp.interfaces.iter().enumerate() {
-            if !inventory.networks.values().any(|n| &n.interface == iface) {
+            if raw.networks.failed().count() == 0 && !inventory.networks.values().any(|n| &n.interface == iface) {
                 report.add(
                     &FieldPath::parse("dhcp.interfaces").index(i),
                     Some(iface.clone()),
@@ -253,7 +260,9 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
     let hypervisors = hypervisors::check(&raw.hypervisors, &state_dir, &resolve, report);
 
     let boot = check_boot(&raw, report);
-    let dns = raw.dns.as_ref().map(|d| check_dns(d, &inventory, report));
+    // A record outside every zone is only known to be when the networks and clusters all parsed.
+    let complete = raw.networks.failed().count() + raw.clusters.failed().count() == 0;
+    let dns = raw.dns.as_ref().map(|d| check_dns(d, &inventory, complete, report));
     let lb = check_lb(&raw.lb, report);
     let tftp_root = raw.tftp.as_ref().and_then(|t| t.root.as_deref()).map_or_else(|| state_dir.join("tftp"), resolve);
     let ipxe_source = match raw.tftp.as_ref().and_then(|t| t.root.as_ref()) {
@@ -293,6 +302,27 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
         inventory,
         hypervisors,
     })
+}
+
+/// Every array element that did not parse, each at its own place in the file.
+fn report_unparsed(raw: &RawConfig, report: &mut Report<'_>) {
+    fn each<T>(table: &str, items: &Items<T>, report: &mut Report<'_>) {
+        for (i, e) in items.failed() {
+            let mut path = FieldPath::parse(table).index(i);
+            path.0.extend(e.path.0.iter().cloned());
+            report.add(&path, e.value.clone(), e.message.clone());
+        }
+    }
+    each("networks", &raw.networks, report);
+    each("clusters", &raw.clusters, report);
+    each("nodes", &raw.nodes, report);
+    each("profiles", &raw.profiles, report);
+    each("hypervisors", &raw.hypervisors, report);
+    each("lb.frontends", &raw.lb.frontends, report);
+    each("lb.pools", &raw.lb.pools, report);
+    if let Some(dns) = &raw.dns {
+        each("dns.records", &dns.records, report);
+    }
 }
 
 fn check_admin(raw: &RawConfig, report: &mut Report<'_>, resolve: &dyn Fn(&Path) -> PathBuf) -> AdminConfig {
@@ -337,7 +367,7 @@ fn check_admin(raw: &RawConfig, report: &mut Report<'_>, resolve: &dyn Fn(&Path)
     AdminConfig { listen, token, tls }
 }
 
-fn check_dns(raw: &raw::RawDns, inventory: &Inventory, report: &mut Report<'_>) -> DnsConfig {
+fn check_dns(raw: &raw::RawDns, inventory: &Inventory, complete: bool, report: &mut Report<'_>) -> DnsConfig {
     use crate::dns::{self, records};
     let at = |f: &str| FieldPath::parse("dns").key(f);
     let ttl_of = |field: &FieldPath, text: &Option<String>, report: &mut Report<'_>, default: u32| match text {
@@ -369,11 +399,12 @@ fn check_dns(raw: &raw::RawDns, inventory: &Inventory, report: &mut Report<'_>) 
     );
     served.extend(inventory.networks.values().flat_map(|n| dns::zones::reverse_zones(n.cidr)));
     let mut recs = Vec::new();
-    for (i, r) in raw.records.iter().enumerate() {
+    for (i, r) in raw.records.parsed() {
         let field = at("records").index(i);
         let record_ttl = ttl_of(&field.clone().key("ttl"), &r.ttl, report, ttl);
         match records::parse(&r.name, &r.rtype, &r.value, record_ttl) {
             Ok(record) if served.iter().any(|z| z.zone_of(&record.name)) => recs.push(record),
+            Ok(_) if !complete => {}
             Ok(_) => report.add(
                 &field.key("name"),
                 Some(r.name.clone()),
@@ -474,15 +505,15 @@ fn check_events(raw: &RawConfig, report: &mut Report<'_>) -> Retention {
 fn check_inventory(raw: &RawConfig, report: &mut Report<'_>) -> Inventory {
     let mut inv = Inventory::default();
     let mut index: HashMap<(Kind, String), usize> = HashMap::new();
-    fn insert<T: Clone>(
+    fn insert<'a, T: Clone + 'a>(
         map: &mut std::collections::BTreeMap<Name, T>,
         index: &mut HashMap<(Kind, String), usize>,
         report: &mut Report<'_>,
         kind: Kind,
-        items: &[T],
+        items: impl Iterator<Item = (usize, &'a T)>,
         name: fn(&T) -> &Name,
     ) {
-        for (i, item) in items.iter().enumerate() {
+        for (i, item) in items {
             let n = name(item);
             if map.insert(n.clone(), item.clone()).is_some() {
                 report.add(
@@ -495,24 +526,28 @@ fn check_inventory(raw: &RawConfig, report: &mut Report<'_>) -> Inventory {
             }
         }
     }
-    insert(&mut inv.networks, &mut index, report, Kind::Network, &raw.networks, |n| &n.name);
-    insert(&mut inv.clusters, &mut index, report, Kind::Cluster, &raw.clusters, |c| &c.name);
-    insert(&mut inv.nodes, &mut index, report, Kind::Node, &raw.nodes, |n| &n.name);
-    insert(&mut inv.profiles, &mut index, report, Kind::Profile, &raw.profiles, |p| &p.name);
-    let pools: Vec<Pool> = raw.lb.pools.iter().enumerate().filter_map(|(i, p)| check_pool(p, i, report)).collect();
-    insert(&mut inv.pools, &mut index, report, Kind::Pool, &pools, |p| &p.name);
-    let frontends: Vec<Frontend> = raw
+    insert(&mut inv.networks, &mut index, report, Kind::Network, raw.networks.parsed(), |n| &n.name);
+    insert(&mut inv.clusters, &mut index, report, Kind::Cluster, raw.clusters.parsed(), |c| &c.name);
+    insert(&mut inv.nodes, &mut index, report, Kind::Node, raw.nodes.parsed(), |n| &n.name);
+    insert(&mut inv.profiles, &mut index, report, Kind::Profile, raw.profiles.parsed(), |p| &p.name);
+    let pools: Vec<(usize, Pool)> =
+        raw.lb.pools.parsed().filter_map(|(i, p)| check_pool(p, i, report).map(|pool| (i, pool))).collect();
+    insert(&mut inv.pools, &mut index, report, Kind::Pool, pools.iter().map(|(i, p)| (*i, p)), |p| &p.name);
+    let frontends: Vec<(usize, Frontend)> = raw
         .lb
         .frontends
-        .iter()
-        .map(|f| Frontend {
-            name: f.name.clone(),
-            listen: f.listen,
-            pool: f.pool.clone(),
-            max_connections: f.max_connections.unwrap_or(10_000),
+        .parsed()
+        .map(|(i, f)| {
+            let frontend = Frontend {
+                name: f.name.clone(),
+                listen: f.listen,
+                pool: f.pool.clone(),
+                max_connections: f.max_connections.unwrap_or(10_000),
+            };
+            (i, frontend)
         })
         .collect();
-    insert(&mut inv.frontends, &mut index, report, Kind::Frontend, &frontends, |f| &f.name);
+    insert(&mut inv.frontends, &mut index, report, Kind::Frontend, frontends.iter().map(|(i, f)| (*i, f)), |f| &f.name);
     for c in inv.clusters.values_mut() {
         *c.origin_mut() = Origin::Config;
     }
@@ -523,12 +558,45 @@ fn check_inventory(raw: &RawConfig, report: &mut Report<'_>) -> Inventory {
         *p.origin_mut() = Origin::Config;
     }
     inv.reindex();
+    // Objects others refer to (by name or by address range) that did not parse would make the
+    // cross-object checks report their absence on every object that uses them: those checks
+    // wait until they parse (the next run shows them).
+    let missing: Vec<Kind> = [
+        (Kind::Network, raw.networks.failed().count()),
+        (Kind::Cluster, raw.clusters.failed().count()),
+        (Kind::Profile, raw.profiles.failed().count()),
+        (Kind::Pool, raw.lb.pools.failed().count()),
+    ]
+    .into_iter()
+    .filter_map(|(kind, failed)| (failed > 0).then_some(kind))
+    .collect();
     for problem in validate(&inv) {
+        if refers_to(&problem, &missing) {
+            continue;
+        }
         let i = index.get(&(problem.kind, problem.name.clone())).copied().unwrap_or(0);
         let path = FieldPath::parse(problem.kind.config_table()).index(i).key(&problem.field);
         report.add(&path, Some(problem.value), format!("{} {}: {}", problem.kind, problem.name, problem.message));
     }
     inv
+}
+
+/// Whether `problem` is about a reference to an object of a kind in `missing` (one that did not
+/// parse, so its absence proves nothing).
+fn refers_to(problem: &crate::inventory::Problem, missing: &[Kind]) -> bool {
+    let field = problem.field.as_str();
+    missing.iter().any(|kind| match kind {
+        Kind::Network => {
+            matches!((problem.kind, field), (Kind::Node, "ipv4") | (Kind::Cluster, "network" | "api_int_address"))
+        }
+        Kind::Cluster => matches!(
+            (problem.kind, field),
+            (Kind::Node, "cluster" | "role" | "hostname") | (Kind::Profile, "match.cluster") | (Kind::Pool, "cluster")
+        ),
+        Kind::Profile => matches!((problem.kind, field), (Kind::Node, "profile")),
+        Kind::Pool => matches!((problem.kind, field), (Kind::Frontend, "pool")),
+        _ => false,
+    })
 }
 
 fn check_pool(p: &RawPool, i: usize, report: &mut Report<'_>) -> Option<Pool> {
@@ -588,7 +656,7 @@ fn check_listeners(raw: &RawConfig, admin: &AdminConfig, report: &mut Report<'_>
     if let Some(tftp) = &raw.tftp {
         udp.push((FieldPath::parse("tftp.listen"), tftp.listen));
     }
-    for (i, fe) in raw.lb.frontends.iter().enumerate() {
+    for (i, fe) in raw.lb.frontends.parsed() {
         tcp.push((FieldPath::parse("lb.frontends").index(i).key("listen"), fe.listen));
     }
     for (proto, list) in [("TCP", &tcp), ("UDP", &udp)] {

@@ -4,36 +4,183 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 
+use super::locate::{FieldPath, Seg};
 use crate::inventory::{Algorithm, Cluster, Members, Name, Network, Node, Profile};
 
-#[derive(Debug, Default, Deserialize)]
+/// An array of tables read one element at a time: an element that does not parse is kept as
+/// its error (so every bad element is reported in one run) and the others are still checked.
+/// Positions are kept, so an error names the element as the file has it.
+#[derive(Debug)]
+pub struct Items<T>(pub Vec<Result<T, ItemError>>);
+
+/// Why one element did not parse: the field inside it, its value when there is one, and why.
+#[derive(Debug)]
+pub struct ItemError {
+    pub path: FieldPath,
+    pub value: Option<String>,
+    pub message: String,
+}
+
+impl<T> Default for Items<T> {
+    fn default() -> Self {
+        Items(Vec::new())
+    }
+}
+
+impl<T> Items<T> {
+    /// The elements that parsed, with their positions in the file.
+    pub fn parsed(&self) -> impl Iterator<Item = (usize, &T)> {
+        self.0.iter().enumerate().filter_map(|(i, item)| item.as_ref().ok().map(|t| (i, t)))
+    }
+
+    /// The elements that did not parse, with their positions.
+    pub fn failed(&self) -> impl Iterator<Item = (usize, &ItemError)> {
+        self.0.iter().enumerate().filter_map(|(i, item)| item.as_ref().err().map(|e| (i, e)))
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Items<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let values = Vec::<toml::Value>::deserialize(d)?;
+        Ok(Items(values.into_iter().map(item).collect()))
+    }
+}
+
+fn item<T: DeserializeOwned>(value: toml::Value) -> Result<T, ItemError> {
+    let copy = value.clone();
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = FieldPath(
+            e.path()
+                .iter()
+                .filter_map(|seg| match seg {
+                    serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                    serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                    _ => None,
+                })
+                .collect(),
+        );
+        let mut at = Some(&copy);
+        for seg in &path.0 {
+            at = match seg {
+                Seg::Key(k) => at.and_then(|v| v.get(k.as_str())),
+                Seg::Index(i) => at.and_then(|v| v.get(*i)),
+            };
+        }
+        let value = at.filter(|v| !v.is_table() && !v.is_array()).map(|v| match v {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+        // toml names the field again after a newline ("\nin `mac`"); the path says it already.
+        let message = e.into_inner().to_string();
+        let message = message.split("\nin `").next().unwrap_or_default().trim().to_string();
+        ItemError { path, value, message }
+    })
+}
+
+/// The config as the file has it, each table read on its own so that one that does not parse
+/// is reported without hiding the problems of the others. `into_raw` hands on the tables that
+/// parsed.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct Document {
+    state_dir: Option<PathBuf>,
+    admin: Option<Section<RawAdmin>>,
+    dhcp: Option<Section<RawDhcp>>,
+    dns: Option<Section<RawDns>>,
+    tftp: Option<Section<RawTftp>>,
+    http: Option<Section<RawHttp>>,
+    boot: Option<Section<RawBoot>>,
+    events: Option<Section<RawEvents>>,
+    #[serde(default)]
+    networks: Items<Network>,
+    #[serde(default)]
+    clusters: Items<Cluster>,
+    #[serde(default)]
+    nodes: Items<Node>,
+    #[serde(default)]
+    profiles: Items<Profile>,
+    lb: Option<Section<RawLb>>,
+    #[serde(default)]
+    hypervisors: Items<RawHypervisor>,
+}
+
+/// One table of the file, or why it did not parse.
+#[derive(Debug)]
+pub struct Section<T>(Result<T, ItemError>);
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Section<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Section(item(toml::Value::deserialize(d)?)))
+    }
+}
+
+impl Document {
+    /// The tables that parsed (a table that did not counts as absent), and for each one that
+    /// did not, its name and why.
+    pub fn into_raw(self) -> (RawConfig, Vec<(&'static str, ItemError)>) {
+        fn take<T>(
+            name: &'static str,
+            section: Option<Section<T>>,
+            failed: &mut Vec<(&'static str, ItemError)>,
+        ) -> Option<T> {
+            match section.map(|s| s.0) {
+                Some(Ok(t)) => Some(t),
+                Some(Err(e)) => {
+                    failed.push((name, e));
+                    None
+                }
+                None => None,
+            }
+        }
+        let mut failed = Vec::new();
+        let admin = take("admin", self.admin, &mut failed);
+        let dhcp = take("dhcp", self.dhcp, &mut failed);
+        let dns = take("dns", self.dns, &mut failed);
+        let tftp = take("tftp", self.tftp, &mut failed);
+        let http = take("http", self.http, &mut failed);
+        let boot = take("boot", self.boot, &mut failed);
+        let events = take("events", self.events, &mut failed);
+        let lb = take("lb", self.lb, &mut failed);
+        let raw = RawConfig {
+            state_dir: self.state_dir,
+            admin: admin.unwrap_or_default(),
+            dhcp,
+            dns,
+            tftp,
+            http,
+            boot: boot.unwrap_or_default(),
+            events: events.unwrap_or_default(),
+            networks: self.networks,
+            clusters: self.clusters,
+            nodes: self.nodes,
+            profiles: self.profiles,
+            lb: lb.unwrap_or_default(),
+            hypervisors: self.hypervisors,
+        };
+        (raw, failed)
+    }
+}
+
+/// The tables of the config that parsed.
+#[derive(Debug, Default)]
 pub struct RawConfig {
     pub state_dir: Option<PathBuf>,
-    #[serde(default)]
     pub admin: RawAdmin,
     pub dhcp: Option<RawDhcp>,
     pub dns: Option<RawDns>,
     pub tftp: Option<RawTftp>,
     pub http: Option<RawHttp>,
-    #[serde(default)]
     pub boot: RawBoot,
-    #[serde(default)]
     pub events: RawEvents,
-    #[serde(default)]
-    pub networks: Vec<Network>,
-    #[serde(default)]
-    pub clusters: Vec<Cluster>,
-    #[serde(default)]
-    pub nodes: Vec<Node>,
-    #[serde(default)]
-    pub profiles: Vec<Profile>,
-    #[serde(default)]
+    pub networks: Items<Network>,
+    pub clusters: Items<Cluster>,
+    pub nodes: Items<Node>,
+    pub profiles: Items<Profile>,
     pub lb: RawLb,
-    #[serde(default)]
-    pub hypervisors: Vec<RawHypervisor>,
+    pub hypervisors: Items<RawHypervisor>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,7 +219,7 @@ pub struct RawDns {
     #[serde(default)]
     pub zones: Vec<String>,
     #[serde(default)]
-    pub records: Vec<RawRecord>,
+    pub records: Items<RawRecord>,
 }
 
 /// A static DNS record: `{ name = "registry.lab.example", type = "A", value = "10.1.107.5" }`.
@@ -131,9 +278,9 @@ pub struct RawLb {
     /// Connections to a backend that left its pool may continue this long.
     pub drain_timeout: Option<String>,
     #[serde(default)]
-    pub frontends: Vec<RawFrontend>,
+    pub frontends: Items<RawFrontend>,
     #[serde(default)]
-    pub pools: Vec<RawPool>,
+    pub pools: Items<RawPool>,
 }
 
 #[derive(Debug, Deserialize)]
