@@ -211,6 +211,7 @@ fn an_unknown_machine_gets_nothing_without_a_pool_and_a_pool_address_with_one() 
         assert!(!ok && ip.is_empty(), "an unknown machine got {ip}");
         let ignored = api(&pair, &daemon, &["get", "events", "--mac", stranger, "--type", "dhcp_ignored"]);
         assert!(ignored.as_array().is_some_and(|a| !a.is_empty()), "the refusal is an event: {ignored}");
+        assert_eq!(ignored[0]["details"]["reason"], "not a known node, and the network has no pool", "in words");
         assert!(daemon.stop(Duration::from_secs(5)).expect("stops").success());
     }
     let daemon = support::start_in(Some(&pair.srv), &config(dir.path(), Some(("10.1.107.100", "10.1.107.199"))), &[]);
@@ -603,6 +604,13 @@ fn a_pool_address_that_answers_ping_is_not_offered() {
     };
     assert_eq!(state_of("10.1.107.100"), "declined", "kept out of use: {leases}");
     assert_eq!(state_of("10.1.107.101"), "bound");
+    let owner = leases.as_array().and_then(|a| a.iter().find(|l| l["ip"] == "10.1.107.100")).map(|l| l["mac"].clone());
+    assert_eq!(owner, Some("00:00:00:00:00:00".into()), "the quarantine is not the asking client's: {leases}");
+    assert!(in_use[0].get("mac").is_none(), "the address in use is not the client's: {in_use}");
+    // Only the offer that left is recorded as offered.
+    let offered = api(&pair, &daemon, &["get", "events", "--type", "lease_offered"]);
+    let ips: Vec<&Value> = offered.as_array().expect("list").iter().map(|e| &e["details"]["ip"]).collect();
+    assert!(!ips.is_empty() && ips.iter().all(|ip| *ip == "10.1.107.101"), "{offered}");
 }
 
 /// A tmpfs mounted for one test, unmounted (lazily) when dropped.

@@ -78,6 +78,28 @@ pub enum Ignore {
     ProxyOnly,
 }
 
+impl std::fmt::Display for Ignore {
+    /// Words for an operator (the `reason` of a `dhcp_ignored` event).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ignore::TooManyHops(hops) => write!(f, "relayed through {hops} hops, more than allowed"),
+            Ignore::UnknownRelay(ip) => write!(f, "relayed from {ip}, which no network's cidr covers"),
+            Ignore::NoNetwork => f.write_str("arrived on an interface no network uses"),
+            Ignore::UnknownClient => f.write_str("not a known node, and the network has no pool"),
+            Ignore::PoolExhausted(network) => write!(f, "the pool of network {network} is exhausted"),
+            Ignore::OtherServer(ip) => write!(f, "the client chose the offer of server {ip}"),
+            Ignore::DuplicateClientId => {
+                f.write_str("another hardware address holds an active lease under this client identifier")
+            }
+            Ignore::NotAuthoritative => f.write_str("not authoritative for this request"),
+            Ignore::NotHeld(ip) => write!(f, "releases or declines {ip}, which the client does not hold"),
+            Ignore::NotBooting => f.write_str("proxyDHCP: not network-booting firmware or iPXE"),
+            Ignore::NoBootFile => f.write_str("proxyDHCP: no boot file for this client's architecture"),
+            Ignore::ProxyOnly => f.write_str("proxyDHCP: addressing is another server's"),
+        }
+    }
+}
+
 /// What happened, for events and counters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {

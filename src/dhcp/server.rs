@@ -512,8 +512,8 @@ impl Owner {
             let decision = decide(&inv, &self.leases, &req, &ctx);
             let span = tracing::debug_span!("dhcp", xid = format_args!("{:#010x}", req.xid), mac = %req.mac, message = req.kind.as_str());
             span.in_scope(|| tracing::debug!(outcome = ?decision.outcome, "decided"));
-            self.record(&req, &decision, port);
-            // A pool offer on a probing network waits for the probe (unless the client had it).
+            // A pool offer on a probing network waits for the probe (unless the client had it);
+            // it is recorded as offered only when the probe lets it leave.
             let probe = match (&decision.outcome, &decision.lease, &decision.node) {
                 (Outcome::Offered(ip), Some(lease), None)
                     if inv.networks.get(&lease.network).is_some_and(|n| n.probe)
@@ -523,6 +523,7 @@ impl Owner {
                 }
                 _ => None,
             };
+            self.record(&req, &decision, port, probe.is_some());
             if let Some(lease) = decision.lease {
                 if lease.state != LeaseState::Offered {
                     durable.push(lease.clone());
@@ -554,22 +555,11 @@ impl Owner {
         wait_commit(&mut tokio::task::spawn_blocking(move || store.put_leases(leases))).await
     }
 
-    fn record(&self, req: &message::Request, decision: &Decision, port: &Port) {
+    /// Counts the message and records its outcome as an event; a `held` offer (waiting for its
+    /// probe) is counted and recorded by `probed` if it leaves.
+    fn record(&self, req: &message::Request, decision: &Decision, port: &Port, held: bool) {
         let network = decision.network.as_ref().unwrap_or(&port.network);
-        let count = |message: &'static str| {
-            let mut cache = self.metrics.counters.lock().unwrap_or_else(|p| p.into_inner());
-            if !cache.contains_key(network) {
-                cache.insert(network.clone(), HashMap::new());
-            }
-            let Some(counters) = cache.get_mut(network) else { return };
-            let counter = counters.entry(message).or_insert_with(|| {
-                self.metrics
-                    .messages
-                    .get_or_create(&MessageLabels { network: network.to_string(), message: message.into() })
-                    .clone()
-            });
-            counter.inc();
-        };
+        let count = |message: &'static str| self.count(network, message);
         count(req.kind.as_str());
         // One event per message: the outcome names what was asked (an offer answers a discover,
         // an ack or nak a request, ...); ignored messages say which message they were.
@@ -578,6 +568,7 @@ impl Owner {
             self.events.append(Source::Dhcp, subject.clone(), details);
         };
         match &decision.outcome {
+            Outcome::Offered(_) if held => {}
             Outcome::Offered(ip) => {
                 count("offer");
                 event(EventKind::LeaseOffered { ip: *ip });
@@ -613,9 +604,25 @@ impl Owner {
             }
             Outcome::Ignored(why) => {
                 count("ignored");
-                event(EventKind::DhcpIgnored { message: req.kind.as_str().into(), reason: format!("{why:?}") });
+                event(EventKind::DhcpIgnored { message: req.kind.as_str().into(), reason: why.to_string() });
             }
         }
+    }
+
+    /// Counts one message of kind `message` on `network`.
+    fn count(&self, network: &Name, message: &'static str) {
+        let mut cache = self.metrics.counters.lock().unwrap_or_else(|p| p.into_inner());
+        if !cache.contains_key(network) {
+            cache.insert(network.clone(), HashMap::new());
+        }
+        let Some(counters) = cache.get_mut(network) else { return };
+        let counter = counters.entry(message).or_insert_with(|| {
+            self.metrics
+                .messages
+                .get_or_create(&MessageLabels { network: network.to_string(), message: message.into() })
+                .clone()
+        });
+        counter.inc();
     }
 
     fn start_probe(&self, out: Outgoing, lease: Lease, mac: crate::inventory::MacAddr, node: Option<Name>) {
@@ -632,18 +639,19 @@ impl Owner {
         match p.answered {
             Ok(true) => {
                 let now = Timestamp::now();
+                // The address belongs to whatever answered, not to the client that asked: the
+                // quarantine has no owner (as Kea keeps a declined lease).
                 let quarantine = Lease {
                     state: LeaseState::Declined,
                     expires: Timestamp(now.0 + DECLINE_HOLD),
                     updated: now,
+                    mac: crate::inventory::MacAddr([0; 6]),
+                    hostname: None,
+                    client_id: None,
                     ..p.lease.clone()
                 };
                 tracing::warn!(ip = %p.lease.ip, "DHCP: a pool address answers ping but has no lease; not offering it");
-                self.events.append(
-                    Source::Dhcp,
-                    Subject { node: p.node, mac: Some(p.mac) },
-                    EventKind::AddressInUse { ip: p.lease.ip },
-                );
+                self.events.append(Source::Dhcp, Subject::default(), EventKind::AddressInUse { ip: p.lease.ip });
                 if let Err(e) = self.commit(vec![quarantine.clone()]).await {
                     tracing::error!(error = %e, "DHCP: cannot persist a quarantined address");
                 }
@@ -659,10 +667,19 @@ impl Owner {
             }
         }
         // The offer stands only if nothing replaced its lease while the probe ran.
-        if self.leases.get(p.lease.ip).is_some_and(|l| *l == p.lease)
-            && let Err(e) = self.ports[p.out.port].socket.send_to(&p.out.bytes, p.out.to).await
-        {
-            tracing::debug!(to = %p.out.to, error = %e, "DHCP: send failed");
+        if !self.leases.get(p.lease.ip).is_some_and(|l| *l == p.lease) {
+            return;
+        }
+        match self.ports[p.out.port].socket.send_to(&p.out.bytes, p.out.to).await {
+            Ok(_) => {
+                self.count(&p.lease.network, "offer");
+                self.events.append(
+                    Source::Dhcp,
+                    Subject { node: p.node, mac: Some(p.mac) },
+                    EventKind::LeaseOffered { ip: p.lease.ip },
+                );
+            }
+            Err(e) => tracing::debug!(to = %p.out.to, error = %e, "DHCP: send failed"),
         }
     }
 
