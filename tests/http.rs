@@ -12,7 +12,7 @@ use crate::support::{self, TOKEN};
 
 const SECRET_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAISECRETMARKER ops@lab";
 
-fn config(dir: &Path) -> std::path::PathBuf {
+fn config(dir: &Path, extra: &str) -> std::path::PathBuf {
     let images = dir.join("images");
     std::fs::create_dir_all(&images).expect("images");
     let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
@@ -86,7 +86,7 @@ cluster = "okd"
 role = "control-plane"
 mac = "52:54:00:00:00:30"
 ipv4 = "10.1.107.30"
-"#,
+{extra}"#,
         state = dir.join("state").display(),
         token = dir.join("token").display(),
         images = images.display(),
@@ -114,7 +114,12 @@ pub fn get(pair: &Pair, from: &str, url: &str, extra: &[&str]) -> (u16, Vec<u8>)
 }
 
 fn lab() -> (Pair, tempfile::TempDir, support::Daemon) {
-    let pair = Pair::new("h");
+    lab_with("h", "")
+}
+
+/// The lab with `extra` appended to its config.
+fn lab_with(tag: &str, extra: &str) -> (Pair, tempfile::TempDir, support::Daemon) {
+    let pair = Pair::new(tag);
     for cidr in ["10.1.107.20/24", "10.1.107.21/24", "10.1.107.30/24", "10.1.107.99/24", "192.0.2.20/24"] {
         pair.client_address(cidr);
     }
@@ -122,7 +127,7 @@ fn lab() -> (Pair, tempfile::TempDir, support::Daemon) {
         Command::new("ip").args(["-n", &pair.srv, "addr", "add", "192.0.2.1/24", "dev", "srv0"]).output().expect("ip");
     assert!(out.status.success());
     let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = support::start_in(Some(&pair.srv), &config(dir.path()), &[]);
+    let daemon = support::start_in(Some(&pair.srv), &config(dir.path(), extra), &[]);
     (pair, dir, daemon)
 }
 
@@ -333,6 +338,34 @@ fn an_installed_node_boots_its_disk_until_a_reinstall_is_asked() {
             let (ok, out, _) = support::cli_in(Some(&pair.srv), &daemon, &["get", "timeline", "w0"]);
             ok && ["script", "phone-home", "reinstall"].iter().all(|step| out.contains(step))
         },
+    );
+}
+
+#[test]
+fn an_unknown_machine_boots_the_default_profile_only_when_it_needs_no_node() {
+    let script = |pair: &Pair| {
+        String::from_utf8(get(pair, "10.1.107.99", &format!("{BASE}/boot.ipxe?arch=x86_64&platform=pcbios"), &[]).1)
+            .expect("utf-8")
+    };
+    let live = "[[profiles]]\nname = \"live\"\nkernel = \"vmlinuz\"\nmatch = {}\nargs = [\"ip=dhcp\", \"url={{server}}/images/live.iso\"";
+    let (pair, _dir, _daemon) = lab_with("u", &format!("{live}]\n"));
+    let text = script(&pair);
+    assert!(
+        text.contains(
+            "kernel http://10.1.107.1:8080/images/vmlinuz ip=dhcp url=http://10.1.107.1:8080/images/live.iso"
+        ),
+        "{text}"
+    );
+    drop(pair);
+    // A default profile that needs the node's own config cannot boot a stranger: it is told so
+    // on its console instead of booting with an empty `ds=nocloud;s=`.
+    let (pair, _dir, _daemon) =
+        lab_with("v", &format!("{live}, \"ds=nocloud;s={{{{config_url}}}}\"]\nconfig = \"cloud-init\"\n"));
+    let text = script(&pair);
+    assert!(!text.contains("kernel ") && !text.contains("ds=nocloud;s="), "{text}");
+    assert!(
+        text.contains("10.1.107.99 is not a node, and profile live needs one ({{config_url}}); add it as a node"),
+        "{text}"
     );
 }
 

@@ -51,6 +51,16 @@ pub fn boot(profile: &Profile, vars: &BTreeMap<&str, String>) -> Result<String, 
     ))
 }
 
+/// The first per-node variable (`template::NODE_VARIABLES`) `profile`'s kernel, initrds or
+/// arguments use: a machine that is not a node cannot boot such a profile (its
+/// `{{config_url}}` would be empty).
+pub fn needs_node(profile: &Profile) -> Option<&'static str> {
+    std::iter::once(&profile.kernel)
+        .chain(&profile.initrds)
+        .chain(&profile.args)
+        .find_map(|text| template::first_used(text, template::NODE_VARIABLES))
+}
+
 /// An installed node boots its own disk: `sanboot` the first BIOS disk, or leave iPXE so the
 /// UEFI firmware tries its next boot entry.
 pub fn local_disk(node: &Node) -> String {

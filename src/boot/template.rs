@@ -44,6 +44,24 @@ pub fn check(text: &str) -> Result<(), TemplateError> {
     render(text, &known).map(|_| ())
 }
 
+/// The variables only a known node has values for: a machine slipway does not know has just its
+/// address, its MAC and the server.
+pub const NODE_VARIABLES: &[&str] = &["node", "hostname", "fqdn", "cluster", "role", "config_url"];
+
+/// The first variable of `names` that `text` uses, if any.
+pub fn first_used<'a>(text: &str, names: &[&'a str]) -> Option<&'a str> {
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let end = after.find("}}")?;
+        if let Some(name) = names.iter().find(|n| **n == after[..end].trim()) {
+            return Some(name);
+        }
+        rest = &after[end + 2..];
+    }
+    None
+}
+
 /// `text` with every `{{name}}` replaced by `vars[name]`; whitespace inside the braces is allowed.
 pub fn render<V: AsRef<str>>(text: &str, vars: &BTreeMap<&str, V>) -> Result<String, TemplateError> {
     let mut out = String::with_capacity(text.len());
@@ -84,6 +102,13 @@ mod tests {
         let err = check("x {{hostnme}}").expect_err("test input");
         assert!(err.to_string().contains("{{hostnme}}"), "{err}");
         assert!(err.to_string().contains("hostname"), "{err}");
+    }
+
+    #[test]
+    fn the_variables_a_text_uses_are_found() {
+        assert_eq!(first_used("ds=nocloud;s={{ config_url }}", NODE_VARIABLES), Some("config_url"));
+        assert_eq!(first_used("ip=dhcp url={{server}}/x {{mac}}", NODE_VARIABLES), None);
+        assert_eq!(first_used("{{server}} {{hostname}}", NODE_VARIABLES), Some("hostname"));
     }
 
     #[test]

@@ -214,6 +214,19 @@ impl BootState {
                 &format!("no profile for {who}; add it as a node or configure a default profile"),
             );
         };
+        if asker.node.is_none()
+            && let Some(var) = script::needs_node(profile)
+        {
+            let who = asker.mac.map_or(asker.ip.to_string(), |m| format!("{} ({m})", asker.ip));
+            tracing::info!(ip = %asker.ip, profile = %profile.name, "boot script: the profile needs a node");
+            return script::nothing(
+                &server,
+                &format!(
+                    "{who} is not a node, and profile {} needs one ({{{{{var}}}}}); add it as a node",
+                    profile.name
+                ),
+            );
+        }
         let vars = script::variables(&inv, asker.node, asker.ip, asker.mac, Some(profile), &server);
         match script::boot(profile, &vars) {
             Ok(text) => {
