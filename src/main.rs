@@ -112,6 +112,10 @@ enum ImagesAction {
         /// `openshift-install coreos print-stream-json`.
         #[arg(long)]
         stream: Option<String>,
+        /// Fetch from a mirror that keeps upstream paths under each host's name, e.g.
+        /// `http://mirror:8080/images/` for `.../images/releases.ubuntu.com/24.04/...`.
+        #[arg(long)]
+        mirror: Option<String>,
     },
 }
 
@@ -209,8 +213,8 @@ fn main() -> ExitCode {
             cli::images::list();
             ExitCode::SUCCESS
         }
-        Command::Images { action: ImagesAction::Fetch { manifest, dir, stream } } => {
-            let args = cli::images::FetchArgs { manifest, dir, stream };
+        Command::Images { action: ImagesAction::Fetch { manifest, dir, stream, mirror } } => {
+            let args = cli::images::FetchArgs { manifest, dir, stream, mirror };
             let result = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

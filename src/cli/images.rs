@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::images::fetch::{self, FetchError, Fetched};
-use crate::images::{BUILT_IN, Manifest, ManifestError, Wanted, from_files, from_stream};
+use crate::images::{BUILT_IN, Manifest, ManifestError, Wanted, from_files, from_stream, mirrored};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImagesError {
@@ -33,6 +33,8 @@ pub struct FetchArgs {
     pub dir: PathBuf,
     /// Replaces the manifest's stream URL (`file:PATH` or a URL).
     pub stream: Option<String>,
+    /// A mirror that keeps upstream paths under each host's name (`images::mirrored`).
+    pub mirror: Option<String>,
 }
 
 pub async fn run_fetch(args: &FetchArgs) -> Result<(), ImagesError> {
@@ -48,9 +50,10 @@ pub async fn run_fetch(args: &FetchArgs) -> Result<(), ImagesError> {
         .connect_timeout(std::time::Duration::from_secs(20))
         .build()
         .map_err(|e| ImagesError::Setup(e.to_string()))?;
-    let wanted = resolve(&client, &manifest, args.stream.as_deref(), &base).await?;
+    let wanted = resolve(&client, &manifest, args.stream.as_deref(), args.mirror.as_deref(), &base).await?;
     for w in &wanted {
-        match fetch::fetch(&client, w, &args.dir).await? {
+        let fetched = fetch::fetch(&client, w, &args.dir).await?;
+        match fetched {
             Fetched::Present => crate::outln!("{}: present, sha256 ok", w.path),
             Fetched::Downloaded { bytes, resumed_at: 0 } => {
                 crate::outln!("{}: downloaded {bytes} bytes, sha256 ok", w.path)
@@ -58,6 +61,10 @@ pub async fn run_fetch(args: &FetchArgs) -> Result<(), ImagesError> {
             Fetched::Downloaded { bytes, resumed_at } => {
                 crate::outln!("{}: resumed at byte {resumed_at}, downloaded {bytes} more, sha256 ok", w.path)
             }
+        }
+        let only_missing = fetched == Fetched::Present;
+        for (path, bytes) in fetch::extract(&args.dir.join(&w.path), &w.extract, &args.dir, only_missing)? {
+            crate::outln!("{path}: extracted from {} ({bytes} bytes)", w.path);
         }
     }
     Ok(())
@@ -67,6 +74,7 @@ async fn resolve(
     client: &reqwest::Client,
     m: &Manifest,
     stream_url: Option<&str>,
+    mirror: Option<&str>,
     base: &Path,
 ) -> Result<Vec<Wanted>, ImagesError> {
     let mut out = Vec::new();
@@ -76,13 +84,18 @@ async fn resolve(
             stream.url =
                 if url.contains("://") || url.starts_with("file:") { url.to_string() } else { format!("file:{url}") };
         }
-        let json = fetch::read_text(client, &stream.url, base).await?;
+        let json = fetch::read_text(client, &mirrored(&stream.url, mirror), base).await?;
         out.extend(from_stream(m, &stream, &json)?);
     }
     let sums = match &m.sha256sums {
-        Some(url) if m.files.iter().any(|f| f.sha256.is_none()) => Some(fetch::read_text(client, url, base).await?),
+        Some(url) if m.files.iter().any(|f| f.sha256.is_none()) => {
+            Some(fetch::read_text(client, &mirrored(url, mirror), base).await?)
+        }
         _ => None,
     };
     out.extend(from_files(m, sums.as_deref())?);
+    for w in &mut out {
+        w.url = mirrored(&w.url, mirror);
+    }
     Ok(out)
 }

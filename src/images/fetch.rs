@@ -19,6 +19,8 @@ pub enum FetchError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: sha256 is {got}, the manifest says {want}; the download was removed")]
     Mismatch { path: PathBuf, want: String, got: String },
+    #[error("{archive}: no member {member} in the archive")]
+    NoMember { archive: PathBuf, member: String },
 }
 
 /// What `fetch` did with one file.
@@ -109,4 +111,43 @@ pub async fn fetch(client: &reqwest::Client, wanted: &Wanted, dir: &Path) -> Res
     }
     std::fs::rename(&part, &target).map_err(io(&target))?;
     Ok(Fetched::Downloaded { bytes, resumed_at: offset })
+}
+
+/// Writes each `(member, path)` of the tar archive at `archive` (gzip-compressed or not) to
+/// `dir/path`, through a `.part` file. With `only_missing`, members already written are kept.
+/// Returns the paths written and their sizes.
+pub fn extract(
+    archive: &Path,
+    members: &[(String, String)],
+    dir: &Path,
+    only_missing: bool,
+) -> Result<Vec<(String, u64)>, FetchError> {
+    let wanted: Vec<&(String, String)> =
+        members.iter().filter(|(_, path)| !(only_missing && dir.join(path).exists())).collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut file = std::fs::File::open(archive).map_err(io(archive))?;
+    let mut magic = [0u8; 2];
+    let gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+    let file = std::fs::File::open(archive).map_err(io(archive))?;
+    let reader: Box<dyn Read> = if gzip { Box::new(flate2::read::GzDecoder::new(file)) } else { Box::new(file) };
+    let mut tar = tar::Archive::new(reader);
+    let mut written = Vec::new();
+    for entry in tar.entries().map_err(io(archive))? {
+        let mut entry = entry.map_err(io(archive))?;
+        let name = entry.path().map_err(io(archive))?.to_string_lossy().trim_start_matches("./").to_string();
+        let Some((_, path)) = wanted.iter().find(|(member, _)| *member == name) else { continue };
+        let target = dir.join(path);
+        let part = PathBuf::from(format!("{}.part", target.display()));
+        let mut out = std::fs::File::create(&part).map_err(io(&part))?;
+        let bytes = std::io::copy(&mut entry, &mut out).map_err(io(&part))?;
+        out.sync_all().map_err(io(&part))?;
+        std::fs::rename(&part, &target).map_err(io(&target))?;
+        written.push((path.clone(), bytes));
+    }
+    match wanted.iter().find(|(_, path)| !written.iter().any(|(w, _)| w == path)) {
+        Some((member, _)) => Err(FetchError::NoMember { archive: archive.to_owned(), member: member.clone() }),
+        None => Ok(written),
+    }
 }

@@ -40,10 +40,23 @@ pub struct Stream {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct File {
-    /// File name inside the manifest's `dir` (and its name in SHA256SUMS).
+    /// The file's name upstream (and in SHA256SUMS); also its name in `dir` unless `save_as`.
     pub name: String,
     pub url: String,
     pub sha256: Option<String>,
+    /// The name it is saved under in `dir` (a stable name profiles can use across releases).
+    pub save_as: Option<String>,
+    /// Members of the file (a tar archive, gzip-compressed or not) written beside it.
+    #[serde(default)]
+    pub extract: Vec<Extract>,
+}
+
+/// One member of an archive, written as `save_as` in the manifest's `dir`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Extract {
+    pub member: String,
+    pub save_as: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +77,10 @@ impl Manifest {
     pub fn parse(origin: &str, text: &str) -> Result<Manifest, ManifestError> {
         let m: Manifest =
             toml::from_str(text).map_err(|e| ManifestError::Parse(origin.into(), e.message().to_string()))?;
-        for name in std::iter::once(&m.dir).chain(m.files.iter().map(|f| &f.name)) {
+        let names = m.files.iter().flat_map(|f| {
+            std::iter::once(&f.name).chain(&f.save_as).chain(f.extract.iter().flat_map(|e| [&e.member, &e.save_as]))
+        });
+        for name in std::iter::once(&m.dir).chain(names) {
             if !safe_name(name) {
                 return Err(ManifestError::UnsafeName(origin.into(), name.clone()));
             }
@@ -98,10 +114,25 @@ pub struct Wanted {
     pub path: String,
     pub url: String,
     pub sha256: String,
+    /// Archive members to write out: (member, path under the images directory).
+    pub extract: Vec<(String, String)>,
+}
+
+/// `url` as served by a mirror that keeps upstream paths under the host's name:
+/// `https://releases.ubuntu.com/24.04/x.iso` with mirror `http://m:8080/images/` is
+/// `http://m:8080/images/releases.ubuntu.com/24.04/x.iso`. Other URLs (`file:`) are kept.
+pub fn mirrored(url: &str, mirror: Option<&str>) -> String {
+    let Some(mirror) = mirror else { return url.to_string() };
+    match url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) {
+        Some(rest) => format!("{}/{rest}", mirror.trim_end_matches('/')),
+        None => url.to_string(),
+    }
 }
 
 /// The files of a CoreOS stream's `architecture.artifact.format` (e.g. x86_64, metal, pxe):
-/// kernel, initramfs, rootfs, each with `location` and `sha256`.
+/// kernel, initramfs, rootfs, each with `location` and `sha256`, saved under the artifact's
+/// kind (`fcos/kernel`, `fcos/initramfs`, `fcos/rootfs`) so profiles keep their paths when the
+/// stream moves to a new release.
 pub fn from_stream(m: &Manifest, stream: &Stream, json: &str) -> Result<Vec<Wanted>, ManifestError> {
     let err = |message: String| ManifestError::Stream { url: stream.url.clone(), message };
     let v: serde_json::Value = serde_json::from_str(json).map_err(|e| err(format!("not JSON: {e}")))?;
@@ -114,11 +145,15 @@ pub fn from_stream(m: &Manifest, stream: &Stream, json: &str) -> Result<Vec<Want
         let (Some(url), Some(sha256)) = (entry["location"].as_str(), entry["sha256"].as_str()) else {
             return Err(err(format!("{kind}: no location or sha256")));
         };
-        let name = url.rsplit('/').next().unwrap_or_default().to_string();
-        if !safe_name(&name) {
-            return Err(ManifestError::UnsafeName(m.name.clone(), name));
+        if !safe_name(kind) || kind.contains('/') {
+            return Err(ManifestError::UnsafeName(m.name.clone(), kind.clone()));
         }
-        out.push(Wanted { path: format!("{}/{name}", m.dir), url: url.to_string(), sha256: sha256.to_lowercase() });
+        out.push(Wanted {
+            path: format!("{}/{kind}", m.dir),
+            url: url.to_string(),
+            sha256: sha256.to_lowercase(),
+            extract: Vec::new(),
+        });
     }
     Ok(out)
 }
@@ -135,7 +170,12 @@ pub fn from_files(m: &Manifest, sums: Option<&str>) -> Result<Vec<Wanted>, Manif
                     sums: m.sha256sums.clone().unwrap_or_else(|| "no sha256sums".into()),
                 }
             })?;
-            Ok(Wanted { path: format!("{}/{}", m.dir, f.name), url: f.url.clone(), sha256: sha256.to_lowercase() })
+            Ok(Wanted {
+                path: format!("{}/{}", m.dir, f.save_as.as_ref().unwrap_or(&f.name)),
+                url: f.url.clone(),
+                sha256: sha256.to_lowercase(),
+                extract: f.extract.iter().map(|e| (e.member.clone(), format!("{}/{}", m.dir, e.save_as))).collect(),
+            })
         })
         .collect()
 }
@@ -171,8 +211,8 @@ mod tests {
             "rootfs":{"location":"https://b.example/x/fedora-coreos-42-live-rootfs.x86_64.img","sha256":"ef56"}}}}}}}}"#;
         let files = from_stream(&m, m.stream.as_ref().expect("stream"), json).expect("files");
         assert_eq!(files.len(), 3);
-        let kernel = files.iter().find(|f| f.path.ends_with("kernel-x86_64")).expect("kernel");
-        assert_eq!(kernel.path, "fcos/fedora-coreos-42-live-kernel-x86_64");
+        let kernel = files.iter().find(|f| f.url.ends_with("kernel-x86_64")).expect("kernel");
+        assert_eq!(kernel.path, "fcos/kernel", "saved under its kind: profiles keep their paths across releases");
         assert_eq!(kernel.sha256, "ab12");
         assert!(from_stream(&m, m.stream.as_ref().expect("stream"), "{}").is_err());
     }
@@ -181,10 +221,28 @@ mod tests {
     fn sums_come_from_the_manifest_or_a_sha256sums_file() {
         let m = Manifest::built_in("ubuntu").expect("manifest");
         let sums = "aa11 *ubuntu-24.04.3-live-server-amd64.iso\nbb22  other.iso\n";
-        let files = from_files(&m, Some(sums)).expect("files");
+        assert!(matches!(from_files(&m, Some(sums)), Err(ManifestError::NoSum { .. })), "the netboot archive too");
+        let sums = format!("{sums}cc33 *ubuntu-24.04.3-netboot-amd64.tar.gz\n");
+        let files = from_files(&m, Some(&sums)).expect("files");
         assert_eq!(files[0].sha256, "aa11");
-        assert_eq!(files[0].path, "ubuntu/ubuntu-24.04.3-live-server-amd64.iso");
+        assert_eq!(files[0].path, "ubuntu/ubuntu.iso");
+        assert_eq!(files[1].sha256, "cc33");
+        assert_eq!(
+            files[1].extract,
+            [("amd64/linux".into(), "ubuntu/vmlinuz".into()), ("amd64/initrd".into(), "ubuntu/initrd".into())]
+        );
         assert!(matches!(from_files(&m, Some("bb22 other.iso")), Err(ManifestError::NoSum { .. })));
+    }
+
+    #[test]
+    fn a_mirror_keeps_upstream_paths_under_the_host() {
+        let url = "https://releases.ubuntu.com/24.04/x.iso";
+        assert_eq!(mirrored(url, None), url);
+        assert_eq!(
+            mirrored(url, Some("http://m:8080/images/")),
+            "http://m:8080/images/releases.ubuntu.com/24.04/x.iso"
+        );
+        assert_eq!(mirrored("file:okd-stream.json", Some("http://m/")), "file:okd-stream.json");
     }
 
     #[test]
