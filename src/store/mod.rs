@@ -34,6 +34,10 @@ pub const FILE_NAME: &str = "slipway.redb";
 pub enum StoreError {
     #[error("cannot create state directory {path}: {source}")]
     StateDir { path: PathBuf, source: std::io::Error },
+    #[error(
+        "state directory {path} has mode {mode:04o} (other users can read the store, tokens and Ignition) and cannot be tightened to 0700: {source}"
+    )]
+    StateDirMode { path: PathBuf, mode: u32, source: std::io::Error },
     #[error("store {path} is open in another process (is another slipway running with the same state directory?)")]
     InUse { path: PathBuf },
     #[error("cannot open store {path}: {source}")]
@@ -118,6 +122,23 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
+/// A state directory that already existed (made by `images fetch --dir`, or by hand) gets the
+/// mode slipway creates it with: 0700, with a warning; one it cannot change stops the start.
+fn private_dir(dir: &Path) -> Result<(), StoreError> {
+    let meta = fs::metadata(dir).map_err(|source| StoreError::StateDir { path: dir.to_owned(), source })?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o7700)).map_err(|source| StoreError::StateDirMode {
+        path: dir.to_owned(),
+        mode,
+        source,
+    })?;
+    tracing::warn!(path = %dir.display(), from = format_args!("{mode:04o}"), to = format_args!("{:04o}", mode & 0o7700), "tightened the state directory's mode: other users could read it");
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) the store in `state_dir`, migrates it to this build's schema,
     /// merges the API-created objects with `declared` (the config file's objects, which win on a
@@ -128,6 +149,7 @@ impl Store {
             .mode(0o700)
             .create(state_dir)
             .map_err(|source| StoreError::StateDir { path: state_dir.to_owned(), source })?;
+        private_dir(state_dir)?;
         let path = state_dir.join(FILE_NAME);
         let db = open_file(&path)?;
         let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));

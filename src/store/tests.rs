@@ -297,3 +297,16 @@ fn a_store_from_before_the_journal_moves_its_leases_there_and_drops_the_table() 
     drop((txn, db));
     assert_eq!(Store::open(dir.path(), declared()).expect("reopen").leases().expect("leases"), vec![lease]);
 }
+
+#[test]
+fn a_state_directory_that_others_can_read_is_tightened_to_0700() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("state");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    drop(Store::open(&state, declared()).expect("open"));
+    assert_eq!(std::fs::metadata(&state).expect("state").permissions().mode() & 0o7777, 0o700);
+    let fresh = dir.path().join("fresh");
+    drop(Store::open(&fresh, declared()).expect("open"));
+    assert_eq!(std::fs::metadata(&fresh).expect("fresh").permissions().mode() & 0o7777, 0o700);
+}
