@@ -24,6 +24,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     ReadOnly(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<Problem>),
     #[error("internal error")]
@@ -33,7 +35,8 @@ pub enum ApiError {
 /// The JSON body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// Stable code: unauthorized, bad_request, not_found, conflict, read_only, invalid, internal.
+    /// Stable code: unauthorized, bad_request, not_found, method_not_allowed, conflict, read_only,
+    /// invalid, internal.
     pub error: &'static str,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -57,6 +60,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None, vec![]),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None, vec![]),
             ApiError::ReadOnly(_) => (StatusCode::METHOD_NOT_ALLOWED, "read_only", None, vec![]),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None, vec![]),
             ApiError::Invalid(problems) => {
                 let field = problems.first().map(|p| p.field.clone());
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid", field, problems)
@@ -97,7 +101,9 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// A JSON request body whose errors name the offending field (`nodes[0].mac`).
+/// A JSON request body whose errors name the offending field (`nodes[0].mac`); a YAML body is
+/// taken too when its `Content-Type` says YAML (`application/yaml`, `application/x-yaml`,
+/// `text/yaml`). A body that is not JSON (or YAML) at all names the field `body`.
 #[derive(Debug)]
 pub struct Body<T>(pub T);
 
@@ -105,22 +111,43 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let yaml = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.contains("yaml"));
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::BadRequest { field: None, message: format!("cannot read the request body: {e}") })?;
+        let named = |path: String, inner: String, syntax: bool| {
+            let field = if path != "." {
+                path
+            } else if syntax {
+                "body".to_owned()
+            } else {
+                return ApiError::BadRequest { field: None, message: inner };
+            };
+            ApiError::BadRequest { message: format!("{field}: {inner}"), field: Some(field) }
+        };
+        if yaml {
+            let de = serde_norway::Deserializer::from_slice(&bytes);
+            return serde_path_to_error::deserialize(de)
+                .map(Body)
+                .map_err(|e| named(e.path().to_string(), format!("not valid YAML here: {}", e.inner()), true));
+        }
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let field = (path != ".").then_some(path);
-            let message = match &field {
-                Some(f) => format!("{f}: {}", e.inner()),
-                None => e.inner().to_string(),
+            let syntax = e.inner().is_syntax() || e.inner().is_eof();
+            let hint = if syntax && e.path().to_string() == "." {
+                " (send Content-Type: application/yaml for a YAML body)"
+            } else {
+                ""
             };
-            ApiError::BadRequest { field, message }
+            named(e.path().to_string(), format!("{}{hint}", e.inner()), syntax)
         })?;
         de.end().map_err(|e| ApiError::BadRequest {
-            field: None,
-            message: format!("trailing data after the JSON body: {e}"),
+            field: Some("body".into()),
+            message: format!("body: trailing data after the JSON: {e}"),
         })?;
         Ok(Body(value))
     }

@@ -124,10 +124,15 @@ pub fn router(state: ApiState) -> Router {
         .route(PUBLIC_PATHS[1], get(health::readyz))
         .route(PUBLIC_PATHS[2], get(health::metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(boot::MAX_IGNITION))
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{} is not allowed on {}", request.method(), request.uri().path()))
 }
 
 async fn not_found(request: Request) -> ApiError {

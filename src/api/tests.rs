@@ -389,3 +389,55 @@ async fn inventory_changes_are_recorded_as_events() {
     assert_eq!(actions, ["created", "deleted"]);
     assert_eq!(events[0]["mac"], "52:54:00:00:00:20");
 }
+
+#[tokio::test]
+async fn a_wrong_method_gets_405_with_the_json_error_shape() {
+    let h = harness();
+    let req = Request::builder()
+        .method(Method::PATCH)
+        .uri("/api/v1/nodes")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(AxumBody::empty())
+        .expect("request");
+    let response = router(h.state.clone()).oneshot(req).await.expect("infallible");
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let allow = response.headers().get(header::ALLOW).map(|v| v.to_str().unwrap_or_default().to_owned());
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).expect("a JSON body");
+    assert_eq!(body["error"], "method_not_allowed", "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("PATCH") && m.contains("/api/v1/nodes")), "{body}");
+    let allow = allow.expect("an Allow header");
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+}
+
+#[tokio::test]
+async fn apply_takes_yaml_when_the_content_type_says_so_and_names_the_body_otherwise() {
+    let h = harness();
+    let yaml = "nodes:\n  - name: w0\n    cluster: prod\n    role: worker\n    mac: 52:54:00:00:00:20\n    ipv4: 10.1.107.20\n";
+    let send = |content_type: &'static str, body: &'static str| {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/api/v1/apply")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, content_type)
+            .body(AxumBody::from(body))
+            .expect("request");
+        let router = router(h.state.clone());
+        async move {
+            let response = router.oneshot(req).await.expect("infallible");
+            let status = response.status();
+            let bytes = response.into_body().collect().await.expect("body").to_bytes();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+        }
+    };
+    let (status, body) = send("application/json", yaml).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["field"], "body", "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("application/yaml")), "{body}");
+    let (status, body) = send("application/yaml", "nodes:\n  - name: w1\n    mac: zz\n").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["field"], "nodes[0].mac", "{body}");
+    let (status, body) = send("application/yaml", yaml).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(h.state.store.snapshot().nodes.contains_key("w0"));
+}
