@@ -39,7 +39,7 @@ struct ApiArgs {
     #[arg(long, env = "SLIPWAY_CA_FILE")]
     ca_file: Option<PathBuf>,
     /// Daemon config to read the API address and token from [default: /etc/slipway/slipway.toml if readable].
-    #[arg(long, env = "SLIPWAY_CONFIG")]
+    #[arg(long, short = 'c', env = "SLIPWAY_CONFIG")]
     config: Option<PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
@@ -62,7 +62,8 @@ enum Command {
     Get {
         #[arg(value_enum)]
         resource: Resource,
-        /// Show only this object.
+        /// Show only this object: a node, cluster, profile or network by name, a lease by IP, a DNS
+        /// zone, a load-balancer frontend or pool, a VM, a node's timeline, or a node's events.
         name: Option<String>,
         #[command(flatten)]
         events: EventArgs,
@@ -229,10 +230,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Reinstall { node, api } => {
-            client_command(&api, |c| async move { cli::boot::reinstall(&c, &node).await })
+            client_command(&api, |c| async move { cli::boot::reinstall(&c, &node, api.output).await })
         }
         Command::Delete { kind, name, api } => {
-            client_command(&api, |c| async move { cli::delete(&c, kind, &name).await })
+            client_command(&api, |c| async move { cli::delete(&c, kind, &name, api.output).await })
         }
     }
 }

@@ -152,6 +152,65 @@ fn a_command_whose_reader_goes_away_ends_quietly() {
 }
 
 #[test]
+fn every_command_takes_c_names_filter_and_json_output_applies_everywhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let (port, lb_port) = (free(), free());
+    let lb = format!(
+        "[[lb.pools]]\nname = \"api\"\nbackends = [\"127.0.0.1:9\"]\ncheck = {{ kind = \"tcp\" }}\n\
+         [[lb.frontends]]\nname = \"api\"\nlisten = \"127.0.0.1:{lb_port}\"\npool = \"api\"\n"
+    );
+    let config = support::config(dir.path(), &lb);
+    let text = std::fs::read_to_string(&config).expect("config").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(&config, text).expect("config");
+    let daemon = support::start(&config, &[]);
+    let file = dir.path().join("one.yaml");
+    std::fs::write(&file, "nodes:\n  - name: w9\n    mac: 52:54:00:aa:00:09\n    ipv4: 10.2.1.9\n").expect("manifest");
+    // -c finds the API and the token in the daemon's config, for every client command.
+    let c = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).arg("-c").arg(&config).env_remove("SLIPWAY_API").output().expect("cli");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = c(&["apply", "-f", file.to_str().expect("utf-8")]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = c(&["get", "nodes", "w9", "-o", "json"]);
+    assert!(ok && out.contains("\"name\": \"w9\""), "{out}{err}");
+    // A name narrows get events (to that node), get leases (an IP) and get lb.
+    let (ok, out, err) = c(&["get", "events", "w9", "-o", "json"]);
+    let events: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    assert!(
+        ok && events.as_array().is_some_and(|a| !a.is_empty() && a.iter().all(|e| e["node"] == "w9")),
+        "{out}{err}"
+    );
+    let (ok, _, err) = c(&["get", "leases", "10.2.1.9"]);
+    assert!(!ok && err.contains("no lease for 10.2.1.9"), "{err}");
+    let (ok, _, err) = c(&["get", "leases", "w9"]);
+    assert!(!ok && err.contains("not an IPv4 address"), "{err}");
+    let (ok, out, err) = c(&["get", "lb", "api", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    assert!(ok && v["frontends"][0]["name"] == "api" && v["pools"][0]["name"] == "api", "{out}{err}");
+    let (ok, _, err) = c(&["get", "lb", "nothing"]);
+    assert!(!ok && err.contains("no load-balancer frontend or pool named nothing"), "{err}");
+    // Unknown event types are refused like unknown sources, naming the known ones.
+    let (ok, _, err) = c(&["get", "events", "--type", "nonsense"]);
+    assert!(!ok && err.contains("'nonsense' is not an event type") && err.contains("lease_acked"), "{err}");
+    let (ok, _, err) = c(&["get", "events", "--follow", "--type", "nonsense"]);
+    assert!(!ok && err.contains("'nonsense' is not an event type"), "{err}");
+    // -o json is honoured by reinstall and delete.
+    let (ok, out, err) = c(&["reinstall", "w9", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    assert!(ok && v["node"] == "w9", "{out}{err}");
+    let (ok, out, err) = c(&["delete", "node", "w9", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    assert!(ok && v == serde_json::json!({"kind": "node", "name": "w9", "action": "deleted"}), "{out}{err}");
+    drop(daemon);
+}
+
+#[test]
 fn the_api_serves_tls_and_the_cli_verifies_it_with_a_ca_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert, key) = support::self_signed(dir.path());

@@ -18,7 +18,7 @@ use super::ApiState;
 use super::error::{ApiError, ErrorBody};
 use crate::inventory::types::{parse_duration, shown};
 use crate::inventory::{MacAddr, Name, Timestamp};
-use crate::store::events::{Event, Filter, Source};
+use crate::store::events::{Event, EventKind, Filter, Source};
 
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 10_000;
@@ -67,11 +67,20 @@ fn filter_of(q: &EventQuery) -> Result<(Filter, usize, bool), ApiError> {
         node: parse("node", &q.node, |s| s.parse::<Name>())?,
         mac: parse("mac", &q.mac, |s| s.parse::<MacAddr>())?,
         source,
-        types: q
-            .types
-            .as_deref()
-            .map(|t| t.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
-            .unwrap_or_default(),
+        types: parse("type", &q.types, |t| {
+            t.split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| match EventKind::TYPE_NAMES.contains(&s) {
+                    true => Ok(s.to_owned()),
+                    false => Err(format!(
+                        "'{}' is not an event type (known: {})",
+                        shown(s),
+                        EventKind::TYPE_NAMES.join(", ")
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })?
+        .unwrap_or_default(),
         since,
         after: parse("after", &q.after, |s| {
             s.parse::<u64>().map_err(|_| format!("'{}' is not a sequence number", shown(s)))

@@ -31,9 +31,13 @@ pub async fn timeline(client: &Client, node: Option<&str>, output: Output) -> Re
 }
 
 /// Asks the daemon to install `node` again on its next network boot.
-pub async fn reinstall(client: &Client, node: &str) -> Result<(), ClientError> {
+pub async fn reinstall(client: &Client, node: &str, output: Output) -> Result<(), ClientError> {
     let r: Reinstall =
         client.json(Method::POST, &format!("/api/v1/nodes/{}/reinstall", encode(node)), None::<&()>).await?;
+    if output == Output::Json {
+        print_json(&r);
+        return Ok(());
+    }
     match r.was_installed {
         Some(at) => {
             crate::outln!(

@@ -172,15 +172,23 @@ pub async fn get(
             .await
         }
         Resource::Leases => {
-            show(
-                client,
-                "/api/v1/leases",
+            let mut leases: Vec<LeaseView> = client.json(Method::GET, "/api/v1/leases", None::<&()>).await?;
+            if let Some(ip) = name {
+                let ip: std::net::Ipv4Addr =
+                    ip.parse().map_err(|_| ClientError::Setup(format!("get leases: '{ip}' is not an IPv4 address")))?;
+                leases.retain(|l| l.lease.ip == ip);
+                if leases.is_empty() {
+                    return Err(ClientError::Setup(format!("no lease for {ip}")));
+                }
+            }
+            print_list(
+                &leases,
                 output,
-                false,
+                name.is_some(),
                 lease_rows,
                 &["IP", "MAC", "NODE", "STATE", "ACTIVE", "EXPIRES", "HOSTNAME"],
-            )
-            .await
+            );
+            Ok(())
         }
         Resource::Dns => {
             let query = name.map(|z| format!("?zone={}", encode(z))).unwrap_or_default();
@@ -201,9 +209,24 @@ pub async fn get(
             Ok(())
         }
         Resource::Timeline => boot::timeline(client, name, output).await,
-        Resource::Vms => vms::list(client, output).await,
+        Resource::Vms => vms::list(client, name, output).await,
         Resource::Lb => {
-            let status: LbStatus = client.json(Method::GET, "/api/v1/lb", None::<&()>).await?;
+            let mut status: LbStatus = client.json(Method::GET, "/api/v1/lb", None::<&()>).await?;
+            if let Some(n) = name {
+                // A frontend and the pool it uses, or a pool and the frontends that use it.
+                let pools: Vec<String> = status
+                    .frontends
+                    .iter()
+                    .filter(|f| f.name.as_str() == n)
+                    .map(|f| f.pool.to_string())
+                    .chain(status.pools.iter().filter(|p| p.name.as_str() == n).map(|p| p.name.to_string()))
+                    .collect();
+                if pools.is_empty() {
+                    return Err(ClientError::Setup(format!("no load-balancer frontend or pool named {n}")));
+                }
+                status.frontends.retain(|f| f.name.as_str() == n || pools.contains(&f.pool.to_string()));
+                status.pools.retain(|p| pools.contains(&p.name.to_string()));
+            }
             if output == Output::Json {
                 print_json(&status);
                 return Ok(());
@@ -246,7 +269,7 @@ pub async fn get(
             Ok(())
         }
         Resource::Events if events.follow => {
-            let path = format!("/api/v1/events{}", events_query(events));
+            let path = format!("/api/v1/events{}", events_query(&node_events(events, name)?));
             print_event_header(output);
             client
                 .follow(&path, |data| match serde_json::from_str::<Event>(data) {
@@ -256,8 +279,8 @@ pub async fn get(
                 .await
         }
         Resource::Events => {
-            let list: Vec<Event> =
-                client.json(Method::GET, &format!("/api/v1/events{}", events_query(events)), None::<&()>).await?;
+            let query = events_query(&node_events(events, name)?);
+            let list: Vec<Event> = client.json(Method::GET, &format!("/api/v1/events{query}"), None::<&()>).await?;
             if output == Output::Json {
                 print_json(&list);
             } else {
@@ -266,6 +289,34 @@ pub async fn get(
             }
             Ok(())
         }
+    }
+}
+
+/// `get events NODE` is `get events --node NODE`.
+fn node_events(events: &EventArgs, name: Option<&str>) -> Result<EventArgs, ClientError> {
+    let mut args = events.clone();
+    match (name, &events.node) {
+        (Some(n), Some(node)) if n != node => {
+            return Err(ClientError::Setup(format!("get events {n} --node {node}: name one node")));
+        }
+        (Some(n), _) => args.node = Some(n.to_owned()),
+        (None, _) => {}
+    }
+    Ok(args)
+}
+
+/// Prints one object or a list as JSON or a table.
+fn print_list<T: serde::Serialize>(
+    items: &[T],
+    output: Output,
+    one: bool,
+    rows: fn(&T) -> Vec<String>,
+    headers: &[&str],
+) {
+    match output {
+        Output::Json if one && items.len() == 1 => print_json(&items[0]),
+        Output::Json => print_json(&items),
+        Output::Table => crate::out!("{}", render(headers, &items.iter().map(rows).collect::<Vec<_>>())),
     }
 }
 
@@ -283,11 +334,7 @@ async fn show<T: serde::de::DeserializeOwned + serde::Serialize>(
     } else {
         client.json(Method::GET, path, None::<&()>).await?
     };
-    match output {
-        Output::Json if one => print_json(&items[0]),
-        Output::Json => print_json(&items),
-        Output::Table => crate::out!("{}", render(headers, &items.iter().map(rows).collect::<Vec<_>>())),
-    }
+    print_list(&items, output, one, rows, headers);
     Ok(())
 }
 
@@ -429,17 +476,29 @@ pub fn parse_manifest(text: &str) -> Result<Manifest, String> {
 }
 
 /// `slipway delete KIND NAME`.
-pub async fn delete(client: &Client, what: Deletable, name: &str) -> Result<(), ClientError> {
-    match what {
-        Deletable::Node => client.call(Method::DELETE, &format!("/api/v1/nodes/{}", encode(name))).await?,
-        Deletable::Cluster => client.call(Method::DELETE, &format!("/api/v1/clusters/{}", encode(name))).await?,
-        Deletable::Profile => client.call(Method::DELETE, &format!("/api/v1/profiles/{}", encode(name))).await?,
-        Deletable::Lease => {
-            let _: LeaseView =
-                client.json(Method::DELETE, &format!("/api/v1/leases/{}", encode(name)), None::<&()>).await?;
+pub async fn delete(client: &Client, what: Deletable, name: &str, output: Output) -> Result<(), ClientError> {
+    let released = match what {
+        Deletable::Node => {
+            client.call(Method::DELETE, &format!("/api/v1/nodes/{}", encode(name))).await.map(|()| None)?
         }
+        Deletable::Cluster => {
+            client.call(Method::DELETE, &format!("/api/v1/clusters/{}", encode(name))).await.map(|()| None)?
+        }
+        Deletable::Profile => {
+            client.call(Method::DELETE, &format!("/api/v1/profiles/{}", encode(name))).await.map(|()| None)?
+        }
+        Deletable::Lease => Some(
+            client.json::<LeaseView>(Method::DELETE, &format!("/api/v1/leases/{}", encode(name)), None::<&()>).await?,
+        ),
+    };
+    let action = if what == Deletable::Lease { "released" } else { "deleted" };
+    match (output, released) {
+        (Output::Json, Some(lease)) => print_json(&lease),
+        (Output::Json, None) => {
+            print_json(&serde_json::json!({ "kind": what_name(what), "name": name, "action": action }))
+        }
+        (Output::Table, _) => crate::outln!("{} {name} {action}", what_name(what)),
     }
-    crate::outln!("{} {name} {}", what_name(what), if what == Deletable::Lease { "released" } else { "deleted" });
     Ok(())
 }
 

@@ -6,10 +6,16 @@ use super::client::{Client, ClientError};
 use super::table::render;
 use super::{Output, print_json};
 
-/// `slipway get vms`: a table (or JSON) of slipway-owned VMs; fails naming the hypervisors
+/// `slipway get vms [NAME]`: a table (or JSON) of slipway-owned VMs; fails naming the hypervisors
 /// that could not be listed.
-pub(super) async fn list(client: &Client, output: Output) -> Result<(), ClientError> {
-    let list: crate::api::vms::VmList = client.json(Method::GET, "/api/v1/vms", None::<&()>).await?;
+pub(super) async fn list(client: &Client, name: Option<&str>, output: Output) -> Result<(), ClientError> {
+    let mut list: crate::api::vms::VmList = client.json(Method::GET, "/api/v1/vms", None::<&()>).await?;
+    if let Some(n) = name {
+        list.vms.retain(|v| v.name == n);
+        if list.vms.is_empty() && list.errors.is_empty() {
+            return Err(ClientError::Setup(format!("no VM of slipway's named {n}")));
+        }
+    }
     if output == Output::Json {
         print_json(&list);
     } else {

@@ -171,6 +171,39 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every `type` tag, in declaration order (what the `type` filter accepts).
+    pub const TYPE_NAMES: &'static [&'static str] = &[
+        "dhcp_informed",
+        "dhcp_ignored",
+        "dhcp_proxied",
+        "machine_seen",
+        "lease_offered",
+        "lease_acked",
+        "lease_naked",
+        "lease_declined",
+        "lease_released",
+        "pool_exhausted",
+        "address_in_use",
+        "boot_script_served",
+        "file_fetched",
+        "config_fetched",
+        "config_additions_left_out",
+        "config_refused",
+        "phone_home",
+        "reinstall_requested",
+        "ignition_uploaded",
+        "ignition_stale",
+        "dns_zones_updated",
+        "dns_refused",
+        "backend_up",
+        "backend_down",
+        "vm_created",
+        "vm_deleted",
+        "inventory_changed",
+        "daemon_started",
+        "daemon_stopping",
+    ];
+
     /// The `type` tag, as used by the `type` filter.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -596,6 +629,23 @@ fn commit_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_list_of_type_names_is_every_variant_of_the_schema() {
+        // The schema utoipa derives from the enum lists each variant's `type` tag.
+        let schema = serde_json::to_value(<EventKind as utoipa::PartialSchema>::schema()).expect("schema");
+        let mut tags: Vec<String> = schema["oneOf"]
+            .as_array()
+            .expect("oneOf")
+            .iter()
+            .filter_map(|v| v["properties"]["type"]["enum"][0].as_str().map(String::from))
+            .collect();
+        tags.sort();
+        let mut names: Vec<String> = EventKind::TYPE_NAMES.iter().map(|n| n.to_string()).collect();
+        names.sort();
+        assert_eq!(tags, names);
+        assert_eq!(EventKind::DaemonStopping.type_name(), "daemon_stopping");
+    }
 
     fn event(seq: u64, time: Timestamp) -> Arc<Event> {
         Arc::new(Event { seq, time, source: Source::Daemon, node: None, mac: None, details: EventKind::DaemonStopping })
