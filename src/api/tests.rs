@@ -441,3 +441,16 @@ async fn apply_takes_yaml_when_the_content_type_says_so_and_names_the_body_other
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(h.state.store.snapshot().nodes.contains_key("w0"));
 }
+
+#[tokio::test]
+async fn a_clash_names_the_object_in_the_request_not_the_one_it_meets() {
+    let h = harness();
+    let existing = h.state.store.snapshot().nodes.values().next().cloned().expect("a node");
+    // "a0" sorts before the node it clashes with: the request's node is still the one named.
+    let body = json!({"name": "a0", "mac": existing.mac.to_string(), "ipv4": "10.1.107.77"});
+    let (status, body) = h.call(Method::POST, "/api/v1/nodes", Some(body)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["problems"][0]["name"], "a0", "{body}");
+    assert_eq!(body["problems"][0]["field"], "mac", "{body}");
+    assert!(body["problems"][0]["message"].as_str().is_some_and(|m| m.contains(existing.name.as_str())), "{body}");
+}

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::boot::BootSettings;
 use crate::inventory::types::{parse_duration, shown};
-use crate::inventory::{Backends, Frontend, HasOrigin, Inventory, Kind, Name, Origin, Pool, validate};
+use crate::inventory::{Backends, Frontend, HasOrigin, Inventory, Kind, Name, Origin, Pool, validate_ranked};
 use crate::store::events::Retention;
 pub use hypervisors::{Backend, HypervisorConfig, ProxmoxConfig, QemuConfig, SecretSource};
 pub use locate::FieldPath;
@@ -570,7 +570,9 @@ fn check_inventory(raw: &RawConfig, report: &mut Report<'_>) -> Inventory {
     .into_iter()
     .filter_map(|(kind, failed)| (failed > 0).then_some(kind))
     .collect();
-    for problem in validate(&inv) {
+    // A clash names the object declared later in the file.
+    let position = |kind: Kind, name: &str| index.get(&(kind, name.to_string())).copied().unwrap_or(0);
+    for problem in validate_ranked(&inv, &position) {
         if refers_to(&problem, &missing) {
             continue;
         }

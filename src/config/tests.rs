@@ -87,6 +87,14 @@ fn a_duplicate_mac_is_reported_on_the_second_node() {
 }
 
 #[test]
+fn a_clash_names_the_node_declared_later_whatever_the_names_sort() {
+    let text =
+        example_with("52:54:00:6b:00:10", "52:54:00:6b:00:01").replace("name = \"master-0\"", "name = \"aa-master\"");
+    let e = assert_error(&text, "nodes[1].mac", "52:54:00:6b:00:01", "mac = \"52:54:00:6b:00:01\"#2");
+    assert!(e.message.contains("node aa-master: already used by node bootstrap"), "{e}");
+}
+
+#[test]
 fn a_duplicate_ip_is_reported() {
     let text = example_with("ipv4 = \"10.1.107.11\"", "ipv4 = \"10.1.107.10\"");
     let errs = errors(&text);

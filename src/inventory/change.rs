@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::model::{Cluster, HasOrigin, Inventory, Kind, Node, Origin, Profile};
 use super::types::Name;
-use super::validate::{Problem, validate};
+use super::validate::{Problem, validate_ranked};
 
 /// An object the API can create, replace or delete.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -143,7 +143,17 @@ impl Inventory {
             outcomes.push(Outcome { kind, name, action });
         }
         next.reindex();
-        let problems = validate(&next);
+        // In a clash, the object this change brings is the one named, not the one it meets.
+        let touched: Vec<(Kind, &Name)> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Create(o) | Op::Put(o) => Some((o.kind(), o.name())),
+                Op::Delete(..) => None,
+            })
+            .collect();
+        let problems = validate_ranked(&next, &|kind, name| {
+            usize::from(touched.iter().any(|(k, n)| *k == kind && n.as_str() == name))
+        });
         if !problems.is_empty() {
             return Err(ChangeError::Invalid(problems));
         }

@@ -15,7 +15,7 @@ pub use change::{Action, ChangeError, Object, Op, Outcome};
 pub use lease::{Lease, LeaseState};
 pub use model::*;
 pub use types::{DomainName, MacAddr, Name, Timestamp};
-pub use validate::{Problem, validate};
+pub use validate::{Problem, validate, validate_ranked};
 
 #[cfg(test)]
 pub(crate) use validate::tests::{lab as test_lab, node as test_node};

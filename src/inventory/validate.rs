@@ -52,13 +52,22 @@ impl Problems {
 }
 
 /// Checks every cross-object rule; an empty result means the inventory may be published.
+/// When two objects clash (a MAC, an address, a name, a listen address), the one that sorts
+/// later by name is named.
 pub fn validate(inv: &Inventory) -> Vec<Problem> {
+    validate_ranked(inv, &|_, _| 0)
+}
+
+/// `validate`, naming the newcomer in a clash: objects are taken in the order of `rank` (lower
+/// first: the config file's line order, or 0 for what exists and 1 for what a request brings),
+/// then by name, and the later of two that clash is the one the problem names.
+pub fn validate_ranked(inv: &Inventory, rank: &dyn Fn(Kind, &str) -> usize) -> Vec<Problem> {
     let mut p = Problems(Vec::new());
     networks(inv, &mut p);
     clusters(inv, &mut p);
-    nodes(inv, &mut p);
+    nodes(inv, rank, &mut p);
     profiles(inv, &mut p);
-    lb(inv, &mut p);
+    lb(inv, rank, &mut p);
     p.0
 }
 
@@ -178,12 +187,14 @@ fn clusters(inv: &Inventory, p: &mut Problems) {
     }
 }
 
-fn nodes(inv: &Inventory, p: &mut Problems) {
+fn nodes(inv: &Inventory, rank: &dyn Fn(Kind, &str) -> usize, p: &mut Problems) {
     let mut macs = HashMap::new();
     let mut ips = HashMap::new();
     let mut names = HashMap::new();
     let mut bootstraps = HashMap::new();
-    for n in inv.nodes.values() {
+    let mut ordered: Vec<_> = inv.nodes.values().collect();
+    ordered.sort_by_key(|n| rank(Kind::Node, n.name.as_str()));
+    for n in ordered {
         if let Some(first) = macs.insert(n.mac, &n.name) {
             p.add(Kind::Node, &n.name, "mac", n.mac, format!("already used by node {first}"));
             macs.insert(n.mac, first);
@@ -350,7 +361,7 @@ fn image_path_problem(path: &str) -> Option<&'static str> {
     None
 }
 
-fn lb(inv: &Inventory, p: &mut Problems) {
+fn lb(inv: &Inventory, rank: &dyn Fn(Kind, &str) -> usize, p: &mut Problems) {
     for pool in inv.pools.values() {
         match &pool.backends {
             Backends::Static { addresses } if addresses.is_empty() => {
@@ -364,7 +375,9 @@ fn lb(inv: &Inventory, p: &mut Problems) {
         }
     }
     let mut listens = HashMap::new();
-    for fe in inv.frontends.values() {
+    let mut ordered: Vec<_> = inv.frontends.values().collect();
+    ordered.sort_by_key(|f| rank(Kind::Frontend, f.name.as_str()));
+    for fe in ordered {
         if !inv.pools.contains_key(&fe.pool) {
             p.add(Kind::Frontend, &fe.name, "pool", &fe.pool, "no such pool");
         }
