@@ -1,5 +1,8 @@
 //! Who may fetch a node's config document (Ignition, cloud-init): only the node itself, asking
-//! from its reserved address, over its own provisioning network. Pure.
+//! from its reserved address, to an address of slipway's inside the node's own network. Pure.
+//! Addresses only: which interface a packet came in on is not known here (Linux takes a
+//! packet for any local address on any interface), so the README asks for reverse-path
+//! filtering and no route into the provisioning network from the public side.
 //!
 //! The request's TCP source address is the only identity: query parameters and headers such as
 //! `X-Forwarded-For` are never consulted, so a machine cannot ask for another node's config.
@@ -11,8 +14,8 @@ use crate::inventory::{Inventory, Node};
 /// Why a config request is refused. Every refusal is answered without a byte of the document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// The request arrived on an address outside every provisioning network (the public side):
-    /// answered as if nothing were there (404).
+    /// The request was sent to an address of slipway's outside the node's network (the public
+    /// side): answered as if nothing were there (404).
     PublicSide,
     /// The source address is no node's reserved address (404).
     UnknownMachine,
