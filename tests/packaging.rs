@@ -74,3 +74,150 @@ fn the_nixos_module_parses() {
     let out = tool("nix-instantiate").arg("--parse").arg(format!("{ROOT}/nixos/module.nix")).output().expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The README's install commands (the `sh` block of its Packaging section).
+fn readme_install_steps() -> Vec<String> {
+    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).expect("README");
+    let section = &readme[readme.find("## Packaging").expect("Packaging section")..];
+    let block = section.split("```sh").nth(1).and_then(|b| b.split("```").next()).expect("install block");
+    block
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// A container booted with systemd as PID 1 from the kit's tree; ended (by PID) on drop.
+struct Container {
+    nspawn: std::process::Child,
+    init: u32,
+}
+
+impl Container {
+    fn boot(tree: &std::path::Path) -> Container {
+        let mut nspawn = tool("systemd-nspawn")
+            .args(["-q", "--boot", "--register=no", "--keep-unit", "--private-network", "--console=pipe", "-D"])
+            .arg(tree)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("systemd-nspawn");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", nspawn.id()));
+            if let Some(pid) = children.unwrap_or_default().split_whitespace().next().and_then(|p| p.parse().ok()) {
+                return Container { nspawn, init: pid }.wait_running();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = nspawn.kill();
+        let _ = nspawn.wait();
+        panic!("systemd-nspawn started no container within 60 s");
+    }
+
+    /// Waits (bounded) until the container's systemd has finished booting.
+    fn wait_running(self) -> Container {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            let state = self.run(&["systemctl", "is-system-running"]).1;
+            if state.trim() == "running" || state.trim() == "degraded" {
+                return self;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        panic!("the container's systemd did not finish booting within 60 s");
+    }
+
+    /// Runs a command inside the container: (success, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let out =
+            Command::new("nsenter").args(["-t", &self.init.to_string(), "-a"]).args(args).output().expect("nsenter");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = self.nspawn.kill();
+        let _ = self.nspawn.wait();
+    }
+}
+
+#[test]
+fn the_readme_installation_runs_the_unit_under_systemd() {
+    let kit = std::path::Path::new(ROOT).join("target/systemd-kit");
+    let out = Command::new(format!("{ROOT}/scripts/systemd-kit")).arg(&kit).output().expect("scripts/systemd-kit");
+    assert!(out.status.success(), "scripts/systemd-kit: {}", String::from_utf8_lossy(&out.stderr));
+    let tree = kit.join("root");
+    // A clean slate: no state, config or unit from an earlier run.
+    for leftover in ["var/lib/private/slipway", "var/lib/slipway", "etc/slipway", "src"] {
+        let path = tree.join(leftover);
+        if path.is_symlink() || path.is_file() {
+            let _ = std::fs::remove_file(&path);
+        } else {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+    // The README's files, where its commands expect them (the binary under test as the release one).
+    let src = tree.join("src");
+    std::fs::create_dir_all(src.join("target/release")).expect("src");
+    std::fs::copy(env!("CARGO_BIN_EXE_slipway"), src.join("target/release/slipway")).expect("binary");
+    for file in ["systemd/slipway.service", "examples/slipway.toml"] {
+        std::fs::create_dir_all(src.join(file).parent().expect("dir")).expect("dir");
+        std::fs::copy(format!("{ROOT}/{file}"), src.join(file)).expect("file");
+    }
+    let steps = readme_install_steps();
+    let (offline, online): (Vec<&String>, Vec<&String>) =
+        steps.iter().partition(|s| !s.starts_with("systemctl") && !s.starts_with("slipway"));
+    for step in &offline {
+        let out = Command::new("chroot")
+            .arg(&tree)
+            .args(["sh", "-c", &format!("cd /src && {step}")])
+            .output()
+            .expect("chroot");
+        assert!(out.status.success(), "{step}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // "then edit it": a config for this container (no DHCP interface here), same file and mode.
+    let config = tree.join("etc/slipway/slipway.toml");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&config).expect("config").permissions());
+    std::fs::write(
+        &config,
+        "[[networks]]\nname = \"lab\"\ninterface = \"lo\"\ncidr = \"127.77.0.0/24\"\n\
+         [[nodes]]\nname = \"n0\"\nmac = \"52:54:00:00:77:01\"\nipv4 = \"127.77.0.10\"\n",
+    )
+    .expect("edit the config");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&config).expect("config").permissions()),
+        mode
+    );
+
+    let container = Container::boot(&tree);
+    for step in &online {
+        let (ok, stdout, stderr) = container.run(&["sh", "-c", step]);
+        let journal = container.run(&["journalctl", "-u", "slipway", "--no-pager"]).1;
+        assert!(ok, "{step}: {stdout}{stderr}\n{journal}");
+        if step.starts_with("slipway get nodes") {
+            assert!(stdout.contains("n0") && stdout.contains("127.77.0.10"), "{stdout}");
+        }
+    }
+    let (_, active, _) = container.run(&["systemctl", "is-active", "slipway"]);
+    assert_eq!(active.trim(), "active");
+    let (_, user, _) = container.run(&["systemctl", "show", "-p", "MainPID", "--value", "slipway"]);
+    let (_, status, _) = container.run(&["sh", "-c", &format!("grep '^Uid:' /proc/{}/status", user.trim())]);
+    let uid = status.split_whitespace().nth(1).and_then(|u| u.parse::<u32>().ok());
+    assert!(uid.is_some_and(|u| u != 0), "runs as a dynamic user: {status}");
+    let (ok, _, stderr) = container.run(&["systemctl", "stop", "slipway"]);
+    assert!(ok, "{stderr}");
+    let (_, result, _) = container.run(&["systemctl", "show", "-p", "Result", "-p", "ExecMainStatus", "slipway"]);
+    assert!(result.contains("Result=success") && result.contains("ExecMainStatus=0"), "{result}");
+    let journal = container.run(&["journalctl", "-u", "slipway", "--no-pager"]).1;
+    assert!(journal.contains("\"message\":\"stopped\""), "{journal}");
+    assert!(
+        !journal.contains(&std::fs::read_to_string(tree.join("etc/slipway/admin.token")).expect("token")),
+        "no token in the journal"
+    );
+}

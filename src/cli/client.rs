@@ -78,8 +78,20 @@ impl Client {
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| ClientError::Setup(format!("CA file {}: {e}", ca.display())))?;
             builder = builder.tls_certs_only(certs);
+        } else if base.starts_with("http://") {
+            // Plain HTTP needs no trust store: without this, building the client loads the
+            // system's root certificates and fails on a host that has none (no ca-certificates).
+            builder = builder.tls_certs_only(Vec::<reqwest::Certificate>::new());
         }
-        let http = builder.build().map_err(|e| ClientError::Setup(format!("HTTP client: {e}")))?;
+        let http = builder.build().map_err(|e| {
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                message.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            ClientError::Setup(format!("HTTP client: {message}"))
+        })?;
         Ok(Client { http, base, token })
     }
 
