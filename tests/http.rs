@@ -139,7 +139,7 @@ fn configs_only_go_to_their_own_node() {
     let (status, body) = get(&pair, "10.1.107.20", &format!("{BASE}/nocloud/w0/user-data"), &[]);
     assert_eq!(status, 200);
     let user_data = String::from_utf8(body).expect("utf-8");
-    assert!(user_data.contains(SECRET_KEY) && user_data.contains("hostname: w0"), "{user_data}");
+    assert!(user_data.contains(SECRET_KEY) && user_data.contains("hostname: \"w0\""), "{user_data}");
     let (status, body) = get(&pair, "10.1.107.21", &format!("{BASE}/ignition"), &[]);
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&body).contains("SECRETMARKER"));

@@ -59,16 +59,33 @@ fn fetch_checks_sums_resumes_and_skips_present_files() {
     let (ok, text) = fetch(&out, &stream(dir.path(), host, &files, Some("rootfs")));
     assert!(!ok, "{text}");
     assert!(text.contains("fcos/rootfs") && text.contains("the manifest says 0000"), "{text}");
-    assert!(!out.join("fcos/rootfs").exists() && !out.join("fcos/rootfs.part").exists());
+    let parts = |out: &Path| -> Vec<String> {
+        std::fs::read_dir(out.join("fcos"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".part"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        !out.join("fcos/rootfs").exists() && parts(&out).iter().all(|p| !p.starts_with("rootfs.")),
+        "{:?}",
+        parts(&out)
+    );
 
     // An interrupted download (a part holding the first 700,000 bytes) resumes.
     let good = stream(dir.path(), host, &files, None);
-    std::fs::write(out.join("fcos/rootfs.part"), &rootfs[..700_000]).expect("part");
+    // A part is named by the sum it is for: one of another release is removed, not resumed.
+    std::fs::write(out.join(format!("fcos/rootfs.{}.part", &hex(&rootfs)[..16])), &rootfs[..700_000]).expect("part");
+    std::fs::write(out.join("fcos/rootfs.0123456789abcdef.part"), b"an older release").expect("stale part");
     let (ok, text) = fetch(&out, &good);
     assert!(ok, "{text}");
     assert!(text.contains("fcos/rootfs: resumed at byte 700000, downloaded 1300000 more, sha256 ok"), "{text}");
     assert!(std::fs::read(out.join("fcos/rootfs")).expect("rootfs") == rootfs);
     assert!(std::fs::read(out.join("fcos/kernel")).expect("kernel") == kernel);
+    assert!(parts(&out).is_empty(), "{:?}", parts(&out));
 
     let (ok, text) = fetch(&out, &good);
     assert!(ok, "{text}");

@@ -11,6 +11,7 @@ mod http;
 mod hypervisor;
 mod images;
 mod lab;
+mod layering;
 mod lb;
 mod netns;
 mod packaging;

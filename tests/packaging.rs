@@ -131,7 +131,8 @@ impl Container {
     /// Runs a command inside the container: (success, stdout, stderr).
     fn run(&self, args: &[&str]) -> (bool, String, String) {
         let out =
-            Command::new("nsenter").args(["-t", &self.init.to_string(), "-a"]).args(args).output().expect("nsenter");
+            // Bounded: a command that hangs inside the container ends the test, not the run.
+            Command::new("timeout").args(["120", "nsenter", "-t", &self.init.to_string(), "-a"]).args(args).output().expect("nsenter");
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),

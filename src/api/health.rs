@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 
 use super::ApiState;
-use crate::app::readiness::Listener;
+use crate::readiness::Listener;
 
 pub async fn healthz() -> &'static str {
     "ok\n"

@@ -14,7 +14,6 @@ mod health;
 pub mod lb;
 pub mod leases;
 pub mod objects;
-pub mod serve;
 pub mod vms;
 
 use std::sync::Arc;
@@ -32,8 +31,8 @@ use utoipa::{Modify, OpenApi as _};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::metrics::{Metrics, RequestLabels};
-use crate::app::readiness::Readiness;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::readiness::Readiness;
 use crate::store::Store;
 use crate::store::events::EventLog;
 pub use auth::Token;

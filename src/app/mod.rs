@@ -4,9 +4,8 @@
 //! Start-up binds every listener before anything serves: a listener that cannot bind fails the
 //! start with a message naming its address, and the daemon never runs half-started.
 
-pub mod metrics;
+mod hypervisors;
 pub mod notify;
-pub mod readiness;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 use crate::store::events::{EventKind, EventLog, Source, Subject};
 use crate::store::{Store, StoreError};
-use metrics::Metrics;
-use readiness::Readiness;
 
 /// How long subsystems get to stop after SIGTERM before the daemon exits anyway.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(4);
@@ -32,7 +31,7 @@ pub enum AppError {
     #[error(transparent)]
     Token(#[from] api::auth::TokenError),
     #[error(transparent)]
-    Serve(#[from] api::serve::ServeError),
+    Serve(#[from] crate::listen::ServeError),
     #[error(transparent)]
     Dhcp(#[from] crate::dhcp::server::DhcpError),
     #[error(transparent)]
@@ -134,7 +133,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     }
 
     readiness.expect("admin", config.admin.listen);
-    let admin = api::serve::bind(config.admin.listen, config.admin.tls.as_ref()).await?;
+    let admin = crate::listen::bind(config.admin.listen, config.admin.tls.as_ref()).await?;
     let admin_addr = admin.local_addr().unwrap_or(config.admin.listen);
     readiness.bound("admin", admin_addr);
     if !admin.is_tls() && !admin_addr.ip().is_loopback() {
@@ -143,7 +142,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let hypervisors = config
         .hypervisors
         .iter()
-        .map(crate::hypervisor::from_config)
+        .map(hypervisors::build)
         .collect::<Result<Vec<_>, _>>()
         .map_err(AppError::Hypervisor)?;
 
@@ -160,7 +159,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         shutdown: shutdown.clone(),
     };
     let mut tasks = JoinSet::new();
-    tasks.spawn(api::serve::run(admin, api::router(state), shutdown.clone()));
+    tasks.spawn(crate::listen::run(admin, api::router(state), shutdown.clone()));
     if let Some(dhcp) = dhcp {
         let inventory = store.subscribe();
         tasks.spawn(dhcp.run(store.clone(), events.clone(), inventory, config.boot.clone(), shutdown.clone()));
@@ -240,12 +239,12 @@ pub fn preflight(config: &Config) -> Vec<String> {
         Err(e) => problems.push(e.to_string()),
     }
     if let Some(tls) = &config.admin.tls
-        && let Err(e) = api::serve::tls_acceptor(tls)
+        && let Err(e) = crate::listen::tls_acceptor(tls)
     {
         problems.push(e.to_string());
     }
     for h in &config.hypervisors {
-        if let Err(e) = crate::hypervisor::from_config(h) {
+        if let Err(e) = hypervisors::build(h) {
             problems.push(e);
         }
     }

@@ -1,18 +1,19 @@
 //! cloud-init NoCloud documents for one node (`/nocloud/{node}/meta-data`, `user-data`,
-//! `vendor-data`, `network-config`). The user-data is slipway's additions — the hostname, the
-//! operator's SSH keys and a `phone_home` to slipway — merged into an operator template
-//! (`[boot] templates`, `cloud-init/<role>.user-data` or `cloud-init/user-data`, rendered with
-//! the node's variables) or into nothing. A `#cloud-config` template keeps its own `hostname`
-//! (or `fqdn`) and `phone_home` (each addition it replaces is reported), and its
-//! `ssh_authorized_keys` get the operator's keys added; any other kind of template (a script,
-//! `#include`, MIME, jinja) is served as it is, without additions. Every user-data is checked
-//! before it may be served. Pure: the caller reads template files.
+//! `vendor-data`, `network-config`). The user-data is an operator template (`[boot] templates`,
+//! `cloud-init/<role>.user-data` or `cloud-init/user-data`, rendered with the node's variables)
+//! or nothing, followed by slipway's additions — the hostname, the operator's SSH keys and a
+//! `phone_home` to slipway — each only where the template does not set that key itself (what
+//! it replaces is reported). The template's text is served as written: it is parsed to learn its
+//! keys, never re-serialised, so YAML 1.1 meanings (`yes`, `0644`) reach cloud-init unchanged.
+//! Any other kind of template (a script, `#include`, MIME, jinja) is served as it is, without
+//! additions. Every user-data is checked before it may be served. Pure: the caller reads
+//! template files.
 
 use std::collections::BTreeMap;
 
 use serde_norway::{Mapping, Value};
 
-use super::template::{self, TemplateError};
+use crate::template::{self, TemplateError};
 
 /// The NoCloud documents a seed directory holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +84,14 @@ fn user_data(
 ) -> Result<Rendered, CloudInitError> {
     let var = |k: &str| vars.get(k).map_or("", String::as_str);
     let text = match template {
+        Some(t) if t.starts_with("## template: jinja") => {
+            return Ok(Rendered {
+                body: t.to_string(),
+                left_out: vec![
+                    "hostname, ssh_authorized_keys and phone_home (a jinja template is served as written)".into(),
+                ],
+            });
+        }
         Some(t) => template::render(t, &template::with_keys(vars, ssh_keys))?,
         None => "#cloud-config\n".to_string(),
     };
@@ -92,53 +101,84 @@ fn user_data(
             left_out: vec!["hostname, ssh_authorized_keys and phone_home (the template is not #cloud-config)".into()],
         });
     }
-    let mut doc: Value = serde_norway::from_str(&text).map_err(|e| CloudInitError::Invalid(yaml_problem(&e)))?;
-    if doc.is_null() {
-        doc = Value::Mapping(Mapping::new());
-    }
-    let Some(map) = doc.as_mapping_mut() else {
-        return Err(CloudInitError::Invalid("the top level must be a mapping".into()));
+    let doc: Value = serde_norway::from_str(&text).map_err(|e| CloudInitError::Invalid(yaml_problem(&e)))?;
+    let empty = Mapping::new();
+    let theirs = match &doc {
+        Value::Null => &empty,
+        Value::Mapping(map) => map,
+        _ => return Err(CloudInitError::Invalid("the top level must be a mapping".into())),
     };
+    // slipway's additions, each a top-level key the template does not set. Values are JSON, which
+    // YAML 1.1 (cloud-init's PyYAML) and 1.2 read alike: a hostname `on` stays a string.
+    let mut additions: Vec<(&str, serde_json::Value)> = Vec::new();
     let mut left_out = Vec::new();
-    let mut additions = Mapping::new();
-    additions.insert("hostname".into(), var("hostname").into());
+    let mut name = vec![("hostname", serde_json::json!(var("hostname")))];
     if !var("fqdn").is_empty() {
-        additions.insert("fqdn".into(), var("fqdn").into());
+        name.push(("fqdn", serde_json::json!(var("fqdn"))));
     }
-    additions.insert("prefer_fqdn_over_hostname".into(), false.into());
-    if map.contains_key("hostname") || map.contains_key("fqdn") {
-        if ["hostname", "fqdn"].iter().any(|k| map.get(*k).is_some_and(|v| Some(v) != additions.get(*k))) {
+    name.push(("prefer_fqdn_over_hostname", serde_json::json!(false)));
+    if theirs.contains_key("hostname") || theirs.contains_key("fqdn") {
+        let differs = ["hostname", "fqdn"].iter().any(|k| theirs.get(*k).is_some_and(|t| t.as_str() != Some(var(k))));
+        if differs {
             left_out.push("hostname (the template sets hostname or fqdn)".to_string());
         }
     } else {
-        map.extend(additions);
+        additions.extend(name);
     }
-    if !ssh_keys.is_empty() {
-        let keys = map.entry("ssh_authorized_keys".into()).or_insert_with(|| Value::Sequence(Vec::new()));
-        let Some(have) = keys.as_sequence_mut() else {
-            return Err(CloudInitError::Invalid("ssh_authorized_keys must be a list".into()));
-        };
-        for key in ssh_keys {
-            if !have.iter().any(|k| k.as_str() == Some(key)) {
-                have.push(key.as_str().into());
+    let mut keys: Vec<&String> = Vec::new();
+    for key in ssh_keys {
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    match theirs.get("ssh_authorized_keys") {
+        _ if keys.is_empty() => {}
+        None => additions.push(("ssh_authorized_keys", serde_json::json!(keys))),
+        Some(list) => {
+            let have: Vec<&str> = list.as_sequence().into_iter().flatten().filter_map(Value::as_str).collect();
+            if keys.iter().any(|k| !have.contains(&k.as_str())) {
+                left_out.push(
+                    "ssh_authorized_keys (the template sets its own list; put {{ssh_authorized_keys}} in it for the operator's keys)"
+                        .to_string(),
+                );
             }
         }
     }
-    let phone_home = serde_norway::to_value(serde_json::json!({
+    let phone_home = serde_json::json!({
         "url": var("phone_home_url"),
         "post": ["instance_id", "hostname", "fqdn"],
         "tries": 10,
-    }))
-    .unwrap_or_default();
-    match map.get("phone_home") {
-        Some(theirs) if *theirs != phone_home => left_out.push("phone_home (the template sets its own)".into()),
+    });
+    match theirs.get("phone_home") {
+        None => additions.push(("phone_home", phone_home)),
+        Some(t) if serde_norway::to_value(&phone_home).ok().as_ref() != Some(t) => {
+            left_out.push("phone_home (the template sets its own)".into());
+        }
         Some(_) => {}
-        None => {
-            map.insert("phone_home".into(), phone_home);
+    }
+    // The template stays as written; the additions follow it as top-level keys.
+    let mut body = text;
+    if !additions.is_empty() {
+        if !body.ends_with('\n') {
+            body.push('\n');
+        }
+        body.push_str("# added by slipway\n");
+        for (key, value) in &additions {
+            body.push_str(&format!("{key}: {value}\n"));
         }
     }
-    let body = format!("#cloud-config\n{}", serde_norway::to_string(&doc).unwrap_or_default());
     check_user_data(&body)?;
+    // Appended after a template that ends oddly (an open block, a second document), the keys
+    // could mean something else: they must read back as written.
+    let served: Value = serde_norway::from_str(&body).map_err(|e| CloudInitError::Invalid(yaml_problem(&e)))?;
+    for (key, value) in &additions {
+        let back = served.get(*key).and_then(|v| serde_json::to_value(v).ok());
+        if back.as_ref() != Some(value) {
+            return Err(CloudInitError::Invalid(format!(
+                "{key} did not read back as slipway wrote it after the template"
+            )));
+        }
+    }
     Ok(Rendered { body, left_out })
 }
 
@@ -246,19 +286,48 @@ mod tests {
     }
 
     #[test]
-    fn a_template_keeps_its_hostname_and_phone_home_and_joins_the_keys() {
-        let template = "#cloud-config\nhostname: {{hostname}}-x\nssh_authorized_keys:\n  - ssh-rsa AAAA theirs\n  - ssh-ed25519 AAAAC3Nza test@lab\nphone_home:\n  url: http://elsewhere/\n  post: all\n";
-        let (parsed, left_out) = user_data(&[KEY.into(), "ssh-ed25519 BBBB second".into()], Some(template));
-        assert_eq!(parsed["hostname"], "w0-x");
-        assert!(parsed.get("fqdn").is_none(), "slipway's fqdn would override the template's hostname");
+    fn a_template_keeps_its_hostname_keys_and_phone_home_as_written() {
+        let template = "#cloud-config\nhostname: {{hostname}}-x\nssh_authorized_keys:\n  - ssh-rsa AAAA theirs\nphone_home:\n  url: http://elsewhere/\n  post: all\n";
+        let r = render(Document::UserData, &vars(), &[KEY.into()], Some(template)).expect("renders");
         assert_eq!(
-            parsed["ssh_authorized_keys"],
-            serde_json::json!(["ssh-rsa AAAA theirs", KEY, "ssh-ed25519 BBBB second"]),
-            "the template's keys first, each key once"
+            r.body,
+            "#cloud-config\nhostname: w0-x\nssh_authorized_keys:\n  - ssh-rsa AAAA theirs\nphone_home:\n  url: http://elsewhere/\n  post: all\n",
+            "nothing added, nothing rewritten"
         );
-        assert_eq!(parsed["phone_home"]["url"], "http://elsewhere/");
-        assert_eq!(left_out.len(), 2, "{left_out:?}");
-        assert!(left_out[0].starts_with("hostname") && left_out[1].starts_with("phone_home"), "{left_out:?}");
+        assert_eq!(r.left_out.len(), 3, "{:?}", r.left_out);
+        assert!(r.left_out[1].contains("{{ssh_authorized_keys}}"), "{:?}", r.left_out);
+        // Its keys already include the operator's: nothing is left out for them.
+        let template = format!("#cloud-config\nssh_authorized_keys: [{KEY:?}]\n");
+        let r = render(Document::UserData, &vars(), &[KEY.into()], Some(&template)).expect("renders");
+        assert!(r.left_out.is_empty(), "{:?}", r.left_out);
+    }
+
+    #[test]
+    fn yaml_1_1_values_of_the_template_reach_cloud_init_unchanged_and_additions_are_quoted() {
+        let template = "#cloud-config\npackage_upgrade: yes\nwrite_files:\n  - path: /etc/x\n    permissions: 0644\n    content: |\n      on\n";
+        let mut v = vars();
+        v.insert("hostname", "on".into());
+        let r = render(Document::UserData, &v, &[], Some(template)).expect("renders");
+        assert!(r.body.starts_with(&template.replace("{{hostname}}", "")), "{}", r.body);
+        assert!(r.body.contains("\nhostname: \"on\"\n"), "{}", r.body);
+        assert!(r.body.contains("\nphone_home: {\"post\""), "{}", r.body);
+    }
+
+    #[test]
+    fn a_template_that_ends_inside_a_block_still_gets_its_additions_as_keys() {
+        let template = "#cloud-config\nruncmd:\n  - |\n    echo one\n    echo two";
+        let (parsed, _) = user_data(&[KEY.into()], Some(template));
+        assert_eq!(parsed["runcmd"][0], "echo one\necho two\n");
+        assert_eq!(parsed["hostname"], "w0");
+        assert_eq!(parsed["ssh_authorized_keys"], serde_json::json!([KEY]));
+    }
+
+    #[test]
+    fn a_jinja_template_is_served_as_written() {
+        let template = "## template: jinja\n#cloud-config\nhostname: {{ v1.local_hostname }}\n";
+        let r = render(Document::UserData, &vars(), &[KEY.into()], Some(template)).expect("renders");
+        assert_eq!(r.body, template);
+        assert_eq!(r.left_out.len(), 1);
     }
 
     #[test]

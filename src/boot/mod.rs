@@ -9,7 +9,6 @@ pub mod cloudinit;
 pub mod ignition;
 pub mod script;
 pub mod select;
-pub mod template;
 pub mod timeline;
 
 use std::net::Ipv4Addr;

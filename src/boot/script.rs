@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use super::template::{self, TemplateError};
 use crate::inventory::{ConfigKind, Inventory, MacAddr, Node, Profile};
+use crate::template::{self, TemplateError};
 
 /// Seconds a failed or refused machine waits before it asks again.
 pub const RETRY_SECS: u32 = 10;

@@ -51,18 +51,28 @@ pub async fn run_fetch(args: &FetchArgs) -> Result<(), ImagesError> {
         .build()
         .map_err(|e| ImagesError::Setup(e.to_string()))?;
     let wanted = resolve(&client, &manifest, args.stream.as_deref(), args.mirror.as_deref(), &base).await?;
+    let mut ready = Vec::new();
     for w in &wanted {
         let fetched = fetch::fetch(&client, w, &args.dir).await?;
-        match fetched {
+        match &fetched {
             Fetched::Present => crate::outln!("{}: present, sha256 ok", w.path),
-            Fetched::Downloaded { bytes, resumed_at: 0 } => {
+            Fetched::Downloaded { bytes, resumed_at: 0, .. } => {
                 crate::outln!("{}: downloaded {bytes} bytes, sha256 ok", w.path)
             }
-            Fetched::Downloaded { bytes, resumed_at } => {
+            Fetched::Downloaded { bytes, resumed_at, .. } => {
                 crate::outln!("{}: resumed at byte {resumed_at}, downloaded {bytes} more, sha256 ok", w.path)
             }
         }
-        let only_missing = fetched == Fetched::Present;
+        ready.push((w, fetched));
+    }
+    // Every file is checked before any is put in place.
+    for (w, fetched) in &ready {
+        if let Fetched::Downloaded { part, .. } = fetched {
+            fetch::install(part, w, &args.dir)?;
+        }
+    }
+    for (w, fetched) in &ready {
+        let only_missing = *fetched == Fetched::Present;
         for (path, bytes) in fetch::extract(&args.dir.join(&w.path), &w.extract, &args.dir, only_missing)? {
             crate::outln!("{path}: extracted from {} ({bytes} bytes)", w.path);
         }

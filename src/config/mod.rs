@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::boot::BootSettings;
 use crate::inventory::types::{parse_duration, shown};
 use crate::inventory::{Backends, Frontend, HasOrigin, Inventory, Kind, Name, Origin, Pool, validate_ranked};
+pub use crate::listen::TlsFiles;
 use crate::store::events::Retention;
 pub use hypervisors::{Backend, HypervisorConfig, ProxmoxConfig, QemuConfig, SecretSource};
 pub use locate::FieldPath;
@@ -66,12 +67,6 @@ pub enum TokenSource {
     /// `admin-token` from `$CREDENTIALS_DIRECTORY` if present, else a token slipway generates
     /// once in the state directory (`admin.token`, mode 0600).
     Default,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

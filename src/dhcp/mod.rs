@@ -6,6 +6,8 @@
 //! changes (group commit) before any reply that depends on them leaves.
 
 pub mod decide;
+pub mod decision;
+#[cfg(any(test, fuzzing))]
 pub mod fuzz;
 pub mod leases;
 pub mod message;

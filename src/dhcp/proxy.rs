@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use dhcproto::v4::{DhcpOption, MessageType};
 
-use super::decide::{Context, Decision, Destination, Ignore, Outcome, PXE_VENDOR_OPTIONS, Reply, base, boot_options};
+use super::decision::{Context, Decision, Destination, Ignore, Outcome, PXE_VENDOR_OPTIONS, Reply, base, boot_options};
 use super::message::{Kind, Request};
 
 /// Decides the answer of a proxyDHCP server to `req`.

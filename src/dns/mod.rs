@@ -9,6 +9,7 @@
 pub mod answer;
 pub mod fast;
 pub mod forward;
+#[cfg(any(test, fuzzing))]
 pub mod fuzz;
 pub mod records;
 pub mod respond;

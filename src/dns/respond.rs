@@ -2,10 +2,9 @@
 //! transports. The UDP loop, the TCP handler and the fuzz target all go through `plan` and
 //! `emit`, so what is fuzzed is what is served.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Record, RecordType};
@@ -22,6 +21,7 @@ use tokio::sync::watch;
 use super::answer::{Answer, Question, Recursion, answer};
 use super::{Acl, EDNS_PAYLOAD, ZoneSet};
 use crate::store::events::{EventKind, EventLog, Source, Subject};
+use crate::throttle::Throttle;
 
 /// One refused-query event per client per this interval (metrics count them all).
 const REFUSED_EVENT_EVERY: Duration = Duration::from_secs(60);
@@ -131,7 +131,7 @@ pub struct Responder {
     pub metrics: Metrics,
     pub events: Option<EventLog>,
     /// When each client last produced a refused-query event.
-    refused_seen: Mutex<HashMap<IpAddr, Instant>>,
+    refused_seen: Throttle<IpAddr>,
 }
 
 impl Responder {
@@ -142,7 +142,14 @@ impl Responder {
         metrics: Metrics,
         events: Option<EventLog>,
     ) -> Responder {
-        Responder { zones, recursion, can_forward, metrics, events, refused_seen: Mutex::new(HashMap::new()) }
+        Responder {
+            zones,
+            recursion,
+            can_forward,
+            metrics,
+            events,
+            refused_seen: Throttle::new(REFUSED_EVENT_EVERY, 4096),
+        }
     }
 
     /// The answer to a common query straight from the pre-encoded zones (see `fast`), counted;
@@ -205,16 +212,9 @@ impl Responder {
     /// misconfigured host cannot flood the event log.
     fn note_refused(&self, client: IpAddr, name: &hickory_proto::rr::LowerName) {
         let Some(events) = &self.events else { return };
-        let now = Instant::now();
-        let Ok(mut seen) = self.refused_seen.lock() else { return };
-        if seen.get(&client).is_some_and(|last| now.duration_since(*last) < REFUSED_EVENT_EVERY) {
+        if !self.refused_seen.due(client) {
             return;
         }
-        if seen.len() >= 4096 {
-            seen.retain(|_, last| now.duration_since(*last) < REFUSED_EVENT_EVERY);
-        }
-        seen.insert(client, now);
-        drop(seen);
         events.append(
             Source::Dns,
             Subject::default(),

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::head::{self, Classified, Span, Target};
 use super::routes::BootState;
-use crate::api::serve::{Connection, Front};
+use crate::listen::{Connection, Front};
 
 /// How long a client gets to send a request head, and an idle keep-alive connection lives.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -158,7 +158,7 @@ async fn open_inside(root: &Path, relative: &Path) -> Option<(std::fs::File, u64
     let (root, wanted) = (root.to_owned(), root.join(relative));
     tokio::task::spawn_blocking(move || {
         let resolved = std::fs::canonicalize(wanted).ok()?;
-        if !crate::tftp::inside(&root, &resolved) {
+        if !crate::confine::inside(&root, &resolved) {
             tracing::info!(path = %resolved.display(), "HTTP boot: image refused, resolves outside the images directory");
             return None;
         }

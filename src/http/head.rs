@@ -124,11 +124,7 @@ fn script_arch(query: Option<&str>) -> Option<Option<String>> {
 /// refused for its `%`).
 fn image_path(raw: &str) -> Option<PathBuf> {
     let decoded = percent_decode_str(raw).decode_utf8().ok()?;
-    match crate::tftp::check(&decoded) {
-        Ok(crate::tftp::Wanted::File(path)) => Some(path),
-        Ok(crate::tftp::Wanted::Generated(_)) => Some(PathBuf::from(decoded.as_ref())),
-        Err(_) => None,
-    }
+    crate::confine::relative(&decoded).ok()
 }
 
 /// The bytes of a file of `len` bytes to send.

@@ -4,6 +4,8 @@
 //! address, reads files and records events.
 
 pub mod direct;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 pub mod head;
 pub mod routes;
 
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::serve::{self, Listener};
+use crate::listen::{self as serve, Listener};
 use crate::store::Store;
 use crate::store::events::EventLog;
 
@@ -57,7 +59,7 @@ impl Server {
     }
 
     pub async fn run(self, store: Store, events: EventLog, shutdown: CancellationToken) {
-        let state = routes::BootState { store, events, settings: self.settings, script_events: Default::default() };
+        let state = routes::BootState::new(store, events, self.settings);
         let direct = direct::Direct::new(state.clone());
         serve::run_with(self.listener, routes::router(state), direct, shutdown).await;
     }

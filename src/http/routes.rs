@@ -15,13 +15,14 @@ use serde::Deserialize;
 use tower_http::services::ServeDir;
 
 use super::Settings;
-use crate::api::serve::Connection;
 use crate::boot::access::{self, Refusal};
 use crate::boot::select::{self, Machine};
 use crate::boot::{cloudinit, ignition, script};
-use crate::inventory::{ConfigKind, Inventory, MacAddr, Node, Timestamp};
+use crate::inventory::{ConfigKind, Inventory, MacAddr, Name, Node, Timestamp};
+use crate::listen::Connection;
 use crate::store::Store;
 use crate::store::events::{EventKind, EventLog, Source, Subject};
+use crate::throttle::Throttle;
 
 /// Bytes per read when streaming an image: every read of a tokio file is a trip to the blocking
 /// pool, so big reads keep a multi-GiB rootfs download near the disk's speed.
@@ -35,9 +36,26 @@ pub struct BootState {
     pub store: Store,
     pub events: EventLog,
     pub settings: Arc<Settings>,
-    /// When each address last had a boot script recorded (see `SCRIPT_EVENT_INTERVAL`).
-    pub script_events: Arc<std::sync::Mutex<std::collections::HashMap<Ipv4Addr, std::time::Instant>>>,
+    /// Boot scripts recorded per address (see `SCRIPT_EVENT_INTERVAL`).
+    pub script_events: Arc<Throttle<Ipv4Addr>>,
+    /// Refused configs recorded per node and kind: Ignition retries a 500 every few seconds.
+    pub refusals: Arc<Throttle<(Name, ConfigKind)>>,
 }
+
+impl BootState {
+    pub fn new(store: Store, events: EventLog, settings: Arc<Settings>) -> BootState {
+        BootState {
+            store,
+            events,
+            settings,
+            script_events: Arc::new(Throttle::new(SCRIPT_EVENT_INTERVAL, SCRIPT_EVENT_ADDRESSES)),
+            refusals: Arc::new(Throttle::new(REFUSAL_EVENT_INTERVAL, SCRIPT_EVENT_ADDRESSES)),
+        }
+    }
+}
+
+/// A refused config is recorded (and logged) at most once per node and kind in this interval.
+const REFUSAL_EVENT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A boot script is recorded at most once per address in this interval: a real machine asks
 /// once per boot (or once per retry, 10 s apart), while a client looping on the URL must not
@@ -91,18 +109,7 @@ impl BootState {
 
     /// Whether a boot script served to `ip` now should be recorded.
     fn script_event_due(&self, ip: Ipv4Addr) -> bool {
-        let now = std::time::Instant::now();
-        let mut last = self.script_events.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if last.len() >= SCRIPT_EVENT_ADDRESSES {
-            last.clear();
-        }
-        match last.get(&ip) {
-            Some(at) if now.duration_since(*at) < SCRIPT_EVENT_INTERVAL => false,
-            _ => {
-                last.insert(ip, now);
-                true
-            }
-        }
+        self.script_events.due(ip)
     }
 
     fn record(&self, node: Option<&Node>, mac: Option<MacAddr>, kind: EventKind) {
@@ -255,11 +262,14 @@ impl BootState {
         self.record(Some(node), None, EventKind::ConfigFetched { config });
     }
 
-    /// Answers 500 for a config that cannot be served, and records why (never its values).
+    /// Answers 500 for a config that cannot be served, and records why (never its values), at
+    /// most once a minute per node and kind: Ignition retries every few seconds.
     fn refused(&self, node: &Node, config: ConfigKind, problem: &dyn std::fmt::Display) -> Response {
-        let problem = problem.to_string();
-        tracing::warn!(node = %node.name, ?config, %problem, "config not served: it would be invalid");
-        self.record(Some(node), None, EventKind::ConfigRefused { config, problem });
+        if self.refusals.due((node.name.clone(), config)) {
+            let problem = problem.to_string();
+            tracing::warn!(node = %node.name, ?config, %problem, "config not served: it would be invalid");
+            self.record(Some(node), None, EventKind::ConfigRefused { config, problem });
+        }
         StatusCode::INTERNAL_SERVER_ERROR.into_response()
     }
 

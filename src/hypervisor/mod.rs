@@ -231,35 +231,6 @@ impl Error {
     }
 }
 
-/// The backend a config entry describes. Reads the Proxmox token secret now, so a missing
-/// or unreadable secret stops the daemon at start with the entry named.
-pub fn from_config(config: &crate::config::HypervisorConfig) -> Result<std::sync::Arc<dyn Hypervisor>, String> {
-    use crate::config::Backend;
-    let name = config.name.to_string();
-    let fail = |e: String| format!("hypervisor {name}: {e}");
-    Ok(match &config.backend {
-        Backend::Proxmox(p) => {
-            let settings = proxmox::Settings {
-                name: name.clone(),
-                url: p.url.clone(),
-                token_id: p.token_id.clone(),
-                token_secret: p.secret.read().map_err(|e| fail(format!("API token secret: {e}")))?,
-                trust: p.trust.clone(),
-                defaults: proxmox::params::Defaults { storage: p.storage.clone(), bridge: p.bridge.clone() },
-                nodes: p.nodes.clone(),
-                task_timeout: p.task_timeout,
-            };
-            std::sync::Arc::new(proxmox::Proxmox::new(settings).map_err(fail)?)
-        }
-        Backend::Qemu(q) => {
-            let mut settings = qemu::Settings::new(&name, q.dir.clone(), &q.bridge);
-            settings.netns.clone_from(&q.netns);
-            settings.accel = q.accel;
-            std::sync::Arc::new(qemu::Qemu::new(settings))
-        }
-    })
-}
-
 /// Proxmox tags marking a VM as slipway's: `slipway`, `slipway.cluster.<c>`, `slipway.node.<n>`.
 pub const OWNER_TAG: &str = "slipway";
 

@@ -24,12 +24,41 @@ pub enum FetchError {
 }
 
 /// What `fetch` did with one file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fetched {
     /// Already there with the right sum.
     Present,
-    /// Downloaded; `resumed_at` bytes came from an earlier partial download.
-    Downloaded { bytes: u64, resumed_at: u64 },
+    /// Downloaded and checked into `part`; `install` puts it in place. `resumed_at` bytes came
+    /// from an earlier partial download.
+    Downloaded { bytes: u64, resumed_at: u64, part: PathBuf },
+}
+
+/// The partial download of `target` with sum `sha256`: named by the sum, so a part of another
+/// release is never resumed against this one.
+fn part_of(target: &Path, sha256: &str) -> PathBuf {
+    PathBuf::from(format!("{}.{}.part", target.display(), &sha256[..sha256.len().min(16)]))
+}
+
+/// Puts the checked download of `wanted` in place. A manifest's files are all downloaded and
+/// checked before the first is installed, so a machine booting meanwhile does not get a kernel
+/// of one release and an initramfs of another for long.
+pub fn install(part: &Path, wanted: &Wanted, dir: &Path) -> Result<(), FetchError> {
+    let target = dir.join(&wanted.path);
+    std::fs::rename(part, &target).map_err(io(&target))
+}
+
+/// Removes partial downloads of `target` for other sums (an earlier release's).
+fn remove_stale_parts(target: &Path, keep: &Path) {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name().and_then(|n| n.to_str())) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        if path != keep && file.starts_with(&format!("{name}.")) && file.ends_with(".part") {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
@@ -65,16 +94,17 @@ pub async fn read_text(client: &reqwest::Client, url: &str, base: &Path) -> Resu
     response.text().await.map_err(|e| err(e.to_string()))
 }
 
-/// Downloads `wanted` into `dir`.
+/// Downloads `wanted` into `dir`, as far as a checked part beside its place (`install`).
 pub async fn fetch(client: &reqwest::Client, wanted: &Wanted, dir: &Path) -> Result<Fetched, FetchError> {
     let target = dir.join(&wanted.path);
-    let part = PathBuf::from(format!("{}.part", target.display()));
+    let part = part_of(&target, &wanted.sha256);
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent).map_err(io(parent))?;
     }
     if target.exists() && sha256_file(&target).map_err(io(&target))? == wanted.sha256 {
         return Ok(Fetched::Present);
     }
+    remove_stale_parts(&target, &part);
     let mut offset = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     let err = |message: String| FetchError::Http { url: wanted.url.clone(), message };
     let mut request = client.get(&wanted.url);
@@ -109,8 +139,7 @@ pub async fn fetch(client: &reqwest::Client, wanted: &Wanted, dir: &Path) -> Res
         let _ = std::fs::remove_file(&part);
         return Err(FetchError::Mismatch { path: target, want: wanted.sha256.clone(), got });
     }
-    std::fs::rename(&part, &target).map_err(io(&target))?;
-    Ok(Fetched::Downloaded { bytes, resumed_at: offset })
+    Ok(Fetched::Downloaded { bytes, resumed_at: offset, part })
 }
 
 /// Writes each `(member, path)` of the tar archive at `archive` (gzip-compressed or not) to

@@ -314,7 +314,7 @@ impl Node {
 }
 
 /// The configuration document a profile hands to the booted system.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ConfigKind {
     Ignition,

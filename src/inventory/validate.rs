@@ -298,7 +298,7 @@ fn profiles(inv: &Inventory, p: &mut Problems) {
             }
         }
         for text in std::iter::once(&prof.kernel).chain(&prof.initrds).chain(&prof.args) {
-            if let Err(e) = crate::boot::template::check(text) {
+            if let Err(e) = crate::template::check(text) {
                 p.add(Kind::Profile, &prof.name, "args", text, e.to_string());
             }
         }

@@ -40,8 +40,16 @@ pub fn problems(config: &Value) -> Vec<String> {
             out.strings(&format!("$.passwd.users.{i}.{list}"), &user[list]);
         }
     }
+    // One key space: an argument may not be both wanted and unwanted.
+    let mut args = HashSet::new();
     for list in ["shouldExist", "shouldNotExist"] {
-        out.strings(&format!("$.kernelArguments.{list}"), &config["kernelArguments"][list]);
+        for (i, arg) in items(&config["kernelArguments"][list]) {
+            if let Some(arg) = arg.as_str()
+                && !args.insert(arg)
+            {
+                out.add(format!("$.kernelArguments.{list}.{i}"), "duplicate entry");
+            }
+        }
     }
     out.keyed_at("$.ignition.config.merge", &config["ignition"]["config"]["merge"], "source");
     out.keyed_at(
@@ -184,17 +192,24 @@ fn unit_file(out: &mut Problems, at: &str, contents: &Value, path: String, paths
     }
 }
 
-/// go-systemd's unit lexer (what Ignition uses): text before the first section is skipped, a
-/// section header ends with `]` and nothing but spaces after it, an option line has a `=`
-/// before the end of its line, `\` at the end of a line continues a value or a comment.
+/// go-systemd's line limit: a line of this many bytes (its newline counted) is refused.
+const UNIT_LINE_MAX: usize = 2048;
+
+/// go-systemd's unit lexer (what Ignition uses): no line of `UNIT_LINE_MAX` bytes or more, text
+/// before the first section is skipped, a section header ends with `]` and nothing but spaces
+/// after it, an option line has a `=` before the end of its line, a `\` as the last byte of a
+/// line continues a value (a comment's may be followed by one space).
 pub fn parse_unit(text: &str) -> Result<(), &'static str> {
+    if text.split('\n').any(|l| l.len() + 1 >= UNIT_LINE_MAX) {
+        return Err("a line of 2048 bytes or more");
+    }
     let mut in_section = false;
     let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     while let Some(line) = lines.next() {
         let trimmed = line.trim_start();
         if trimmed.starts_with('#') || trimmed.starts_with(';') {
             let mut l = line;
-            while continued(l) {
+            while continued(l.strip_suffix(' ').unwrap_or(l)) {
                 let Some(next) = lines.next() else { return Ok(()) };
                 l = next;
             }
@@ -225,7 +240,7 @@ pub fn parse_unit(text: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// A value or a comment goes on to the next line when its line ends with a backslash.
+/// A value goes on to the next line when a backslash is its line's last byte.
 fn continued(line: &str) -> bool {
-    line.trim_end().ends_with('\\')
+    line.ends_with('\\')
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::template::{self, TemplateError};
+use crate::template::{self, TemplateError};
 
 /// The spec version written when the base config names none: 3.3.0 is read by every Ignition
 /// since 2.14 (Debian 12, FCOS, OKD 4.x); slipway's additions use only fields from spec 3.0.
@@ -131,20 +131,23 @@ fn add_keys(config: &mut Value, keys: &[String]) {
     }
     let users = list(config, &["passwd", "users"]);
     let Some(users) = users else { return };
-    match users.iter_mut().find(|u| u["name"] == "core") {
-        Some(core) => {
-            if !core["sshAuthorizedKeys"].is_array() && core["sshAuthorizedKeys"].is_null() {
-                core["sshAuthorizedKeys"] = json!([]);
-            }
-            if let Some(have) = core["sshAuthorizedKeys"].as_array_mut() {
-                for key in keys {
-                    if !have.iter().any(|k| k == key.as_str()) {
-                        have.push(json!(key));
-                    }
-                }
+    let core = match users.iter().position(|u| u["name"] == "core") {
+        Some(i) => &mut users[i],
+        None => {
+            users.push(json!({ "name": "core" }));
+            let last = users.len() - 1;
+            &mut users[last]
+        }
+    };
+    if core["sshAuthorizedKeys"].is_null() {
+        core["sshAuthorizedKeys"] = json!([]);
+    }
+    if let Some(have) = core["sshAuthorizedKeys"].as_array_mut() {
+        for key in keys {
+            if !have.iter().any(|k| k == key.as_str()) {
+                have.push(json!(key));
             }
         }
-        None => users.push(json!({ "name": "core", "sshAuthorizedKeys": keys })),
     }
 }
 
@@ -187,14 +190,18 @@ fn without_values(e: &serde_json::Error) -> String {
     let message = message.split(" at line ").next().unwrap_or(&message);
     let mut out = String::new();
     let mut quoted = false;
+    let mut escaped = false;
     for c in message.chars() {
-        if c == '"' {
-            if !quoted {
+        match (quoted, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (true, false, '"') => quoted = false,
+            (true, false, _) => {}
+            (false, _, '"') => {
                 out.push_str("\"…\"");
+                quoted = true;
             }
-            quoted = !quoted;
-        } else if !quoted {
-            out.push(c);
+            (false, _, c) => out.push(c),
         }
     }
     format!("{out} at line {} column {}", e.line(), e.column())

@@ -51,6 +51,9 @@ fn the_keys_join_user_core_of_the_base_each_once() {
         ])
     );
     assert!(left_out.is_empty());
+    // A key configured twice is given once, to a base without user core too.
+    let (v, _) = rendered(Base::Empty, &[KEY, KEY]);
+    assert_eq!(v["passwd"]["users"], json!([{ "name": "core", "sshAuthorizedKeys": [KEY] }]));
     let base = r#"{"ignition":{"version":"3.2.0"},"passwd":{"users":[{"name":"core","passwordHash":"x"}]}}"#;
     let (v, _) = rendered(Base::Verbatim(base), &[KEY]);
     assert_eq!(v["passwd"]["users"], json!([{ "name": "core", "passwordHash": "x", "sshAuthorizedKeys": [KEY] }]));
@@ -107,6 +110,10 @@ fn a_render_that_would_be_invalid_is_an_error_naming_where_without_values() {
             "$.passwd.users.0.sshAuthorizedKeys.1: duplicate entry",
         ),
         (r#"{"ignition":{"version":"3.3.0"},"storage":{"files":"SECRET"}}"#, "invalid type"),
+        (
+            r#"{"ignition":{"version":"3.3.0"},"kernelArguments":{"shouldExist":["quiet"],"shouldNotExist":["quiet"]}}"#,
+            "$.kernelArguments.shouldNotExist.0: duplicate entry",
+        ),
     ] {
         let err = render(Base::Template(base), &vars(), &[]).expect_err(base).to_string();
         assert!(err.contains(want) && !err.contains("SECRET"), "{base}:\n{err}");
@@ -145,6 +152,11 @@ fn uploads_are_checked_against_their_spec_and_ignitions_rules_without_quoting_va
     )
     .expect_err("a string where a list belongs");
     assert!(err.contains("line 1") && !err.contains("SECRET"), "{err}");
+    let err = check_upload(
+        br#"{"ignition":{"version":"3.2.0"},"passwd":{"users":[{"name":"core","sshAuthorizedKeys":"a\"b SECRET"}]}}"#,
+    )
+    .expect_err("an escaped quote inside the value");
+    assert!(!err.contains("SECRET"), "{err}");
     let err = check_upload(br#"{"ignition":{"version":"9.0.0"}}"#).expect_err("unknown version");
     assert!(err.contains("9.0.0"), "{err}");
     assert!(check_upload(b"not json").is_err());
@@ -163,7 +175,9 @@ fn unit_files_parse_as_go_systemd_parses_them() {
     ] {
         assert_eq!(check::parse_unit(ok), Ok(()), "{ok:?}");
     }
-    for bad in ["[Unit\n", "[Unit] x\n", "[Unit]\nno equals sign\n", "[Unit]\nlast"] {
+    let long = format!("[Service]\nExecStart=/bin/true {}\n", "x".repeat(2048));
+    let spaced = "[Service]\nExecStart=/bin/echo \\ \nnot an option\n";
+    for bad in ["[Unit\n", "[Unit] x\n", "[Unit]\nno equals sign\n", "[Unit]\nlast", &long, spaced] {
         assert!(check::parse_unit(bad).is_err(), "{bad:?}");
     }
 }

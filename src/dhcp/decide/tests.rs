@@ -1,3 +1,6 @@
+use crate::boot::BootSettings;
+use crate::inventory::Name;
+use dhcproto::v4::Opcode;
 use std::time::Duration;
 
 use dhcproto::v4::{DhcpOption, MessageType, OptionCode};

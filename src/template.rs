@@ -1,4 +1,5 @@
-//! `{{name}}` substitution for kernel arguments and config templates. Only names in `VARIABLES`
+//! `{{name}}` substitution for kernel arguments and config templates (neutral: the boot
+//! service renders with it, inventory validation checks profiles with it). Only names in `VARIABLES`
 //! exist; anything else is an error naming it, so a typo never reaches a booting machine as a
 //! literal `{{hostnme}}`.
 
@@ -26,7 +27,13 @@ pub const CONFIG_VARIABLES: &[(&str, &str)] =
 /// `vars` with the config-template variables added.
 pub fn with_keys<'a>(vars: &BTreeMap<&'a str, String>, ssh_keys: &[String]) -> BTreeMap<&'a str, String> {
     let mut all = vars.clone();
-    all.insert("ssh_authorized_keys", serde_json::to_string(ssh_keys).unwrap_or_else(|_| "[]".into()));
+    let mut unique: Vec<&String> = Vec::new();
+    for key in ssh_keys {
+        if !unique.contains(&key) {
+            unique.push(key);
+        }
+    }
+    all.insert("ssh_authorized_keys", serde_json::to_string(&unique).unwrap_or_else(|_| "[]".into()));
     all
 }
 
@@ -77,7 +84,10 @@ pub fn render<V: AsRef<str>>(text: &str, vars: &BTreeMap<&str, V>) -> Result<Str
             Some(value) => out.push_str(value.as_ref()),
             None => {
                 let known: Vec<&str> = vars.keys().copied().collect();
-                return Err(TemplateError::Unknown(name.to_string(), known.join(", ")));
+                // Only a name is quoted back: whatever else sits between braces may be data.
+                let plain = name.len() <= 40 && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+                let shown = if plain { name.to_string() } else { "…".to_string() };
+                return Err(TemplateError::Unknown(shown, known.join(", ")));
             }
         }
         rest = &after[end + 2..];
@@ -109,6 +119,12 @@ mod tests {
         assert_eq!(first_used("ds=nocloud;s={{ config_url }}", NODE_VARIABLES), Some("config_url"));
         assert_eq!(first_used("ip=dhcp url={{server}}/x {{mac}}", NODE_VARIABLES), None);
         assert_eq!(first_used("{{server}} {{hostname}}", NODE_VARIABLES), Some("hostname"));
+    }
+
+    #[test]
+    fn what_is_not_a_name_is_not_quoted_back() {
+        let err = check("x {{ secret value with spaces }}").expect_err("not a variable");
+        assert!(err.to_string().contains("{{…}}") && !err.to_string().contains("secret"), "{err}");
     }
 
     #[test]

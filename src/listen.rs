@@ -1,5 +1,5 @@
-//! Serves a router (the admin API, the HTTP boot service) on a TCP listener, with optional TLS,
-//! until shutdown. Every request carries a `Connection` extension: the TCP peer and the local
+//! The HTTP listener the admin API and the HTTP boot service share: serves a router on a TCP
+//! listener, with optional TLS, until shutdown. Neutral: imports no service. Every request carries a `Connection` extension: the TCP peer and the local
 //! address it reached, the only identity the boot service trusts.
 //!
 //! One task per connection; HTTP/1.1 with a header-read timeout (slow clients cannot hold a
@@ -28,7 +28,12 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::TlsFiles;
+/// A certificate chain and its private key, PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
 
 /// Most admin connections served at once; more wait in the kernel's accept queue.
 const MAX_CONNECTIONS: usize = 512;

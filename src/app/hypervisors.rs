@@ -1,0 +1,38 @@
+//! The hypervisor backends the config describes, built for the daemon (and checked by
+//! `slipway check`).
+
+use std::sync::Arc;
+
+use crate::config::{Backend, HypervisorConfig};
+use crate::hypervisor::Hypervisor;
+
+/// The backend a config entry describes. Reads the Proxmox token secret now, so a missing
+/// or unreadable secret stops the daemon at start with the entry named.
+pub fn build(config: &HypervisorConfig) -> Result<Arc<dyn Hypervisor>, String> {
+    let name = config.name.to_string();
+    let fail = |e: String| format!("hypervisor {name}: {e}");
+    Ok(match &config.backend {
+        Backend::Proxmox(p) => {
+            let settings = crate::hypervisor::proxmox::Settings {
+                name: name.clone(),
+                url: p.url.clone(),
+                token_id: p.token_id.clone(),
+                token_secret: p.secret.read().map_err(|e| fail(format!("API token secret: {e}")))?,
+                trust: p.trust.clone(),
+                defaults: crate::hypervisor::proxmox::params::Defaults {
+                    storage: p.storage.clone(),
+                    bridge: p.bridge.clone(),
+                },
+                nodes: p.nodes.clone(),
+                task_timeout: p.task_timeout,
+            };
+            Arc::new(crate::hypervisor::proxmox::Proxmox::new(settings).map_err(fail)?)
+        }
+        Backend::Qemu(q) => {
+            let mut settings = crate::hypervisor::qemu::Settings::new(&name, q.dir.clone(), &q.bridge);
+            settings.netns.clone_from(&q.netns);
+            settings.accel = q.accel;
+            Arc::new(crate::hypervisor::qemu::Qemu::new(settings))
+        }
+    })
+}
