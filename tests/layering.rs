@@ -30,6 +30,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("confine", 0),
     ("template", 0),
     ("throttle", 0),
+    ("runtime", 0),
+    ("tls", 0),
     ("udp", 0),
 ];
 

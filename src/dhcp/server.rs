@@ -221,15 +221,9 @@ impl Server {
         boot: BootSettings,
         shutdown: CancellationToken,
     ) {
-        let thread = tokio::task::spawn_blocking(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => return tracing::error!(error = %e, "DHCP: cannot start the DHCP runtime; not serving"),
-            };
-            runtime.block_on(self.serve(store, events, inventory, boot, shutdown));
-        });
-        if let Err(e) = thread.await {
-            tracing::error!(error = %e, "DHCP: the server thread ended abnormally");
+        let served = crate::runtime::dedicated("DHCP", move || self.serve(store, events, inventory, boot, shutdown));
+        if let Err(e) = served.await {
+            tracing::error!(error = %e, "DHCP: not serving");
         }
     }
 

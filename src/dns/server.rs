@@ -99,17 +99,16 @@ impl Server {
             // Each UDP socket gets a thread with a runtime of its own: no hand-offs between worker
             // threads on the hot path (forwarded queries run on that runtime too).
             let (responder, forwarder, shutdown) = (responder.clone(), forwarder.clone(), shutdown.clone());
-            udp.spawn_blocking(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt,
-                    Err(e) => return tracing::error!(error = %e, "DNS: cannot start the UDP runtime"),
-                };
-                runtime.block_on(async move {
+            udp.spawn(async move {
+                let served = crate::runtime::dedicated("DNS UDP", move || async move {
                     match UdpSocket::from_std(socket) {
                         Ok(socket) => super::udp::serve(Arc::new(socket), responder, forwarder, shutdown).await,
                         Err(e) => tracing::error!(error = %e, "DNS: cannot register the UDP socket"),
                     }
                 });
+                if let Err(e) = served.await {
+                    tracing::error!(error = %e, "DNS: a UDP socket is not served");
+                }
             });
         }
         let mut server = hickory_server::Server::new(Handler { responder, forwarder });
