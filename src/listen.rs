@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tracing::Instrument;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -222,37 +223,40 @@ pub async fn run_with(listener: Listener, router: Router, front: impl Front, shu
         let http = http.clone();
         let watcher = graceful.watcher();
         let tls = listener.tls.clone();
-        let name = listener.name;
         let (front, stop) = (front.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let result = match tls {
-                None => {
-                    let Some((stream, read)) = front.serve(stream, conn, stop).await else { return };
-                    let io = TokioIo::new(Replay { read, at: 0, stream });
-                    watcher.watch(http.serve_connection(io, service)).await
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                let result = match tls {
+                    None => {
+                        let Some((stream, read)) = front.serve(stream, conn, stop).await else { return };
+                        let io = TokioIo::new(Replay { read, at: 0, stream });
+                        watcher.watch(http.serve_connection(io, service)).await
+                    }
+                    Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            watcher.watch(http.serve_connection(TokioIo::new(tls_stream), service)).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    },
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
-                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => watcher.watch(http.serve_connection(TokioIo::new(tls_stream), service)).await,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "{name}: TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "{name}: TLS handshake timed out");
-                        return;
-                    }
-                },
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "{name}: connection ended with an error");
             }
-        });
+            .instrument(tracing::debug_span!("connection", %peer)),
+        );
     }
-    let name = listener.name;
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(GRACE) => tracing::warn!("{name}: connections still open after the grace period; closing them"),
+        () = tokio::time::sleep(GRACE) => tracing::warn!("connections still open after the grace period; closing them"),
     }
 }

@@ -21,7 +21,10 @@ where
     Fut: Future + 'static,
     Fut::Output: Send + 'static,
 {
+    // The caller's span (the service's) stays the parent of everything logged on that thread.
+    let span = tracing::Span::current();
     let thread = tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -203,8 +203,10 @@ fn boots_from_slipway_alone(tag: &str, firmware: Firmware) {
         .nth(1)
         .and_then(|rest| rest.split("tiny: user-data end").next())
         .unwrap_or_else(|| panic!("no user-data on the console:\n{console}"));
-    assert!(user_data.contains("#cloud-config") && user_data.contains(&format!("hostname: {}", NODE.0)), "{user_data}");
-    assert!(user_data.contains(&format!("url: http://{SERVER}:8080/phone-home")), "{user_data}");
+    assert!(user_data.trim_start().starts_with("#cloud-config"), "{user_data}");
+    let parsed: serde_json::Value = serde_norway::from_str(user_data.trim()).expect("the user-data is YAML");
+    assert_eq!(parsed["hostname"], NODE.0, "{user_data}");
+    assert_eq!(parsed["phone_home"]["url"], format!("http://{SERVER}:8080/phone-home"), "{user_data}");
 
     let steps: Vec<String> =
         event_types(&daemon, &lab).iter().filter_map(|e| e["details"]["type"].as_str().map(String::from)).collect();

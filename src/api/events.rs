@@ -109,12 +109,12 @@ pub async fn list_events(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest { field: None, message: e.body_text() })?;
     let (filter, limit, follow) = filter_of(&query)?;
-    // Subscribe, then flush what was appended earlier, then read the backlog: every event is
-    // in the backlog or in the live stream (or both; duplicates are dropped by sequence).
+    // Flush what was appended before this request, so a list holds every event that happened
+    // before it was asked for (a DHCP ack recorded a moment ago is not missing); with
+    // `follow`, subscribe first: every event is then in the backlog or in the live stream (or
+    // both; duplicates are dropped by sequence).
     let live = follow.then(|| s.events.subscribe());
-    if follow {
-        s.events.flush().await;
-    }
+    s.events.flush().await;
     let events = s.events.clone();
     let backlog_filter = filter.clone();
     let backlog = tokio::task::spawn_blocking(move || events.query(&backlog_filter, limit))

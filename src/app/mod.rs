@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
@@ -159,26 +160,31 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         shutdown: shutdown.clone(),
     };
     let mut tasks = JoinSet::new();
-    tasks.spawn(crate::listen::run(admin, api::router(state), shutdown.clone()));
+    tasks.spawn(
+        crate::listen::run(admin, api::router(state), shutdown.clone()).instrument(tracing::info_span!("admin")),
+    );
     if let Some(dhcp) = dhcp {
         let inventory = store.subscribe();
-        tasks.spawn(dhcp.run(store.clone(), events.clone(), inventory, config.boot.clone(), shutdown.clone()));
+        let dhcp = dhcp.run(store.clone(), events.clone(), inventory, config.boot.clone(), shutdown.clone());
+        tasks.spawn(dhcp.instrument(tracing::info_span!("dhcp")));
     }
 
     if let Some(dns) = dns {
-        tasks.spawn(dns.run(events.clone(), store.subscribe(), shutdown.clone()));
+        tasks
+            .spawn(dns.run(events.clone(), store.subscribe(), shutdown.clone()).instrument(tracing::info_span!("dns")));
     }
     if let Some(lb) = lb {
-        tasks.spawn(lb.run(events.clone(), store.subscribe(), shutdown.clone()));
+        tasks.spawn(lb.run(events.clone(), store.subscribe(), shutdown.clone()).instrument(tracing::info_span!("lb")));
     }
     if let Some(t) = tftp {
-        tasks.spawn(t.run(shutdown.clone()));
+        tasks.spawn(t.run(shutdown.clone()).instrument(tracing::info_span!("tftp")));
     }
     for a in advertisers {
-        tasks.spawn(a.run(shutdown.clone()));
+        tasks.spawn(a.run(shutdown.clone()).instrument(tracing::info_span!("ra")));
     }
     if let Some(h) = boot_http {
-        tasks.spawn(h.run(store.clone(), events.clone(), shutdown.clone()));
+        tasks
+            .spawn(h.run(store.clone(), events.clone(), shutdown.clone()).instrument(tracing::info_span!("http_boot")));
     }
 
     let inv = store.snapshot();

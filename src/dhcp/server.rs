@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -223,7 +224,7 @@ impl Server {
     ) {
         let served = crate::runtime::dedicated("DHCP", move || self.serve(store, events, inventory, boot, shutdown));
         if let Err(e) = served.await {
-            tracing::error!(error = %e, "DHCP: not serving");
+            tracing::error!(error = %e, "not serving");
         }
     }
 
@@ -238,18 +239,18 @@ impl Server {
         let leases = match store.leases() {
             Ok(l) => LeaseTable::new(l),
             Err(e) => {
-                tracing::error!(error = %e, "DHCP: cannot load leases; not serving");
+                tracing::error!(error = %e, "cannot load leases; not serving");
                 return;
             }
         };
         let ports = match self.ports.into_iter().map(Port::register).collect::<Result<Vec<_>, _>>() {
             Ok(ports) => Arc::new(ports),
-            Err(e) => return tracing::error!(error = %e, "DHCP: cannot register the sockets; not serving"),
+            Err(e) => return tracing::error!(error = %e, "cannot register the sockets; not serving"),
         };
         let (tx, rx) = mpsc::channel::<Datagram>(BATCH * 4);
         for index in 0..ports.len() {
             let (ports, tx, shutdown) = (ports.clone(), tx.clone(), shutdown.clone());
-            tokio::spawn(async move { receive(ports, index, tx, shutdown).await });
+            tokio::spawn(async move { receive(ports, index, tx, shutdown).await }.in_current_span());
         }
         drop(tx);
         let owner = Owner {
@@ -286,14 +287,14 @@ async fn receive(ports: Arc<Vec<Port>>, index: usize, tx: mpsc::Sender<Datagram>
             r = crate::udp::recv_batch(&socket, &mut bufs, &mut received) => r,
         };
         if let Err(e) = got {
-            tracing::warn!(error = %e, interface = %ports[index].interface, "DHCP: receive failed");
+            tracing::warn!(error = %e, interface = %ports[index].interface, "receive failed");
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
         for (i, &(n, from)) in received.iter().enumerate() {
             let datagram = Datagram { port: index, from, bytes: bufs[i][..n].to_vec() };
             if tx.try_send(datagram).is_err() {
-                tracing::debug!(%from, "DHCP: queue full, datagram dropped");
+                tracing::debug!(%from, "queue full, datagram dropped");
             }
         }
     }
@@ -439,7 +440,7 @@ impl Owner {
                 true
             }
             Err(e) => {
-                tracing::error!(error = %e, dropped = outgoing.len(), "DHCP: cannot persist leases; replies dropped");
+                tracing::error!(error = %e, dropped = outgoing.len(), "cannot persist leases; replies dropped");
                 if let Ok(stored) = self.store.leases() {
                     self.leases = LeaseTable::new(stored);
                 }
@@ -489,7 +490,7 @@ impl Owner {
             let req = match message::parse(&datagram.bytes) {
                 Ok(parsed) => parsed,
                 Err(e) => {
-                    tracing::debug!(from = %datagram.from, interface = %port.interface, error = %e, "DHCP: dropped a malformed datagram");
+                    tracing::debug!(from = %datagram.from, interface = %port.interface, error = %e, "dropped a malformed datagram");
                     continue;
                 }
             };
@@ -589,11 +590,11 @@ impl Owner {
             }
             Outcome::Released(ip) => event(EventKind::LeaseReleased { ip: *ip }),
             Outcome::Declined(ip) => {
-                tracing::warn!(%ip, mac = %req.mac, "DHCP: a client declined its address (in use by another machine?)");
+                tracing::warn!(%ip, mac = %req.mac, "a client declined its address (in use by another machine?)");
                 event(EventKind::LeaseDeclined { ip: *ip });
             }
             Outcome::Ignored(Ignore::PoolExhausted(network)) => {
-                tracing::warn!(%network, mac = %req.mac, "DHCP: the dynamic pool is exhausted");
+                tracing::warn!(%network, mac = %req.mac, "the dynamic pool is exhausted");
                 event(EventKind::PoolExhausted { network: network.clone() });
             }
             Outcome::Ignored(why) => {
@@ -621,10 +622,13 @@ impl Owner {
 
     fn start_probe(&self, out: Outgoing, lease: Lease, mac: crate::inventory::MacAddr, node: Option<Name>) {
         let done = self.probes.0.clone();
-        tokio::spawn(async move {
-            let answered = super::probe::answers(lease.ip, PROBE_WAIT).await;
-            let _ = done.send(Probed { out, lease, mac, node, answered }).await;
-        });
+        tokio::spawn(
+            async move {
+                let answered = super::probe::answers(lease.ip, PROBE_WAIT).await;
+                let _ = done.send(Probed { out, lease, mac, node, answered }).await;
+            }
+            .in_current_span(),
+        );
     }
 
     /// A probe finished: an address that answered is kept out of use (like a DECLINE) and its
@@ -644,10 +648,10 @@ impl Owner {
                     client_id: None,
                     ..p.lease.clone()
                 };
-                tracing::warn!(ip = %p.lease.ip, "DHCP: a pool address answers ping but has no lease; not offering it");
+                tracing::warn!(ip = %p.lease.ip, "a pool address answers ping but has no lease; not offering it");
                 self.events.append(Source::Dhcp, Subject::default(), EventKind::AddressInUse { ip: p.lease.ip });
                 if let Err(e) = self.commit(vec![quarantine.clone()]).await {
-                    tracing::error!(error = %e, "DHCP: cannot persist a quarantined address");
+                    tracing::error!(error = %e, "cannot persist a quarantined address");
                 }
                 self.leases.put(quarantine);
                 return;
@@ -655,7 +659,7 @@ impl Owner {
             Ok(false) => {}
             Err(e) => {
                 if !self.probe_failed_logged {
-                    tracing::warn!(error = %e, "DHCP: cannot probe pool addresses (needs CAP_NET_RAW); offering without");
+                    tracing::warn!(error = %e, "cannot probe pool addresses (needs CAP_NET_RAW); offering without");
                     self.probe_failed_logged = true;
                 }
             }
@@ -673,7 +677,7 @@ impl Owner {
                     EventKind::LeaseOffered { ip: p.lease.ip },
                 );
             }
-            Err(e) => tracing::debug!(to = %p.out.to, error = %e, "DHCP: send failed"),
+            Err(e) => tracing::debug!(to = %p.out.to, error = %e, "send failed"),
         }
     }
 

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
 
 use hickory_proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
 use hickory_server::net::runtime::Time;
@@ -99,17 +100,20 @@ impl Server {
             // Each UDP socket gets a thread with a runtime of its own: no hand-offs between worker
             // threads on the hot path (forwarded queries run on that runtime too).
             let (responder, forwarder, shutdown) = (responder.clone(), forwarder.clone(), shutdown.clone());
-            udp.spawn(async move {
-                let served = crate::runtime::dedicated("DNS UDP", move || async move {
-                    match UdpSocket::from_std(socket) {
-                        Ok(socket) => super::udp::serve(Arc::new(socket), responder, forwarder, shutdown).await,
-                        Err(e) => tracing::error!(error = %e, "DNS: cannot register the UDP socket"),
+            udp.spawn(
+                async move {
+                    let served = crate::runtime::dedicated("DNS UDP", move || async move {
+                        match UdpSocket::from_std(socket) {
+                            Ok(socket) => super::udp::serve(Arc::new(socket), responder, forwarder, shutdown).await,
+                            Err(e) => tracing::error!(error = %e, "cannot register the UDP socket"),
+                        }
+                    });
+                    if let Err(e) = served.await {
+                        tracing::error!(error = %e, "a UDP socket is not served");
                     }
-                });
-                if let Err(e) = served.await {
-                    tracing::error!(error = %e, "DNS: a UDP socket is not served");
                 }
-            });
+                .in_current_span(),
+            );
         }
         let mut server = hickory_server::Server::new(Handler { responder, forwarder });
         for listener in self.tcp {

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
@@ -38,7 +39,7 @@ pub async fn serve(
         received.clear();
         tokio::select! {
             got = crate::udp::recv_batch(&socket, &mut bufs, &mut received) => if let Err(e) = got {
-                tracing::debug!(error = %e, "DNS: UDP receive failed");
+                tracing::debug!(error = %e, "UDP receive failed");
                 continue;
             },
             _ = shutdown.cancelled() => break,
@@ -93,32 +94,35 @@ async fn slow(
                     return;
                 };
                 let (socket, responder, forwarder) = (socket.clone(), responder.clone(), forwarder.clone());
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let reply = forwarder.resolve(&query, dnssec_ok).await;
-                    let qtype = query.query_type();
-                    let bytes = match &reply {
-                        Ok(reply) => {
-                            meta.response_code = reply.metadata.response_code;
-                            let sections = Sections {
-                                answers: &reply.answers,
-                                authority: &reply.authorities,
-                                additionals: &reply.additionals,
-                            };
-                            emit(&request, meta, sections, udp_limit(&request))
+                tokio::spawn(
+                    async move {
+                        let _permit = permit;
+                        let reply = forwarder.resolve(&query, dnssec_ok).await;
+                        let qtype = query.query_type();
+                        let bytes = match &reply {
+                            Ok(reply) => {
+                                meta.response_code = reply.metadata.response_code;
+                                let sections = Sections {
+                                    answers: &reply.answers,
+                                    authority: &reply.authorities,
+                                    additionals: &reply.additionals,
+                                };
+                                emit(&request, meta, sections, udp_limit(&request))
+                            }
+                            Err(e) => {
+                                tracing::debug!(error = %e, name = %query.name(), "forwarding failed");
+                                meta.response_code = ResponseCode::ServFail;
+                                emit(&request, meta, Sections::default(), udp_limit(&request))
+                            }
+                        };
+                        responder.metrics.forwarded(reply.is_ok());
+                        responder.metrics.count(qtype, meta.response_code);
+                        if let Some(bytes) = bytes {
+                            send(&socket, &bytes, src).await;
                         }
-                        Err(e) => {
-                            tracing::debug!(error = %e, name = %query.name(), "forwarding failed");
-                            meta.response_code = ResponseCode::ServFail;
-                            emit(&request, meta, Sections::default(), udp_limit(&request))
-                        }
-                    };
-                    responder.metrics.forwarded(reply.is_ok());
-                    responder.metrics.count(qtype, meta.response_code);
-                    if let Some(bytes) = bytes {
-                        send(&socket, &bytes, src).await;
                     }
-                });
+                    .in_current_span(),
+                );
             }
         }
     }
@@ -130,6 +134,6 @@ async fn send(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
         return;
     }
     if let Err(e) = socket.send_to(bytes, to).await {
-        tracing::debug!(error = %e, %to, "DNS: UDP send failed");
+        tracing::debug!(error = %e, %to, "UDP send failed");
     }
 }

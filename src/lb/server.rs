@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use tracing::Instrument;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -234,7 +235,7 @@ impl Server {
             let addr = listener.local_addr().unwrap_or(fe.listen);
             let limit = Arc::new(Semaphore::new(fe.max_connections));
             write(&ctx.state.frontends).push(FrontendState { frontend: fe.clone(), addr, active: limit.clone() });
-            tasks.spawn(accept(ctx.clone(), fe, listener, limit, shutdown.clone()));
+            tasks.spawn(accept(ctx.clone(), fe, listener, limit, shutdown.clone()).in_current_span());
         }
         loop {
             tokio::select! {
@@ -280,13 +281,16 @@ impl Context {
             let mut backends = write(&state.backends);
             for b in backends.iter() {
                 if !wanted.contains(&b.addr) && b.member.swap(false, Ordering::Relaxed) {
-                    tracing::info!(pool = %pool.name, backend = %b.addr, "LB: backend left its pool; draining");
+                    tracing::info!(pool = %pool.name, backend = %b.addr, "backend left its pool; draining");
                     b.checks.cancel();
                     let (b, drain) = (b.clone(), self.settings.drain_timeout);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(drain).await;
-                        b.drain.cancel();
-                    });
+                    tokio::spawn(
+                        async move {
+                            tokio::time::sleep(drain).await;
+                            b.drain.cancel();
+                        }
+                        .in_current_span(),
+                    );
                 }
             }
             backends.retain(|b| b.member.load(Ordering::Relaxed) || b.active.load(Ordering::Relaxed) > 0);
@@ -310,7 +314,7 @@ impl Context {
                 self.labels(&backend, |m, l| {
                     m.up.get_or_create(l).set(1);
                 });
-                tokio::spawn(check_loop(self.clone(), backend.clone(), pool.clone()));
+                tokio::spawn(check_loop(self.clone(), backend.clone(), pool.clone()).in_current_span());
                 backends.push(backend);
             }
         }
@@ -326,7 +330,7 @@ async fn check_loop(ctx: Arc<Context>, backend: Arc<Backend>, pool: Pool) {
     let probe = match Probe::new(&pool.check) {
         Ok(p) => p,
         Err(e) => {
-            tracing::error!(pool = %pool.name, error = %e, "LB: cannot build the health check; backend stays up unchecked");
+            tracing::error!(pool = %pool.name, error = %e, "cannot build the health check; backend stays up unchecked");
             return;
         }
     };
@@ -349,11 +353,11 @@ async fn check_loop(ctx: Arc<Context>, backend: Arc<Backend>, pool: Pool) {
         });
         let (pool_name, addr) = (pool.name.clone(), backend.addr.to_string());
         if up {
-            tracing::info!(pool = %pool_name, backend = %addr, "LB: backend up");
+            tracing::info!(pool = %pool_name, backend = %addr, "backend up");
             ctx.events.append(Source::Lb, Subject::default(), EventKind::BackendUp { pool: pool_name, backend: addr });
         } else {
             let reason = result.err().unwrap_or_default();
-            tracing::warn!(pool = %pool_name, backend = %addr, %reason, "LB: backend down");
+            tracing::warn!(pool = %pool_name, backend = %addr, %reason, "backend down");
             ctx.events.append(
                 Source::Lb,
                 Subject::default(),
@@ -378,7 +382,7 @@ async fn accept(
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(frontend = %fe.name, error = %e, "LB: accept failed");
+                    tracing::warn!(frontend = %fe.name, error = %e, "accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
@@ -393,13 +397,16 @@ async fn accept(
         };
         let pool = read(&ctx.state.pools).get(&fe.pool).cloned();
         let (ctx, label) = (ctx.clone(), label.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let Some(pool) = pool else { return };
-            if !serve(&ctx, &pool, client, peer).await {
-                ctx.metrics.refused.get_or_create(&label).inc();
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                let Some(pool) = pool else { return };
+                if !serve(&ctx, &pool, client, peer).await {
+                    ctx.metrics.refused.get_or_create(&label).inc();
+                }
             }
-        });
+            .in_current_span(),
+        );
     }
 }
 
@@ -420,7 +427,7 @@ async fn serve(ctx: &Context, pool: &PoolState, client: TcpStream, peer: SocketA
                 })
                 .collect();
             let Some(addr) = select(pool.pool.algorithm, &candidates, turn, peer.ip(), &tried) else {
-                tracing::debug!(pool = %pool.pool.name, %peer, "LB: no usable backend");
+                tracing::debug!(pool = %pool.pool.name, %peer, "no usable backend");
                 return false;
             };
             let Some(b) = backends.iter().find(|b| b.addr == addr && b.member.load(Ordering::Relaxed)).cloned() else {
@@ -432,12 +439,12 @@ async fn serve(ctx: &Context, pool: &PoolState, client: TcpStream, peer: SocketA
         let stream = match connected {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                tracing::debug!(backend = %addr, error = %e, "LB: connect failed; trying the next backend");
+                tracing::debug!(backend = %addr, error = %e, "connect failed; trying the next backend");
                 tried.push(addr);
                 continue;
             }
             Err(_) => {
-                tracing::debug!(backend = %addr, "LB: connect timed out; trying the next backend");
+                tracing::debug!(backend = %addr, "connect timed out; trying the next backend");
                 tried.push(addr);
                 continue;
             }

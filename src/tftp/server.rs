@@ -6,6 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tracing::Instrument;
 
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
@@ -48,7 +49,7 @@ type Refused = (ErrorCode, &'static str);
 impl Files {
     async fn open(&self, client: &SocketAddr, name: &str) -> Result<(Source, String), Refused> {
         let wanted = check(name).map_err(|refusal| {
-            tracing::info!(%client, name = %name.escape_debug(), %refusal, "TFTP: read refused");
+            tracing::info!(%client, name = %name.escape_debug(), %refusal, "read refused");
             (ErrorCode::AccessViolation, "access violation")
         })?;
         match wanted {
@@ -69,7 +70,7 @@ impl Files {
             Err(_) => return Err(DENIED),
         };
         if !inside(&self.root, &resolved) {
-            tracing::info!(%client, path = %relative.display(), "TFTP: read refused, resolves outside the root");
+            tracing::info!(%client, path = %relative.display(), "read refused, resolves outside the root");
             return Err(DENIED);
         }
         let file = tokio::fs::File::open(&resolved).await.map_err(|_| DENIED)?;
@@ -96,13 +97,13 @@ impl Files {
         let Ok(Packet::Read(req)) = packet::parse(&request) else { return };
         let socket = match UdpSocket::bind((local, 0)).await {
             Ok(s) => s,
-            Err(e) => return tracing::warn!(%client, error = %e, "TFTP: cannot open a transfer socket"),
+            Err(e) => return tracing::warn!(%client, error = %e, "cannot open a transfer socket"),
         };
         if let Err(e) = socket.connect(client).await {
-            return tracing::debug!(%client, error = %e, "TFTP: cannot reach the client");
+            return tracing::debug!(%client, error = %e, "cannot reach the client");
         }
         let Ok(name) = std::str::from_utf8(req.filename) else {
-            tracing::info!(%client, "TFTP: read refused, the name is not UTF-8");
+            tracing::info!(%client, "read refused, the name is not UTF-8");
             let _ = socket.send(&packet::error(ErrorCode::AccessViolation, "access violation")).await;
             return;
         };
@@ -120,13 +121,13 @@ impl Files {
         let max_blksize =
             mtu.and_then(|m| usize::try_from(m).ok()).map_or(packet::MAX_BLKSIZE, packet::blksize_for_mtu);
         let (negotiated, oack) = packet::negotiate(&req.options, len, max_blksize);
-        tracing::debug!(%client, path = %shown, bytes = len, ?negotiated, "TFTP: read");
+        tracing::debug!(%client, path = %shown, bytes = len, ?negotiated, "read");
         self.record(&client, shown.clone(), len);
         // Other transfers running (see `transfer`): this one holds a slot itself.
         let crowded = || slots.available_permits() + 1 < MAX_TRANSFERS;
         match transfer::send(&socket, source, negotiated, negotiated.oack.then_some(oack), crowded).await {
-            Ok(bytes) => tracing::debug!(%client, path = %shown, bytes, "TFTP: sent"),
-            Err(e) => tracing::info!(%client, path = %shown, error = %e, "TFTP: transfer ended early"),
+            Ok(bytes) => tracing::debug!(%client, path = %shown, bytes, "sent"),
+            Err(e) => tracing::info!(%client, path = %shown, error = %e, "transfer ended early"),
         }
     }
 }
@@ -169,7 +170,7 @@ impl Server {
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok(r) => r,
                     Err(e) => {
-                        tracing::debug!(error = %e, "TFTP: receive failed");
+                        tracing::debug!(error = %e, "receive failed");
                         continue;
                     }
                 },
@@ -183,22 +184,25 @@ impl Server {
                     };
                     let (files, request, local) = (self.files.clone(), buf[..len].to_vec(), self.addr.ip());
                     let (stop, slots) = (shutdown.clone(), slots.clone());
-                    tokio::spawn(async move {
-                        tokio::select! {
-                            () = stop.cancelled() => {}
-                            () = files.read(local, client, request, &slots) => {}
+                    tokio::spawn(
+                        async move {
+                            tokio::select! {
+                                () = stop.cancelled() => {}
+                                () = files.read(local, client, request, &slots) => {}
+                            }
+                            drop(slot);
                         }
-                        drop(slot);
-                    });
+                        .instrument(tracing::debug_span!("transfer", %client)),
+                    );
                 }
                 Ok(Packet::Write { filename }) => {
                     let name = String::from_utf8_lossy(filename);
-                    tracing::info!(%client, path = %name.escape_debug(), "TFTP: write refused (read-only server)");
+                    tracing::info!(%client, path = %name.escape_debug(), "write refused (read-only server)");
                     let refusal = packet::error(ErrorCode::AccessViolation, "read-only server");
                     let _ = self.socket.send_to(&refusal, client).await;
                 }
-                Ok(other) => tracing::debug!(%client, ?other, "TFTP: ignored a packet on the request port"),
-                Err(e) => tracing::debug!(%client, error = %e, "TFTP: malformed request dropped"),
+                Ok(other) => tracing::debug!(%client, ?other, "ignored a packet on the request port"),
+                Err(e) => tracing::debug!(%client, error = %e, "malformed request dropped"),
             }
         }
     }

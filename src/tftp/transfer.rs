@@ -185,7 +185,7 @@ async fn send_window(
                 // when a block no longer fits the MTU, EINVAL or ENOPROTOOPT from an older
                 // kernel): plain datagrams, which IP may fragment, from here on.
                 Err(e) if e.raw_os_error().map(Errno::from_raw).is_some_and(|errno| NO_OFFLOAD.contains(&errno)) => {
-                    tracing::debug!(error = %e, "TFTP: no UDP segmentation offload, sending datagram by datagram");
+                    tracing::debug!(error = %e, "no UDP segmentation offload, sending datagram by datagram");
                     *gso = false;
                 }
                 Err(e) => return Err(e),
