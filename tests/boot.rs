@@ -203,6 +203,12 @@ fn boots_from_slipway_alone(tag: &str, firmware: Firmware) {
         .nth(1)
         .and_then(|rest| rest.split("tiny: user-data end").next())
         .unwrap_or_else(|| panic!("no user-data on the console:\n{console}"));
+    // The serial console interleaves the kernel's own lines (`[    2.02] ...`) with the init's.
+    let user_data: String = user_data
+        .lines()
+        .filter(|l| !(l.starts_with('[') && l.split(']').next().is_some_and(|t| t[1..].trim().parse::<f64>().is_ok())))
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert!(user_data.trim_start().starts_with("#cloud-config"), "{user_data}");
     let parsed: serde_json::Value = serde_norway::from_str(user_data.trim()).expect("the user-data is YAML");
     assert_eq!(parsed["hostname"], NODE.0, "{user_data}");
