@@ -6,18 +6,26 @@ use std::sync::Arc;
 use crate::config::{Backend, HypervisorConfig};
 use crate::hypervisor::Hypervisor;
 
+/// Why a backend could not be built; names the config entry.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("hypervisor {name}: API token secret: {message}")]
+    Secret { name: String, message: String },
+    #[error("hypervisor {name}: {message}")]
+    Client { name: String, message: String },
+}
+
 /// The backend a config entry describes. Reads the Proxmox token secret now, so a missing
 /// or unreadable secret stops the daemon at start with the entry named.
-pub fn build(config: &HypervisorConfig) -> Result<Arc<dyn Hypervisor>, String> {
+pub fn build(config: &HypervisorConfig) -> Result<Arc<dyn Hypervisor>, BuildError> {
     let name = config.name.to_string();
-    let fail = |e: String| format!("hypervisor {name}: {e}");
     Ok(match &config.backend {
         Backend::Proxmox(p) => {
             let settings = crate::hypervisor::proxmox::Settings {
                 name: name.clone(),
                 url: p.url.clone(),
                 token_id: p.token_id.clone(),
-                token_secret: p.secret.read().map_err(|e| fail(format!("API token secret: {e}")))?,
+                token_secret: p.secret.read().map_err(|message| BuildError::Secret { name: name.clone(), message })?,
                 trust: p.trust.clone(),
                 defaults: crate::hypervisor::proxmox::params::Defaults {
                     storage: p.storage.clone(),
@@ -26,7 +34,10 @@ pub fn build(config: &HypervisorConfig) -> Result<Arc<dyn Hypervisor>, String> {
                 nodes: p.nodes.clone(),
                 task_timeout: p.task_timeout,
             };
-            Arc::new(crate::hypervisor::proxmox::Proxmox::new(settings).map_err(fail)?)
+            Arc::new(
+                crate::hypervisor::proxmox::Proxmox::new(settings)
+                    .map_err(|message| BuildError::Client { name: name.clone(), message })?,
+            )
         }
         Backend::Qemu(q) => {
             let mut settings = crate::hypervisor::qemu::Settings::new(&name, q.dir.clone(), &q.bridge);

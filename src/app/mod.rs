@@ -47,8 +47,8 @@ pub enum AppError {
     Ipxe(#[from] crate::tftp::ipxe::CopyError),
     #[error(transparent)]
     Ra(#[from] crate::dhcp::ra::RaError),
-    #[error("{0}")]
-    Hypervisor(String),
+    #[error(transparent)]
+    Hypervisor(#[from] hypervisors::BuildError),
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -140,12 +140,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     if !admin.is_tls() && !admin_addr.ip().is_loopback() {
         tracing::warn!(%admin_addr, "the admin API listens beyond loopback without TLS; set admin.tls_cert and admin.tls_key");
     }
-    let hypervisors = config
-        .hypervisors
-        .iter()
-        .map(hypervisors::build)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(AppError::Hypervisor)?;
+    let hypervisors = config.hypervisors.iter().map(hypervisors::build).collect::<Result<Vec<_>, _>>()?;
 
     let state = ApiState {
         store: store.clone(),
@@ -251,7 +246,7 @@ pub fn preflight(config: &Config) -> Vec<String> {
     }
     for h in &config.hypervisors {
         if let Err(e) = hypervisors::build(h) {
-            problems.push(e);
+            problems.push(e.to_string());
         }
     }
     problems

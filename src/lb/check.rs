@@ -32,9 +32,29 @@ impl std::fmt::Debug for Probe {
     }
 }
 
+/// Why a backend failed its check (the `reason` of a `backend_down` event), or why a check
+/// could not be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    #[error("check CA: {0}")]
+    Setup(String),
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("send: {0}")]
+    Send(String),
+    #[error("receive: {0}")]
+    Receive(String),
+    #[error("GET {path} answered {line:?}")]
+    Status { path: String, line: String },
+}
+
 impl Probe {
     /// Builds the check; fails only when the CA file cannot be read.
-    pub fn new(check: &HealthCheck) -> Result<Probe, String> {
+    pub fn new(check: &HealthCheck) -> Result<Probe, CheckError> {
         Ok(match check.kind {
             CheckKind::Tcp => Probe::Tcp { timeout: check.timeout },
             CheckKind::Https => Probe::Https {
@@ -46,35 +66,35 @@ impl Probe {
     }
 
     /// Runs the check once; `Err` says why the backend is not healthy.
-    pub async fn run(&self, backend: SocketAddr) -> Result<(), String> {
+    pub async fn run(&self, backend: SocketAddr) -> Result<(), CheckError> {
         match self {
             Probe::Tcp { timeout } => connect(backend, *timeout).await.map(drop),
             Probe::Https { timeout, path, tls } => tokio::time::timeout(*timeout, https(backend, path, tls))
                 .await
-                .map_err(|_| format!("no answer within {timeout:?}"))?,
+                .map_err(|_| CheckError::Timeout(*timeout))?,
         }
     }
 }
 
-async fn connect(backend: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
+async fn connect(backend: SocketAddr, timeout: Duration) -> Result<TcpStream, CheckError> {
     match tokio::time::timeout(timeout, TcpStream::connect(backend)).await {
         Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => Err(format!("connect: {e}")),
-        Err(_) => Err(format!("connect: no answer within {timeout:?}")),
+        Ok(Err(e)) => Err(CheckError::Connect(e.to_string())),
+        Err(_) => Err(CheckError::Connect(format!("no answer within {timeout:?}"))),
     }
 }
 
-async fn https(backend: SocketAddr, path: &str, tls: &TlsConnector) -> Result<(), String> {
-    let stream = TcpStream::connect(backend).await.map_err(|e| format!("connect: {e}"))?;
+async fn https(backend: SocketAddr, path: &str, tls: &TlsConnector) -> Result<(), CheckError> {
+    let stream = TcpStream::connect(backend).await.map_err(|e| CheckError::Connect(e.to_string()))?;
     let name = ServerName::IpAddress(backend.ip().into());
-    let mut stream = tls.connect(name, stream).await.map_err(|e| format!("TLS: {e}"))?;
+    let mut stream = tls.connect(name, stream).await.map_err(|e| CheckError::Tls(e.to_string()))?;
     let request =
         format!("GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: slipway\r\nConnection: close\r\n\r\n", backend.ip());
-    stream.write_all(request.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
+    stream.write_all(request.as_bytes()).await.map_err(|e| CheckError::Send(e.to_string()))?;
     let mut head = [0u8; 64];
     let mut n = 0;
     while n < 12 {
-        let read = stream.read(&mut head[n..]).await.map_err(|e| format!("receive: {e}"))?;
+        let read = stream.read(&mut head[n..]).await.map_err(|e| CheckError::Receive(e.to_string()))?;
         if read == 0 {
             break;
         }
@@ -85,14 +105,14 @@ async fn https(backend: SocketAddr, path: &str, tls: &TlsConnector) -> Result<()
     if line.starts_with("HTTP/1.") && status == "200" {
         Ok(())
     } else {
-        Err(format!("GET {path} answered {:?}", line.lines().next().unwrap_or("")))
+        Err(CheckError::Status { path: path.to_string(), line: line.lines().next().unwrap_or("").to_string() })
     }
 }
 
-fn tls_config(ca_file: Option<&Path>) -> Result<ClientConfig, String> {
+fn tls_config(ca_file: Option<&Path>) -> Result<ClientConfig, CheckError> {
     let trust = match ca_file {
         Some(path) => crate::tls::ServerTrust::CaFile(path.to_owned()),
         None => crate::tls::ServerTrust::AnyCertificate,
     };
-    crate::tls::client_config(&trust, "check CA")
+    crate::tls::client_config(&trust, "file").map_err(CheckError::Setup)
 }

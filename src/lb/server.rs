@@ -356,7 +356,7 @@ async fn check_loop(ctx: Arc<Context>, backend: Arc<Backend>, pool: Pool) {
             tracing::info!(pool = %pool_name, backend = %addr, "backend up");
             ctx.events.append(Source::Lb, Subject::default(), EventKind::BackendUp { pool: pool_name, backend: addr });
         } else {
-            let reason = result.err().unwrap_or_default();
+            let reason = result.err().map(|e| e.to_string()).unwrap_or_default();
             tracing::warn!(pool = %pool_name, backend = %addr, %reason, "backend down");
             ctx.events.append(
                 Source::Lb,
