@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+use tracing::{Instrument, info_span};
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
@@ -51,6 +51,8 @@ pub enum AppError {
     Hypervisor(#[from] hypervisors::BuildError),
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("{0} stopped on its own; see the log above")]
+    ServiceStopped(&'static str),
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -154,32 +156,27 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         hypervisors,
         shutdown: shutdown.clone(),
     };
-    let mut tasks = JoinSet::new();
-    tasks.spawn(
-        crate::listen::run(admin, api::router(state), shutdown.clone()).instrument(tracing::info_span!("admin")),
-    );
+    let mut services = Services::default();
+    services.spawn("admin", crate::listen::run(admin, api::router(state), shutdown.clone()), info_span!("admin"));
     if let Some(dhcp) = dhcp {
         let inventory = store.subscribe();
         let dhcp = dhcp.run(store.clone(), events.clone(), inventory, config.boot.clone(), shutdown.clone());
-        tasks.spawn(dhcp.instrument(tracing::info_span!("dhcp")));
+        services.spawn("dhcp", dhcp, info_span!("dhcp"));
     }
-
     if let Some(dns) = dns {
-        tasks
-            .spawn(dns.run(events.clone(), store.subscribe(), shutdown.clone()).instrument(tracing::info_span!("dns")));
+        services.spawn("dns", dns.run(events.clone(), store.subscribe(), shutdown.clone()), info_span!("dns"));
     }
     if let Some(lb) = lb {
-        tasks.spawn(lb.run(events.clone(), store.subscribe(), shutdown.clone()).instrument(tracing::info_span!("lb")));
+        services.spawn("lb", lb.run(events.clone(), store.subscribe(), shutdown.clone()), info_span!("lb"));
     }
     if let Some(t) = tftp {
-        tasks.spawn(t.run(shutdown.clone()).instrument(tracing::info_span!("tftp")));
+        services.spawn("tftp", t.run(shutdown.clone()), info_span!("tftp"));
     }
     for a in advertisers {
-        tasks.spawn(a.run(shutdown.clone()).instrument(tracing::info_span!("ra")));
+        services.spawn("ra", a.run(shutdown.clone()), info_span!("ra"));
     }
     if let Some(h) = boot_http {
-        tasks
-            .spawn(h.run(store.clone(), events.clone(), shutdown.clone()).instrument(tracing::info_span!("http_boot")));
+        services.spawn("http boot", h.run(store.clone(), events.clone(), shutdown.clone()), info_span!("http_boot"));
     }
 
     let inv = store.snapshot();
@@ -201,22 +198,63 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     );
     sd_notify(&format!("READY=1\nSTATUS=serving; admin API on {admin_addr}"));
 
+    let mut failed = None;
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
         _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
-        Some(ended) = tasks.join_next() => tracing::error!(?ended, "a subsystem stopped on its own; stopping"),
+        Some(ended) = services.next() => {
+            tracing::error!(service = ended, "a service stopped on its own; stopping the daemon");
+            failed = Some(ended);
+        }
     }
     sd_notify("STOPPING=1");
     events.append(Source::Daemon, Subject::default(), EventKind::DaemonStopping);
     shutdown.cancel();
-    if tokio::time::timeout(STOP_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
-        tracing::warn!("subsystems did not stop in time; exiting anyway");
-        tasks.abort_all();
+    if tokio::time::timeout(STOP_TIMEOUT, services.all_stopped()).await.is_err() {
+        tracing::warn!("services did not stop in time; exiting anyway");
+        services.abort_all();
     }
     let events_for_close = events.clone();
     let _ = tokio::task::spawn_blocking(move || events_for_close.close()).await;
     tracing::info!("stopped");
-    Ok(())
+    match failed {
+        Some(service) => Err(AppError::ServiceStopped(service)),
+        None => Ok(()),
+    }
+}
+
+/// The running services, each known by its name: the one that ends first is named, and the
+/// daemon stops with a failure.
+#[derive(Default)]
+struct Services(JoinSet<&'static str>);
+
+impl Services {
+    /// Runs `service` in `span` (its log lines carry the service's name).
+    fn spawn(&mut self, name: &'static str, service: impl Future<Output = ()> + Send + 'static, span: tracing::Span) {
+        self.0.spawn(async move {
+            service.instrument(span).await;
+            name
+        });
+    }
+
+    /// The name of the next service to end (a panic counts as ending).
+    async fn next(&mut self) -> Option<&'static str> {
+        match self.0.join_next().await? {
+            Ok(name) => Some(name),
+            Err(e) => {
+                tracing::error!(error = %e, "a service panicked");
+                Some("a service that panicked")
+            }
+        }
+    }
+
+    async fn all_stopped(&mut self) {
+        while self.0.join_next().await.is_some() {}
+    }
+
+    fn abort_all(&mut self) {
+        self.0.abort_all();
+    }
 }
 
 /// What `serve` would refuse at start beyond the config file itself: the admin token (readable,
