@@ -31,13 +31,13 @@ impl std::fmt::Debug for Token {
 
 impl Token {
     /// A token from its text; surrounding whitespace (a trailing newline) is dropped.
-    pub fn new(text: &str) -> Result<Token, String> {
+    pub fn new(text: &str) -> Result<Token, BadToken> {
         let text = text.trim();
         if text.len() < 16 {
-            return Err("the admin token must be at least 16 characters".into());
+            return Err(BadToken::TooShort);
         }
         if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err("the admin token must not contain spaces or control characters".into());
+            return Err(BadToken::Spaces);
         }
         Ok(Token(text.as_bytes().to_vec()))
     }
@@ -45,6 +45,15 @@ impl Token {
     pub fn matches(&self, presented: &[u8]) -> bool {
         self.0.len() == presented.len() && bool::from(self.0.ct_eq(presented))
     }
+}
+
+/// Why a token's text is not a token (the text itself is never shown).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadToken {
+    #[error("the admin token must be at least 16 characters")]
+    TooShort,
+    #[error("the admin token must not contain spaces or control characters")]
+    Spaces,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +100,7 @@ pub fn load(source: &TokenSource, state_dir: &Path, config_dir: Option<&Path>) -
         tracing::warn!(path = %path.display(), "the admin token file is readable by every user; chmod 600 it");
     }
     let text = fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
-    let token = Token::new(&text).map_err(err)?;
+    let token = Token::new(&text).map_err(|e| err(e.to_string()))?;
     Ok((token, path))
 }
 

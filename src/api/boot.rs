@@ -109,7 +109,7 @@ pub async fn put_ignition(
             ));
         }
     };
-    let version = crate::boot::ignition::check_upload(&body).map_err(|m| ApiError::bad("body", m))?;
+    let version = crate::boot::ignition::check_upload(&body).map_err(|e| ApiError::bad("body", e.to_string()))?;
     let dir = s.store.state_dir().to_owned();
     let (cluster_name, bytes) = (cluster.name.clone(), body.len() as u64);
     let key = cluster_name.to_string();

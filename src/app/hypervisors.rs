@@ -9,8 +9,8 @@ use crate::hypervisor::Hypervisor;
 /// Why a backend could not be built; names the config entry.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("hypervisor {name}: API token secret: {message}")]
-    Secret { name: String, message: String },
+    #[error("hypervisor {name}: API token secret: {source}")]
+    Secret { name: String, source: crate::config::SecretError },
     #[error("hypervisor {name}: {message}")]
     Client { name: String, message: String },
 }
@@ -25,7 +25,7 @@ pub fn build(config: &HypervisorConfig) -> Result<Arc<dyn Hypervisor>, BuildErro
                 name: name.clone(),
                 url: p.url.clone(),
                 token_id: p.token_id.clone(),
-                token_secret: p.secret.read().map_err(|message| BuildError::Secret { name: name.clone(), message })?,
+                token_secret: p.secret.read().map_err(|source| BuildError::Secret { name: name.clone(), source })?,
                 trust: p.trust.clone(),
                 defaults: crate::hypervisor::proxmox::params::Defaults {
                     storage: p.storage.clone(),

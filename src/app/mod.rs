@@ -270,7 +270,8 @@ pub fn preflight(config: &Config) -> Vec<String> {
             let generated = config.admin.token == crate::config::TokenSource::Default && path.starts_with(state_dir);
             if !generated || path.exists() {
                 let read = std::fs::read_to_string(&path).map_err(|e| e.to_string());
-                if let Err(e) = read.and_then(|text| api::auth::Token::new(&text).map(drop)) {
+                if let Err(e) = read.and_then(|text| api::auth::Token::new(&text).map(drop).map_err(|e| e.to_string()))
+                {
                     problems.push(format!("admin token file {}: {e}", path.display()));
                 }
             }

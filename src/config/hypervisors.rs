@@ -46,20 +46,31 @@ pub enum SecretSource {
     Credential(String),
 }
 
+/// Why a secret could not be read; names the file or credential, never the secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("credential {0}: $CREDENTIALS_DIRECTORY is not set")]
+    NoCredentials(String),
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{0}: empty")]
+    Empty(PathBuf),
+}
+
 impl SecretSource {
     /// Reads the secret: the first line, trimmed.
-    pub fn read(&self) -> Result<String, String> {
+    pub fn read(&self) -> Result<String, SecretError> {
         let path = match self {
             SecretSource::File(path) => path.clone(),
             SecretSource::Credential(name) => match std::env::var_os("CREDENTIALS_DIRECTORY") {
                 Some(dir) => Path::new(&dir).join(name),
-                None => return Err(format!("credential {name}: $CREDENTIALS_DIRECTORY is not set")),
+                None => return Err(SecretError::NoCredentials(name.clone())),
             },
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path).map_err(|source| SecretError::Read { path: path.clone(), source })?;
         let secret = text.lines().next().unwrap_or("").trim().to_owned();
         if secret.is_empty() {
-            return Err(format!("{}: empty", path.display()));
+            return Err(SecretError::Empty(path));
         }
         Ok(secret)
     }

@@ -19,7 +19,7 @@ use crate::inventory::types::{parse_duration, shown};
 use crate::inventory::{Backends, Frontend, HasOrigin, Inventory, Kind, Name, Origin, Pool, validate_ranked};
 pub use crate::listen::TlsFiles;
 use crate::store::events::Retention;
-pub use hypervisors::{Backend, HypervisorConfig, ProxmoxConfig, QemuConfig, SecretSource};
+pub use hypervisors::{Backend, HypervisorConfig, ProxmoxConfig, QemuConfig, SecretError, SecretSource};
 pub use locate::FieldPath;
 use locate::Locator;
 pub use raw::HypervisorKind;

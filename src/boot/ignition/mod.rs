@@ -99,15 +99,19 @@ pub fn render(base: Base<'_>, vars: &BTreeMap<&str, String>, ssh_keys: &[String]
 /// Ignition will: against the spec its `ignition.version` names, then Ignition's own rules.
 /// Returns that version. The error says what and where, without quoting the config's values
 /// (they may be secrets).
-pub fn check_upload(body: &[u8]) -> Result<String, String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("not a valid Ignition config: {}", without_values(&e)))?;
+pub fn check_upload(body: &[u8]) -> Result<String, UploadError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| UploadError(without_values(&e)))?;
     validate(body, &value).map_err(|e| match e {
-        IgnitionError::Invalid(problems) => format!("not a valid Ignition config: {}", problems.join("; ")),
-        e => e.to_string(),
+        IgnitionError::Invalid(problems) => UploadError(problems.join("; ")),
+        e => UploadError(e.to_string()),
     })?;
     Ok(value["ignition"]["version"].as_str().unwrap_or_default().to_string())
 }
+
+/// An upload Ignition would refuse: what and where, never the config's values.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid Ignition config: {0}")]
+pub struct UploadError(String);
 
 /// The spec's shape for the version `text` names (typed parse), then Ignition's other rules.
 fn validate(text: &[u8], value: &Value) -> Result<(), IgnitionError> {

@@ -150,18 +150,21 @@ fn uploads_are_checked_against_their_spec_and_ignitions_rules_without_quoting_va
     let err = check_upload(
         br#"{"ignition":{"version":"3.2.0"},"passwd":{"users":[{"name":"core","sshAuthorizedKeys":"SECRET-KEY"}]}}"#,
     )
-    .expect_err("a string where a list belongs");
+    .expect_err("a string where a list belongs")
+    .to_string();
     assert!(err.contains("line 1") && !err.contains("SECRET"), "{err}");
     let err = check_upload(
         br#"{"ignition":{"version":"3.2.0"},"passwd":{"users":[{"name":"core","sshAuthorizedKeys":"a\"b SECRET"}]}}"#,
     )
-    .expect_err("an escaped quote inside the value");
+    .expect_err("an escaped quote inside the value")
+    .to_string();
     assert!(!err.contains("SECRET"), "{err}");
-    let err = check_upload(br#"{"ignition":{"version":"9.0.0"}}"#).expect_err("unknown version");
+    let err = check_upload(br#"{"ignition":{"version":"9.0.0"}}"#).expect_err("unknown version").to_string();
     assert!(err.contains("9.0.0"), "{err}");
     assert!(check_upload(b"not json").is_err());
     let err = check_upload(br#"{"ignition":{"version":"3.2.0"},"passwd":{"users":[{"name":"core"},{"name":"core"}]}}"#)
-        .expect_err("two users core");
+        .expect_err("two users core")
+        .to_string();
     assert!(err.contains("$.passwd.users.1: duplicate entry"), "{err}");
 }
 
