@@ -251,7 +251,7 @@ pub async fn run_with(listener: Listener, router: Router, front: impl Front, shu
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
             }
-            .instrument(tracing::debug_span!("connection", %peer)),
+            .instrument(tracing::info_span!("connection", %peer)),
         );
     }
     drop(listener);

@@ -172,7 +172,7 @@ fn raw_request(host: &str, opcode: u8, name: &[u8]) -> (u16, u16, String) {
 fn traversal_symlinks_out_of_the_root_and_writes_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let host = "127.69.0.2";
-    let _daemon = serve(dir.path(), host);
+    let daemon = serve(dir.path(), host);
     let long = vec![b'a'; 300];
     let names: Vec<&[u8]> = vec![
         b"../tftp-evil/secret",
@@ -219,6 +219,14 @@ fn traversal_symlinks_out_of_the_root_and_writes_are_refused() {
     // A file that exists: the first DATA block.
     let (op, block, _) = raw_request(host, 1, b"arm64/snp.efi");
     assert_eq!((op, block), (3, 1));
+    // The refusals are logged inside the service's span and the transfer's (with the client),
+    // one JSON object per line, with no hand-written prefix.
+    let lines: Vec<serde_json::Value> = daemon.log.try_iter().filter_map(|l| serde_json::from_str(&l).ok()).collect();
+    let refused = lines.iter().find(|l| l["message"] == "read refused").unwrap_or_else(|| panic!("{lines:?}"));
+    let spans: Vec<&str> =
+        refused["spans"].as_array().into_iter().flatten().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(spans, ["tftp", "transfer"], "{refused}");
+    assert!(refused["spans"][1]["client"].as_str().is_some_and(|c| c.starts_with(host)), "{refused}");
 }
 
 fn recv_block(sock: &UdpSocket) -> Option<u16> {

@@ -143,7 +143,7 @@ async fn observe(State(state): State<ApiState>, request: Request, next: Next) ->
     let method = request.method().to_string();
     let route =
         request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let span = tracing::debug_span!("api", %method, path = %request.uri().path());
+    let span = tracing::info_span!("api", %method, path = %request.uri().path());
     let started = Instant::now();
     let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     let status = response.status().as_u16();

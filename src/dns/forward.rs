@@ -42,6 +42,7 @@ impl Forwarder {
     }
 
     /// Resolves one question; returns the upstream's answer (its records and response code).
+    #[tracing::instrument(name = "forward", skip_all, fields(name = %query.name(), qtype = %query.query_type()))]
     pub async fn resolve(&self, query: &Query, dnssec_ok: bool) -> Result<Message, ForwardError> {
         let mut last = ForwardError::NoUpstream;
         for &upstream in &self.upstreams {

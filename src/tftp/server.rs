@@ -192,7 +192,7 @@ impl Server {
                             }
                             drop(slot);
                         }
-                        .instrument(tracing::debug_span!("transfer", %client)),
+                        .instrument(tracing::info_span!("transfer", %client)),
                     );
                 }
                 Ok(Packet::Write { filename }) => {

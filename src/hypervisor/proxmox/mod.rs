@@ -272,6 +272,7 @@ impl Hypervisor for Proxmox {
         &self.name
     }
 
+    #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.name, op = "create", vm = %spec.owner.node))]
     async fn create(&self, spec: &VmSpec) -> Result<Vm, Error> {
         let _guard = self.create_lock.lock().await;
         let vm = spec.owner.node.as_str();
@@ -314,6 +315,7 @@ impl Hypervisor for Proxmox {
         Err(Error::new(vm, Step::AllocateId, ErrorKind::Rejected(msg)))
     }
 
+    #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.name, op = "start", vm = %node))]
     async fn start(&self, node: &Name) -> Result<(), Error> {
         let vm = node.as_str();
         let found = self.find(node, Step::Start).await?.ok_or(Error::new(vm, Step::Start, ErrorKind::NotFound))?;
@@ -332,6 +334,7 @@ impl Hypervisor for Proxmox {
         Ok(())
     }
 
+    #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.name, op = "shutdown", vm = %node))]
     async fn shutdown(&self, node: &Name, timeout: Duration) -> Result<(), Error> {
         let vm = node.as_str();
         let found =
@@ -355,6 +358,7 @@ impl Hypervisor for Proxmox {
         self.wait(vm, Step::Shutdown, &upid, timeout + self.task_timeout).await
     }
 
+    #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.name, op = "delete", vm = %node))]
     async fn delete(&self, node: &Name) -> Result<(), Error> {
         let vm = node.as_str();
         let Some(found) = self.find(node, Step::Delete).await? else { return Ok(()) };

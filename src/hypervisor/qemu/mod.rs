@@ -228,6 +228,7 @@ impl Hypervisor for Qemu {
         &self.settings.name
     }
 
+    #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.settings.name, op = "create", vm = %spec.owner.node))]
     async fn create(&self, spec: &VmSpec) -> Result<Vm, Error> {
         let _guard = self.lock.lock().await;
         let node = &spec.owner.node;
@@ -255,6 +256,7 @@ impl Hypervisor for Qemu {
         Ok(self.vm(node, &Record { spec: spec.clone() }))
     }
 
+    #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.settings.name, op = "start", vm = %node))]
     async fn start(&self, node: &Name) -> Result<(), Error> {
         let _guard = self.lock.lock().await;
         let record =
@@ -279,6 +281,7 @@ impl Hypervisor for Qemu {
         Ok(())
     }
 
+    #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.settings.name, op = "shutdown", vm = %node))]
     async fn shutdown(&self, node: &Name, timeout: Duration) -> Result<(), Error> {
         let _guard = self.lock.lock().await;
         let record =
@@ -296,6 +299,7 @@ impl Hypervisor for Qemu {
         Ok(())
     }
 
+    #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.settings.name, op = "delete", vm = %node))]
     async fn delete(&self, node: &Name) -> Result<(), Error> {
         let _guard = self.lock.lock().await;
         let Some(record) = self.record(node, Step::Delete)? else { return Ok(()) };
