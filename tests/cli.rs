@@ -91,18 +91,23 @@ fn a_wrong_token_is_refused_with_401() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("401 Unauthorized"), "{out:?}");
 }
 
-#[test]
-fn get_events_follow_prints_new_events_as_they_happen() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = support::start(&support::config(dir.path(), ""), &[]);
-    let mut follower = Command::new(BIN)
+/// `slipway get events --follow --type inventory_changed` against `daemon`, stdout piped.
+fn follow_inventory_changes(daemon: &support::Daemon, stderr: Stdio) -> std::process::Child {
+    Command::new(BIN)
         .args(["get", "events", "--follow", "--type", "inventory_changed"])
         .env("SLIPWAY_API", format!("http://{}", daemon.addr))
         .env("SLIPWAY_TOKEN", TOKEN)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
-        .expect("spawn follower");
+        .expect("spawn follower")
+}
+
+#[test]
+fn get_events_follow_prints_new_events_as_they_happen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = support::start(&support::config(dir.path(), ""), &[]);
+    let mut follower = follow_inventory_changes(&daemon, Stdio::null());
     let lines = support::pipe_lines(follower.stdout.take().expect("stdout"));
     let header = lines.recv_timeout(Duration::from_secs(20)).expect("header");
     assert!(header.starts_with("TIME"), "{header}");
@@ -124,14 +129,7 @@ fn a_command_whose_reader_goes_away_ends_quietly() {
     let daemon = support::start(&support::config(dir.path(), ""), &[]);
     // `slipway get events --follow | head -1`: the reader closes after one line, and the next
     // event the command writes meets a closed pipe.
-    let mut follower = Command::new(BIN)
-        .args(["get", "events", "--follow", "--type", "inventory_changed"])
-        .env("SLIPWAY_API", format!("http://{}", daemon.addr))
-        .env("SLIPWAY_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn follower");
+    let mut follower = follow_inventory_changes(&daemon, Stdio::piped());
     let mut reader = std::io::BufReader::new(follower.stdout.take().expect("stdout"));
     let mut header = String::new();
     reader.read_line(&mut header).expect("header");
