@@ -20,6 +20,8 @@ pub mod listen;
 pub mod metrics;
 pub mod readiness;
 pub mod runtime;
+pub mod service;
+pub mod sockets;
 pub mod store;
 pub mod template;
 pub mod tftp;

@@ -29,6 +29,8 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::sockets::Broken;
+
 /// A certificate chain and its private key, PEM files.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -184,12 +186,19 @@ pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, ServeError> {
 }
 
 /// Serves `router` on `listener` until `shutdown`, then drains open connections for `GRACE`.
-pub async fn run(listener: Listener, router: Router, shutdown: CancellationToken) {
-    run_with(listener, router, HyperOnly, shutdown).await;
+/// Ends early only when the listener itself breaks.
+pub async fn run(listener: Listener, router: Router, shutdown: CancellationToken) -> Result<(), Broken> {
+    run_with(listener, router, HyperOnly, shutdown).await
 }
 
 /// `run`, with `front` answering first on plain connections.
-pub async fn run_with(listener: Listener, router: Router, front: impl Front, shutdown: CancellationToken) {
+pub async fn run_with(
+    listener: Listener,
+    router: Router,
+    front: impl Front,
+    shutdown: CancellationToken,
+) -> Result<(), Broken> {
+    let mut outcome = Ok(());
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -201,13 +210,11 @@ pub async fn run_with(listener: Listener, router: Router, front: impl Front, shu
         };
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
-            r = listener.tcp.accept() => match r {
+            r = crate::sockets::accept(&listener.tcp, listener.name) => match r {
                 Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "{}: accept failed", listener.name);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+                Err(broken) => {
+                    outcome = Err(broken);
+                    break;
                 }
             },
         };
@@ -259,4 +266,5 @@ pub async fn run_with(listener: Listener, router: Router, front: impl Front, shu
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(GRACE) => tracing::warn!("connections still open after the grace period; closing them"),
     }
+    outcome
 }

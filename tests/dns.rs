@@ -345,3 +345,76 @@ fn without_listen_dns_serves_the_provisioning_side() {
     let out = pair.cli_run("dig", &["+short", "+time=2", "+tries=1", "@10.1.107.1", "api.prod.lab.example"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10.1.107.1");
 }
+
+/// One framed DNS-over-TCP message (RFC 7766: a two-byte length, then the message).
+fn framed(message: &[u8]) -> Vec<u8> {
+    let mut out = u16::try_from(message.len()).expect("short").to_be_bytes().to_vec();
+    out.extend_from_slice(message);
+    out
+}
+
+fn read_framed(stream: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).expect("length");
+    let mut message = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut message).expect("message");
+    message
+}
+
+#[test]
+fn tcp_answers_pipelined_queries_in_order_and_formerr_keeps_the_connection() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _daemon = serve(dir.path(), "127.53.0.10", "");
+    let mut stream = std::net::TcpStream::connect("127.53.0.10:53").expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut first = txt_query(0x0101, "api.prod.lab.example.", None);
+    let qtype = first.len() - 3;
+    first[qtype] = 1; // QTYPE A instead of TXT
+    let second = txt_query(0x0202, "nothing-here.prod.lab.example.", None);
+    let garbage = vec![0x03, 0x03, 0x01, 0x00, 0, 2, 0, 0, 0, 0, 0, 0]; // two questions promised, none sent
+    let mut all = framed(&first);
+    all.extend(framed(&garbage));
+    all.extend(framed(&second));
+    stream.write_all(&all).expect("send three at once");
+    let (a, b, c) = (read_framed(&mut stream), read_framed(&mut stream), read_framed(&mut stream));
+    assert_eq!((&a[..2], a[3] & 0x0f), (&[0x01, 0x01][..], 0), "the first query: NOERROR, its ID");
+    assert!(a.ends_with(&[192, 0, 2, 10]), "api's address: {a:?}");
+    assert_eq!((&b[..2], b[3] & 0x0f), (&[0x03, 0x03][..], 1), "the malformed one: FORMERR, its ID");
+    assert_eq!((&c[..2], c[3] & 0x0f), (&[0x02, 0x02][..], 3), "the third: NXDOMAIN, its ID");
+}
+
+/// `ss -K` destroys sockets the way the kernel does when one breaks under a process. A UDP socket
+/// reports it once and goes on working, so DNS goes on; a TCP listener stops listening for good,
+/// so the daemon stops, names the DNS service and its listener, and exits non-zero (systemd's
+/// `Restart=on-failure` then starts it afresh) instead of serving half of DNS or spinning.
+#[test]
+fn a_broken_dns_listener_stops_the_daemon_naming_it_and_a_passing_error_does_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut daemon = serve(dir.path(), "127.53.0.11", "");
+    let kill = |proto: &str| {
+        let filter = ["-K", proto, "-a", "src", "127.53.0.11:53"];
+        let out = Command::new("ss").args(filter).output().expect("ss must be installed (iproute2)");
+        assert!(out.status.success(), "ss -K: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    kill("-u");
+    assert_eq!(short("127.53.0.11", &["api.prod.lab.example"]), ["192.0.2.10"], "UDP still answers");
+    assert!(matches!(daemon.child.try_wait(), Ok(None)), "a passing UDP error does not stop the daemon");
+    kill("-t");
+    let status = support::wait_exit(&mut daemon.child, Duration::from_secs(10)).expect("exits");
+    assert!(!status.success(), "{status:?}");
+    // The process has exited: its log pipe ends after the last line.
+    let mut lines: Vec<serde_json::Value> = Vec::new();
+    while let Ok(line) = daemon.log.recv_timeout(Duration::from_secs(5)) {
+        lines.extend(serde_json::from_str(&line).ok());
+    }
+    let stopped = lines
+        .iter()
+        .find(|l| l["message"] == "a service stopped on its own; stopping the daemon")
+        .unwrap_or_else(|| panic!("no stop line in {lines:?}"));
+    assert_eq!(stopped["service"], "dns", "{stopped}");
+    let error = stopped["error"].as_str().unwrap_or_default();
+    assert!(error.contains("DNS TCP on 127.53.0.11:53 no longer works"), "{stopped}");
+    assert!(lines.iter().any(|l| l["message"] == "stopped"), "the others were stopped cleanly");
+}

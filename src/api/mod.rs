@@ -14,6 +14,7 @@ mod health;
 pub mod lb;
 pub mod leases;
 pub mod objects;
+pub mod server;
 pub mod vms;
 
 use std::sync::Arc;

@@ -6,21 +6,21 @@
 
 mod hypervisors;
 pub mod notify;
+mod services;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::task::JoinSet;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info_span};
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::readiness::Readiness;
+use crate::service::Deps;
 use crate::store::events::{EventKind, EventLog, Source, Subject};
 use crate::store::{Store, StoreError};
+use services::Services;
 
 /// How long subsystems get to stop after SIGTERM before the daemon exits anyway.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(4);
@@ -51,63 +51,93 @@ pub enum AppError {
     Hypervisor(#[from] hypervisors::BuildError),
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
-    #[error("{0} stopped on its own; see the log above")]
+    #[error("the {0} service stopped on its own; see the log above")]
     ServiceStopped(&'static str),
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
+/// Runs the daemon until SIGTERM or SIGINT, or until a service fails.
 pub async fn run(config: Config) -> Result<(), AppError> {
-    let shutdown = CancellationToken::new();
-    let mut terminate = signal(SignalKind::terminate()).map_err(AppError::Signal)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(AppError::Signal)?;
-
+    let (mut terminate, mut interrupt) = (on(SignalKind::terminate())?, on(SignalKind::interrupt())?);
     raise_fd_limit();
     let store = Store::open(&config.state_dir, config.inventory.clone())?;
     let events = EventLog::open(&store, config.events)?;
     let (token, token_path) = api::auth::load(&config.admin.token, &config.state_dir, config.path.parent())?;
     let mut metrics = Metrics::new(&store, &events);
-    let readiness = Readiness::default();
-
-    let dhcp = match &config.dhcp {
-        Some(d) => Some(crate::dhcp::server::Server::bind(&d.interfaces, &store.snapshot(), metrics.registry_mut())?),
-        None => None,
+    let shutdown = CancellationToken::new();
+    let mut services = Services::default();
+    let mut deps = Deps { store: &store, events: &events, registry: metrics.registry_mut() };
+    let handles = bind(&config, &mut deps, &mut services).await?;
+    let state = ApiState {
+        store: store.clone(),
+        events: events.clone(),
+        token: Arc::new(token),
+        readiness: services.readiness(),
+        metrics: Arc::new(metrics),
+        dhcp: handles.dhcp,
+        dns: handles.dns,
+        lb: handles.lb,
+        hypervisors: config.hypervisors.iter().map(hypervisors::build).collect::<Result<Vec<_>, _>>()?,
+        shutdown: shutdown.clone(),
     };
-    for (interface, addr) in dhcp.iter().flat_map(|d| d.listeners()) {
-        readiness.bound(&format!("dhcp {interface}"), addr);
-    }
-    let mut advertisers = Vec::new();
-    for d in config.dhcp.iter().filter(|d| d.router_advertisements) {
-        for interface in &d.interfaces {
-            advertisers.push(crate::dhcp::ra::Advertiser::bind(interface)?);
+    let admin = api::server::Server::bind(config.admin.listen, config.admin.tls.as_ref(), state).await?;
+    let admin_addr = admin.local_addr();
+    services.add(admin);
+    services.start(&shutdown);
+    let inv = store.snapshot();
+    let (networks, clusters, nodes) = (inv.networks.len(), inv.clusters.len(), inv.nodes.len());
+    let (tls, token, store_path) = (config.admin.tls.is_some(), token_path.display(), store.path().display());
+    tracing::info!(admin = %admin_addr, tls, %token, store = %store_path, networks, clusters, nodes, inventory_version = inv.version, "slipway is ready");
+    events.append(
+        Source::Daemon,
+        Subject::default(),
+        EventKind::DaemonStarted { version: env!("CARGO_PKG_VERSION").into() },
+    );
+    sd_notify(&format!("READY=1\nSTATUS=serving; admin API on {admin_addr}"));
+
+    let failed = tokio::select! {
+        _ = terminate.recv() => { tracing::info!("SIGTERM: stopping"); None }
+        _ = interrupt.recv() => { tracing::info!("SIGINT: stopping"); None }
+        ended = services.next() => {
+            let error = ended.error.as_deref().unwrap_or("returned before the daemon was asked to stop");
+            tracing::error!(service = ended.name, error, "a service stopped on its own; stopping the daemon");
+            Some(ended.name)
+        }
+    };
+    stop(&shutdown, &mut services, &events).await;
+    failed.map_or(Ok(()), |service| Err(AppError::ServiceStopped(service)))
+}
+
+/// What the admin API reads from the other running services.
+#[derive(Default)]
+struct Handles {
+    dhcp: Option<crate::dhcp::server::Handle>,
+    dns: Option<tokio::sync::watch::Receiver<Arc<crate::dns::ZoneSet>>>,
+    lb: Option<Arc<crate::lb::server::State>>,
+}
+
+/// Binds every configured service but the admin API (which reads the others' handles). Nothing
+/// serves yet: a listener that cannot bind fails the start.
+async fn bind(config: &Config, deps: &mut Deps<'_>, services: &mut Services) -> Result<Handles, AppError> {
+    let mut handles = Handles::default();
+    if let Some(d) = &config.dhcp {
+        let dhcp = crate::dhcp::server::Server::bind(deps, &d.interfaces, config.boot.clone())?;
+        handles.dhcp = Some(dhcp.handle());
+        services.add(dhcp);
+        for interface in d.interfaces.iter().filter(|_| d.router_advertisements) {
+            services.add(crate::dhcp::ra::Advertiser::bind(interface)?);
         }
     }
-
-    let dns = match &config.dns {
-        Some(d) => Some(
-            crate::dns::server::Server::bind(
-                &dns_listen(d, &config.inventory)?,
-                &d.upstream,
-                d.settings.clone(),
-                &store.snapshot(),
-                metrics.registry_mut(),
-            )
-            .await?,
-        ),
-        None => None,
-    };
-    for (what, addr) in dns.iter().flat_map(|d| d.listeners()) {
-        readiness.bound(&what, addr);
+    if let Some(d) = &config.dns {
+        let listen = dns_listen(d, &config.inventory)?;
+        let dns = crate::dns::server::Server::bind(deps, &listen, &d.upstream, d.settings.clone()).await?;
+        handles.dns = Some(dns.zones());
+        services.add(dns);
     }
-
-    let lb = if store.snapshot().frontends.is_empty() {
-        None
-    } else {
-        Some(crate::lb::server::Server::bind(&store.snapshot(), config.lb, metrics.registry_mut()).await?)
-    };
-    for (what, addr) in lb.iter().flat_map(|l| l.listeners()) {
-        readiness.bound(&what, addr);
+    if !deps.store.snapshot().frontends.is_empty() {
+        let lb = crate::lb::server::Server::bind(deps, config.lb).await?;
+        handles.lb = Some(lb.state());
+        services.add(lb);
     }
-
     if let Some(from) = &config.ipxe.copy_from
         && (config.tftp.is_some() || config.http.is_some())
     {
@@ -116,97 +146,17 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             tracing::warn!(?missing, from = %from.display(), "iPXE binaries missing: install Debian's ipxe package or set tftp.root");
         }
     }
-    let boot_http = match &config.http {
-        Some(h) => Some(crate::http::Server::bind(h.listen, h.settings.clone()).await?),
-        None => None,
-    };
-    if let Some(h) = &boot_http {
-        readiness.bound("http boot", h.local_addr());
+    if let Some(h) = &config.http {
+        services.add(crate::http::Server::bind(deps, h.listen, h.settings.clone()).await?);
     }
+    if let Some(t) = &config.tftp {
+        services.add(crate::tftp::server::Server::bind(deps, t.listen, &t.root, config.boot.http_port).await?);
+    }
+    Ok(handles)
+}
 
-    let tftp = match &config.tftp {
-        Some(t) => Some(
-            crate::tftp::server::Server::bind(t.listen, &t.root, config.boot.http_port, store.clone(), events.clone())
-                .await?,
-        ),
-        None => None,
-    };
-    if let Some(t) = &tftp {
-        readiness.bound("tftp", t.local_addr());
-    }
-
-    readiness.expect("admin", config.admin.listen);
-    let admin = crate::listen::bind(config.admin.listen, config.admin.tls.as_ref()).await?;
-    let admin_addr = admin.local_addr().unwrap_or(config.admin.listen);
-    readiness.bound("admin", admin_addr);
-    if !admin.is_tls() && !admin_addr.ip().is_loopback() {
-        tracing::warn!(%admin_addr, "the admin API listens beyond loopback without TLS; set admin.tls_cert and admin.tls_key");
-    }
-    let hypervisors = config.hypervisors.iter().map(hypervisors::build).collect::<Result<Vec<_>, _>>()?;
-
-    let state = ApiState {
-        store: store.clone(),
-        events: events.clone(),
-        token: Arc::new(token),
-        readiness: readiness.clone(),
-        metrics: Arc::new(metrics),
-        dhcp: dhcp.as_ref().map(|d| d.handle()),
-        dns: dns.as_ref().map(|d| d.zones()),
-        lb: lb.as_ref().map(|l| l.state()),
-        hypervisors,
-        shutdown: shutdown.clone(),
-    };
-    let mut services = Services::default();
-    services.spawn("admin", crate::listen::run(admin, api::router(state), shutdown.clone()), info_span!("admin"));
-    if let Some(dhcp) = dhcp {
-        let inventory = store.subscribe();
-        let dhcp = dhcp.run(store.clone(), events.clone(), inventory, config.boot.clone(), shutdown.clone());
-        services.spawn("dhcp", dhcp, info_span!("dhcp"));
-    }
-    if let Some(dns) = dns {
-        services.spawn("dns", dns.run(events.clone(), store.subscribe(), shutdown.clone()), info_span!("dns"));
-    }
-    if let Some(lb) = lb {
-        services.spawn("lb", lb.run(events.clone(), store.subscribe(), shutdown.clone()), info_span!("lb"));
-    }
-    if let Some(t) = tftp {
-        services.spawn("tftp", t.run(shutdown.clone()), info_span!("tftp"));
-    }
-    for a in advertisers {
-        services.spawn("ra", a.run(shutdown.clone()), info_span!("ra"));
-    }
-    if let Some(h) = boot_http {
-        services.spawn("http boot", h.run(store.clone(), events.clone(), shutdown.clone()), info_span!("http_boot"));
-    }
-
-    let inv = store.snapshot();
-    tracing::info!(
-        admin = %admin_addr,
-        tls = config.admin.tls.is_some(),
-        token = %token_path.display(),
-        store = %store.path().display(),
-        networks = inv.networks.len(),
-        clusters = inv.clusters.len(),
-        nodes = inv.nodes.len(),
-        inventory_version = inv.version,
-        "slipway is ready"
-    );
-    events.append(
-        Source::Daemon,
-        Subject::default(),
-        EventKind::DaemonStarted { version: env!("CARGO_PKG_VERSION").into() },
-    );
-    sd_notify(&format!("READY=1\nSTATUS=serving; admin API on {admin_addr}"));
-
-    let mut failed = None;
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
-        Some(ended) = services.next() => {
-            tracing::error!(service = ended, "a service stopped on its own; stopping the daemon");
-            failed = Some(ended);
-        }
-    }
+/// Tells systemd and the event log, cancels every service and waits `STOP_TIMEOUT` for them.
+async fn stop(shutdown: &CancellationToken, services: &mut Services, events: &EventLog) {
     sd_notify("STOPPING=1");
     events.append(Source::Daemon, Subject::default(), EventKind::DaemonStopping);
     shutdown.cancel();
@@ -214,47 +164,13 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         tracing::warn!("services did not stop in time; exiting anyway");
         services.abort_all();
     }
-    let events_for_close = events.clone();
-    let _ = tokio::task::spawn_blocking(move || events_for_close.close()).await;
+    let events = events.clone();
+    let _ = tokio::task::spawn_blocking(move || events.close()).await;
     tracing::info!("stopped");
-    match failed {
-        Some(service) => Err(AppError::ServiceStopped(service)),
-        None => Ok(()),
-    }
 }
 
-/// The running services, each known by its name: the one that ends first is named, and the
-/// daemon stops with a failure.
-#[derive(Default)]
-struct Services(JoinSet<&'static str>);
-
-impl Services {
-    /// Runs `service` in `span` (its log lines carry the service's name).
-    fn spawn(&mut self, name: &'static str, service: impl Future<Output = ()> + Send + 'static, span: tracing::Span) {
-        self.0.spawn(async move {
-            service.instrument(span).await;
-            name
-        });
-    }
-
-    /// The name of the next service to end (a panic counts as ending).
-    async fn next(&mut self) -> Option<&'static str> {
-        match self.0.join_next().await? {
-            Ok(name) => Some(name),
-            Err(e) => {
-                tracing::error!(error = %e, "a service panicked");
-                Some("a service that panicked")
-            }
-        }
-    }
-
-    async fn all_stopped(&mut self) {
-        while self.0.join_next().await.is_some() {}
-    }
-
-    fn abort_all(&mut self) {
-        self.0.abort_all();
-    }
+fn on(kind: SignalKind) -> Result<Signal, AppError> {
+    signal(kind).map_err(AppError::Signal)
 }
 
 /// What `serve` would refuse at start beyond the config file itself: the admin token (readable,

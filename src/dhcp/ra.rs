@@ -10,6 +10,8 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
+use crate::service::{RunError, Service};
+
 const ROUTER_SOLICITATION: u8 = 133;
 const ROUTER_ADVERTISEMENT: u8 = 134;
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
@@ -69,18 +71,34 @@ impl Advertiser {
             tracing::debug!(interface = %self.interface, error = %e, "router advertisement not sent");
         }
     }
+}
 
-    pub async fn run(self, shutdown: CancellationToken) {
+impl Service for Advertiser {
+    const NAME: &'static str = "ra";
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("ra", interface = %self.interface)
+    }
+
+    /// Nothing to reach it on: it answers router solicitations on the interface.
+    fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        Vec::new()
+    }
+
+    async fn run(self, shutdown: CancellationToken) -> Result<(), RunError> {
         self.advertise().await;
         let mut last = tokio::time::Instant::now();
         let mut buf = [0u8; 1500];
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return Ok(()),
                 () = tokio::time::sleep_until(last + PERIOD) => {}
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((n, _)) if is_solicitation(&buf[..n]) && last.elapsed() >= MIN_INTERVAL => {}
                     Ok(_) => continue,
+                    Err(e) if crate::sockets::broken(&e) => {
+                        return Err(RunError::Interface { what: "router advertisements", interface: self.interface, source: e });
+                    }
                     Err(e) => {
                         tracing::debug!(interface = %self.interface, error = %e, "ICMPv6 receive failed");
                         tokio::time::sleep(MIN_INTERVAL).await;

@@ -16,7 +16,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -27,6 +26,7 @@ use super::leases::LeaseTable;
 use super::message;
 use crate::boot::BootSettings;
 use crate::inventory::{Inventory, Lease, LeaseState, Name, Timestamp};
+use crate::service::{Deps, RunError, Service};
 use crate::store::events::{EventKind, EventLog, Source, Subject};
 use crate::store::{Store, StoreError};
 
@@ -63,8 +63,6 @@ pub enum DhcpError {
     Interfaces { interface: String, source: std::io::Error },
     #[error("DHCP: cannot listen on {interface} port {port}: {source}")]
     Bind { interface: String, port: u16, source: std::io::Error },
-    #[error("DHCP: {0}")]
-    Store(#[from] StoreError),
 }
 
 /// One served interface. `S` is a plain socket until the server runs, then one registered with
@@ -129,6 +127,10 @@ pub struct Server {
     metrics: Metrics,
     commands: mpsc::Receiver<Command>,
     handle: Handle,
+    store: Store,
+    events: EventLog,
+    inventory: watch::Receiver<Arc<Inventory>>,
+    boot: BootSettings,
 }
 
 /// The first IPv4 address of `interface` (also DNS's default listen address).
@@ -168,10 +170,12 @@ impl Port<std::net::UdpSocket> {
 
 impl Server {
     /// Binds port 67 on each interface; each must carry an IPv4 address and serve a network.
-    pub fn bind(interfaces: &[String], inventory: &Inventory, registry: &mut Registry) -> Result<Server, DhcpError> {
+    pub fn bind(deps: &mut Deps<'_>, interfaces: &[String], boot: BootSettings) -> Result<Server, DhcpError> {
+        let inventory = deps.store.subscribe();
         let mut ports = Vec::new();
         for interface in interfaces {
-            let Some(net) = inventory.networks.values().find(|n| &n.interface == interface) else { continue };
+            let snapshot = inventory.borrow();
+            let Some(net) = snapshot.networks.values().find(|n| &n.interface == interface) else { continue };
             let server_ip = interface_address(interface)?;
             let socket = bind_device(interface, SERVER_PORT)?;
             ports.push(Port { interface: interface.clone(), network: net.name.clone(), server_ip, socket, pxe: false });
@@ -187,25 +191,81 @@ impl Server {
             }
         }
         let metrics = Metrics::default();
-        let sub = registry.sub_registry_with_prefix("dhcp");
+        let sub = deps.registry.sub_registry_with_prefix("dhcp");
         sub.register("messages", "DHCP messages by network and type, received and sent", metrics.messages.clone());
         sub.register("pool_used", "Active leases in each network's dynamic pool", metrics.pool_used.clone());
         sub.register("pool_size", "Addresses in each network's dynamic pool", metrics.pool_size.clone());
         let (tx, commands) = mpsc::channel(64);
-        Ok(Server { ports, metrics, commands, handle: Handle { commands: tx } })
+        Ok(Server {
+            ports,
+            metrics,
+            commands,
+            handle: Handle { commands: tx },
+            store: deps.store.clone(),
+            events: deps.events.clone(),
+            inventory,
+            boot,
+        })
     }
 
     pub fn handle(&self) -> Handle {
         self.handle.clone()
     }
 
+    async fn serve(self, shutdown: CancellationToken) -> Result<(), RunError> {
+        let leases = LeaseTable::new(self.store.leases()?);
+        let ports = self.ports.into_iter().map(Port::register).collect::<Result<Vec<_>, _>>();
+        let ports = Arc::new(ports.map_err(RunError::Register)?);
+        // A receiver whose socket breaks stops the owner too.
+        let stop = shutdown.child_token();
+        let (tx, rx) = mpsc::channel::<Datagram>(BATCH * 4);
+        let mut receivers = tokio::task::JoinSet::new();
+        for index in 0..ports.len() {
+            receivers.spawn(receive(ports.clone(), index, tx.clone(), stop.clone()).in_current_span());
+        }
+        drop(tx);
+        let owner = Owner {
+            ports,
+            store: self.store,
+            events: self.events,
+            inventory: self.inventory,
+            boot: self.boot,
+            leases,
+            metrics: self.metrics,
+            pool_checked: None,
+            probes: mpsc::channel(BATCH),
+            probe_failed_logged: false,
+            last_sync: None,
+        };
+        let owner = owner.run(rx, self.commands, stop.clone());
+        tokio::pin!(owner);
+        let mut outcome = Ok(());
+        loop {
+            tokio::select! {
+                () = &mut owner => return outcome,
+                Some(Ok(Err(e))) = receivers.join_next() => {
+                    stop.cancel();
+                    outcome = Err(e);
+                }
+            }
+        }
+    }
+}
+
+impl Service for Server {
+    const NAME: &'static str = "dhcp";
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("dhcp")
+    }
+
     /// The interfaces and addresses served, for readiness and logs.
-    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+    fn listeners(&self) -> Vec<(String, SocketAddr)> {
         self.ports
             .iter()
             .map(|p| {
                 let port = if p.pxe { PXE_PORT } else { SERVER_PORT };
-                (p.interface.clone(), SocketAddr::from(SocketAddrV4::new(p.server_ip, port)))
+                (format!("dhcp {}", p.interface), SocketAddr::from(SocketAddrV4::new(p.server_ip, port)))
             })
             .collect()
     }
@@ -214,59 +274,8 @@ impl Server {
     /// receiving, deciding and sending then hand work from task to task on one thread instead
     /// of waking other runtime threads per datagram; lease commits still run on a blocking
     /// thread so the next batch is decided while one is synced.
-    pub async fn run(
-        self,
-        store: Store,
-        events: EventLog,
-        inventory: watch::Receiver<Arc<Inventory>>,
-        boot: BootSettings,
-        shutdown: CancellationToken,
-    ) {
-        let served = crate::runtime::dedicated("DHCP", move || self.serve(store, events, inventory, boot, shutdown));
-        if let Err(e) = served.await {
-            tracing::error!(error = %e, "not serving");
-        }
-    }
-
-    async fn serve(
-        self,
-        store: Store,
-        events: EventLog,
-        inventory: watch::Receiver<Arc<Inventory>>,
-        boot: BootSettings,
-        shutdown: CancellationToken,
-    ) {
-        let leases = match store.leases() {
-            Ok(l) => LeaseTable::new(l),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot load leases; not serving");
-                return;
-            }
-        };
-        let ports = match self.ports.into_iter().map(Port::register).collect::<Result<Vec<_>, _>>() {
-            Ok(ports) => Arc::new(ports),
-            Err(e) => return tracing::error!(error = %e, "cannot register the sockets; not serving"),
-        };
-        let (tx, rx) = mpsc::channel::<Datagram>(BATCH * 4);
-        for index in 0..ports.len() {
-            let (ports, tx, shutdown) = (ports.clone(), tx.clone(), shutdown.clone());
-            tokio::spawn(async move { receive(ports, index, tx, shutdown).await }.in_current_span());
-        }
-        drop(tx);
-        let owner = Owner {
-            ports,
-            store,
-            events,
-            inventory,
-            boot,
-            leases,
-            metrics: self.metrics,
-            pool_checked: None,
-            probes: mpsc::channel(BATCH),
-            probe_failed_logged: false,
-            last_sync: None,
-        };
-        owner.run(rx, self.commands, shutdown).await;
+    async fn run(self, shutdown: CancellationToken) -> Result<(), RunError> {
+        crate::runtime::dedicated("DHCP", move || self.serve(shutdown)).await?
     }
 }
 
@@ -276,17 +285,24 @@ struct Datagram {
     bytes: Vec<u8>,
 }
 
-async fn receive(ports: Arc<Vec<Port>>, index: usize, tx: mpsc::Sender<Datagram>, shutdown: CancellationToken) {
+/// Receives on one port until `shutdown`; ends early only when the socket itself breaks.
+async fn receive(
+    ports: Arc<Vec<Port>>,
+    index: usize,
+    tx: mpsc::Sender<Datagram>,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
     let socket = ports[index].socket.clone();
     let mut bufs = vec![[0u8; MAX_DATAGRAM]; RECV_BATCH];
     let mut received = Vec::with_capacity(RECV_BATCH);
     loop {
         received.clear();
         let got = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return Ok(()),
             r = crate::udp::recv_batch(&socket, &mut bufs, &mut received) => r,
         };
         if let Err(e) = got {
+            let e = crate::sockets::received("DHCP", socket.local_addr(), e)?;
             tracing::warn!(error = %e, interface = %ports[index].interface, "receive failed");
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;

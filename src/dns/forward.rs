@@ -5,13 +5,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
 use hickory_proto::rr::LowerName;
+use hickory_server::zone_handler::MessageRequest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, timeout_at};
 
 use super::EDNS_PAYLOAD;
+use super::respond::{Responder, Sections, emit};
 
 /// How long one upstream gets to answer one query (per transport).
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
@@ -21,7 +23,28 @@ pub enum ForwardError {
     #[error("no upstream resolver is configured")]
     NoUpstream,
     #[error("upstream {upstream}: {reason}")]
-    Upstream { upstream: SocketAddr, reason: String },
+    Upstream { upstream: SocketAddr, reason: Failure },
+}
+
+/// Why one upstream gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("cannot encode the query: {0}")]
+    Encode(hickory_proto::ProtoError),
+    #[error("{step} over {transport}: {source}")]
+    Io { step: &'static str, transport: &'static str, source: std::io::Error },
+    #[error("no answer over {transport} within {after:?}")]
+    Timeout { transport: &'static str, after: Duration },
+    #[error("malformed answer over TCP: {0}")]
+    Malformed(hickory_proto::serialize::binary::DecodeError),
+    #[error("the TCP answer does not match the question")]
+    Mismatch,
+    #[error("answered SERVFAIL")]
+    ServFail,
+}
+
+fn io(step: &'static str, transport: &'static str) -> impl FnOnce(std::io::Error) -> Failure {
+    move |source| Failure::Io { step, transport, source }
 }
 
 /// The upstream resolvers, tried in order.
@@ -46,10 +69,10 @@ impl Forwarder {
     pub async fn resolve(&self, query: &Query, dnssec_ok: bool) -> Result<Message, ForwardError> {
         let mut last = ForwardError::NoUpstream;
         for &upstream in &self.upstreams {
-            let fail = |reason: String| ForwardError::Upstream { upstream, reason };
+            let fail = |reason| ForwardError::Upstream { upstream, reason };
             match self.ask(upstream, query, dnssec_ok).await.map_err(fail) {
                 Ok(reply) if reply.metadata.response_code == ResponseCode::ServFail => {
-                    last = ForwardError::Upstream { upstream, reason: "answered SERVFAIL".into() };
+                    last = ForwardError::Upstream { upstream, reason: Failure::ServFail };
                 }
                 Ok(reply) => return Ok(reply),
                 Err(e) => last = e,
@@ -58,14 +81,47 @@ impl Forwarder {
         Err(last)
     }
 
-    async fn ask(&self, upstream: SocketAddr, query: &Query, dnssec_ok: bool) -> Result<Message, String> {
+    /// Resolves a planned forward and encodes the answer to `request` in at most `max` bytes:
+    /// the upstream's records and response code, or SERVFAIL when none answers; counted.
+    pub async fn answer(
+        &self,
+        responder: &Responder,
+        request: &MessageRequest,
+        mut meta: Metadata,
+        query: &Query,
+        dnssec_ok: bool,
+        max: u16,
+    ) -> Option<Vec<u8>> {
+        let reply = self.resolve(query, dnssec_ok).await;
+        let bytes = match &reply {
+            Ok(reply) => {
+                meta.response_code = reply.metadata.response_code;
+                let sections = Sections {
+                    answers: &reply.answers,
+                    authority: &reply.authorities,
+                    additionals: &reply.additionals,
+                };
+                emit(request, meta, sections, max)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, name = %query.name(), "forwarding failed");
+                meta.response_code = ResponseCode::ServFail;
+                emit(request, meta, Sections::default(), max)
+            }
+        };
+        responder.metrics.forwarded(reply.is_ok());
+        responder.metrics.count(query.query_type(), meta.response_code);
+        bytes
+    }
+
+    async fn ask(&self, upstream: SocketAddr, query: &Query, dnssec_ok: bool) -> Result<Message, Failure> {
         let mut request = Message::new(rand_id(), MessageType::Query, OpCode::Query);
         request.metadata.recursion_desired = true;
         request.add_query(query.clone());
         let mut edns = Edns::new();
         edns.set_max_payload(EDNS_PAYLOAD).set_dnssec_ok(dnssec_ok);
         request.set_edns(edns);
-        let bytes = request.to_vec().map_err(|e| format!("cannot encode the query: {e}"))?;
+        let bytes = request.to_vec().map_err(Failure::Encode)?;
 
         let reply = self.over_udp(upstream, &request, &bytes).await?;
         if !reply.metadata.truncation {
@@ -74,17 +130,17 @@ impl Forwarder {
         self.over_tcp(upstream, &request, &bytes).await
     }
 
-    async fn over_udp(&self, upstream: SocketAddr, request: &Message, bytes: &[u8]) -> Result<Message, String> {
+    async fn over_udp(&self, upstream: SocketAddr, request: &Message, bytes: &[u8]) -> Result<Message, Failure> {
         let local: SocketAddr = if upstream.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-        let socket = UdpSocket::bind(local).await.map_err(|e| format!("cannot open a UDP socket: {e}"))?;
-        socket.connect(upstream).await.map_err(|e| format!("cannot reach: {e}"))?;
-        socket.send(bytes).await.map_err(|e| format!("cannot send: {e}"))?;
+        let socket = UdpSocket::bind(local).await.map_err(io("cannot open a socket", "UDP"))?;
+        socket.connect(upstream).await.map_err(io("cannot reach the upstream", "UDP"))?;
+        socket.send(bytes).await.map_err(io("cannot send", "UDP"))?;
         let deadline = Instant::now() + self.timeout;
         let mut buf = vec![0u8; 65_535];
         loop {
             let n = match timeout_at(deadline, socket.recv(&mut buf)).await {
-                Err(_) => return Err(format!("no answer over UDP within {:?}", self.timeout)),
-                Ok(Err(e)) => return Err(format!("receive failed: {e}")),
+                Err(_) => return Err(Failure::Timeout { transport: "UDP", after: self.timeout }),
+                Ok(Err(e)) => return Err(io("receive failed", "UDP")(e)),
                 Ok(Ok(n)) => n,
             };
             // Anything that is not the answer to this question is ignored (spoofing, stale replies).
@@ -96,22 +152,23 @@ impl Forwarder {
         }
     }
 
-    async fn over_tcp(&self, upstream: SocketAddr, request: &Message, bytes: &[u8]) -> Result<Message, String> {
+    async fn over_tcp(&self, upstream: SocketAddr, request: &Message, bytes: &[u8]) -> Result<Message, Failure> {
         let deadline = Instant::now() + self.timeout;
         let exchange = async {
-            let mut stream = TcpStream::connect(upstream).await.map_err(|e| format!("cannot connect over TCP: {e}"))?;
-            let len = u16::try_from(bytes.len()).map_err(|_| "query too long".to_owned())?;
+            let mut stream = TcpStream::connect(upstream).await.map_err(io("cannot connect", "TCP"))?;
+            // A query of one question is far below the 64 KiB a length prefix allows.
+            let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
             let mut framed = Vec::with_capacity(bytes.len() + 2);
             framed.extend_from_slice(&len.to_be_bytes());
             framed.extend_from_slice(bytes);
-            stream.write_all(&framed).await.map_err(|e| format!("TCP send failed: {e}"))?;
-            let len = stream.read_u16().await.map_err(|e| format!("TCP receive failed: {e}"))?;
+            stream.write_all(&framed).await.map_err(io("send failed", "TCP"))?;
+            let len = stream.read_u16().await.map_err(io("receive failed", "TCP"))?;
             let mut buf = vec![0u8; usize::from(len)];
-            stream.read_exact(&mut buf).await.map_err(|e| format!("TCP receive failed: {e}"))?;
-            let reply = Message::from_vec(&buf).map_err(|e| format!("malformed answer over TCP: {e}"))?;
-            if answers(request, &reply) { Ok(reply) } else { Err("TCP answer does not match the question".into()) }
+            stream.read_exact(&mut buf).await.map_err(io("receive failed", "TCP"))?;
+            let reply = Message::from_vec(&buf).map_err(Failure::Malformed)?;
+            if answers(request, &reply) { Ok(reply) } else { Err(Failure::Mismatch) }
         };
-        timeout_at(deadline, exchange).await.map_err(|_| format!("no answer over TCP within {:?}", self.timeout))?
+        timeout_at(deadline, exchange).await.map_err(|_| Failure::Timeout { transport: "TCP", after: self.timeout })?
     }
 }
 

@@ -105,7 +105,7 @@ pub fn answer_datagram(data: &[u8], recursion_allowed: bool) -> Option<Vec<u8>> 
 
 /// The full path alone (decode, plan, emit), for comparing with the fast path.
 pub fn slow_path(data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
-    let Some(request) = decode(data, src) else { return formerr(data) };
+    let Some(request) = decode(data, src, hickory_server::net::xfer::Protocol::Udp) else { return formerr(data) };
     let (meta, sections) = match responder().plan(&request, src) {
         Plan::Reply { meta, answer } => (meta, answer),
         Plan::Forward { mut meta, .. } => {

@@ -2,9 +2,9 @@
 //!
 //! `zones::build` turns an inventory snapshot into a [`ZoneSet`] (a pure function; the node
 //! names are the same ones DHCP hands out as option 12), `answer::answer` decides a question
-//! against it (pure), `forward` asks the upstream resolvers, and `server` is the socket adapter
-//! on hickory-server that ties them together and rebuilds the zones whenever the inventory
-//! changes. Nothing here writes to the store except events.
+//! against it (pure), `forward` asks the upstream resolvers, `udp` and `tcp` are the socket
+//! adapters (hickory-proto and hickory-server's message types; slipway's own loops), and
+//! `server` ties them together and rebuilds the zones whenever the inventory changes. Nothing here writes to the store except events.
 
 pub mod answer;
 pub mod fast;
@@ -14,6 +14,7 @@ pub mod fuzz;
 pub mod records;
 pub mod respond;
 pub mod server;
+mod tcp;
 mod udp;
 pub mod zones;
 

@@ -286,8 +286,8 @@ pub fn response_edns(request: &MessageRequest) -> Option<Edns> {
 }
 
 /// A query we can answer: decodes, and is not itself a response (no reflection).
-pub fn decode(data: &[u8], src: SocketAddr) -> Option<Request> {
-    let request = Request::from_bytes(data.to_vec(), src, Protocol::Udp).ok()?;
+pub fn decode(data: &[u8], src: SocketAddr, protocol: Protocol) -> Option<Request> {
+    let request = Request::from_bytes(data.to_vec(), src, protocol).ok()?;
     (request.metadata.message_type == MessageType::Query).then_some(request)
 }
 

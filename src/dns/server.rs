@@ -1,30 +1,23 @@
-//! The DNS server: binds UDP and TCP, runs the UDP loops (`udp`) and the TCP side on
-//! hickory-server, both deciding through one `Responder`, and rebuilds the zones whenever the
-//! inventory changes (new serial; new zones appear without a restart).
+//! The DNS server: binds UDP and TCP, runs the UDP loops (`udp`) and the TCP side (`tcp`), both
+//! deciding through one `Responder`, and rebuilds the zones whenever the inventory changes (new
+//! serial; new zones appear without a restart).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::Instrument;
 
-use hickory_proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
-use hickory_server::net::runtime::Time;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
-use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Settings;
 use super::forward::Forwarder;
-use super::respond::{Metrics, Plan, Responder, Sections, response_edns};
+use super::respond::{Metrics, Responder};
 use super::zones::{ZoneSet, build, next_serial};
 use crate::inventory::Inventory;
+use crate::service::{Deps, RunError, Service};
 use crate::store::events::{EventKind, EventLog, Source, Subject};
-
-/// A TCP client that sends nothing for this long is disconnected.
-const TCP_IDLE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
@@ -41,16 +34,17 @@ pub struct Server {
     forwarder: Forwarder,
     metrics: Metrics,
     zones: watch::Sender<Arc<ZoneSet>>,
+    events: EventLog,
+    inventory: watch::Receiver<Arc<Inventory>>,
 }
 
 impl Server {
     /// Binds UDP and TCP on every listen address and builds the first zone set.
     pub async fn bind(
+        deps: &mut Deps<'_>,
         listen: &[SocketAddr],
         upstream: &[SocketAddr],
         settings: Settings,
-        inventory: &Inventory,
-        registry: &mut Registry,
     ) -> Result<Server, DnsError> {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
@@ -62,17 +56,20 @@ impl Server {
             tcp.push(TcpListener::bind(addr).await.map_err(|source| DnsError::Bind { addr, proto: "TCP", source })?);
         }
         let metrics = Metrics::default();
-        metrics.register(registry);
+        metrics.register(deps.registry);
         let serial = next_serial(0, unix_now());
-        let (zones, _) = watch::channel(Arc::new(build(inventory, &settings, serial)));
-        Ok(Server { udp, tcp, settings, forwarder: Forwarder::new(upstream.to_vec()), metrics, zones })
-    }
-
-    /// The addresses actually bound (port 0 resolved).
-    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
-        let udp = self.udp.iter().filter_map(|s| s.local_addr().ok()).map(|a| ("dns udp".to_owned(), a));
-        let tcp = self.tcp.iter().filter_map(|s| s.local_addr().ok()).map(|a| ("dns tcp".to_owned(), a));
-        udp.chain(tcp).collect()
+        let inventory = deps.store.subscribe();
+        let (zones, _) = watch::channel(Arc::new(build(&inventory.borrow(), &settings, serial)));
+        Ok(Server {
+            udp,
+            tcp,
+            settings,
+            forwarder: Forwarder::new(upstream.to_vec()),
+            metrics,
+            zones,
+            events: deps.events.clone(),
+            inventory,
+        })
     }
 
     /// The zones being served; follows every rebuild.
@@ -80,135 +77,93 @@ impl Server {
         self.zones.subscribe()
     }
 
-    /// Serves until `shutdown`, rebuilding the zones on every inventory change.
-    pub async fn run(
-        self,
-        events: EventLog,
+    /// Rebuilds the zones on every inventory change until `shutdown`.
+    async fn follow(
+        zones: watch::Sender<Arc<ZoneSet>>,
+        settings: Settings,
         mut inventory: watch::Receiver<Arc<Inventory>>,
+        events: EventLog,
         shutdown: CancellationToken,
-    ) {
-        let responder = Arc::new(Responder::new(
-            self.zones.subscribe(),
-            self.settings.allow_recursion.clone(),
-            !self.forwarder.is_empty(),
-            self.metrics,
-            Some(events.clone()),
-        ));
-        let forwarder = Arc::new(self.forwarder);
-        let mut udp = tokio::task::JoinSet::new();
-        for socket in self.udp {
-            // Each UDP socket gets a thread with a runtime of its own: no hand-offs between worker
-            // threads on the hot path (forwarded queries run on that runtime too).
-            let (responder, forwarder, shutdown) = (responder.clone(), forwarder.clone(), shutdown.clone());
-            udp.spawn(
-                async move {
-                    let served = crate::runtime::dedicated("DNS UDP", move || async move {
-                        match UdpSocket::from_std(socket) {
-                            Ok(socket) => super::udp::serve(Arc::new(socket), responder, forwarder, shutdown).await,
-                            Err(e) => tracing::error!(error = %e, "cannot register the UDP socket"),
-                        }
-                    });
-                    if let Err(e) = served.await {
-                        tracing::error!(error = %e, "a UDP socket is not served");
-                    }
-                }
-                .in_current_span(),
-            );
-        }
-        let mut server = hickory_server::Server::new(Handler { responder, forwarder });
-        for listener in self.tcp {
-            server.register_listener(listener, TCP_IDLE, 64 * 1024);
-        }
+    ) -> Result<(), RunError> {
         inventory.mark_unchanged();
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                () = shutdown.cancelled() => return Ok(()),
                 changed = inventory.changed() => {
                     if changed.is_err() {
-                        break;
+                        return Ok(());
                     }
                     let snapshot = inventory.borrow_and_update().clone();
-                    let serial = next_serial(self.zones.borrow().serial, unix_now());
-                    let zones = build(&snapshot, &self.settings, serial);
-                    let count = zones.zones().len();
-                    self.zones.send_replace(Arc::new(zones));
+                    let serial = next_serial(zones.borrow().serial, unix_now());
+                    let built = build(&snapshot, &settings, serial);
+                    let count = built.zones().len();
+                    zones.send_replace(Arc::new(built));
                     tracing::info!(serial, zones = count, "DNS zones rebuilt");
                     events.append(Source::Dns, Subject::default(), EventKind::DnsZonesUpdated { serial, zones: count });
                 }
             }
         }
-        if let Err(e) = server.shutdown_gracefully().await {
-            tracing::debug!(error = %e, "DNS listeners stopped with an error");
-        }
-        while udp.join_next().await.is_some() {}
     }
 }
 
-/// The TCP side, on hickory-server (framing, idle timeout, connection handling); the same
-/// `Responder` decides.
-struct Handler {
-    responder: Arc<Responder>,
-    forwarder: Arc<Forwarder>,
-}
+impl Service for Server {
+    const NAME: &'static str = "dns";
 
-#[async_trait::async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response: R) -> ResponseInfo {
-        let edns = response_edns(request);
-        let builder = || {
-            let mut b = MessageResponseBuilder::from_message_request(request);
-            if let Some(e) = &edns {
-                b.edns(e);
-            }
-            b
-        };
-        match self.responder.plan(request, request.src()) {
-            Plan::Reply { meta, answer } => {
-                let s = answer.as_ref().map(Sections::from).unwrap_or_default();
-                let msg = builder().build(meta, s.answers, s.authority, [], s.additionals);
-                send(&mut response, msg, meta).await
-            }
-            Plan::Forward { mut meta, query, dnssec_ok } => {
-                let qtype = query.query_type();
-                let reply = self.forwarder.resolve(&query, dnssec_ok).await;
-                self.responder.metrics.forwarded(reply.is_ok());
-                match reply {
-                    Ok(reply) => {
-                        meta.response_code = reply.metadata.response_code;
-                        self.responder.metrics.count(qtype, meta.response_code);
-                        let msg = builder().build(meta, &reply.answers, &reply.authorities, [], &reply.additionals);
-                        send(&mut response, msg, meta).await
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, name = %query.name(), "forwarding failed");
-                        meta.response_code = ResponseCode::ServFail;
-                        self.responder.metrics.count(qtype, meta.response_code);
-                        send(&mut response, builder().build_no_records(meta), meta).await
-                    }
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("dns")
+    }
+
+    fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        let udp = self.udp.iter().filter_map(|s| s.local_addr().ok()).map(|a| ("dns udp".to_owned(), a));
+        let tcp = self.tcp.iter().filter_map(|s| s.local_addr().ok()).map(|a| ("dns tcp".to_owned(), a));
+        udp.chain(tcp).collect()
+    }
+
+    /// Serves every socket and follows the inventory until `shutdown`; the first socket that
+    /// breaks stops the whole service (and the others with it).
+    async fn run(self, shutdown: CancellationToken) -> Result<(), RunError> {
+        let responder = Arc::new(Responder::new(
+            self.zones.subscribe(),
+            self.settings.allow_recursion.clone(),
+            !self.forwarder.is_empty(),
+            self.metrics,
+            Some(self.events.clone()),
+        ));
+        let forwarder = Arc::new(self.forwarder);
+        // Stopping the parts stops the rest when one ends with an error.
+        let stop = shutdown.child_token();
+        let mut parts = tokio::task::JoinSet::new();
+        for socket in self.udp {
+            // Each UDP socket gets a thread with a runtime of its own: no hand-offs between worker
+            // threads on the hot path (forwarded queries run on that runtime too).
+            let (responder, forwarder, stop) = (responder.clone(), forwarder.clone(), stop.clone());
+            let served = crate::runtime::dedicated("DNS UDP", move || async move {
+                let socket = UdpSocket::from_std(socket).map_err(RunError::Register)?;
+                super::udp::serve(Arc::new(socket), responder, forwarder, stop).await
+            });
+            parts.spawn(async move { served.await? }.in_current_span());
+        }
+        for listener in self.tcp {
+            parts.spawn(
+                super::tcp::serve(listener, responder.clone(), forwarder.clone(), stop.clone()).in_current_span(),
+            );
+        }
+        parts.spawn(
+            Self::follow(self.zones, self.settings, self.inventory, self.events, stop.clone()).in_current_span(),
+        );
+        let mut outcome = Ok(());
+        while let Some(ended) = parts.join_next().await {
+            let result = ended.unwrap_or_else(|e| {
+                Err(RunError::Runtime(crate::runtime::RuntimeError::Thread { name: "DNS", message: e.to_string() }))
+            });
+            if let Err(e) = result {
+                stop.cancel();
+                if outcome.is_ok() {
+                    outcome = Err(e);
                 }
             }
         }
-    }
-}
-
-async fn send<'a, R: ResponseHandler>(
-    response: &mut R,
-    msg: hickory_server::zone_handler::MessageResponse<
-        '_,
-        'a,
-        impl Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
-        impl Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
-        impl Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
-        impl Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
-    >,
-    meta: Metadata,
-) -> ResponseInfo {
-    match response.send_response(msg).await {
-        Ok(info) => info,
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot send a DNS answer");
-            Header { metadata: meta, counts: HeaderCounts::default() }.into()
-        }
+        outcome
     }
 }
 

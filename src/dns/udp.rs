@@ -16,6 +16,10 @@ use tokio_util::sync::CancellationToken;
 use super::forward::Forwarder;
 use super::respond::{Plan, Responder, Sections, decode, emit, formerr, udp_limit};
 use hickory_proto::op::ResponseCode;
+use hickory_server::net::xfer::Protocol;
+
+use crate::service::RunError;
+use crate::sockets;
 
 /// Forwarded queries in flight, per socket.
 const MAX_FORWARDS: usize = 1024;
@@ -24,13 +28,13 @@ const BATCH: usize = 32;
 /// Largest query read (queries are small; anything longer is cut and fails to decode).
 const MAX_QUERY: usize = 4096;
 
-/// Serves one socket until `shutdown`.
+/// Serves one socket until `shutdown`; ends early only when the socket itself breaks.
 pub async fn serve(
     socket: Arc<UdpSocket>,
     responder: Arc<Responder>,
     forwarder: Arc<Forwarder>,
     shutdown: CancellationToken,
-) {
+) -> Result<(), RunError> {
     let forwards = Arc::new(Semaphore::new(MAX_FORWARDS));
     let mut bufs = vec![[0u8; MAX_QUERY]; BATCH];
     let mut received: Vec<(usize, SocketAddr)> = Vec::with_capacity(BATCH);
@@ -39,10 +43,11 @@ pub async fn serve(
         received.clear();
         tokio::select! {
             got = crate::udp::recv_batch(&socket, &mut bufs, &mut received) => if let Err(e) = got {
+                let e = sockets::received("DNS UDP", socket.local_addr(), e)?;
                 tracing::debug!(error = %e, "UDP receive failed");
                 continue;
             },
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => return Ok(()),
         }
         for (i, &(n, src)) in received.iter().enumerate() {
             let buf = &bufs[i][..n];
@@ -68,62 +73,39 @@ async fn slow(
     data: &[u8],
     src: SocketAddr,
 ) {
-    {
-        let buf = data;
-        let n = data.len();
-        let Some(request) = decode(&buf[..n], src) else {
-            if let Some(reply) = formerr(&buf[..n]) {
+    let Some(request) = decode(data, src, Protocol::Udp) else {
+        if let Some(reply) = formerr(data) {
+            send(socket, &reply, src).await;
+        }
+        return;
+    };
+    let limit = udp_limit(&request);
+    match responder.plan(&request, src) {
+        Plan::Reply { meta, answer } => {
+            let sections = answer.as_ref().map(Sections::from).unwrap_or_default();
+            if let Some(reply) = emit(&request, meta, sections, limit) {
                 send(socket, &reply, src).await;
             }
-            return;
-        };
-        match responder.plan(&request, src) {
-            Plan::Reply { meta, answer } => {
-                let sections = answer.as_ref().map(Sections::from).unwrap_or_default();
-                if let Some(reply) = emit(&request, meta, sections, udp_limit(&request)) {
+        }
+        Plan::Forward { mut meta, query, dnssec_ok } => {
+            let Ok(permit) = forwards.clone().try_acquire_owned() else {
+                meta.response_code = ResponseCode::ServFail;
+                responder.metrics.forwarded(false);
+                if let Some(reply) = emit(&request, meta, Sections::default(), limit) {
                     send(socket, &reply, src).await;
                 }
-            }
-            Plan::Forward { mut meta, query, dnssec_ok } => {
-                let Ok(permit) = forwards.clone().try_acquire_owned() else {
-                    meta.response_code = ResponseCode::ServFail;
-                    responder.metrics.forwarded(false);
-                    if let Some(reply) = emit(&request, meta, Sections::default(), udp_limit(&request)) {
-                        send(socket, &reply, src).await;
+                return;
+            };
+            let (socket, responder, forwarder) = (socket.clone(), responder.clone(), forwarder.clone());
+            tokio::spawn(
+                async move {
+                    let _permit = permit;
+                    if let Some(bytes) = forwarder.answer(&responder, &request, meta, &query, dnssec_ok, limit).await {
+                        send(&socket, &bytes, src).await;
                     }
-                    return;
-                };
-                let (socket, responder, forwarder) = (socket.clone(), responder.clone(), forwarder.clone());
-                tokio::spawn(
-                    async move {
-                        let _permit = permit;
-                        let reply = forwarder.resolve(&query, dnssec_ok).await;
-                        let qtype = query.query_type();
-                        let bytes = match &reply {
-                            Ok(reply) => {
-                                meta.response_code = reply.metadata.response_code;
-                                let sections = Sections {
-                                    answers: &reply.answers,
-                                    authority: &reply.authorities,
-                                    additionals: &reply.additionals,
-                                };
-                                emit(&request, meta, sections, udp_limit(&request))
-                            }
-                            Err(e) => {
-                                tracing::debug!(error = %e, name = %query.name(), "forwarding failed");
-                                meta.response_code = ResponseCode::ServFail;
-                                emit(&request, meta, Sections::default(), udp_limit(&request))
-                            }
-                        };
-                        responder.metrics.forwarded(reply.is_ok());
-                        responder.metrics.count(qtype, meta.response_code);
-                        if let Some(bytes) = bytes {
-                            send(&socket, &bytes, src).await;
-                        }
-                    }
-                    .in_current_span(),
-                );
-            }
+                }
+                .in_current_span(),
+            );
         }
     }
 }

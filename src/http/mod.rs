@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::listen::{self as serve, Listener};
+use crate::service::{Deps, RunError, Service};
 use crate::store::Store;
 use crate::store::events::EventLog;
 
@@ -45,22 +46,38 @@ pub struct Server {
     listener: Listener,
     addr: SocketAddr,
     settings: Arc<Settings>,
+    store: Store,
+    events: EventLog,
 }
 
 impl Server {
-    pub async fn bind(addr: SocketAddr, settings: Settings) -> Result<Server, HttpError> {
+    pub async fn bind(deps: &Deps<'_>, addr: SocketAddr, settings: Settings) -> Result<Server, HttpError> {
         let tcp = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
         let addr = tcp.local_addr().unwrap_or(addr);
-        Ok(Server { listener: Listener::plain("HTTP boot", tcp), addr, settings: Arc::new(settings) })
+        Ok(Server {
+            listener: Listener::plain("HTTP boot", tcp),
+            addr,
+            settings: Arc::new(settings),
+            store: deps.store.clone(),
+            events: deps.events.clone(),
+        })
+    }
+}
+
+impl Service for Server {
+    const NAME: &'static str = "http boot";
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("http_boot")
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+    fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        vec![("http boot".to_owned(), self.addr)]
     }
 
-    pub async fn run(self, store: Store, events: EventLog, shutdown: CancellationToken) {
-        let state = routes::BootState::new(store, events, self.settings);
+    async fn run(self, shutdown: CancellationToken) -> Result<(), RunError> {
+        let state = routes::BootState::new(self.store, self.events, self.settings);
         let direct = direct::Direct::new(state.clone());
-        serve::run_with(self.listener, routes::router(state), direct, shutdown).await;
+        Ok(serve::run_with(self.listener, routes::router(state), direct, shutdown).await?)
     }
 }

@@ -12,7 +12,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -24,6 +23,7 @@ use super::health::Health;
 use super::select::{Candidate, select};
 use super::{Settings, members};
 use crate::inventory::{Algorithm, Frontend, Inventory, Name, Pool};
+use crate::service::{Deps, RunError, Service};
 use crate::store::events::{EventKind, EventLog, Source, Subject};
 
 #[derive(Debug, thiserror::Error)]
@@ -184,22 +184,26 @@ pub struct Server {
     settings: Settings,
     metrics: Metrics,
     state: Arc<State>,
+    events: EventLog,
+    inventory: watch::Receiver<Arc<Inventory>>,
 }
 
 impl Server {
     /// Binds every frontend of the inventory.
-    pub async fn bind(inv: &Inventory, settings: Settings, registry: &mut Registry) -> Result<Server, LbError> {
+    pub async fn bind(deps: &mut Deps<'_>, settings: Settings) -> Result<Server, LbError> {
+        let inventory = deps.store.subscribe();
+        let frontends: Vec<Frontend> = inventory.borrow().frontends.values().cloned().collect();
         let mut listeners = Vec::new();
-        for fe in inv.frontends.values() {
+        for fe in frontends {
             let listener = TcpListener::bind(fe.listen).await.map_err(|source| LbError::Bind {
                 frontend: fe.name.clone(),
                 addr: fe.listen,
                 source,
             })?;
-            listeners.push((fe.clone(), listener));
+            listeners.push((fe, listener));
         }
         let metrics = Metrics::default();
-        let sub = registry.sub_registry_with_prefix("lb");
+        let sub = deps.registry.sub_registry_with_prefix("lb");
         sub.register("connections", "Connections accepted, by frontend", metrics.connections.clone());
         sub.register(
             "refused",
@@ -210,25 +214,42 @@ impl Server {
         sub.register("backend_up", "1 when a backend passes its health check", metrics.up.clone());
         sub.register("bytes_in", "Bytes from clients to a backend", metrics.bytes_in.clone());
         sub.register("bytes_out", "Bytes from a backend to its clients", metrics.bytes_out.clone());
-        Ok(Server { listeners, settings, metrics, state: Arc::new(State::default()) })
-    }
-
-    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
-        self.listeners.iter().map(|(fe, l)| (format!("lb {}", fe.name), l.local_addr().unwrap_or(fe.listen))).collect()
+        Ok(Server {
+            listeners,
+            settings,
+            metrics,
+            state: Arc::new(State::default()),
+            events: deps.events.clone(),
+            inventory,
+        })
     }
 
     pub fn state(&self) -> Arc<State> {
         self.state.clone()
     }
+}
 
-    /// Serves until `shutdown`; pools follow every inventory change.
-    pub async fn run(
-        self,
-        events: EventLog,
-        mut inventory: watch::Receiver<Arc<Inventory>>,
-        shutdown: CancellationToken,
-    ) {
-        let ctx = Arc::new(Context { settings: self.settings, metrics: self.metrics, events, state: self.state });
+impl Service for Server {
+    const NAME: &'static str = "lb";
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("lb")
+    }
+
+    fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners.iter().map(|(fe, l)| (format!("lb {}", fe.name), l.local_addr().unwrap_or(fe.listen))).collect()
+    }
+
+    /// Serves until `shutdown`; pools follow every inventory change. A frontend whose listener
+    /// breaks stops the service.
+    async fn run(self, shutdown: CancellationToken) -> Result<(), RunError> {
+        let mut inventory = self.inventory;
+        let ctx = Arc::new(Context {
+            settings: self.settings,
+            metrics: self.metrics,
+            events: self.events,
+            state: self.state,
+        });
         ctx.reconcile(&inventory.borrow_and_update().clone(), &shutdown);
         let mut tasks = tokio::task::JoinSet::new();
         for (fe, listener) in self.listeners {
@@ -237,19 +258,21 @@ impl Server {
             write(&ctx.state.frontends).push(FrontendState { frontend: fe.clone(), addr, active: limit.clone() });
             tasks.spawn(accept(ctx.clone(), fe, listener, limit, shutdown.clone()).in_current_span());
         }
-        loop {
+        let outcome = loop {
             tokio::select! {
-                () = shutdown.cancelled() => break,
+                () = shutdown.cancelled() => break Ok(()),
+                Some(Ok(Err(e))) = tasks.join_next() => break Err(e),
                 changed = inventory.changed() => {
                     if changed.is_err() {
-                        break;
+                        break Ok(());
                     }
                     let snapshot = inventory.borrow_and_update().clone();
                     ctx.reconcile(&snapshot, &shutdown);
                 }
             }
-        }
+        };
         tasks.abort_all();
+        outcome
     }
 }
 
@@ -373,20 +396,12 @@ async fn accept(
     listener: TcpListener,
     limit: Arc<Semaphore>,
     shutdown: CancellationToken,
-) {
+) -> Result<(), RunError> {
     let label = FrontendLabel { frontend: fe.name.to_string() };
     loop {
         let (client, peer) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(frontend = %fe.name, error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            () = shutdown.cancelled() => return Ok(()),
+            accepted = crate::sockets::accept(&listener, "load-balancer frontend") => accepted?,
         };
         ctx.metrics.connections.get_or_create(&label).inc();
         let Ok(permit) = limit.clone().try_acquire_owned() else {

@@ -16,6 +16,7 @@ use super::packet::{self, ErrorCode, Packet};
 use super::transfer::{self, Source};
 use super::{Wanted, check, generate, inside};
 use crate::inventory::Timestamp;
+use crate::service::{Deps, RunError, Service};
 use crate::store::Store;
 use crate::store::events::{EventKind, EventLog, Source as EventSource, Subject};
 
@@ -142,12 +143,12 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(
+        deps: &Deps<'_>,
         addr: SocketAddr,
         root: &Path,
         http_port: Option<u16>,
-        store: Store,
-        events: EventLog,
     ) -> Result<Server, TftpError> {
+        let (store, events) = (deps.store.clone(), deps.events.clone());
         let root = std::fs::canonicalize(root).map_err(|source| TftpError::Root { path: root.to_owned(), source })?;
         if !root.is_dir() {
             return Err(TftpError::NotDir(root));
@@ -156,20 +157,29 @@ impl Server {
         let addr = socket.local_addr().unwrap_or(addr);
         Ok(Server { socket, addr, files: Arc::new(Files { root, http_port, store, events }) })
     }
+}
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+impl Service for Server {
+    const NAME: &'static str = "tftp";
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("tftp")
     }
 
-    pub async fn run(self, shutdown: CancellationToken) {
+    fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        vec![("tftp".to_owned(), self.addr)]
+    }
+
+    async fn run(self, shutdown: CancellationToken) -> Result<(), RunError> {
         let slots = Arc::new(Semaphore::new(MAX_TRANSFERS));
         let mut buf = vec![0u8; 2048];
         loop {
             let (len, client) = tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return Ok(()),
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok(r) => r,
                     Err(e) => {
+                        let e = crate::sockets::received("TFTP", self.socket.local_addr(), e)?;
                         tracing::debug!(error = %e, "receive failed");
                         continue;
                     }
