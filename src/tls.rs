@@ -26,23 +26,44 @@ pub fn format_fingerprint(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
+/// Why TLS client settings cannot be made; `what` names the CA file's role.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("TLS settings: {0}")]
+    Settings(#[from] rustls::Error),
+    #[error("{what} {}: {source}", path.display())]
+    Read { what: &'static str, path: std::path::PathBuf, source: std::io::Error },
+    #[error("{what} {}: {source}", path.display())]
+    Pem { what: &'static str, path: std::path::PathBuf, source: rustls_pki_types::pem::Error },
+    #[error("{what} {}: {source}", path.display())]
+    Certificate { what: &'static str, path: std::path::PathBuf, source: rustls::Error },
+    #[error("{what} {}: no certificate in it", path.display())]
+    Empty { what: &'static str, path: std::path::PathBuf },
+}
+
 /// The client settings for `trust`; `what` names a CA file in errors ("CA file", "check CA").
-pub fn client_config(trust: &ServerTrust, what: &str) -> Result<ClientConfig, String> {
+pub fn client_config(trust: &ServerTrust, what: &'static str) -> Result<ClientConfig, TrustError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+    let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
     let accept = match trust {
         ServerTrust::CaFile(path) => {
-            let err = |e: &dyn std::fmt::Display| format!("{what} {}: {e}", path.display());
-            let pem = std::fs::read(path).map_err(|e| err(&e))?;
+            let path = path.clone();
+            let pem = match std::fs::read(&path) {
+                Ok(pem) => pem,
+                Err(source) => return Err(TrustError::Read { what, path, source }),
+            };
             let mut roots = rustls::RootCertStore::empty();
             for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
-                let cert: CertificateDer<'static> = cert.map_err(|e| err(&e))?;
-                roots.add(cert).map_err(|e| err(&e))?;
+                let cert: CertificateDer<'static> = match cert {
+                    Ok(cert) => cert,
+                    Err(source) => return Err(TrustError::Pem { what, path, source }),
+                };
+                if let Err(source) = roots.add(cert) {
+                    return Err(TrustError::Certificate { what, path, source });
+                }
             }
             if roots.is_empty() {
-                return Err(err(&"no certificate in it"));
+                return Err(TrustError::Empty { what, path });
             }
             return Ok(builder.with_root_certificates(roots).with_no_client_auth());
         }

@@ -47,10 +47,10 @@ pub struct EventQuery {
     follow: Option<String>,
 }
 
-fn parse<T>(
+fn parse<T, E: std::fmt::Display>(
     field: &str,
     value: &Option<String>,
-    f: impl FnOnce(&str) -> Result<T, String>,
+    f: impl FnOnce(&str) -> Result<T, E>,
 ) -> Result<Option<T>, ApiError> {
     value.as_deref().map(f).transpose().map_err(|e| ApiError::bad(field, format!("{field}: {e}")))
 }

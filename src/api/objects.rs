@@ -77,7 +77,7 @@ pub struct Manifest {
 
 /// Parses a name from a URL path segment, naming the parameter on failure.
 pub fn path_name(name: &str) -> Result<Name, ApiError> {
-    name.parse().map_err(|e: String| ApiError::bad("name", format!("name: {e}")))
+    name.parse().map_err(|e: crate::inventory::BadValue| ApiError::bad("name", format!("name: {e}")))
 }
 
 /// Commits a change off the async threads and records what changed in the event log.

@@ -11,8 +11,8 @@ use crate::hypervisor::Hypervisor;
 pub enum BuildError {
     #[error("hypervisor {name}: API token secret: {source}")]
     Secret { name: String, source: crate::config::SecretError },
-    #[error("hypervisor {name}: {message}")]
-    Client { name: String, message: String },
+    #[error("hypervisor {name}: {source}")]
+    Client { name: String, source: Box<crate::hypervisor::proxmox::api::ClientError> },
 }
 
 /// The backend a config entry describes. Reads the Proxmox token secret now, so a missing
@@ -36,7 +36,7 @@ pub fn build(config: &HypervisorConfig) -> Result<Arc<dyn Hypervisor>, BuildErro
             };
             Arc::new(
                 crate::hypervisor::proxmox::Proxmox::new(settings)
-                    .map_err(|message| BuildError::Client { name: name.clone(), message })?,
+                    .map_err(|source| BuildError::Client { name: name.clone(), source: Box::new(source) })?,
             )
         }
         Backend::Qemu(q) => {

@@ -464,14 +464,25 @@ pub async fn apply(client: &Client, file: &Path, output: Output) -> Result<(), C
     Ok(())
 }
 
+/// A manifest that does not read; names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum BadManifest {
+    #[error("{path}: {source}")]
+    Json { path: serde_path_to_error::Path, source: serde_json::Error },
+    #[error("{path}: {source}")]
+    Yaml { path: serde_path_to_error::Path, source: serde_norway::Error },
+}
+
 /// Reads a manifest as JSON if it looks like JSON, else as YAML; errors name the field.
-pub fn parse_manifest(text: &str) -> Result<Manifest, String> {
+pub fn parse_manifest(text: &str) -> Result<Manifest, BadManifest> {
     if text.trim_start().starts_with('{') {
         let mut de = serde_json::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(&mut de).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+        serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| BadManifest::Json { path: e.path().clone(), source: e.into_inner() })
     } else {
         let de = serde_norway::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+        serde_path_to_error::deserialize(de)
+            .map_err(|e| BadManifest::Yaml { path: e.path().clone(), source: e.into_inner() })
     }
 }
 
@@ -525,9 +536,9 @@ mod tests {
     #[test]
     fn manifest_errors_name_the_field() {
         let err = parse_manifest("nodes:\n  - name: w0\n    mac: nope\n    ipv4: 10.1.107.20\n").expect_err("bad mac");
-        assert!(err.starts_with("nodes[0].mac: "), "{err}");
+        assert!(err.to_string().starts_with("nodes[0].mac: "), "{err}");
         let err = parse_manifest("{\"nods\": []}").expect_err("unknown field");
-        assert!(err.contains("nods"), "{err}");
+        assert!(err.to_string().contains("nods"), "{err}");
     }
 
     #[test]

@@ -194,7 +194,7 @@ fn proxmox(
         (Some(fp), None) => match parse_fingerprint(fp) {
             Ok(pin) => Some(Trust::Fingerprint(pin)),
             Err(e) => {
-                report.add(&at("fingerprint"), None, e);
+                report.add(&at("fingerprint"), None, e.to_string());
                 None
             }
         },
@@ -221,7 +221,7 @@ fn proxmox(
     let task_timeout = match &h.task_timeout {
         None => DEFAULT_TASK_TIMEOUT,
         Some(text) => parse_duration(text).unwrap_or_else(|e| {
-            report.add(&at("task_timeout"), Some(text.clone()), e);
+            report.add(&at("task_timeout"), Some(text.clone()), e.to_string());
             DEFAULT_TASK_TIMEOUT
         }),
     };

@@ -380,7 +380,7 @@ fn check_dns(raw: &raw::RawDns, inventory: &Inventory, complete: bool, report: &
     for (i, z) in raw.zones.iter().enumerate() {
         match records::parse_name(z) {
             Ok(name) => zones.push(name),
-            Err(e) => report.add(&at("zones").index(i), Some(z.clone()), e),
+            Err(e) => report.add(&at("zones").index(i), Some(z.clone()), e.to_string()),
         }
     }
     let mut served: Vec<hickory_proto::rr::Name> = zones.clone();
@@ -489,7 +489,7 @@ fn check_events(raw: &RawConfig, report: &mut Report<'_>) -> Retention {
         match parse_duration(age) {
             Ok(d) if d >= Duration::from_secs(60) => retention.max_age = d,
             Ok(_) => report.add(&FieldPath::parse("events.max_age"), Some(age.clone()), "must be at least 1 minute"),
-            Err(e) => report.add(&FieldPath::parse("events.max_age"), Some(age.clone()), e),
+            Err(e) => report.add(&FieldPath::parse("events.max_age"), Some(age.clone()), e.to_string()),
         }
     }
     retention

@@ -407,7 +407,7 @@ impl Owner {
                     if n == 0 {
                         break;
                     }
-                    let decided = self.serve(&batch);
+                    let decided = tracing::info_span!("batch", messages = n).in_scope(|| self.serve(&batch));
                     batch.clear();
                     if !self.settle(in_flight.take()).await {
                         // The earlier commit failed and the table was reloaded from disk: this

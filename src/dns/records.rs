@@ -8,12 +8,21 @@ use hickory_proto::rr::{Name, RData, Record};
 /// The record types a static record may have.
 pub const TYPES: &[&str] = &["A", "AAAA", "CNAME", "PTR", "SRV", "TXT"];
 
+/// A name that does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum BadName {
+    #[error("empty name")]
+    Empty,
+    #[error("not a DNS name: {0}")]
+    Syntax(#[from] hickory_proto::ProtoError),
+}
+
 /// A fully qualified, lower-cased DNS name; the error says what is wrong with it.
-pub fn parse_name(text: &str) -> Result<Name, String> {
+pub fn parse_name(text: &str) -> Result<Name, BadName> {
     if text.is_empty() {
-        return Err("empty name".into());
+        return Err(BadName::Empty);
     }
-    let mut name = Name::from_ascii(text).map_err(|e| format!("not a DNS name: {e}"))?;
+    let mut name = Name::from_ascii(text)?;
     name.set_fqdn(true);
     Ok(name.to_lowercase())
 }
@@ -21,13 +30,13 @@ pub fn parse_name(text: &str) -> Result<Name, String> {
 /// Parses one static record. `rtype` is one of [`TYPES`] (any case); `value` is the record's data
 /// in zone-file form (`10 5 6443 api.example.` for SRV: priority, weight, port, target).
 pub fn parse(owner: &str, rtype: &str, value: &str, ttl: u32) -> Result<Record, RecordError> {
-    let name = parse_name(owner).map_err(RecordError::Name)?;
+    let name = parse_name(owner).map_err(|e| RecordError::Name(e.to_string()))?;
     let bad = |why: &str| RecordError::Value(format!("not a valid {} value: {why}", rtype.to_uppercase()));
     let data = match rtype.to_ascii_uppercase().as_str() {
         "A" => RData::A(A(value.parse::<Ipv4Addr>().map_err(|_| bad("expected an IPv4 address"))?)),
         "AAAA" => RData::AAAA(AAAA(value.parse::<Ipv6Addr>().map_err(|_| bad("expected an IPv6 address"))?)),
-        "CNAME" => RData::CNAME(CNAME(parse_name(value).map_err(|e| bad(&e))?)),
-        "PTR" => RData::PTR(PTR(parse_name(value).map_err(|e| bad(&e))?)),
+        "CNAME" => RData::CNAME(CNAME(parse_name(value).map_err(|e| bad(&e.to_string()))?)),
+        "PTR" => RData::PTR(PTR(parse_name(value).map_err(|e| bad(&e.to_string()))?)),
         "TXT" => {
             if value.len() > 4000 {
                 return Err(bad("longer than 4000 bytes"));
@@ -41,7 +50,12 @@ pub fn parse(owner: &str, rtype: &str, value: &str, ttl: u32) -> Result<Record, 
                 return Err(bad("expected \"PRIORITY WEIGHT PORT TARGET\""));
             };
             let num = |s: &str| s.parse::<u16>().map_err(|_| bad(&format!("{s:?} is not a number 0-65535")));
-            RData::SRV(SRV::new(num(priority)?, num(weight)?, num(port)?, parse_name(target).map_err(|e| bad(&e))?))
+            RData::SRV(SRV::new(
+                num(priority)?,
+                num(weight)?,
+                num(port)?,
+                parse_name(target).map_err(|e| bad(&e.to_string()))?,
+            ))
         }
         _ => return Err(RecordError::Type(format!("unknown record type; expected one of {}", TYPES.join(", ")))),
     };

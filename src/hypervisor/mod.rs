@@ -218,7 +218,7 @@ pub enum ErrorKind {
     #[error("task {upid} did not finish within {}", humantime::format_duration(*.after))]
     TaskTimeout { upid: String, after: Duration },
     #[error("no host can take it: {0}")]
-    NoHost(String),
+    NoHost(#[from] proxmox::placement::NoHost),
     #[error("slipway owns no such VM")]
     NotFound,
     #[error("{0}")]

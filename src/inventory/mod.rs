@@ -14,7 +14,7 @@ mod validate;
 pub use change::{Action, ChangeError, Object, Op, Outcome};
 pub use lease::{Lease, LeaseState};
 pub use model::*;
-pub use types::{DomainName, MacAddr, Name, Timestamp};
+pub use types::{BadValue, DomainName, MacAddr, Name, Timestamp};
 pub use validate::{Problem, validate, validate_ranked};
 
 #[cfg(test)]

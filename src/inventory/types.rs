@@ -56,8 +56,8 @@ impl fmt::Display for Name {
 }
 
 impl FromStr for Name {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = BadValue;
+    fn from_str(s: &str) -> Result<Self, BadValue> {
         check_label(s).map(|()| Name(s.into()))
     }
 }
@@ -70,19 +70,41 @@ impl std::borrow::Borrow<str> for Name {
 
 text_type!(Name, "worker-0", "DNS label: 1-63 of a-z, 0-9 and '-', not starting or ending with '-'");
 
-fn check_label(s: &str) -> Result<(), String> {
-    let shown = shown(s);
+/// A value that does not parse as its type; the message shows the value (shortened, escaped).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum BadValue {
+    #[error("must not be empty")]
+    Empty,
+    #[error("'{value}' is longer than {max} characters")]
+    TooLong { value: String, max: usize },
+    #[error("'{value}' contains '{bad}': use only a-z, 0-9 and '-'")]
+    Character { value: String, bad: String },
+    #[error("'{0}' must not start or end with '-'")]
+    Hyphen(String),
+    #[error("'{value}' is not a domain name: label {label}")]
+    Domain { value: String, label: Box<BadValue> },
+    #[error("'{0}' is not a MAC address (expected aa:bb:cc:dd:ee:ff)")]
+    Mac(String),
+    #[error("'{0}' is a multicast MAC address, not a NIC's")]
+    MulticastMac(String),
+    #[error("'{value}' is not an RFC 3339 time: {reason}")]
+    Time { value: String, reason: humantime::TimestampError },
+    #[error("'{value}' is not a duration (e.g. 30s, 12h, 7days): {reason}")]
+    Duration { value: String, reason: humantime::DurationError },
+}
+
+fn check_label(s: &str) -> Result<(), BadValue> {
     if s.is_empty() {
-        return Err("must not be empty".into());
+        return Err(BadValue::Empty);
     }
     if s.len() > 63 {
-        return Err(format!("'{shown}' is longer than 63 characters"));
+        return Err(BadValue::TooLong { value: shown(s), max: 63 });
     }
     if let Some(bad) = s.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
-        return Err(format!("'{shown}' contains '{}': use only a-z, 0-9 and '-'", bad.escape_default()));
+        return Err(BadValue::Character { value: shown(s), bad: bad.escape_default().to_string() });
     }
     if s.starts_with('-') || s.ends_with('-') {
-        return Err(format!("'{shown}' must not start or end with '-'"));
+        return Err(BadValue::Hyphen(shown(s)));
     }
     Ok(())
 }
@@ -113,14 +135,14 @@ impl fmt::Display for DomainName {
 }
 
 impl FromStr for DomainName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = BadValue;
+    fn from_str(s: &str) -> Result<Self, BadValue> {
         let lowered = s.trim_end_matches('.').to_ascii_lowercase();
         if lowered.len() > 253 {
-            return Err(format!("'{}' is longer than 253 characters", shown(s)));
+            return Err(BadValue::TooLong { value: shown(s), max: 253 });
         }
         for label in lowered.split('.') {
-            check_label(label).map_err(|e| format!("'{}' is not a domain name: label {e}", shown(s)))?;
+            check_label(label).map_err(|e| BadValue::Domain { value: shown(s), label: Box::new(e) })?;
         }
         Ok(DomainName(lowered))
     }
@@ -148,9 +170,9 @@ impl fmt::Display for MacAddr {
 }
 
 impl FromStr for MacAddr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("'{}' is not a MAC address (expected aa:bb:cc:dd:ee:ff)", shown(s));
+    type Err = BadValue;
+    fn from_str(s: &str) -> Result<Self, BadValue> {
+        let bad = || BadValue::Mac(shown(s));
         let parts: Vec<&str> = s.split([':', '-']).collect();
         if parts.len() != 6 {
             return Err(bad());
@@ -163,7 +185,7 @@ impl FromStr for MacAddr {
             *slot = u8::from_str_radix(part, 16).map_err(|_| bad())?;
         }
         if out[0] & 1 == 1 {
-            return Err(format!("'{}' is a multicast MAC address, not a NIC's", shown(s)));
+            return Err(BadValue::MulticastMac(shown(s)));
         }
         Ok(MacAddr(out))
     }
@@ -235,19 +257,17 @@ fn civil_date(days: u64) -> (u64, u64, u64) {
 }
 
 impl FromStr for Timestamp {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        humantime::parse_rfc3339_weak(s)
-            .map(Timestamp)
-            .map_err(|e| format!("'{}' is not an RFC 3339 time: {e}", shown(s)))
+    type Err = BadValue;
+    fn from_str(s: &str) -> Result<Self, BadValue> {
+        humantime::parse_rfc3339_weak(s).map(Timestamp).map_err(|reason| BadValue::Time { value: shown(s), reason })
     }
 }
 
 text_type!(Timestamp, "2026-11-22T10:00:00.000Z", "RFC 3339 time, UTC");
 
 /// Parses an operator-written duration such as `90s`, `12h` or `7days`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("'{}' is not a duration (e.g. 30s, 12h, 7days): {e}", shown(s)))
+pub fn parse_duration(s: &str) -> Result<Duration, BadValue> {
+    humantime::parse_duration(s).map_err(|reason| BadValue::Duration { value: shown(s), reason })
 }
 
 /// Formats a duration the way `parse_duration` reads it.
@@ -276,7 +296,7 @@ mod tests {
             "01:00:5e:00:00:01",
         ] {
             let err = bad.parse::<MacAddr>().expect_err(bad);
-            assert!(err.contains(&format!("'{bad}'")), "{err}");
+            assert!(err.to_string().contains(&format!("'{bad}'")), "{err}");
         }
     }
 
@@ -305,7 +325,7 @@ mod tests {
     #[test]
     fn errors_show_control_characters_escaped() {
         let err = "a\u{0}b".parse::<Name>().expect_err("nul");
-        assert!(err.contains("\\u{0}"), "{err}");
+        assert!(err.to_string().contains("\\u{0}"), "{err}");
     }
 
     #[test]

@@ -114,5 +114,5 @@ fn tls_config(ca_file: Option<&Path>) -> Result<ClientConfig, CheckError> {
         Some(path) => crate::tls::ServerTrust::CaFile(path.to_owned()),
         None => crate::tls::ServerTrust::AnyCertificate,
     };
-    crate::tls::client_config(&trust, "file").map_err(CheckError::Setup)
+    crate::tls::client_config(&trust, "file").map_err(|e| CheckError::Setup(e.to_string()))
 }

@@ -420,7 +420,7 @@ async fn accept(
                     ctx.metrics.refused.get_or_create(&label).inc();
                 }
             }
-            .in_current_span(),
+            .instrument(tracing::info_span!("connection", frontend = %fe.name, client = %peer)),
         );
     }
 }

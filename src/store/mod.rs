@@ -428,10 +428,10 @@ fn load_kind<T: HasOrigin + DeserializeOwned>(
     let table = txn.open_table(def)?;
     for row in table.iter()? {
         let (key, value) = row?;
-        let name: Name = key.value().parse().map_err(|message| StoreError::Corrupt {
+        let name: Name = key.value().parse().map_err(|e: crate::inventory::BadValue| StoreError::Corrupt {
             table: kind.config_table(),
             key: key.value().into(),
-            message,
+            message: e.to_string(),
         })?;
         if map.contains_key(&name) {
             adopted.push((kind, name));

@@ -26,6 +26,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use slipway::hypervisor::qemu::Qemu;
 use slipway::hypervisor::{Disk, Firmware, Hypervisor, Nic, NicModel, Owner, Placement, VmSpec};
+use slipway::inventory::{BadValue, MacAddr};
 
 pub const TOKEN_ID: &str = "slipway@pve!ci";
 pub const SECRET: &str = "0b6e1d4c-6c1f-4f6e-9a55-3d2f0e7b9c11";
@@ -462,7 +463,7 @@ async fn create(
 fn spec_of(config: &Params, bridges: &BTreeMap<String, String>) -> Result<VmSpec, String> {
     let tags = config.get("tags").map(String::as_str).unwrap_or("");
     let mut owner = Owner::from_tags(tags.split(';')).ok_or("no slipway tags")?;
-    owner.node = config.get("name").ok_or("no name")?.parse()?;
+    owner.node = config.get("name").ok_or("no name")?.parse().map_err(|e: BadValue| e.to_string())?;
     let mut disks = Vec::new();
     let mut nics = Vec::new();
     for i in 0..31 {
@@ -471,11 +472,13 @@ fn spec_of(config: &Params, bridges: &BTreeMap<String, String>) -> Result<VmSpec
             disks.push(Disk { storage: None, size_gib: size.ok_or(format!("scsi{i}: {scsi}"))? });
         }
         if let Some(net) = config.get(&format!("net{i}")) {
-            let mut nic = Nic { bridge: None, vlan: None, mac: "02:00:00:00:00:00".parse()?, model: NicModel::Virtio };
+            let mut nic = Nic { bridge: None, vlan: None, mac: MacAddr([2, 0, 0, 0, 0, 0]), model: NicModel::Virtio };
             for part in net.split(',') {
                 match part.split_once('=') {
-                    Some(("virtio", mac)) => nic.mac = mac.parse()?,
-                    Some(("e1000", mac)) => (nic.model, nic.mac) = (NicModel::E1000, mac.parse()?),
+                    Some(("virtio", mac)) => nic.mac = mac.parse().map_err(|e: BadValue| e.to_string())?,
+                    Some(("e1000", mac)) => {
+                        (nic.model, nic.mac) = (NicModel::E1000, mac.parse().map_err(|e: BadValue| e.to_string())?)
+                    }
                     Some(("bridge", b)) => nic.bridge = Some(bridges.get(b).cloned().unwrap_or_else(|| b.to_owned())),
                     Some(("tag", t)) => nic.vlan = t.parse().ok(),
                     _ => {}

@@ -50,15 +50,24 @@ struct Envelope<R> {
     data: R,
 }
 
+/// Why the API client cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Trust(#[from] crate::tls::TrustError),
+    #[error("HTTP client: {0}")]
+    Http(reqwest::Error),
+}
+
 impl Api {
-    pub fn new(url: &str, token_id: &str, secret: &str, trust: &Trust) -> Result<Api, String> {
+    pub fn new(url: &str, token_id: &str, secret: &str, trust: &Trust) -> Result<Api, ClientError> {
         let tls = client_config(trust)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
             .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+            .map_err(ClientError::Http)?;
         Ok(Api {
             http,
             base: url.trim_end_matches('/').into(),

@@ -70,7 +70,7 @@ struct Owned {
 }
 
 impl Proxmox {
-    pub fn new(settings: Settings) -> Result<Proxmox, String> {
+    pub fn new(settings: Settings) -> Result<Proxmox, api::ClientError> {
         let api = Api::new(&settings.url, &settings.token_id, &settings.token_secret, &settings.trust)?;
         Ok(Proxmox {
             name: settings.name,
@@ -389,14 +389,4 @@ impl Hypervisor for Proxmox {
         vms.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(vms)
     }
-}
-
-/// Reads an API token secret: a file's first line, or a systemd credential by name.
-pub fn read_secret(path: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let secret = text.lines().next().unwrap_or("").trim().to_owned();
-    if secret.is_empty() {
-        return Err(format!("{}: empty", path.display()));
-    }
-    Ok(secret)
 }

@@ -7,6 +7,19 @@ use std::collections::BTreeMap;
 
 use super::super::{AntiAffinity, Placement};
 
+/// Why no node can take a VM.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NoHost {
+    #[error("target node '{target}' is not in the cluster (nodes: {})", known.join(", "))]
+    UnknownTarget { target: String, known: Vec<String> },
+    #[error("no allowed node is online (allowed: {})", allowed.join(", "))]
+    NoneOnline { allowed: Vec<String> },
+    #[error("no node has {need_mib} MiB of memory free (free: {})", free.iter().map(|(h, m)| format!("{h} {m} MiB")).collect::<Vec<_>>().join(", "))]
+    NoMemory { need_mib: u64, free: Vec<(String, u64)> },
+    #[error("every node with room already runs a member of group '{group}' (hard anti-affinity)")]
+    AntiAffinity { group: String },
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Host {
     pub name: String,
@@ -20,24 +33,23 @@ pub fn choose(
     hosts: &[Host],
     members: &BTreeMap<String, usize>,
     need_mib: u64,
-) -> Result<String, String> {
+) -> Result<String, NoHost> {
     for target in &placement.targets {
         if !hosts.iter().any(|h| &h.name == target) {
-            let known: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
-            return Err(format!("target node '{target}' is not in the cluster (nodes: {})", known.join(", ")));
+            let known = hosts.iter().map(|h| h.name.clone()).collect();
+            return Err(NoHost::UnknownTarget { target: target.clone(), known });
         }
     }
     let allowed: Vec<&Host> =
         hosts.iter().filter(|h| placement.targets.is_empty() || placement.targets.contains(&h.name)).collect();
     let online: Vec<&Host> = allowed.iter().copied().filter(|h| h.online).collect();
     if online.is_empty() {
-        let names: Vec<&str> = allowed.iter().map(|h| h.name.as_str()).collect();
-        return Err(format!("no allowed node is online (allowed: {})", names.join(", ")));
+        return Err(NoHost::NoneOnline { allowed: allowed.iter().map(|h| h.name.clone()).collect() });
     }
     let roomy: Vec<&Host> = online.iter().copied().filter(|h| h.mem_free_mib >= need_mib).collect();
     if roomy.is_empty() {
-        let free: Vec<String> = online.iter().map(|h| format!("{} {} MiB", h.name, h.mem_free_mib)).collect();
-        return Err(format!("no node has {need_mib} MiB of memory free (free: {})", free.join(", ")));
+        let free = online.iter().map(|h| (h.name.clone(), h.mem_free_mib)).collect();
+        return Err(NoHost::NoMemory { need_mib, free });
     }
     let count = |h: &Host| members.get(&h.name).copied().unwrap_or(0);
     let mut candidates: Vec<&Host> = match placement.anti_affinity {
@@ -46,7 +58,7 @@ pub fn choose(
     };
     if candidates.is_empty() {
         let group = placement.group.as_ref().map_or("?".into(), |g| g.to_string());
-        return Err(format!("every node with room already runs a member of group '{group}' (hard anti-affinity)"));
+        return Err(NoHost::AntiAffinity { group });
     }
     let preference = |h: &Host| placement.preferred.iter().position(|p| p == &h.name).unwrap_or(usize::MAX);
     let spread = |h: &Host| if placement.anti_affinity == AntiAffinity::Soft { count(h) } else { 0 };
@@ -100,15 +112,15 @@ mod tests {
         assert_eq!(choose(&p, &hosts(), &members(&[]), 8_000), Ok("pve1".into()));
         let p = Placement { targets: vec!["pve9".into()], ..Placement::default() };
         let err = choose(&p, &hosts(), &members(&[]), 8_000).expect_err("unknown");
-        assert!(err.contains("'pve9'"), "{err}");
+        assert!(err.to_string().contains("'pve9'"), "{err}");
         let p = Placement { targets: vec!["pve3".into()], ..Placement::default() };
-        assert!(choose(&p, &hosts(), &members(&[]), 8_000).expect_err("offline").contains("online"));
+        assert!(choose(&p, &hosts(), &members(&[]), 8_000).expect_err("offline").to_string().contains("online"));
     }
 
     #[test]
     fn too_much_memory_names_what_each_node_has_free() {
         let err = choose(&Placement::default(), &hosts(), &members(&[]), 100_000).expect_err("too big");
-        assert!(err.contains("100000 MiB") && err.contains("pve2 64000 MiB"), "{err}");
+        assert!(err.to_string().contains("100000 MiB") && err.to_string().contains("pve2 64000 MiB"), "{err}");
     }
 
     #[test]
@@ -117,7 +129,7 @@ mod tests {
         assert_eq!(choose(&placement(AntiAffinity::Hard), &hosts(), &m, 2_000), Ok("pve1".into()));
         let m = members(&[("pve1", 1), ("pve2", 1), ("pve4", 1)]);
         let err = choose(&placement(AntiAffinity::Hard), &hosts(), &m, 2_000).expect_err("full");
-        assert!(err.contains("prod-cp"), "{err}");
+        assert!(err.to_string().contains("prod-cp"), "{err}");
     }
 
     #[test]

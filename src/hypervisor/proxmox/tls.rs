@@ -15,18 +15,21 @@ pub enum Trust {
     Fingerprint([u8; 32]),
 }
 
+/// A fingerprint that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a SHA-256 fingerprint (32 bytes in hex, e.g. AB:CD:…)")]
+pub struct BadFingerprint(String);
+
 /// Parses `AB:CD:…` (as Proxmox shows it) or plain hex, any case.
-pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], BadFingerprint> {
     let hex: String = text.chars().filter(|c| *c != ':').collect();
     let bytes: Option<Vec<u8>> =
         (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect();
-    bytes
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or_else(|| format!("'{text}' is not a SHA-256 fingerprint (32 bytes in hex, e.g. AB:CD:…)"))
+    bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(|| BadFingerprint(crate::inventory::types::shown(text)))
 }
 
 /// The TLS client settings for `trust` (the shared verifiers of `crate::tls`).
-pub fn client_config(trust: &Trust) -> Result<ClientConfig, String> {
+pub fn client_config(trust: &Trust) -> Result<ClientConfig, crate::tls::TrustError> {
     match trust {
         Trust::CaFile(path) => crate::tls::client_config(&ServerTrust::CaFile(path.clone()), "CA file"),
         Trust::Fingerprint(pin) => crate::tls::client_config(&ServerTrust::Pinned(*pin), "pinned certificate"),
@@ -50,7 +53,7 @@ mod tests {
     #[test]
     fn short_or_odd_fingerprints_are_refused_by_value() {
         let err = parse_fingerprint("AB:CD").expect_err("too short");
-        assert!(err.contains("'AB:CD'"), "{err}");
+        assert!(err.to_string().contains("'AB:CD'"), "{err}");
         assert!(parse_fingerprint(&"ZZ".repeat(32)).is_err());
     }
 }

@@ -130,8 +130,8 @@ impl Qemu {
         }
     }
 
-    async fn build(&self, spec: &VmSpec, dir: &Path) -> Result<(), String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    async fn build(&self, spec: &VmSpec, dir: &Path) -> Result<(), LocalError> {
+        std::fs::create_dir_all(dir).map_err(file(dir))?;
         for (i, disk) in spec.disks.iter().enumerate() {
             let file = command::disk_file(dir, i);
             let size = format!("{}G", disk.size_gib);
@@ -139,22 +139,22 @@ impl Qemu {
         }
         if spec.firmware == Firmware::Uefi {
             let vars = command::efivars_file(dir);
-            std::fs::copy(&self.settings.ovmf_vars, &vars)
-                .map_err(|e| format!("UEFI variables {}: {e}", self.settings.ovmf_vars.display()))?;
+            std::fs::copy(&self.settings.ovmf_vars, &vars).map_err(file(&self.settings.ovmf_vars))?;
         }
         let record = Record { spec: spec.clone() };
-        let json = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
-        std::fs::write(dir.join(STATE_FILE), json).map_err(|e| format!("{STATE_FILE}: {e}"))
+        let json = serde_json::to_vec_pretty(&record).map_err(LocalError::Record)?;
+        let path = dir.join(STATE_FILE);
+        std::fs::write(&path, json).map_err(file(&path))
     }
 
-    async fn add_taps(&self, spec: &VmSpec, dir: &Path) -> Result<(), String> {
+    async fn add_taps(&self, spec: &VmSpec, dir: &Path) -> Result<(), LocalError> {
         let taps = command::tap_names(dir, spec.nics.len());
         for (nic, tap) in spec.nics.iter().zip(&taps) {
             let bridge = nic.bridge.as_deref().unwrap_or(&self.settings.bridge);
             let _ = self.ip().args(["link", "del", tap]).output().await;
             run(self.ip().args(["tuntap", "add", "dev", tap, "mode", "tap"])).await?;
             if let Err(e) = run(self.ip().args(["link", "set", tap, "master", bridge])).await {
-                return Err(format!("bridge '{bridge}': {e}"));
+                return Err(LocalError::Bridge { bridge: bridge.to_owned(), source: Box::new(e) });
             }
             if let Some(vlan) = nic.vlan {
                 let mut cmd = match &self.settings.netns {
@@ -168,7 +168,7 @@ impl Qemu {
                 let vid = vlan.to_string();
                 run(cmd.args(["vlan", "add", "dev", tap, "vid", &vid, "pvid", "untagged"]))
                     .await
-                    .map_err(|e| format!("VLAN {vlan} on bridge '{bridge}' (needs vlan_filtering): {e}"))?;
+                    .map_err(|e| LocalError::Vlan { vlan, bridge: bridge.to_owned(), source: Box::new(e) })?;
             }
             run(self.ip().args(["link", "set", tap, "up"])).await?;
         }
@@ -205,20 +205,42 @@ impl Qemu {
     }
 }
 
+/// Why a local step of a VM's life failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("{program} is not installed (Debian: qemu-system-x86, qemu-utils)")]
+    NotInstalled { program: String },
+    #[error("{program}: {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("{program}: {stderr} ({status})")]
+    Failed { program: String, stderr: String, status: std::process::ExitStatus },
+    #[error("{}: {source}", path.display())]
+    File { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot write the VM record: {0}")]
+    Record(serde_json::Error),
+    #[error("bridge '{bridge}': {source}")]
+    Bridge { bridge: String, source: Box<LocalError> },
+    #[error("VLAN {vlan} on bridge '{bridge}' (needs vlan_filtering): {source}")]
+    Vlan { vlan: u16, bridge: String, source: Box<LocalError> },
+}
+
+fn file(path: &Path) -> impl FnOnce(std::io::Error) -> LocalError {
+    let path = path.to_owned();
+    move |source| LocalError::File { path, source }
+}
+
 /// Runs a command; its stderr is the error.
-async fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().await.map_err(|e| {
-        let program = cmd.as_std().get_program().to_string_lossy().into_owned();
-        match e.kind() {
-            std::io::ErrorKind::NotFound => format!("{program} is not installed (Debian: qemu-system-x86, qemu-utils)"),
-            _ => format!("{program}: {e}"),
-        }
+async fn run(cmd: &mut Command) -> Result<(), LocalError> {
+    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+    let out = cmd.output().await.map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => LocalError::NotInstalled { program: program.clone() },
+        _ => LocalError::Spawn { program: program.clone(), source },
     })?;
     if out.status.success() {
         Ok(())
     } else {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        Err(format!("{} ({})", stderr.trim(), out.status))
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        Err(LocalError::Failed { program, stderr, status: out.status })
     }
 }
 
@@ -246,7 +268,7 @@ impl Hypervisor for Qemu {
         let _ = std::fs::remove_dir_all(&partial);
         if let Err(e) = self.build(spec, &partial).await {
             let _ = std::fs::remove_dir_all(&partial);
-            return Err(Error::new(node.as_str(), Step::Create, ErrorKind::Local(e)));
+            return Err(Error::new(node.as_str(), Step::Create, ErrorKind::Local(e.to_string())));
         }
         std::fs::rename(&partial, &dir).map_err(|e| {
             let _ = std::fs::remove_dir_all(&partial);
@@ -265,7 +287,7 @@ impl Hypervisor for Qemu {
             return Ok(());
         }
         let dir = self.vm_dir(node);
-        let fail = |e: String| Error::new(node.as_str(), Step::Start, ErrorKind::Local(e));
+        let fail = |e: LocalError| Error::new(node.as_str(), Step::Start, ErrorKind::Local(e.to_string()));
         if let Err(e) = self.add_taps(&record.spec, &dir).await {
             self.remove_taps(node, record.spec.nics.len()).await;
             return Err(fail(e));
@@ -275,7 +297,7 @@ impl Hypervisor for Qemu {
         let args = command::args(&record.spec, &paths, self.settings.accel);
         if let Err(e) = run(self.in_netns("qemu-system-x86_64").args(&args)).await {
             self.remove_taps(node, record.spec.nics.len()).await;
-            return Err(fail(format!("qemu-system-x86_64: {e}")));
+            return Err(fail(e));
         }
         tracing::info!(vm = %node, hypervisor = %self.settings.name, "VM started");
         Ok(())
