@@ -22,7 +22,7 @@ struct Harness {
 
 fn harness() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut declared = crate::inventory::test_lab();
+    let mut declared = crate::inventory::lab::lab();
     for n in declared.nodes.values_mut() {
         n.origin = Origin::Config;
     }

@@ -8,7 +8,7 @@ use super::decide::{Context, decide};
 use super::leases::LeaseTable;
 use super::message;
 use crate::boot::BootSettings;
-use crate::inventory::{AddrRange, Inventory, Name, Network, Node, Origin, Timestamp};
+use crate::inventory::{AddrRange, Inventory, Name, Timestamp};
 
 struct Lab {
     inventory: Inventory,
@@ -17,53 +17,22 @@ struct Lab {
     boot: BootSettings,
 }
 
-/// Parses a constant of the fixed lab.
-fn parse<T: std::str::FromStr>(s: &str) -> T
-where
-    T::Err: std::fmt::Debug,
-{
-    s.parse().expect("a constant that parses")
-}
-
+/// The shared lab (`inventory::lab`) with a pool of four (so the fuzzer reaches exhaustion),
+/// the options a network may add, and a reserved node outside any cluster.
 fn lab() -> &'static Lab {
     static LAB: OnceLock<Lab> = OnceLock::new();
     LAB.get_or_init(|| {
-        let mut inventory = Inventory::default();
-        let network = Network {
-            name: parse("lab"),
-            interface: "srv0".into(),
-            cidr: parse("10.1.107.0/24"),
-            gateway: Some([10, 1, 107, 1].into()),
-            dns_servers: vec![[10, 1, 107, 1].into()],
-            domain: Some(parse("lab.example")),
-            static_range: Some(AddrRange { start: [10, 1, 107, 10].into(), end: [10, 1, 107, 99].into() }),
-            pool: Some(AddrRange { start: [10, 1, 107, 100].into(), end: [10, 1, 107, 103].into() }),
-            lease_time: Duration::from_secs(3600),
-            authoritative: true,
-            proxy: false,
-            probe: false,
-            mtu: Some(1500),
-            ntp_servers: vec![[10, 1, 107, 1].into()],
-            search_domains: vec![parse("lab.example")],
-            routes: vec![],
-        };
-        inventory.networks.insert(network.name.clone(), network);
-        let node = Node {
-            name: parse("n0"),
-            cluster: None,
-            role: None,
-            mac: parse("52:54:00:00:00:01"),
-            ipv4: [10, 1, 107, 10].into(),
-            hostname: None,
-            profile: None,
-            labels: Default::default(),
-            dhcp: Default::default(),
-            origin: Origin::Config,
-        };
-        inventory.nodes.insert(node.name.clone(), node);
-        inventory.reindex();
+        let inventory = crate::inventory::lab::Lab::okd()
+            .network(|n| {
+                n.pool = Some(AddrRange { start: [10, 1, 107, 100].into(), end: [10, 1, 107, 103].into() });
+                n.mtu = Some(1500);
+                n.ntp_servers = vec![[10, 1, 107, 1].into()];
+                n.search_domains = vec!["lab.example".parse().expect("a domain")];
+            })
+            .node(crate::inventory::lab::node("n0", "52:54:00:00:00:0a", "10.1.107.20", None, None))
+            .build();
         let boot = BootSettings { tftp: true, http_port: Some(8080), ..BootSettings::default() };
-        Lab { inventory, leases: LeaseTable::default(), network: parse("lab"), boot }
+        Lab { inventory, leases: LeaseTable::default(), network: "cluster".parse().expect("a name"), boot }
     })
 }
 

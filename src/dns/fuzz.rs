@@ -2,7 +2,6 @@
 //! in CI: the UDP loop's decode, plan and emit, against a fixed lab.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::OnceLock;
 
 use std::sync::Arc;
@@ -15,70 +14,34 @@ use super::respond::{Metrics, Plan, Responder, Sections, decode, emit, formerr, 
 use super::zones::{ZoneSet, build};
 use crate::inventory::Inventory;
 
-/// A small lab: one network, one OKD cluster with a bootstrap, masters and a worker, a node
-/// outside any cluster, an extra zone with static records.
-pub const LAB: &str = r#"
-[dns]
-listen = ["10.1.107.1:53"]
-upstream = ["127.0.0.1:5353"]
-zones = ["static.example"]
-records = [
-  { name = "registry.lab.example", type = "A", value = "10.1.107.5" },
-  { name = "www.static.example", type = "CNAME", value = "registry.lab.example" },
-  { name = "loop.static.example", type = "CNAME", value = "loop.static.example" },
-  { name = "_etcd-server-ssl._tcp.prod.lab.example", type = "SRV", value = "0 10 2380 master-0.prod.lab.example", ttl = "5m" },
-  { name = "static.example", type = "TXT", value = "hello" },
-]
-
-[[networks]]
-name = "lab"
-interface = "srv0"
-cidr = "10.1.107.0/24"
-gateway = "10.1.107.1"
-domain = "lab.example"
-
-[[clusters]]
-name = "prod"
-kind = "okd"
-base_domain = "lab.example"
-network = "lab"
-api_address = "192.0.2.10"
-api_int_address = "10.1.107.1"
-ingress_address = "192.0.2.11"
-
-[[nodes]]
-name = "bootstrap"
-cluster = "prod"
-role = "bootstrap"
-mac = "52:54:00:00:01:00"
-ipv4 = "10.1.107.10"
-
-[[nodes]]
-name = "master-0"
-cluster = "prod"
-role = "control-plane"
-mac = "52:54:00:00:01:01"
-ipv4 = "10.1.107.11"
-
-[[nodes]]
-name = "worker-0"
-cluster = "prod"
-role = "worker"
-mac = "52:54:00:00:01:11"
-ipv4 = "10.1.107.21"
-
-[[nodes]]
-name = "builder"
-mac = "52:54:00:00:02:00"
-ipv4 = "10.1.107.30"
-"#;
-
-/// The lab's inventory and DNS settings.
+/// The shared lab (`inventory::lab`) with a worker and a node outside any cluster, ingress on its
+/// own address, and an extra zone with static records.
 pub fn lab() -> (Inventory, Settings) {
-    match crate::config::parse(LAB, Path::new("dns-lab.toml")) {
-        Ok(config) => (config.inventory, config.dns.map(|d| d.settings).unwrap_or_default()),
-        Err(e) => panic!("the DNS lab config is valid: {e}"),
-    }
+    use crate::inventory::Role;
+    use crate::inventory::lab::{Lab, node};
+    let inventory = Lab::okd()
+        .node(node("worker-0", "52:54:00:00:01:11", "10.1.107.21", Some("prod"), Some(Role::Worker)))
+        .node(node("builder", "52:54:00:00:02:00", "10.1.107.30", None, None))
+        .cluster(|c| c.ingress_address = [192, 0, 2, 11].into())
+        .build();
+    let record = |name, rtype, value, ttl| match super::records::parse(name, rtype, value, ttl) {
+        Ok(record) => record,
+        Err(e) => panic!("the lab's record {name} is valid: {e:?}"),
+    };
+    let settings = Settings {
+        nameserver: Some([10, 1, 107, 1].into()),
+        zones: vec![super::records::parse_name("static.example").expect("a zone name")],
+        records: vec![
+            record("registry.lab.example", "A", "10.1.107.5", 60),
+            record("www.static.example", "CNAME", "registry.lab.example", 60),
+            record("loop.static.example", "CNAME", "loop.static.example", 60),
+            record("_etcd-server-ssl._tcp.prod.lab.example", "SRV", "0 10 2380 master-0.prod.lab.example", 300),
+            record("static.example", "TXT", "hello", 60),
+        ],
+        allow_recursion: super::Acl::default_for(inventory.networks.values().map(|n| n.cidr)),
+        ..Settings::default()
+    };
+    (inventory, settings)
 }
 
 fn responder() -> &'static Responder {

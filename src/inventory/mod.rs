@@ -17,5 +17,5 @@ pub use model::*;
 pub use types::{BadValue, DomainName, MacAddr, Name, Timestamp};
 pub use validate::{Problem, validate, validate_ranked};
 
-#[cfg(test)]
-pub(crate) use validate::tests::{lab as test_lab, node as test_node};
+#[cfg(any(test, fuzzing))]
+pub mod lab;

@@ -388,4 +388,4 @@ fn lb(inv: &Inventory, rank: &dyn Fn(Kind, &str) -> usize, p: &mut Problems) {
 }
 
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;

@@ -5,11 +5,11 @@ use super::*;
 use crate::inventory::{Node, Object, Role};
 
 fn lab() -> Inventory {
-    crate::inventory::test_lab()
+    crate::inventory::lab::lab()
 }
 
 fn worker(n: &str, last: u8) -> Node {
-    let mut node = crate::inventory::test_node(
+    let mut node = crate::inventory::lab::node(
         n,
         &format!("52:54:00:00:01:{last:02x}"),
         &format!("10.1.107.{}", 20 + last),

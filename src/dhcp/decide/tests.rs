@@ -24,7 +24,7 @@ fn now() -> Timestamp {
 /// The lab inventory (master-0 = 52:54:00:00:00:02 at 10.1.107.11 in cluster prod), with
 /// network options set and the pool switched on or off.
 fn inventory(pool: bool) -> Inventory {
-    let mut inv = crate::inventory::test_lab();
+    let mut inv = crate::inventory::lab::lab();
     let net = inv.networks.get_mut("cluster").expect("network");
     if !pool {
         net.pool = None;
@@ -448,7 +448,7 @@ fn the_broadcast_flag_is_echoed() {
 #[test]
 fn node_role_does_not_matter_for_addressing() {
     let mut inv = inventory(false);
-    let mut w = crate::inventory::test_node("w0", "52:54:00:00:00:30", "10.1.107.30", Some("prod"), Some(Role::Worker));
+    let mut w = crate::inventory::lab::node("w0", "52:54:00:00:00:30", "10.1.107.30", Some("prod"), Some(Role::Worker));
     w.hostname = Some("worker-zero".parse().expect("name"));
     inv.nodes.insert(w.name.clone(), w);
     inv.reindex();

@@ -1,8 +1,8 @@
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::*;
-use crate::inventory::{Action, ChangeError, Cluster, ClusterKind, Node, Object, Op, Origin, Profile};
+use crate::inventory::lab::{lab, node};
+use crate::inventory::{Action, ChangeError, Object, Op, Origin, Profile};
 
 fn name(s: &str) -> crate::inventory::Name {
     s.parse().expect("test name")
@@ -10,64 +10,6 @@ fn name(s: &str) -> crate::inventory::Name {
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().expect("test ip")
-}
-
-/// A valid lab: one network with a static range and a pool, one OKD cluster, two nodes.
-pub(crate) fn lab() -> Inventory {
-    let mut inv = Inventory::default();
-    let net = Network {
-        name: name("cluster"),
-        interface: "eth1".into(),
-        cidr: "10.1.107.0/24".parse().expect("cidr"),
-        gateway: Some(ip("10.1.107.1")),
-        dns_servers: vec![ip("10.1.107.1")],
-        domain: Some("lab.example".parse().expect("domain")),
-        static_range: Some(AddrRange { start: ip("10.1.107.10"), end: ip("10.1.107.99") }),
-        pool: Some(AddrRange { start: ip("10.1.107.100"), end: ip("10.1.107.199") }),
-        lease_time: Duration::from_secs(3600),
-        authoritative: true,
-        proxy: false,
-        probe: false,
-        mtu: None,
-        ntp_servers: vec![],
-        search_domains: vec![],
-        routes: vec![],
-    };
-    inv.networks.insert(net.name.clone(), net);
-    let cluster = Cluster {
-        name: name("prod"),
-        kind: ClusterKind::Okd,
-        base_domain: "lab.example".parse().expect("domain"),
-        network: name("cluster"),
-        api_address: ip("192.0.2.10"),
-        api_int_address: ip("10.1.107.1"),
-        ingress_address: ip("192.0.2.10"),
-        origin: Origin::Api,
-    };
-    inv.clusters.insert(cluster.name.clone(), cluster);
-    for (n, mac, addr, role) in [
-        ("bootstrap", "52:54:00:00:00:01", "10.1.107.10", Role::Bootstrap),
-        ("master-0", "52:54:00:00:00:02", "10.1.107.11", Role::ControlPlane),
-    ] {
-        inv.nodes.insert(name(n), node(n, mac, addr, Some("prod"), Some(role)));
-    }
-    inv.reindex();
-    inv
-}
-
-pub(crate) fn node(n: &str, mac: &str, addr: &str, cluster: Option<&str>, role: Option<Role>) -> Node {
-    Node {
-        name: name(n),
-        cluster: cluster.map(name),
-        role,
-        mac: mac.parse().expect("mac"),
-        ipv4: ip(addr),
-        hostname: None,
-        profile: None,
-        labels: BTreeMap::new(),
-        dhcp: Default::default(),
-        origin: Origin::Api,
-    }
 }
 
 fn problems_after(change: impl FnOnce(&mut Inventory)) -> Vec<Problem> {
