@@ -7,6 +7,7 @@ pub mod api;
 pub mod app;
 pub mod boot;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod confine;
 pub mod dhcp;

@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("tftp", 4),
     ("http", 4),
     ("lb", 4),
+    ("cluster", 4),
     ("boot", 3),
     ("hypervisor", 3),
     ("images", 3),

@@ -577,4 +577,22 @@ pub mod duration_text {
         let text = String::deserialize(d)?;
         super::super::types::parse_duration(&text).map_err(serde::de::Error::custom)
     }
+
+    /// The same for an optional duration (absent when `None`; use with `default`).
+    pub mod optional {
+        use std::time::Duration;
+
+        use serde::{Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+    }
 }
