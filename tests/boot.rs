@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{self, TOKEN};
+use crate::support::{self, Config, TOKEN};
 
 pub const SERVER: &str = "10.1.107.1";
 pub const NODE: (&str, &str, &str) = ("vm-0", "52:54:00:a0:00:10", "10.1.107.10");
@@ -68,46 +68,27 @@ pub fn boot_kit() -> PathBuf {
     dir
 }
 
+/// DHCP (with router advertisements), HTTP boot from `images` and, with `tftp`, TFTP on `br0`
+/// for `NODE`, which boots profile `tiny` (cloud-init).
 pub fn config(dir: &Path, images: &Path, tftp: bool) -> PathBuf {
-    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).expect("token");
     let (name, mac, ipv4) = NODE;
-    let text = format!(
-        r#"state_dir = "{state}"
-[admin]
-listen = "127.0.0.1:0"
-token_file = "{token}"
-[dhcp]
-interfaces = ["br0"]
-router_advertisements = true
-[http]
-listen = "{SERVER}:8080"
-images = "{images}"
-{tftp}[[networks]]
-name = "lab"
-interface = "br0"
-cidr = "10.1.107.0/24"
-gateway = "{SERVER}"
-domain = "lab.example"
-[[profiles]]
-name = "tiny"
-kernel = "vmlinuz"
-initrds = ["initrd.cpio"]
-args = ["console=ttyS0", "ds=nocloud;s={{{{config_url}}}}", "panic=-1"]
-config = "cloud-init"
-[[nodes]]
-name = "{name}"
-mac = "{mac}"
-ipv4 = "{ipv4}"
-profile = "tiny"
-"#,
-        state = dir.join("state").display(),
-        token = dir.join("token").display(),
-        images = images.display(),
-        tftp = if tftp { format!("[tftp]\nlisten = \"{SERVER}:69\"\n") } else { String::new() },
-    );
-    let path = dir.join("slipway.toml");
-    std::fs::write(&path, text).expect("config");
-    path
+    let config = Config::new(dir)
+        .section("[dhcp]")
+        .list("interfaces", ["br0"])
+        .value("router_advertisements", true)
+        .section("[http]")
+        .set("listen", format!("{SERVER}:8080"))
+        .set("images", images.display())
+        .network("lab", "br0", "10.1.107.0/24")
+        .set("gateway", SERVER)
+        .set("domain", "lab.example")
+        .profile("tiny", "vmlinuz")
+        .list("initrds", ["initrd.cpio"])
+        .list("args", ["console=ttyS0", "ds=nocloud;s={{config_url}}", "panic=-1"])
+        .set("config", "cloud-init")
+        .node(name, mac, ipv4)
+        .set("profile", "tiny");
+    if tftp { config.section("[tftp]").set("listen", format!("{SERVER}:69")) } else { config }.write()
 }
 
 /// Starts slipway in the lab serving DHCP, HTTP boot (and TFTP) for `NODE` with the boot kit.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::netns::{Pair, in_netns};
-use crate::support::{self, BIN, Daemon, TOKEN};
+use crate::support::{self, BIN, Config, Daemon, TOKEN};
 
 const NODES: [(&str, &str, &str); 3] = [
     ("master-0", "52:54:00:6b:00:10", "10.1.107.11"),
@@ -19,44 +19,26 @@ const NODES: [(&str, &str, &str); 3] = [
     ("master-2", "52:54:00:6b:00:12", "10.1.107.13"),
 ];
 
-/// A DHCP config on `srv0`: three reserved control-plane nodes, with or without a pool.
-fn config(dir: &Path, pool: Option<(&str, &str)>) -> std::path::PathBuf {
-    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).expect("token");
-    let pool = pool.map_or(String::new(), |(a, b)| format!("pool = {{ start = \"{a}\", end = \"{b}\" }}\n"));
-    let mut text = format!(
-        r#"state_dir = "{state}"
-[admin]
-listen = "127.0.0.1:0"
-token_file = "{token}"
-[dhcp]
-interfaces = ["srv0"]
-[[networks]]
-name = "lab"
-interface = "srv0"
-cidr = "10.1.107.0/24"
-gateway = "10.1.107.1"
-dns_servers = ["10.1.107.1"]
-domain = "lab.example"
-static_range = {{ start = "10.1.107.10", end = "10.1.107.99" }}
-{pool}lease_time = "1h"
-[[clusters]]
-name = "prod"
-kind = "okd"
-base_domain = "lab.example"
-network = "lab"
-api_address = "192.0.2.10"
-api_int_address = "10.1.107.1"
-ingress_address = "192.0.2.10"
-"#,
-        state = dir.join("state").display(),
-        token = dir.join("token").display(),
-    );
+/// A DHCP config on `srv0`: three reserved control-plane nodes and no pool. The network comes
+/// last, so that a test adds its own keys to it (`pooled`, `proxy`, `probe`).
+fn config(dir: &Path) -> Config {
+    let config = Config::new(dir).section("[dhcp]").list("interfaces", ["srv0"]);
+    let mut config = config.cluster("prod", "okd", "lab", "192.0.2.10", "10.1.107.1");
     for (name, mac, ip) in NODES {
-        text.push_str(&format!("[[nodes]]\nname = \"{name}\"\ncluster = \"prod\"\nrole = \"control-plane\"\nmac = \"{mac}\"\nipv4 = \"{ip}\"\n"));
+        config = config.node(name, mac, ip).member("prod", "control-plane");
     }
-    let path = dir.join("slipway.toml");
-    std::fs::write(&path, text).expect("config");
-    path
+    config
+        .network("lab", "srv0", "10.1.107.0/24")
+        .set("gateway", "10.1.107.1")
+        .list("dns_servers", ["10.1.107.1"])
+        .set("domain", "lab.example")
+        .value("static_range", r#"{ start = "10.1.107.10", end = "10.1.107.99" }"#)
+        .set("lease_time", "1h")
+}
+
+/// `config` with a pool from 10.1.107.100 to `end`.
+fn pooled(dir: &Path, end: &str) -> Config {
+    config(dir).value("pool", format!(r#"{{ start = "10.1.107.100", end = "{end}" }}"#))
 }
 
 /// The CLI inside the server namespace (where the admin API listens), as JSON.
@@ -96,7 +78,7 @@ fn wait_for_line(log: &Path, needle: &str, limit: Duration) -> String {
 fn dhclient_udhcpc_and_dhcpcd_each_get_their_reserved_address_and_hostname() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pair = Pair::new("a");
-    let daemon = support::start_in(Some(&pair.srv), &config(dir.path(), None), &[]);
+    let daemon = support::start_in(Some(&pair.srv), &config(dir.path()).write(), &[]);
     let log = dir.path().join("bound.log");
     let log_s = log.display().to_string();
 
@@ -205,7 +187,7 @@ fn an_unknown_machine_gets_nothing_without_a_pool_and_a_pool_address_with_one() 
     let pair = Pair::new("b");
     let stranger = "52:54:00:99:00:01";
     {
-        let daemon = support::start_in(Some(&pair.srv), &config(dir.path(), None), &[]);
+        let daemon = support::start_in(Some(&pair.srv), &config(dir.path()).write(), &[]);
         pair.client_as(stranger);
         let (ok, ip) = udhcpc_once(&pair, dir.path(), "2");
         assert!(!ok && ip.is_empty(), "an unknown machine got {ip}");
@@ -214,7 +196,7 @@ fn an_unknown_machine_gets_nothing_without_a_pool_and_a_pool_address_with_one() 
         assert_eq!(ignored[0]["details"]["reason"], "not a known node, and the network has no pool", "in words");
         assert!(daemon.stop(Duration::from_secs(5)).expect("stops").success());
     }
-    let daemon = support::start_in(Some(&pair.srv), &config(dir.path(), Some(("10.1.107.100", "10.1.107.199"))), &[]);
+    let daemon = support::start_in(Some(&pair.srv), &pooled(dir.path(), "10.1.107.199").write(), &[]);
     let (ok, ip) = udhcpc_once(&pair, dir.path(), "5");
     assert!(ok, "no pool address");
     let last: u8 = ip.rsplit('.').next().and_then(|o| o.parse().ok()).expect("an address");
@@ -234,7 +216,7 @@ fn an_unknown_machine_gets_nothing_without_a_pool_and_a_pool_address_with_one() 
 fn renew_and_release_from_a_running_client_reach_the_store() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pair = Pair::new("c");
-    let daemon = support::start_in(Some(&pair.srv), &config(dir.path(), Some(("10.1.107.100", "10.1.107.199"))), &[]);
+    let daemon = support::start_in(Some(&pair.srv), &pooled(dir.path(), "10.1.107.199").write(), &[]);
     let mac = "52:54:00:99:00:02";
     pair.client_as(mac);
     let log = dir.path().join("udhcpc.log");
@@ -289,7 +271,7 @@ fn perfdhcp_counts(text: &str) -> (u64, u64) {
 fn relayed_requests_are_answered_to_the_relay() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pair = Pair::new("d");
-    let daemon = support::start_in(Some(&pair.srv), &config(dir.path(), Some(("10.1.107.100", "10.1.107.199"))), &[]);
+    let daemon = support::start_in(Some(&pair.srv), &pooled(dir.path(), "10.1.107.199").write(), &[]);
     pair.client_address("10.1.107.5/24");
     // perfdhcp acts as a relay: giaddr 10.1.107.5, hops 1, replies expected on its port 67.
     relay_exchanges(&pair, 20, 20, 40);
@@ -308,7 +290,7 @@ fn eight_machines_booting_at_once_each_get_their_own_pool_address() {
     // address left in one segmentation-offload send (the eight arrived as one packet).
     let dir = tempfile::tempdir().expect("tempdir");
     let pair = Pair::new("s");
-    let daemon = support::start_in(Some(&pair.srv), &config(dir.path(), Some(("10.1.107.100", "10.1.107.199"))), &[]);
+    let daemon = support::start_in(Some(&pair.srv), &pooled(dir.path(), "10.1.107.199").write(), &[]);
     let log = dir.path().join("storm.log");
     let h = hook(
         dir.path(),
@@ -412,7 +394,7 @@ fn captured(pair: &Pair, dir: &Path, name: &str, run: impl FnOnce()) -> String {
 fn after_kill_9_under_load_every_ack_seen_is_stored_and_no_address_has_two_owners() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pair = Pair::new("e");
-    let config = config(dir.path(), Some(("10.1.107.100", "10.1.107.250")));
+    let config = pooled(dir.path(), "10.1.107.250").write();
     pair.client_address("10.1.107.5/24");
     let mut daemon = support::start_in(Some(&pair.srv), &config, &[]);
     let first = captured(&pair, dir.path(), "first", || {
@@ -531,11 +513,13 @@ fn proxy_dhcp_answers_pxe_firmware_with_boot_information_only() {
     use std::net::{Ipv4Addr, SocketAddrV4};
     let dir = tempfile::tempdir().expect("tempdir");
     let pair = Pair::new("p");
-    let text = std::fs::read_to_string(config(dir.path(), None)).expect("config");
-    let text = text.replace("lease_time = \"1h\"", "lease_time = \"1h\"\nproxy = true")
-        + "[tftp]\nlisten = \"10.1.107.1:69\"\n[http]\nlisten = \"10.1.107.1:8080\"\n";
-    std::fs::write(dir.path().join("slipway.toml"), text).expect("config");
-    let daemon = support::start_in(Some(&pair.srv), &dir.path().join("slipway.toml"), &[]);
+    let config = config(dir.path())
+        .value("proxy", true)
+        .section("[tftp]")
+        .set("listen", "10.1.107.1:69")
+        .section("[http]")
+        .set("listen", "10.1.107.1:8080");
+    let daemon = support::start_in(Some(&pair.srv), &config.write(), &[]);
     let mac = [0x52, 0x54, 0x00, 0x99, 0x00, 0x01];
     let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
 
@@ -577,13 +561,8 @@ fn proxy_dhcp_answers_pxe_firmware_with_boot_information_only() {
 fn a_pool_address_that_answers_ping_is_not_offered() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pair = Pair::new("q");
-    let text = std::fs::read_to_string(config(dir.path(), Some(("10.1.107.100", "10.1.107.101")))).expect("config");
-    std::fs::write(
-        dir.path().join("slipway.toml"),
-        text.replace("lease_time = \"1h\"", "lease_time = \"1h\"\nprobe = true"),
-    )
-    .expect("config");
-    let daemon = support::start_in(Some(&pair.srv), &dir.path().join("slipway.toml"), &[]);
+    let config = pooled(dir.path(), "10.1.107.101").value("probe", true);
+    let daemon = support::start_in(Some(&pair.srv), &config.write(), &[]);
     pair.client_as("52:54:00:99:00:02");
     // Something already uses 10.1.107.100 without a lease; the client asks for exactly that one.
     pair.client_address("10.1.107.100/24");
@@ -645,7 +624,7 @@ fn with_the_disk_full_no_ack_leaves_and_serving_resumes_when_space_returns() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _state = Tmpfs::mount(&dir.path().join("state"), "16m");
     let pair = Pair::new("f");
-    let daemon = support::start_in(Some(&pair.srv), &config(dir.path(), Some(("10.1.107.100", "10.1.107.199"))), &[]);
+    let daemon = support::start_in(Some(&pair.srv), &pooled(dir.path(), "10.1.107.199").write(), &[]);
     let stranger = "52:54:00:99:00:0f";
     pair.client_as(stranger);
     let filler = dir.path().join("state").join("filler");

@@ -6,16 +6,18 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{self, Daemon, TOKEN};
+use crate::support::{self, Config, Daemon, TOKEN};
 
-/// Starts a daemon serving DNS on `listen` (port 53), plus `extra` config.
+/// Starts a daemon serving DNS on `listen` (port 53) for `prod` with a worker, plus `extra`
+/// config in `[dns]`.
 fn serve(dir: &Path, listen: &str, extra: &str) -> Daemon {
-    let text = format!(
-        "[[nodes]]\nname = \"worker-0\"\ncluster = \"prod\"\nrole = \"worker\"\nmac = \"52:54:00:6b:00:20\"\nipv4 = \"10.2.0.21\"\n\
-         [dns]\nlisten = [\"{listen}:53\"]\n{extra}"
-    );
-    let config = support::config(dir, &text);
-    support::start(&config, &[])
+    let config = Config::prod(dir)
+        .node("worker-0", "52:54:00:6b:00:20", "10.2.0.21")
+        .member("prod", "worker")
+        .section("[dns]")
+        .list("listen", [format!("{listen}:53")])
+        .raw(extra);
+    support::start(&config.write(), &[])
 }
 
 /// `dig` (or `kdig`) against `server`, bounded, returning stdout.
@@ -330,17 +332,9 @@ fn malformed_queries_do_not_stop_the_server() {
 fn without_listen_dns_serves_the_provisioning_side() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pair = crate::netns::Pair::new("n");
-    std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).expect("token");
-    let config = format!(
-        "state_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[dns]\n\
-         [[networks]]\nname = \"lab\"\ninterface = \"srv0\"\ncidr = \"10.1.107.0/24\"\n\
-         [[clusters]]\nname = \"prod\"\nkind = \"k3s\"\nbase_domain = \"lab.example\"\nnetwork = \"lab\"\n\
-         api_address = \"10.1.107.1\"\napi_int_address = \"10.1.107.1\"\ningress_address = \"10.1.107.1\"\n",
-        dir.path().join("state").display(),
-        dir.path().join("token").display()
-    );
-    std::fs::write(dir.path().join("slipway.toml"), config).expect("config");
-    let _daemon = support::start_in(Some(&pair.srv), &dir.path().join("slipway.toml"), &[]);
+    let config = Config::new(dir.path()).section("[dns]").network("lab", "srv0", "10.1.107.0/24");
+    let config = config.cluster("prod", "k3s", "lab", "10.1.107.1", "10.1.107.1");
+    let _daemon = support::start_in(Some(&pair.srv), &config.write(), &[]);
     pair.client_address("10.1.107.9/24");
     let out = pair.cli_run("dig", &["+short", "+time=2", "+tries=1", "@10.1.107.1", "api.prod.lab.example"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10.1.107.1");

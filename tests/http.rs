@@ -8,11 +8,13 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::netns::{Pair, in_netns};
-use crate::support::{self, TOKEN};
+use crate::support::{self, Config, TOKEN};
 
 const SECRET_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAISECRETMARKER ops@lab";
 
-fn config(dir: &Path, extra: &str) -> std::path::PathBuf {
+/// Two clusters on `lab`: k3s `prod` with worker w1 (booting `fcos`, Ignition from a template)
+/// and OKD `okd` with m0; w0 in no cluster boots `ubuntu` (cloud-init). Images in `dir/images`.
+fn config(dir: &Path) -> Config {
     let images = dir.join("images");
     std::fs::create_dir_all(&images).expect("images");
     let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
@@ -24,77 +26,31 @@ fn config(dir: &Path, extra: &str) -> std::path::PathBuf {
         r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/etc/motd","mode":420,"contents":{"source":"data:,{{fqdn}}"}}]}}"#,
     )
     .expect("template");
-    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).expect("token");
-    let text = format!(
-        r#"state_dir = "{state}"
-[admin]
-listen = "127.0.0.1:0"
-token_file = "{token}"
-[http]
-listen = "0.0.0.0:8080"
-images = "{images}"
-[boot]
-ssh_authorized_keys = ["{SECRET_KEY}"]
-templates = "{templates}"
-[[networks]]
-name = "lab"
-interface = "srv0"
-cidr = "10.1.107.0/24"
-gateway = "10.1.107.1"
-[[clusters]]
-name = "prod"
-kind = "k3s"
-base_domain = "lab.example"
-network = "lab"
-api_address = "192.0.2.10"
-api_int_address = "10.1.107.1"
-ingress_address = "192.0.2.10"
-[[profiles]]
-name = "ubuntu"
-kernel = "vmlinuz"
-args = ["ds=nocloud;s={{{{config_url}}}}"]
-config = "cloud-init"
-installs = true
-[[profiles]]
-name = "fcos"
-kernel = "vmlinuz"
-args = ["coreos.inst.ignition_url={{{{config_url}}}}"]
-config = "ignition"
-match = {{ cluster = "prod", role = "worker" }}
-[[nodes]]
-name = "w0"
-mac = "52:54:00:00:00:20"
-ipv4 = "10.1.107.20"
-profile = "ubuntu"
-[[nodes]]
-name = "w1"
-cluster = "prod"
-role = "worker"
-mac = "52:54:00:00:00:21"
-ipv4 = "10.1.107.21"
-[[clusters]]
-name = "okd"
-kind = "okd"
-base_domain = "lab.example"
-network = "lab"
-api_address = "192.0.2.11"
-api_int_address = "10.1.107.1"
-ingress_address = "192.0.2.11"
-[[nodes]]
-name = "m0"
-cluster = "okd"
-role = "control-plane"
-mac = "52:54:00:00:00:30"
-ipv4 = "10.1.107.30"
-{extra}"#,
-        state = dir.join("state").display(),
-        token = dir.join("token").display(),
-        images = images.display(),
-        templates = dir.join("templates").display(),
-    );
-    let path = dir.join("slipway.toml");
-    std::fs::write(&path, text).expect("config");
-    path
+    Config::new(dir)
+        .section("[http]")
+        .set("listen", "0.0.0.0:8080")
+        .set("images", images.display())
+        .section("[boot]")
+        .list("ssh_authorized_keys", [SECRET_KEY])
+        .set("templates", dir.join("templates").display())
+        .network("lab", "srv0", "10.1.107.0/24")
+        .set("gateway", "10.1.107.1")
+        .cluster("prod", "k3s", "lab", "192.0.2.10", "10.1.107.1")
+        .profile("ubuntu", "vmlinuz")
+        .list("args", ["ds=nocloud;s={{config_url}}"])
+        .set("config", "cloud-init")
+        .value("installs", true)
+        .profile("fcos", "vmlinuz")
+        .list("args", ["coreos.inst.ignition_url={{config_url}}"])
+        .set("config", "ignition")
+        .value("match", r#"{ cluster = "prod", role = "worker" }"#)
+        .node("w0", "52:54:00:00:00:20", "10.1.107.20")
+        .set("profile", "ubuntu")
+        .node("w1", "52:54:00:00:00:21", "10.1.107.21")
+        .member("prod", "worker")
+        .cluster("okd", "okd", "lab", "192.0.2.11", "10.1.107.1")
+        .node("m0", "52:54:00:00:00:30", "10.1.107.30")
+        .member("okd", "control-plane")
 }
 
 /// curl from the client namespace with source address `from`: (HTTP status, body).
@@ -114,11 +70,11 @@ pub fn get(pair: &Pair, from: &str, url: &str, extra: &[&str]) -> (u16, Vec<u8>)
 }
 
 fn lab() -> (Pair, tempfile::TempDir, support::Daemon) {
-    lab_with("h", "")
+    lab_with("h", |config| config)
 }
 
-/// The lab with `extra` appended to its config.
-fn lab_with(tag: &str, extra: &str) -> (Pair, tempfile::TempDir, support::Daemon) {
+/// The lab with its config changed by `edit`.
+fn lab_with(tag: &str, edit: impl FnOnce(Config) -> Config) -> (Pair, tempfile::TempDir, support::Daemon) {
     let pair = Pair::new(tag);
     for cidr in ["10.1.107.20/24", "10.1.107.21/24", "10.1.107.30/24", "10.1.107.99/24", "192.0.2.20/24"] {
         pair.client_address(cidr);
@@ -127,7 +83,7 @@ fn lab_with(tag: &str, extra: &str) -> (Pair, tempfile::TempDir, support::Daemon
         Command::new("ip").args(["-n", &pair.srv, "addr", "add", "192.0.2.1/24", "dev", "srv0"]).output().expect("ip");
     assert!(out.status.success());
     let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = support::start_in(Some(&pair.srv), &config(dir.path(), extra), &[]);
+    let daemon = support::start_in(Some(&pair.srv), &edit(config(dir.path())).write(), &[]);
     (pair, dir, daemon)
 }
 
@@ -347,8 +303,9 @@ fn an_unknown_machine_boots_the_default_profile_only_when_it_needs_no_node() {
         String::from_utf8(get(pair, "10.1.107.99", &format!("{BASE}/boot.ipxe?arch=x86_64&platform=pcbios"), &[]).1)
             .expect("utf-8")
     };
-    let live = "[[profiles]]\nname = \"live\"\nkernel = \"vmlinuz\"\nmatch = {}\nargs = [\"ip=dhcp\", \"url={{server}}/images/live.iso\"";
-    let (pair, _dir, _daemon) = lab_with("u", &format!("{live}]\n"));
+    let live = |config: Config| config.profile("live", "vmlinuz").value("match", "{}");
+    let args = ["ip=dhcp", "url={{server}}/images/live.iso"];
+    let (pair, _dir, _daemon) = lab_with("u", |config| live(config).list("args", args));
     let text = script(&pair);
     assert!(
         text.contains(
@@ -359,8 +316,9 @@ fn an_unknown_machine_boots_the_default_profile_only_when_it_needs_no_node() {
     drop(pair);
     // A default profile that needs the node's own config cannot boot a stranger: it is told so
     // on its console instead of booting with an empty `ds=nocloud;s=`.
-    let (pair, _dir, _daemon) =
-        lab_with("v", &format!("{live}, \"ds=nocloud;s={{{{config_url}}}}\"]\nconfig = \"cloud-init\"\n"));
+    let (pair, _dir, _daemon) = lab_with("v", |config| {
+        live(config).list("args", [args[0], args[1], "ds=nocloud;s={{config_url}}"]).set("config", "cloud-init")
+    });
     let text = script(&pair);
     assert!(!text.contains("kernel ") && !text.contains("ds=nocloud;s="), "{text}");
     assert!(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::support::{self, Daemon, TOKEN, eventually};
+use crate::support::{self, Config, Daemon, TOKEN, eventually};
 
 /// A backend that greets each connection with its name, then echoes.
 struct Backend {
@@ -86,20 +86,21 @@ fn through(frontend: SocketAddr, from: Option<&str>) -> (String, TcpStream) {
 
 /// `n` greeting backends on loopback and a daemon balancing them as pool `web` (with `options`
 /// added to the pool); returns them and the frontend address.
-fn static_pool(dir: &std::path::Path, n: usize, options: &str) -> (Vec<Backend>, SocketAddr, Daemon) {
+fn static_pool(
+    dir: &std::path::Path,
+    n: usize,
+    options: impl FnOnce(Config) -> Config,
+) -> (Vec<Backend>, SocketAddr, Daemon) {
     let backends: Vec<Backend> = (0..n).map(|i| Backend::start("127.0.0.1:0", &format!("b{i}"))).collect();
-    let list: Vec<String> = backends.iter().map(|b| format!("\"{}\"", b.addr)).collect();
     let frontend = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
-    let pool = format!("[[lb.pools]]\nname = \"web\"\nbackends = [{}]\n{options}", list.join(", "));
-    let daemon = support::start(&lb_config(dir, &pool, frontend), &[]);
+    let pool = options(Config::prod(dir).pool("web").list("backends", backends.iter().map(|b| b.addr)));
+    let daemon = support::start(&web(pool, frontend), &[]);
     (backends, frontend, daemon)
 }
 
-fn lb_config(dir: &std::path::Path, pool: &str, frontend: SocketAddr) -> std::path::PathBuf {
-    support::config(
-        dir,
-        &format!("{pool}\n[[lb.frontends]]\nname = \"web\"\nlisten = \"{frontend}\"\npool = \"web\"\n"),
-    )
+/// `config` (with a pool `web`) and frontend `web` on `frontend` for it, written.
+fn web(config: Config, frontend: SocketAddr) -> std::path::PathBuf {
+    config.frontend("web", frontend, "web").write()
 }
 
 fn status(daemon: &Daemon) -> serde_json::Value {
@@ -120,7 +121,7 @@ fn backend_state(daemon: &Daemon, addr: SocketAddr) -> String {
 #[test]
 fn round_robin_spreads_connections_evenly() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_backends, frontend, daemon) = static_pool(dir.path(), 3, "");
+    let (_backends, frontend, daemon) = static_pool(dir.path(), 3, |pool| pool);
     let mut counts = std::collections::BTreeMap::new();
     for _ in 0..30 {
         let (name, mut stream) = through(frontend, None);
@@ -138,7 +139,7 @@ fn round_robin_spreads_connections_evenly() {
 #[test]
 fn source_hashing_keeps_each_client_on_one_backend() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_backends, frontend, _daemon) = static_pool(dir.path(), 3, "algorithm = \"source-hash\"\n");
+    let (_backends, frontend, _daemon) = static_pool(dir.path(), 3, |pool| pool.set("algorithm", "source-hash"));
     let mut used = std::collections::BTreeSet::new();
     for client in 2..12 {
         let from = format!("127.0.0.{client}");
@@ -154,8 +155,8 @@ fn source_hashing_keeps_each_client_on_one_backend() {
 #[test]
 fn a_killed_backend_leaves_the_pool_and_returns_after_rise_successes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let check = "check = { interval = \"200ms\", timeout = \"100ms\", rise = 2, fall = 2 }\n";
-    let (mut backends, frontend, daemon) = static_pool(dir.path(), 2, check);
+    let check = r#"{ interval = "200ms", timeout = "100ms", rise = 2, fall = 2 }"#;
+    let (mut backends, frontend, daemon) = static_pool(dir.path(), 2, |pool| pool.value("check", check));
     let dead = backends[1].addr;
     backends[1].kill();
     eventually("the killed backend to be marked down", Duration::from_secs(5), || {
@@ -180,13 +181,14 @@ fn deleting_the_bootstrap_node_drops_it_from_the_api_pool_without_cutting_a_mast
     let _bootstrap = Backend::start(&format!("127.0.0.11:{port}"), "bootstrap");
     let _master = Backend::start(&format!("127.0.0.12:{port}"), "master-0");
     let frontend = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
-    let extra = format!(
-        "[[networks]]\nname = \"loop\"\ninterface = \"lo\"\ncidr = \"127.0.0.0/8\"\n\
-         [[clusters]]\nname = \"okd\"\nkind = \"okd\"\nbase_domain = \"lab.example\"\nnetwork = \"loop\"\n\
-         api_address = \"127.0.0.1\"\napi_int_address = \"127.0.0.1\"\ningress_address = \"127.0.0.1\"\n\
-         [[lb.pools]]\nname = \"web\"\ncluster = \"okd\"\nmembers = \"control-plane\"\nport = {port}\n"
-    );
-    let daemon = support::start(&lb_config(dir.path(), &extra, frontend), &[]);
+    let config = Config::prod(dir.path())
+        .network("loop", "lo", "127.0.0.0/8")
+        .cluster("okd", "okd", "loop", "127.0.0.1", "127.0.0.1")
+        .pool("web")
+        .set("cluster", "okd")
+        .set("members", "control-plane")
+        .value("port", port);
+    let daemon = support::start(&web(config, frontend), &[]);
     let yaml = dir.path().join("nodes.yaml");
     std::fs::write(
         &yaml,
@@ -278,11 +280,9 @@ fn a_backend_whose_readyz_fails_leaves_the_pool_while_its_open_stream_keeps_flow
     let ready = Arc::new(AtomicBool::new(true));
     let backend = runtime.block_on(https_backend(&cert, &key, ready.clone()));
     let frontend = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
-    let pool = format!(
-        "[[lb.pools]]\nname = \"web\"\nbackends = [\"{backend}\"]\n\
-         check = {{ kind = \"https\", path = \"/readyz\", interval = \"200ms\", timeout = \"150ms\", rise = 2, fall = 2 }}\n"
-    );
-    let daemon = support::start(&lb_config(dir.path(), &pool, frontend), &[]);
+    let check = r#"{ kind = "https", path = "/readyz", interval = "200ms", timeout = "150ms", rise = 2, fall = 2 }"#;
+    let pool = Config::prod(dir.path()).pool("web").list("backends", [backend]).value("check", check);
+    let daemon = support::start(&web(pool, frontend), &[]);
     let pem = std::fs::read(&cert).expect("cert");
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"))
@@ -351,8 +351,8 @@ fn thousands_of_idle_connections_do_not_stop_a_normal_client() {
         addr
     });
     let frontend = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
-    let pool = format!("[[lb.pools]]\nname = \"web\"\nbackends = [\"{backend}\"]\n");
-    let daemon = support::start(&lb_config(dir.path(), &pool, frontend), &[]);
+    let pool = Config::prod(dir.path()).pool("web").list("backends", [backend]);
+    let daemon = support::start(&web(pool, frontend), &[]);
     // 2,000 clients that connect and never send anything.
     let idle: Vec<TcpStream> = (0..2000).map(|_| TcpStream::connect(frontend).expect("idle connection")).collect();
     eventually("the idle connections to be proxied", Duration::from_secs(60), || {
@@ -415,18 +415,21 @@ fn silent_and_resetting_backends_and_a_connection_flood_stay_bounded() {
     let echo = Backend::start("127.0.0.1:0", "echo");
     let port = |_| SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
     let (f_silent, f_reset, f_small, f_echo) = (port(0), port(1), port(2), port(3));
-    let extra = format!(
-        "[lb]\nidle_timeout = \"2s\"\n\
-         [[lb.pools]]\nname = \"silent\"\nbackends = [\"{silent}\"]\n\
-         [[lb.pools]]\nname = \"resetting\"\nbackends = [\"{resetting}\"]\n\
-         [[lb.pools]]\nname = \"echo\"\nbackends = [\"{}\"]\n\
-         [[lb.frontends]]\nname = \"silent\"\nlisten = \"{f_silent}\"\npool = \"silent\"\n\
-         [[lb.frontends]]\nname = \"reset\"\nlisten = \"{f_reset}\"\npool = \"resetting\"\n\
-         [[lb.frontends]]\nname = \"small\"\nlisten = \"{f_small}\"\npool = \"echo\"\nmax_connections = 20\n\
-         [[lb.frontends]]\nname = \"echo\"\nlisten = \"{f_echo}\"\npool = \"echo\"\n",
-        echo.addr
-    );
-    let daemon = support::start(&support::config(dir.path(), &extra), &[]);
+    let config = Config::prod(dir.path())
+        .section("[lb]")
+        .set("idle_timeout", "2s")
+        .pool("silent")
+        .list("backends", [silent])
+        .pool("resetting")
+        .list("backends", [resetting])
+        .pool("echo")
+        .list("backends", [echo.addr])
+        .frontend("silent", f_silent, "silent")
+        .frontend("reset", f_reset, "resetting")
+        .frontend("small", f_small, "echo")
+        .value("max_connections", 20)
+        .frontend("echo", f_echo, "echo");
+    let daemon = support::start(&config.write(), &[]);
 
     // A backend that never answers: the idle timeout closes the client's connection.
     let mut c = TcpStream::connect(f_silent).expect("connect");

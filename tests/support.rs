@@ -1,5 +1,6 @@
 //! Starting and stopping a real `slipway serve` for tests, with bounded waits.
 
+use std::fmt::Display;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,45 +11,132 @@ use std::time::{Duration, Instant};
 pub const TOKEN: &str = "integration-token-0123456789";
 pub const BIN: &str = env!("CARGO_BIN_EXE_slipway");
 
-/// A config for a test daemon: admin on an ephemeral loopback port, state in `dir`.
+/// The shared base config for a test daemon with OKD cluster `prod` and its node master-0, plus
+/// `extra` appended as written (see [`Config::prod`]).
 pub fn config(dir: &Path, extra: &str) -> PathBuf {
-    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).expect("token");
-    let text = format!(
-        r#"state_dir = "{state}"
+    Config::prod(dir).raw(extra).write()
+}
 
-[admin]
-listen = "127.0.0.1:0"
-token_file = "{token}"
+/// A test daemon's config file, built from the shared base: the token file, `state_dir` and an
+/// admin API on an ephemeral loopback port, all in `dir`. Each table method (`section`, `network`,
+/// `cluster`, `node`, `profile`, `pool`, `frontend`) adds a table after the ones before; the key
+/// methods (`set`, `value`, `list`, `member`) add keys to the table added last.
+pub struct Config {
+    dir: PathBuf,
+    text: String,
+}
 
-[[networks]]
-name = "cluster"
-interface = "lab0"
-cidr = "10.2.0.0/16"
-gateway = "10.2.0.1"
-domain = "lab.example"
+impl Config {
+    /// The base: writes `dir/token`; state in `dir/state`.
+    pub fn new(dir: &Path) -> Self {
+        std::fs::write(dir.join("token"), format!("{TOKEN}\n")).expect("token");
+        Config { dir: dir.to_owned(), text: String::new() }
+            .set("state_dir", dir.join("state").display())
+            .section("[admin]")
+            .set("listen", "127.0.0.1:0")
+            .set("token_file", dir.join("token").display())
+    }
 
-[[clusters]]
-name = "prod"
-kind = "okd"
-base_domain = "lab.example"
-network = "cluster"
-api_address = "192.0.2.10"
-api_int_address = "10.2.0.1"
-ingress_address = "192.0.2.10"
+    /// The base with network `cluster` (10.2.0.0/16 on lab0), OKD cluster `prod` on it and its
+    /// control-plane node master-0 (10.2.0.11).
+    pub fn prod(dir: &Path) -> Self {
+        Self::new(dir)
+            .network("cluster", "lab0", "10.2.0.0/16")
+            .set("gateway", "10.2.0.1")
+            .set("domain", "lab.example")
+            .cluster("prod", "okd", "cluster", "192.0.2.10", "10.2.0.1")
+            .node("master-0", "52:54:00:6b:00:10", "10.2.0.11")
+            .member("prod", "control-plane")
+    }
 
-[[nodes]]
-name = "master-0"
-cluster = "prod"
-role = "control-plane"
-mac = "52:54:00:6b:00:10"
-ipv4 = "10.2.0.11"
-{extra}"#,
-        state = dir.join("state").display(),
-        token = dir.join("token").display(),
-    );
-    let path = dir.join("slipway.toml");
-    std::fs::write(&path, text).expect("config");
-    path
+    /// A table as its header is written: `[dhcp]`, `[[lb.pools]]`...
+    pub fn section(mut self, header: &str) -> Self {
+        assert!(header.starts_with('[') && header.ends_with(']'), "a table header: {header}");
+        self.text.push_str(header);
+        self.text.push('\n');
+        self
+    }
+
+    /// A network with no gateway, domain or ranges (add them with `set` and `value`).
+    pub fn network(self, name: &str, interface: &str, cidr: &str) -> Self {
+        self.section("[[networks]]").set("name", name).set("interface", interface).set("cidr", cidr)
+    }
+
+    /// A cluster under lab.example on `network`: the API and ingress on `public`, the internal
+    /// API on `internal`.
+    pub fn cluster(self, name: &str, kind: &str, network: &str, public: &str, internal: &str) -> Self {
+        self.section("[[clusters]]")
+            .set("name", name)
+            .set("kind", kind)
+            .set("base_domain", "lab.example")
+            .set("network", network)
+            .set("api_address", public)
+            .set("api_int_address", internal)
+            .set("ingress_address", public)
+    }
+
+    /// A node of no cluster (see `member`) and no profile.
+    pub fn node(self, name: &str, mac: &str, ipv4: &str) -> Self {
+        self.section("[[nodes]]").set("name", name).set("mac", mac).set("ipv4", ipv4)
+    }
+
+    /// Puts the node added last in `cluster` with `role`.
+    pub fn member(self, cluster: &str, role: &str) -> Self {
+        self.set("cluster", cluster).set("role", role)
+    }
+
+    /// A boot profile with only its kernel.
+    pub fn profile(self, name: &str, kernel: &str) -> Self {
+        self.section("[[profiles]]").set("name", name).set("kernel", kernel)
+    }
+
+    /// A load-balancer pool with only its name.
+    pub fn pool(self, name: &str) -> Self {
+        self.section("[[lb.pools]]").set("name", name)
+    }
+
+    /// A load-balancer frontend on `listen` for `pool`.
+    pub fn frontend(self, name: &str, listen: impl Display, pool: &str) -> Self {
+        self.section("[[lb.frontends]]").set("name", name).set("listen", listen).set("pool", pool)
+    }
+
+    /// A string key.
+    pub fn set(self, key: &str, value: impl Display) -> Self {
+        self.value(key, quote(value))
+    }
+
+    /// A key with `value` written as TOML: `true`, `20`, `{ start = "a", end = "b" }`...
+    pub fn value(mut self, key: &str, value: impl Display) -> Self {
+        self.text.push_str(&format!("{key} = {value}\n"));
+        self
+    }
+
+    /// A key holding an array of strings.
+    pub fn list<T: Display>(self, key: &str, items: impl IntoIterator<Item = T>) -> Self {
+        let items: Vec<String> = items.into_iter().map(quote).collect();
+        self.value(key, format!("[{}]", items.join(", ")))
+    }
+
+    /// TOML text appended as written, ending a line (keys in it go to the table added last).
+    pub fn raw(mut self, text: &str) -> Self {
+        self.text.push_str(text);
+        if !self.text.ends_with('\n') {
+            self.text.push('\n');
+        }
+        self
+    }
+
+    /// Writes `dir/slipway.toml` and returns its path.
+    pub fn write(&self) -> PathBuf {
+        let path = self.dir.join("slipway.toml");
+        std::fs::write(&path, &self.text).expect("config");
+        path
+    }
+}
+
+/// A TOML basic string.
+fn quote(value: impl Display) -> String {
+    format!("\"{}\"", value.to_string().replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// A running daemon; killed on drop if the test did not stop it.
