@@ -3,6 +3,7 @@
 mod boot;
 mod check;
 mod cli;
+mod clusters;
 mod configs;
 mod daemon;
 mod dhcp;

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod boot;
+pub mod clusters;
 pub mod dns;
 pub mod error;
 pub mod events;
@@ -55,6 +56,8 @@ pub struct ApiState {
     pub lb: Option<std::sync::Arc<crate::lb::server::State>>,
     /// The configured hypervisors, for `GET /api/v1/vms`.
     pub hypervisors: Vec<Arc<dyn crate::hypervisor::Hypervisor>>,
+    /// Defined clusters: plan, apply, status, retry.
+    pub clusters: crate::cluster::Clusters,
     /// Cancelled when the daemon stops; long-lived responses (event follow) end on it.
     pub shutdown: CancellationToken,
 }
@@ -94,6 +97,10 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(objects::list_networks))
         .routes(routes!(objects::get_network))
         .routes(routes!(objects::apply))
+        .routes(routes!(clusters::plan))
+        .routes(routes!(clusters::apply))
+        .routes(routes!(clusters::status))
+        .routes(routes!(clusters::retry))
         .routes(routes!(leases::list_leases))
         .routes(routes!(leases::release_lease))
         .routes(routes!(events::list_events))

@@ -34,7 +34,9 @@ fn harness() -> Harness {
     let readiness = Readiness::default();
     readiness.expect("admin", "127.0.0.1:9443".parse().expect("addr"));
     readiness.bound("admin", "127.0.0.1:9443".parse().expect("addr"));
+    let clusters = crate::cluster::Clusters::new(&store, &events, Vec::new());
     let state = ApiState {
+        clusters,
         store,
         events,
         token: Arc::new(Token::new(TOKEN).expect("token")),

@@ -67,6 +67,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let mut services = Services::default();
     let mut deps = Deps { store: &store, events: &events, registry: metrics.registry_mut() };
     let handles = bind(&config, &mut deps, &mut services).await?;
+    let hypervisors = config.hypervisors.iter().map(hypervisors::build).collect::<Result<Vec<_>, _>>()?;
+    let clusters = crate::cluster::Clusters::new(&store, &events, hypervisors.clone());
+    services.add(crate::cluster::engine::Engine::bind(&clusters));
     let state = ApiState {
         store: store.clone(),
         events: events.clone(),
@@ -76,7 +79,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         dhcp: handles.dhcp,
         dns: handles.dns,
         lb: handles.lb,
-        hypervisors: config.hypervisors.iter().map(hypervisors::build).collect::<Result<Vec<_>, _>>()?,
+        hypervisors,
+        clusters,
         shutdown: shutdown.clone(),
     };
     let admin = api::server::Server::bind(config.admin.listen, config.admin.tls.as_ref(), state).await?;

@@ -1,9 +1,15 @@
 //! Clusters made from definitions: the definition operators write (`definition`), the plan that
-//! turns it into nodes, addresses, MACs and VMs against the inventory (`plan`, pure), and — in
-//! later steps — the reconciler service that drives every node through its phases.
+//! turns it into nodes, addresses, MACs and VMs against the inventory (`plan`, pure), the node
+//! phases and their decisions (`phase`, pure), what the API asks (`control`: plan, apply,
+//! status, retry) and the reconciler service that drives every node through its phases
+//! (`engine`).
 
+pub mod control;
 pub mod definition;
+pub mod engine;
+pub mod phase;
 pub mod plan;
 
+pub use control::Clusters;
 pub use definition::Definition;
 pub use plan::{Plan, plan};

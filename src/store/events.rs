@@ -159,6 +159,19 @@ pub enum EventKind {
         vm: String,
         hypervisor: String,
     },
+    /// A node of a defined cluster moved to another provisioning phase (`error` when it failed).
+    NodePhase {
+        cluster: Name,
+        from: String,
+        phase: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A defined cluster's phase, the summary of its nodes', changed.
+    ClusterPhase {
+        cluster: Name,
+        phase: String,
+    },
     InventoryChanged {
         object: Kind,
         name: Name,
@@ -199,6 +212,8 @@ impl EventKind {
         "backend_down",
         "vm_created",
         "vm_deleted",
+        "node_phase",
+        "cluster_phase",
         "inventory_changed",
         "daemon_started",
         "daemon_stopping",
@@ -233,6 +248,8 @@ impl EventKind {
             EventKind::BackendDown { .. } => "backend_down",
             EventKind::VmCreated { .. } => "vm_created",
             EventKind::VmDeleted { .. } => "vm_deleted",
+            EventKind::NodePhase { .. } => "node_phase",
+            EventKind::ClusterPhase { .. } => "cluster_phase",
             EventKind::InventoryChanged { .. } => "inventory_changed",
             EventKind::DaemonStarted { .. } => "daemon_started",
             EventKind::DaemonStopping => "daemon_stopping",

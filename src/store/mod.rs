@@ -7,6 +7,7 @@
 
 pub mod events;
 pub mod journal;
+pub mod records;
 pub mod schema;
 pub mod uploads;
 
@@ -262,20 +263,44 @@ impl Store {
     /// Applies a change as one transaction and publishes the next snapshot after commit.
     /// Blocking (it waits for the disk): call it from `spawn_blocking` in async code.
     pub fn apply(&self, ops: &[Op]) -> Result<(Arc<Inventory>, Vec<Outcome>), StoreError> {
+        self.apply_with(ops, &[])
+    }
+
+    /// `apply`, writing `records` in the same transaction (also when the inventory does not
+    /// change).
+    pub fn apply_with(
+        &self,
+        ops: &[Op],
+        records: &[records::RecordWrite],
+    ) -> Result<(Arc<Inventory>, Vec<Outcome>), StoreError> {
         let _writer = self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let current = self.snapshot();
         let (next, outcomes) = current.apply(ops)?;
         if next.version == current.version {
+            if !records.is_empty() {
+                self.with_db(|db| {
+                    let txn = db.begin_write()?;
+                    records::write(&txn, records)?;
+                    self.commit(txn)
+                })?;
+            }
             return Ok((current, outcomes));
         }
-        self.with_db(|db| self.write_objects(db, &next, &outcomes))?;
+        self.with_db(|db| self.write_objects(db, &next, &outcomes, records))?;
         let next = Arc::new(next);
         self.inner.snapshot.send_replace(next.clone());
         Ok((next, outcomes))
     }
 
-    fn write_objects(&self, db: &Database, next: &Inventory, outcomes: &[Outcome]) -> Result<(), StoreError> {
+    fn write_objects(
+        &self,
+        db: &Database,
+        next: &Inventory,
+        outcomes: &[Outcome],
+        records: &[records::RecordWrite],
+    ) -> Result<(), StoreError> {
         let txn = db.begin_write()?;
+        records::write(&txn, records)?;
         for outcome in outcomes {
             let Some(def) = table_of(outcome.kind) else {
                 continue;

@@ -8,11 +8,13 @@
 //! - 4: an events row holds up to 64 events written together: their JSON lines, keyed by the
 //!   first one's sequence number, with the newest one's time. A version-3 row (one JSON event)
 //!   reads as a row of one, so nothing is rewritten; an older slipway could not read the rows.
+//! - 5: definitions (cluster name -> its definition, JSON) and phases (node name -> its
+//!   provisioning phase, JSON), written by the cluster engine through `records`.
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// The schema this build writes. Raise it with a new entry in `MIGRATIONS`.
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 5;
 /// The first version whose leases live in the journal.
 pub const JOURNAL_VERSION: u64 = 3;
 
@@ -27,6 +29,10 @@ pub const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases");
 pub const EVENTS: TableDefinition<u64, (u64, &[u8])> = TableDefinition::new("events");
 /// Node name -> unix milliseconds when the node phoned home from an installed system.
 pub const INSTALLED: TableDefinition<&str, u64> = TableDefinition::new("installed");
+/// Cluster name -> its definition (JSON).
+pub const DEFINITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("definitions");
+/// Node name -> its provisioning phase (JSON).
+pub const PHASES: TableDefinition<&str, &[u8]> = TableDefinition::new("phases");
 
 pub const SCHEMA_KEY: &str = "schema_version";
 pub const INVENTORY_VERSION_KEY: &str = "inventory_version";
@@ -34,7 +40,8 @@ pub const INVENTORY_VERSION_KEY: &str = "inventory_version";
 type Migration = fn(&WriteTransaction) -> Result<(), redb::Error>;
 
 /// `MIGRATIONS[v]` turns a version-`v` store into version `v + 1`. Version 0 is an empty file.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [create_v1, add_installed, drop_leases_table, event_rows];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] =
+    [create_v1, add_installed, drop_leases_table, event_rows, add_cluster_records];
 
 fn create_v1(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(META)?;
@@ -54,6 +61,12 @@ fn add_installed(txn: &WriteTransaction) -> Result<(), redb::Error> {
 /// The store's caller has written the leases to the journal before this runs.
 fn drop_leases_table(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.delete_table(LEASES)?;
+    Ok(())
+}
+
+fn add_cluster_records(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(DEFINITIONS)?;
+    txn.open_table(PHASES)?;
     Ok(())
 }
 

@@ -1,0 +1,105 @@
+//! Defined clusters: plan (a dry run), apply a definition, status, retry.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Serialize;
+
+use super::ApiState;
+use super::error::{ApiError, Body, ErrorBody};
+use super::objects::path_name;
+use crate::cluster::control::{ControlError, Status};
+use crate::cluster::{Definition, Plan};
+use crate::inventory::{Kind, Problem};
+
+fn definition_for(name: &str, definition: Definition) -> Result<Definition, ApiError> {
+    let name = path_name(name)?;
+    if definition.name != name {
+        return Err(ApiError::bad(
+            "name",
+            format!("name: the body defines {} but the path names {name}", definition.name),
+        ));
+    }
+    Ok(definition)
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Invalid(problems) => ApiError::Invalid(
+                problems
+                    .into_iter()
+                    .map(|p| Problem {
+                        kind: Kind::Cluster,
+                        name: String::new(),
+                        field: p.field,
+                        value: p.value,
+                        message: p.message,
+                    })
+                    .collect(),
+            ),
+            ControlError::Removal(_) => ApiError::Conflict(e.to_string()),
+            ControlError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            ControlError::Store(e) => e.into(),
+            ControlError::Task(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// What a plan or an apply answers: every node with its MAC, address and VM, and what changes.
+#[derive(Debug, Serialize)]
+pub struct PlanView(Plan);
+
+impl axum::response::IntoResponse for PlanView {
+    fn into_response(self) -> axum::response::Response {
+        Json(self.0).into_response()
+    }
+}
+
+/// The plan of a definition against what exists: nothing is changed.
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/plan", tag = "clusters", params(("name" = String, Path)),
+    request_body(content = Object, description = "a cluster definition (JSON, or YAML with Content-Type: application/yaml)"),
+    responses((status = 200, description = "the plan: cluster, nodes (MAC, address, VM), changes"), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn plan(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Body(definition): Body<Definition>,
+) -> Result<PlanView, ApiError> {
+    let definition = definition_for(&name, definition)?;
+    Ok(PlanView(s.clusters.plan(&definition)?))
+}
+
+/// Store a definition: the cluster, its nodes' reservations and their first phase, in one
+/// transaction; the engine then creates and boots the VMs. Applies are serialised.
+#[utoipa::path(put, path = "/api/v1/clusters/{name}/definition", tag = "clusters", params(("name" = String, Path)),
+    request_body(content = Object, description = "a cluster definition (JSON, or YAML with Content-Type: application/yaml)"),
+    responses((status = 200, description = "the plan applied"), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn apply(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Body(definition): Body<Definition>,
+) -> Result<PlanView, ApiError> {
+    let definition = definition_for(&name, definition)?;
+    Ok(PlanView(s.clusters.apply(definition).await?))
+}
+
+/// The cluster's phase and every node's: time in phase, deadline, VM, last error.
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/status", tag = "clusters", params(("name" = String, Path)),
+    responses((status = 200, body = Status), (status = 404, body = ErrorBody)))]
+pub async fn status(State(s): State<ApiState>, Path(name): Path<String>) -> Result<Json<Status>, ApiError> {
+    let name = path_name(&name)?;
+    Ok(Json(s.clusters.status(name.as_str()).await?))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Retried {
+    /// The failed nodes put back into the phase they failed in.
+    pub resumed: Vec<String>,
+}
+
+/// Resume every failed node of the cluster in the phase it failed in, with a fresh deadline.
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/retry", tag = "clusters", params(("name" = String, Path)),
+    responses((status = 200, body = Retried), (status = 404, body = ErrorBody)))]
+pub async fn retry(State(s): State<ApiState>, Path(name): Path<String>) -> Result<Json<Retried>, ApiError> {
+    let name = path_name(&name)?;
+    Ok(Json(Retried { resumed: s.clusters.retry(name.as_str()).await? }))
+}

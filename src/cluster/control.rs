@@ -1,0 +1,247 @@
+//! What the admin API asks of defined clusters: plan (a dry run), apply (the definition, the
+//! cluster and its nodes' reservations and their first phase, in one transaction), status and
+//! retry. Applies to clusters are serialised; the engine and these calls change a node's record
+//! only under one lock, each checking the record is still the one it read.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::definition::Definition;
+use super::phase::{Limits, NodeRecord, Phase, VmPlace, cluster_phase};
+use super::plan::{Action, Facts, Plan, Problem, plan};
+use crate::hypervisor::Hypervisor;
+use crate::inventory::{Name, Object, Op, Timestamp};
+use crate::store::events::{EventKind, EventLog, Source, Subject};
+use crate::store::records::{RecordWrite, Records};
+use crate::store::{Store, StoreError};
+
+/// The defined clusters, for the API and the engine.
+#[derive(Clone)]
+pub struct Clusters {
+    pub(super) store: Store,
+    pub(super) events: EventLog,
+    pub(super) hypervisors: Vec<Arc<dyn Hypervisor>>,
+    /// Held across plan and commit: one apply at a time.
+    apply: Arc<tokio::sync::Mutex<()>>,
+    /// Held across a node record's read-check-write.
+    pub(super) records: Arc<std::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for Clusters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clusters").field("hypervisors", &self.hypervisors.len()).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("the definition has {} problem(s): {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<Problem>),
+    #[error("removing nodes from a cluster is not available yet (would remove: {})", .0.join(", "))]
+    Removal(Vec<String>),
+    #[error("no defined cluster {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the store task failed: {0}")]
+    Task(String),
+}
+
+/// A definition as stored.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, Serialize)]
+pub struct Stored {
+    pub definition: Definition,
+    pub applied: Timestamp,
+}
+
+/// A cluster's state for `status`.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Status {
+    pub cluster: String,
+    /// The least advanced node's phase, `failed` if one failed.
+    pub phase: String,
+    pub applied: Timestamp,
+    pub nodes: Vec<NodeStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct NodeStatus {
+    pub name: String,
+    pub phase: Phase,
+    pub since: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmPlace>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_in: Option<Phase>,
+}
+
+impl Clusters {
+    pub fn new(store: &Store, events: &EventLog, hypervisors: Vec<Arc<dyn Hypervisor>>) -> Clusters {
+        Clusters {
+            store: store.clone(),
+            events: events.clone(),
+            hypervisors,
+            apply: Arc::default(),
+            records: Arc::default(),
+        }
+    }
+
+    /// What planning knows of the hypervisors.
+    pub fn facts(&self) -> Facts {
+        Facts { hypervisors: self.hypervisors.iter().map(|h| h.name().to_owned()).collect(), hosts: None }
+    }
+
+    /// The plan of `definition` against the inventory now; nothing is changed.
+    pub fn plan(&self, definition: &Definition) -> Result<Plan, ControlError> {
+        plan(definition, &self.store.snapshot(), &self.facts()).map_err(ControlError::Invalid)
+    }
+
+    /// Stores `definition`, the cluster and its nodes' reservations, and every new node's first
+    /// phase, in one transaction; the engine takes it from there.
+    pub async fn apply(&self, definition: Definition) -> Result<Plan, ControlError> {
+        let _one_at_a_time = self.apply.lock().await;
+        let plan = self.plan(&definition)?;
+        let removed: Vec<String> =
+            plan.changes.iter().filter(|c| c.action == Action::Delete).map(|c| c.node.to_string()).collect();
+        if !removed.is_empty() {
+            return Err(ControlError::Removal(removed));
+        }
+        let now = Timestamp::now();
+        let limits = Limits::from(&definition.validation.phases);
+        let mut ops = vec![Op::Put(Object::Cluster(plan.cluster.clone()))];
+        let mut records = vec![RecordWrite::put(
+            Records::Definitions,
+            definition.name.as_str(),
+            &Stored { definition: definition.clone(), applied: now },
+        )];
+        for (p, change) in plan.nodes.iter().zip(&plan.changes) {
+            if change.action != Action::Keep {
+                ops.push(Op::Put(Object::Node(p.node.clone())));
+            }
+            if change.action == Action::Create {
+                let hypervisor = p.vm.as_ref().and(definition.hypervisor.as_ref()).map(ToString::to_string);
+                let record = NodeRecord::planned(
+                    definition.name.clone(),
+                    p.node.name.clone(),
+                    hypervisor,
+                    p.vm.clone(),
+                    limits,
+                    now,
+                );
+                records.push(RecordWrite::put(Records::Phases, p.node.name.as_str(), &record));
+            }
+        }
+        let (store, lock) = (self.store.clone(), self.records.clone());
+        let (inv, outcomes) = blocking(move || {
+            let _records = lock.lock().unwrap_or_else(|p| p.into_inner());
+            store.apply_with(&ops, &records)
+        })
+        .await?;
+        for o in outcomes.iter().filter(|o| o.action != crate::inventory::Action::Unchanged) {
+            let node = (o.kind == crate::inventory::Kind::Node).then(|| o.name.clone());
+            let mac = node.as_ref().and_then(|n| inv.nodes.get(n)).map(|n| n.mac);
+            let details = EventKind::InventoryChanged { object: o.kind, name: o.name.clone(), action: o.action };
+            self.events.append(Source::Api, Subject { node, mac }, details);
+        }
+        let created = plan.changes.iter().filter(|c| c.action == Action::Create).count();
+        tracing::info!(cluster = %definition.name, nodes = plan.nodes.len(), created, "cluster definition applied");
+        Ok(plan)
+    }
+
+    /// The definition and its nodes' phases.
+    pub async fn status(&self, cluster: &str) -> Result<Status, ControlError> {
+        let store = self.store.clone();
+        let name = cluster.to_owned();
+        let (stored, nodes) = blocking(move || {
+            let stored = store.record::<Stored>(Records::Definitions, &name)?;
+            let nodes = store.records::<NodeRecord>(Records::Phases)?;
+            Ok((stored, nodes))
+        })
+        .await?;
+        let stored = stored.ok_or_else(|| ControlError::NotFound(cluster.to_owned()))?;
+        let order: Vec<Name> = self
+            .plan(&stored.definition)
+            .map(|p| p.nodes.into_iter().map(|n| n.node.name).collect())
+            .unwrap_or_default();
+        let mut nodes: Vec<NodeRecord> =
+            nodes.into_iter().map(|(_, r)| r).filter(|r| r.cluster.as_str() == cluster).collect();
+        nodes.sort_by_key(|r| (order.iter().position(|n| n == &r.node).unwrap_or(usize::MAX), r.node.clone()));
+        let phases: Vec<Phase> = nodes.iter().map(|r| r.phase).collect();
+        Ok(Status {
+            cluster: cluster.to_owned(),
+            phase: cluster_phase(&phases).to_owned(),
+            applied: stored.applied,
+            nodes: nodes
+                .into_iter()
+                .map(|r| NodeStatus {
+                    name: r.node.to_string(),
+                    phase: r.phase,
+                    since: r.since,
+                    deadline: r.deadline,
+                    vm: r.vm,
+                    observed: r.observed,
+                    error: r.error,
+                    failed_in: r.failed_in,
+                })
+                .collect(),
+        })
+    }
+
+    /// Puts every failed node of `cluster` back into the phase it failed in, with a fresh
+    /// deadline. Returns the nodes resumed.
+    pub async fn retry(&self, cluster: &str) -> Result<Vec<String>, ControlError> {
+        let store = self.store.clone();
+        let lock = self.records.clone();
+        let name = cluster.to_owned();
+        let (exists, resumed) = blocking(move || {
+            let _records = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let exists = store.record::<Stored>(Records::Definitions, &name)?.is_some();
+            let now = Timestamp::now();
+            let mut writes = Vec::new();
+            let mut resumed = Vec::new();
+            for (key, record) in store.records::<NodeRecord>(Records::Phases)? {
+                if record.cluster.as_str() != name {
+                    continue;
+                }
+                if let Some(next) = record.retried(now) {
+                    resumed.push((key.clone(), record.phase, next.phase));
+                    writes.push(RecordWrite::put(Records::Phases, key, &next));
+                }
+            }
+            store.write_records(&writes)?;
+            Ok((exists, resumed))
+        })
+        .await?;
+        if !exists {
+            return Err(ControlError::NotFound(cluster.to_owned()));
+        }
+        for (node, from, to) in &resumed {
+            let subject = Subject { node: node.parse().ok(), mac: None };
+            let details = EventKind::NodePhase {
+                cluster: cluster.parse().map_err(|_| ControlError::NotFound(cluster.to_owned()))?,
+                from: from.as_str().into(),
+                phase: to.as_str().into(),
+                error: None,
+            };
+            self.events.append(Source::Cluster, subject, details);
+        }
+        Ok(resumed.into_iter().map(|(n, _, _)| n).collect())
+    }
+}
+
+/// Runs a blocking store call off the runtime.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ControlError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(ControlError::Task(e.to_string())),
+    }
+}

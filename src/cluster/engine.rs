@@ -1,0 +1,323 @@
+//! The reconciler: one more service. Every second, and whenever a node's event arrives, it
+//! reads the node records and gives each unsettled node one step on a task of its own (a slow
+//! VM create holds up no other node). A step observes, acts only when needed, and stores the
+//! record it moves to before the action that needs it (`Creating` before the create call,
+//! `PoweringOn` before the start): a daemon killed anywhere resumes from the stored phase and
+//! deadline, and the hypervisor calls are idempotent (create finds the VM it made before), so
+//! no VM is made twice and none is lost.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::control::{Clusters, ControlError, blocking};
+use super::phase::{Next, NodeRecord, Phase, Seen, VmPlace, after_boot_events, cluster_phase};
+use crate::hypervisor::Hypervisor;
+use crate::inventory::{Name, Timestamp};
+use crate::service::{RunError, Service};
+use crate::store::events::{Event, EventKind, Filter, Source, Subject};
+use crate::store::records::{RecordWrite, Records};
+
+/// How often every node is looked at without a trigger.
+const TICK: Duration = Duration::from_secs(1);
+/// How long a failed hypervisor call waits before it is tried again (until the deadline).
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// The bound engine.
+#[derive(Debug)]
+pub struct Engine {
+    clusters: Clusters,
+}
+
+impl Engine {
+    pub fn bind(clusters: &Clusters) -> Engine {
+        Engine { clusters: clusters.clone() }
+    }
+}
+
+impl Service for Engine {
+    const NAME: &'static str = "cluster";
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("cluster")
+    }
+
+    fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        Vec::new()
+    }
+
+    async fn run(self, shutdown: CancellationToken) -> Result<(), RunError> {
+        let worker = Arc::new(Worker {
+            clusters: self.clusters,
+            busy: Mutex::default(),
+            attempted: Mutex::default(),
+            started: Mutex::default(),
+        });
+        let mut events = worker.clusters.events.subscribe();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut steps = JoinSet::new();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+                received = events.recv() => match received {
+                    // A node's boot step (not the engine's own phase events) may move it on.
+                    Ok(e) if e.node.is_some() && e.source != Source::Cluster => {}
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+            }
+            while steps.try_join_next().is_some() {}
+            match worker.clone().pass(&mut steps).await {
+                Ok(()) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the node records"),
+            }
+        }
+        // Every step is safe to cut short: its record was stored before its action.
+        steps.shutdown().await;
+        Ok(())
+    }
+}
+
+struct Worker {
+    clusters: Clusters,
+    /// Nodes with a step running.
+    busy: Mutex<HashSet<Name>>,
+    /// When a hypervisor call for a node was last made (by this process), in which phase.
+    attempted: Mutex<std::collections::HashMap<Name, (Phase, tokio::time::Instant)>>,
+    /// Nodes this process powered on, by the power-on they belong to.
+    started: Mutex<HashSet<(Name, Option<Timestamp>)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Worker {
+    /// One look at every unsettled node: a step task for each that has none running.
+    async fn pass(self: Arc<Self>, steps: &mut JoinSet<()>) -> Result<(), ControlError> {
+        let store = self.clusters.store.clone();
+        let records = blocking(move || store.records::<NodeRecord>(Records::Phases)).await?;
+        let waiting =
+            records.iter().any(|(_, r)| matches!(r.phase, Phase::PoweringOn | Phase::Booting | Phase::ConfigServed));
+        if waiting {
+            // The boot events appended so far are on disk for the steps to read.
+            self.clusters.events.flush().await;
+        }
+        for (_, record) in records.into_iter().filter(|(_, r)| !r.phase.is_settled()) {
+            if !lock(&self.busy).insert(record.node.clone()) {
+                continue;
+            }
+            let span = tracing::info_span!("node", cluster = %record.cluster, node = %record.node, phase = record.phase.as_str());
+            let worker = self.clone();
+            steps.spawn(
+                async move {
+                    let node = record.node.clone();
+                    if let Err(e) = worker.step(record).await {
+                        tracing::warn!(error = %e, "provisioning step failed");
+                    }
+                    lock(&worker.busy).remove(&node);
+                }
+                .instrument(span),
+            );
+        }
+        Ok(())
+    }
+
+    async fn step(&self, record: NodeRecord) -> Result<(), ControlError> {
+        let now = Timestamp::now();
+        match record.phase {
+            Phase::Planned => {
+                let next = if record.spec.is_some() { Phase::Creating } else { Phase::PoweringOn };
+                self.save(&record, record.enter(next, now)).await
+            }
+            Phase::Creating | Phase::Created if past(&record, now) => {
+                let reason = format!(
+                    "the VM was not {} within {}; last error: {}",
+                    if record.phase == Phase::Creating { "created" } else { "powered on" },
+                    crate::inventory::types::format_duration(record.limits.create),
+                    record.error.as_deref().unwrap_or("none")
+                );
+                self.save(&record, record.fail(reason, now)).await
+            }
+            Phase::Creating => self.create(record, now).await,
+            Phase::Created => self.save(&record, record.enter(Phase::PoweringOn, now)).await,
+            Phase::PoweringOn | Phase::Booting | Phase::ConfigServed => {
+                if record.phase == Phase::PoweringOn {
+                    self.start(&record).await?;
+                }
+                let seen = self.seen(&record).await?;
+                match after_boot_events(&record, &seen, now) {
+                    Next::Wait => Ok(()),
+                    Next::Enter(phase) => {
+                        let mut next = record.enter(phase, now);
+                        next.observed = seen.last;
+                        self.save(&record, next).await
+                    }
+                    Next::Fail(reason) => self.save(&record, record.fail(reason, now)).await,
+                }
+            }
+            Phase::Installed | Phase::Failed => Ok(()),
+        }
+    }
+
+    fn hypervisor(&self, record: &NodeRecord) -> Option<Arc<dyn Hypervisor>> {
+        let name = record.hypervisor.as_deref()?;
+        self.clusters.hypervisors.iter().find(|h| h.name() == name).cloned()
+    }
+
+    /// Whether a hypervisor call for this node in this phase failed or ran less than
+    /// `RETRY_AFTER` ago (so it is not asked again at every tick).
+    fn recently_tried(&self, record: &NodeRecord) -> bool {
+        lock(&self.attempted)
+            .get(&record.node)
+            .is_some_and(|(phase, at)| *phase == record.phase && at.elapsed() < RETRY_AFTER)
+    }
+
+    fn tried(&self, record: &NodeRecord) {
+        lock(&self.attempted).insert(record.node.clone(), (record.phase, tokio::time::Instant::now()));
+    }
+
+    /// Asks for the VM (idempotent: the one made before is found) and moves to Created.
+    async fn create(&self, record: NodeRecord, now: Timestamp) -> Result<(), ControlError> {
+        let (Some(hypervisor), Some(spec)) = (self.hypervisor(&record), record.spec.clone()) else {
+            let reason = format!("hypervisor {} is not configured", record.hypervisor.as_deref().unwrap_or("(none)"));
+            return self.save(&record, record.fail(reason, now)).await;
+        };
+        if self.recently_tried(&record) {
+            return Ok(());
+        }
+        self.tried(&record);
+        match hypervisor.create(&spec).await {
+            Ok(vm) => {
+                let mut next = record.enter(Phase::Created, Timestamp::now());
+                next.observed = Some(format!("VM {} on {}: {}", vm.id, vm.host, vm.state));
+                next.vm = Some(VmPlace { hypervisor: vm.hypervisor.clone(), id: vm.id.clone(), host: vm.host.clone() });
+                self.save(&record, next).await?;
+                let details = EventKind::VmCreated { vm: vm.name.clone(), hypervisor: vm.hypervisor };
+                self.clusters.events.append(Source::Hypervisor, subject(&record), details);
+                Ok(())
+            }
+            Err(e) => self.note_error(&record, e.to_string()).await,
+        }
+    }
+
+    /// Powers the VM on, once per phase entry in this process (and again `RETRY_AFTER` after a
+    /// failure); a listed node has nothing to power.
+    async fn start(&self, record: &NodeRecord) -> Result<(), ControlError> {
+        let Some(hypervisor) = self.hypervisor(record) else { return Ok(()) };
+        if record.spec.is_none() || self.recently_tried(record) || self.started(record) {
+            return Ok(());
+        }
+        self.tried(record);
+        match hypervisor.start(&record.node).await {
+            Ok(()) => {
+                lock(&self.started).insert((record.node.clone(), record.powered_on));
+                Ok(())
+            }
+            Err(e) => self.note_error(record, e.to_string()).await,
+        }
+    }
+
+    /// Powered on by this process for the record's current power-on.
+    fn started(&self, record: &NodeRecord) -> bool {
+        lock(&self.started).contains(&(record.node.clone(), record.powered_on))
+    }
+
+    /// Keeps the error on the record (the phase stays; its deadline decides).
+    async fn note_error(&self, record: &NodeRecord, error: String) -> Result<(), ControlError> {
+        tracing::warn!(%error, "hypervisor call failed; retrying until the phase's deadline");
+        if record.error.as_deref() == Some(error.as_str()) {
+            return Ok(());
+        }
+        let mut next = record.clone();
+        next.error = Some(error);
+        self.save(record, next).await
+    }
+
+    /// What the node did since it was powered on, from the event log.
+    async fn seen(&self, record: &NodeRecord) -> Result<Seen, ControlError> {
+        let filter = Filter { node: Some(record.node.clone()), since: record.powered_on, ..Filter::default() };
+        let events = self.clusters.events.clone();
+        let found: Vec<Event> = blocking(move || events.query(&filter, 10_000)).await?;
+        let mut seen = Seen::default();
+        for e in found.iter().filter(|e| e.source != Source::Cluster && e.source != Source::Hypervisor) {
+            match &e.details {
+                EventKind::LeaseOffered { .. } | EventKind::LeaseAcked { .. } | EventKind::DhcpProxied { .. } => {
+                    seen.dhcp = true
+                }
+                EventKind::ConfigFetched { .. } => seen.config = true,
+                EventKind::PhoneHome { .. } => seen.phone_home = true,
+                _ => {}
+            }
+            seen.last = Some(e.details.type_name().to_owned());
+        }
+        // A phone-home recorded since power-on counts even if its event was trimmed.
+        if let (Some(at), Some(on)) = (self.clusters.store.installed(record.node.as_str()), record.powered_on) {
+            seen.phone_home |= at >= on;
+        }
+        Ok(seen)
+    }
+
+    /// Stores `next` if the stored record is still `current` (an apply or a retry may have
+    /// changed it meanwhile), then tells the event log of a phase change.
+    async fn save(&self, current: &NodeRecord, next: NodeRecord) -> Result<(), ControlError> {
+        let (store, lock) = (self.clusters.store.clone(), self.clusters.records.clone());
+        let (key, expected, value) = (current.node.to_string(), current.clone(), next.clone());
+        let (saved, phases) = blocking(move || {
+            let _records = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let stored = store.record::<NodeRecord>(Records::Phases, &key)?;
+            if stored.as_ref() != Some(&expected) {
+                return Ok((false, Vec::new()));
+            }
+            store.write_records(&[RecordWrite::put(Records::Phases, key, &value)])?;
+            let phases: Vec<Phase> = store
+                .records::<NodeRecord>(Records::Phases)?
+                .into_iter()
+                .filter(|(_, r)| r.cluster == value.cluster)
+                .map(|(_, r)| r.phase)
+                .collect();
+            Ok((true, phases))
+        })
+        .await?;
+        if !saved || next.phase == current.phase {
+            return Ok(());
+        }
+        match &next.error {
+            Some(error) if next.phase == Phase::Failed => tracing::warn!(phase = "failed", %error, "node failed"),
+            _ => tracing::info!(phase = next.phase.as_str(), "node phase"),
+        }
+        let details = EventKind::NodePhase {
+            cluster: next.cluster.clone(),
+            from: current.phase.as_str().into(),
+            phase: next.phase.as_str().into(),
+            error: next.error.clone().filter(|_| next.phase == Phase::Failed),
+        };
+        self.clusters.events.append(Source::Cluster, subject(&next), details);
+        let after = cluster_phase(&phases);
+        let mut before = phases;
+        if let Some(slot) = before.iter_mut().find(|p| **p == next.phase) {
+            *slot = current.phase;
+        }
+        if cluster_phase(&before) != after {
+            let details = EventKind::ClusterPhase { cluster: next.cluster.clone(), phase: after.into() };
+            self.clusters.events.append(Source::Cluster, Subject::default(), details);
+        }
+        Ok(())
+    }
+}
+
+fn past(record: &NodeRecord, now: Timestamp) -> bool {
+    record.deadline.is_some_and(|d| now > d)
+}
+
+fn subject(record: &NodeRecord) -> Subject {
+    Subject { node: Some(record.node.clone()), mac: None }
+}

@@ -1,0 +1,99 @@
+//! Keyed JSON records the layers above keep beside the inventory (cluster definitions, node
+//! phases). The store knows their tables, not their types; a write of records commits in one
+//! transaction, and with an inventory change when given to `apply_with`, so a definition and
+//! the nodes it makes are on disk together or not at all.
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::schema::{DEFINITIONS, PHASES};
+use super::{Store, StoreError};
+
+/// The record tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Records {
+    /// Cluster name -> its definition.
+    Definitions,
+    /// Node name -> its provisioning phase.
+    Phases,
+}
+
+impl Records {
+    pub(crate) fn table(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        match self {
+            Records::Definitions => DEFINITIONS,
+            Records::Phases => PHASES,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Records::Definitions => "definitions",
+            Records::Phases => "phases",
+        }
+    }
+}
+
+/// One record to write (`Some`) or remove (`None`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordWrite {
+    pub table: Records,
+    pub key: String,
+    pub value: Option<Vec<u8>>,
+}
+
+impl RecordWrite {
+    pub fn put<T: Serialize>(table: Records, key: impl Into<String>, value: &T) -> RecordWrite {
+        RecordWrite { table, key: key.into(), value: Some(super::encode(value)) }
+    }
+
+    pub fn remove(table: Records, key: impl Into<String>) -> RecordWrite {
+        RecordWrite { table, key: key.into(), value: None }
+    }
+}
+
+pub(crate) fn write(txn: &redb::WriteTransaction, records: &[RecordWrite]) -> Result<(), StoreError> {
+    for r in records {
+        let mut table = txn.open_table(r.table.table())?;
+        match &r.value {
+            Some(bytes) => table.insert(r.key.as_str(), bytes.as_slice())?,
+            None => table.remove(r.key.as_str())?,
+        };
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Writes `records` in one transaction. Blocking (it waits for the disk).
+    pub fn write_records(&self, records: &[RecordWrite]) -> Result<(), StoreError> {
+        let _writer = self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            write(&txn, records)?;
+            self.commit(txn)
+        })
+    }
+
+    /// Every record of `table`, decoded, by key.
+    pub fn records<T: DeserializeOwned>(&self, table: Records) -> Result<Vec<(String, T)>, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_read()?;
+            let mut out = Vec::new();
+            for row in txn.open_table(table.table())?.iter()? {
+                let (key, value) = row?;
+                out.push((key.value().to_owned(), super::decode(table.name(), key.value(), value.value())?));
+            }
+            Ok(out)
+        })
+    }
+
+    /// One record of `table`, decoded.
+    pub fn record<T: DeserializeOwned>(&self, table: Records, key: &str) -> Result<Option<T>, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_read()?;
+            let value = txn.open_table(table.table())?.get(key)?;
+            value.map(|v| super::decode(table.name(), key, v.value())).transpose()
+        })
+    }
+}
