@@ -14,6 +14,7 @@
 # alike. Reported per server: p50/p99/p99.9 over every answer of every run (pooled), the median
 # and range of the runs' own p99s, and in how many rounds its p99 was at or below Knot's run of
 # the same round (equal servers: about half; BENCH_VERBOSE=1 lists every run's p99).
+# BENCH_BIN=path runs that slipway binary instead of building one (e.g. a build of another commit).
 # BENCH_TOGETHER=1 runs the servers' fixed-rate runs at the same time instead (one dnsperf each,
 # all on core 1): a stall of either core then hits all servers at once, but they also compete
 # for the cores, so the latencies are higher than in turns.
@@ -45,8 +46,11 @@ trap cleanup EXIT
 for tool in dnsperf knotd dnsmasq taskset cc; do
   command -v "$tool" >/dev/null || { echo "benches/dns.sh: needs $tool (apt-get install dnsperf knot dnsmasq-base util-linux gcc)" >&2; exit 1; }
 done
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin slipway
-bin="$root/target/release/slipway"
+bin=${BENCH_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin slipway
+  bin="$root/target/release/slipway"
+fi
 
 # Two small tools (C, built here): `stalls` spins for 5 s and reports the gaps in its clock
 # readings; `stopper PID EVERY_US STALL_US SECONDS` stops PID for STALL_US every EVERY_US.

@@ -88,10 +88,49 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Defined clusters: plan and apply a definition, follow its nodes' phases, retry failures.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// Delete a node, cluster or profile, or release a lease (by IP).
     Delete {
         #[arg(value_enum)]
         kind: Deletable,
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterAction {
+    /// What applying a definition (YAML or JSON, `-` for stdin) would create or change: every
+    /// node with its MAC, address and VM. Nothing is changed.
+    Plan {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Apply a definition: slipway creates the VMs and boots them.
+    Apply {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// The cluster's phase and every node's (time in phase, deadline, VM, last error).
+    Status {
+        name: String,
+        /// Print again on every change until every node is installed or failed.
+        #[arg(long, short = 'w')]
+        watch: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Resume every failed node in the phase it failed in, with a fresh deadline.
+    Retry {
         name: String,
         #[command(flatten)]
         api: ApiArgs,
@@ -232,6 +271,20 @@ fn main() -> ExitCode {
         Command::Reinstall { node, api } => {
             client_command(&api, |c| async move { cli::boot::reinstall(&c, &node, api.output).await })
         }
+        Command::Cluster { action } => match action {
+            ClusterAction::Plan { file, api } => {
+                client_command(&api, |c| async move { cli::cluster::plan_or_apply(&c, &file, false, api.output).await })
+            }
+            ClusterAction::Apply { file, api } => {
+                client_command(&api, |c| async move { cli::cluster::plan_or_apply(&c, &file, true, api.output).await })
+            }
+            ClusterAction::Status { name, watch, api } => {
+                client_command(&api, |c| async move { cli::cluster::status(&c, &name, watch, api.output).await })
+            }
+            ClusterAction::Retry { name, api } => {
+                client_command(&api, |c| async move { cli::cluster::retry(&c, &name, api.output).await })
+            }
+        },
         Command::Delete { kind, name, api } => {
             client_command(&api, |c| async move { cli::delete(&c, kind, &name, api.output).await })
         }

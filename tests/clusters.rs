@@ -175,3 +175,67 @@ fn a_definition_becomes_booted_vms_and_a_kill_9_midway_resumes_without_duplicate
     }
     daemon.stop(Duration::from_secs(10));
 }
+
+/// A VM whose NIC is on a bridge that reaches nothing never asks for an address: it fails at
+/// its boot deadline with what was last seen, and after the cause is fixed `slipway cluster
+/// retry` powers it off and on again and it boots.
+#[test]
+fn a_vm_that_never_boots_fails_at_its_deadline_and_retry_resumes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = Lab::bridge_only("cf");
+    let kit = boot::boot_kit();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).expect("images dir");
+    std::fs::copy(kit.join("vmlinuz"), images.join("vmlinuz")).expect("kernel");
+    std::fs::copy(kit.join("initrd.cpio"), images.join("initrd.cpio")).expect("initramfs");
+    let netns = |args: &[&str]| {
+        let out = Command::new("ip").args(["-n", &lab.ns]).args(args).output().expect("ip");
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    netns(&["link", "add", "br9", "type", "bridge"]);
+    netns(&["link", "set", "br9", "up"]);
+    let daemon = support::start_in(Some(&lab.ns), &config(dir.path(), &lab, &images), &[]);
+    let definition = DEFINITION.replace("count: 2", "count: 1\n    nics: [{ bridge: br9 }]")
+        // Short deadlines bound the test (and `status --watch`, which ends once every node settled).
+        + "validation:\n  phases:\n    boot: 20s\n    config: 3m\n    phone_home: 3m\n";
+    let file = dir.path().join("lab.yaml");
+    std::fs::write(&file, &definition).expect("definition");
+    let file = file.display().to_string();
+
+    let (ok, plan, err) = support::cli_in(Some(&lab.ns), &daemon, &["cluster", "plan", "-f", &file]);
+    assert!(ok, "{err}");
+    assert!(
+        plan.lines().any(|l| l.starts_with("server-0") && l.contains("10.1.107.10") && l.ends_with("create")),
+        "{plan}"
+    );
+    assert!(plan.contains("(a plan: nothing was changed)"), "{plan}");
+    let (ok, _, err) = support::cli_in(Some(&lab.ns), &daemon, &["cluster", "apply", "-f", &file]);
+    assert!(ok, "{err}");
+
+    let mut status = Value::Null;
+    support::eventually("the node failing at its boot deadline", Duration::from_secs(120), || {
+        status = api(&lab, &daemon, "GET", "/api/v1/clusters/lab/status", None).1;
+        status["phase"] == "failed"
+    });
+    let node = &status["nodes"][0];
+    assert_eq!(node["failed_in"], "powering-on", "{status}");
+    let error = node["error"].as_str().unwrap_or_default();
+    assert_eq!(error, "no DHCP request from its MAC within 20s; last seen: nothing from it since power-on", "{status}");
+    let (ok, shown, _) = support::cli_in(Some(&lab.ns), &daemon, &["cluster", "status", "lab"]);
+    assert!(ok && shown.starts_with("cluster lab: failed") && shown.contains("no DHCP request"), "{shown}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(api(&lab, &daemon, "GET", "/api/v1/clusters/lab/status", None).1["phase"], "failed", "it stays failed");
+
+    // The cause fixed (the bridge now reaches slipway's), a retry boots it.
+    netns(&["link", "add", "v9a", "type", "veth", "peer", "name", "v9b"]);
+    netns(&["link", "set", "v9a", "master", "br9", "up"]);
+    netns(&["link", "set", "v9b", "master", "br0", "up"]);
+    let (ok, resumed, err) = support::cli_in(Some(&lab.ns), &daemon, &["cluster", "retry", "lab"]);
+    assert!(ok && resumed.trim() == "resumed: server-0", "{resumed}{err}");
+    let (ok, watched, err) = support::cli_in(Some(&lab.ns), &daemon, &["cluster", "status", "lab", "--watch"]);
+    assert!(ok, "{err}");
+    let last = watched.split("cluster lab: ").last().unwrap_or_default();
+    let serial = std::fs::read_to_string(dir.path().join("vms/server-0/serial.log")).unwrap_or_default();
+    assert!(last.starts_with("installed"), "{watched}\nserial:\n{serial}");
+    daemon.stop(Duration::from_secs(10));
+}

@@ -90,7 +90,7 @@ pub async fn status(State(s): State<ApiState>, Path(name): Path<String>) -> Resu
     Ok(Json(s.clusters.status(name.as_str()).await?))
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Retried {
     /// The failed nodes put back into the phase they failed in.
     pub resumed: Vec<String>,

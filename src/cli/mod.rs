@@ -3,6 +3,7 @@
 
 pub mod boot;
 pub mod client;
+pub mod cluster;
 pub mod images;
 pub mod out;
 pub mod table;

@@ -56,7 +56,7 @@ pub struct Stored {
 }
 
 /// A cluster's state for `status`.
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Status {
     pub cluster: String,
     /// The least advanced node's phase, `failed` if one failed.
@@ -65,7 +65,7 @@ pub struct Status {
     pub nodes: Vec<NodeStatus>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct NodeStatus {
     pub name: String,
     pub phase: Phase,

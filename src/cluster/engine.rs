@@ -27,6 +27,8 @@ use crate::store::records::{RecordWrite, Records};
 const TICK: Duration = Duration::from_secs(1);
 /// How long a failed hypervisor call waits before it is tried again (until the deadline).
 const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// How long a retried node's VM gets to power off on ACPI before it is stopped.
+const POWER_OFF_WAIT: Duration = Duration::from_secs(10);
 
 /// The bound engine.
 #[derive(Debug)]
@@ -217,9 +219,20 @@ impl Worker {
             return Ok(());
         }
         self.tried(record);
+        if record.power_cycle {
+            if let Err(e) = hypervisor.shutdown(&record.node, POWER_OFF_WAIT).await {
+                return self.note_error(record, e.to_string()).await;
+            }
+            tracing::info!("powered off for a fresh boot");
+        }
         match hypervisor.start(&record.node).await {
             Ok(()) => {
                 lock(&self.started).insert((record.node.clone(), record.powered_on));
+                if record.power_cycle {
+                    let mut next = record.clone();
+                    next.power_cycle = false;
+                    self.save(record, next).await?;
+                }
                 Ok(())
             }
             Err(e) => self.note_error(record, e.to_string()).await,

@@ -131,6 +131,10 @@ pub struct NodeRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<VmPlace>,
     pub limits: Limits,
+    /// Power the VM off before powering it on (a retried boot: the firmware gave up on the
+    /// network long ago).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub power_cycle: bool,
 }
 
 impl NodeRecord {
@@ -157,6 +161,7 @@ impl NodeRecord {
             spec,
             vm: None,
             limits,
+            power_cycle: false,
         }
     }
 
@@ -190,8 +195,10 @@ impl NodeRecord {
         let mut next = self.enter(phase, now);
         next.failed_in = None;
         if phase == Phase::PoweringOn {
-            // Boot observations count from the retry: an old DHCP request is not this boot's.
+            // Boot observations count from the retry: an old DHCP request is not this boot's;
+            // and the VM boots again (its firmware gave up on the network long ago).
             next.powered_on = Some(now);
+            next.power_cycle = self.spec.is_some();
         }
         Some(next)
     }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::definition::{Definition, Lifecycle, NodeGroup, Sizing};
@@ -50,7 +50,7 @@ impl fmt::Display for Problem {
 }
 
 /// The definition made concrete.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub cluster: Cluster,
     /// In definition order: the groups' nodes, then the listed ones.
@@ -59,7 +59,7 @@ pub struct Plan {
     pub changes: Vec<Change>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlannedNode {
     pub node: Node,
     /// The group it belongs to; `None` for a listed node (no VM is made for it).
@@ -69,7 +69,7 @@ pub struct PlannedNode {
     pub lifecycle: Lifecycle,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     Create,
@@ -78,13 +78,13 @@ pub enum Action {
     Delete,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     pub node: Name,
     pub action: Action,
     /// For an update: the fields that change.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub fields: Vec<&'static str>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
 }
 
 /// Turns `def` into a plan against `inv`, or every problem it has.
@@ -506,22 +506,22 @@ fn changes(def: &Definition, inv: &Inventory, nodes: &[PlannedNode]) -> Vec<Chan
     out
 }
 
-fn differences(now: &Node, planned: &Node) -> Vec<&'static str> {
+fn differences(now: &Node, planned: &Node) -> Vec<String> {
     let mut fields = Vec::new();
     if now.role != planned.role {
-        fields.push("role");
+        fields.push("role".into());
     }
     if now.mac != planned.mac {
-        fields.push("mac");
+        fields.push("mac".into());
     }
     if now.ipv4 != planned.ipv4 {
-        fields.push("ipv4");
+        fields.push("ipv4".into());
     }
     if now.profile != planned.profile {
-        fields.push("profile");
+        fields.push("profile".into());
     }
     if now.labels != planned.labels {
-        fields.push("labels");
+        fields.push("labels".into());
     }
     fields
 }

@@ -1,0 +1,138 @@
+//! `slipway cluster plan|apply|status|retry`: defined clusters from the command line.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::Method;
+
+use super::client::{Client, ClientError};
+use super::table::{opt, render};
+use super::{Output, print_json};
+use crate::cluster::Definition;
+use crate::cluster::control::Status;
+use crate::cluster::plan::Plan;
+use crate::inventory::Timestamp;
+
+/// How often `status --watch` asks.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// Reads a definition (YAML, or JSON if it looks like JSON; `-` for stdin); errors name the
+/// file and the field.
+pub fn read_definition(file: &Path) -> Result<Definition, ClientError> {
+    let text = if file == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| ClientError::Setup(format!("stdin: {e}")))?
+    } else {
+        std::fs::read_to_string(file).map_err(|e| ClientError::Setup(format!("{}: {e}", file.display())))?
+    };
+    let bad = |e: String| ClientError::Setup(format!("{}: {e}", file.display()));
+    if text.trim_start().starts_with('{') {
+        let mut de = serde_json::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| bad(format!("{}: {}", e.path(), e.inner())))
+    } else {
+        let de = serde_norway::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(de).map_err(|e| bad(format!("{}: {}", e.path(), e.inner())))
+    }
+}
+
+/// `plan -f FILE` (nothing changes) or `apply -f FILE`: every node with its MAC, address, VM
+/// and what happens to it.
+pub async fn plan_or_apply(client: &Client, file: &Path, apply: bool, output: Output) -> Result<(), ClientError> {
+    let definition = read_definition(file)?;
+    let (method, path) = if apply {
+        (Method::PUT, format!("/api/v1/clusters/{}/definition", definition.name))
+    } else {
+        (Method::POST, format!("/api/v1/clusters/{}/plan", definition.name))
+    };
+    let plan: Plan = client.json(method, &path, Some(&definition)).await?;
+    if output == Output::Json {
+        print_json(&plan);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = plan
+        .nodes
+        .iter()
+        .zip(&plan.changes)
+        .map(|(p, change)| {
+            let vm = p.vm.as_ref().map(|vm| {
+                let disk: u32 = vm.disks.iter().map(|d| d.size_gib).sum();
+                format!("{} cpu, {} MiB, {disk} GiB", vm.cores, vm.memory_mib)
+            });
+            let role = p.node.role.map(|r| r.as_str());
+            let action = if change.fields.is_empty() {
+                super::kebab(&change.action)
+            } else {
+                format!("{} ({})", super::kebab(&change.action), change.fields.join(", "))
+            };
+            vec![p.node.name.to_string(), opt(role), p.node.mac.to_string(), p.node.ipv4.to_string(), opt(vm), action]
+        })
+        .collect();
+    crate::out!("{}", render(&["NODE", "ROLE", "MAC", "IPV4", "VM", "ACTION"], &rows));
+    if !apply {
+        crate::outln!("(a plan: nothing was changed)");
+    }
+    Ok(())
+}
+
+/// `status NAME [--watch]`: the cluster's phase and every node's; `--watch` prints it again on
+/// every change until every node is installed or failed.
+pub async fn status(client: &Client, name: &str, watch: bool, output: Output) -> Result<(), ClientError> {
+    let path = format!("/api/v1/clusters/{}/status", super::encode(name));
+    let mut last = String::new();
+    loop {
+        let status: Status = client.json(Method::GET, &path, None::<&()>).await?;
+        let shown = match output {
+            Output::Json => serde_json::to_string_pretty(&status).unwrap_or_default() + "\n",
+            Output::Table => table(&status, Timestamp::now()),
+        };
+        let settled = status.nodes.iter().all(|n| n.phase.is_settled());
+        // Ages change every second: a watcher prints when something else did.
+        let key = serde_json::to_string(&status.nodes.iter().map(|n| (&n.name, n.phase, &n.error)).collect::<Vec<_>>())
+            .unwrap_or_default();
+        if key != last {
+            crate::out!("{shown}");
+            last = key;
+        }
+        if !watch || settled {
+            return Ok(());
+        }
+        tokio::time::sleep(WATCH_EVERY).await;
+    }
+}
+
+fn table(status: &Status, now: Timestamp) -> String {
+    let age = |t: Timestamp| {
+        let secs = now.0.duration_since(t.0).unwrap_or_default().as_secs();
+        crate::inventory::types::format_duration(Duration::from_secs(secs))
+    };
+    let rows: Vec<Vec<String>> = status
+        .nodes
+        .iter()
+        .map(|n| {
+            let vm = n.vm.as_ref().map(|v| format!("{} {} on {}", v.hypervisor, v.id, v.host));
+            let left = n.deadline.map(|d| {
+                let secs = d.0.duration_since(now.0).unwrap_or_default().as_secs();
+                crate::inventory::types::format_duration(Duration::from_secs(secs))
+            });
+            let note = n.error.clone().or_else(|| n.observed.clone());
+            vec![n.name.clone(), n.phase.as_str().to_owned(), age(n.since), opt(left), opt(vm), opt(note)]
+        })
+        .collect();
+    format!(
+        "cluster {}: {}\n{}",
+        status.cluster,
+        status.phase,
+        render(&["NODE", "PHASE", "FOR", "DEADLINE IN", "VM", "LAST"], &rows)
+    )
+}
+
+/// `retry NAME`: failed nodes resume the phase they failed in.
+pub async fn retry(client: &Client, name: &str, output: Output) -> Result<(), ClientError> {
+    let path = format!("/api/v1/clusters/{}/retry", super::encode(name));
+    let retried: crate::api::clusters::Retried = client.json(Method::POST, &path, None::<&()>).await?;
+    match output {
+        Output::Json => print_json(&retried),
+        Output::Table if retried.resumed.is_empty() => crate::outln!("no failed node in cluster {name}"),
+        Output::Table => crate::outln!("resumed: {}", retried.resumed.join(", ")),
+    }
+    Ok(())
+}
