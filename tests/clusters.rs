@@ -58,6 +58,16 @@ fn config(dir: &Path, lab: &Lab, images: &Path) -> std::path::PathBuf {
         .write()
 }
 
+/// The boot kit's kernel and initramfs in `dir/images`.
+fn images(dir: &Path) -> std::path::PathBuf {
+    let kit = boot::boot_kit();
+    let images = dir.join("images");
+    std::fs::create_dir(&images).expect("images dir");
+    std::fs::copy(kit.join("vmlinuz"), images.join("vmlinuz")).expect("kernel");
+    std::fs::copy(kit.join("initrd.cpio"), images.join("initrd.cpio")).expect("initramfs");
+    images
+}
+
 /// `curl` against the admin API inside the lab: (HTTP status, JSON body).
 fn api(lab: &Lab, daemon: &support::Daemon, method: &str, path: &str, yaml: Option<&str>) -> (u16, Value) {
     let mut cmd = Command::new("ip");
@@ -89,11 +99,7 @@ fn vm_dirs(dir: &Path) -> Vec<String> {
 fn a_definition_becomes_booted_vms_and_a_kill_9_midway_resumes_without_duplicates() {
     let dir = tempfile::tempdir().expect("tempdir");
     let lab = Lab::bridge_only("cl");
-    let kit = boot::boot_kit();
-    let images = dir.path().join("images");
-    std::fs::create_dir(&images).expect("images dir");
-    std::fs::copy(kit.join("vmlinuz"), images.join("vmlinuz")).expect("kernel");
-    std::fs::copy(kit.join("initrd.cpio"), images.join("initrd.cpio")).expect("initramfs");
+    let images = images(dir.path());
     let config = config(dir.path(), &lab, &images);
     let mut daemon = support::start_in(Some(&lab.ns), &config, &[]);
 
@@ -183,11 +189,7 @@ fn a_definition_becomes_booted_vms_and_a_kill_9_midway_resumes_without_duplicate
 fn a_vm_that_never_boots_fails_at_its_deadline_and_retry_resumes_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let lab = Lab::bridge_only("cf");
-    let kit = boot::boot_kit();
-    let images = dir.path().join("images");
-    std::fs::create_dir(&images).expect("images dir");
-    std::fs::copy(kit.join("vmlinuz"), images.join("vmlinuz")).expect("kernel");
-    std::fs::copy(kit.join("initrd.cpio"), images.join("initrd.cpio")).expect("initramfs");
+    let images = images(dir.path());
     let netns = |args: &[&str]| {
         let out = Command::new("ip").args(["-n", &lab.ns]).args(args).output().expect("ip");
         assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));

@@ -16,28 +16,10 @@ use crate::inventory::Timestamp;
 /// How often `status --watch` asks.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
 
-/// Reads a definition (YAML, or JSON if it looks like JSON; `-` for stdin); errors name the
-/// file and the field.
-pub fn read_definition(file: &Path) -> Result<Definition, ClientError> {
-    let text = if file == Path::new("-") {
-        std::io::read_to_string(std::io::stdin()).map_err(|e| ClientError::Setup(format!("stdin: {e}")))?
-    } else {
-        std::fs::read_to_string(file).map_err(|e| ClientError::Setup(format!("{}: {e}", file.display())))?
-    };
-    let bad = |e: String| ClientError::Setup(format!("{}: {e}", file.display()));
-    if text.trim_start().starts_with('{') {
-        let mut de = serde_json::Deserializer::from_str(&text);
-        serde_path_to_error::deserialize(&mut de).map_err(|e| bad(format!("{}: {}", e.path(), e.inner())))
-    } else {
-        let de = serde_norway::Deserializer::from_str(&text);
-        serde_path_to_error::deserialize(de).map_err(|e| bad(format!("{}: {}", e.path(), e.inner())))
-    }
-}
-
 /// `plan -f FILE` (nothing changes) or `apply -f FILE`: every node with its MAC, address, VM
 /// and what happens to it.
 pub async fn plan_or_apply(client: &Client, file: &Path, apply: bool, output: Output) -> Result<(), ClientError> {
-    let definition = read_definition(file)?;
+    let definition: Definition = super::read_document(file)?;
     let (method, path) = if apply {
         (Method::PUT, format!("/api/v1/clusters/{}/definition", definition.name))
     } else {

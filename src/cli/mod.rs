@@ -445,14 +445,19 @@ fn print_event(e: &Event, output: Output) {
     );
 }
 
-/// `slipway apply -f FILE`: a YAML or JSON manifest of clusters, profiles and nodes.
-pub async fn apply(client: &Client, file: &Path, output: Output) -> Result<(), ClientError> {
+/// Reads a YAML or JSON document from `file` (`-` for stdin); errors name the file and field.
+pub fn read_document<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, ClientError> {
     let text = if file == Path::new("-") {
         std::io::read_to_string(std::io::stdin()).map_err(|e| ClientError::Setup(format!("stdin: {e}")))?
     } else {
         std::fs::read_to_string(file).map_err(|e| ClientError::Setup(format!("{}: {e}", file.display())))?
     };
-    let manifest = parse_manifest(&text).map_err(|e| ClientError::Setup(format!("{}: {e}", file.display())))?;
+    parse_document(&text).map_err(|e| ClientError::Setup(format!("{}: {e}", file.display())))
+}
+
+/// `slipway apply -f FILE`: a YAML or JSON manifest of clusters, profiles and nodes.
+pub async fn apply(client: &Client, file: &Path, output: Output) -> Result<(), ClientError> {
+    let manifest: Manifest = read_document(file)?;
     let outcomes: Vec<Outcome> = client.json(Method::POST, "/api/v1/apply", Some(&manifest)).await?;
     match output {
         Output::Json => print_json(&outcomes),
@@ -465,7 +470,7 @@ pub async fn apply(client: &Client, file: &Path, output: Output) -> Result<(), C
     Ok(())
 }
 
-/// A manifest that does not read; names the field.
+/// A document (manifest, definition) that does not read; names the field.
 #[derive(Debug, thiserror::Error)]
 pub enum BadManifest {
     #[error("{path}: {source}")]
@@ -476,6 +481,11 @@ pub enum BadManifest {
 
 /// Reads a manifest as JSON if it looks like JSON, else as YAML; errors name the field.
 pub fn parse_manifest(text: &str) -> Result<Manifest, BadManifest> {
+    parse_document(text)
+}
+
+/// Reads a document as JSON if it looks like JSON, else as YAML; errors name the field.
+pub fn parse_document<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, BadManifest> {
     if text.trim_start().starts_with('{') {
         let mut de = serde_json::Deserializer::from_str(text);
         serde_path_to_error::deserialize(&mut de)
