@@ -129,6 +129,26 @@ enum ClusterAction {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Change a node group's count: new nodes are made and booted, leaving ones drained,
+    /// shut down and deleted with their VMs.
+    Scale {
+        name: String,
+        #[arg(long, short = 'g')]
+        group: String,
+        #[arg(long)]
+        count: u32,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Delete a defined cluster: every node leaves (VMs shut down and deleted unless
+    /// --keep-vms), then the cluster and its definition go.
+    Delete {
+        name: String,
+        #[arg(long)]
+        keep_vms: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Resume every failed node in the phase it failed in, with a fresh deadline.
     Retry {
         name: String,
@@ -280,6 +300,12 @@ fn main() -> ExitCode {
             }
             ClusterAction::Status { name, watch, api } => {
                 client_command(&api, |c| async move { cli::cluster::status(&c, &name, watch, api.output).await })
+            }
+            ClusterAction::Scale { name, group, count, api } => {
+                client_command(&api, |c| async move { cli::cluster::scale(&c, &name, &group, count, api.output).await })
+            }
+            ClusterAction::Delete { name, keep_vms, api } => {
+                client_command(&api, |c| async move { cli::cluster::delete(&c, &name, keep_vms, api.output).await })
             }
             ClusterAction::Retry { name, api } => {
                 client_command(&api, |c| async move { cli::cluster::retry(&c, &name, api.output).await })

@@ -2,7 +2,8 @@
 //! slipway's own QEMU backend, which network-boot from slipway and phone home; the engine moves
 //! every node through its phases. The daemon is killed with SIGKILL while the VMs are being
 //! made and started again: it resumes from the stored phases, and the backend holds exactly
-//! the planned VMs. Needs root (namespaces, taps) and QEMU.
+//! the planned VMs. Scaling down and deleting leave no VM or reservation behind. Needs root
+//! (namespaces, taps) and QEMU.
 
 use std::path::Path;
 use std::process::Command;
@@ -31,6 +32,9 @@ node_groups:
     memory: 512MiB
     disks: [{ size: 1GiB }]
     profile: tiny
+validation:
+  phases:
+    shutdown: 5s
 "#;
 
 fn config(dir: &Path, lab: &Lab, images: &Path) -> std::path::PathBuf {
@@ -96,7 +100,7 @@ fn vm_dirs(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-fn a_definition_becomes_booted_vms_and_a_kill_9_midway_resumes_without_duplicates() {
+fn a_definition_becomes_booted_vms_survives_kill_9_scales_down_and_deletes_without_leftovers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let lab = Lab::bridge_only("cl");
     let images = images(dir.path());
@@ -179,6 +183,40 @@ fn a_definition_becomes_booted_vms_and_a_kill_9_midway_resumes_without_duplicate
         let lease = leases.as_array().into_iter().flatten().find(|l| l["mac"] == mac.as_str());
         assert!(lease.is_some(), "no lease for {name} ({mac}): {leases}");
     }
+
+    // Scaling down: server-1 drains, its VM is shut down and deleted, its reservation goes.
+    let (ok, scaled, err) =
+        support::cli_in(Some(&lab.ns), &daemon, &["cluster", "scale", "lab", "-g", "server", "--count", "1"]);
+    assert!(ok, "{err}");
+    assert!(scaled.lines().any(|l| l.starts_with("server-1") && l.ends_with("delete")), "{scaled}");
+    support::eventually("server-1 removed", Duration::from_secs(120), || {
+        phases(&api(&lab, &daemon, "GET", "/api/v1/clusters/lab/status", None).1).len() == 1
+    });
+    assert_eq!(vm_dirs(dir.path()), ["server-0"], "the leaving node's VM is gone");
+    assert_eq!(api(&lab, &daemon, "GET", "/api/v1/nodes/server-1", None).0, 404, "and its reservation");
+    assert_eq!(api(&lab, &daemon, "GET", "/api/v1/nodes/server-0", None).0, 200);
+    let (_, events) = api(&lab, &daemon, "GET", "/api/v1/events?node=server-1&type=node_phase,vm_deleted", None);
+    let story: Vec<String> = events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            e["details"]["phase"].as_str().unwrap_or_else(|| e["details"]["type"].as_str().unwrap_or("")).to_owned()
+        })
+        .collect();
+    let tail: Vec<&str> = story.iter().rev().take(4).rev().map(String::as_str).collect();
+    assert_eq!(tail, ["shutting-down", "deleting", "vm_deleted", "removed"], "{story:?}");
+
+    // Deleting the cluster takes every node, VM and reservation with it, then the cluster.
+    let (ok, removing, err) = support::cli_in(Some(&lab.ns), &daemon, &["cluster", "delete", "lab"]);
+    assert!(ok && removing.starts_with("removing: server-0"), "{removing}{err}");
+    support::eventually("the cluster gone", Duration::from_secs(120), || {
+        api(&lab, &daemon, "GET", "/api/v1/clusters/lab/status", None).0 == 404
+    });
+    assert!(vm_dirs(dir.path()).is_empty(), "VMs left: {:?}", vm_dirs(dir.path()));
+    assert_eq!(api(&lab, &daemon, "GET", "/api/v1/clusters/lab", None).0, 404);
+    let (_, nodes) = api(&lab, &daemon, "GET", "/api/v1/nodes", None);
+    assert_eq!(nodes, serde_json::json!([]), "no reservation left");
     daemon.stop(Duration::from_secs(10));
 }
 
@@ -197,9 +235,10 @@ fn a_vm_that_never_boots_fails_at_its_deadline_and_retry_resumes_it() {
     netns(&["link", "add", "br9", "type", "bridge"]);
     netns(&["link", "set", "br9", "up"]);
     let daemon = support::start_in(Some(&lab.ns), &config(dir.path(), &lab, &images), &[]);
-    let definition = DEFINITION.replace("count: 2", "count: 1\n    nics: [{ bridge: br9 }]")
+    let definition = DEFINITION
+        .replace("count: 2", "count: 1\n    nics: [{ bridge: br9 }]")
         // Short deadlines bound the test (and `status --watch`, which ends once every node settled).
-        + "validation:\n  phases:\n    boot: 20s\n    config: 3m\n    phone_home: 3m\n";
+        .replace("shutdown: 5s", "shutdown: 5s\n    boot: 20s\n    config: 3m\n    phone_home: 3m");
     let file = dir.path().join("lab.yaml");
     std::fs::write(&file, &definition).expect("definition");
     let file = file.display().to_string();

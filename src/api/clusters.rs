@@ -37,7 +37,7 @@ impl From<ControlError> for ApiError {
                     })
                     .collect(),
             ),
-            ControlError::Removal(_) => ApiError::Conflict(e.to_string()),
+            ControlError::Busy(_) => ApiError::Conflict(e.to_string()),
             ControlError::NotFound(_) => ApiError::NotFound(e.to_string()),
             ControlError::Store(e) => e.into(),
             ControlError::Task(e) => ApiError::Internal(e),
@@ -80,6 +80,40 @@ pub async fn apply(
 ) -> Result<PlanView, ApiError> {
     let definition = definition_for(&name, definition)?;
     Ok(PlanView(s.clusters.apply(definition).await?))
+}
+
+/// The stored definition.
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/definition", tag = "clusters", params(("name" = String, Path)),
+    responses((status = 200, description = "the definition as applied"), (status = 404, body = ErrorBody)))]
+pub async fn get_definition(State(s): State<ApiState>, Path(name): Path<String>) -> Result<Json<Definition>, ApiError> {
+    let name = path_name(&name)?;
+    Ok(Json(s.clusters.definition(name.as_str()).await?))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct DeleteQuery {
+    /// `true`: leave the VMs running; only slipway's records of them go.
+    keep_vms: Option<bool>,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Removing {
+    /// The nodes now leaving (Draining -> ShuttingDown -> Deleting -> gone).
+    pub nodes: Vec<String>,
+}
+
+/// Delete a defined cluster: every node drains from the load balancers, its VM is shut down
+/// and deleted (unless `keep_vms`), its reservation and names go; the cluster and its
+/// definition go with the last node.
+#[utoipa::path(delete, path = "/api/v1/clusters/{name}/definition", tag = "clusters", params(("name" = String, Path), DeleteQuery),
+    responses((status = 200, body = Removing), (status = 404, body = ErrorBody)))]
+pub async fn delete_definition(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<DeleteQuery>,
+) -> Result<Json<Removing>, ApiError> {
+    let name = path_name(&name)?;
+    Ok(Json(Removing { nodes: s.clusters.delete(name.as_str(), q.keep_vms.unwrap_or(false)).await? }))
 }
 
 /// The cluster's phase and every node's: time in phase, deadline, VM, last error.

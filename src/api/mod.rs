@@ -98,7 +98,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(objects::get_network))
         .routes(routes!(objects::apply))
         .routes(routes!(clusters::plan))
-        .routes(routes!(clusters::apply))
+        .routes(routes!(clusters::apply, clusters::get_definition, clusters::delete_definition))
         .routes(routes!(clusters::status))
         .routes(routes!(clusters::retry))
         .routes(routes!(leases::list_leases))

@@ -26,9 +26,14 @@ pub async fn plan_or_apply(client: &Client, file: &Path, apply: bool, output: Ou
         (Method::POST, format!("/api/v1/clusters/{}/plan", definition.name))
     };
     let plan: Plan = client.json(method, &path, Some(&definition)).await?;
+    show_plan(&plan, apply, output);
+    Ok(())
+}
+
+fn show_plan(plan: &Plan, applied: bool, output: Output) {
     if output == Output::Json {
-        print_json(&plan);
-        return Ok(());
+        print_json(plan);
+        return;
     }
     let rows: Vec<Vec<String>> = plan
         .nodes
@@ -48,9 +53,46 @@ pub async fn plan_or_apply(client: &Client, file: &Path, apply: bool, output: Ou
             vec![p.node.name.to_string(), opt(role), p.node.mac.to_string(), p.node.ipv4.to_string(), opt(vm), action]
         })
         .collect();
+    let leaving = plan.changes.iter().filter(|c| c.action == crate::cluster::plan::Action::Delete);
+    let mut rows = rows;
+    rows.extend(
+        leaving.map(|c| vec![c.node.to_string(), "-".into(), "-".into(), "-".into(), "-".into(), "delete".into()]),
+    );
     crate::out!("{}", render(&["NODE", "ROLE", "MAC", "IPV4", "VM", "ACTION"], &rows));
-    if !apply {
+    if !applied {
         crate::outln!("(a plan: nothing was changed)");
+    }
+}
+
+/// `scale NAME --group G --count N`: the stored definition with one group's count changed,
+/// applied again.
+pub async fn scale(client: &Client, name: &str, group: &str, count: u32, output: Output) -> Result<(), ClientError> {
+    let path = format!("/api/v1/clusters/{}/definition", super::encode(name));
+    let mut definition: Definition = client.json(Method::GET, &path, None::<&()>).await?;
+    let groups: Vec<String> = definition.node_groups.iter().map(|g| g.name.to_string()).collect();
+    let Some(g) = definition.node_groups.iter_mut().find(|g| g.name.as_str() == group) else {
+        return Err(ClientError::Setup(format!(
+            "cluster {name} has no node group {group} (groups: {})",
+            groups.join(", ")
+        )));
+    };
+    g.count = count;
+    let plan: Plan = client.json(Method::PUT, &path, Some(&definition)).await?;
+    show_plan(&plan, true, output);
+    Ok(())
+}
+
+/// `delete NAME [--keep-vms]`.
+pub async fn delete(client: &Client, name: &str, keep_vms: bool, output: Output) -> Result<(), ClientError> {
+    let path = format!("/api/v1/clusters/{}/definition?keep_vms={keep_vms}", super::encode(name));
+    let removing: crate::api::clusters::Removing = client.json(Method::DELETE, &path, None::<&()>).await?;
+    match output {
+        Output::Json => print_json(&removing),
+        Output::Table if removing.nodes.is_empty() => crate::outln!("cluster {name} deleted"),
+        Output::Table => crate::outln!(
+            "removing: {} (follow with `slipway cluster status {name} --watch`)",
+            removing.nodes.join(", ")
+        ),
     }
     Ok(())
 }

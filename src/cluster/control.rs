@@ -38,8 +38,8 @@ impl std::fmt::Debug for Clusters {
 pub enum ControlError {
     #[error("the definition has {} problem(s): {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<Problem>),
-    #[error("removing nodes from a cluster is not available yet (would remove: {})", .0.join(", "))]
-    Removal(Vec<String>),
+    #[error("{0}")]
+    Busy(String),
     #[error("no defined cluster {0}")]
     NotFound(String),
     #[error(transparent)]
@@ -53,6 +53,15 @@ pub enum ControlError {
 pub struct Stored {
     pub definition: Definition,
     pub applied: Timestamp,
+    /// The cluster is being deleted (its nodes leave; then it and this record go).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleting: Option<Deletion>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
+pub struct Deletion {
+    /// The VMs stay; only slipway's records of them go.
+    pub keep_vms: bool,
 }
 
 /// A cluster's state for `status`.
@@ -103,24 +112,28 @@ impl Clusters {
         plan(definition, &self.store.snapshot(), &self.facts()).map_err(ControlError::Invalid)
     }
 
-    /// Stores `definition`, the cluster and its nodes' reservations, and every new node's first
-    /// phase, in one transaction; the engine takes it from there.
+    /// Stores `definition`, the cluster and its nodes' reservations, every new node's first
+    /// phase, and (scaling down) every leaving node's Draining, in one transaction; the engine
+    /// takes it from there.
     pub async fn apply(&self, definition: Definition) -> Result<Plan, ControlError> {
         let _one_at_a_time = self.apply.lock().await;
-        let plan = self.plan(&definition)?;
-        let removed: Vec<String> =
-            plan.changes.iter().filter(|c| c.action == Action::Delete).map(|c| c.node.to_string()).collect();
-        if !removed.is_empty() {
-            return Err(ControlError::Removal(removed));
+        let (stored, existing) = self.read(definition.name.as_str()).await?;
+        if stored.as_ref().is_some_and(|s| s.deleting.is_some()) {
+            return Err(ControlError::Busy(format!("cluster {} is being deleted", definition.name)));
         }
+        if let Some(r) = existing.iter().find(|r| r.phase.is_removal()) {
+            return Err(ControlError::Busy(format!(
+                "node {} is still being removed ({}); apply again once it is gone",
+                r.node,
+                r.phase.as_str()
+            )));
+        }
+        let plan = self.plan(&definition)?;
         let now = Timestamp::now();
         let limits = Limits::from(&definition.validation.phases);
         let mut ops = vec![Op::Put(Object::Cluster(plan.cluster.clone()))];
-        let mut records = vec![RecordWrite::put(
-            Records::Definitions,
-            definition.name.as_str(),
-            &Stored { definition: definition.clone(), applied: now },
-        )];
+        let stored = Stored { definition: definition.clone(), applied: now, deleting: None };
+        let mut records = vec![RecordWrite::put(Records::Definitions, definition.name.as_str(), &stored)];
         for (p, change) in plan.nodes.iter().zip(&plan.changes) {
             if change.action != Action::Keep {
                 ops.push(Op::Put(Object::Node(p.node.clone())));
@@ -138,21 +151,105 @@ impl Clusters {
                 records.push(RecordWrite::put(Records::Phases, p.node.name.as_str(), &record));
             }
         }
+        let leaving: Vec<Name> =
+            plan.changes.iter().filter(|c| c.action == Action::Delete).map(|c| c.node.clone()).collect();
+        self.retire(&definition.name, &leaving, &existing, false, limits, &mut ops, &mut records);
+        self.commit(ops, records).await?;
+        let created = plan.changes.iter().filter(|c| c.action == Action::Create).count();
+        tracing::info!(cluster = %definition.name, nodes = plan.nodes.len(), created, leaving = leaving.len(), "cluster definition applied");
+        Ok(plan)
+    }
+
+    /// Starts removing every node of `cluster` (their VMs too unless `keep_vms`); the cluster
+    /// and its definition go with the last node. Returns the nodes leaving.
+    pub async fn delete(&self, cluster: &str, keep_vms: bool) -> Result<Vec<String>, ControlError> {
+        let _one_at_a_time = self.apply.lock().await;
+        let (stored, existing) = self.read(cluster).await?;
+        let mut stored = stored.ok_or_else(|| ControlError::NotFound(cluster.to_owned()))?;
+        let name = stored.definition.name.clone();
+        let inv = self.store.snapshot();
+        let leaving: Vec<Name> =
+            inv.nodes.values().filter(|n| n.cluster.as_ref() == Some(&name)).map(|n| n.name.clone()).collect();
+        stored.deleting = Some(Deletion { keep_vms });
+        let limits = Limits::from(&stored.definition.validation.phases);
+        let mut ops = Vec::new();
+        let mut records = Vec::new();
+        self.retire(&name, &leaving, &existing, keep_vms, limits, &mut ops, &mut records);
+        if leaving.is_empty() {
+            if inv.clusters.contains_key(&name) {
+                ops.push(Op::Delete(crate::inventory::Kind::Cluster, name.clone()));
+            }
+            records.push(RecordWrite::remove(Records::Definitions, name.as_str()));
+        } else {
+            records.push(RecordWrite::put(Records::Definitions, name.as_str(), &stored));
+        }
+        self.commit(ops, records).await?;
+        tracing::info!(cluster = %name, nodes = leaving.len(), keep_vms, "cluster deletion started");
+        Ok(leaving.iter().map(ToString::to_string).collect())
+    }
+
+    /// The stored definition of `cluster`, if any.
+    pub async fn definition(&self, cluster: &str) -> Result<Definition, ControlError> {
+        let (stored, _) = self.read(cluster).await?;
+        stored.map(|s| s.definition).ok_or_else(|| ControlError::NotFound(cluster.to_owned()))
+    }
+
+    /// Marks `leaving` retiring in the inventory and moves each to Draining (a node without a
+    /// record, made before the definition, gets one with no VM to remove).
+    #[allow(clippy::too_many_arguments)]
+    fn retire(
+        &self,
+        cluster: &Name,
+        leaving: &[Name],
+        existing: &[NodeRecord],
+        keep_vms: bool,
+        limits: Limits,
+        ops: &mut Vec<Op>,
+        records: &mut Vec<RecordWrite>,
+    ) {
+        let inv = self.store.snapshot();
+        let now = Timestamp::now();
+        for name in leaving {
+            if let Some(node) = inv.nodes.get(name).filter(|n| !n.retiring) {
+                let mut node = node.clone();
+                node.retiring = true;
+                ops.push(Op::Put(Object::Node(node)));
+            }
+            let record = existing
+                .iter()
+                .find(|r| &r.node == name)
+                .cloned()
+                .unwrap_or_else(|| NodeRecord::planned(cluster.clone(), name.clone(), None, None, limits, now));
+            if record.phase.is_removal() {
+                continue;
+            }
+            let mut next = record.enter(Phase::Draining, now);
+            next.keep_vm = keep_vms;
+            records.push(RecordWrite::put(Records::Phases, name.as_str(), &next));
+        }
+    }
+
+    /// The stored definition of `cluster` and its nodes' records.
+    async fn read(&self, cluster: &str) -> Result<(Option<Stored>, Vec<NodeRecord>), ControlError> {
+        let (store, name) = (self.store.clone(), cluster.to_owned());
+        blocking(move || {
+            let stored = store.record::<Stored>(Records::Definitions, &name)?;
+            let records = store.records::<NodeRecord>(Records::Phases)?;
+            Ok((stored, records.into_iter().map(|(_, r)| r).filter(|r| r.cluster.as_str() == name).collect()))
+        })
+        .await
+    }
+
+    /// Commits inventory changes and records together, and tells the event log what changed.
+    async fn commit(&self, ops: Vec<Op>, records: Vec<RecordWrite>) -> Result<(), ControlError> {
         let (store, lock) = (self.store.clone(), self.records.clone());
         let (inv, outcomes) = blocking(move || {
             let _records = lock.lock().unwrap_or_else(|p| p.into_inner());
             store.apply_with(&ops, &records)
         })
         .await?;
-        for o in outcomes.iter().filter(|o| o.action != crate::inventory::Action::Unchanged) {
-            let node = (o.kind == crate::inventory::Kind::Node).then(|| o.name.clone());
-            let mac = node.as_ref().and_then(|n| inv.nodes.get(n)).map(|n| n.mac);
-            let details = EventKind::InventoryChanged { object: o.kind, name: o.name.clone(), action: o.action };
-            self.events.append(Source::Api, Subject { node, mac }, details);
-        }
-        let created = plan.changes.iter().filter(|c| c.action == Action::Create).count();
-        tracing::info!(cluster = %definition.name, nodes = plan.nodes.len(), created, "cluster definition applied");
-        Ok(plan)
+        inventory_events(&self.events, &inv, &outcomes);
+        Ok(())
     }
 
     /// The definition and its nodes' phases.
@@ -233,6 +330,20 @@ impl Clusters {
             self.events.append(Source::Cluster, subject, details);
         }
         Ok(resumed.into_iter().map(|(n, _, _)| n).collect())
+    }
+}
+
+/// One `inventory_changed` event per object a commit changed.
+pub(super) fn inventory_events(
+    events: &EventLog,
+    inv: &crate::inventory::Inventory,
+    outcomes: &[crate::inventory::Outcome],
+) {
+    for o in outcomes.iter().filter(|o| o.action != crate::inventory::Action::Unchanged) {
+        let node = (o.kind == crate::inventory::Kind::Node).then(|| o.name.clone());
+        let mac = node.as_ref().and_then(|n| inv.nodes.get(n)).map(|n| n.mac);
+        let details = EventKind::InventoryChanged { object: o.kind, name: o.name.clone(), action: o.action };
+        events.append(Source::Cluster, Subject { node, mac }, details);
     }
 }
 

@@ -158,6 +158,9 @@ pub struct PhaseTimeouts {
     /// From the config fetched to the node's phone-home (default 30 min).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
     pub phone_home: Option<Duration>,
+    /// How long a VM being removed gets to shut down on ACPI before it is stopped (default 1 min).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    pub shutdown: Option<Duration>,
 }
 
 impl PhaseTimeouts {
@@ -165,6 +168,7 @@ impl PhaseTimeouts {
     pub const DEFAULT_BOOT: Duration = Duration::from_secs(5 * 60);
     pub const DEFAULT_CONFIG: Duration = Duration::from_secs(15 * 60);
     pub const DEFAULT_PHONE_HOME: Duration = Duration::from_secs(30 * 60);
+    pub const DEFAULT_SHUTDOWN: Duration = Duration::from_secs(60);
 }
 
 /// An amount of memory or disk, kept in MiB: `16GiB`, `512MiB`, `1TiB` (`G`, `M`, `T` are the

@@ -15,10 +15,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::control::{Clusters, ControlError, blocking};
+use super::control::{Clusters, ControlError, Stored, blocking, inventory_events};
 use super::phase::{Next, NodeRecord, Phase, Seen, VmPlace, after_boot_events, cluster_phase};
 use crate::hypervisor::Hypervisor;
-use crate::inventory::{Name, Timestamp};
+use crate::inventory::{Kind, Name, Op, Timestamp};
 use crate::service::{RunError, Service};
 use crate::store::events::{Event, EventKind, Filter, Source, Subject};
 use crate::store::records::{RecordWrite, Records};
@@ -29,6 +29,8 @@ const TICK: Duration = Duration::from_secs(1);
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// How long a retried node's VM gets to power off on ACPI before it is stopped.
 const POWER_OFF_WAIT: Duration = Duration::from_secs(10);
+/// How long a leaving node's open load-balancer connections get before its VM is shut down.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 /// The bound engine.
 #[derive(Debug)]
@@ -140,15 +142,30 @@ impl Worker {
                 let next = if record.spec.is_some() { Phase::Creating } else { Phase::PoweringOn };
                 self.save(&record, record.enter(next, now)).await
             }
-            Phase::Creating | Phase::Created if past(&record, now) => {
+            Phase::Creating | Phase::Created | Phase::ShuttingDown | Phase::Deleting if past(&record, now) => {
+                let what = match record.phase {
+                    Phase::Creating => "created",
+                    Phase::Created => "powered on",
+                    Phase::ShuttingDown => "shut down",
+                    _ => "deleted",
+                };
                 let reason = format!(
-                    "the VM was not {} within {}; last error: {}",
-                    if record.phase == Phase::Creating { "created" } else { "powered on" },
+                    "the VM was not {what} within {}; last error: {}",
                     crate::inventory::types::format_duration(record.limits.create),
                     record.error.as_deref().unwrap_or("none")
                 );
                 self.save(&record, record.fail(reason, now)).await
             }
+            Phase::Draining => {
+                if now.0 < record.since.0 + DRAIN_GRACE {
+                    return Ok(());
+                }
+                if record.keep_vm || record.spec.is_none() || self.hypervisor(&record).is_none() {
+                    return self.remove(record).await;
+                }
+                self.save(&record, record.enter(Phase::ShuttingDown, now)).await
+            }
+            Phase::ShuttingDown | Phase::Deleting => self.take_down(record, now).await,
             Phase::Creating => self.create(record, now).await,
             Phase::Created => self.save(&record, record.enter(Phase::PoweringOn, now)).await,
             Phase::PoweringOn | Phase::Booting | Phase::ConfigServed => {
@@ -209,6 +226,77 @@ impl Worker {
             }
             Err(e) => self.note_error(&record, e.to_string()).await,
         }
+    }
+
+    /// Shuts a leaving node's VM down (ACPI, forced after the shutdown limit), then deletes it
+    /// with its disks; both are idempotent, so a restart simply asks again.
+    async fn take_down(&self, record: NodeRecord, now: Timestamp) -> Result<(), ControlError> {
+        let Some(hypervisor) = self.hypervisor(&record) else { return self.remove(record).await };
+        if self.recently_tried(&record) {
+            return Ok(());
+        }
+        self.tried(&record);
+        if record.phase == Phase::ShuttingDown {
+            return match hypervisor.shutdown(&record.node, record.limits.shutdown).await {
+                Ok(()) => self.save(&record, record.enter(Phase::Deleting, now)).await,
+                Err(e) => self.note_error(&record, e.to_string()).await,
+            };
+        }
+        match hypervisor.delete(&record.node).await {
+            Ok(()) => {
+                let details =
+                    EventKind::VmDeleted { vm: record.node.to_string(), hypervisor: hypervisor.name().to_owned() };
+                self.clusters.events.append(Source::Hypervisor, subject(&record), details);
+                self.remove(record).await
+            }
+            Err(e) => self.note_error(&record, e.to_string()).await,
+        }
+    }
+
+    /// The node is gone: its reservation (and with it its DNS names and configs), its installed
+    /// mark and its record go in one transaction; with the last node of a cluster being
+    /// deleted, the cluster and its definition too.
+    async fn remove(&self, record: NodeRecord) -> Result<(), ControlError> {
+        let (store, lock) = (self.clusters.store.clone(), self.clusters.records.clone());
+        let expected = record.clone();
+        let done = blocking(move || {
+            let _records = lock.lock().unwrap_or_else(|p| p.into_inner());
+            if store.record::<NodeRecord>(Records::Phases, expected.node.as_str())?.as_ref() != Some(&expected) {
+                return Ok(None);
+            }
+            let inv = store.snapshot();
+            let mut ops = Vec::new();
+            if inv.nodes.contains_key(&expected.node) {
+                ops.push(Op::Delete(Kind::Node, expected.node.clone()));
+            }
+            let mut records = vec![RecordWrite::remove(Records::Phases, expected.node.as_str())];
+            let others = store
+                .records::<NodeRecord>(Records::Phases)?
+                .into_iter()
+                .any(|(_, r)| r.cluster == expected.cluster && r.node != expected.node);
+            let stored = store.record::<Stored>(Records::Definitions, expected.cluster.as_str())?;
+            if !others && stored.is_some_and(|s| s.deleting.is_some()) {
+                if inv.clusters.contains_key(&expected.cluster) {
+                    ops.push(Op::Delete(Kind::Cluster, expected.cluster.clone()));
+                }
+                records.push(RecordWrite::remove(Records::Definitions, expected.cluster.as_str()));
+            }
+            let (inv, outcomes) = store.apply_with(&ops, &records)?;
+            store.set_installed(expected.node.as_str(), None)?;
+            Ok(Some((inv, outcomes)))
+        })
+        .await?;
+        let Some((inv, outcomes)) = done else { return Ok(()) };
+        tracing::info!("node removed");
+        let details = EventKind::NodePhase {
+            cluster: record.cluster.clone(),
+            from: record.phase.as_str().into(),
+            phase: "removed".into(),
+            error: None,
+        };
+        self.clusters.events.append(Source::Cluster, subject(&record), details);
+        inventory_events(&self.clusters.events, &inv, &outcomes);
+        Ok(())
     }
 
     /// Powers the VM on, once per phase entry in this process (and again `RETRY_AFTER` after a

@@ -5,6 +5,10 @@
 //! (its phone-home); a node slipway does not create (a listed one) starts at PoweringOn, waiting
 //! for someone to power it on. A phase that outlives its deadline fails the node with what was
 //! last seen; nothing is destroyed. Each record is stored before the step that needs it.
+//!
+//! A node leaves (scale-down, cluster delete) through Draining (out of the load balancers'
+//! pools; a grace period for open connections) -> ShuttingDown (ACPI, then forced) -> Deleting
+//! (the VM and its disks); then its reservation, names and record go in one transaction.
 
 use std::time::Duration;
 
@@ -31,6 +35,12 @@ pub enum Phase {
     ConfigServed,
     /// It phoned home from the installed system.
     Installed,
+    /// Being removed: out of the load balancers' pools, open connections get a grace period.
+    Draining,
+    /// Being removed: its VM is being shut down.
+    ShuttingDown,
+    /// Being removed: its VM is being deleted with its disks.
+    Deleting,
     /// A deadline passed or a step kept failing; `retry` resumes it.
     Failed,
 }
@@ -45,8 +55,16 @@ impl Phase {
             Phase::Booting => "booting",
             Phase::ConfigServed => "config-served",
             Phase::Installed => "installed",
+            Phase::Draining => "draining",
+            Phase::ShuttingDown => "shutting-down",
+            Phase::Deleting => "deleting",
             Phase::Failed => "failed",
         }
+    }
+
+    /// One of the phases a node leaves through.
+    pub fn is_removal(self) -> bool {
+        matches!(self, Phase::Draining | Phase::ShuttingDown | Phase::Deleting)
     }
 
     /// Nothing more happens without an operator (or the next issue's lifecycle).
@@ -66,6 +84,12 @@ pub struct Limits {
     pub config: Duration,
     #[serde(with = "crate::inventory::duration_text")]
     pub phone_home: Duration,
+    #[serde(with = "crate::inventory::duration_text", default = "default_shutdown")]
+    pub shutdown: Duration,
+}
+
+fn default_shutdown() -> Duration {
+    PhaseTimeouts::DEFAULT_SHUTDOWN
 }
 
 impl Limits {
@@ -75,17 +99,18 @@ impl Limits {
             boot: t.boot.unwrap_or(PhaseTimeouts::DEFAULT_BOOT),
             config: t.config.unwrap_or(PhaseTimeouts::DEFAULT_CONFIG),
             phone_home: t.phone_home.unwrap_or(PhaseTimeouts::DEFAULT_PHONE_HOME),
+            shutdown: t.shutdown.unwrap_or(PhaseTimeouts::DEFAULT_SHUTDOWN),
         }
     }
 
     /// How long `phase` may last; `None` for phases without a deadline.
     pub fn of(&self, phase: Phase) -> Option<Duration> {
         match phase {
-            Phase::Creating | Phase::Created => Some(self.create),
+            Phase::Creating | Phase::Created | Phase::ShuttingDown | Phase::Deleting => Some(self.create),
             Phase::PoweringOn => Some(self.boot),
             Phase::Booting => Some(self.config),
             Phase::ConfigServed => Some(self.phone_home),
-            Phase::Planned | Phase::Installed | Phase::Failed => None,
+            Phase::Planned | Phase::Installed | Phase::Draining | Phase::Failed => None,
         }
     }
 }
@@ -135,6 +160,9 @@ pub struct NodeRecord {
     /// network long ago).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub power_cycle: bool,
+    /// Removed without touching its VM (`cluster delete --keep-vms`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_vm: bool,
 }
 
 impl NodeRecord {
@@ -162,6 +190,7 @@ impl NodeRecord {
             vm: None,
             limits,
             power_cycle: false,
+            keep_vm: false,
         }
     }
 
@@ -256,11 +285,14 @@ pub fn after_boot_events(record: &NodeRecord, seen: &Seen, now: Timestamp) -> Ne
     }
 }
 
-/// A cluster's phase: the least advanced of its nodes', `failed` if one failed, `empty`
-/// without nodes.
+/// A cluster's phase: `failed` if a node failed, `removing` while one leaves, else the least
+/// advanced of its nodes', `empty` without nodes.
 pub fn cluster_phase(nodes: &[Phase]) -> &'static str {
     if nodes.contains(&Phase::Failed) {
         return "failed";
+    }
+    if nodes.iter().any(|p| p.is_removal()) {
+        return "removing";
     }
     nodes.iter().min().map_or("empty", |p| p.as_str())
 }

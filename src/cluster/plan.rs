@@ -464,6 +464,7 @@ fn node(
         labels,
         dhcp: Default::default(),
         origin: Origin::Api,
+        retiring: false,
     }
 }
 

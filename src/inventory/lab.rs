@@ -104,5 +104,6 @@ pub fn node(n: &str, mac: &str, addr: &str, cluster: Option<&str>, role: Option<
         labels: BTreeMap::new(),
         dhcp: Default::default(),
         origin: Origin::Api,
+        retiring: false,
     }
 }

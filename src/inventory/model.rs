@@ -276,6 +276,10 @@ pub struct Node {
     /// Set by slipway (`config` or `api`); ignored on input.
     #[serde(default)]
     pub origin: Origin,
+    /// Set by slipway while the cluster engine removes the node: load balancers send it nothing
+    /// new; its reservation and names stay until its VM is gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retiring: bool,
 }
 
 /// Per-node DHCP options; each one set replaces the network's value for this node only.

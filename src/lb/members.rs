@@ -11,7 +11,9 @@ pub fn backends(inv: &Inventory, pool: &Pool) -> Vec<SocketAddr> {
     let mut out: Vec<SocketAddr> = match &pool.backends {
         Backends::Static { addresses } => addresses.clone(),
         Backends::Cluster { cluster, members, port } => {
-            let nodes: Vec<_> = inv.nodes.values().filter(|n| n.cluster.as_ref() == Some(cluster)).collect();
+            // A retiring node (being removed) takes no new connections.
+            let nodes: Vec<_> =
+                inv.nodes.values().filter(|n| n.cluster.as_ref() == Some(cluster) && !n.retiring).collect();
             let with = |roles: &[Role]| -> Vec<SocketAddr> {
                 nodes
                     .iter()
