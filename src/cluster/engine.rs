@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -25,6 +26,8 @@ use crate::store::records::{RecordWrite, Records};
 
 /// How often every node is looked at without a trigger.
 const TICK: Duration = Duration::from_secs(1);
+/// How long after a waiting node's event the pass runs (the events of one burst share it).
+const EVENT_BATCH: Duration = Duration::from_millis(100);
 /// How long a failed hypervisor call waits before it is tried again (until the deadline).
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// How long a retried node's VM gets to power off on ACPI before it is stopped.
@@ -61,8 +64,12 @@ impl Service for Engine {
             busy: Mutex::default(),
             attempted: Mutex::default(),
             started: Mutex::default(),
+            waiting: Mutex::default(),
         });
-        let mut events = worker.clusters.events.subscribe();
+        // Listening to the event log only while a node waits on its boot: the engine costs the
+        // DHCP and HTTP hot paths nothing otherwise.
+        let mut events: Option<broadcast::Receiver<Arc<Event>>> = None;
+        let mut due: Option<tokio::time::Instant> = None;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut steps = JoinSet::new();
@@ -70,18 +77,33 @@ impl Service for Engine {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
-                received = events.recv() => match received {
-                    // A node's boot step (not the engine's own phase events) may move it on.
-                    Ok(e) if e.node.is_some() && e.source != Source::Cluster => {}
-                    Ok(_) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                },
+                () = sleep_until(due), if due.is_some() => {}
+                received = recv(&mut events), if events.is_some() => {
+                    match received {
+                        // A waiting node's boot step moves it on: one pass soon, for every
+                        // event of a burst.
+                        Ok(e) if worker.watches(&e) => {
+                            due.get_or_insert_with(|| tokio::time::Instant::now() + EVENT_BATCH);
+                        }
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            due.get_or_insert_with(tokio::time::Instant::now);
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    }
+                    continue;
+                }
             }
+            due = None;
             while steps.try_join_next().is_some() {}
             match worker.clone().pass(&mut steps).await {
                 Ok(()) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot read the node records"),
+            }
+            match (worker.anyone_waiting(), events.is_some()) {
+                (true, false) => events = Some(worker.clusters.events.subscribe()),
+                (false, true) => events = None,
+                _ => {}
             }
         }
         // Every step is safe to cut short: its record was stored before its action.
@@ -98,6 +120,22 @@ struct Worker {
     attempted: Mutex<std::collections::HashMap<Name, (Phase, tokio::time::Instant)>>,
     /// Nodes this process powered on, by the power-on they belong to.
     started: Mutex<HashSet<(Name, Option<Timestamp>)>>,
+    /// Nodes waiting on their boot events (as of the last pass).
+    waiting: Mutex<HashSet<Name>>,
+}
+
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv(events: &mut Option<broadcast::Receiver<Arc<Event>>>) -> Result<Arc<Event>, broadcast::error::RecvError> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -105,13 +143,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Worker {
+    /// A boot step of a node waiting on one (not the engine's own events).
+    fn watches(&self, e: &Event) -> bool {
+        e.source != Source::Cluster && e.node.as_ref().is_some_and(|n| lock(&self.waiting).contains(n))
+    }
+
+    fn anyone_waiting(&self) -> bool {
+        !lock(&self.waiting).is_empty()
+    }
+
     /// One look at every unsettled node: a step task for each that has none running.
     async fn pass(self: Arc<Self>, steps: &mut JoinSet<()>) -> Result<(), ControlError> {
         let store = self.clusters.store.clone();
         let records = blocking(move || store.records::<NodeRecord>(Records::Phases)).await?;
-        let waiting =
-            records.iter().any(|(_, r)| matches!(r.phase, Phase::PoweringOn | Phase::Booting | Phase::ConfigServed));
-        if waiting {
+        let waiting: HashSet<Name> = records
+            .iter()
+            .filter(|(_, r)| matches!(r.phase, Phase::PoweringOn | Phase::Booting | Phase::ConfigServed))
+            .map(|(_, r)| r.node.clone())
+            .collect();
+        let any = !waiting.is_empty();
+        *lock(&self.waiting) = waiting;
+        if any {
             // The boot events appended so far are on disk for the steps to read.
             self.clusters.events.flush().await;
         }

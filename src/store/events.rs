@@ -456,8 +456,13 @@ impl EventLog {
                     }
                 }
             } else {
+                let since = filter.since.map(Timestamp::unix_millis);
                 'rows: for row in table.iter()?.rev() {
                     let (key, value) = row?;
+                    // A row's newest event is older than `since`: so are the rows before it.
+                    if since.is_some_and(|since| value.value().0 < since) {
+                        break;
+                    }
                     for line in lines(value.value().1).rev() {
                         if out.len() >= limit {
                             break 'rows;
