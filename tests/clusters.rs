@@ -280,3 +280,43 @@ fn a_vm_that_never_boots_fails_at_its_deadline_and_retry_resumes_it() {
     assert!(last.starts_with("installed"), "{watched}\nserial:\n{serial}");
     daemon.stop(Duration::from_secs(10));
 }
+
+/// Deleting a cluster whose VM is already gone completes (a missing VM is shut down and deleted
+/// already), and a cluster a profile still names is refused up front instead of sticking.
+#[test]
+fn a_cluster_whose_vm_is_gone_deletes_and_one_a_profile_names_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = Lab::bridge_only("cd");
+    let images = images(dir.path());
+    let daemon = support::start_in(Some(&lab.ns), &config(dir.path(), &lab, &images), &[]);
+    // The VM is made, but cannot start (its bridge does not exist): it stays powering-on.
+    let definition = DEFINITION.replace("count: 2", "count: 1\n    nics: [{ bridge: nosuchbr }]");
+    let (code, body) = api(&lab, &daemon, "PUT", "/api/v1/clusters/lab/definition", Some(&definition));
+    assert_eq!(code, 200, "{body}");
+    support::eventually("the start failing on the missing bridge", Duration::from_secs(60), || {
+        let (_, status) = api(&lab, &daemon, "GET", "/api/v1/clusters/lab/status", None);
+        status["nodes"][0]["error"].as_str().is_some_and(|e| e.contains("nosuchbr"))
+    });
+
+    let profile = "clusters: []\nprofiles:\n  - name: pinned\n    kernel: vmlinuz\n    match: { cluster: lab }\n";
+    let (code, body) = api(&lab, &daemon, "POST", "/api/v1/apply", Some(profile));
+    assert_eq!(code, 200, "{body}");
+    let (code, refused) = api(&lab, &daemon, "DELETE", "/api/v1/clusters/lab/definition", None);
+    assert_eq!(code, 409, "{refused}");
+    assert!(
+        refused["message"].as_str().is_some_and(|m| m.contains("cannot be deleted") && m.contains("pinned")),
+        "{refused}"
+    );
+    assert_eq!(api(&lab, &daemon, "DELETE", "/api/v1/profiles/pinned", None).0, 204);
+
+    // The VM vanishes behind slipway's back; the delete still completes.
+    std::fs::remove_dir_all(dir.path().join("vms/server-0")).expect("remove the VM's directory");
+    let (code, body) = api(&lab, &daemon, "DELETE", "/api/v1/clusters/lab/definition", None);
+    assert_eq!(code, 200, "{body}");
+    support::eventually("the cluster gone", Duration::from_secs(60), || {
+        api(&lab, &daemon, "GET", "/api/v1/clusters/lab/status", None).0 == 404
+    });
+    assert_eq!(api(&lab, &daemon, "GET", "/api/v1/clusters/lab", None).0, 404);
+    assert_eq!(api(&lab, &daemon, "GET", "/api/v1/nodes", None).1, serde_json::json!([]));
+    daemon.stop(Duration::from_secs(10));
+}

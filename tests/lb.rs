@@ -231,6 +231,9 @@ fn deleting_the_bootstrap_node_drops_it_from_the_api_pool_without_cutting_a_mast
 
 /// An HTTPS backend: `/readyz` answers 200 or 500 as `ready` says; `/stream` sends `tick` lines
 /// every 100 ms for four seconds (a long-lived stream, like a Kubernetes watch).
+/// Lines `/stream` sends, 100 ms apart: open longer than the checks take to mark it down.
+const STREAM_TICKS: usize = 80;
+
 async fn https_backend(cert: &std::path::Path, key: &std::path::Path, ready: Arc<AtomicBool>) -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let acceptor = crate::support::tls_acceptor(cert, key);
@@ -251,7 +254,7 @@ async fn https_backend(cert: &std::path::Path, key: &std::path::Path, ready: Arc
                     let _ = tls
                         .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n")
                         .await;
-                    for _ in 0..40 {
+                    for _ in 0..STREAM_TICKS {
                         if tls.write_all(b"tick\n").await.is_err() || tls.flush().await.is_err() {
                             return;
                         }
@@ -280,7 +283,9 @@ fn a_backend_whose_readyz_fails_leaves_the_pool_while_its_open_stream_keeps_flow
     let ready = Arc::new(AtomicBool::new(true));
     let backend = runtime.block_on(https_backend(&cert, &key, ready.clone()));
     let frontend = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
-    let check = r#"{ kind = "https", path = "/readyz", interval = "200ms", timeout = "150ms", rise = 2, fall = 2 }"#;
+    // A generous check timeout: on a loaded machine a 150 ms one can expire before the 500
+    // arrives, and the down event would name the timeout instead.
+    let check = r#"{ kind = "https", path = "/readyz", interval = "500ms", timeout = "500ms", rise = 2, fall = 2 }"#;
     let pool = Config::prod(dir.path()).pool("web").list("backends", [backend]).value("check", check);
     let daemon = support::start(&web(pool, frontend), &[]);
     let pem = std::fs::read(&cert).expect("cert");
@@ -300,7 +305,7 @@ fn a_backend_whose_readyz_fails_leaves_the_pool_while_its_open_stream_keeps_flow
         }
         ready.store(false, Ordering::Relaxed);
         let state = {
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
             loop {
                 let state = tokio::task::block_in_place(|| backend_state(&daemon, backend));
                 if state == "down" || std::time::Instant::now() > deadline {
@@ -317,10 +322,10 @@ fn a_backend_whose_readyz_fails_leaves_the_pool_while_its_open_stream_keeps_flow
         }
         (before, after)
     });
-    assert_eq!(ticks_before + ticks_after, 40, "every tick of the open stream arrived");
+    assert_eq!(ticks_before + ticks_after, STREAM_TICKS, "every tick of the open stream arrived");
     assert!(ticks_after > 0);
     ready.store(true, Ordering::Relaxed);
-    eventually("the backend to come back after rise successes", Duration::from_secs(5), || {
+    eventually("the backend to come back after rise successes", Duration::from_secs(15), || {
         backend_state(&daemon, backend) == "up"
     });
     let (ok, out, _) = support::cli(&daemon, &["get", "events", "--type", "backend_down,backend_up", "-o", "json"]);

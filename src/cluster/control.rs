@@ -121,7 +121,7 @@ impl Clusters {
         if stored.as_ref().is_some_and(|s| s.deleting.is_some()) {
             return Err(ControlError::Busy(format!("cluster {} is being deleted", definition.name)));
         }
-        if let Some(r) = existing.iter().find(|r| r.phase.is_removal()) {
+        if let Some(r) = existing.iter().find(|r| r.is_leaving()) {
             return Err(ControlError::Busy(format!(
                 "node {} is still being removed ({}); apply again once it is gone",
                 r.node,
@@ -154,6 +154,11 @@ impl Clusters {
         let leaving: Vec<Name> =
             plan.changes.iter().filter(|c| c.action == Action::Delete).map(|c| c.node.clone()).collect();
         self.retire(&definition.name, &leaving, &existing, false, limits, &mut ops, &mut records);
+        // A node made under a name used before must install again: no old installed mark.
+        let new: Vec<String> =
+            plan.changes.iter().filter(|c| c.action == Action::Create).map(|c| c.node.to_string()).collect();
+        let store = self.store.clone();
+        blocking(move || new.iter().try_for_each(|n| store.set_installed(n, None).map(drop))).await?;
         self.commit(ops, records).await?;
         let created = plan.changes.iter().filter(|c| c.action == Action::Create).count();
         tracing::info!(cluster = %definition.name, nodes = plan.nodes.len(), created, leaving = leaving.len(), "cluster definition applied");
@@ -168,8 +173,24 @@ impl Clusters {
         let mut stored = stored.ok_or_else(|| ControlError::NotFound(cluster.to_owned()))?;
         let name = stored.definition.name.clone();
         let inv = self.store.snapshot();
-        let leaving: Vec<Name> =
+        // Its nodes, and any record whose node was deleted from the inventory by hand.
+        let mut leaving: Vec<Name> =
             inv.nodes.values().filter(|n| n.cluster.as_ref() == Some(&name)).map(|n| n.name.clone()).collect();
+        for r in &existing {
+            if !leaving.contains(&r.node) {
+                leaving.push(r.node.clone());
+            }
+        }
+        // Refused now rather than stuck later: the cluster itself must be deletable once its
+        // nodes are gone (no profile or pool may still name it).
+        let mut after = (*inv).clone();
+        after.nodes.retain(|_, n| n.cluster.as_ref() != Some(&name));
+        after.reindex();
+        if after.clusters.contains_key(&name)
+            && let Err(e) = after.apply(&[Op::Delete(crate::inventory::Kind::Cluster, name.clone())])
+        {
+            return Err(ControlError::Busy(format!("cluster {name} cannot be deleted: {e}")));
+        }
         stored.deleting = Some(Deletion { keep_vms });
         let limits = Limits::from(&stored.definition.validation.phases);
         let mut ops = Vec::new();

@@ -152,10 +152,47 @@ impl Worker {
         !lock(&self.waiting).is_empty()
     }
 
+    /// Removes each cluster being deleted whose nodes are all gone, with its definition. One
+    /// the inventory will not let go (a profile or pool still names it) stays, with a warning,
+    /// and is tried again on the next pass.
+    async fn finish_deletions(&self, records: &[(String, NodeRecord)]) -> Result<(), ControlError> {
+        let (store, lock) = (self.clusters.store.clone(), self.clusters.records.clone());
+        let busy: HashSet<Name> = records.iter().map(|(_, r)| r.cluster.clone()).collect();
+        let done = blocking(move || {
+            let _records = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut done = Vec::new();
+            for (name, stored) in store.records::<Stored>(Records::Definitions)? {
+                let cluster = stored.definition.name.clone();
+                if stored.deleting.is_none() || busy.contains(&cluster) {
+                    continue;
+                }
+                let ops: Vec<Op> = if store.snapshot().clusters.contains_key(&cluster) {
+                    vec![Op::Delete(Kind::Cluster, cluster.clone())]
+                } else {
+                    Vec::new()
+                };
+                match store.apply_with(&ops, &[RecordWrite::remove(Records::Definitions, name)]) {
+                    Ok(applied) => done.push((cluster, applied)),
+                    Err(e) => tracing::warn!(%cluster, error = %e, "cannot remove the deleted cluster yet"),
+                }
+            }
+            Ok(done)
+        })
+        .await?;
+        for (cluster, (inv, outcomes)) in done {
+            tracing::info!(%cluster, "cluster deleted");
+            let details = EventKind::ClusterPhase { cluster, phase: "deleted".into() };
+            self.clusters.events.append(Source::Cluster, Subject::default(), details);
+            inventory_events(&self.clusters.events, &inv, &outcomes);
+        }
+        Ok(())
+    }
+
     /// One look at every unsettled node: a step task for each that has none running.
     async fn pass(self: Arc<Self>, steps: &mut JoinSet<()>) -> Result<(), ControlError> {
         let store = self.clusters.store.clone();
         let records = blocking(move || store.records::<NodeRecord>(Records::Phases)).await?;
+        self.finish_deletions(&records).await?;
         let waiting: HashSet<Name> = records
             .iter()
             .filter(|(_, r)| matches!(r.phase, Phase::PoweringOn | Phase::Booting | Phase::ConfigServed))
@@ -212,8 +249,16 @@ impl Worker {
                 if now.0 < record.since.0 + DRAIN_GRACE {
                     return Ok(());
                 }
-                if record.keep_vm || record.spec.is_none() || self.hypervisor(&record).is_none() {
+                if record.keep_vm || record.spec.is_none() {
                     return self.remove(record).await;
+                }
+                if self.hypervisor(&record).is_none() {
+                    // Removing the record would orphan a running VM (and free its address).
+                    let reason = format!(
+                        "hypervisor {} is not configured: its VM cannot be removed (configure it and retry, or delete with --keep-vms)",
+                        record.hypervisor.as_deref().unwrap_or("(none)")
+                    );
+                    return self.save(&record, record.fail(reason, now)).await;
                 }
                 self.save(&record, record.enter(Phase::ShuttingDown, now)).await
             }
@@ -283,18 +328,26 @@ impl Worker {
     /// Shuts a leaving node's VM down (ACPI, forced after the shutdown limit), then deletes it
     /// with its disks; both are idempotent, so a restart simply asks again.
     async fn take_down(&self, record: NodeRecord, now: Timestamp) -> Result<(), ControlError> {
-        let Some(hypervisor) = self.hypervisor(&record) else { return self.remove(record).await };
+        let Some(hypervisor) = self.hypervisor(&record) else {
+            let reason = format!("hypervisor {} is not configured", record.hypervisor.as_deref().unwrap_or("(none)"));
+            return self.save(&record, record.fail(reason, now)).await;
+        };
         if self.recently_tried(&record) {
             return Ok(());
         }
         self.tried(&record);
+        // A VM that is not there (never made, or deleted before a restart) is shut down and
+        // deleted already.
+        let gone = |e: &crate::hypervisor::Error| matches!(e.kind, crate::hypervisor::ErrorKind::NotFound);
         if record.phase == Phase::ShuttingDown {
             return match hypervisor.shutdown(&record.node, record.limits.shutdown).await {
                 Ok(()) => self.save(&record, record.enter(Phase::Deleting, now)).await,
+                Err(e) if gone(&e) => self.save(&record, record.enter(Phase::Deleting, now)).await,
                 Err(e) => self.note_error(&record, e.to_string()).await,
             };
         }
         match hypervisor.delete(&record.node).await {
+            Err(e) if gone(&e) => self.remove(record).await,
             Ok(()) => {
                 let details =
                     EventKind::VmDeleted { vm: record.node.to_string(), hypervisor: hypervisor.name().to_owned() };
@@ -305,9 +358,9 @@ impl Worker {
         }
     }
 
-    /// The node is gone: its reservation (and with it its DNS names and configs), its installed
-    /// mark and its record go in one transaction; with the last node of a cluster being
-    /// deleted, the cluster and its definition too.
+    /// The node is gone: its installed mark first (a node of the same name made later must
+    /// install), then its reservation (and with it its DNS names and configs) and its record in
+    /// one transaction. A deleted cluster goes once its last node has (`finish_deletions`).
     async fn remove(&self, record: NodeRecord) -> Result<(), ControlError> {
         let (store, lock) = (self.clusters.store.clone(), self.clusters.records.clone());
         let expected = record.clone();
@@ -316,26 +369,14 @@ impl Worker {
             if store.record::<NodeRecord>(Records::Phases, expected.node.as_str())?.as_ref() != Some(&expected) {
                 return Ok(None);
             }
+            store.set_installed(expected.node.as_str(), None)?;
             let inv = store.snapshot();
             let mut ops = Vec::new();
             if inv.nodes.contains_key(&expected.node) {
                 ops.push(Op::Delete(Kind::Node, expected.node.clone()));
             }
-            let mut records = vec![RecordWrite::remove(Records::Phases, expected.node.as_str())];
-            let others = store
-                .records::<NodeRecord>(Records::Phases)?
-                .into_iter()
-                .any(|(_, r)| r.cluster == expected.cluster && r.node != expected.node);
-            let stored = store.record::<Stored>(Records::Definitions, expected.cluster.as_str())?;
-            if !others && stored.is_some_and(|s| s.deleting.is_some()) {
-                if inv.clusters.contains_key(&expected.cluster) {
-                    ops.push(Op::Delete(Kind::Cluster, expected.cluster.clone()));
-                }
-                records.push(RecordWrite::remove(Records::Definitions, expected.cluster.as_str()));
-            }
-            let (inv, outcomes) = store.apply_with(&ops, &records)?;
-            store.set_installed(expected.node.as_str(), None)?;
-            Ok(Some((inv, outcomes)))
+            let records = [RecordWrite::remove(Records::Phases, expected.node.as_str())];
+            Ok(Some(store.apply_with(&ops, &records)?))
         })
         .await?;
         let Some((inv, outcomes)) = done else { return Ok(()) };

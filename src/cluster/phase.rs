@@ -194,12 +194,17 @@ impl NodeRecord {
         }
     }
 
+    /// Leaving, or failed while leaving.
+    pub fn is_leaving(&self) -> bool {
+        self.phase.is_removal() || (self.phase == Phase::Failed && self.failed_in.is_some_and(Phase::is_removal))
+    }
+
     /// The record moved to `phase` at `now`, with that phase's deadline.
     pub fn enter(&self, phase: Phase, now: Timestamp) -> NodeRecord {
         let mut next = self.clone();
         next.phase = phase;
         next.since = now;
-        next.deadline = self.limits.of(phase).map(|d| Timestamp(now.0 + d));
+        next.deadline = self.limits.of(phase).and_then(|d| now.0.checked_add(d)).map(Timestamp);
         next.error = None;
         if phase == Phase::PoweringOn {
             next.powered_on = Some(now);
@@ -279,7 +284,11 @@ pub fn after_boot_events(record: &NodeRecord, seen: &Seen, now: Timestamp) -> Ne
             };
             let limit = record.limits.of(record.phase).map(crate::inventory::types::format_duration);
             let last = seen.last.as_deref().unwrap_or("nothing from it since power-on");
-            Next::Fail(format!("{waited} within {}; last seen: {last}", limit.unwrap_or_default()))
+            let mut reason = format!("{waited} within {}; last seen: {last}", limit.unwrap_or_default());
+            if let Some(error) = &record.error {
+                reason.push_str(&format!("; last error: {error}"));
+            }
+            Next::Fail(reason)
         }
         _ => Next::Wait,
     }

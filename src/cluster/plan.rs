@@ -87,6 +87,11 @@ pub struct Change {
     pub fields: Vec<String>,
 }
 
+/// The most nodes one group may have.
+pub const MAX_GROUP: u32 = 1000;
+/// The longest a phase may be given (and the shortest: 1 s).
+pub const MAX_PHASE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 /// Turns `def` into a plan against `inv`, or every problem it has.
 pub fn plan(def: &Definition, inv: &Inventory, facts: &Facts) -> Result<Plan, Vec<Problem>> {
     let mut problems = Problems::default();
@@ -95,10 +100,15 @@ pub fn plan(def: &Definition, inv: &Inventory, facts: &Facts) -> Result<Plan, Ve
         problems.add("network", &def.network, "no such network");
     }
     check_hypervisor(def, facts, &mut problems);
+    check_timeouts(def, &mut problems);
     check_groups(def, &mut problems);
     check_roles(def, &mut problems);
     if let Some(hosts) = &facts.hosts {
         check_placement(def, hosts, &mut problems);
+    }
+    // Names are made only for a definition whose groups are sound (a count is bounded then).
+    if !problems.0.is_empty() {
+        return Err(problems.0);
     }
     let names = node_names(def, inv, &mut problems);
     let Some(network) = network else { return Err(problems.0) };
@@ -161,6 +171,9 @@ fn check_groups(def: &Definition, problems: &mut Problems) {
         if g.count == 0 {
             problems.add(at("count"), g.count, "must be at least 1 (delete the group to have none)");
         }
+        if g.count > MAX_GROUP {
+            problems.add(at("count"), g.count, format!("must be at most {MAX_GROUP}"));
+        }
         if g.cores == Some(0) {
             problems.add(at("cores"), 0, "must be at least 1");
         }
@@ -190,13 +203,32 @@ fn check_groups(def: &Definition, problems: &mut Problems) {
     }
 }
 
+fn check_timeouts(def: &Definition, problems: &mut Problems) {
+    let t = &def.validation.phases;
+    let phases = [
+        ("create", t.create),
+        ("boot", t.boot),
+        ("config", t.config),
+        ("phone_home", t.phone_home),
+        ("shutdown", t.shutdown),
+    ];
+    let all = phases.into_iter().map(|(n, d)| (format!("validation.phases.{n}"), d));
+    for (field, d) in all.chain([("validation.timeout".to_owned(), def.validation.timeout)]) {
+        if let Some(d) = d
+            && (d < std::time::Duration::from_secs(1) || d > MAX_PHASE)
+        {
+            problems.add(field, crate::inventory::types::format_duration(d), "must be between 1s and 7days");
+        }
+    }
+}
+
 /// The roles a kind has: OKD one temporary bootstrap node and a control plane; k3s a control
 /// plane (its first server initialises the cluster) and no bootstrap node.
 fn check_roles(def: &Definition, problems: &mut Problems) {
     let groups = def.node_groups.iter().enumerate().map(|(i, g)| (format!("node_groups[{i}]"), g.role, g.count));
     let listed = def.nodes.iter().enumerate().map(|(i, n)| (format!("nodes[{i}]"), n.role, 1));
     let all: Vec<(String, Role, u32)> = groups.chain(listed).collect();
-    let count = |role: Role| all.iter().filter(|(_, r, _)| *r == role).map(|(_, _, c)| c).sum::<u32>();
+    let count = |role: Role| all.iter().filter(|(_, r, _)| *r == role).map(|(_, _, c)| u64::from(*c)).sum::<u64>();
     match def.kind {
         ClusterKind::K3s => {
             for (at, role, _) in all.iter().filter(|(_, r, _)| *r == Role::Bootstrap) {

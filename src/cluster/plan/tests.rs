@@ -179,6 +179,21 @@ fn every_bad_definition_is_refused_naming_the_field_and_value() {
     let cases: Vec<Case> = vec![
         ("count 0", Box::new(|d| d.node_groups[2].count = 0), "node_groups[2].count = 0: must be at least 1"),
         (
+            "a huge count (no names are made for it)",
+            Box::new(|d| d.node_groups[2].count = 4_000_000_000),
+            "node_groups[2].count = 4000000000: must be at most 1000",
+        ),
+        (
+            "a zero timeout",
+            Box::new(|d| d.validation.phases.boot = Some(std::time::Duration::ZERO)),
+            "validation.phases.boot = 0s: must be between 1s and 7days",
+        ),
+        (
+            "a timeout past any date",
+            Box::new(|d| d.validation.phases.create = Some(std::time::Duration::from_secs(10_000 * 365 * 86_400))),
+            "validation.phases.create = 9993years 1month 26days 7h 26m 24s: must be between 1s and 7days",
+        ),
+        (
             "k3s bootstrap",
             Box::new(|d| d.kind = ClusterKind::K3s),
             "node_groups[0].role = bootstrap: k3s has no bootstrap node",
