@@ -2,7 +2,9 @@
 //! slipway's own QEMU backend, which network-boot from slipway and phone home; the engine moves
 //! every node through its phases. The daemon is killed with SIGKILL while the VMs are being
 //! made and started again: it resumes from the stored phases, and the backend holds exactly
-//! the planned VMs. Scaling down and deleting leave no VM or reservation behind. Needs root
+//! the planned VMs. Scaling down and deleting leave no VM or reservation behind, a kill while a
+//! node drains included. On the Proxmox stand-in (VMs backed by QEMU), hard anti-affinity
+//! spreads three VMs over three nodes, with a kill while a create task runs. Needs root
 //! (namespaces, taps) and QEMU.
 
 use std::path::Path;
@@ -37,7 +39,9 @@ validation:
     shutdown: 5s
 "#;
 
-fn config(dir: &Path, lab: &Lab, images: &Path) -> std::path::PathBuf {
+/// DHCP and HTTP boot on the lab's bridge, node addresses from .10-.99, the boot kit's `tiny`
+/// profile; the hypervisor section comes next.
+fn base(dir: &Path, images: &Path) -> Config {
     Config::new(dir)
         .section("[dhcp]")
         .list("interfaces", ["br0"])
@@ -53,6 +57,11 @@ fn config(dir: &Path, lab: &Lab, images: &Path) -> std::path::PathBuf {
         .list("args", ["console=ttyS0", "ds=nocloud;s={{config_url}}", "panic=-1"])
         .set("config", "cloud-init")
         .section("[[hypervisors]]")
+}
+
+/// `base` with slipway's local QEMU backend on the lab's bridge.
+fn config(dir: &Path, lab: &Lab, images: &Path) -> std::path::PathBuf {
+    base(dir, images)
         .set("name", "local")
         .set("kind", "qemu")
         .set("dir", dir.join("vms").display())
@@ -189,6 +198,13 @@ fn a_definition_becomes_booted_vms_survives_kill_9_scales_down_and_deletes_witho
         support::cli_in(Some(&lab.ns), &daemon, &["cluster", "scale", "lab", "-g", "server", "--count", "1"]);
     assert!(ok, "{err}");
     assert!(scaled.lines().any(|l| l.starts_with("server-1") && l.ends_with("delete")), "{scaled}");
+    // Killed while server-1 drains (before its VM is touched); started again, it finishes.
+    let (_, status) = api(&lab, &daemon, "GET", "/api/v1/clusters/lab/status", None);
+    assert!(status["nodes"].as_array().into_iter().flatten().any(|n| n["phase"] == "draining"), "{status}");
+    let mut daemon = daemon;
+    support::signal(&daemon.child, "KILL");
+    support::wait_exit(&mut daemon.child, Duration::from_secs(10)).expect("killed");
+    let daemon = support::start_in(Some(&lab.ns), &config, &[]);
     support::eventually("server-1 removed", Duration::from_secs(120), || {
         phases(&api(&lab, &daemon, "GET", "/api/v1/clusters/lab/status", None).1).len() == 1
     });
@@ -318,5 +334,85 @@ fn a_cluster_whose_vm_is_gone_deletes_and_one_a_profile_names_is_refused() {
     });
     assert_eq!(api(&lab, &daemon, "GET", "/api/v1/clusters/lab", None).0, 404);
     assert_eq!(api(&lab, &daemon, "GET", "/api/v1/nodes", None).1, serde_json::json!([]));
+    daemon.stop(Duration::from_secs(10));
+}
+
+/// On Proxmox (the stand-in, its VMs backed by local QEMU VMs): three control-plane nodes with
+/// hard anti-affinity land on three different Proxmox nodes with the planned MACs, boot from
+/// slipway and reach installed.
+#[test]
+fn a_cluster_on_proxmox_spreads_over_its_nodes_and_installs() {
+    use crate::pve::{self, PveNode, StandIn};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = Lab::bridge_only("cp");
+    let images = images(dir.path());
+    let pve = StandIn::start_in(dir.path(), Some(&lab.ns));
+    let qemu = std::sync::Arc::new(crate::hypervisor::qemu_backend(&lab, dir.path()));
+    pve.with(|s| {
+        s.nodes.push(PveNode {
+            name: "pve3".into(),
+            online: true,
+            maxmem: 8 * 1024 * 1024 * 1024,
+            storages: vec!["local-lvm".into()],
+            bridges: vec!["vmbr0".into(), "vmbr1".into()],
+        });
+        s.backing = Some(pve::Backing { qemu: qemu.clone(), bridges: [("vmbr0".to_owned(), "br0".to_owned())].into() });
+    });
+    std::fs::write(dir.path().join("pve-token"), format!("{}\n", pve::SECRET)).expect("token file");
+    let config = base(dir.path(), &images)
+        .set("name", "pve")
+        .set("kind", "proxmox")
+        .set("url", &pve.url)
+        .set("token_id", pve::TOKEN_ID)
+        .set("token_file", dir.path().join("pve-token").display())
+        .set("fingerprint", &pve.fingerprint)
+        .write();
+    // Creates take 5 s: slipway is killed while the first create task runs, and restarted.
+    pve.with(|s| s.faults.task_time = Some(Duration::from_secs(5)));
+    let mut daemon = support::start_in(Some(&lab.ns), &config, &[]);
+    let definition = DEFINITION
+        .replace("hypervisor: local", "hypervisor: pve")
+        .replace("count: 2", "count: 3\n    nics: [{ bridge: vmbr0 }]\n    placement: { anti_affinity: hard }");
+    let (code, plan) = api(&lab, &daemon, "PUT", "/api/v1/clusters/lab/definition", Some(&definition));
+    assert_eq!(code, 200, "{plan}");
+    support::eventually("a create task running on the stand-in", Duration::from_secs(30), || {
+        pve.with(|s| s.requests.iter().any(|r| r.starts_with("POST /nodes/") && r.ends_with("/qemu")))
+    });
+    support::signal(&daemon.child, "KILL");
+    support::wait_exit(&mut daemon.child, Duration::from_secs(10)).expect("killed");
+    pve.with(|s| s.faults.task_time = None);
+    let daemon = support::start_in(Some(&lab.ns), &config, &[]);
+
+    let deadline = Instant::now() + 2 * BOOT_LIMIT;
+    let mut status = Value::Null;
+    while Instant::now() < deadline {
+        status = api(&lab, &daemon, "GET", "/api/v1/clusters/lab/status", None).1;
+        if status["phase"] == "installed" {
+            break;
+        }
+        assert!(status["phase"] != "failed", "a node failed: {status}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert_eq!(status["phase"], "installed", "{status}");
+    let mut hosts: Vec<String> = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["vm"]["host"].as_str().unwrap_or("").to_owned())
+        .collect();
+    hosts.sort();
+    assert_eq!(hosts, ["pve1", "pve2", "pve3"], "hard anti-affinity: one control-plane VM per Proxmox node");
+    assert_eq!(pve.with(|s| s.vms.len()), 3, "no VM made twice across the kill");
+    // Each VM on Proxmox carries its planned MAC on its first NIC.
+    for node in plan["nodes"].as_array().expect("planned nodes") {
+        let (name, mac) = (node["node"]["name"].as_str().unwrap_or(""), node["node"]["mac"].as_str().unwrap_or(""));
+        let on_pve = pve.with(|s| {
+            s.vms.values().any(|vm| {
+                vm.config.get("name").map(String::as_str) == Some(name)
+                    && vm.config.get("net0").is_some_and(|n| n.to_lowercase().contains(&mac.to_lowercase()))
+            })
+        });
+        assert!(on_pve, "{name} with {mac} on the stand-in");
+    }
     daemon.stop(Duration::from_secs(10));
 }

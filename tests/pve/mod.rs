@@ -65,6 +65,8 @@ pub struct Faults {
     pub fail_create: Option<String>,
     /// Tasks never finish.
     pub hang_tasks: bool,
+    /// Tasks take this long instead of 300 ms (a slow storage's create).
+    pub task_time: Option<Duration>,
 }
 
 /// The stand-in's VMs are local QEMU VMs; Proxmox bridge names map to local bridges.
@@ -100,6 +102,12 @@ impl StandIn {
     /// Two nodes, `pve1` (16 GiB) and `pve2` (8 GiB), each with storage `local-lvm` and bridges
     /// `vmbr0` and `vmbr1`.
     pub fn start(dir: &Path) -> StandIn {
+        StandIn::start_in(dir, None)
+    }
+
+    /// `start`, listening on 127.0.0.1 inside network namespace `ns` (for a daemon that runs
+    /// there).
+    pub fn start_in(dir: &Path, ns: Option<&str>) -> StandIn {
         let node = |name: &str, gib: u64| PveNode {
             name: name.into(),
             online: true,
@@ -131,7 +139,16 @@ impl StandIn {
             .enable_all()
             .build()
             .expect("stand-in runtime");
-        let addr = runtime.block_on(serve(state.clone(), &cert, &key));
+        let bind = || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.set_nonblocking(true).expect("nonblocking");
+            listener
+        };
+        let listener = match ns {
+            Some(ns) => crate::netns::in_netns(ns, bind),
+            None => bind(),
+        };
+        let addr = runtime.block_on(serve(state.clone(), listener, &cert, &key));
         StandIn { url: format!("https://127.0.0.1:{}", addr.port()), fingerprint, ca, state, _runtime: runtime }
     }
 
@@ -182,9 +199,9 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (ca, cert, key)
 }
 
-async fn serve(state: Arc<Mutex<State>>, cert: &Path, key: &Path) -> SocketAddr {
+async fn serve(state: Arc<Mutex<State>>, listener: std::net::TcpListener, cert: &Path, key: &Path) -> SocketAddr {
     let acceptor = crate::support::tls_acceptor(cert, key);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::from_std(listener).expect("register the listener");
     let addr = listener.local_addr().expect("addr");
     let app = router(state);
     tokio::spawn(async move {
@@ -357,12 +374,13 @@ where
     );
     s.tasks.insert(upid.clone(), Task { node: node.into(), ty: ty.into(), id: id.into(), exitstatus: None });
     let hang = s.faults.hang_tasks;
+    let time = s.faults.task_time.unwrap_or(Duration::from_millis(300));
     let (state, key) = (state.clone(), upid.clone());
     tokio::spawn(async move {
         if hang {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(time).await;
         let result = work.await;
         let mut s = state.lock().expect("state");
         if let Some(task) = s.tasks.get_mut(&key) {
