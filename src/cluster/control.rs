@@ -377,3 +377,71 @@ pub(super) async fn blocking<T: Send + 'static>(
         Err(e) => Err(ControlError::Task(e.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::events::Retention;
+
+    fn clusters(dir: &std::path::Path) -> Clusters {
+        let mut inv = crate::inventory::lab::lab();
+        inv.clusters.clear();
+        inv.nodes.clear();
+        inv.reindex();
+        let store = Store::open(dir, inv).expect("store");
+        let events = EventLog::open(&store, Retention::default()).expect("events");
+        Clusters::new(&store, &events, Vec::new())
+    }
+
+    /// Machines listed by hand: no hypervisor needed.
+    fn definition(metal: &[&str]) -> Definition {
+        // Each machine's MAC from its number: metal-2 is 52:54:00:aa:00:02.
+        let nodes: Vec<String> = metal
+            .iter()
+            .map(|n| {
+                let i = n.trim_start_matches("metal-");
+                format!("  - {{ name: {n}, role: control-plane, mac: \"52:54:00:aa:00:0{i}\" }}\n")
+            })
+            .collect();
+        let yaml = format!(
+            "name: prod\nkind: k3s\nbase_domain: lab.example\nnetwork: cluster\napi_address: 192.0.2.10\n\
+             api_int_address: 10.1.107.1\ningress_address: 192.0.2.10\nnodes:\n{}",
+            nodes.concat()
+        );
+        serde_norway::from_str(&yaml).expect("definition")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_applies_are_serialised_and_each_leaves_a_consistent_cluster() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = clusters(dir.path());
+        let (a, b) = (definition(&["metal-0", "metal-1"]), definition(&["metal-0", "metal-2"]));
+        let (first, second) = tokio::join!(c.apply(a.clone()), c.apply(b.clone()));
+        // Both succeed, one after the other: the later one plans against the earlier one's
+        // nodes and retires the one it does not list. Interleaved, both would plan against an
+        // empty cluster and the earlier one's extra node would stay, active, in neither.
+        assert!(first.is_ok() && second.is_ok(), "{:?} {:?}", first.err(), second.err());
+        let stored = c.definition("prod").await.expect("stored");
+        assert!(stored == a || stored == b, "one definition, whole");
+        let status = c.status("prod").await.expect("status");
+        let active: Vec<&str> =
+            status.nodes.iter().filter(|n| n.phase == Phase::Planned).map(|n| n.name.as_str()).collect();
+        let wanted: Vec<&str> = stored.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(active, wanted, "{status:?}");
+        assert!(status.nodes.iter().all(|n| n.phase == Phase::Planned || n.phase == Phase::Draining), "{status:?}");
+    }
+
+    #[tokio::test]
+    async fn an_apply_while_a_node_leaves_or_the_cluster_is_deleted_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = clusters(dir.path());
+        c.apply(definition(&["metal-0", "metal-1"])).await.expect("apply");
+        c.apply(definition(&["metal-0"])).await.expect("scale down");
+        let busy = c.apply(definition(&["metal-0", "metal-1"])).await.expect_err("metal-1 is leaving");
+        assert!(matches!(&busy, ControlError::Busy(m) if m.contains("metal-1 is still being removed")), "{busy}");
+        let leaving = c.delete("prod", false).await.expect("delete");
+        assert_eq!(leaving, ["metal-0", "metal-1"]);
+        let busy = c.apply(definition(&["metal-0"])).await.expect_err("being deleted");
+        assert!(matches!(&busy, ControlError::Busy(m) if m == "cluster prod is being deleted"), "{busy}");
+    }
+}
