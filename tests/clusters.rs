@@ -329,9 +329,8 @@ fn a_cluster_whose_vm_is_gone_deletes_and_one_a_profile_names_is_refused() {
     std::fs::remove_dir_all(dir.path().join("vms/server-0")).expect("remove the VM's directory");
     let (code, body) = api(&lab, &daemon, "DELETE", "/api/v1/clusters/lab/definition", None);
     assert_eq!(code, 200, "{body}");
-    support::eventually("the cluster gone", Duration::from_secs(60), || {
-        api(&lab, &daemon, "GET", "/api/v1/clusters/lab/status", None).0 == 404
-    });
+    let (ok, watched, err) = support::cli_in(Some(&lab.ns), &daemon, &["cluster", "status", "lab", "--watch"]);
+    assert!(ok && watched.trim_end().ends_with("cluster lab: deleted"), "{watched}{err}");
     assert_eq!(api(&lab, &daemon, "GET", "/api/v1/clusters/lab", None).0, 404);
     assert_eq!(api(&lab, &daemon, "GET", "/api/v1/nodes", None).1, serde_json::json!([]));
     daemon.stop(Duration::from_secs(10));

@@ -103,7 +103,17 @@ pub async fn status(client: &Client, name: &str, watch: bool, output: Output) ->
     let path = format!("/api/v1/clusters/{}/status", super::encode(name));
     let mut last = String::new();
     loop {
-        let status: Status = client.json(Method::GET, &path, None::<&()>).await?;
+        let status: Status = match client.json(Method::GET, &path, None::<&()>).await {
+            Ok(status) => status,
+            // Watching a cluster being deleted: its last node gone, the cluster is too.
+            Err(ClientError::Api { status, .. })
+                if watch && !last.is_empty() && status == reqwest::StatusCode::NOT_FOUND =>
+            {
+                crate::outln!("cluster {name}: deleted");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         let shown = match output {
             Output::Json => serde_json::to_string_pretty(&status).unwrap_or_default() + "\n",
             Output::Table => table(&status, Timestamp::now()),
