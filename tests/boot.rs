@@ -68,6 +68,20 @@ pub fn boot_kit() -> PathBuf {
     dir
 }
 
+/// The lab network on `br0` (last, so the caller may add keys to it).
+pub fn lab_network(config: Config) -> Config {
+    config.network("lab", "br0", "10.1.107.0/24").set("gateway", SERVER).set("domain", "lab.example")
+}
+
+/// The boot kit's `tiny` profile (cloud-init).
+pub fn tiny_profile(config: Config) -> Config {
+    config
+        .profile("tiny", "vmlinuz")
+        .list("initrds", ["initrd.cpio"])
+        .list("args", ["console=ttyS0", "ds=nocloud;s={{config_url}}", "panic=-1"])
+        .set("config", "cloud-init")
+}
+
 /// DHCP (with router advertisements), HTTP boot from `images` and, with `tftp`, TFTP on `br0`
 /// for `NODE`, which boots profile `tiny` (cloud-init).
 pub fn config(dir: &Path, images: &Path, tftp: bool) -> PathBuf {
@@ -78,16 +92,8 @@ pub fn config(dir: &Path, images: &Path, tftp: bool) -> PathBuf {
         .value("router_advertisements", true)
         .section("[http]")
         .set("listen", format!("{SERVER}:8080"))
-        .set("images", images.display())
-        .network("lab", "br0", "10.1.107.0/24")
-        .set("gateway", SERVER)
-        .set("domain", "lab.example")
-        .profile("tiny", "vmlinuz")
-        .list("initrds", ["initrd.cpio"])
-        .list("args", ["console=ttyS0", "ds=nocloud;s={{config_url}}", "panic=-1"])
-        .set("config", "cloud-init")
-        .node(name, mac, ipv4)
-        .set("profile", "tiny");
+        .set("images", images.display());
+    let config = tiny_profile(lab_network(config)).node(name, mac, ipv4).set("profile", "tiny");
     if tftp { config.section("[tftp]").set("listen", format!("{SERVER}:69")) } else { config }.write()
 }
 

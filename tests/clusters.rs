@@ -42,21 +42,14 @@ validation:
 /// DHCP and HTTP boot on the lab's bridge, node addresses from .10-.99, the boot kit's `tiny`
 /// profile; the hypervisor section comes next.
 fn base(dir: &Path, images: &Path) -> Config {
-    Config::new(dir)
+    let config = Config::new(dir)
         .section("[dhcp]")
         .list("interfaces", ["br0"])
         .section("[http]")
         .set("listen", format!("{SERVER}:8080"))
-        .set("images", images.display())
-        .network("lab", "br0", "10.1.107.0/24")
-        .set("gateway", SERVER)
-        .set("domain", "lab.example")
-        .value("static_range", r#"{ start = "10.1.107.10", end = "10.1.107.99" }"#)
-        .profile("tiny", "vmlinuz")
-        .list("initrds", ["initrd.cpio"])
-        .list("args", ["console=ttyS0", "ds=nocloud;s={{config_url}}", "panic=-1"])
-        .set("config", "cloud-init")
-        .section("[[hypervisors]]")
+        .set("images", images.display());
+    let config = boot::lab_network(config).value("static_range", r#"{ start = "10.1.107.10", end = "10.1.107.99" }"#);
+    boot::tiny_profile(config).section("[[hypervisors]]")
 }
 
 /// `base` with slipway's local QEMU backend on the lab's bridge.

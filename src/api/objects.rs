@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use super::ApiState;
 use super::error::{ApiError, Body, ErrorBody};
 use crate::inventory::{Action, Cluster, Inventory, Kind, Name, Network, Node, Object, Op, Outcome, Profile};
-use crate::store::events::{EventKind, Source, Subject};
+use crate::store::events::Source;
 
 /// Objects the API can write, with their place in the inventory.
 pub trait Resource: Serialize + DeserializeOwned + Clone + Send + 'static {
@@ -86,16 +86,7 @@ pub async fn commit(state: &ApiState, ops: Vec<Op>) -> Result<(Arc<Inventory>, V
     let (inv, outcomes) = tokio::task::spawn_blocking(move || store.apply(&ops))
         .await
         .map_err(|e| ApiError::Internal(format!("store task: {e}")))??;
-    for o in outcomes.iter().filter(|o| o.action != Action::Unchanged) {
-        let node = (o.kind == Kind::Node).then(|| o.name.clone());
-        let mac = node.as_ref().and_then(|n| inv.nodes.get(n)).map(|n| n.mac);
-        state.events.append(
-            Source::Api,
-            Subject { node, mac },
-            EventKind::InventoryChanged { object: o.kind, name: o.name.clone(), action: o.action },
-        );
-        tracing::info!(kind = %o.kind, name = %o.name, action = ?o.action, version = inv.version, "inventory changed");
-    }
+    state.events.inventory_changed(Source::Api, &inv, &outcomes);
     Ok((inv, outcomes))
 }
 

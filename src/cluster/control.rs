@@ -269,7 +269,7 @@ impl Clusters {
             store.apply_with(&ops, &records)
         })
         .await?;
-        inventory_events(&self.events, &inv, &outcomes);
+        self.events.inventory_changed(Source::Cluster, &inv, &outcomes);
         Ok(())
     }
 
@@ -351,20 +351,6 @@ impl Clusters {
             self.events.append(Source::Cluster, subject, details);
         }
         Ok(resumed.into_iter().map(|(n, _, _)| n).collect())
-    }
-}
-
-/// One `inventory_changed` event per object a commit changed.
-pub(super) fn inventory_events(
-    events: &EventLog,
-    inv: &crate::inventory::Inventory,
-    outcomes: &[crate::inventory::Outcome],
-) {
-    for o in outcomes.iter().filter(|o| o.action != crate::inventory::Action::Unchanged) {
-        let node = (o.kind == crate::inventory::Kind::Node).then(|| o.name.clone());
-        let mac = node.as_ref().and_then(|n| inv.nodes.get(n)).map(|n| n.mac);
-        let details = EventKind::InventoryChanged { object: o.kind, name: o.name.clone(), action: o.action };
-        events.append(Source::Cluster, Subject { node, mac }, details);
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::control::{Clusters, ControlError, Stored, blocking, inventory_events};
+use super::control::{Clusters, ControlError, Stored, blocking};
 use super::phase::{Next, NodeRecord, Phase, Seen, VmPlace, after_boot_events, cluster_phase};
 use crate::hypervisor::Hypervisor;
 use crate::inventory::{Kind, Name, Op, Timestamp};
@@ -183,7 +183,7 @@ impl Worker {
             tracing::info!(%cluster, "cluster deleted");
             let details = EventKind::ClusterPhase { cluster, phase: "deleted".into() };
             self.clusters.events.append(Source::Cluster, Subject::default(), details);
-            inventory_events(&self.clusters.events, &inv, &outcomes);
+            self.clusters.events.inventory_changed(Source::Cluster, &inv, &outcomes);
         }
         Ok(())
     }
@@ -388,7 +388,7 @@ impl Worker {
             error: None,
         };
         self.clusters.events.append(Source::Cluster, subject(&record), details);
-        inventory_events(&self.clusters.events, &inv, &outcomes);
+        self.clusters.events.inventory_changed(Source::Cluster, &inv, &outcomes);
         Ok(())
     }
 

@@ -405,6 +405,23 @@ impl EventLog {
     }
 
     /// Events that could not be persisted because the writer was behind or closed.
+    /// One `inventory_changed` event per object a committed change changed (from `source`),
+    /// with the node's name and MAC for a node.
+    pub fn inventory_changed(
+        &self,
+        source: Source,
+        inv: &crate::inventory::Inventory,
+        outcomes: &[crate::inventory::Outcome],
+    ) {
+        for o in outcomes.iter().filter(|o| o.action != Action::Unchanged) {
+            let node = (o.kind == Kind::Node).then(|| o.name.clone());
+            let mac = node.as_ref().and_then(|n| inv.nodes.get(n)).map(|n| n.mac);
+            let details = EventKind::InventoryChanged { object: o.kind, name: o.name.clone(), action: o.action };
+            self.append(source, Subject { node, mac }, details);
+            tracing::info!(kind = %o.kind, name = %o.name, action = ?o.action, version = inv.version, "inventory changed");
+        }
+    }
+
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
     }
