@@ -88,6 +88,42 @@ fn api(lab: &Lab, daemon: &support::Daemon, method: &str, path: &str, yaml: Opti
     (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
+/// The cluster's status (`Null` when there is none).
+fn status(lab: &Lab, daemon: &support::Daemon) -> Value {
+    api(lab, daemon, "GET", "/api/v1/clusters/lab/status", None).1
+}
+
+/// SIGKILL, then the same daemon started again.
+fn kill_and_restart(lab: &Lab, mut daemon: support::Daemon, config: &Path) -> support::Daemon {
+    support::signal(&daemon.child, "KILL");
+    support::wait_exit(&mut daemon.child, Duration::from_secs(10)).expect("killed");
+    support::start_in(Some(&lab.ns), config, &[])
+}
+
+/// `base` with a Proxmox hypervisor `pve`: the stand-in, its token and its pinned certificate.
+fn pve_config(dir: &Path, images: &Path, pve: &crate::pve::StandIn) -> std::path::PathBuf {
+    std::fs::write(dir.join("pve-token"), format!("{}\n", crate::pve::SECRET)).expect("token file");
+    base(dir, images)
+        .set("name", "pve")
+        .set("kind", "proxmox")
+        .set("url", &pve.url)
+        .set("token_id", crate::pve::TOKEN_ID)
+        .set("token_file", dir.join("pve-token").display())
+        .set("fingerprint", &pve.fingerprint)
+        .write()
+}
+
+/// A third Proxmox node with 8 GiB, local-lvm and vmbr0/vmbr1.
+fn third_node() -> crate::pve::PveNode {
+    crate::pve::PveNode {
+        name: "pve3".into(),
+        online: true,
+        maxmem: 8 * 1024 * 1024 * 1024,
+        storages: vec!["local-lvm".into()],
+        bridges: vec!["vmbr0".into(), "vmbr1".into()],
+    }
+}
+
 fn phases(status: &Value) -> Vec<String> {
     status["nodes"].as_array().into_iter().flatten().map(|n| n["phase"].as_str().unwrap_or("?").to_owned()).collect()
 }
@@ -107,7 +143,7 @@ fn a_definition_becomes_booted_vms_survives_kill_9_scales_down_and_deletes_witho
     let lab = Lab::bridge_only("cl");
     let images = images(dir.path());
     let config = config(dir.path(), &lab, &images);
-    let mut daemon = support::start_in(Some(&lab.ns), &config, &[]);
+    let daemon = support::start_in(Some(&lab.ns), &config, &[]);
 
     // A dry run changes nothing; a bad definition is refused naming the field.
     let (code, plan) = api(&lab, &daemon, "POST", "/api/v1/clusters/lab/plan", Some(DEFINITION));
@@ -133,14 +169,24 @@ fn a_definition_becomes_booted_vms_survives_kill_9_scales_down_and_deletes_witho
     assert_eq!(code, 200, "{applied}");
     assert_eq!(applied["nodes"], plan["nodes"], "the apply made the plan");
 
-    // Killed while the VMs are being made or started; started again, it carries on.
-    support::eventually("a node past planning", Duration::from_secs(60), || {
-        let (_, status) = api(&lab, &daemon, "GET", "/api/v1/clusters/lab/status", None);
-        phases(&status).iter().any(|p| p != "planned")
+    // Killed while a VM boots (it asked for its address, it has not phoned home); started
+    // again, slipway carries on without touching the booting VM, under the stored deadline.
+    let mut booting = Value::Null;
+    support::eventually("a node booting", BOOT_LIMIT, || {
+        let status = status(&lab, &daemon);
+        let found = status["nodes"].as_array().into_iter().flatten().find(|n| n["phase"] == "booting").cloned();
+        booting = found.unwrap_or(Value::Null);
+        !booting.is_null()
     });
-    support::signal(&daemon.child, "KILL");
-    support::wait_exit(&mut daemon.child, Duration::from_secs(10)).expect("killed");
-    let daemon = support::start_in(Some(&lab.ns), &config, &[]);
+    let name = booting["name"].as_str().unwrap_or_default().to_owned();
+    let daemon = kill_and_restart(&lab, daemon, &config);
+    let again = status(&lab, &daemon);
+    let same = again["nodes"].as_array().into_iter().flatten().find(|n| n["name"] == name.as_str()).cloned();
+    let same = same.unwrap_or(Value::Null);
+    assert!(["booting", "config-served", "installed"].contains(&same["phase"].as_str().unwrap_or("")), "{same}");
+    if same["phase"] == "booting" {
+        assert_eq!(same["deadline"], booting["deadline"], "the stored deadline: {booting} then {same}");
+    }
 
     let deadline = Instant::now() + 2 * BOOT_LIMIT;
     let mut status = Value::Null;
@@ -163,8 +209,9 @@ fn a_definition_becomes_booted_vms_survives_kill_9_scales_down_and_deletes_witho
         assert_eq!(node["vm"]["hypervisor"], "local", "{node}");
     }
 
-    // Each node's events tell the story: its VM made once, its phases in order.
-    let (_, events) = api(&lab, &daemon, "GET", "/api/v1/events?node=server-0&limit=1000", None);
+    // The booting node's events tell the story: its VM made, its phases in order (never
+    // powered on again after the kill).
+    let (_, events) = api(&lab, &daemon, "GET", &format!("/api/v1/events?node={name}&limit=1000"), None);
     let events = events.as_array().cloned().unwrap_or_default();
     let created = events.iter().filter(|e| e["details"]["type"] == "vm_created").count();
     assert!(created >= 1, "{events:?}");
@@ -194,10 +241,7 @@ fn a_definition_becomes_booted_vms_survives_kill_9_scales_down_and_deletes_witho
     // Killed while server-1 drains (before its VM is touched); started again, it finishes.
     let (_, status) = api(&lab, &daemon, "GET", "/api/v1/clusters/lab/status", None);
     assert!(status["nodes"].as_array().into_iter().flatten().any(|n| n["phase"] == "draining"), "{status}");
-    let mut daemon = daemon;
-    support::signal(&daemon.child, "KILL");
-    support::wait_exit(&mut daemon.child, Duration::from_secs(10)).expect("killed");
-    let daemon = support::start_in(Some(&lab.ns), &config, &[]);
+    let daemon = kill_and_restart(&lab, daemon, &config);
     support::eventually("server-1 removed", Duration::from_secs(120), || {
         phases(&api(&lab, &daemon, "GET", "/api/v1/clusters/lab/status", None).1).len() == 1
     });
@@ -334,34 +378,20 @@ fn a_cluster_whose_vm_is_gone_deletes_and_one_a_profile_names_is_refused() {
 /// slipway and reach installed.
 #[test]
 fn a_cluster_on_proxmox_spreads_over_its_nodes_and_installs() {
-    use crate::pve::{self, PveNode, StandIn};
+    use crate::pve::{self, StandIn};
     let dir = tempfile::tempdir().expect("tempdir");
     let lab = Lab::bridge_only("cp");
     let images = images(dir.path());
     let pve = StandIn::start_in(dir.path(), Some(&lab.ns));
     let qemu = std::sync::Arc::new(crate::hypervisor::qemu_backend(&lab, dir.path()));
     pve.with(|s| {
-        s.nodes.push(PveNode {
-            name: "pve3".into(),
-            online: true,
-            maxmem: 8 * 1024 * 1024 * 1024,
-            storages: vec!["local-lvm".into()],
-            bridges: vec!["vmbr0".into(), "vmbr1".into()],
-        });
+        s.nodes.push(third_node());
         s.backing = Some(pve::Backing { qemu: qemu.clone(), bridges: [("vmbr0".to_owned(), "br0".to_owned())].into() });
     });
-    std::fs::write(dir.path().join("pve-token"), format!("{}\n", pve::SECRET)).expect("token file");
-    let config = base(dir.path(), &images)
-        .set("name", "pve")
-        .set("kind", "proxmox")
-        .set("url", &pve.url)
-        .set("token_id", pve::TOKEN_ID)
-        .set("token_file", dir.path().join("pve-token").display())
-        .set("fingerprint", &pve.fingerprint)
-        .write();
+    let config = pve_config(dir.path(), &images, &pve);
     // Creates take 5 s: slipway is killed while the first create task runs, and restarted.
     pve.with(|s| s.faults.task_time = Some(Duration::from_secs(5)));
-    let mut daemon = support::start_in(Some(&lab.ns), &config, &[]);
+    let daemon = support::start_in(Some(&lab.ns), &config, &[]);
     let definition = DEFINITION
         .replace("hypervisor: local", "hypervisor: pve")
         .replace("count: 2", "count: 3\n    nics: [{ bridge: vmbr0 }]\n    placement: { anti_affinity: hard }");
@@ -370,10 +400,8 @@ fn a_cluster_on_proxmox_spreads_over_its_nodes_and_installs() {
     support::eventually("a create task running on the stand-in", Duration::from_secs(30), || {
         pve.with(|s| s.requests.iter().any(|r| r.starts_with("POST /nodes/") && r.ends_with("/qemu")))
     });
-    support::signal(&daemon.child, "KILL");
-    support::wait_exit(&mut daemon.child, Duration::from_secs(10)).expect("killed");
+    let daemon = kill_and_restart(&lab, daemon, &config);
     pve.with(|s| s.faults.task_time = None);
-    let daemon = support::start_in(Some(&lab.ns), &config, &[]);
 
     let deadline = Instant::now() + 2 * BOOT_LIMIT;
     let mut status = Value::Null;
@@ -406,5 +434,116 @@ fn a_cluster_on_proxmox_spreads_over_its_nodes_and_installs() {
         });
         assert!(on_pve, "{name} with {mac} on the stand-in");
     }
+    daemon.stop(Duration::from_secs(10));
+}
+
+/// The kill points of a VM's life on Proxmox (the stand-in without VMs behind it: nothing
+/// boots, so every node waits in powering-on under a long boot deadline): slipway is killed
+/// while the start tasks run (the VMs made, not yet powered on), while a scale-down's shutdown
+/// tasks run (drained, not yet deleted) and while the delete tasks run. After each restart it
+/// carries on with the stored deadlines, and the stand-in holds exactly the planned VMs. On
+/// the way: soft anti-affinity spreads four VMs over three nodes, and a plan checks placement
+/// against Proxmox's nodes (hard anti-affinity for four on three is refused, naming the field).
+#[test]
+fn a_proxmox_cluster_survives_kill_9_at_every_step_of_its_vms_lives() {
+    use crate::pve::StandIn;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = Lab::bridge_only("ck");
+    let images = images(dir.path());
+    let pve = StandIn::start_in(dir.path(), Some(&lab.ns));
+    pve.with(|s| s.nodes.push(third_node()));
+    let config = pve_config(dir.path(), &images, &pve);
+    let mut daemon = support::start_in(Some(&lab.ns), &config, &[]);
+    let definition = DEFINITION
+        .replace("hypervisor: local", "hypervisor: pve")
+        .replace("count: 2", "count: 4\n    nics: [{ bridge: vmbr0 }]\n    placement: { anti_affinity: soft }")
+        .replace("shutdown: 5s", "shutdown: 5s\n    boot: 1h");
+
+    let hard = definition.replace("anti_affinity: soft", "anti_affinity: hard");
+    let (code, refused) = api(&lab, &daemon, "POST", "/api/v1/clusters/lab/plan", Some(&hard));
+    assert_eq!(code, 422, "{refused}");
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("node_groups[0].placement.anti_affinity = hard: 4 nodes need 4 hosts, but only 3"),
+        "{refused}"
+    );
+    let (code, plan) = api(&lab, &daemon, "POST", "/api/v1/clusters/lab/plan", Some(&definition));
+    assert_eq!(code, 200, "{plan}");
+    let foreseen: Vec<&str> =
+        plan["nodes"].as_array().expect("nodes").iter().map(|n| n["place"]["host"].as_str().unwrap_or("?")).collect();
+    assert_eq!(foreseen, ["pve1", "pve2", "pve3", "pve1"], "most free memory first, then spread: {plan}");
+
+    // Start tasks take 5 s: killed while they run, the VMs made but not yet powered on.
+    pve.with(|s| s.faults.slow_tasks.insert("qmstart".into(), Duration::from_secs(5)));
+    let (code, applied) = api(&lab, &daemon, "PUT", "/api/v1/clusters/lab/definition", Some(&definition));
+    assert_eq!(code, 200, "{applied}");
+    support::eventually("a start task running", Duration::from_secs(60), || {
+        pve.with(|s| s.requests.iter().any(|r| r.ends_with("/status/start")))
+    });
+    let before = status(&lab, &daemon);
+    assert!(pve.with(|s| s.vms.values().all(|vm| !vm.running)), "no VM powered on yet");
+    let deadlines = |status: &Value| -> Vec<(String, String)> {
+        status["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["phase"] == "powering-on")
+            .map(|n| (n["name"].as_str().unwrap_or("").to_owned(), n["deadline"].as_str().unwrap_or("").to_owned()))
+            .collect()
+    };
+    let stored = deadlines(&before);
+    assert!(!stored.is_empty(), "{before}");
+    daemon = kill_and_restart(&lab, daemon, &config);
+    pve.with(|s| s.faults.slow_tasks.clear());
+    support::eventually("every VM running", Duration::from_secs(120), || {
+        pve.with(|s| s.vms.len() == 4 && s.vms.values().all(|vm| vm.running))
+    });
+    let after = status(&lab, &daemon);
+    assert_eq!(phases(&after), ["powering-on"; 4], "{after}");
+    let kept: Vec<(String, String)> = deadlines(&after).into_iter().filter(|d| stored.contains(d)).collect();
+    assert_eq!(kept, stored, "the deadlines stored before the kill: {before}\n{after}");
+    let mut names: Vec<String> = pve.with(|s| s.vms.values().map(|vm| vm.config["name"].clone()).collect());
+    names.sort();
+    assert_eq!(names, ["server-0", "server-1", "server-2", "server-3"], "exactly the planned VMs");
+    let mut per_host: Vec<usize> = ["pve1", "pve2", "pve3"]
+        .iter()
+        .map(|h| pve.with(|s| s.vms.values().filter(|vm| vm.node == *h).count()))
+        .collect();
+    per_host.sort();
+    assert_eq!(per_host, [1, 1, 2], "soft anti-affinity: every node used, none twice before all once");
+
+    // Scaling down to two: killed while the leaving VMs' shutdown tasks run.
+    pve.with(|s| s.faults.slow_tasks.insert("qmshutdown".into(), Duration::from_secs(5)));
+    let (ok, _, err) =
+        support::cli_in(Some(&lab.ns), &daemon, &["cluster", "scale", "lab", "-g", "server", "--count", "2"]);
+    assert!(ok, "{err}");
+    support::eventually("a shutdown task running", Duration::from_secs(60), || {
+        pve.with(|s| s.requests.iter().any(|r| r.ends_with("/status/shutdown")))
+    });
+    let leaving = status(&lab, &daemon);
+    assert!(phases(&leaving).iter().any(|p| p == "shutting-down"), "{leaving}");
+    daemon = kill_and_restart(&lab, daemon, &config);
+    pve.with(|s| s.faults.slow_tasks.clear());
+    support::eventually("server-2 and server-3 gone", Duration::from_secs(120), || {
+        phases(&status(&lab, &daemon)).len() == 2
+    });
+    let mut names: Vec<String> = pve.with(|s| s.vms.values().map(|vm| vm.config["name"].clone()).collect());
+    names.sort();
+    assert_eq!(names, ["server-0", "server-1"], "the leaving VMs deleted, the others kept");
+
+    // Deleting: killed while the delete tasks run.
+    pve.with(|s| s.faults.slow_tasks.insert("qmdestroy".into(), Duration::from_secs(5)));
+    let (code, body) = api(&lab, &daemon, "DELETE", "/api/v1/clusters/lab/definition", None);
+    assert_eq!(code, 200, "{body}");
+    support::eventually("a delete task running", Duration::from_secs(60), || {
+        pve.with(|s| s.requests.iter().any(|r| r.starts_with("DELETE /nodes/")))
+    });
+    daemon = kill_and_restart(&lab, daemon, &config);
+    pve.with(|s| s.faults.slow_tasks.clear());
+    support::eventually("the cluster gone", Duration::from_secs(120), || {
+        api(&lab, &daemon, "GET", "/api/v1/clusters/lab/status", None).0 == 404
+    });
+    assert!(pve.with(|s| s.vms.is_empty()), "no VM left on Proxmox");
+    assert_eq!(api(&lab, &daemon, "GET", "/api/v1/nodes", None).1, serde_json::json!([]), "no reservation left");
     daemon.stop(Duration::from_secs(10));
 }

@@ -68,7 +68,7 @@ fn the_qemu_backend_boots_a_vm_from_slipway_and_delete_leaves_nothing() {
     let daemon = boot::serve(&lab, dir.path(), false);
     let backend = qemu_backend(&lab, dir.path());
     let spec = spec(Firmware::Bios);
-    let node = spec.owner.node.clone();
+    let node = spec.owner.clone();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
 
     let vm = runtime.block_on(backend.create(&spec)).expect("create");
@@ -85,7 +85,7 @@ fn the_qemu_backend_boots_a_vm_from_slipway_and_delete_leaves_nothing() {
     let found = runtime.block_on(restarted.status(&node)).expect("status").expect("found after restart");
     assert_eq!(found.state, VmState::Running);
 
-    let phoned = await_phone_home(&daemon, &lab, &backend.serial_log(&node));
+    let phoned = await_phone_home(&daemon, &lab, &backend.serial_log(&node.node));
     assert_eq!(phoned["details"]["ip"], NODE.2, "the VM phoned home from its reserved address");
     let listed = runtime.block_on(backend.list()).expect("list");
     assert_eq!(listed.len(), 1);
@@ -120,7 +120,7 @@ fn the_qemu_backend_names_a_missing_bridge_and_leaves_no_tap() {
     let backend = qemu_backend(&lab, dir.path());
     let mut spec = spec(Firmware::Uefi);
     spec.nics[0].bridge = Some("nosuchbr".into());
-    let node = spec.owner.node.clone();
+    let node = spec.owner.clone();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(backend.create(&spec)).expect("create");
     assert!(dir.path().join("vms").join(NODE.0).join("efivars.fd").exists(), "UEFI VMs get their own variables");

@@ -76,7 +76,7 @@ fn a_dual_homed_vlan_tagged_vm_is_created_started_shut_down_and_deleted_on_proxm
     let rt = runtime();
     for (node, firmware) in [("master-0", Firmware::Bios), ("master-1", Firmware::Uefi)] {
         let spec = spec(node, firmware);
-        let name = spec.owner.node.clone();
+        let name = spec.owner.clone();
         let vm = rt.block_on(backend.create(&spec)).expect("create");
         assert_eq!(vm.state, VmState::Stopped);
         assert_eq!(vm.host, "pve1", "the node with the most free memory");
@@ -104,6 +104,57 @@ fn a_dual_homed_vlan_tagged_vm_is_created_started_shut_down_and_deleted_on_proxm
         assert!(pve.with(|s| s.vms.is_empty()), "nothing left on Proxmox");
         rt.block_on(backend.delete(&name)).expect("deleting a deleted VM is fine");
     }
+}
+
+/// A VM acts only on its own owner's VM: the same node name in another cluster is another
+/// VM (never started or deleted for this one), and two VMs carrying one owner's tags (a clone
+/// copies them) are refused by name rather than acting on whichever comes first.
+#[test]
+fn a_vm_is_found_by_its_whole_owner_and_a_cloned_owner_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    let backend = backend(&pve);
+    let rt = runtime();
+    let spec = spec("master-0", Firmware::Bios);
+    let vm = rt.block_on(backend.create(&spec)).expect("create");
+    let vmid: u32 = vm.id.parse().expect("vmid");
+
+    let mut other = spec.owner.clone();
+    other.cluster = Some("staging".parse().expect("name"));
+    let err = rt.block_on(backend.start(&other)).expect_err("no such VM");
+    assert!(matches!(err.kind, ErrorKind::NotFound), "{err}");
+    rt.block_on(backend.delete(&other)).expect("nothing of its own to delete");
+    assert!(pve.with(|s| s.vms.contains_key(&vmid)), "prod's master-0 untouched");
+    assert_eq!(rt.block_on(backend.status(&other)).expect("status"), None);
+
+    // A clone of the VM (Proxmox copies its tags) on another node.
+    pve.with(|s| {
+        let mut clone = s.vms[&vmid].clone();
+        clone.node = "pve2".into();
+        s.vms.insert(vmid + 50, clone);
+    });
+    let err = rt.block_on(backend.start(&spec.owner)).expect_err("two VMs claim master-0");
+    let text = err.to_string();
+    assert!(text.contains(&format!("VMs {vmid} on pve1 and {} on pve2", vmid + 50)), "{text}");
+    assert!(pve.with(|s| s.vms.values().all(|v| !v.running)), "neither was started");
+}
+
+/// The hosts a plan checks placement against: every node with its free memory; with `nodes`
+/// set, the others take only VMs whose group targets them.
+#[test]
+fn hosts_are_the_proxmox_nodes_with_their_free_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    let rt = runtime();
+    let hosts = rt.block_on(backend(&pve).hosts()).expect("hosts");
+    let names: Vec<(&str, bool, bool)> = hosts.iter().map(|h| (h.name.as_str(), h.online, h.default_target)).collect();
+    assert_eq!(names, [("pve1", true, true), ("pve2", true, true)]);
+    let maxmem = pve.with(|s| s.nodes[0].maxmem);
+    assert_eq!(hosts[0].mem_free_mib, maxmem / (1024 * 1024), "nothing runs yet");
+    let mut settings = settings(&pve, pinned(&pve), pve::SECRET);
+    settings.nodes = vec!["pve2".into()];
+    let hosts = rt.block_on(Proxmox::new(settings).expect("backend").hosts()).expect("hosts");
+    assert_eq!(hosts.iter().map(|h| h.default_target).collect::<Vec<_>>(), [false, true]);
 }
 
 #[test]
@@ -267,12 +318,12 @@ fn a_vm_created_through_proxmox_boots_from_slipway_and_phones_home() {
     let mut spec = crate::hypervisor::spec(Firmware::Bios);
     spec.owner.cluster = Some("prod".parse().expect("name"));
     spec.nics[0].bridge = Some("vmbr0".into());
-    let node = spec.owner.node.clone();
+    let node = spec.owner.clone();
     let rt = runtime();
 
     let vm = rt.block_on(backend.create(&spec)).expect("create on Proxmox");
     rt.block_on(backend.start(&node)).expect("start on Proxmox");
-    let phoned = crate::hypervisor::await_phone_home(&daemon, &lab, &qemu.serial_log(&node));
+    let phoned = crate::hypervisor::await_phone_home(&daemon, &lab, &qemu.serial_log(&node.node));
     assert_eq!(phoned["details"]["ip"], NODE.2, "the VM phoned home from its reserved address");
     let local = rt.block_on(qemu.status(&node)).expect("status").expect("the stand-in's QEMU VM");
     assert_eq!(local.cluster.as_deref(), Some("prod"), "the stand-in built it from the Proxmox parameters");
@@ -378,8 +429,9 @@ fn the_stand_in_refuses_what_proxmox_refuses() {
     let pve = StandIn::start(dir.path());
     let api = Api::new(&pve.url, pve::TOKEN_ID, pve::SECRET, &pinned(&pve)).expect("api");
     let rt = runtime();
-    let vm = rt.block_on(backend(&pve).create(&spec("master-0", Firmware::Bios))).expect("create");
-    rt.block_on(backend(&pve).start(&"master-0".parse().expect("name"))).expect("start");
+    let spec = spec("master-0", Firmware::Bios);
+    let vm = rt.block_on(backend(&pve).create(&spec)).expect("create");
+    rt.block_on(backend(&pve).start(&spec.owner)).expect("start");
     let message = |r: Result<String, ApiError>| match r {
         Err(ApiError::Status { status, message }) => format!("{status} {message}"),
         other => panic!("expected a refusal, got {other:?}"),

@@ -65,7 +65,7 @@ pub async fn plan(
     Body(definition): Body<Definition>,
 ) -> Result<PlanView, ApiError> {
     let definition = definition_for(&name, definition)?;
-    Ok(PlanView(s.clusters.plan(&definition)?))
+    Ok(PlanView(s.clusters.plan(&definition).await?))
 }
 
 /// Store a definition: the cluster, its nodes' reservations and their first phase, in one

@@ -50,15 +50,21 @@ fn show_plan(plan: &Plan, applied: bool, output: Output) {
             } else {
                 format!("{} ({})", super::kebab(&change.action), change.fields.join(", "))
             };
-            vec![p.node.name.to_string(), opt(role), p.node.mac.to_string(), p.node.ipv4.to_string(), opt(vm), action]
+            let place = p.place.as_ref().map(|at| match &at.id {
+                Some(id) => format!("{} (VMID {id})", at.host),
+                None => at.host.clone(),
+            });
+            let row = [p.node.name.to_string(), opt(role), p.node.mac.to_string(), p.node.ipv4.to_string()];
+            row.into_iter().chain([opt(vm), opt(place), action]).collect()
         })
         .collect();
     let leaving = plan.changes.iter().filter(|c| c.action == crate::cluster::plan::Action::Delete);
     let mut rows = rows;
-    rows.extend(
-        leaving.map(|c| vec![c.node.to_string(), "-".into(), "-".into(), "-".into(), "-".into(), "delete".into()]),
-    );
-    crate::out!("{}", render(&["NODE", "ROLE", "MAC", "IPV4", "VM", "ACTION"], &rows));
+    rows.extend(leaving.map(|c| [c.node.as_str(), "-", "-", "-", "-", "-", "delete"].map(str::to_owned).to_vec()));
+    crate::out!("{}", render(&["NODE", "ROLE", "MAC", "IPV4", "VM", "HOST", "ACTION"], &rows));
+    for warning in &plan.warnings {
+        crate::outln!("warning: {warning}");
+    }
     if !applied {
         crate::outln!("(a plan: nothing was changed)");
     }

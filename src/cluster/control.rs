@@ -16,6 +16,9 @@ use crate::store::events::{EventKind, EventLog, Source, Subject};
 use crate::store::records::{RecordWrite, Records};
 use crate::store::{Store, StoreError};
 
+/// How long a plan waits for the hypervisor's hosts and VMs.
+const FACTS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The defined clusters, for the API and the engine.
 #[derive(Clone)]
 pub struct Clusters {
@@ -102,14 +105,45 @@ impl Clusters {
         }
     }
 
-    /// What planning knows of the hypervisors.
-    pub fn facts(&self) -> Facts {
-        Facts { hypervisors: self.hypervisors.iter().map(|h| h.name().to_owned()).collect(), hosts: None }
+    /// The configured hypervisors' names (all a plan needs to order and allocate nodes).
+    fn names(&self) -> Facts {
+        Facts { hypervisors: self.hypervisors.iter().map(|h| h.name().to_owned()).collect(), ..Facts::default() }
     }
 
-    /// The plan of `definition` against the inventory now; nothing is changed.
-    pub fn plan(&self, definition: &Definition) -> Result<Plan, ControlError> {
-        plan(definition, &self.store.snapshot(), &self.facts()).map_err(ControlError::Invalid)
+    /// What planning `definition` knows of the hypervisors: their names and, from the one that
+    /// makes its VMs, that one's hosts and slipway's VMs on it. A hypervisor that does not
+    /// answer (in `FACTS_TIMEOUT`) leaves placement unchecked, with a warning saying so: the
+    /// engine retries its calls until each phase's deadline.
+    async fn facts(&self, definition: &Definition) -> (Facts, Vec<String>) {
+        let mut facts = self.names();
+        let mut warnings = Vec::new();
+        let wanted = definition.hypervisor.as_ref().filter(|_| definition.node_groups.iter().any(|g| g.count > 0));
+        let Some(hypervisor) = wanted.and_then(|w| self.hypervisors.iter().find(|h| h.name() == w.as_str())) else {
+            return (facts, warnings);
+        };
+        let read = async { Ok::<_, crate::hypervisor::Error>((hypervisor.hosts().await?, hypervisor.list().await?)) };
+        match tokio::time::timeout(FACTS_TIMEOUT, read).await {
+            Ok(Ok((hosts, vms))) => {
+                facts.hosts = Some(hosts);
+                facts.vms = vms;
+            }
+            Ok(Err(e)) => warnings.push(format!("placement not checked: {e}")),
+            Err(_) => warnings.push(format!(
+                "placement not checked: hypervisor {} did not answer within {}",
+                hypervisor.name(),
+                humantime::format_duration(FACTS_TIMEOUT)
+            )),
+        }
+        (facts, warnings)
+    }
+
+    /// The plan of `definition` against the inventory and the hypervisor now; nothing is
+    /// changed.
+    pub async fn plan(&self, definition: &Definition) -> Result<Plan, ControlError> {
+        let (facts, warnings) = self.facts(definition).await;
+        let mut plan = plan(definition, &self.store.snapshot(), &facts).map_err(ControlError::Invalid)?;
+        plan.warnings = warnings;
+        Ok(plan)
     }
 
     /// Stores `definition`, the cluster and its nodes' reservations, every new node's first
@@ -128,7 +162,7 @@ impl Clusters {
                 r.phase.as_str()
             )));
         }
-        let plan = self.plan(&definition)?;
+        let plan = self.plan(&definition).await?;
         let now = Timestamp::now();
         let limits = Limits::from(&definition.validation.phases);
         let mut ops = vec![Op::Put(Object::Cluster(plan.cluster.clone()))];
@@ -284,8 +318,7 @@ impl Clusters {
         })
         .await?;
         let stored = stored.ok_or_else(|| ControlError::NotFound(cluster.to_owned()))?;
-        let order: Vec<Name> = self
-            .plan(&stored.definition)
+        let order: Vec<Name> = plan(&stored.definition, &self.store.snapshot(), &self.names())
             .map(|p| p.nodes.into_iter().map(|n| n.node.name).collect())
             .unwrap_or_default();
         let mut nodes: Vec<NodeRecord> =

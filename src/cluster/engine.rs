@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use super::control::{Clusters, ControlError, Stored, blocking};
 use super::phase::{Next, NodeRecord, Phase, Seen, VmPlace, after_boot_events, cluster_phase};
-use crate::hypervisor::Hypervisor;
+use crate::hypervisor::{Hypervisor, Owner};
 use crate::inventory::{Kind, Name, Op, Timestamp};
 use crate::service::{RunError, Service};
 use crate::store::events::{Event, EventKind, Filter, Source, Subject};
@@ -340,13 +340,13 @@ impl Worker {
         // deleted already.
         let gone = |e: &crate::hypervisor::Error| matches!(e.kind, crate::hypervisor::ErrorKind::NotFound);
         if record.phase == Phase::ShuttingDown {
-            return match hypervisor.shutdown(&record.node, record.limits.shutdown).await {
+            return match hypervisor.shutdown(&owner(&record), record.limits.shutdown).await {
                 Ok(()) => self.save(&record, record.enter(Phase::Deleting, now)).await,
                 Err(e) if gone(&e) => self.save(&record, record.enter(Phase::Deleting, now)).await,
                 Err(e) => self.note_error(&record, e.to_string()).await,
             };
         }
-        match hypervisor.delete(&record.node).await {
+        match hypervisor.delete(&owner(&record)).await {
             Err(e) if gone(&e) => self.remove(record).await,
             Ok(()) => {
                 let details =
@@ -401,12 +401,12 @@ impl Worker {
         }
         self.tried(record);
         if record.power_cycle {
-            if let Err(e) = hypervisor.shutdown(&record.node, POWER_OFF_WAIT).await {
+            if let Err(e) = hypervisor.shutdown(&owner(record), POWER_OFF_WAIT).await {
                 return self.note_error(record, e.to_string()).await;
             }
             tracing::info!("powered off for a fresh boot");
         }
-        match hypervisor.start(&record.node).await {
+        match hypervisor.start(&owner(record)).await {
             Ok(()) => {
                 lock(&self.started).insert((record.node.clone(), record.powered_on));
                 if record.power_cycle {
@@ -514,4 +514,12 @@ fn past(record: &NodeRecord, now: Timestamp) -> bool {
 
 fn subject(record: &NodeRecord) -> Subject {
     Subject { node: Some(record.node.clone()), mac: None }
+}
+
+/// Who the node's VM belongs to, as it was made.
+fn owner(record: &NodeRecord) -> Owner {
+    match &record.spec {
+        Some(spec) => spec.owner.clone(),
+        None => Owner { cluster: Some(record.cluster.clone()), node: record.node.clone() },
+    }
 }

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::definition::{Definition, Lifecycle, NodeGroup, Sizing};
-use crate::hypervisor::{self, AntiAffinity, Disk, Nic, NicModel, Owner, VmSpec};
+use crate::hypervisor::placement::{self, Host};
+use crate::hypervisor::{self, AntiAffinity, Disk, Nic, NicModel, Owner, Vm, VmSpec};
 use crate::inventory::{Cluster, ClusterKind, Inventory, MacAddr, Name, Network, Node, Origin, Role};
 
 /// What is known of the hypervisors when planning.
@@ -23,16 +24,11 @@ pub struct Facts {
     /// The configured hypervisors' names.
     pub hypervisors: Vec<String>,
     /// The hosts of the definition's hypervisor, when they could be read: placement is then
-    /// checked (targets exist, hard anti-affinity can be met, the memory is free somewhere).
+    /// checked (targets exist, hard anti-affinity can be met, the memory is free somewhere)
+    /// and each new VM's host foreseen.
     pub hosts: Option<Vec<Host>>,
-}
-
-/// One hypervisor host (a Proxmox node; `local` for QEMU).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Host {
-    pub name: String,
-    pub online: bool,
-    pub mem_free_mib: u64,
+    /// The VMs slipway owns on the definition's hypervisor (where the existing ones run).
+    pub vms: Vec<Vm>,
 }
 
 /// A problem with a definition: the field (`node_groups[1].count`), its value, what is wrong.
@@ -57,6 +53,9 @@ pub struct Plan {
     pub nodes: Vec<PlannedNode>,
     /// Against the inventory: what applying it creates, changes, keeps and deletes.
     pub changes: Vec<Change>,
+    /// What the plan could not check (a hypervisor that did not answer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -66,7 +65,21 @@ pub struct PlannedNode {
     pub group: Option<Name>,
     /// The VM to create; `None` for a listed node.
     pub vm: Option<VmSpec>,
+    /// Where its VM runs, or (a new one) is foreseen to go; `None` when the hypervisor's hosts
+    /// could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<Place>,
     pub lifecycle: Lifecycle,
+}
+
+/// A VM's host and hypervisor id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Place {
+    pub host: String,
+    /// The VMID of an existing VM. A new one's is given by the hypervisor when it is made
+    /// (Proxmox's `/cluster/nextid`), so a plan cannot promise it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,13 +143,17 @@ pub fn plan(def: &Definition, inv: &Inventory, facts: &Facts) -> Result<Plan, Ve
         ingress_address: def.ingress_address,
         origin: Origin::Api,
     };
-    let nodes = planned_nodes(def, &names, &addresses, &macs);
+    let mut nodes = planned_nodes(def, &names, &addresses, &macs);
     check_result(def, inv, &cluster, &nodes, &mut problems);
     if !problems.0.is_empty() {
         return Err(problems.0);
     }
+    place_vms(def, &mut nodes, facts, &mut problems);
+    if !problems.0.is_empty() {
+        return Err(problems.0);
+    }
     let changes = changes(def, inv, &nodes);
-    Ok(Plan { cluster, nodes, changes })
+    Ok(Plan { cluster, nodes, changes, warnings: Vec::new() })
 }
 
 #[derive(Default)]
@@ -268,11 +285,9 @@ fn check_placement(def: &Definition, hosts: &[Host], problems: &mut Problems) {
                 );
             }
         }
-        let allowed: Vec<&Host> = hosts
-            .iter()
-            .filter(|h| h.online)
-            .filter(|h| g.placement.target_nodes.is_empty() || g.placement.target_nodes.contains(&h.name))
-            .collect();
+        let targets = hypervisor::Placement { targets: g.placement.target_nodes.clone(), ..Default::default() };
+        let allowed: Vec<&Host> =
+            hosts.iter().filter(|h| h.online).filter(|h| placement::allowed(&targets, h)).collect();
         if anti_affinity(g) == AntiAffinity::Hard && (allowed.len() as u64) < u64::from(g.count) {
             problems.add(
                 at("anti_affinity"),
@@ -451,7 +466,7 @@ fn planned_nodes(def: &Definition, names: &[(Name, String)], ips: &[Ipv4Addr], m
             let lifecycle =
                 Lifecycle { temporary: g.lifecycle.temporary || g.role == Role::Bootstrap, ..g.lifecycle.clone() };
             let node = node(def, name, g.role, mac, ipv4, g.profile.clone(), g.labels.clone());
-            out.push(PlannedNode { node, group: Some(g.name.clone()), vm: Some(vm), lifecycle });
+            out.push(PlannedNode { node, group: Some(g.name.clone()), vm: Some(vm), place: None, lifecycle });
         }
     }
     for listed in &def.nodes {
@@ -459,9 +474,50 @@ fn planned_nodes(def: &Definition, names: &[(Name, String)], ips: &[Ipv4Addr], m
         at += 1;
         let node =
             node(def, listed.name.clone(), listed.role, mac, ipv4, listed.profile.clone(), listed.labels.clone());
-        out.push(PlannedNode { node, group: None, vm: None, lifecycle: Lifecycle::default() });
+        out.push(PlannedNode { node, group: None, vm: None, place: None, lifecycle: Lifecycle::default() });
     }
     out
+}
+
+/// Where each VM runs (an existing one) or will go: the hypervisor's own placement, run in
+/// definition order over the hosts as they are, each foreseen VM counting as a member of its
+/// group on its host. A VM no host can take is a problem of its group's placement.
+fn place_vms(def: &Definition, nodes: &mut [PlannedNode], facts: &Facts, problems: &mut Problems) {
+    let Some(hosts) = &facts.hosts else { return };
+    let cluster = Some(def.name.to_string());
+    let ours: Vec<&Vm> = facts.vms.iter().filter(|vm| vm.cluster == cluster).collect();
+    // Per group, how many of its VMs each host holds (existing ones, then foreseen ones).
+    let mut members: BTreeMap<Name, BTreeMap<String, usize>> = BTreeMap::new();
+    for g in &def.node_groups {
+        let group = nodes.iter().find(|p| p.group.as_ref() == Some(&g.name)).and_then(|p| p.vm.as_ref());
+        let Some(key) = group.and_then(|spec| spec.placement.group.clone()) else { continue };
+        let counts = members.entry(key).or_default();
+        let prefix = format!("{}-", g.name);
+        for vm in ours.iter().filter(|vm| vm.name.strip_prefix(&prefix).is_some_and(|n| n.parse::<u32>().is_ok())) {
+            *counts.entry(vm.host.clone()).or_default() += 1;
+        }
+    }
+    for p in nodes.iter_mut() {
+        let Some(spec) = &p.vm else { continue };
+        if let Some(vm) = ours.iter().find(|vm| vm.name == p.node.name.as_str()) {
+            p.place = Some(Place { host: vm.host.clone(), id: Some(vm.id.clone()) });
+            continue;
+        }
+        let empty = BTreeMap::new();
+        let counts = spec.placement.group.as_ref().and_then(|g| members.get(g)).unwrap_or(&empty);
+        match placement::choose(&spec.placement, hosts, counts, u64::from(spec.memory_mib)) {
+            Ok(host) => {
+                if let Some(g) = &spec.placement.group {
+                    *members.entry(g.clone()).or_default().entry(host.clone()).or_default() += 1;
+                }
+                p.place = Some(Place { host, id: None });
+            }
+            Err(e) => {
+                let i = def.node_groups.iter().position(|g| Some(&g.name) == p.group.as_ref()).unwrap_or(0);
+                problems.add(format!("node_groups[{i}].placement"), &p.node.name, e.to_string());
+            }
+        }
+    }
 }
 
 fn gib(n: u64) -> u32 {

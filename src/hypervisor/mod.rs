@@ -5,6 +5,7 @@
 //! Errors name the VM and the step that failed, so "master-0: start: bridge 'vmbr9' does not
 //! exist" reaches the operator rather than a bare HTTP status.
 
+pub mod placement;
 pub mod proxmox;
 pub mod qemu;
 
@@ -148,14 +149,18 @@ pub trait Hypervisor: Send + Sync + fmt::Debug {
     fn name(&self) -> &str;
     /// Creates the VM (stopped) or finds the one slipway made before for the same node.
     async fn create(&self, spec: &VmSpec) -> Result<Vm, Error>;
-    async fn start(&self, node: &Name) -> Result<(), Error>;
+    /// The rest act on the VM `owner` owns (the same node name in another cluster is another
+    /// VM), `NotFound` when there is none.
+    async fn start(&self, owner: &Owner) -> Result<(), Error>;
     /// ACPI shutdown; after `timeout` a forced stop.
-    async fn shutdown(&self, node: &Name, timeout: Duration) -> Result<(), Error>;
-    /// Stops the VM if it runs and deletes it with its disks.
-    async fn delete(&self, node: &Name) -> Result<(), Error>;
-    async fn status(&self, node: &Name) -> Result<Option<Vm>, Error>;
+    async fn shutdown(&self, owner: &Owner, timeout: Duration) -> Result<(), Error>;
+    /// Stops the VM if it runs and deletes it with its disks; one that is not there is deleted.
+    async fn delete(&self, owner: &Owner) -> Result<(), Error>;
+    async fn status(&self, owner: &Owner) -> Result<Option<Vm>, Error>;
     /// Every VM this hypervisor holds that slipway owns.
     async fn list(&self) -> Result<Vec<Vm>, Error>;
+    /// The hosts VMs can go to, with their free memory (what a plan checks placement against).
+    async fn hosts(&self) -> Result<Vec<placement::Host>, Error>;
 }
 
 /// The step an operation was at when it failed.
@@ -218,7 +223,7 @@ pub enum ErrorKind {
     #[error("task {upid} did not finish within {}", humantime::format_duration(*.after))]
     TaskTimeout { upid: String, after: Duration },
     #[error("no host can take it: {0}")]
-    NoHost(#[from] proxmox::placement::NoHost),
+    NoHost(#[from] placement::NoHost),
     #[error("slipway owns no such VM")]
     NotFound,
     #[error("{0}")]

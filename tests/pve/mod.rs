@@ -67,6 +67,9 @@ pub struct Faults {
     pub hang_tasks: bool,
     /// Tasks take this long instead of 300 ms (a slow storage's create).
     pub task_time: Option<Duration>,
+    /// Tasks of these types (`qmcreate`, `qmstart`, `qmshutdown`, `qmdestroy`...) take this
+    /// long.
+    pub slow_tasks: BTreeMap<String, Duration>,
 }
 
 /// The stand-in's VMs are local QEMU VMs; Proxmox bridge names map to local bridges.
@@ -374,7 +377,7 @@ where
     );
     s.tasks.insert(upid.clone(), Task { node: node.into(), ty: ty.into(), id: id.into(), exitstatus: None });
     let hang = s.faults.hang_tasks;
-    let time = s.faults.task_time.unwrap_or(Duration::from_millis(300));
+    let time = s.faults.slow_tasks.get(ty).copied().or(s.faults.task_time).unwrap_or(Duration::from_millis(300));
     let (state, key) = (state.clone(), upid.clone());
     tokio::spawn(async move {
         if hang {
@@ -478,10 +481,16 @@ async fn create(
 }
 
 /// The local VM behind a Proxmox config: name, tags, cores, memory, disks, NICs, firmware.
-fn spec_of(config: &Params, bridges: &BTreeMap<String, String>) -> Result<VmSpec, String> {
+/// The slipway owner a VM's config carries in its tags, its node being the VM's name.
+fn owner_of(config: &Params) -> Result<Owner, String> {
     let tags = config.get("tags").map(String::as_str).unwrap_or("");
     let mut owner = Owner::from_tags(tags.split(';')).ok_or("no slipway tags")?;
     owner.node = config.get("name").ok_or("no name")?.parse().map_err(|e: BadValue| e.to_string())?;
+    Ok(owner)
+}
+
+fn spec_of(config: &Params, bridges: &BTreeMap<String, String>) -> Result<VmSpec, String> {
+    let owner = owner_of(config)?;
     let mut disks = Vec::new();
     let mut nics = Vec::new();
     for i in 0..31 {
@@ -565,8 +574,7 @@ async fn start(
             return Err(format!("start failed: VM {vmid} needs more memory than node {host_name} has free"));
         }
         if let Some(qemu) = backing {
-            let name = vm.config.get("name").and_then(|n| n.parse().ok()).ok_or("no name")?;
-            qemu.start(&name).await.map_err(|e| e.to_string())?;
+            qemu.start(&owner_of(&vm.config)?).await.map_err(|e| e.to_string())?;
         }
         set_running(&shared, vmid, true);
         Ok(())
@@ -614,8 +622,7 @@ async fn power_off(
     let ty = if verb == "stop" { "qmstop" } else { "qmshutdown" };
     let upid = spawn_task(&state, &mut s, &node, ty, &vmid.to_string(), async move {
         if let Some(qemu) = backing {
-            let name = vm.config.get("name").and_then(|n| n.parse().ok()).ok_or("no name")?;
-            qemu.shutdown(&name, timeout).await.map_err(|e| e.to_string())?;
+            qemu.shutdown(&owner_of(&vm.config)?, timeout).await.map_err(|e| e.to_string())?;
         }
         set_running(&shared, vmid, false);
         Ok(())
@@ -644,9 +651,9 @@ async fn destroy(
     let shared = state.clone();
     let upid = spawn_task(&state, &mut s, &node, "qmdestroy", &vmid.to_string(), async move {
         if let Some(qemu) = backing
-            && let Some(name) = vm.config.get("name").and_then(|n| n.parse().ok())
+            && let Ok(owner) = owner_of(&vm.config)
         {
-            qemu.delete(&name).await.map_err(|e| e.to_string())?;
+            qemu.delete(&owner).await.map_err(|e| e.to_string())?;
         }
         shared.lock().expect("state").vms.remove(&vmid);
         Ok(())

@@ -10,14 +10,14 @@ fn empty_lab() -> Inventory {
 }
 
 fn facts() -> Facts {
-    Facts { hypervisors: vec!["pve".into()], hosts: None }
+    Facts { hypervisors: vec!["pve".into()], ..Facts::default() }
 }
 
 fn hosts() -> Vec<Host> {
     vec![
-        Host { name: "pve1".into(), online: true, mem_free_mib: 64 * 1024 },
-        Host { name: "pve2".into(), online: true, mem_free_mib: 64 * 1024 },
-        Host { name: "pve3".into(), online: false, mem_free_mib: 256 * 1024 },
+        Host { name: "pve1".into(), online: true, mem_free_mib: 64 * 1024, default_target: true },
+        Host { name: "pve2".into(), online: true, mem_free_mib: 64 * 1024, default_target: true },
+        Host { name: "pve3".into(), online: false, mem_free_mib: 256 * 1024, default_target: true },
     ]
 }
 
@@ -293,7 +293,7 @@ fn names_other_clusters_hold_are_refused() {
 
 #[test]
 fn placement_is_checked_against_the_hosts_when_known() {
-    let facts = Facts { hypervisors: vec!["pve".into()], hosts: Some(hosts()) };
+    let facts = Facts { hypervisors: vec!["pve".into()], hosts: Some(hosts()), vms: Vec::new() };
     let found = problems(&okd(), &empty_lab(), &facts);
     assert!(
         found
@@ -321,6 +321,49 @@ fn placement_is_checked_against_the_hosts_when_known() {
     def.node_groups[1].placement.target_nodes = vec!["pve1".into(), "pve2".into()];
     def.node_groups[2].memory = None;
     assert!(plan(&def, &empty_lab(), &facts).is_ok());
+}
+
+#[test]
+fn each_vm_is_placed_as_the_hypervisor_would_and_an_existing_one_keeps_its_host_and_vmid() {
+    let mut hosts = hosts();
+    hosts[2].online = true;
+    let facts = |vms: Vec<Vm>| Facts { hypervisors: vec!["pve".into()], hosts: Some(hosts.clone()), vms };
+    let at = |plan: &Plan, name: &str| {
+        let p = plan.nodes.iter().find(|p| p.node.name.as_str() == name).expect("planned");
+        p.place.as_ref().map(|at| (at.host.clone(), at.id.clone()))
+    };
+    let place = |host: &str, id: Option<&str>| Some((host.to_owned(), id.map(str::to_owned)));
+    // Most free memory first (pve3), hard anti-affinity taking one host per master.
+    let fresh = plan(&okd(), &empty_lab(), &facts(Vec::new())).expect("plan");
+    assert_eq!(at(&fresh, "bootstrap-0"), place("pve3", None));
+    let masters: Vec<_> = (0..3).map(|i| at(&fresh, &format!("master-{i}"))).collect();
+    assert_eq!(masters, [place("pve3", None), place("pve1", None), place("pve2", None)]);
+    assert_eq!(at(&fresh, "worker-1"), place("pve3", None), "no anti-affinity for workers");
+
+    let vm = |name: &str, host: &str, id: &str| Vm {
+        name: name.into(),
+        cluster: Some("prod".into()),
+        hypervisor: "pve".into(),
+        id: id.into(),
+        host: host.into(),
+        state: crate::hypervisor::VmState::Running,
+    };
+    // master-0 runs on pve2 already: it stays there with its VMID, the next masters go around it.
+    let replan = plan(&okd(), &empty_lab(), &facts(vec![vm("master-0", "pve2", "104")])).expect("plan");
+    assert_eq!(at(&replan, "master-0"), place("pve2", Some("104")));
+    assert_eq!(at(&replan, "master-1"), place("pve3", None));
+    assert_eq!(at(&replan, "master-2"), place("pve1", None));
+    // A leaving master still holds pve1: the third has no host left.
+    let vms = vec![vm("master-0", "pve2", "104"), vm("master-7", "pve1", "111")];
+    let found = problems(&okd(), &empty_lab(), &facts(vms));
+    assert_eq!(
+        found,
+        [
+            "node_groups[1].placement = master-2: every node with room already runs a member of group 'prod-master' (hard anti-affinity)"
+        ]
+    );
+    // Unknown hosts: nothing is foreseen.
+    assert_eq!(at(&plan(&okd(), &empty_lab(), &self::facts()).expect("plan"), "master-0"), None);
 }
 
 #[test]

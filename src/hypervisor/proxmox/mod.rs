@@ -8,7 +8,6 @@
 
 pub mod api;
 pub mod params;
-pub mod placement;
 pub mod task;
 pub mod tls;
 
@@ -23,6 +22,7 @@ use proxmox_api::nodes::NodesClient;
 use proxmox_api::types::VmId;
 use proxmox_api::types::bounded_integer::BoundedInteger as _;
 
+use super::placement::{self, Host};
 use super::{Error, ErrorKind, Hypervisor, Owner, Step, Vm, VmSpec, VmState};
 use crate::inventory::Name;
 use api::{Api, ApiError};
@@ -144,9 +144,40 @@ impl Proxmox {
         }
     }
 
-    async fn find(&self, node: &Name, step: Step) -> Result<Option<Owned>, Error> {
-        let resources = self.resources(node.as_str(), step).await?;
-        Ok(Self::owned(&resources).into_iter().find(|o| &o.owner.node == node))
+    /// `owner`'s VM. Two VMs carrying one owner's tags (a clone or a restore copies them) are
+    /// an error naming both: acting on either could hit the wrong one.
+    async fn find(&self, owner: &Owner, step: Step) -> Result<Option<Owned>, Error> {
+        let vm = owner.node.as_str();
+        let resources = self.resources(vm, step).await?;
+        let mut found = Self::owned(&resources).into_iter().filter(|o| &o.owner == owner);
+        let first = found.next();
+        if let (Some(a), Some(b)) = (&first, found.next()) {
+            let msg = format!(
+                "VMs {} on {} and {} on {} both carry slipway's tags for this node (a clone or a restore copies tags); remove the tags from the one that is not it",
+                a.vmid.get(),
+                a.host,
+                b.vmid.get(),
+                b.host
+            );
+            return Err(Error::new(vm, step, ErrorKind::Rejected(msg)));
+        }
+        Ok(first)
+    }
+
+    /// The cluster's nodes as placement sees them; a node outside the configured `nodes` takes
+    /// a VM only when its group targets it.
+    fn hosts_of(&self, resources: &[Resource]) -> Vec<Host> {
+        resources
+            .iter()
+            .filter(|r| matches!(r.ty, ResourceType::Node))
+            .filter_map(|r| {
+                let name = r.node.clone()?;
+                let max = u64::try_from(r.maxmem.unwrap_or(0)).unwrap_or(0);
+                let free = max.saturating_sub(r.mem.unwrap_or(0)) / (1024 * 1024);
+                let default_target = self.nodes.is_empty() || self.nodes.contains(&name);
+                Some(Host { online: r.status.as_deref() == Some("online"), mem_free_mib: free, default_target, name })
+            })
+            .collect()
     }
 
     /// The typed client for one VM's endpoints.
@@ -161,16 +192,7 @@ impl Proxmox {
     /// The node for a new VM, and a check that it has the spec's storages and bridges.
     async fn place(&self, spec: &VmSpec, resources: &[Resource]) -> Result<String, Error> {
         let vm = spec.owner.node.as_str();
-        let hosts: Vec<placement::Host> = resources
-            .iter()
-            .filter(|r| matches!(r.ty, ResourceType::Node))
-            .filter_map(|r| {
-                let name = r.node.clone()?;
-                let max = u64::try_from(r.maxmem.unwrap_or(0)).unwrap_or(0);
-                let free = max.saturating_sub(r.mem.unwrap_or(0)) / (1024 * 1024);
-                Some(placement::Host { name, online: r.status.as_deref() == Some("online"), mem_free_mib: free })
-            })
-            .collect();
+        let hosts = self.hosts_of(resources);
         let mut members = BTreeMap::new();
         if let Some(group) = &spec.placement.group {
             let tag = format!("slipway.group.{group}");
@@ -180,11 +202,7 @@ impl Proxmox {
                 }
             }
         }
-        let mut placement = spec.placement.clone();
-        if placement.targets.is_empty() {
-            placement.targets.clone_from(&self.nodes);
-        }
-        let host = placement::choose(&placement, &hosts, &members, u64::from(spec.memory_mib))
+        let host = placement::choose(&spec.placement, &hosts, &members, u64::from(spec.memory_mib))
             .map_err(|e| Error::new(vm, Step::Place, ErrorKind::NoHost(e)))?;
 
         let storages: Vec<&str> = resources
@@ -315,10 +333,10 @@ impl Hypervisor for Proxmox {
         Err(Error::new(vm, Step::AllocateId, ErrorKind::Rejected(msg)))
     }
 
-    #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.name, op = "start", vm = %node))]
-    async fn start(&self, node: &Name) -> Result<(), Error> {
-        let vm = node.as_str();
-        let found = self.find(node, Step::Start).await?.ok_or(Error::new(vm, Step::Start, ErrorKind::NotFound))?;
+    #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.name, op = "start", vm = %owner.node))]
+    async fn start(&self, owner: &Owner) -> Result<(), Error> {
+        let vm = owner.node.as_str();
+        let found = self.find(owner, Step::Start).await?.ok_or(Error::new(vm, Step::Start, ErrorKind::NotFound))?;
         if found.state == VmState::Running {
             return Ok(());
         }
@@ -334,11 +352,11 @@ impl Hypervisor for Proxmox {
         Ok(())
     }
 
-    #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.name, op = "shutdown", vm = %node))]
-    async fn shutdown(&self, node: &Name, timeout: Duration) -> Result<(), Error> {
-        let vm = node.as_str();
+    #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.name, op = "shutdown", vm = %owner.node))]
+    async fn shutdown(&self, owner: &Owner, timeout: Duration) -> Result<(), Error> {
+        let vm = owner.node.as_str();
         let found =
-            self.find(node, Step::Shutdown).await?.ok_or(Error::new(vm, Step::Shutdown, ErrorKind::NotFound))?;
+            self.find(owner, Step::Shutdown).await?.ok_or(Error::new(vm, Step::Shutdown, ErrorKind::NotFound))?;
         if found.state == VmState::Stopped {
             return Ok(());
         }
@@ -358,10 +376,10 @@ impl Hypervisor for Proxmox {
         self.wait(vm, Step::Shutdown, &upid, timeout + self.task_timeout).await
     }
 
-    #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.name, op = "delete", vm = %node))]
-    async fn delete(&self, node: &Name) -> Result<(), Error> {
-        let vm = node.as_str();
-        let Some(found) = self.find(node, Step::Delete).await? else { return Ok(()) };
+    #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.name, op = "delete", vm = %owner.node))]
+    async fn delete(&self, owner: &Owner) -> Result<(), Error> {
+        let vm = owner.node.as_str();
+        let Some(found) = self.find(owner, Step::Delete).await? else { return Ok(()) };
         if found.state != VmState::Stopped {
             let upid = self
                 .qemu(&found.host, found.vmid)
@@ -379,8 +397,13 @@ impl Hypervisor for Proxmox {
         Ok(())
     }
 
-    async fn status(&self, node: &Name) -> Result<Option<Vm>, Error> {
-        Ok(self.find(node, Step::Status).await?.map(|o| self.vm(&o)))
+    async fn status(&self, owner: &Owner) -> Result<Option<Vm>, Error> {
+        Ok(self.find(owner, Step::Status).await?.map(|o| self.vm(&o)))
+    }
+
+    async fn hosts(&self) -> Result<Vec<Host>, Error> {
+        let resources = self.resources("*", Step::List).await?;
+        Ok(self.hosts_of(&resources))
     }
 
     async fn list(&self) -> Result<Vec<Vm>, Error> {

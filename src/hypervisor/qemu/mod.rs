@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
-use super::{Error, ErrorKind, Firmware, Hypervisor, Step, Vm, VmSpec, VmState};
+use super::placement::Host;
+use super::{Error, ErrorKind, Firmware, Hypervisor, Owner, Step, Vm, VmSpec, VmState};
 use crate::inventory::Name;
 pub use command::Accel;
 
@@ -61,6 +62,8 @@ pub struct Qemu {
 }
 
 const STATE_FILE: &str = "vm.json";
+/// The one host local VMs run on.
+pub const LOCAL_HOST: &str = "local";
 
 impl Qemu {
     pub fn new(settings: Settings) -> Qemu {
@@ -87,6 +90,11 @@ impl Qemu {
         }
     }
 
+    /// The record of `owner`'s VM (a directory of the same node name another owner made is not it).
+    fn owned(&self, owner: &Owner, step: Step) -> Result<Option<Record>, Error> {
+        Ok(self.record(&owner.node, step)?.filter(|r| &r.spec.owner == owner))
+    }
+
     /// The QEMU process of this VM, if one runs: the pid file's process, checked by its
     /// command line so a recycled pid is not mistaken for the VM.
     fn pid(&self, node: &Name) -> Option<i32> {
@@ -106,7 +114,7 @@ impl Qemu {
             cluster: record.spec.owner.cluster.as_ref().map(Name::to_string),
             hypervisor: self.settings.name.clone(),
             id: node.to_string(),
-            host: "local".into(),
+            host: LOCAL_HOST.into(),
             state: if self.pid(node).is_some() { VmState::Running } else { VmState::Stopped },
         }
     }
@@ -278,11 +286,12 @@ impl Hypervisor for Qemu {
         Ok(self.vm(node, &Record { spec: spec.clone() }))
     }
 
-    #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.settings.name, op = "start", vm = %node))]
-    async fn start(&self, node: &Name) -> Result<(), Error> {
+    #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.settings.name, op = "start", vm = %owner.node))]
+    async fn start(&self, owner: &Owner) -> Result<(), Error> {
         let _guard = self.lock.lock().await;
+        let node = &owner.node;
         let record =
-            self.record(node, Step::Start)?.ok_or(Error::new(node.as_str(), Step::Start, ErrorKind::NotFound))?;
+            self.owned(owner, Step::Start)?.ok_or(Error::new(node.as_str(), Step::Start, ErrorKind::NotFound))?;
         if self.pid(node).is_some() {
             return Ok(());
         }
@@ -303,11 +312,12 @@ impl Hypervisor for Qemu {
         Ok(())
     }
 
-    #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.settings.name, op = "shutdown", vm = %node))]
-    async fn shutdown(&self, node: &Name, timeout: Duration) -> Result<(), Error> {
+    #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.settings.name, op = "shutdown", vm = %owner.node))]
+    async fn shutdown(&self, owner: &Owner, timeout: Duration) -> Result<(), Error> {
         let _guard = self.lock.lock().await;
+        let node = &owner.node;
         let record =
-            self.record(node, Step::Shutdown)?.ok_or(Error::new(node.as_str(), Step::Shutdown, ErrorKind::NotFound))?;
+            self.owned(owner, Step::Shutdown)?.ok_or(Error::new(node.as_str(), Step::Shutdown, ErrorKind::NotFound))?;
         if self.pid(node).is_some() {
             let socket = self.vm_dir(node).join("qmp.sock");
             match qmp::execute(&socket, "system_powerdown").await {
@@ -321,10 +331,11 @@ impl Hypervisor for Qemu {
         Ok(())
     }
 
-    #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.settings.name, op = "delete", vm = %node))]
-    async fn delete(&self, node: &Name) -> Result<(), Error> {
+    #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.settings.name, op = "delete", vm = %owner.node))]
+    async fn delete(&self, owner: &Owner) -> Result<(), Error> {
         let _guard = self.lock.lock().await;
-        let Some(record) = self.record(node, Step::Delete)? else { return Ok(()) };
+        let node = &owner.node;
+        let Some(record) = self.owned(owner, Step::Delete)? else { return Ok(()) };
         self.kill(node, Step::Delete).await?;
         self.remove_taps(node, record.spec.nics.len()).await;
         let dir = self.vm_dir(node);
@@ -335,8 +346,25 @@ impl Hypervisor for Qemu {
         Ok(())
     }
 
-    async fn status(&self, node: &Name) -> Result<Option<Vm>, Error> {
-        Ok(self.record(node, Step::Status)?.map(|r| self.vm(node, &r)))
+    async fn status(&self, owner: &Owner) -> Result<Option<Vm>, Error> {
+        Ok(self.owned(owner, Step::Status)?.map(|r| self.vm(&owner.node, &r)))
+    }
+
+    /// One host, this machine, with its available memory.
+    async fn hosts(&self) -> Result<Vec<Host>, Error> {
+        let meminfo = std::fs::read_to_string("/proc/meminfo")
+            .map_err(|e| Error::new("*", Step::List, ErrorKind::Local(format!("/proc/meminfo: {e}"))))?;
+        let available_kib = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        Ok(vec![Host {
+            name: LOCAL_HOST.into(),
+            online: true,
+            mem_free_mib: available_kib / 1024,
+            default_target: true,
+        }])
     }
 
     async fn list(&self) -> Result<Vec<Vm>, Error> {

@@ -1,11 +1,13 @@
-//! Which Proxmox node a new VM goes to: the allowed nodes (explicit targets, else all online
+//! Which host (Proxmox node) a new VM goes to: the allowed nodes (explicit targets, else all online
 //! ones) that have the memory free, hard anti-affinity removing nodes that already run a member
 //! of the VM's group; then preferred nodes first, soft anti-affinity preferring nodes with fewer
 //! members, most free memory, name. Pure.
 
 use std::collections::BTreeMap;
 
-use super::super::{AntiAffinity, Placement};
+use serde::Serialize;
+
+use super::{AntiAffinity, Placement};
 
 /// Why no node can take a VM.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -20,11 +22,16 @@ pub enum NoHost {
     AntiAffinity { group: String },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One hypervisor host: a Proxmox node, or `local` for QEMU.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Host {
     pub name: String,
     pub online: bool,
     pub mem_free_mib: u64,
+    /// A VM whose placement names no targets may go here (the hypervisor's `nodes` setting
+    /// lists it, or sets none).
+    #[serde(skip)]
+    pub default_target: bool,
 }
 
 /// `members`: how many VMs of the spec's group each host runs now.
@@ -40,8 +47,7 @@ pub fn choose(
             return Err(NoHost::UnknownTarget { target: target.clone(), known });
         }
     }
-    let allowed: Vec<&Host> =
-        hosts.iter().filter(|h| placement.targets.is_empty() || placement.targets.contains(&h.name)).collect();
+    let allowed: Vec<&Host> = hosts.iter().filter(|h| allowed(placement, h)).collect();
     let online: Vec<&Host> = allowed.iter().copied().filter(|h| h.online).collect();
     if online.is_empty() {
         return Err(NoHost::NoneOnline { allowed: allowed.iter().map(|h| h.name.clone()).collect() });
@@ -73,16 +79,21 @@ pub fn choose(
     Ok(candidates[0].name.clone())
 }
 
+/// Whether the placement's targets (or, naming none, the hypervisor's defaults) include `host`.
+pub fn allowed(placement: &Placement, host: &Host) -> bool {
+    if placement.targets.is_empty() { host.default_target } else { placement.targets.contains(&host.name) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn hosts() -> Vec<Host> {
         vec![
-            Host { name: "pve1".into(), online: true, mem_free_mib: 32_000 },
-            Host { name: "pve2".into(), online: true, mem_free_mib: 64_000 },
-            Host { name: "pve3".into(), online: false, mem_free_mib: 128_000 },
-            Host { name: "pve4".into(), online: true, mem_free_mib: 4_000 },
+            Host { name: "pve1".into(), online: true, mem_free_mib: 32_000, default_target: true },
+            Host { name: "pve2".into(), online: true, mem_free_mib: 64_000, default_target: true },
+            Host { name: "pve3".into(), online: false, mem_free_mib: 128_000, default_target: true },
+            Host { name: "pve4".into(), online: true, mem_free_mib: 4_000, default_target: true },
         ]
     }
 
@@ -138,5 +149,14 @@ mod tests {
         assert_eq!(choose(&placement(AntiAffinity::Soft), &hosts(), &m, 8_000), Ok("pve1".into()));
         let m = members(&[("pve1", 1), ("pve2", 1)]);
         assert_eq!(choose(&placement(AntiAffinity::Soft), &hosts(), &m, 8_000), Ok("pve2".into()));
+    }
+
+    #[test]
+    fn without_targets_only_the_hypervisors_default_hosts_are_used() {
+        let mut hosts = hosts();
+        hosts[1].default_target = false;
+        assert_eq!(choose(&Placement::default(), &hosts, &members(&[]), 8_000), Ok("pve1".into()));
+        let p = Placement { targets: vec!["pve2".into()], ..Placement::default() };
+        assert_eq!(choose(&p, &hosts, &members(&[]), 8_000), Ok("pve2".into()), "a target may name any host");
     }
 }
