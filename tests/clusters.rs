@@ -547,3 +547,80 @@ fn a_proxmox_cluster_survives_kill_9_at_every_step_of_its_vms_lives() {
     assert_eq!(api(&lab, &daemon, "GET", "/api/v1/nodes", None).1, serde_json::json!([]), "no reservation left");
     daemon.stop(Duration::from_secs(10));
 }
+
+/// A cluster defined in the config file: applied when slipway starts (its listed machines
+/// tracked, waiting for their first DHCP request), refused to API changes with the file named,
+/// applied again when the file changes, and handed to the API (its nodes kept) when the file
+/// no longer defines it.
+#[test]
+fn a_cluster_defined_in_the_config_file_is_applied_at_start_and_owned_by_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |machines: &[&str]| {
+        // Each machine's MAC from its number: metal-2 is 52:54:00:aa:00:02.
+        let nodes: Vec<String> = machines
+            .iter()
+            .map(|n| {
+                let i = n.trim_start_matches("metal-");
+                format!("{{ name = \"{n}\", role = \"control-plane\", mac = \"52:54:00:aa:00:0{i}\" }}")
+            })
+            .collect();
+        let config = boot::lab_network(Config::new(dir.path()))
+            .value("static_range", r#"{ start = "10.1.107.10", end = "10.1.107.99" }"#);
+        let config = if machines.is_empty() {
+            config
+        } else {
+            config
+                .section("[[cluster_definitions]]")
+                .set("name", "lab")
+                .set("kind", "k3s")
+                .set("base_domain", "lab.example")
+                .set("network", "lab")
+                .set("api_address", "10.1.107.1")
+                .set("api_int_address", "10.1.107.1")
+                .set("ingress_address", "10.1.107.1")
+                .value("nodes", format!("[{}]", nodes.join(", ")))
+        };
+        config.write()
+    };
+    let status = |daemon: &support::Daemon| -> Value {
+        let (ok, out, err) = support::cli(daemon, &["cluster", "status", "lab", "-o", "json"]);
+        if !ok {
+            return Value::String(err);
+        }
+        serde_json::from_str(&out).expect("status JSON")
+    };
+    let names = |status: &Value| -> Vec<String> {
+        status["nodes"].as_array().into_iter().flatten().map(|n| n["name"].as_str().unwrap_or("").to_owned()).collect()
+    };
+
+    let config = write(&["metal-0", "metal-1"]);
+    let daemon = support::start(&config, &[]);
+    support::eventually("the file's cluster applied", Duration::from_secs(30), || {
+        phases(&status(&daemon)) == ["powering-on", "powering-on"]
+    });
+    assert_eq!(names(&status(&daemon)), ["metal-0", "metal-1"]);
+    let file = dir.path().join("lab.yaml");
+    std::fs::write(&file, DEFINITION.replace("hypervisor: local\n", "")).expect("definition");
+    let (ok, _, err) = support::cli(&daemon, &["cluster", "apply", "-f", &file.display().to_string()]);
+    assert!(!ok && err.contains("cluster lab is defined in") && err.contains("slipway.toml"), "{err}");
+    let (ok, _, err) = support::cli(&daemon, &["cluster", "delete", "lab"]);
+    assert!(!ok && err.contains("change it there"), "{err}");
+    daemon.stop(Duration::from_secs(10));
+
+    // The file changed: metal-1 leaves, metal-2 joins.
+    let config = write(&["metal-0", "metal-2"]);
+    let daemon = support::start(&config, &[]);
+    support::eventually("the changed definition applied", Duration::from_secs(60), || {
+        names(&status(&daemon)) == ["metal-0", "metal-2"]
+    });
+    daemon.stop(Duration::from_secs(10));
+
+    // No longer in the file: it stays, and the API may now delete it.
+    let config = write(&[]);
+    let daemon = support::start(&config, &[]);
+    support::eventually("the definition released", Duration::from_secs(30), || {
+        support::cli(&daemon, &["cluster", "delete", "lab"]).0
+    });
+    support::eventually("the cluster deleted", Duration::from_secs(60), || status(&daemon).is_string());
+    daemon.stop(Duration::from_secs(10));
+}

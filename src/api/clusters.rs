@@ -37,7 +37,7 @@ impl From<ControlError> for ApiError {
                     })
                     .collect(),
             ),
-            ControlError::Busy(_) => ApiError::Conflict(e.to_string()),
+            ControlError::Busy(_) | ControlError::Declared { .. } => ApiError::Conflict(e.to_string()),
             ControlError::NotFound(_) => ApiError::NotFound(e.to_string()),
             ControlError::Store(e) => e.into(),
             ControlError::Task(e) => ApiError::Internal(e),
@@ -58,7 +58,7 @@ impl axum::response::IntoResponse for PlanView {
 /// The plan of a definition against what exists: nothing is changed.
 #[utoipa::path(post, path = "/api/v1/clusters/{name}/plan", tag = "clusters", params(("name" = String, Path)),
     request_body(content = Object, description = "a cluster definition (JSON, or YAML with Content-Type: application/yaml)"),
-    responses((status = 200, description = "the plan: cluster, nodes (MAC, address, VM), changes"), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "the plan: cluster, nodes (MAC, address, VM, foreseen host), changes, warnings"), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn plan(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -106,7 +106,7 @@ pub struct Removing {
 /// and deleted (unless `keep_vms`), its reservation and names go; the cluster and its
 /// definition go with the last node.
 #[utoipa::path(delete, path = "/api/v1/clusters/{name}/definition", tag = "clusters", params(("name" = String, Path), DeleteQuery),
-    responses((status = 200, body = Removing), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Removing), (status = 404, body = ErrorBody), (status = 409, description = "a profile or pool names the cluster, or the config file defines it", body = ErrorBody)))]
 pub async fn delete_definition(
     State(s): State<ApiState>,
     Path(name): Path<String>,

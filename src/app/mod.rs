@@ -68,7 +68,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let mut deps = Deps { store: &store, events: &events, registry: metrics.registry_mut() };
     let handles = bind(&config, &mut deps, &mut services).await?;
     let hypervisors = config.hypervisors.iter().map(hypervisors::build).collect::<Result<Vec<_>, _>>()?;
-    let clusters = crate::cluster::Clusters::new(&store, &events, hypervisors.clone());
+    let declared =
+        crate::cluster::control::Declared { file: config.path.clone(), definitions: config.definitions.clone() };
+    let clusters = crate::cluster::Clusters::new(&store, &events, hypervisors.clone()).with_declared(declared);
     services.add(crate::cluster::engine::Engine::bind(&clusters));
     let state = ApiState {
         store: store.clone(),

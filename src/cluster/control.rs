@@ -29,6 +29,15 @@ pub struct Clusters {
     apply: Arc<tokio::sync::Mutex<()>>,
     /// Held across a node record's read-check-write.
     pub(super) records: Arc<std::sync::Mutex<()>>,
+    /// The config file's cluster definitions (changed only by editing the file).
+    pub(super) declared: Arc<Declared>,
+}
+
+/// The cluster definitions a config file declares.
+#[derive(Debug, Default)]
+pub struct Declared {
+    pub file: std::path::PathBuf,
+    pub definitions: Vec<Definition>,
 }
 
 impl std::fmt::Debug for Clusters {
@@ -43,6 +52,8 @@ pub enum ControlError {
     Invalid(Vec<Problem>),
     #[error("{0}")]
     Busy(String),
+    #[error("cluster {cluster} is defined in {}; change it there (the file is applied when slipway starts)", file.display())]
+    Declared { cluster: String, file: std::path::PathBuf },
     #[error("no defined cluster {0}")]
     NotFound(String),
     #[error(transparent)]
@@ -59,6 +70,9 @@ pub struct Stored {
     /// The cluster is being deleted (its nodes leave; then it and this record go).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleting: Option<Deletion>,
+    /// From the config file: the API does not change it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub declared: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
@@ -102,7 +116,22 @@ impl Clusters {
             hypervisors,
             apply: Arc::default(),
             records: Arc::default(),
+            declared: Arc::default(),
         }
+    }
+
+    /// With the config file's cluster definitions, which the engine applies when it starts.
+    pub fn with_declared(mut self, declared: Declared) -> Clusters {
+        self.declared = Arc::new(declared);
+        self
+    }
+
+    /// Refuses an API change to a definition the config file declares.
+    fn writable(&self, cluster: &str) -> Result<(), ControlError> {
+        if self.declared.definitions.iter().any(|d| d.name.as_str() == cluster) {
+            return Err(ControlError::Declared { cluster: cluster.to_owned(), file: self.declared.file.clone() });
+        }
+        Ok(())
     }
 
     /// The configured hypervisors' names (all a plan needs to order and allocate nodes).
@@ -150,6 +179,12 @@ impl Clusters {
     /// phase, and (scaling down) every leaving node's Draining, in one transaction; the engine
     /// takes it from there.
     pub async fn apply(&self, definition: Definition) -> Result<Plan, ControlError> {
+        self.writable(definition.name.as_str())?;
+        self.apply_as(definition, false).await
+    }
+
+    /// `apply`, for the API or (`declared`) for the config file.
+    async fn apply_as(&self, definition: Definition, declared: bool) -> Result<Plan, ControlError> {
         let _one_at_a_time = self.apply.lock().await;
         let (stored, existing) = self.read(definition.name.as_str()).await?;
         if stored.as_ref().is_some_and(|s| s.deleting.is_some()) {
@@ -166,7 +201,7 @@ impl Clusters {
         let now = Timestamp::now();
         let limits = Limits::from(&definition.validation.phases);
         let mut ops = vec![Op::Put(Object::Cluster(plan.cluster.clone()))];
-        let stored = Stored { definition: definition.clone(), applied: now, deleting: None };
+        let stored = Stored { definition: definition.clone(), applied: now, deleting: None, declared };
         let mut records = vec![RecordWrite::put(Records::Definitions, definition.name.as_str(), &stored)];
         for (p, change) in plan.nodes.iter().zip(&plan.changes) {
             if change.action != Action::Keep {
@@ -202,6 +237,7 @@ impl Clusters {
     /// Starts removing every node of `cluster` (their VMs too unless `keep_vms`); the cluster
     /// and its definition go with the last node. Returns the nodes leaving.
     pub async fn delete(&self, cluster: &str, keep_vms: bool) -> Result<Vec<String>, ControlError> {
+        self.writable(cluster)?;
         let _one_at_a_time = self.apply.lock().await;
         let (stored, existing) = self.read(cluster).await?;
         let mut stored = stored.ok_or_else(|| ControlError::NotFound(cluster.to_owned()))?;
@@ -241,6 +277,61 @@ impl Clusters {
         self.commit(ops, records).await?;
         tracing::info!(cluster = %name, nodes = leaving.len(), keep_vms, "cluster deletion started");
         Ok(leaving.iter().map(ToString::to_string).collect())
+    }
+
+    /// Brings the stored definitions in line with the config file's: each of `pending` that is
+    /// new or changed is applied (marked declared); a stored one marked declared that the file
+    /// no longer has is released to the API, its nodes kept (`slipway cluster delete` removes
+    /// them). Returns each definition not applied, with why: the engine tries them again (a
+    /// node still leaving, or still holding an address or MAC, lets go in time).
+    pub(super) async fn apply_declared(&self, pending: Vec<Definition>) -> Vec<(Definition, ControlError)> {
+        if let Err(e) = self.release_undeclared().await {
+            return pending.into_iter().map(|d| (d, ControlError::Task(e.to_string()))).collect();
+        }
+        let mut again = Vec::new();
+        for definition in pending {
+            let cluster = definition.name.clone();
+            match self.read(cluster.as_str()).await {
+                Ok((Some(stored), _)) if stored.declared && stored.definition == definition => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    again.push((definition, e));
+                    continue;
+                }
+            }
+            match self.apply_as(definition.clone(), true).await {
+                Ok(plan) => tracing::info!(%cluster, nodes = plan.nodes.len(), "applied the config file's definition"),
+                Err(e) => again.push((definition, e)),
+            }
+        }
+        again
+    }
+
+    /// Unmarks stored definitions the config file no longer declares.
+    async fn release_undeclared(&self) -> Result<(), ControlError> {
+        let (store, lock) = (self.store.clone(), self.records.clone());
+        let names: Vec<Name> = self.declared.definitions.iter().map(|d| d.name.clone()).collect();
+        let released = blocking(move || {
+            let _records = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut writes, mut released) = (Vec::new(), Vec::new());
+            for (key, mut stored) in store.records::<Stored>(Records::Definitions)? {
+                if stored.declared && !names.contains(&stored.definition.name) {
+                    stored.declared = false;
+                    released.push(stored.definition.name.clone());
+                    writes.push(RecordWrite::put(Records::Definitions, key, &stored));
+                }
+            }
+            store.write_records(&writes)?;
+            Ok(released)
+        })
+        .await?;
+        for cluster in released {
+            tracing::warn!(
+                %cluster,
+                "the config file no longer defines this cluster: it stays, now changed through the API (`slipway cluster delete` removes it)"
+            );
+        }
+        Ok(())
     }
 
     /// The stored definition of `cluster`, if any.

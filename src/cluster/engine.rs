@@ -28,6 +28,8 @@ use crate::store::records::{RecordWrite, Records};
 const TICK: Duration = Duration::from_secs(1);
 /// How long after a waiting node's event the pass runs (the events of one burst share it).
 const EVENT_BATCH: Duration = Duration::from_millis(100);
+/// How often a config file's definition that could not be applied is tried again.
+const DECLARED_RETRY: Duration = Duration::from_secs(2);
 /// How long a failed hypervisor call waits before it is tried again (until the deadline).
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// How long a retried node's VM gets to power off on ACPI before it is stopped.
@@ -73,6 +75,30 @@ impl Service for Engine {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut steps = JoinSet::new();
+        // The config file's definitions, applied (when new or changed) beside the passes: a
+        // slow hypervisor or a node still leaving holds up no step.
+        let clusters = worker.clusters.clone();
+        steps.spawn(async move {
+            let mut pending = clusters.declared.definitions.clone();
+            let mut told = std::collections::HashMap::new();
+            while !pending.is_empty() {
+                let failed = clusters.apply_declared(pending).await;
+                pending = Vec::new();
+                for (definition, e) in failed {
+                    // Each reason once, not at every attempt.
+                    let why = e.to_string();
+                    if told.insert(definition.name.clone(), why.clone()).as_ref() != Some(&why) {
+                        let cluster = &definition.name;
+                        match e {
+                            ControlError::Busy(_) => tracing::info!(%cluster, %why, "the config file's definition waits"),
+                            _ => tracing::error!(%cluster, error = %why, "cannot apply the config file's definition; trying again"),
+                        }
+                    }
+                    pending.push(definition);
+                }
+                tokio::time::sleep(DECLARED_RETRY).await;
+            }
+        });
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,

@@ -28,6 +28,25 @@ impl FieldPath {
         self
     }
 
+    /// Appends a path as problems write it (`node_groups[1].placement.target_nodes[0]`); a
+    /// part that is not a field name (`node master-0.mac`) ends it.
+    pub fn key_path(mut self, path: &str) -> FieldPath {
+        for part in path.split('.') {
+            let (key, rest) = part.split_once('[').unwrap_or((part, ""));
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                break;
+            }
+            self.0.push(Seg::Key(key.to_owned()));
+            for index in rest.split('[').map(|i| i.trim_end_matches(']')).filter(|i| !i.is_empty()) {
+                match index.parse() {
+                    Ok(n) => self.0.push(Seg::Index(n)),
+                    Err(_) => return self,
+                }
+            }
+        }
+        self
+    }
+
     pub fn index(mut self, i: usize) -> FieldPath {
         self.0.push(Seg::Index(i));
         self

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::boot::BootSettings;
+use crate::cluster::definition::Definition;
+use crate::cluster::plan::{Facts, plan};
 use crate::inventory::types::{parse_duration, shown};
 use crate::inventory::{Backends, Frontend, HasOrigin, Inventory, Kind, Name, Origin, Pool, validate_ranked};
 pub use crate::listen::TlsFiles;
@@ -56,6 +58,9 @@ pub struct Config {
     /// The networks, clusters, nodes, profiles and LB objects declared in the file.
     pub inventory: Inventory,
     pub hypervisors: Vec<HypervisorConfig>,
+    /// `[[cluster_definitions]]`: clusters slipway makes and drives, applied when the daemon
+    /// starts (and whenever they change in the file).
+    pub definitions: Vec<Definition>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -253,6 +258,7 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
     check_listeners(&raw, &admin, report);
 
     let hypervisors = hypervisors::check(&raw.hypervisors, &state_dir, &resolve, report);
+    let definitions = check_definitions(&raw, &inventory, report);
 
     let boot = check_boot(&raw, report);
     // A record outside every zone is only known to be when the networks and clusters all parsed.
@@ -296,6 +302,7 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
         events,
         inventory,
         hypervisors,
+        definitions,
     })
 }
 
@@ -313,6 +320,7 @@ fn report_unparsed(raw: &RawConfig, report: &mut Report<'_>) {
     each("nodes", &raw.nodes, report);
     each("profiles", &raw.profiles, report);
     each("hypervisors", &raw.hypervisors, report);
+    each("cluster_definitions", &raw.cluster_definitions, report);
     each("lb.frontends", &raw.lb.frontends, report);
     each("lb.pools", &raw.lb.pools, report);
     if let Some(dns) = &raw.dns {
@@ -493,6 +501,39 @@ fn check_events(raw: &RawConfig, report: &mut Report<'_>) -> Retention {
         }
     }
     retention
+}
+
+/// Each cluster definition planned against the declared objects, as `slipway cluster plan`
+/// would: every problem it has, at its field (`cluster_definitions[0].node_groups[1].count`).
+/// What only the running daemon knows (nodes made through the API, the hypervisor's hosts) is
+/// checked when it applies the definition.
+fn check_definitions(raw: &RawConfig, inventory: &Inventory, report: &mut Report<'_>) -> Vec<Definition> {
+    let hypervisors: Vec<String> = raw.hypervisors.parsed().map(|(_, h)| h.name.to_string()).collect();
+    let facts = Facts { hypervisors, ..Facts::default() };
+    let mut out: Vec<Definition> = Vec::new();
+    for (i, def) in raw.cluster_definitions.parsed() {
+        let at = FieldPath::parse("cluster_definitions").index(i);
+        if out.iter().any(|d| d.name == def.name) {
+            report.add(&at.key("name"), Some(def.name.to_string()), "another cluster definition has this name");
+            continue;
+        }
+        if inventory.clusters.contains_key(&def.name) {
+            let message = "a [[clusters]] entry has this name (a cluster is either listed or defined)";
+            report.add(&at.key("name"), Some(def.name.to_string()), message);
+            continue;
+        }
+        // Problems that only mean a declared object did not parse wait for it to parse.
+        let complete = raw.networks.failed().count() + raw.hypervisors.failed().count() == 0;
+        if let Err(problems) = plan(def, inventory, &facts) {
+            for p in problems.into_iter().filter(|_| complete) {
+                // A problem of the inventory it would make names that object's field instead.
+                let message = if p.field.contains(' ') { format!("{}: {}", p.field, p.message) } else { p.message };
+                report.add(&at.clone().key_path(&p.field), Some(p.value), message);
+            }
+        }
+        out.push(def.clone());
+    }
+    out
 }
 
 /// Declared objects go into one inventory (origin `config`) which then gets the same whole

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 use super::locate::{FieldPath, Seg};
+use crate::cluster::definition::Definition;
 use crate::inventory::{Algorithm, Cluster, Members, Name, Network, Node, Profile};
 
 /// An array of tables read one element at a time: an element that does not parse is kept as
@@ -105,6 +106,8 @@ pub struct Document {
     lb: Option<Section<RawLb>>,
     #[serde(default)]
     hypervisors: Items<RawHypervisor>,
+    #[serde(default)]
+    cluster_definitions: Items<Definition>,
 }
 
 /// One table of the file, or why it did not parse.
@@ -159,6 +162,7 @@ impl Document {
             profiles: self.profiles,
             lb: lb.unwrap_or_default(),
             hypervisors: self.hypervisors,
+            cluster_definitions: self.cluster_definitions,
         };
         (raw, failed)
     }
@@ -181,6 +185,8 @@ pub struct RawConfig {
     pub profiles: Items<Profile>,
     pub lb: RawLb,
     pub hypervisors: Items<RawHypervisor>,
+    /// Clusters slipway makes and drives (the same shape `slipway cluster apply` takes).
+    pub cluster_definitions: Items<Definition>,
 }
 
 #[derive(Debug, Default, Deserialize)]

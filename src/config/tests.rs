@@ -198,3 +198,61 @@ fn relative_paths_resolve_against_the_config_directory() {
     assert_eq!(config.state_dir, Path::new("/etc/slipway/state"));
     assert_eq!(config.admin.token, TokenSource::File("/etc/slipway/token".into()));
 }
+
+/// The example with a local QEMU hypervisor and a k3s cluster defined for slipway to make.
+fn with_definition(group: &str) -> String {
+    format!(
+        r#"{EXAMPLE}
+[[hypervisors]]
+name = "local"
+kind = "qemu"
+bridge = "br0"
+
+[[cluster_definitions]]
+name = "edge"
+kind = "k3s"
+base_domain = "lab.example"
+network = "cluster"
+api_address = "10.1.107.2"
+api_int_address = "10.1.107.2"
+ingress_address = "10.1.107.2"
+hypervisor = "local"
+
+[[cluster_definitions.node_groups]]
+{group}
+"#
+    )
+}
+
+const SERVERS: &str = "name = \"server\"\nrole = \"control-plane\"\ncount = 3\nmemory = \"2GiB\"";
+
+#[test]
+fn a_cluster_definition_in_the_file_is_read_whole() {
+    let config = parse(&with_definition(SERVERS), Path::new("/etc/slipway/slipway.toml")).expect("valid");
+    assert_eq!(config.definitions.len(), 1);
+    let def = &config.definitions[0];
+    assert_eq!((def.name.as_str(), def.node_groups[0].count), ("edge", 3));
+    assert_eq!(def.node_groups[0].memory.map(|m| m.mib), Some(2048));
+    assert!(!config.inventory.clusters.contains_key(&def.name), "made by the engine, not declared as an object");
+}
+
+#[test]
+fn a_bad_cluster_definition_names_its_field_and_line() {
+    // Every problem at once: the count, and the control plane it leaves empty.
+    let text = with_definition(&SERVERS.replace("count = 3", "count = 0"));
+    let found: Vec<(String, Option<usize>)> = errors(&text).into_iter().map(|e| (e.to_string(), e.line)).collect();
+    let count = found.iter().find(|(e, _)| e.contains("cluster_definitions[0].node_groups[0].count"));
+    assert_eq!(count.and_then(|(_, line)| *line), Some(line_of(&text, "count = 0")), "{found:#?}");
+    assert!(
+        found.iter().any(|(e, _)| e.contains("cluster_definitions[0].node_groups") && e.contains("no control-plane"))
+    );
+    let text = with_definition(&SERVERS.replace("count = 3", "count = 3\ncolour = \"blue\""));
+    assert_error(&text, "cluster_definitions[0].node_groups[0].colour", "unknown field `colour`", "colour");
+    let text = with_definition(SERVERS).replace(
+        "hypervisor = \"local\"\n\n[[cluster_definitions.node_groups]]",
+        "hypervisor = \"pve\"\n\n[[cluster_definitions.node_groups]]",
+    );
+    assert_error(&text, "cluster_definitions[0].hypervisor", "pve", "hypervisor = \"pve\"");
+    let text = with_definition(SERVERS).replace("name = \"edge\"", "name = \"prod\"");
+    assert_error(&text, "cluster_definitions[0].name", "a [[clusters]] entry has this name", "name = \"prod\"#2");
+}
