@@ -257,20 +257,6 @@ impl Worker {
                 let next = if record.spec.is_some() { Phase::Creating } else { Phase::PoweringOn };
                 self.save(&record, record.enter(next, now)).await
             }
-            Phase::Creating | Phase::Created | Phase::ShuttingDown | Phase::Deleting if past(&record, now) => {
-                let what = match record.phase {
-                    Phase::Creating => "created",
-                    Phase::Created => "powered on",
-                    Phase::ShuttingDown => "shut down",
-                    _ => "deleted",
-                };
-                let reason = format!(
-                    "the VM was not {what} within {}; last error: {}",
-                    crate::inventory::types::format_duration(record.limits.create),
-                    record.error.as_deref().unwrap_or("none")
-                );
-                self.save(&record, record.fail(reason, now)).await
-            }
             Phase::Draining => {
                 if now.0 < record.since.0 + DRAIN_GRACE {
                     return Ok(());
@@ -347,7 +333,7 @@ impl Worker {
                 self.clusters.events.append(Source::Hypervisor, subject(&record), details);
                 Ok(())
             }
-            Err(e) => self.note_error(&record, e.to_string()).await,
+            Err(e) => self.call_failed(&record, e.to_string()).await,
         }
     }
 
@@ -369,7 +355,7 @@ impl Worker {
             return match hypervisor.shutdown(&owner(&record), record.limits.shutdown).await {
                 Ok(()) => self.save(&record, record.enter(Phase::Deleting, now)).await,
                 Err(e) if gone(&e) => self.save(&record, record.enter(Phase::Deleting, now)).await,
-                Err(e) => self.note_error(&record, e.to_string()).await,
+                Err(e) => self.call_failed(&record, e.to_string()).await,
             };
         }
         match hypervisor.delete(&owner(&record)).await {
@@ -380,8 +366,26 @@ impl Worker {
                 self.clusters.events.append(Source::Hypervisor, subject(&record), details);
                 self.remove(record).await
             }
-            Err(e) => self.note_error(&record, e.to_string()).await,
+            Err(e) => self.call_failed(&record, e.to_string()).await,
         }
+    }
+
+    /// A create, shutdown or delete that failed: past the phase's deadline the node fails with
+    /// the error; before it, the error is kept and the call made again. (The deadline is only
+    /// looked at after the call: a VM made while slipway was down moves on, it does not fail.)
+    async fn call_failed(&self, record: &NodeRecord, error: String) -> Result<(), ControlError> {
+        let now = Timestamp::now();
+        if !past(record, now) {
+            return self.note_error(record, error).await;
+        }
+        let what = match record.phase {
+            Phase::Creating => "created",
+            Phase::ShuttingDown => "shut down",
+            _ => "deleted",
+        };
+        let limit = record.limits.of(record.phase).map(crate::inventory::types::format_duration);
+        let reason = format!("the VM was not {what} within {}; last error: {error}", limit.unwrap_or_default());
+        self.save(record, record.fail(reason, now)).await
     }
 
     /// The node is gone: its installed mark first (a node of the same name made later must

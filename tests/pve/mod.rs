@@ -480,7 +480,6 @@ async fn create(
     data(json!(upid))
 }
 
-/// The local VM behind a Proxmox config: name, tags, cores, memory, disks, NICs, firmware.
 /// The slipway owner a VM's config carries in its tags, its node being the VM's name.
 fn owner_of(config: &Params) -> Result<Owner, String> {
     let tags = config.get("tags").map(String::as_str).unwrap_or("");
@@ -489,6 +488,7 @@ fn owner_of(config: &Params) -> Result<Owner, String> {
     Ok(owner)
 }
 
+/// The local VM behind a Proxmox config: name, tags, cores, memory, disks, NICs, firmware.
 fn spec_of(config: &Params, bridges: &BTreeMap<String, String>) -> Result<VmSpec, String> {
     let owner = owner_of(config)?;
     let mut disks = Vec::new();
