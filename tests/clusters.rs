@@ -526,6 +526,9 @@ fn a_proxmox_cluster_survives_kill_9_at_every_step_of_its_vms_lives() {
     per_host.sort();
     assert_eq!(per_host, [1, 1, 2], "soft anti-affinity: every node used, none twice before all once");
 
+    let (ok, _, err) =
+        support::cli_in(Some(&lab.ns), &daemon, &["cluster", "scale", "lab", "-g", "nosuch", "--count", "2"]);
+    assert!(!ok && err.contains("group = nosuch: cluster lab has no such node group (groups: server)"), "{err}");
     // Scaling down to two: killed while the leaving VMs' shutdown tasks run.
     pve.with(|s| s.faults.slow_tasks.insert("qmshutdown".into(), Duration::from_secs(5)));
     let (ok, _, err) =

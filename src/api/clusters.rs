@@ -125,6 +125,29 @@ pub async fn status(State(s): State<ApiState>, Path(name): Path<String>) -> Resu
 }
 
 #[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scale {
+    /// The node group whose count changes.
+    pub group: String,
+    pub count: u32,
+}
+
+/// Change one node group's count: the stored definition with that count, applied again (read
+/// and applied under the apply lock: concurrent scales of different groups both count). New
+/// nodes go through every phase; leaving ones (the highest-numbered) drain, shut down and go.
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/scale", tag = "clusters", params(("name" = String, Path)),
+    request_body = Scale,
+    responses((status = 200, description = "the plan applied"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn scale(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Body(scale): Body<Scale>,
+) -> Result<PlanView, ApiError> {
+    let name = path_name(&name)?;
+    Ok(PlanView(s.clusters.scale(name.as_str(), &scale.group, scale.count).await?))
+}
+
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Retried {
     /// The failed nodes put back into the phase they failed in.
     pub resumed: Vec<String>,

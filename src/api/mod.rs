@@ -101,6 +101,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(clusters::apply, clusters::get_definition, clusters::delete_definition))
         .routes(routes!(clusters::status))
         .routes(routes!(clusters::retry))
+        .routes(routes!(clusters::scale))
         .routes(routes!(leases::list_leases))
         .routes(routes!(leases::release_lease))
         .routes(routes!(events::list_events))

@@ -70,20 +70,11 @@ fn show_plan(plan: &Plan, applied: bool, output: Output) {
     }
 }
 
-/// `scale NAME --group G --count N`: the stored definition with one group's count changed,
-/// applied again.
+/// `scale NAME --group G --count N`: one group's count changed, applied by the daemon.
 pub async fn scale(client: &Client, name: &str, group: &str, count: u32, output: Output) -> Result<(), ClientError> {
-    let path = format!("/api/v1/clusters/{}/definition", super::encode(name));
-    let mut definition: Definition = client.json(Method::GET, &path, None::<&()>).await?;
-    let groups: Vec<String> = definition.node_groups.iter().map(|g| g.name.to_string()).collect();
-    let Some(g) = definition.node_groups.iter_mut().find(|g| g.name.as_str() == group) else {
-        return Err(ClientError::Setup(format!(
-            "cluster {name} has no node group {group} (groups: {})",
-            groups.join(", ")
-        )));
-    };
-    g.count = count;
-    let plan: Plan = client.json(Method::PUT, &path, Some(&definition)).await?;
+    let path = format!("/api/v1/clusters/{}/scale", super::encode(name));
+    let body = crate::api::clusters::Scale { group: group.to_owned(), count };
+    let plan: Plan = client.json(Method::POST, &path, Some(&body)).await?;
     show_plan(&plan, true, output);
     Ok(())
 }

@@ -183,9 +183,33 @@ impl Clusters {
         self.apply_as(definition, false).await
     }
 
+    /// The stored definition with one group's count changed, applied again; read and applied
+    /// under the one-apply-at-a-time lock, so two scales of different groups both count.
+    pub async fn scale(&self, cluster: &str, group: &str, count: u32) -> Result<Plan, ControlError> {
+        self.writable(cluster)?;
+        let _one_at_a_time = self.apply.lock().await;
+        let (stored, _) = self.read(cluster).await?;
+        let mut definition = stored.ok_or_else(|| ControlError::NotFound(cluster.to_owned()))?.definition;
+        let groups: Vec<String> = definition.node_groups.iter().map(|g| g.name.to_string()).collect();
+        let Some(g) = definition.node_groups.iter_mut().find(|g| g.name.as_str() == group) else {
+            return Err(ControlError::Invalid(vec![Problem {
+                field: "group".into(),
+                value: group.to_owned(),
+                message: format!("cluster {cluster} has no such node group (groups: {})", groups.join(", ")),
+            }]));
+        };
+        g.count = count;
+        self.apply_locked(definition, false).await
+    }
+
     /// `apply`, for the API or (`declared`) for the config file.
     async fn apply_as(&self, definition: Definition, declared: bool) -> Result<Plan, ControlError> {
         let _one_at_a_time = self.apply.lock().await;
+        self.apply_locked(definition, declared).await
+    }
+
+    /// `apply_as` with the apply lock held.
+    async fn apply_locked(&self, definition: Definition, declared: bool) -> Result<Plan, ControlError> {
         let (stored, existing) = self.read(definition.name.as_str()).await?;
         if stored.as_ref().is_some_and(|s| s.deleting.is_some()) {
             return Err(ControlError::Busy(format!("cluster {} is being deleted", definition.name)));
@@ -207,9 +231,13 @@ impl Clusters {
             if change.action != Action::Keep {
                 ops.push(Op::Put(Object::Node(p.node.clone())));
             }
-            if change.action == Action::Create {
+            // A new node starts at its first phase; so does one that existed before its
+            // definition (a create finds a VM slipway made before), or, if it phoned home, it
+            // is tracked as installed and nothing is done to it.
+            let tracked = existing.iter().any(|r| r.node == p.node.name);
+            if change.action == Action::Create || !tracked {
                 let hypervisor = p.vm.as_ref().and(definition.hypervisor.as_ref()).map(ToString::to_string);
-                let record = NodeRecord::planned(
+                let mut record = NodeRecord::planned(
                     definition.name.clone(),
                     p.node.name.clone(),
                     hypervisor,
@@ -217,18 +245,22 @@ impl Clusters {
                     limits,
                     now,
                 );
+                if change.action != Action::Create && self.store.installed(p.node.name.as_str()).is_some() {
+                    record = record.enter(Phase::Installed, now);
+                }
                 records.push(RecordWrite::put(Records::Phases, p.node.name.as_str(), &record));
             }
         }
         let leaving: Vec<Name> =
             plan.changes.iter().filter(|c| c.action == Action::Delete).map(|c| c.node.clone()).collect();
-        self.retire(&definition.name, &leaving, &existing, false, limits, &mut ops, &mut records);
+        self.retire(&leaving, &mut ops);
         // A node made under a name used before must install again: no old installed mark.
         let new: Vec<String> =
             plan.changes.iter().filter(|c| c.action == Action::Create).map(|c| c.node.to_string()).collect();
         let store = self.store.clone();
         blocking(move || new.iter().try_for_each(|n| store.set_installed(n, None).map(drop))).await?;
-        self.commit(ops, records).await?;
+        let retiring = Retiring { cluster: definition.name.clone(), nodes: leaving.clone(), keep_vms: false, limits };
+        self.commit(ops, records, retiring).await?;
         let created = plan.changes.iter().filter(|c| c.action == Action::Create).count();
         tracing::info!(cluster = %definition.name, nodes = plan.nodes.len(), created, leaving = leaving.len(), "cluster definition applied");
         Ok(plan)
@@ -265,7 +297,7 @@ impl Clusters {
         let limits = Limits::from(&stored.definition.validation.phases);
         let mut ops = Vec::new();
         let mut records = Vec::new();
-        self.retire(&name, &leaving, &existing, keep_vms, limits, &mut ops, &mut records);
+        self.retire(&leaving, &mut ops);
         if leaving.is_empty() {
             if inv.clusters.contains_key(&name) {
                 ops.push(Op::Delete(crate::inventory::Kind::Cluster, name.clone()));
@@ -274,7 +306,8 @@ impl Clusters {
         } else {
             records.push(RecordWrite::put(Records::Definitions, name.as_str(), &stored));
         }
-        self.commit(ops, records).await?;
+        let retiring = Retiring { cluster: name.clone(), nodes: leaving.clone(), keep_vms, limits };
+        self.commit(ops, records, retiring).await?;
         tracing::info!(cluster = %name, nodes = leaving.len(), keep_vms, "cluster deletion started");
         Ok(leaving.iter().map(ToString::to_string).collect())
     }
@@ -340,38 +373,15 @@ impl Clusters {
         stored.map(|s| s.definition).ok_or_else(|| ControlError::NotFound(cluster.to_owned()))
     }
 
-    /// Marks `leaving` retiring in the inventory and moves each to Draining (a node without a
-    /// record, made before the definition, gets one with no VM to remove).
-    #[allow(clippy::too_many_arguments)]
-    fn retire(
-        &self,
-        cluster: &Name,
-        leaving: &[Name],
-        existing: &[NodeRecord],
-        keep_vms: bool,
-        limits: Limits,
-        ops: &mut Vec<Op>,
-        records: &mut Vec<RecordWrite>,
-    ) {
+    /// Marks `leaving` retiring in the inventory; `commit` moves each to Draining.
+    fn retire(&self, leaving: &[Name], ops: &mut Vec<Op>) {
         let inv = self.store.snapshot();
-        let now = Timestamp::now();
         for name in leaving {
             if let Some(node) = inv.nodes.get(name).filter(|n| !n.retiring) {
                 let mut node = node.clone();
                 node.retiring = true;
                 ops.push(Op::Put(Object::Node(node)));
             }
-            let record = existing
-                .iter()
-                .find(|r| &r.node == name)
-                .cloned()
-                .unwrap_or_else(|| NodeRecord::planned(cluster.clone(), name.clone(), None, None, limits, now));
-            if record.phase.is_removal() {
-                continue;
-            }
-            let mut next = record.enter(Phase::Draining, now);
-            next.keep_vm = keep_vms;
-            records.push(RecordWrite::put(Records::Phases, name.as_str(), &next));
         }
     }
 
@@ -387,10 +397,20 @@ impl Clusters {
     }
 
     /// Commits inventory changes and records together, and tells the event log what changed.
-    async fn commit(&self, ops: Vec<Op>, records: Vec<RecordWrite>) -> Result<(), ControlError> {
+    /// The leaving nodes' Draining records are made from their records as stored at that
+    /// moment, under the records lock: a step the engine stored since they were read is not
+    /// overwritten by an older copy.
+    async fn commit(&self, ops: Vec<Op>, records: Vec<RecordWrite>, retiring: Retiring) -> Result<(), ControlError> {
         let (store, lock) = (self.store.clone(), self.records.clone());
         let (inv, outcomes) = blocking(move || {
             let _records = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut records = records;
+            for name in &retiring.nodes {
+                let stored = store.record::<NodeRecord>(Records::Phases, name.as_str())?;
+                if let Some(next) = retiring.draining(name, stored) {
+                    records.push(RecordWrite::put(Records::Phases, name.as_str(), &next));
+                }
+            }
             store.apply_with(&ops, &records)
         })
         .await?;
@@ -478,6 +498,30 @@ impl Clusters {
     }
 }
 
+/// Nodes an apply or a delete takes away.
+struct Retiring {
+    cluster: Name,
+    nodes: Vec<Name>,
+    keep_vms: bool,
+    limits: Limits,
+}
+
+impl Retiring {
+    /// `name`'s record moved to Draining (a node made before the definition, without a record,
+    /// gets one with no VM to remove); `None` for one already on its way out.
+    fn draining(&self, name: &Name, stored: Option<NodeRecord>) -> Option<NodeRecord> {
+        let now = Timestamp::now();
+        let record = stored
+            .unwrap_or_else(|| NodeRecord::planned(self.cluster.clone(), name.clone(), None, None, self.limits, now));
+        if record.phase.is_removal() {
+            return None;
+        }
+        let mut next = record.enter(Phase::Draining, now);
+        next.keep_vm = self.keep_vms;
+        Some(next)
+    }
+}
+
 /// Runs a blocking store call off the runtime.
 pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -539,6 +583,28 @@ mod tests {
         let wanted: Vec<&str> = stored.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(active, wanted, "{status:?}");
         assert!(status.nodes.iter().all(|n| n.phase == Phase::Planned || n.phase == Phase::Draining), "{status:?}");
+    }
+
+    #[tokio::test]
+    async fn nodes_that_existed_before_their_definition_are_tracked_from_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = clusters(dir.path());
+        // prod and its metal-0, metal-1 made through the objects API; metal-0 phoned home.
+        let before = c.plan(&definition(&["metal-0", "metal-1"])).await.expect("plan");
+        let mut ops = vec![Op::Put(Object::Cluster(before.cluster.clone()))];
+        ops.extend(before.nodes.iter().map(|p| Op::Put(Object::Node(p.node.clone()))));
+        c.store.apply_with(&ops, &[]).expect("objects");
+        c.store.set_installed("metal-0", Some(Timestamp::now())).expect("installed");
+
+        c.apply(definition(&["metal-0", "metal-1", "metal-2"])).await.expect("apply");
+        let status = c.status("prod").await.expect("status");
+        let phases: Vec<(&str, Phase)> = status.nodes.iter().map(|n| (n.name.as_str(), n.phase)).collect();
+        assert_eq!(
+            phases,
+            [("metal-0", Phase::Installed), ("metal-1", Phase::Planned), ("metal-2", Phase::Planned)],
+            "an existing node keeps its installed state and the others are tracked"
+        );
+        assert!(c.store.installed("metal-0").is_some(), "its installed mark stays");
     }
 
     #[tokio::test]
