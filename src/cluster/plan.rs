@@ -358,6 +358,15 @@ fn allocate_addresses(
     taken.extend(network.gateway);
     taken.extend(&network.dns_servers);
     taken.extend([def.api_address, def.api_int_address, def.ingress_address]);
+    // Other clusters' load-balancer addresses and every frontend's listen address are slipway's
+    // own: a node given one would fight the load balancer for it.
+    for c in inv.clusters.values().filter(|c| c.name != def.name) {
+        taken.extend([c.api_address, c.api_int_address, c.ingress_address]);
+    }
+    taken.extend(inv.frontends.values().filter_map(|f| match f.listen.ip() {
+        std::net::IpAddr::V4(ip) => Some(ip),
+        std::net::IpAddr::V6(_) => None,
+    }));
     let listed: BTreeMap<&Name, Ipv4Addr> = def.nodes.iter().filter_map(|n| Some((&n.name, n.ipv4?))).collect();
     let mut out: Vec<Option<Ipv4Addr>> = names
         .iter()

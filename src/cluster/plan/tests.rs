@@ -153,6 +153,25 @@ fn a_mac_another_node_holds_is_skipped_and_addresses_in_use_are_too() {
 }
 
 #[test]
+fn load_balancer_addresses_of_other_clusters_and_frontends_are_never_given_to_nodes() {
+    let mut inv = empty_lab();
+    let mut edge = inv.clusters.values().next().expect("the lab's cluster").clone();
+    edge.name = "edge".parse().expect("name");
+    edge.api_int_address = "10.1.107.10".parse().expect("ip");
+    inv.clusters.insert(edge.name.clone(), edge);
+    let frontend = crate::inventory::Frontend {
+        name: "edge-api".parse().expect("name"),
+        listen: "10.1.107.11:6443".parse().expect("addr"),
+        pool: "api".parse().expect("name"),
+        max_connections: 10,
+    };
+    inv.frontends.insert(frontend.name.clone(), frontend);
+    inv.reindex();
+    let plan = plan(&okd(), &inv, &facts()).expect("plan");
+    assert_eq!(plan.nodes[0].node.ipv4.to_string(), "10.1.107.12", ".10 is edge's api-int, .11 a frontend's");
+}
+
+#[test]
 fn listed_nodes_keep_their_mac_and_get_no_vm() {
     let mut def = okd();
     def.nodes = vec![super::super::definition::ListedNode {
