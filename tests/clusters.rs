@@ -641,3 +641,102 @@ fn a_cluster_defined_in_the_config_file_is_applied_at_start_and_owned_by_the_fil
     support::eventually("the cluster deleted", Duration::from_secs(60), || status(&daemon).is_string());
     daemon.stop(Duration::from_secs(10));
 }
+
+/// Health checks and the cluster's own timeout, on machines listed by hand (no VMs): once the
+/// machine phones home the checks run from slipway, a name in the cluster's zone resolving as
+/// slipway's DNS answers it; one passes and one fails, named in the `healthy` condition. A
+/// second cluster whose machine never shows up fails at its `validation.timeout`, and `retry`
+/// starts its clock again.
+#[test]
+fn health_checks_run_once_installed_and_the_cluster_timeout_fails_what_is_left() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = Lab::bridge_only("ch");
+    let config = boot::lab_network(Config::new(dir.path()))
+        .value("static_range", r#"{ start = "10.1.107.10", end = "10.1.107.99" }"#)
+        .section("[http]")
+        .set("listen", format!("{SERVER}:8080"))
+        .write();
+    let daemon = support::start_in(Some(&lab.ns), &config, &[]);
+    let cluster = |name: &str, node: &str, ip: &str, tail: &str| {
+        format!(
+            "name: {name}\nkind: k3s\nbase_domain: lab.example\nnetwork: lab\napi_address: {SERVER}\n\
+             api_int_address: 10.1.107.2\ningress_address: {SERVER}\n\
+             nodes: [{{ name: {node}, role: control-plane, mac: \"52:54:00:aa:00:{}\", ipv4: {ip} }}]\n{tail}",
+            &ip[ip.len() - 2..]
+        )
+    };
+    // api.<zone> is slipway's own address here, so its HTTP port answers; api-int has nothing.
+    let checks = "validation:\n  health_checks:\n    - { name: api, target: \"tcp://api.{zone}:8080\" }\n    - { name: inner, target: \"http://api-int.{zone}:8080/\" }\n";
+    let (code, body) = api(
+        &lab,
+        &daemon,
+        "PUT",
+        "/api/v1/clusters/lab/definition",
+        Some(&cluster("lab", "metal-0", "10.1.107.10", checks)),
+    );
+    assert_eq!(code, 200, "{body}");
+    let late = cluster("late", "metal-1", "10.1.107.11", "validation:\n  timeout: 3s\n");
+    let (code, body) = api(&lab, &daemon, "PUT", "/api/v1/clusters/late/definition", Some(&late));
+    assert_eq!(code, 200, "{body}");
+
+    let condition = |status: &Value, kind: &str| -> (String, String) {
+        let c = status["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == kind).cloned();
+        let c = c.unwrap_or(Value::Null);
+        (c["status"].as_str().unwrap_or("").to_owned(), c["message"].as_str().unwrap_or("").to_owned())
+    };
+    let before = status(&lab, &daemon);
+    assert_eq!(condition(&before, "healthy").0, "Unknown", "{before}");
+    assert_eq!(condition(&before, "installed"), ("False".into(), "0/1 nodes phoned home".into()));
+
+    // metal-0 phones home from its address.
+    let netns = |args: &[&str]| {
+        let out = Command::new("ip").args(["-n", &lab.ns]).args(args).output().expect("ip");
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    netns(&["addr", "add", "10.1.107.10/24", "dev", "br0"]);
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.ns, "curl", "-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["--interface", "10.1.107.10", "-X", "POST", &format!("http://{SERVER}:8080/phone-home")])
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "204");
+    let mut lab_status = Value::Null;
+    support::eventually("the checks run", Duration::from_secs(60), || {
+        lab_status = status(&lab, &daemon);
+        condition(&lab_status, "healthy").0 == "False"
+    });
+    assert_eq!(lab_status["phase"], "installed", "{lab_status}");
+    let (_, message) = condition(&lab_status, "healthy");
+    assert!(message.starts_with("inner: http://api-int.lab.lab.example:8080/: "), "{message}");
+    let api_check = lab_status["checks"].as_array().into_iter().flatten().find(|c| c["name"] == "api").cloned();
+    let api_check = api_check.unwrap_or(Value::Null);
+    assert_eq!(api_check["ok"], true, "{lab_status}");
+    assert_eq!(api_check["message"], format!("connected to {SERVER}:8080"), "api.<zone> resolved to the api address");
+    let (_, events) = api(&lab, &daemon, "GET", "/api/v1/events?type=health_check", None);
+    let changes: Vec<(String, bool)> = events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| (e["details"]["check"].as_str().unwrap_or("").to_owned(), e["details"]["ok"] == true))
+        .collect();
+    assert!(changes.contains(&("api".into(), true)) && changes.contains(&("inner".into(), false)), "{events}");
+
+    // late's machine never shows up: its cluster's timeout fails it, naming the timeout.
+    let late_status = |daemon: &support::Daemon| api(&lab, daemon, "GET", "/api/v1/clusters/late/status", None).1;
+    let mut failed = Value::Null;
+    support::eventually("late failing at its cluster timeout", Duration::from_secs(30), || {
+        failed = late_status(&daemon);
+        failed["phase"] == "failed"
+    });
+    assert_eq!(
+        failed["nodes"][0]["error"],
+        "the cluster was not installed within 3s (validation.timeout); this node was powering-on",
+        "{failed}"
+    );
+    let (ok, resumed, err) = support::cli_in(Some(&lab.ns), &daemon, &["cluster", "retry", "late"]);
+    assert!(ok && resumed.trim() == "resumed: metal-1", "{resumed}{err}");
+    let again = late_status(&daemon);
+    assert_eq!(again["nodes"][0]["phase"], "powering-on", "{again}");
+    assert!(again["deadline"].as_str() > failed["deadline"].as_str(), "the clock started again: {failed} then {again}");
+    daemon.stop(Duration::from_secs(10));
+}

@@ -117,8 +117,8 @@ pub async fn status(client: &Client, name: &str, watch: bool, output: Output) ->
         };
         let settled = status.nodes.iter().all(|n| n.phase.is_settled());
         // Ages change every second: a watcher prints when something else did.
-        let key = serde_json::to_string(&status.nodes.iter().map(|n| (&n.name, n.phase, &n.error)).collect::<Vec<_>>())
-            .unwrap_or_default();
+        let nodes: Vec<_> = status.nodes.iter().map(|n| (&n.name, n.phase, &n.error)).collect();
+        let key = serde_json::to_string(&(nodes, &status.conditions)).unwrap_or_default();
         if key != last {
             crate::out!("{shown}");
             last = key;
@@ -148,10 +148,20 @@ fn table(status: &Status, now: Timestamp) -> String {
             vec![n.name.clone(), n.phase.as_str().to_owned(), age(n.since), opt(left), opt(vm), opt(note)]
         })
         .collect();
+    let conditions: Vec<Vec<String>> =
+        status.conditions.iter().map(|c| vec![c.kind.clone(), c.status.clone(), c.message.clone()]).collect();
+    let deadline = match status.deadline {
+        Some(d) if !status.nodes.iter().all(|n| n.phase == crate::cluster::phase::Phase::Installed) => {
+            let secs = d.0.duration_since(now.0).unwrap_or_default().as_secs();
+            format!(" (to be installed within {})", crate::inventory::types::format_duration(Duration::from_secs(secs)))
+        }
+        _ => String::new(),
+    };
     format!(
-        "cluster {}: {}\n{}",
+        "cluster {}: {}{deadline}\n{}{}",
         status.cluster,
         status.phase,
+        render(&["CONDITION", "STATUS", "MESSAGE"], &conditions),
         render(&["NODE", "PHASE", "FOR", "DEADLINE IN", "VM", "LAST"], &rows)
     )
 }

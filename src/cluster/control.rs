@@ -8,7 +8,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::definition::Definition;
-use super::phase::{Limits, NodeRecord, Phase, VmPlace, cluster_phase};
+use super::health::CheckResult;
+use super::phase::{Condition, Limits, NodeRecord, Phase, VmPlace, cluster_phase, conditions};
 use super::plan::{Action, Facts, Plan, Problem, plan};
 use crate::hypervisor::Hypervisor;
 use crate::inventory::{Name, Object, Op, Timestamp};
@@ -31,6 +32,9 @@ pub struct Clusters {
     pub(super) records: Arc<std::sync::Mutex<()>>,
     /// The config file's cluster definitions (changed only by editing the file).
     pub(super) declared: Arc<Declared>,
+    /// Each cluster's latest health check results (observations, not state: a restart checks
+    /// again within seconds).
+    pub(super) health: Arc<std::sync::Mutex<std::collections::HashMap<Name, Vec<CheckResult>>>>,
 }
 
 /// The cluster definitions a config file declares.
@@ -73,6 +77,17 @@ pub struct Stored {
     /// From the config file: the API does not change it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub declared: bool,
+    /// When `validation.timeout` last started counting again (a retry); else `applied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<Timestamp>,
+}
+
+impl Stored {
+    /// When the cluster must be installed by, if its definition sets `validation.timeout`.
+    pub fn deadline(&self) -> Option<Timestamp> {
+        let timeout = self.definition.validation.timeout?;
+        Some(Timestamp(self.clock.unwrap_or(self.applied).0 + timeout))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
@@ -88,6 +103,13 @@ pub struct Status {
     /// The least advanced node's phase, `failed` if one failed.
     pub phase: String,
     pub applied: Timestamp,
+    /// When every node must be installed by (`validation.timeout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
+    pub conditions: Vec<Condition>,
+    /// The health checks' latest results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckResult>,
     pub nodes: Vec<NodeStatus>,
 }
 
@@ -117,6 +139,7 @@ impl Clusters {
             apply: Arc::default(),
             records: Arc::default(),
             declared: Arc::default(),
+            health: Arc::default(),
         }
     }
 
@@ -225,7 +248,7 @@ impl Clusters {
         let now = Timestamp::now();
         let limits = Limits::from(&definition.validation.phases);
         let mut ops = vec![Op::Put(Object::Cluster(plan.cluster.clone()))];
-        let stored = Stored { definition: definition.clone(), applied: now, deleting: None, declared };
+        let stored = Stored { definition: definition.clone(), applied: now, deleting: None, declared, clock: None };
         let mut records = vec![RecordWrite::put(Records::Definitions, definition.name.as_str(), &stored)];
         for (p, change) in plan.nodes.iter().zip(&plan.changes) {
             if change.action != Action::Keep {
@@ -436,10 +459,16 @@ impl Clusters {
             nodes.into_iter().map(|(_, r)| r).filter(|r| r.cluster.as_str() == cluster).collect();
         nodes.sort_by_key(|r| (order.iter().position(|n| n == &r.node).unwrap_or(usize::MAX), r.node.clone()));
         let phases: Vec<Phase> = nodes.iter().map(|r| r.phase).collect();
+        let reached: Vec<Phase> =
+            nodes.iter().filter(|r| !r.phase.is_removal()).map(|r| r.failed_in.unwrap_or(r.phase)).collect();
+        let checks = lock(&self.health).get(&stored.definition.name).cloned().unwrap_or_default();
         Ok(Status {
             cluster: cluster.to_owned(),
             phase: cluster_phase(&phases).to_owned(),
             applied: stored.applied,
+            deadline: stored.deadline(),
+            conditions: conditions(&reached, stored.definition.validation.health_checks.len(), &checks),
+            checks,
             nodes: nodes
                 .into_iter()
                 .map(|r| NodeStatus {
@@ -464,9 +493,15 @@ impl Clusters {
         let name = cluster.to_owned();
         let (exists, resumed) = blocking(move || {
             let _records = lock.lock().unwrap_or_else(|p| p.into_inner());
-            let exists = store.record::<Stored>(Records::Definitions, &name)?.is_some();
+            let stored = store.record::<Stored>(Records::Definitions, &name)?;
+            let exists = stored.is_some();
             let now = Timestamp::now();
             let mut writes = Vec::new();
+            // The cluster's own timeout starts again too.
+            if let Some(mut stored) = stored.filter(|s| s.definition.validation.timeout.is_some()) {
+                stored.clock = Some(now);
+                writes.push(RecordWrite::put(Records::Definitions, name.as_str(), &stored));
+            }
             let mut resumed = Vec::new();
             for (key, record) in store.records::<NodeRecord>(Records::Phases)? {
                 if record.cluster.as_str() != name {
@@ -520,6 +555,10 @@ impl Retiring {
         next.keep_vm = self.keep_vms;
         Some(next)
     }
+}
+
+pub(super) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs a blocking store call off the runtime.

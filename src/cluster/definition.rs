@@ -140,6 +140,28 @@ pub struct Validation {
     pub timeout: Option<Duration>,
     #[serde(default)]
     pub phases: PhaseTimeouts,
+    /// Probes that must all answer, once every node is installed, for the cluster to count as
+    /// healthy (the `healthy` condition); run every 10 s from slipway's host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<HealthCheck>,
+}
+
+/// One probe of a cluster from slipway's host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub name: Name,
+    /// `tcp://HOST:PORT` (a connection is accepted), or an `http://` / `https://` URL (a GET
+    /// answers `status`). `{zone}` stands for the cluster's zone (`<name>.<base_domain>`), and
+    /// names in it resolve as slipway's DNS answers them: `api`, `api-int`, `*.apps`, nodes.
+    pub target: String,
+    /// The HTTP status expected; default 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// https: accept any certificate (a cluster's self-signed ingress); by default it is
+    /// verified against the system's CAs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
 }
 
 /// Per-phase limits; unset ones take the defaults in `PhaseTimeouts::DEFAULT`.

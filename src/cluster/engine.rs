@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::control::{Clusters, ControlError, Stored, blocking};
+use super::control::{Clusters, ControlError, Stored, blocking, lock};
 use super::phase::{Next, NodeRecord, Phase, Seen, VmPlace, after_boot_events, cluster_phase};
 use crate::hypervisor::{Hypervisor, Owner};
 use crate::inventory::{Kind, Name, Op, Timestamp};
@@ -75,6 +75,7 @@ impl Service for Engine {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut steps = JoinSet::new();
+        steps.spawn(super::monitor::watch(worker.clusters.clone()));
         // The config file's definitions, applied (when new or changed) beside the passes: a
         // slow hypervisor or a node still leaving holds up no step.
         let clusters = worker.clusters.clone();
@@ -164,10 +165,6 @@ async fn recv(events: &mut Option<broadcast::Receiver<Arc<Event>>>) -> Result<Ar
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl Worker {
     /// A boot step of a node waiting on one (not the engine's own events).
     fn watches(&self, e: &Event) -> bool {
@@ -214,11 +211,40 @@ impl Worker {
         Ok(())
     }
 
+    /// Fails every unsettled node of a cluster that is not installed by its
+    /// `validation.timeout` (from its apply or its last retry); nothing is destroyed, and
+    /// `retry` resumes them with the cluster's clock started again.
+    async fn expire(&self, records: &[(String, NodeRecord)]) -> Result<(), ControlError> {
+        let store = self.clusters.store.clone();
+        let definitions = blocking(move || store.records::<Stored>(Records::Definitions)).await?;
+        let now = Timestamp::now();
+        for (_, stored) in definitions {
+            let (Some(deadline), Some(timeout)) = (stored.deadline(), stored.definition.validation.timeout) else {
+                continue;
+            };
+            let cluster = &stored.definition.name;
+            let nodes: Vec<&NodeRecord> = records.iter().map(|(_, r)| r).filter(|r| &r.cluster == cluster).collect();
+            if now <= deadline || stored.deleting.is_some() || nodes.iter().all(|r| r.phase == Phase::Installed) {
+                continue;
+            }
+            let timeout = crate::inventory::types::format_duration(timeout);
+            for record in nodes.into_iter().filter(|r| !r.phase.is_settled() && !r.phase.is_removal()) {
+                let reason = format!(
+                    "the cluster was not installed within {timeout} (validation.timeout); this node was {}",
+                    record.phase.as_str()
+                );
+                self.save(record, record.fail(reason, now)).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// One look at every unsettled node: a step task for each that has none running.
     async fn pass(self: Arc<Self>, steps: &mut JoinSet<()>) -> Result<(), ControlError> {
         let store = self.clusters.store.clone();
         let records = blocking(move || store.records::<NodeRecord>(Records::Phases)).await?;
         self.finish_deletions(&records).await?;
+        self.expire(&records).await?;
         let waiting: HashSet<Name> = records
             .iter()
             .filter(|(_, r)| matches!(r.phase, Phase::PoweringOn | Phase::Booting | Phase::ConfigServed))
@@ -253,9 +279,13 @@ impl Worker {
     async fn step(&self, record: NodeRecord) -> Result<(), ControlError> {
         let now = Timestamp::now();
         match record.phase {
+            Phase::Planned if record.spec.is_some() => self.save(&record, record.enter(Phase::Creating, now)).await,
             Phase::Planned => {
-                let next = if record.spec.is_some() { Phase::Creating } else { Phase::PoweringOn };
-                self.save(&record, record.enter(next, now)).await
+                // A listed machine is powered on by its operator, as soon as the apply: what it
+                // did since then counts.
+                let mut next = record.enter(Phase::PoweringOn, now);
+                next.powered_on = Some(record.since);
+                self.save(&record, next).await
             }
             Phase::Draining => {
                 if now.0 < record.since.0 + DRAIN_GRACE {

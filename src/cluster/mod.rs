@@ -1,12 +1,15 @@
 //! Clusters made from definitions: the definition operators write (`definition`), the plan that
 //! turns it into nodes, addresses, MACs and VMs against the inventory (`plan`, pure), the node
-//! phases and their decisions (`phase`, pure), what the API asks (`control`: plan, apply,
-//! status, retry) and the reconciler service that drives every node through its phases
-//! (`engine`).
+//! phases, conditions and their decisions (`phase`, pure), what the API asks (`control`: plan,
+//! apply, scale, status, retry, delete), the reconciler service that drives every node through
+//! its phases (`engine`), and the clusters' health checks (`health`: targets and the probe;
+//! `monitor`: runs them once a cluster is installed).
 
 pub mod control;
 pub mod definition;
 pub mod engine;
+pub mod health;
+pub mod monitor;
 pub mod phase;
 pub mod plan;
 

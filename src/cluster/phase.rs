@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::definition::PhaseTimeouts;
+use super::health::CheckResult;
 use crate::hypervisor::VmSpec;
 use crate::inventory::{Name, Timestamp};
 
@@ -306,6 +307,53 @@ pub fn cluster_phase(nodes: &[Phase]) -> &'static str {
     nodes.iter().min().map_or("empty", |p| p.as_str())
 }
 
+/// One aspect of a cluster, Kubernetes style: `created` (every VM made), `booted` (every node
+/// asked for its address), `installed` (every node phoned home), and `healthy` (every health
+/// check passes; only with checks defined).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub message: String,
+}
+
+impl Condition {
+    fn new(kind: &str, status: &str, message: String) -> Condition {
+        Condition { kind: kind.into(), status: status.into(), message }
+    }
+}
+
+/// The conditions of a cluster whose nodes (those not leaving) reached `reached` — each the
+/// phase it is in, or for a failed one the phase it failed in — and whose health checks
+/// (`checks` defined) last gave `results`.
+pub fn conditions(reached: &[Phase], checks: usize, results: &[CheckResult]) -> Vec<Condition> {
+    let total = reached.len();
+    let count = |phase: Phase| reached.iter().filter(|p| **p >= phase).count();
+    let share = |kind: &str, done: usize, what: &str| {
+        let status = if done == total { "True" } else { "False" };
+        Condition::new(kind, status, format!("{done}/{total} {what}"))
+    };
+    let mut out = vec![
+        share("created", count(Phase::Created), "VMs made (or machines listed)"),
+        share("booted", count(Phase::Booting), "nodes asked for their address"),
+        share("installed", count(Phase::Installed), "nodes phoned home"),
+    ];
+    if checks > 0 {
+        let installed = count(Phase::Installed) == total && total > 0;
+        let failing: Vec<String> =
+            results.iter().filter(|r| !r.ok).map(|r| format!("{}: {}", r.name, r.message)).collect();
+        out.push(match (installed, results.len() == checks) {
+            (false, _) => Condition::new("healthy", "Unknown", "checked once every node is installed".into()),
+            (true, false) => Condition::new("healthy", "Unknown", "not checked yet".into()),
+            (true, true) if failing.is_empty() => Condition::new("healthy", "True", format!("{checks} checks pass")),
+            (true, true) => Condition::new("healthy", "False", failing.join("; ")),
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,5 +428,49 @@ mod tests {
         assert_eq!(cluster_phase(&[Phase::Installed, Phase::Booting]), "booting");
         assert_eq!(cluster_phase(&[Phase::Installed, Phase::Failed]), "failed");
         assert_eq!(cluster_phase(&[]), "empty");
+    }
+
+    #[test]
+    fn conditions_count_nodes_by_the_phase_they_reached() {
+        // One installed, one booting, one that failed while creating its VM.
+        let found: Vec<(String, String, String)> =
+            conditions(&[Phase::Installed, Phase::Booting, Phase::Creating], 0, &[])
+                .into_iter()
+                .map(|c| (c.kind, c.status, c.message))
+                .collect();
+        let want = [
+            ("created", "False", "2/3 VMs made (or machines listed)"),
+            ("booted", "False", "2/3 nodes asked for their address"),
+            ("installed", "False", "1/3 nodes phoned home"),
+        ];
+        assert_eq!(found, want.map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned())));
+        let all = conditions(&[Phase::Installed, Phase::Installed], 0, &[]);
+        assert!(all.iter().all(|c| c.status == "True"), "{all:?}");
+    }
+
+    #[test]
+    fn healthy_waits_for_every_node_then_names_the_failing_checks() {
+        let result = |name: &str, ok: bool| CheckResult {
+            name: name.into(),
+            ok,
+            message: if ok { "connected".into() } else { "refused".into() },
+            since: at(0),
+        };
+        let healthy = |nodes: &[Phase], results: &[CheckResult]| {
+            let c = conditions(nodes, 2, results).pop().expect("healthy");
+            (c.status, c.message)
+        };
+        let installed = [Phase::Installed, Phase::Installed];
+        assert_eq!(healthy(&[Phase::Booting], &[]).0, "Unknown");
+        assert_eq!(healthy(&installed, &[result("api", true)]).0, "Unknown", "one of two checked");
+        assert_eq!(
+            healthy(&installed, &[result("api", true), result("apps", true)]),
+            ("True".into(), "2 checks pass".into())
+        );
+        assert_eq!(
+            healthy(&installed, &[result("api", true), result("apps", false)]),
+            ("False".into(), "apps: refused".into())
+        );
+        assert_eq!(conditions(&installed, 0, &[]).len(), 3, "no checks, no healthy condition");
     }
 }

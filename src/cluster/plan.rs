@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::definition::{Definition, Lifecycle, NodeGroup, Sizing};
+use super::health;
 use crate::hypervisor::placement::{self, Host};
 use crate::hypervisor::{self, AntiAffinity, Disk, Nic, NicModel, Owner, Vm, VmSpec};
 use crate::inventory::{Cluster, ClusterKind, Inventory, MacAddr, Name, Network, Node, Origin, Role};
@@ -114,6 +115,7 @@ pub fn plan(def: &Definition, inv: &Inventory, facts: &Facts) -> Result<Plan, Ve
     }
     check_hypervisor(def, facts, &mut problems);
     check_timeouts(def, &mut problems);
+    check_health(def, &mut problems);
     check_groups(def, &mut problems);
     check_roles(def, &mut problems);
     if let Some(hosts) = &facts.hosts {
@@ -235,6 +237,32 @@ fn check_timeouts(def: &Definition, problems: &mut Problems) {
             && (d < std::time::Duration::from_secs(1) || d > MAX_PHASE)
         {
             problems.add(field, crate::inventory::types::format_duration(d), "must be between 1s and 7days");
+        }
+    }
+}
+
+fn check_health(def: &Definition, problems: &mut Problems) {
+    let checks = &def.validation.health_checks;
+    if checks.len() > health::MAX_CHECKS {
+        problems.add("validation.health_checks", checks.len(), format!("at most {} checks", health::MAX_CHECKS));
+    }
+    let zone = format!("{}.{}", def.name, def.base_domain);
+    let mut names = BTreeSet::new();
+    for (i, c) in checks.iter().enumerate() {
+        let at = |field: &str| format!("validation.health_checks[{i}].{field}");
+        if !names.insert(&c.name) {
+            problems.add(at("name"), &c.name, "another health check has this name");
+        }
+        match health::Target::parse(c, &zone) {
+            Err(why) => problems.add(at("target"), &c.target, why),
+            Ok(health::Target::Tcp { .. }) if c.status.is_some() || c.insecure => {
+                let field = if c.status.is_some() { "status" } else { "insecure" };
+                problems.add(at(field), &c.target, "only for http:// and https:// targets");
+            }
+            Ok(_) => {}
+        }
+        if let Some(status) = c.status.filter(|s| !(100..=599).contains(s)) {
+            problems.add(at("status"), status, "an HTTP status is 100-599");
         }
     }
 }

@@ -172,6 +172,13 @@ pub enum EventKind {
         cluster: Name,
         phase: String,
     },
+    /// One of a defined cluster's health checks started or stopped passing.
+    HealthCheck {
+        cluster: Name,
+        check: Name,
+        ok: bool,
+        message: String,
+    },
     InventoryChanged {
         object: Kind,
         name: Name,
@@ -214,6 +221,7 @@ impl EventKind {
         "vm_deleted",
         "node_phase",
         "cluster_phase",
+        "health_check",
         "inventory_changed",
         "daemon_started",
         "daemon_stopping",
@@ -250,6 +258,7 @@ impl EventKind {
             EventKind::VmDeleted { .. } => "vm_deleted",
             EventKind::NodePhase { .. } => "node_phase",
             EventKind::ClusterPhase { .. } => "cluster_phase",
+            EventKind::HealthCheck { .. } => "health_check",
             EventKind::InventoryChanged { .. } => "inventory_changed",
             EventKind::DaemonStarted { .. } => "daemon_started",
             EventKind::DaemonStopping => "daemon_stopping",

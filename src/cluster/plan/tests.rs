@@ -396,3 +396,30 @@ fn unknown_fields_and_bad_values_are_refused_by_name() {
         .expect_err("enum");
     assert!(err.to_string().contains("always"), "{err}");
 }
+
+#[test]
+fn health_checks_are_checked_by_field() {
+    let checks = r#"
+validation:
+  health_checks:
+    - { name: api, target: "tcp://api.{zone}:6443" }
+    - { name: api, target: "https://console.apps.{zone}/", status: 200, insecure: true }
+    - { name: bad, target: "api.{zone}:6443" }
+    - { name: odd, target: "tcp://api.{zone}:6443", status: 200 }
+    - { name: code, target: "http://x.{zone}/", status: 999 }
+"#;
+    let def = definition(&format!("{OKD}{checks}"));
+    let found = problems(&def, &empty_lab(), &facts());
+    assert_eq!(
+        found,
+        [
+            "validation.health_checks[1].name = api: another health check has this name",
+            "validation.health_checks[2].target = api.{zone}:6443: use tcp://HOST:PORT, http://... or https://...",
+            "validation.health_checks[3].status = tcp://api.{zone}:6443: only for http:// and https:// targets",
+            "validation.health_checks[4].status = 999: an HTTP status is 100-599",
+        ]
+    );
+    let good = checks.replace("name: api, target: \"https", "name: console, target: \"https");
+    let good: String = good.lines().take(5).map(|l| format!("{l}\n")).collect();
+    assert!(plan(&definition(&format!("{OKD}{good}")), &empty_lab(), &facts()).is_ok(), "{good}");
+}
