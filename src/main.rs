@@ -106,10 +106,13 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum ClusterAction {
     /// What applying a definition (YAML or JSON, `-` for stdin) would create or change: every
-    /// node with its MAC, address and VM. Nothing is changed.
+    /// node with its MAC, address, VM and host. Nothing is changed. With NAME instead of a
+    /// file: the stored definition, against what exists now.
     Plan {
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        name: Option<String>,
         #[arg(long, short = 'f')]
-        file: PathBuf,
+        file: Option<PathBuf>,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -292,9 +295,9 @@ fn main() -> ExitCode {
             client_command(&api, |c| async move { cli::boot::reinstall(&c, &node, api.output).await })
         }
         Command::Cluster { action } => match action {
-            ClusterAction::Plan { file, api } => {
-                client_command(&api, |c| async move { cli::cluster::plan_or_apply(&c, &file, false, api.output).await })
-            }
+            ClusterAction::Plan { name, file, api } => client_command(&api, |c| async move {
+                cli::cluster::plan(&c, name.as_deref(), file.as_deref(), api.output).await
+            }),
             ClusterAction::Apply { file, api } => {
                 client_command(&api, |c| async move { cli::cluster::plan_or_apply(&c, &file, true, api.output).await })
             }

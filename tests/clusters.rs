@@ -233,6 +233,14 @@ fn a_definition_becomes_booted_vms_survives_kill_9_scales_down_and_deletes_witho
         assert!(lease.is_some(), "no lease for {name} ({mac}): {leases}");
     }
 
+    // The stored definition planned again: nothing to do, each VM where it runs.
+    let (ok, replan, err) = support::cli_in(Some(&lab.ns), &daemon, &["cluster", "plan", "lab"]);
+    assert!(ok, "{err}");
+    for node in ["server-0", "server-1"] {
+        let line = replan.lines().find(|l| l.starts_with(node)).unwrap_or_default();
+        assert!(line.contains(&format!("local (VMID {node})")) && line.ends_with("keep"), "{replan}");
+    }
+
     // Scaling down: server-1 drains, its VM is shut down and deleted, its reservation goes.
     let (ok, scaled, err) =
         support::cli_in(Some(&lab.ns), &daemon, &["cluster", "scale", "lab", "-g", "server", "--count", "1"]);

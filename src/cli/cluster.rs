@@ -16,6 +16,21 @@ use crate::inventory::Timestamp;
 /// How often `status --watch` asks.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
 
+/// `plan NAME` or `plan -f FILE`: what applying the stored definition, or the file's, would
+/// do now; nothing changes.
+pub async fn plan(client: &Client, name: Option<&str>, file: Option<&Path>, output: Output) -> Result<(), ClientError> {
+    if let Some(file) = file {
+        return plan_or_apply(client, file, false, output).await;
+    }
+    let name = name.ok_or_else(|| ClientError::Setup("give a cluster NAME or -f FILE".into()))?;
+    let path = format!("/api/v1/clusters/{}/definition", super::encode(name));
+    let definition: Definition = client.json(Method::GET, &path, None::<&()>).await?;
+    let path = format!("/api/v1/clusters/{}/plan", super::encode(name));
+    let plan: Plan = client.json(Method::POST, &path, Some(&definition)).await?;
+    show_plan(&plan, false, output);
+    Ok(())
+}
+
 /// `plan -f FILE` (nothing changes) or `apply -f FILE`: every node with its MAC, address, VM
 /// and what happens to it.
 pub async fn plan_or_apply(client: &Client, file: &Path, apply: bool, output: Output) -> Result<(), ClientError> {
