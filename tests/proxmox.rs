@@ -192,7 +192,61 @@ fn a_failed_create_task_is_reported_and_its_vm_removed() {
     let err = rt.block_on(backend(&pve).create(&spec("master-0", Firmware::Bios))).expect_err("the task fails");
     assert_eq!((err.vm.as_str(), err.step), ("master-0", Step::Create));
     assert!(matches!(&err.kind, ErrorKind::TaskFailed { message, .. } if message.contains("out of space")), "{err}");
-    assert!(pve.with(|s| s.vms.is_empty()), "the failed VM was deleted");
+    // Proxmox removed the config itself: the clean-up finds nothing and says nothing is left.
+    assert!(pve.with(|s| s.vms.is_empty()), "the failed VM is gone");
+    assert!(pve.with(|s| s.requests.iter().any(|r| r.starts_with("DELETE /nodes/pve1/qemu/"))), "clean-up asked");
+    assert!(!err.to_string().contains("failed too"), "no leftover claimed: {err}");
+
+    // When the failed create does leave its VM behind, slipway deletes it.
+    pve.with(|s| {
+        s.faults.fail_create = Some("lvcreate 'pve/vm-101-disk-0' error: out of space".into());
+        s.faults.fail_create_keeps_config = true;
+    });
+    let err = rt.block_on(backend(&pve).create(&spec("master-0", Firmware::Bios))).expect_err("the task fails");
+    assert!(!err.to_string().contains("failed too"), "{err}");
+    assert!(pve.with(|s| s.vms.is_empty()), "the VM left behind was deleted");
+}
+
+/// PVE 8.0-8.3 put an error's text only in the HTTP reason phrase (and every version sends a
+/// refused token as a bare 401): slipway still names the reason, and still recognises another
+/// client taking the VMID, so it asks for the next one.
+#[test]
+fn errors_only_in_the_reason_phrase_are_still_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    pve.with(|s| {
+        s.faults.reason_only = true;
+        s.faults.steal_ids = 1;
+    });
+    let rt = runtime();
+    let vm = rt.block_on(backend(&pve).create(&spec("worker-0", Firmware::Bios))).expect("create");
+    assert_eq!(vm.id, "101", "100 went to another client, told only by the reason phrase");
+
+    let wrong = Proxmox::new(settings(&pve, pinned(&pve), "not-the-secret")).expect("backend");
+    let err = rt.block_on(wrong.list()).expect_err("refused");
+    assert!(matches!(err.kind, ErrorKind::Auth { .. }) && err.to_string().contains("invalid token value"), "{err}");
+
+    let none: [(&str, &str); 0] = [];
+    let api =
+        slipway::hypervisor::proxmox::api::Api::new(&pve.url, pve::TOKEN_ID, pve::SECRET, &pinned(&pve)).expect("api");
+    use proxmox_api::client::Client as _;
+    let gone = rt.block_on(api.delete::<_, String>("/nodes/pve1/qemu/999", &none)).expect_err("no such VM");
+    assert_eq!(gone.to_string(), "HTTP 500: Configuration file 'nodes/pve1/qemu-server/999.conf' does not exist");
+}
+
+/// A node with an offline storage (an unreachable NFS export): deleting a VM does not touch
+/// the node's other storages, so it still works.
+#[test]
+fn a_delete_does_not_depend_on_the_nodes_other_storages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    pve.with(|s| s.faults.offline_storages = vec![("pve1".into(), "nfs-backup".into())]);
+    let rt = runtime();
+    let spec = spec("master-0", Firmware::Bios);
+    let vm = rt.block_on(backend(&pve).create(&spec)).expect("create");
+    assert_eq!(vm.host, "pve1");
+    rt.block_on(backend(&pve).delete(&spec.owner)).expect("delete with nfs-backup offline");
+    assert!(pve.with(|s| s.vms.is_empty()));
 }
 
 #[test]

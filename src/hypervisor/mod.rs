@@ -218,6 +218,9 @@ pub enum ErrorKind {
     Tls(String),
     #[error("the hypervisor refused it: {0}")]
     Rejected(String),
+    /// Proxmox answered with an error status.
+    #[error("Proxmox answered {status}: {message}{}", status_hint(*status))]
+    Api { status: u16, message: String },
     #[error("task {upid} failed: {message}")]
     TaskFailed { upid: String, message: String },
     #[error("task {upid} did not finish within {}", humantime::format_duration(*.after))]
@@ -228,6 +231,16 @@ pub enum ErrorKind {
     NotFound,
     #[error("{0}")]
     Local(String),
+}
+
+/// What a Proxmox-specific status means, for the ones its text does not explain.
+fn status_hint(status: u16) -> &'static str {
+    match status {
+        595 | 596 => {
+            " (the Proxmox node that took the request could not reach the node it forwarded it to; check that node and the cluster network)"
+        }
+        _ => "",
+    }
 }
 
 impl Error {

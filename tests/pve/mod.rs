@@ -61,8 +61,10 @@ struct Task {
 pub struct Faults {
     /// The next N `/cluster/nextid` answers are taken by another client right after.
     pub steal_ids: usize,
-    /// The next create task fails with this message and leaves its VM behind.
+    /// The next create task fails with this message (and removes its VM, as Proxmox does).
     pub fail_create: Option<String>,
+    /// A failed create leaves its VM behind (unlocked): the worst case slipway cleans up.
+    pub fail_create_keeps_config: bool,
     /// Tasks never finish.
     pub hang_tasks: bool,
     /// Tasks take this long instead of 300 ms (a slow storage's create).
@@ -70,6 +72,12 @@ pub struct Faults {
     /// Tasks of these types (`qmcreate`, `qmstart`, `qmshutdown`, `qmdestroy`...) take this
     /// long.
     pub slow_tasks: BTreeMap<String, Duration>,
+    /// PVE 8.0-8.3 (libpve-http-server-perl before 5.2): an error's text only in the HTTP reason
+    /// phrase, the body `{"data":null}`; a refused token a bare `401` with no body.
+    pub reason_only: bool,
+    /// Storages (node, storage) that are offline: `destroy-unreferenced-disks`, which activates
+    /// every storage of the node, fails on them.
+    pub offline_storages: Vec<(String, String)>,
 }
 
 /// The stand-in's VMs are local QEMU VMs; Proxmox bridge names map to local bridges.
@@ -237,7 +245,31 @@ fn router(state: Shared) -> Router {
         .route("/api2/json/nodes/{node}/qemu/{vmid}/status/shutdown", post(shutdown))
         .route("/api2/json/nodes/{node}/tasks/{upid}/status", get(task_status))
         .layer(axum::middleware::from_fn(auth))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), old_errors))
         .with_state(state)
+}
+
+/// With `reason_only`, errors as PVE 8.0-8.3 sent them: the text in the reason phrase only.
+async fn old_errors(
+    AxState(state): AxState<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let reason_only = state.lock().expect("state").faults.reason_only;
+    if !reason_only || response.status().is_success() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let value: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let message = value["message"].as_str().unwrap_or_default().trim().to_owned();
+    if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(message) {
+        parts.extensions.insert(reason);
+    }
+    let body = if parts.status == StatusCode::UNAUTHORIZED { String::new() } else { r#"{"data":null}"#.to_owned() };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 fn data(value: Value) -> Response {
@@ -471,9 +503,16 @@ async fn create(
             (None, Some((qemu, spec))) => qemu.create(&spec?).await.map(|_| ()).map_err(|e| e.to_string()),
             (None, None) => Ok(()),
         };
-        // A failed create leaves its VM (unlocked) behind: the worst case slipway must clean up.
-        if let Some(vm) = shared.lock().expect("state").vms.get_mut(&vmid) {
-            vm.lock = None;
+        // As qemu-server does: a failed create removes its config again; a finished one drops
+        // the lock.
+        let mut s = shared.lock().expect("state");
+        match (&result, s.faults.fail_create_keeps_config) {
+            (Err(_), false) => drop(s.vms.remove(&vmid)),
+            _ => {
+                if let Some(vm) = s.vms.get_mut(&vmid) {
+                    vm.lock = None;
+                }
+            }
         }
         result
     });
@@ -649,7 +688,14 @@ async fn destroy(
     }
     let backing = s.backing.as_ref().map(|b| b.qemu.clone());
     let shared = state.clone();
+    let offline = s.faults.offline_storages.iter().find(|(n, _)| *n == node).map(|(_, st)| st.clone());
+    let unreferenced = params.get("destroy-unreferenced-disks").map(String::as_str) == Some("1");
     let upid = spawn_task(&state, &mut s, &node, "qmdestroy", &vmid.to_string(), async move {
+        // Proxmox activates every storage of the node to look for unreferenced disks, after
+        // the VM's own disks are gone.
+        if let (true, Some(storage)) = (unreferenced, offline) {
+            return Err(format!("storage '{storage}' is not online"));
+        }
         if let Some(qemu) = backing
             && let Ok(owner) = owner_of(&vm.config)
         {

@@ -95,13 +95,17 @@ fn transport(e: &reqwest::Error) -> ApiError {
     ApiError::Transport { tls, message }
 }
 
-/// Proxmox's error text: `message`, plus `errors` (per parameter) when present.
-fn error_message(status: reqwest::StatusCode, body: &[u8]) -> String {
+/// Proxmox's error text: the body's `message` (libpve-http-server-perl 5.2, 2025, on), else the
+/// HTTP reason phrase, where older PVE (8.0-8.3), a refused token (`401` without a body) and a
+/// request forwarded between nodes (`595`/`596`) put it; plus `errors` (per parameter).
+fn error_message(status: reqwest::StatusCode, reason: Option<&str>, body: &[u8]) -> String {
     let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let mut message = value["message"]
         .as_str()
         .map(|m| m.trim().to_owned())
-        .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_owned());
+        .filter(|m| !m.is_empty())
+        .or_else(|| reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()))
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("no reason given").to_owned());
     if let Some(errors) = value["errors"].as_object() {
         let detail: Vec<String> = errors
             .iter()
@@ -149,9 +153,14 @@ impl proxmox_api::client::Client for Api {
         }
         let response = request.send().await.map_err(|e| transport(&e))?;
         let status = response.status();
+        let reason = response
+            .extensions()
+            .get::<hyper::ext::ReasonPhrase>()
+            .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
         let bytes = response.bytes().await.map_err(|e| transport(&e))?;
         if !status.is_success() {
-            return Err(ApiError::Status { status: status.as_u16(), message: error_message(status, &bytes) });
+            let message = error_message(status, reason.as_deref(), &bytes);
+            return Err(ApiError::Status { status: status.as_u16(), message });
         }
         serde_json::from_slice::<Envelope<R>>(&bytes).map(|e| e.data).map_err(|e| ApiError::Decode(e.to_string()))
     }
@@ -164,8 +173,19 @@ mod tests {
     #[test]
     fn parameter_errors_are_kept_with_their_fields() {
         let body = br#"{"data":null,"message":"Parameter verification failed.\n","errors":{"memory":"value must have a minimum value of 16\n"}}"#;
-        let msg = error_message(reqwest::StatusCode::BAD_REQUEST, body);
+        let msg = error_message(reqwest::StatusCode::BAD_REQUEST, None, body);
         assert_eq!(msg, "Parameter verification failed. (memory: value must have a minimum value of 16)");
+    }
+
+    #[test]
+    fn without_a_message_in_the_body_the_reason_phrase_is_the_error() {
+        let race = "unable to create VM 105 - VM 105 already exists on node 'pve2'";
+        let msg = error_message(reqwest::StatusCode::INTERNAL_SERVER_ERROR, Some(race), br#"{"data":null}"#);
+        assert_eq!(msg, race, "PVE 8.0-8.3");
+        let msg = error_message(reqwest::StatusCode::UNAUTHORIZED, Some("authentication failure"), b"");
+        assert_eq!(msg, "authentication failure", "a refused token: no body");
+        let msg = error_message(reqwest::StatusCode::UNAUTHORIZED, None, b"");
+        assert_eq!(msg, "Unauthorized", "nothing given: the status's own name");
     }
 
     #[test]

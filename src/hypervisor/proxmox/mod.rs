@@ -87,7 +87,7 @@ impl Proxmox {
         let kind = match e {
             ApiError::Status { status: 401, message } => ErrorKind::Auth { url, message },
             ApiError::Status { status: 403, message } => ErrorKind::Forbidden(message),
-            ApiError::Status { message, .. } => ErrorKind::Rejected(message),
+            ApiError::Status { status, message } => ErrorKind::Api { status, message },
             ApiError::Transport { tls: true, message } => ErrorKind::Tls(message),
             ApiError::Transport { tls: false, message } => ErrorKind::Unreachable { url, message },
             ApiError::Decode(message) => ErrorKind::Rejected(format!("unreadable answer: {message}")),
@@ -248,8 +248,10 @@ impl Proxmox {
 
     /// Deletes a VM a failed create left, waiting for it; the error says what is left.
     async fn clean_up(&self, vm: &str, host: &str, vmid: VmId, cause: Error) -> Error {
+        // A failed `qmcreate` removes its own config on Proxmox: then there is nothing to do.
         let result = match self.qemu(host, vmid).delete(purge()).await {
             Ok(upid) => self.wait(vm, Step::Cleanup, &upid, self.task_timeout).await,
+            Err(e) if no_such_vm(&e) => Ok(()),
             Err(e) => Err(self.fail(vm, Step::Cleanup, e)),
         };
         match result {
@@ -271,17 +273,24 @@ impl Proxmox {
     }
 }
 
-/// Delete with the VM's disks, and its entries in jobs and HA.
+/// Delete with the VM's disks, and its entries in jobs and HA. Not
+/// `destroy-unreferenced-disks`: it activates every storage of the node, so one offline NFS or
+/// iSCSI storage would fail the delete after the VM's own disks are gone.
 fn purge() -> proxmox_api::nodes::node::qemu::vmid::DeleteParams {
-    proxmox_api::nodes::node::qemu::vmid::DeleteParams {
-        purge: Some(true),
-        destroy_unreferenced_disks: Some(true),
-        ..Default::default()
-    }
+    proxmox_api::nodes::node::qemu::vmid::DeleteParams { purge: Some(true), ..Default::default() }
 }
 
+/// Another client took the VMID first: the same node (`VM 105 already exists on node`), or
+/// another node of the cluster, where pmxcfs refuses the second config file (`close (rename)
+/// atomic file '/etc/pve/nodes/pve2/qemu-server/105.conf' failed: File exists`).
 fn already_exists(e: &ApiError) -> bool {
-    matches!(e, ApiError::Status { message, .. } if message.contains("already exists"))
+    matches!(e, ApiError::Status { message, .. }
+        if message.contains("already exists") || (message.contains("atomic file") && message.contains("File exists")))
+}
+
+/// The VM is not there (`Configuration file 'nodes/pve1/qemu-server/105.conf' does not exist`).
+fn no_such_vm(e: &ApiError) -> bool {
+    matches!(e, ApiError::Status { message, .. } if message.contains("does not exist") && message.contains(".conf"))
 }
 
 #[async_trait]
@@ -390,8 +399,12 @@ impl Hypervisor for Proxmox {
                 .map_err(|e| self.fail(vm, Step::Stop, e))?;
             self.wait(vm, Step::Stop, &upid, self.task_timeout).await?;
         }
-        let upid =
-            self.qemu(&found.host, found.vmid).delete(purge()).await.map_err(|e| self.fail(vm, Step::Delete, e))?;
+        let upid = match self.qemu(&found.host, found.vmid).delete(purge()).await {
+            Ok(upid) => upid,
+            // Gone meanwhile (deleted by hand, or by a retry of this call).
+            Err(e) if no_such_vm(&e) => return Ok(()),
+            Err(e) => return Err(self.fail(vm, Step::Delete, e)),
+        };
         self.wait(vm, Step::Delete, &upid, self.task_timeout).await?;
         tracing::info!(vm, vmid = %found.vmid.get(), "VM deleted");
         Ok(())
