@@ -78,7 +78,8 @@ pub fn tiny_profile(config: Config) -> Config {
     config
         .profile("tiny", "vmlinuz")
         .list("initrds", ["initrd.cpio"])
-        .list("args", ["console=ttyS0", "ds=nocloud;s={{config_url}}", "panic=-1"])
+        // Like CentOS Stream CoreOS, it needs an x86-64-v2 CPU.
+        .list("args", ["console=ttyS0", "ds=nocloud;s={{config_url}}", "panic=-1", "tiny.require=x86-64-v2"])
         .set("config", "cloud-init")
 }
 
@@ -125,7 +126,19 @@ fn qemu(lab: &Lab, serial: &Path, firmware: Firmware) -> Child {
         Firmware::UefiPxe => (&["-bios", "/usr/share/ovmf/OVMF.fd"], ",romfile="),
     };
     Command::new("ip")
-        .args(["netns", "exec", &lab.ns, "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-no-reboot"])
+        .args([
+            "netns",
+            "exec",
+            &lab.ns,
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-m",
+            "512",
+            "-no-reboot",
+        ])
         .args(["-display", "none", "-monitor", "none", "-serial"])
         .arg(format!("file:{}", serial.display()))
         .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])

@@ -17,6 +17,7 @@ pub fn spec(firmware: Firmware) -> VmSpec {
     VmSpec {
         owner: Owner { cluster: None, node: NODE.0.parse().expect("name") },
         cores: 1,
+        cpu: None,
         memory_mib: 512,
         disks: vec![Disk { storage: None, size_gib: 1 }],
         nics: vec![Nic { bridge: None, vlan: None, mac: NODE.1.parse().expect("mac"), model: NicModel::Virtio }],

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use slipway::hypervisor::proxmox::params::Defaults;
+use slipway::hypervisor::proxmox::params::{self, Defaults};
 use slipway::hypervisor::proxmox::{Proxmox, Settings, Trust, tls};
 use slipway::hypervisor::{
     AntiAffinity, Disk, ErrorKind, Firmware, Hypervisor, Nic, NicModel, Owner, Placement, Step, VmSpec, VmState,
@@ -21,7 +21,7 @@ fn settings(pve: &StandIn, trust: Trust, secret: &str) -> Settings {
         token_id: pve::TOKEN_ID.into(),
         token_secret: secret.into(),
         trust,
-        defaults: Defaults { storage: "local-lvm".into(), bridge: "vmbr0".into() },
+        defaults: Defaults { storage: "local-lvm".into(), bridge: "vmbr0".into(), cpu: params::DEFAULT_CPU.into() },
         nodes: Vec::new(),
         task_timeout: Duration::from_secs(20),
     }
@@ -39,6 +39,7 @@ fn spec(node: &str, firmware: Firmware) -> VmSpec {
     VmSpec {
         owner: Owner { cluster: Some("prod".parse().expect("name")), node: node.parse().expect("name") },
         cores: 2,
+        cpu: None,
         memory_mib: 4096,
         disks: vec![Disk { storage: None, size_gib: 32 }],
         nics: vec![
@@ -375,7 +376,22 @@ fn a_vm_created_through_proxmox_boots_from_slipway_and_phones_home() {
     let node = spec.owner.clone();
     let rt = runtime();
 
+    // A VM with the CPU model Proxmox takes when none is sent (kvm64, x86-64-v1): the guest,
+    // built for x86-64-v2 like CentOS Stream CoreOS, dies before it asks for an address.
+    let mut old = spec.clone();
+    old.cpu = Some("kvm64".into());
+    rt.block_on(backend.create(&old)).expect("create");
+    rt.block_on(backend.start(&old.owner)).expect("start");
+    let serial = qemu.serial_log(&old.owner.node);
+    crate::support::eventually("the kvm64 guest giving up", crate::boot::BOOT_LIMIT, || {
+        std::fs::read_to_string(&serial).is_ok_and(|s| s.contains("Fatal glibc error: CPU does not support x86-64-v2"))
+    });
+    rt.block_on(backend.delete(&old.owner)).expect("delete");
+
+    // slipway's default model (x86-64-v2-AES) boots it.
     let vm = rt.block_on(backend.create(&spec)).expect("create on Proxmox");
+    let vmid: u32 = vm.id.parse().expect("vmid");
+    assert_eq!(pve.with(|s| s.vms[&vmid].config.get("cpu").cloned()), Some("x86-64-v2-AES".into()));
     rt.block_on(backend.start(&node)).expect("start on Proxmox");
     let phoned = crate::hypervisor::await_phone_home(&daemon, &lab, &qemu.serial_log(&node.node));
     assert_eq!(phoned["details"]["ip"], NODE.2, "the VM phoned home from its reserved address");

@@ -30,6 +30,7 @@ pub fn build(config: &HypervisorConfig) -> Result<Arc<dyn Hypervisor>, BuildErro
                 defaults: crate::hypervisor::proxmox::params::Defaults {
                     storage: p.storage.clone(),
                     bridge: p.bridge.clone(),
+                    cpu: p.cpu.clone(),
                 },
                 nodes: p.nodes.clone(),
                 task_timeout: p.task_timeout,
@@ -43,6 +44,7 @@ pub fn build(config: &HypervisorConfig) -> Result<Arc<dyn Hypervisor>, BuildErro
             let mut settings = crate::hypervisor::qemu::Settings::new(&name, q.dir.clone(), &q.bridge);
             settings.netns.clone_from(&q.netns);
             settings.accel = q.accel;
+            settings.cpu.clone_from(&q.cpu);
             Arc::new(crate::hypervisor::qemu::Qemu::new(settings))
         }
     })

@@ -51,6 +51,9 @@ pub struct NodeGroup {
     /// Default: by kind and role (see `Sizing::default_for`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cores: Option<u16>,
+    /// The CPU model (`x86-64-v2-AES`, `host`, ...); default: the hypervisor's `cpu`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Size>,
     /// Default: one disk on the hypervisor's default storage, sized by kind and role.

@@ -193,6 +193,9 @@ fn check_groups(def: &Definition, problems: &mut Problems) {
         if g.count > MAX_GROUP {
             problems.add(at("count"), g.count, format!("must be at most {MAX_GROUP}"));
         }
+        if let Some(cpu) = g.cpu.as_ref().filter(|c| !hypervisor::cpu_model_ok(c)) {
+            problems.add(at("cpu"), cpu, "a CPU model name, e.g. x86-64-v2-AES or host (no flags)");
+        }
         if g.cores == Some(0) {
             problems.add(at("cores"), 0, "must be at least 1");
         }
@@ -479,6 +482,7 @@ fn planned_nodes(def: &Definition, names: &[(Name, String)], ips: &[Ipv4Addr], m
             let vm = VmSpec {
                 owner: Owner { cluster: Some(def.name.clone()), node: name.clone() },
                 cores: g.cores.unwrap_or(sizing.cores),
+                cpu: g.cpu.clone(),
                 memory_mib: u32::try_from(g.memory.unwrap_or(sizing.memory).mib).unwrap_or(u32::MAX),
                 disks,
                 // The first NIC boots and carries the node's MAC; the others get the next MACs.

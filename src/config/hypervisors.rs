@@ -36,6 +36,8 @@ pub struct ProxmoxConfig {
     pub bridge: String,
     pub nodes: Vec<String>,
     pub task_timeout: Duration,
+    /// The CPU model of a VM whose group names none.
+    pub cpu: String,
 }
 
 /// Where an API token secret is read from.
@@ -82,6 +84,8 @@ pub struct QemuConfig {
     pub bridge: String,
     pub netns: Option<String>,
     pub accel: Accel,
+    /// The CPU model of a VM whose group names none; `None`: QEMU's `max`.
+    pub cpu: Option<String>,
 }
 
 pub const DEFAULT_STORAGE: &str = "local-lvm";
@@ -132,6 +136,9 @@ pub(super) fn check(
                 report.add(&at(field), None, format!("applies to kind = \"{kind}\" only"));
             }
         }
+        if let Some(cpu) = h.cpu.as_ref().filter(|c| !crate::hypervisor::cpu_model_ok(c)) {
+            report.add(&at("cpu"), Some(cpu.clone()), "a CPU model name, e.g. x86-64-v2-AES or host (no flags)");
+        }
         let backend = match h.kind {
             HypervisorKind::Proxmox => proxmox(h, &at, resolve, report).map(Backend::Proxmox),
             HypervisorKind::Qemu => {
@@ -145,6 +152,7 @@ pub(super) fn check(
                     bridge,
                     netns: h.netns.clone(),
                     accel: h.accel.unwrap_or_default(),
+                    cpu: h.cpu.clone(),
                 }))
             }
         };
@@ -234,6 +242,7 @@ fn proxmox(
         bridge: h.bridge.clone().unwrap_or_else(|| DEFAULT_BRIDGE.into()),
         nodes: h.nodes.clone(),
         task_timeout,
+        cpu: h.cpu.clone().unwrap_or_else(|| crate::hypervisor::proxmox::params::DEFAULT_CPU.into()),
     })
 }
 

@@ -339,6 +339,7 @@ pub struct RawHypervisor {
     pub task_timeout: Option<String>,
     // both
     pub bridge: Option<String>,
+    pub cpu: Option<String>,
     // local QEMU
     pub dir: Option<PathBuf>,
     pub netns: Option<String>,

@@ -24,6 +24,9 @@ use crate::inventory::types::MacAddr;
 pub struct VmSpec {
     pub owner: Owner,
     pub cores: u16,
+    /// The CPU model (`x86-64-v2-AES`, `host`, ...); `None` takes the hypervisor's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
     pub memory_mib: u32,
     pub disks: Vec<Disk>,
     /// Several for a dual-homed VM; the first one network-boots.
@@ -247,6 +250,12 @@ impl Error {
     pub fn new(vm: impl Into<String>, step: Step, kind: ErrorKind) -> Error {
         Error { vm: vm.into(), step, kind }
     }
+}
+
+/// Whether `model` can be a CPU model name: Proxmox's and QEMU's are letters, digits, `.`, `_`,
+/// `-` (`x86-64-v2-AES`, `host`, `Skylake-Server-v4`); no flags, no separators.
+pub fn cpu_model_ok(model: &str) -> bool {
+    !model.is_empty() && model.len() <= 64 && model.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// Proxmox tags marking a VM as slipway's: `slipway`, `slipway.cluster.<c>`, `slipway.node.<n>`.

@@ -557,6 +557,8 @@ fn spec_of(config: &Params, bridges: &BTreeMap<String, String>) -> Result<VmSpec
     Ok(VmSpec {
         owner,
         cores: config.get("cores").and_then(|c| c.parse().ok()).unwrap_or(1),
+        // What qemu-server starts a VM with when its config names no CPU: kvm64 (x86-64-v1).
+        cpu: Some(config.get("cpu").cloned().unwrap_or_else(|| "kvm64".into())),
         memory_mib: config.get("memory").and_then(|m| m.parse().ok()).unwrap_or(512),
         disks,
         nics,

@@ -12,7 +12,14 @@ use super::super::{Disk, Firmware, Nic, VmSpec};
 pub struct Defaults {
     pub storage: String,
     pub bridge: String,
+    /// The CPU model of a spec that names none. Proxmox's own default when none is sent is
+    /// `kvm64` (x86-64-v1), on which CentOS Stream CoreOS (OKD's SCOS) does not boot.
+    pub cpu: String,
 }
+
+/// The CPU model slipway asks for by default: what Proxmox's GUI picks for new VMs, enough for
+/// x86-64-v2 guests and migratable between hosts.
+pub const DEFAULT_CPU: &str = "x86-64-v2-AES";
 
 /// `virtio=52:54:00:AA:BB:CC,bridge=vmbr0,tag=107` (Proxmox writes MACs in upper case).
 pub fn net(nic: &Nic, defaults: &Defaults) -> String {
@@ -68,6 +75,7 @@ pub fn create(spec: &VmSpec, vmid: i128, defaults: &Defaults) -> BTreeMap<String
     set("vmid", vmid.to_string());
     set("name", spec.owner.node.to_string());
     set("cores", spec.cores.to_string());
+    set("cpu", spec.cpu.clone().unwrap_or_else(|| defaults.cpu.clone()));
     set("memory", spec.memory_mib.to_string());
     set("machine", "q35".into());
     set("ostype", "l26".into());
@@ -94,13 +102,14 @@ mod tests {
     use crate::hypervisor::{NicModel, Owner, Placement};
 
     fn defaults() -> Defaults {
-        Defaults { storage: "local-lvm".into(), bridge: "vmbr0".into() }
+        Defaults { storage: "local-lvm".into(), bridge: "vmbr0".into(), cpu: DEFAULT_CPU.into() }
     }
 
     fn spec() -> VmSpec {
         VmSpec {
             owner: Owner { cluster: Some("prod".parse().expect("name")), node: "master-0".parse().expect("name") },
             cores: 4,
+            cpu: None,
             memory_mib: 16384,
             disks: vec![Disk { storage: None, size_gib: 120 }, Disk { storage: Some("ceph".into()), size_gib: 50 }],
             nics: vec![
@@ -136,10 +145,18 @@ mod tests {
         assert_eq!(get("bios"), Some("ovmf"));
         assert_eq!(get("efidisk0"), Some("local-lvm:1,efitype=4m,pre-enrolled-keys=0"));
         assert_eq!(get("machine"), Some("q35"));
+        assert_eq!(get("cpu"), Some("x86-64-v2-AES"), "never Proxmox's kvm64 default");
         assert_eq!(
             get("tags"),
             Some("slipway;slipway.cluster.prod;slipway.node.master-0;slipway.group.prod-control-plane")
         );
+    }
+
+    #[test]
+    fn a_spec_s_cpu_model_wins_over_the_default() {
+        let mut s = spec();
+        s.cpu = Some("host".into());
+        assert_eq!(create(&s, 107, &defaults()).get("cpu").map(String::as_str), Some("host"));
     }
 
     #[test]

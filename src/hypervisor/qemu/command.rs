@@ -45,6 +45,24 @@ pub fn efivars_file(dir: &Path) -> std::path::PathBuf {
 
 /// The arguments after `qemu-system-x86_64`. The disk boots first (bootindex 1) and the first
 /// NIC next, so an empty disk falls through to the network and an installed one boots itself.
+/// QEMU's `-cpu` for a CPU model named as Proxmox names it: Proxmox's own `x86-64-v*` models
+/// are `qemu64` with the flags qemu-server adds (its `CPUConfig.pm`); other names (`kvm64`,
+/// `host`, `max`, `Skylake-Server`...) are QEMU's already. `None`: `max`, every feature the
+/// accelerator has.
+pub fn cpu(model: Option<&str>) -> String {
+    const V2: &str = "+popcnt,+pni,+sse4.1,+sse4.2,+ssse3";
+    const V3: &str = "+avx,+avx2,+bmi1,+bmi2,+f16c,+fma,+abm,+movbe,+xsave";
+    const V4: &str = "+avx512f,+avx512bw,+avx512cd,+avx512dq,+avx512vl";
+    match model {
+        None => "max".into(),
+        Some("x86-64-v2") => format!("qemu64,{V2}"),
+        Some("x86-64-v2-AES") => format!("qemu64,+aes,{V2}"),
+        Some("x86-64-v3") => format!("qemu64,+aes,{V2},{V3}"),
+        Some("x86-64-v4") => format!("qemu64,+aes,{V2},{V3},{V4}"),
+        Some(other) => other.to_owned(),
+    }
+}
+
 pub fn args(spec: &VmSpec, paths: &Paths<'_>, accel: Accel) -> Vec<String> {
     let dir = paths.dir;
     let mut a: Vec<String> = Vec::new();
@@ -57,6 +75,7 @@ pub fn args(spec: &VmSpec, paths: &Paths<'_>, accel: Accel) -> Vec<String> {
         Accel::Tcg => push(&["-accel", "tcg"]),
     }
     push(&["-machine", "q35", "-smp", &spec.cores.to_string(), "-m", &spec.memory_mib.to_string()]);
+    push(&["-cpu", &cpu(spec.cpu.as_deref())]);
     push(&["-display", "none", "-monitor", "none", "-nodefaults", "-vga", "none"]);
     push(&["-serial", &format!("file:{}", dir.join("serial.log").display())]);
     push(&["-qmp", &format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display())]);
@@ -94,6 +113,7 @@ mod tests {
         VmSpec {
             owner: Owner { cluster: None, node: "master-0".parse().expect("name") },
             cores: 2,
+            cpu: None,
             memory_mib: 2048,
             disks: vec![Disk { storage: None, size_gib: 16 }],
             nics: vec![
@@ -135,6 +155,14 @@ mod tests {
         let l = line(Firmware::Uefi);
         assert!(l.contains("if=pflash,format=raw,unit=0,readonly=on,file=/ovmf/CODE.fd"), "{l}");
         assert!(l.contains("unit=1,file=/var/lib/slipway/vms/master-0/efivars.fd"), "{l}");
+    }
+
+    #[test]
+    fn proxmox_cpu_models_become_qemu64_with_their_flags() {
+        assert!(line(Firmware::Bios).contains("-cpu max"), "no model: every feature there is");
+        assert_eq!(cpu(Some("x86-64-v2-AES")), "qemu64,+aes,+popcnt,+pni,+sse4.1,+sse4.2,+ssse3");
+        assert!(cpu(Some("x86-64-v3")).ends_with("+movbe,+xsave") && cpu(Some("x86-64-v3")).contains("+aes"));
+        assert_eq!(cpu(Some("kvm64")), "kvm64", "QEMU's own names pass through");
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Settings {
     /// Run QEMU and its taps in this network namespace (labs and tests).
     pub netns: Option<String>,
     pub accel: Accel,
+    /// The CPU model of a VM whose spec names none; `None`: QEMU's `max`.
+    pub cpu: Option<String>,
     pub ovmf_code: PathBuf,
     pub ovmf_vars: PathBuf,
 }
@@ -42,6 +44,7 @@ impl Settings {
             bridge: bridge.to_owned(),
             netns: None,
             accel: Accel::Auto,
+            cpu: None,
             ovmf_code: "/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
             ovmf_vars: "/usr/share/OVMF/OVMF_VARS_4M.fd".into(),
         }
@@ -303,7 +306,11 @@ impl Hypervisor for Qemu {
         }
         let _ = std::fs::remove_file(dir.join("qmp.sock"));
         let paths = command::Paths { dir: &dir, ovmf_code: &self.settings.ovmf_code };
-        let args = command::args(&record.spec, &paths, self.settings.accel);
+        let mut spec = record.spec.clone();
+        if spec.cpu.is_none() {
+            spec.cpu.clone_from(&self.settings.cpu);
+        }
+        let args = command::args(&spec, &paths, self.settings.accel);
         if let Err(e) = run(self.in_netns("qemu-system-x86_64").args(&args)).await {
             self.remove_taps(node, record.spec.nics.len()).await;
             return Err(fail(e));
