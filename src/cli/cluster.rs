@@ -172,8 +172,9 @@ fn table(status: &Status, now: Timestamp) -> String {
         }
         _ => String::new(),
     };
+    let declared = if status.declared { " [defined in the config file]" } else { "" };
     format!(
-        "cluster {}: {}{deadline}\n{}{}",
+        "cluster {}: {}{deadline}{declared}\n{}{}",
         status.cluster,
         status.phase,
         render(&["CONDITION", "STATUS", "MESSAGE"], &conditions),

@@ -103,6 +103,9 @@ pub struct Status {
     /// The least advanced node's phase, `failed` if one failed.
     pub phase: String,
     pub applied: Timestamp,
+    /// Defined in the config file (changed there, not through the API).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub declared: bool,
     /// When every node must be installed by (`validation.timeout`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Timestamp>,
@@ -245,6 +248,7 @@ impl Clusters {
             )));
         }
         let plan = self.plan(&definition).await?;
+        self.check_adopted(&plan, &existing)?;
         let now = Timestamp::now();
         let limits = Limits::from(&definition.validation.phases);
         let mut ops = vec![Op::Put(Object::Cluster(plan.cluster.clone()))];
@@ -287,6 +291,33 @@ impl Clusters {
         let created = plan.changes.iter().filter(|c| c.action == Action::Create).count();
         tracing::info!(cluster = %definition.name, nodes = plan.nodes.len(), created, leaving = leaving.len(), "cluster definition applied");
         Ok(plan)
+    }
+
+    /// A group node that existed before its definition (no record) is taken over only when the
+    /// hypervisor holds its VM: otherwise it is some other machine with that name and MAC (a
+    /// bare-metal box reserved by hand), and making a VM would put two machines on one MAC.
+    fn check_adopted(&self, plan: &Plan, existing: &[NodeRecord]) -> Result<(), ControlError> {
+        let mut problems = Vec::new();
+        for (p, change) in plan.nodes.iter().zip(&plan.changes) {
+            let untracked = change.action != Action::Create && !existing.iter().any(|r| r.node == p.node.name);
+            let has_vm = p.place.as_ref().is_some_and(|at| at.id.is_some());
+            if !untracked || p.vm.is_none() || has_vm {
+                continue;
+            }
+            if !plan.warnings.is_empty() {
+                return Err(ControlError::Busy(format!(
+                    "node {} exists already, and whether the hypervisor holds its VM cannot be told now ({}); apply again",
+                    p.node.name,
+                    plan.warnings.join("; ")
+                )));
+            }
+            problems.push(Problem {
+                field: format!("node {}", p.node.name),
+                value: p.node.mac.to_string(),
+                message: "exists already (made outside this definition) and the hypervisor holds no VM of it: delete the node, or list it under nodes".into(),
+            });
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ControlError::Invalid(problems)) }
     }
 
     /// Starts removing every node of `cluster` (their VMs too unless `keep_vms`); the cluster
@@ -460,12 +491,13 @@ impl Clusters {
         nodes.sort_by_key(|r| (order.iter().position(|n| n == &r.node).unwrap_or(usize::MAX), r.node.clone()));
         let phases: Vec<Phase> = nodes.iter().map(|r| r.phase).collect();
         let reached: Vec<Phase> =
-            nodes.iter().filter(|r| !r.phase.is_removal()).map(|r| r.failed_in.unwrap_or(r.phase)).collect();
+            nodes.iter().filter(|r| !r.is_leaving()).map(|r| r.failed_in.unwrap_or(r.phase)).collect();
         let checks = lock(&self.health).get(&stored.definition.name).cloned().unwrap_or_default();
         Ok(Status {
             cluster: cluster.to_owned(),
             phase: cluster_phase(&phases).to_owned(),
             applied: stored.applied,
+            declared: stored.declared,
             deadline: stored.deadline(),
             conditions: conditions(&reached, stored.definition.validation.health_checks.len(), &checks),
             checks,
@@ -644,6 +676,53 @@ mod tests {
             "an existing node keeps its installed state and the others are tracked"
         );
         assert!(c.store.installed("metal-0").is_some(), "its installed mark stays");
+    }
+
+    /// With a local QEMU hypervisor (no VM is made: the engine does not run here).
+    fn with_qemu(dir: &std::path::Path) -> Clusters {
+        let mut c = clusters(dir);
+        let qemu = crate::hypervisor::qemu::Settings::new("local", dir.join("vms"), "br0");
+        c.hypervisors = vec![Arc::new(crate::hypervisor::qemu::Qemu::new(qemu))];
+        c
+    }
+
+    /// Two node groups of one VM each.
+    fn groups() -> Definition {
+        let yaml = "name: prod\nkind: k3s\nbase_domain: lab.example\nnetwork: cluster\napi_address: 192.0.2.10\n\
+             api_int_address: 10.1.107.1\ningress_address: 192.0.2.10\nhypervisor: local\nnode_groups:\n\
+             - { name: server, role: control-plane, count: 1, memory: 512MiB }\n\
+             - { name: agent, role: worker, count: 1, memory: 512MiB }\n";
+        serde_norway::from_str(yaml).expect("definition")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_scales_of_different_groups_both_count() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = with_qemu(dir.path());
+        c.apply(groups()).await.expect("apply");
+        let (a, b) = tokio::join!(c.scale("prod", "server", 3), c.scale("prod", "agent", 2));
+        assert!(a.is_ok() && b.is_ok(), "{:?} {:?}", a.err(), b.err());
+        let stored = c.definition("prod").await.expect("stored");
+        let counts: Vec<u32> = stored.node_groups.iter().map(|g| g.count).collect();
+        assert_eq!(counts, [3, 2], "neither scale lost the other's count");
+        let err = c.scale("prod", "nosuch", 1).await.expect_err("no such group");
+        assert!(
+            err.to_string().contains("group = nosuch: cluster prod has no such node group (groups: server, agent)"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_group_node_made_outside_the_definition_without_a_vm_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = with_qemu(dir.path());
+        // server-0 reserved by hand for some other machine, before the definition.
+        let before = c.plan(&groups()).await.expect("plan");
+        let ops =
+            [Op::Put(Object::Cluster(before.cluster.clone())), Op::Put(Object::Node(before.nodes[0].node.clone()))];
+        c.store.apply_with(&ops, &[]).expect("objects");
+        let err = c.apply(groups()).await.expect_err("two machines on one MAC");
+        assert!(err.to_string().contains("node server-0") && err.to_string().contains("holds no VM of it"), "{err}");
     }
 
     #[tokio::test]

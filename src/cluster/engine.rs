@@ -28,8 +28,12 @@ use crate::store::records::{RecordWrite, Records};
 const TICK: Duration = Duration::from_secs(1);
 /// How long after a waiting node's event the pass runs (the events of one burst share it).
 const EVENT_BATCH: Duration = Duration::from_millis(100);
-/// How often a config file's definition that could not be applied is tried again.
+/// How long past its phase's deadline a node waits for hypervisor work still under way.
+const IN_PROGRESS_GRACE: Duration = Duration::from_secs(10 * 60);
+/// How soon a config file's definition that could not be applied is tried again (doubling up
+/// to `DECLARED_RETRY_MAX`).
 const DECLARED_RETRY: Duration = Duration::from_secs(2);
+const DECLARED_RETRY_MAX: Duration = Duration::from_secs(60);
 /// How long a failed hypervisor call waits before it is tried again (until the deadline).
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// How long a retried node's VM gets to power off on ACPI before it is stopped.
@@ -82,7 +86,9 @@ impl Service for Engine {
         steps.spawn(async move {
             let mut pending = clusters.declared.definitions.clone();
             let mut told = std::collections::HashMap::new();
-            while !pending.is_empty() {
+            let mut pause = DECLARED_RETRY;
+            // At least once: a definition taken out of the file is released even when none is left.
+            loop {
                 let failed = clusters.apply_declared(pending).await;
                 pending = Vec::new();
                 for (definition, e) in failed {
@@ -97,7 +103,12 @@ impl Service for Engine {
                     }
                     pending.push(definition);
                 }
-                tokio::time::sleep(DECLARED_RETRY).await;
+                if pending.is_empty() {
+                    break;
+                }
+                // A node still leaving lets go soon; anything else may take an operator.
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(DECLARED_RETRY_MAX);
             }
         });
         loop {
@@ -363,7 +374,7 @@ impl Worker {
                 self.clusters.events.append(Source::Hypervisor, subject(&record), details);
                 Ok(())
             }
-            Err(e) => self.call_failed(&record, e.to_string()).await,
+            Err(e) => self.call_failed(&record, &e).await,
         }
     }
 
@@ -385,7 +396,7 @@ impl Worker {
             return match hypervisor.shutdown(&owner(&record), record.limits.shutdown).await {
                 Ok(()) => self.save(&record, record.enter(Phase::Deleting, now)).await,
                 Err(e) if gone(&e) => self.save(&record, record.enter(Phase::Deleting, now)).await,
-                Err(e) => self.call_failed(&record, e.to_string()).await,
+                Err(e) => self.call_failed(&record, &e).await,
             };
         }
         match hypervisor.delete(&owner(&record)).await {
@@ -396,16 +407,22 @@ impl Worker {
                 self.clusters.events.append(Source::Hypervisor, subject(&record), details);
                 self.remove(record).await
             }
-            Err(e) => self.call_failed(&record, e.to_string()).await,
+            Err(e) => self.call_failed(&record, &e).await,
         }
     }
 
     /// A create, shutdown or delete that failed: past the phase's deadline the node fails with
     /// the error; before it, the error is kept and the call made again. (The deadline is only
     /// looked at after the call: a VM made while slipway was down moves on, it does not fail.)
-    async fn call_failed(&self, record: &NodeRecord, error: String) -> Result<(), ControlError> {
+    ///
+    /// Work still under way from before (a create task a killed slipway started) gets longer:
+    /// `IN_PROGRESS_GRACE` past the deadline (a stale lock is named when it runs out).
+    async fn call_failed(&self, record: &NodeRecord, e: &crate::hypervisor::Error) -> Result<(), ControlError> {
         let now = Timestamp::now();
-        if !past(record, now) {
+        let error = e.to_string();
+        let waiting = matches!(e.kind, crate::hypervisor::ErrorKind::InProgress(_))
+            && record.deadline.is_some_and(|d| now.0 <= d.0 + IN_PROGRESS_GRACE);
+        if !past(record, now) || waiting {
             return self.note_error(record, error).await;
         }
         let what = match record.phase {

@@ -60,13 +60,26 @@ impl Target {
     }
 }
 
-/// The address slipway's DNS gives a name in `cluster`'s zone: `api`, `api-int`, anything
-/// under `apps`, a node's name; `None` for a name outside the zone (the system resolves it).
-pub fn in_zone(name: &str, cluster: &Cluster, inv: &Inventory) -> Option<Ipv4Addr> {
+/// A name looked up as slipway's DNS answers the cluster's zone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Not in the zone: the system resolves it.
+    Outside,
+    At(Ipv4Addr),
+    /// In the zone, but slipway's DNS has no such name.
+    Unknown,
+}
+
+/// What slipway's DNS answers for `name` in `cluster`'s zone: `api`, `api-int`, anything under
+/// `apps`, a node's name.
+pub fn in_zone(name: &str, cluster: &Cluster, inv: &Inventory) -> Lookup {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     let zone = cluster.zone().to_ascii_lowercase();
-    let label = name.strip_suffix(&zone)?.strip_suffix('.')?;
-    match label {
+    if name == zone {
+        return Lookup::Unknown;
+    }
+    let Some(label) = name.strip_suffix(&zone).and_then(|l| l.strip_suffix('.')) else { return Lookup::Outside };
+    let found = match label {
         "api" => Some(cluster.api_address),
         "api-int" => Some(cluster.api_int_address),
         _ if label.ends_with(".apps") => Some(cluster.ingress_address),
@@ -75,7 +88,17 @@ pub fn in_zone(name: &str, cluster: &Cluster, inv: &Inventory) -> Option<Ipv4Add
             .values()
             .find(|n| inv.fqdn(n).is_some_and(|f| f.trim_end_matches('.').eq_ignore_ascii_case(&name)))
             .map(|n| n.ipv4),
-    }
+    };
+    found.map_or(Lookup::Unknown, Lookup::At)
+}
+
+/// A URL as messages show it: no query or fragment (a token in them stays out of the status,
+/// the events and the log).
+fn shown(url: &reqwest::Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.to_string()
 }
 
 /// One check's latest result.
@@ -89,12 +112,18 @@ pub struct CheckResult {
     pub since: Timestamp,
 }
 
-/// Probes `target`; `address` is where a name in the cluster's zone points (else the system
-/// resolves it). Returns what answered, or why it failed.
-pub async fn probe(target: &Target, address: Option<Ipv4Addr>, check: &HealthCheck) -> Result<String, String> {
+/// Probes `target`; `lookup` is what slipway's DNS answers for its host. Returns what
+/// answered, or why it failed.
+pub async fn probe(target: &Target, lookup: Lookup, check: &HealthCheck) -> Result<String, String> {
     let host = target.host().to_owned();
     let port = target.port();
+    let address = match lookup {
+        Lookup::At(ip) => Some(ip),
+        Lookup::Unknown => return Err(format!("slipway's DNS has no name {host}")),
+        Lookup::Outside => None,
+    };
     let pinned = address.map(IpAddr::V4).or_else(|| host.parse().ok()).map(|ip| SocketAddr::new(ip, port));
+    let at = pinned.map(|a| format!(" ({a})")).unwrap_or_default();
     let work = async {
         match target {
             Target::Tcp { .. } => {
@@ -115,13 +144,18 @@ pub async fn probe(target: &Target, address: Option<Ipv4Addr>, check: &HealthChe
                     client = client.resolve(&host, addr);
                 }
                 let client = client.build().map_err(|e| format!("cannot make an HTTP client: {e}"))?;
-                let response = client.get(url.clone()).send().await.map_err(|e| format!("{url}: {}", chain(&e)))?;
+                let url_shown = shown(url);
+                let response = client
+                    .get(url.clone())
+                    .send()
+                    .await
+                    .map_err(|e| format!("{url_shown}{at}: {}", chain(&e.without_url())))?;
                 let want = check.status.unwrap_or(200);
                 let got = response.status().as_u16();
                 if got == want {
-                    Ok(format!("{url}: {got}"))
+                    Ok(format!("{url_shown}{at}: {got}"))
                 } else {
-                    Err(format!("{url}: status {got}, expected {want}"))
+                    Err(format!("{url_shown}{at}: status {got}, expected {want}"))
                 }
             }
         }
@@ -180,14 +214,15 @@ mod tests {
         let inv = crate::inventory::lab::lab();
         let cluster = inv.clusters.values().next().expect("a cluster");
         let zone = cluster.zone();
-        assert_eq!(in_zone(&format!("api.{zone}"), cluster, &inv), Some(cluster.api_address));
-        assert_eq!(in_zone(&format!("API-INT.{zone}."), cluster, &inv), Some(cluster.api_int_address));
-        assert_eq!(in_zone(&format!("console.apps.{zone}"), cluster, &inv), Some(cluster.ingress_address));
+        assert_eq!(in_zone(&format!("api.{zone}"), cluster, &inv), Lookup::At(cluster.api_address));
+        assert_eq!(in_zone(&format!("API-INT.{zone}."), cluster, &inv), Lookup::At(cluster.api_int_address));
+        assert_eq!(in_zone(&format!("console.apps.{zone}"), cluster, &inv), Lookup::At(cluster.ingress_address));
         let node = inv.nodes.values().find(|n| n.cluster.as_ref() == Some(&cluster.name)).expect("a node");
         let fqdn = inv.fqdn(node).expect("fqdn");
-        assert_eq!(in_zone(&fqdn, cluster, &inv), Some(node.ipv4));
-        assert_eq!(in_zone("example.org", cluster, &inv), None);
-        assert_eq!(in_zone(&format!("nosuch.{zone}"), cluster, &inv), None);
+        assert_eq!(in_zone(&fqdn, cluster, &inv), Lookup::At(node.ipv4));
+        assert_eq!(in_zone("example.org", cluster, &inv), Lookup::Outside);
+        assert_eq!(in_zone(&format!("nosuch.{zone}"), cluster, &inv), Lookup::Unknown);
+        assert_eq!(in_zone(&zone, cluster, &inv), Lookup::Unknown);
     }
 
     #[tokio::test]
@@ -195,10 +230,19 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let target = Target::parse(&check(&format!("tcp://localhost.test:{port}")), "z").expect("target");
-        let answered = probe(&target, Some(Ipv4Addr::LOCALHOST), &check("")).await.expect("connects");
+        let at = Lookup::At(Ipv4Addr::LOCALHOST);
+        let answered = probe(&target, at, &check("")).await.expect("connects");
         assert_eq!(answered, format!("connected to 127.0.0.1:{port}"));
         drop(listener);
-        let refused = probe(&target, Some(Ipv4Addr::LOCALHOST), &check("")).await.expect_err("closed");
+        let refused = probe(&target, at, &check("")).await.expect_err("closed");
         assert!(refused.starts_with(&format!("cannot connect to localhost.test:{port}")), "{refused}");
+        let unknown = probe(&target, Lookup::Unknown, &check("")).await.expect_err("no such name");
+        assert_eq!(unknown, "slipway's DNS has no name localhost.test");
+        // A token in the query stays out of the message.
+        let url =
+            Target::parse(&check(&format!("http://localhost.test:{port}/healthz?token=s3cret")), "z").expect("url");
+        let failed = probe(&url, at, &check("")).await.expect_err("closed");
+        assert!(failed.starts_with(&format!("http://localhost.test:{port}/healthz (127.0.0.1:{port}): ")), "{failed}");
+        assert!(!failed.contains("s3cret"), "{failed}");
     }
 }

@@ -40,7 +40,9 @@ async fn check_all(clusters: &Clusters) {
     let mut checked = std::collections::HashSet::new();
     for (_, stored) in definitions {
         let def = &stored.definition;
-        let phases: Vec<Phase> = records.iter().filter(|(_, r)| r.cluster == def.name).map(|(_, r)| r.phase).collect();
+        // Nodes on their way out do not count (as in the cluster's conditions).
+        let phases: Vec<Phase> =
+            records.iter().filter(|(_, r)| r.cluster == def.name && !r.is_leaving()).map(|(_, r)| r.phase).collect();
         let installed = !phases.is_empty() && phases.iter().all(|p| *p == Phase::Installed);
         let Some(cluster) = inv.clusters.get(&def.name) else { continue };
         if def.validation.health_checks.is_empty() || stored.deleting.is_some() || !installed {

@@ -119,7 +119,7 @@ pub fn plan(def: &Definition, inv: &Inventory, facts: &Facts) -> Result<Plan, Ve
     check_groups(def, &mut problems);
     check_roles(def, &mut problems);
     if let Some(hosts) = &facts.hosts {
-        check_placement(def, hosts, &mut problems);
+        check_placement(def, inv, hosts, &mut problems);
     }
     // Names are made only for a definition whose groups are sound (a count is bounded then).
     if !problems.0.is_empty() {
@@ -150,7 +150,7 @@ pub fn plan(def: &Definition, inv: &Inventory, facts: &Facts) -> Result<Plan, Ve
     if !problems.0.is_empty() {
         return Err(problems.0);
     }
-    place_vms(def, &mut nodes, facts, &mut problems);
+    place_vms(def, inv, &mut nodes, facts, &mut problems);
     if !problems.0.is_empty() {
         return Err(problems.0);
     }
@@ -303,8 +303,16 @@ fn check_roles(def: &Definition, problems: &mut Problems) {
     }
 }
 
-fn check_placement(def: &Definition, hosts: &[Host], problems: &mut Problems) {
+/// Targets must exist; a group that gets new VMs must have the hosts (hard anti-affinity) and
+/// the memory for them. A group whose VMs all exist is not held to hosts that are down now.
+fn check_placement(def: &Definition, inv: &Inventory, hosts: &[Host], problems: &mut Problems) {
     for (i, g) in def.node_groups.iter().enumerate() {
+        let exists = |n: u32| {
+            inv.nodes
+                .get(format!("{}-{n}", g.name).as_str())
+                .is_some_and(|node| node.cluster.as_ref() == Some(&def.name))
+        };
+        let grows = !(0..g.count.min(MAX_GROUP)).all(exists);
         let at = |field: &str| format!("node_groups[{i}].placement.{field}");
         let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
         for (j, t) in g.placement.target_nodes.iter().enumerate() {
@@ -319,7 +327,7 @@ fn check_placement(def: &Definition, hosts: &[Host], problems: &mut Problems) {
         let targets = hypervisor::Placement { targets: g.placement.target_nodes.clone(), ..Default::default() };
         let allowed: Vec<&Host> =
             hosts.iter().filter(|h| h.online).filter(|h| placement::allowed(&targets, h)).collect();
-        if anti_affinity(g) == AntiAffinity::Hard && (allowed.len() as u64) < u64::from(g.count) {
+        if grows && anti_affinity(g) == AntiAffinity::Hard && (allowed.len() as u64) < u64::from(g.count) {
             problems.add(
                 at("anti_affinity"),
                 "hard",
@@ -332,7 +340,7 @@ fn check_placement(def: &Definition, hosts: &[Host], problems: &mut Problems) {
             );
         }
         let memory = g.memory.unwrap_or(Sizing::default_for(def.kind, g.role).memory);
-        if !allowed.is_empty() && allowed.iter().all(|h| h.mem_free_mib < memory.mib) {
+        if grows && !allowed.is_empty() && allowed.iter().all(|h| h.mem_free_mib < memory.mib) {
             let free: Vec<String> = allowed.iter().map(|h| format!("{} {} MiB", h.name, h.mem_free_mib)).collect();
             problems.add(
                 format!("node_groups[{i}].memory"),
@@ -523,7 +531,7 @@ fn planned_nodes(def: &Definition, names: &[(Name, String)], ips: &[Ipv4Addr], m
 /// Where each VM runs (an existing one) or will go: the hypervisor's own placement, run in
 /// definition order over the hosts as they are, each foreseen VM counting as a member of its
 /// group on its host. A VM no host can take is a problem of its group's placement.
-fn place_vms(def: &Definition, nodes: &mut [PlannedNode], facts: &Facts, problems: &mut Problems) {
+fn place_vms(def: &Definition, inv: &Inventory, nodes: &mut [PlannedNode], facts: &Facts, problems: &mut Problems) {
     let Some(hosts) = &facts.hosts else { return };
     let cluster = Some(def.name.to_string());
     let ours: Vec<&Vm> = facts.vms.iter().filter(|vm| vm.cluster == cluster).collect();
@@ -542,6 +550,10 @@ fn place_vms(def: &Definition, nodes: &mut [PlannedNode], facts: &Facts, problem
         let Some(spec) = &p.vm else { continue };
         if let Some(vm) = ours.iter().find(|vm| vm.name == p.node.name.as_str()) {
             p.place = Some(Place { host: vm.host.clone(), id: Some(vm.id.clone()) });
+            continue;
+        }
+        // A node that exists is not placed again (its VM, if any, is the engine's to find).
+        if inv.nodes.contains_key(&p.node.name) {
             continue;
         }
         let empty = BTreeMap::new();

@@ -511,6 +511,9 @@ fn check_definitions(raw: &RawConfig, inventory: &Inventory, report: &mut Report
     let hypervisors: Vec<String> = raw.hypervisors.parsed().map(|(_, h)| h.name.to_string()).collect();
     let facts = Facts { hypervisors, ..Facts::default() };
     let mut out: Vec<Definition> = Vec::new();
+    // Each definition is planned with the ones before it applied: two that claim one name,
+    // MAC or address clash here, not at the daemon's start.
+    let mut planned = inventory.clone();
     for (i, def) in raw.cluster_definitions.parsed() {
         let at = FieldPath::parse("cluster_definitions").index(i);
         if out.iter().any(|d| d.name == def.name) {
@@ -524,11 +527,20 @@ fn check_definitions(raw: &RawConfig, inventory: &Inventory, report: &mut Report
         }
         // Problems that only mean a declared object did not parse wait for it to parse.
         let complete = raw.networks.failed().count() + raw.hypervisors.failed().count() == 0;
-        if let Err(problems) = plan(def, inventory, &facts) {
-            for p in problems.into_iter().filter(|_| complete) {
-                // A problem of the inventory it would make names that object's field instead.
-                let message = if p.field.contains(' ') { format!("{}: {}", p.field, p.message) } else { p.message };
-                report.add(&at.clone().key_path(&p.field), Some(p.value), message);
+        match plan(def, &planned, &facts) {
+            Ok(made) => {
+                planned.clusters.insert(made.cluster.name.clone(), made.cluster);
+                for p in made.nodes {
+                    planned.nodes.insert(p.node.name.clone(), p.node);
+                }
+                planned.reindex();
+            }
+            Err(problems) => {
+                for p in problems.into_iter().filter(|_| complete) {
+                    // A problem of the inventory it would make names that object's field instead.
+                    let message = if p.field.contains(' ') { format!("{}: {}", p.field, p.message) } else { p.message };
+                    report.add(&at.clone().key_path(&p.field), Some(p.value), message);
+                }
             }
         }
         out.push(def.clone());

@@ -256,3 +256,26 @@ fn a_bad_cluster_definition_names_its_field_and_line() {
     let text = with_definition(SERVERS).replace("name = \"edge\"", "name = \"prod\"");
     assert_error(&text, "cluster_definitions[0].name", "a [[clusters]] entry has this name", "name = \"prod\"#2");
 }
+
+#[test]
+fn two_cluster_definitions_that_claim_one_machine_clash_in_the_check() {
+    let second = with_definition(SERVERS)
+        + r#"
+[[cluster_definitions]]
+name = "edge2"
+kind = "k3s"
+base_domain = "lab.example"
+network = "cluster"
+api_address = "10.1.107.3"
+api_int_address = "10.1.107.3"
+ingress_address = "10.1.107.3"
+nodes = [{ name = "server-0", role = "control-plane", mac = "52:54:00:aa:00:01" }]
+"#;
+    let found: Vec<String> = errors(&second).iter().map(ToString::to_string).collect();
+    assert!(
+        found.iter().any(
+            |e| e.contains("cluster_definitions[1].nodes[0].name = server-0: a node of cluster edge has this name")
+        ),
+        "{found:#?}"
+    );
+}

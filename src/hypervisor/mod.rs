@@ -232,6 +232,9 @@ pub enum ErrorKind {
     NoHost(#[from] placement::NoHost),
     #[error("slipway owns no such VM")]
     NotFound,
+    /// An earlier call's work is still under way (a create task holds the VM's lock).
+    #[error("{0}")]
+    InProgress(String),
     #[error("{0}")]
     Local(String),
 }

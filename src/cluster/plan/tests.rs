@@ -340,6 +340,14 @@ fn placement_is_checked_against_the_hosts_when_known() {
     def.node_groups[1].placement.target_nodes = vec!["pve1".into(), "pve2".into()];
     def.node_groups[2].memory = None;
     assert!(plan(&def, &empty_lab(), &facts).is_ok());
+
+    // Once the three masters exist, a host going down does not block a re-apply (or a scale of
+    // another group); only new VMs need hosts.
+    let mut all_up = hosts();
+    all_up[2].online = true;
+    let up = Facts { hypervisors: vec!["pve".into()], hosts: Some(all_up), vms: Vec::new() };
+    let made = applied(&empty_lab(), &plan(&okd(), &empty_lab(), &up).expect("plan"));
+    assert!(plan(&okd(), &made, &facts).is_ok(), "{:?}", plan(&okd(), &made, &facts).err());
 }
 
 #[test]

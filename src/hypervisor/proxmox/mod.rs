@@ -147,9 +147,14 @@ impl Proxmox {
     /// `owner`'s VM. Two VMs carrying one owner's tags (a clone or a restore copies them) are
     /// an error naming both: acting on either could hit the wrong one.
     async fn find(&self, owner: &Owner, step: Step) -> Result<Option<Owned>, Error> {
+        let resources = self.resources(owner.node.as_str(), step).await?;
+        Self::find_in(&resources, owner, step)
+    }
+
+    /// `find` over resources already read.
+    fn find_in(resources: &[Resource], owner: &Owner, step: Step) -> Result<Option<Owned>, Error> {
         let vm = owner.node.as_str();
-        let resources = self.resources(vm, step).await?;
-        let mut found = Self::owned(&resources).into_iter().filter(|o| &o.owner == owner);
+        let mut found = Self::owned(resources).into_iter().filter(|o| &o.owner == owner);
         let first = found.next();
         if let (Some(a), Some(b)) = (&first, found.next()) {
             let msg = format!(
@@ -304,18 +309,14 @@ impl Hypervisor for Proxmox {
         let _guard = self.create_lock.lock().await;
         let vm = spec.owner.node.as_str();
         let resources = self.resources(vm, Step::Create).await?;
-        if let Some(found) = Self::owned(&resources).into_iter().find(|o| o.owner.node == spec.owner.node) {
-            if found.owner != spec.owner {
-                let msg = format!("VM {} on {} belongs to node {vm} of another cluster", found.vmid, found.host);
-                return Err(Error::new(vm, Step::Create, ErrorKind::Rejected(msg)));
-            }
+        if let Some(found) = Self::find_in(&resources, &spec.owner, Step::Create)? {
             if found.state == VmState::Creating {
                 let msg = format!(
                     "VM {} on {} is still locked by its create task; try again when the task has ended",
                     found.vmid.get(),
                     found.host
                 );
-                return Err(Error::new(vm, Step::Create, ErrorKind::Rejected(msg)));
+                return Err(Error::new(vm, Step::Create, ErrorKind::InProgress(msg)));
             }
             return Ok(self.vm(&found));
         }
