@@ -461,7 +461,11 @@ fn a_proxmox_cluster_survives_kill_9_at_every_step_of_its_vms_lives() {
     let lab = Lab::bridge_only("ck");
     let images = images(dir.path());
     let pve = StandIn::start_in(dir.path(), Some(&lab.ns));
-    pve.with(|s| s.nodes.push(third_node()));
+    // As on real Proxmox: /cluster/resources reports VMs as pvestatd last saw them.
+    pve.with(|s| {
+        s.nodes.push(third_node());
+        s.faults.stale_resources = true;
+    });
     let config = pve_config(dir.path(), &images, &pve);
     let mut daemon = support::start_in(Some(&lab.ns), &config, &[]);
     let definition = DEFINITION

@@ -158,6 +158,41 @@ fn hosts_are_the_proxmox_nodes_with_their_free_memory() {
     assert_eq!(hosts.iter().map(|h| h.default_target).collect::<Vec<_>>(), [false, true]);
 }
 
+/// `/cluster/resources` lags as pvestatd fills it (a new VM is `unknown`, a started one still
+/// `stopped` for up to 10 s): start, shutdown and delete act on the VM's own state
+/// (`status/current`) instead. A paused VM is resumed, not started; one halted on an I/O error
+/// is named on start, and stopped before it is deleted.
+#[test]
+fn the_state_acted_on_is_the_vms_own_not_the_lagging_resource_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    pve.with(|s| s.faults.stale_resources = true);
+    let backend = backend(&pve);
+    let rt = runtime();
+    let spec = spec("master-0", Firmware::Bios);
+    let vm = rt.block_on(backend.create(&spec)).expect("create");
+    let vmid: u32 = vm.id.parse().expect("vmid");
+    let running = || pve.with(|s| s.vms[&vmid].running);
+
+    rt.block_on(backend.start(&spec.owner)).expect("start");
+    assert!(running());
+    rt.block_on(backend.shutdown(&spec.owner, Duration::from_secs(5))).expect("shutdown");
+    assert!(!running(), "shut down although the resource list did not show it running yet");
+    rt.block_on(backend.start(&spec.owner)).expect("start again");
+    assert!(running(), "started although the resource list showed it running a moment ago");
+
+    pve.with(|s| s.vms.get_mut(&vmid).expect("vm").qmp = Some("paused".into()));
+    rt.block_on(backend.start(&spec.owner)).expect("a paused VM is resumed");
+    assert_eq!(pve.with(|s| s.vms[&vmid].qmp.clone()), None);
+    assert!(pve.with(|s| s.requests.iter().any(|r| r.ends_with("/status/resume"))));
+
+    pve.with(|s| s.vms.get_mut(&vmid).expect("vm").qmp = Some("io-error".into()));
+    let err = rt.block_on(backend.start(&spec.owner)).expect_err("halted");
+    assert!(err.to_string().contains(&format!("VM {vmid} on pve1 halted (io-error)")), "{err}");
+    rt.block_on(backend.delete(&spec.owner)).expect("a halted VM is stopped, then deleted");
+    assert!(pve.with(|s| s.vms.is_empty()));
+}
+
 #[test]
 fn another_client_taking_the_vmid_makes_create_ask_again() {
     let dir = tempfile::tempdir().expect("tempdir");

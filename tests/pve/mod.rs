@@ -47,6 +47,9 @@ pub struct PveVm {
     pub config: Params,
     pub running: bool,
     pub lock: Option<String>,
+    /// While running, the QMP run state other than `running`: `paused`, `io-error`,
+    /// `prelaunch`, `internal-error`, `suspended`...
+    pub qmp: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -75,6 +78,9 @@ pub struct Faults {
     /// PVE 8.0-8.3 (libpve-http-server-perl before 5.2): an error's text only in the HTTP reason
     /// phrase, the body `{"data":null}`; a refused token a bare `401` with no body.
     pub reason_only: bool,
+    /// `/cluster/resources` as pvestatd fills it: a VM's status as of up to 10 s ago, `unknown`
+    /// before it was first seen.
+    pub stale_resources: bool,
     /// Storages (node, storage) that are offline: `destroy-unreferenced-disks`, which activates
     /// every storage of the node, fails on them.
     pub offline_storages: Vec<(String, String)>,
@@ -92,6 +98,9 @@ pub struct State {
     tasks: BTreeMap<String, Task>,
     pub faults: Faults,
     pub backing: Option<Backing>,
+    /// With `faults.stale_resources`: whether each VM ran when pvestatd last looked (every 10 s);
+    /// a VM it has not seen yet is `unknown` in `/cluster/resources`.
+    reported: BTreeMap<u32, bool>,
     /// `METHOD path` of every authenticated request, in order.
     pub requests: Vec<String>,
     seq: u32,
@@ -132,6 +141,7 @@ impl StandIn {
             tasks: BTreeMap::new(),
             faults: Faults::default(),
             backing: None,
+            reported: BTreeMap::new(),
             requests: Vec::new(),
             seq: 0,
         };
@@ -160,6 +170,15 @@ impl StandIn {
             None => bind(),
         };
         let addr = runtime.block_on(serve(state.clone(), listener, &cert, &key));
+        // pvestatd: what `/cluster/resources` reports of VMs, refreshed every 10 s.
+        let stats = state.clone();
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let mut s = stats.lock().expect("state");
+                s.reported = s.vms.iter().map(|(id, vm)| (*id, vm.running)).collect();
+            }
+        });
         StandIn { url: format!("https://127.0.0.1:{}", addr.port()), fingerprint, ca, state, _runtime: runtime }
     }
 
@@ -241,6 +260,8 @@ fn router(state: Shared) -> Router {
         .route("/api2/json/nodes/{node}/qemu/{vmid}", axum::routing::delete(destroy))
         .route("/api2/json/nodes/{node}/qemu/{vmid}/config", get(config))
         .route("/api2/json/nodes/{node}/qemu/{vmid}/status/start", post(start))
+        .route("/api2/json/nodes/{node}/qemu/{vmid}/status/current", get(current))
+        .route("/api2/json/nodes/{node}/qemu/{vmid}/status/resume", post(resume))
         .route("/api2/json/nodes/{node}/qemu/{vmid}/status/stop", post(stop))
         .route("/api2/json/nodes/{node}/qemu/{vmid}/status/shutdown", post(shutdown))
         .route("/api2/json/nodes/{node}/tasks/{upid}/status", get(task_status))
@@ -330,7 +351,7 @@ async fn resources(AxState(state): AxState<Shared>, Query(q): Query<Params>) -> 
         for (vmid, vm) in &s.vms {
             let mut item = json!({ "id": format!("qemu/{vmid}"), "type": "qemu", "vmid": vmid, "node": vm.node,
                 "name": vm.config.get("name").cloned().unwrap_or_default(),
-                "status": if vm.running { "running" } else { "stopped" }, "template": 0,
+                "status": resource_status(&s, *vmid, vm), "template": 0,
                 "maxmem": memory_bytes(&vm.config), "mem": 0, "maxcpu": 1, "cpu": 0, "uptime": 0 });
             if let Some(tags) = vm.config.get("tags") {
                 item["tags"] = json!(tags);
@@ -342,6 +363,79 @@ async fn resources(AxState(state): AxState<Shared>, Query(q): Query<Params>) -> 
         }
     }
     data(Value::Array(items))
+}
+
+fn resource_status(s: &State, vmid: u32, vm: &PveVm) -> &'static str {
+    let running = if s.faults.stale_resources { s.reported.get(&vmid).copied() } else { Some(vm.running) };
+    match running {
+        Some(true) => "running",
+        Some(false) => "stopped",
+        None => "unknown",
+    }
+}
+
+/// `GET /nodes/{node}/qemu/{vmid}/status/current`: the VM's state now, from its QEMU process.
+async fn current(AxState(state): AxState<Shared>, UrlPath((node, vmid)): UrlPath<(String, u32)>) -> Response {
+    let params = Params::from([("node".into(), node.clone()), ("vmid".into(), vmid.to_string())]);
+    if let Err(r) = check("GET /nodes/{node}/qemu/{vmid}/status/current", &params) {
+        return r;
+    }
+    let s = record(&state, format!("GET /nodes/{node}/qemu/{vmid}/status/current"));
+    let vm = match s.vms.get(&vmid).filter(|v| v.node == node) {
+        Some(vm) => vm,
+        None => return no_config(&node, vmid),
+    };
+    let mut body = json!({ "vmid": vmid, "name": vm.config.get("name"), "ha": { "managed": 0 },
+        "status": if vm.running { "running" } else { "stopped" }, "cpus": 1, "maxmem": memory_bytes(&vm.config) });
+    if vm.running {
+        body["qmpstatus"] = json!(vm.qmp.clone().unwrap_or_else(|| "running".into()));
+        body["pid"] = json!(4242 + vmid);
+    } else {
+        body["qmpstatus"] = json!("stopped");
+    }
+    if let Some(lock) = &vm.lock {
+        body["lock"] = json!(lock);
+    }
+    data(body)
+}
+
+/// A `POST .../status/{verb}` on one VM: its parameters checked against the schema, the
+/// request recorded, the VM looked up (refused as Proxmox refuses: unknown, or locked).
+fn status_request<'a>(
+    state: &'a Shared,
+    verb: &str,
+    node: &str,
+    vmid: u32,
+    mut params: Params,
+) -> Result<(std::sync::MutexGuard<'a, State>, PveVm), Response> {
+    params.extend([("node".into(), node.to_owned()), ("vmid".into(), vmid.to_string())]);
+    check(&format!("POST /nodes/{{node}}/qemu/{{vmid}}/status/{verb}"), &params)?;
+    let s = record(state, format!("POST /nodes/{node}/qemu/{vmid}/status/{verb}"));
+    let vm = lookup(&s, node, vmid)?;
+    Ok((s, vm))
+}
+
+/// `POST .../status/resume`: a paused or suspended VM runs on.
+async fn resume(
+    AxState(state): AxState<Shared>,
+    UrlPath((node, vmid)): UrlPath<(String, u32)>,
+    Form(params): Form<Params>,
+) -> Response {
+    let (mut s, vm) = match status_request(&state, "resume", &node, vmid, params) {
+        Ok(found) => found,
+        Err(r) => return r,
+    };
+    let shared = state.clone();
+    let upid = spawn_task(&state, &mut s, &node, "qmresume", &vmid.to_string(), async move {
+        if !vm.running {
+            return Err(format!("VM {vmid} not running"));
+        }
+        if let Some(vm) = shared.lock().expect("state").vms.get_mut(&vmid) {
+            vm.qmp = None;
+        }
+        Ok(())
+    });
+    data(json!(upid))
 }
 
 fn memory_bytes(config: &Params) -> u64 {
@@ -364,7 +458,7 @@ async fn nextid(AxState(state): AxState<Shared>, Query(q): Query<Params>) -> Res
         s.faults.steal_ids -= 1;
         let node = s.nodes[0].name.clone();
         let config = Params::from([("name".into(), "someone-else".into()), ("memory".into(), "512".into())]);
-        s.vms.insert(id, PveVm { node, config, running: false, lock: None });
+        s.vms.insert(id, PveVm { node, config, running: false, lock: None, qmp: None });
     }
     data(json!(id.to_string()))
 }
@@ -492,7 +586,7 @@ async fn create(
     }
     s.vms.insert(
         vmid,
-        PveVm { node: node.clone(), config: params.clone(), running: false, lock: Some("create".into()) },
+        PveVm { node: node.clone(), config: params.clone(), running: false, lock: Some("create".into()), qmp: None },
     );
     let fail = s.faults.fail_create.take();
     let backing = s.backing.as_ref().map(|b| (b.qemu.clone(), spec_of(&params, &b.bridges)));
@@ -579,21 +673,17 @@ fn lookup(s: &State, node: &str, vmid: u32) -> Result<PveVm, Response> {
 fn set_running(state: &Shared, vmid: u32, running: bool) {
     if let Some(vm) = state.lock().expect("state").vms.get_mut(&vmid) {
         vm.running = running;
+        vm.qmp = None;
     }
 }
 
 async fn start(
     AxState(state): AxState<Shared>,
     UrlPath((node, vmid)): UrlPath<(String, u32)>,
-    Form(mut params): Form<Params>,
+    Form(params): Form<Params>,
 ) -> Response {
-    params.extend([("node".into(), node.clone()), ("vmid".into(), vmid.to_string())]);
-    if let Err(r) = check("POST /nodes/{node}/qemu/{vmid}/status/start", &params) {
-        return r;
-    }
-    let mut s = record(&state, format!("POST /nodes/{node}/qemu/{vmid}/status/start"));
-    let vm = match lookup(&s, &node, vmid) {
-        Ok(vm) => vm,
+    let (mut s, vm) = match status_request(&state, "start", &node, vmid, params) {
+        Ok(found) => found,
         Err(r) => return r,
     };
     let host = s.nodes.iter().find(|n| n.name == node).map(|n| (n.bridges.clone(), n.maxmem));
@@ -641,21 +731,9 @@ async fn shutdown(
     power_off(state, node, vmid, params, "shutdown", timeout).await
 }
 
-async fn power_off(
-    state: Shared,
-    node: String,
-    vmid: u32,
-    mut params: Params,
-    verb: &str,
-    timeout: Duration,
-) -> Response {
-    params.extend([("node".into(), node.clone()), ("vmid".into(), vmid.to_string())]);
-    if let Err(r) = check(&format!("POST /nodes/{{node}}/qemu/{{vmid}}/status/{verb}"), &params) {
-        return r;
-    }
-    let mut s = record(&state, format!("POST /nodes/{node}/qemu/{vmid}/status/{verb}"));
-    let vm = match lookup(&s, &node, vmid) {
-        Ok(vm) => vm,
+async fn power_off(state: Shared, node: String, vmid: u32, params: Params, verb: &str, timeout: Duration) -> Response {
+    let (mut s, vm) = match status_request(&state, verb, &node, vmid, params) {
+        Ok(found) => found,
         Err(r) => return r,
     };
     let backing = s.backing.as_ref().map(|b| b.qemu.clone());

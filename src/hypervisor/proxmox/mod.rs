@@ -185,6 +185,46 @@ impl Proxmox {
             .collect()
     }
 
+    /// The VM's state now, from `status/current` (its QEMU process), and whether Proxmox HA
+    /// manages it. `/cluster/resources` is not enough to act on: pvestatd refreshes it about
+    /// every 10 s and reports a new VM as `unknown`.
+    async fn current(&self, vm: &str, found: &Owned, step: Step) -> Result<(Now, bool), Error> {
+        let path = format!("/nodes/{}/qemu/{}/status/current", found.host, found.vmid.get());
+        let none: [(&str, &str); 0] = [];
+        let status: serde_json::Value = self.api.get(&path, &none).await.map_err(|e| self.fail(vm, step, e))?;
+        let managed = status["ha"]["managed"].as_u64() == Some(1);
+        Ok((Now::of(status["status"].as_str(), status["qmpstatus"].as_str()), managed))
+    }
+
+    /// Polls `status/current` until `done` says so (an HA-managed VM's `hastart`/`hastop` task
+    /// ends before the VM changes state), at most the task timeout.
+    async fn settle(&self, vm: &str, found: &Owned, step: Step, done: fn(&Now) -> bool) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + self.task_timeout;
+        loop {
+            let (now, _) = self.current(vm, found, step).await?;
+            if done(&now) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let msg = format!("VM {} is still {now} after its task ended (HA-managed)", found.vmid.get());
+                return Err(Error::new(vm, step, ErrorKind::InProgress(msg)));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Stops the VM at once and waits for its task.
+    async fn stop(&self, vm: &str, found: &Owned) -> Result<(), Error> {
+        let upid = self
+            .qemu(&found.host, found.vmid)
+            .status()
+            .stop()
+            .post(Default::default())
+            .await
+            .map_err(|e| self.fail(vm, Step::Stop, e))?;
+        self.wait(vm, Step::Stop, &upid, self.task_timeout).await
+    }
+
     /// The typed client for one VM's endpoints.
     fn qemu(&self, host: &str, vmid: VmId) -> proxmox_api::nodes::node::qemu::vmid::VmidClient<Api> {
         NodesClient::new(self.api.clone()).node(host).qemu().vmid(vmid)
@@ -278,6 +318,44 @@ impl Proxmox {
     }
 }
 
+/// A VM's state now (`status` and `qmpstatus` of `status/current`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Now {
+    Stopped,
+    Running,
+    /// `paused`, `suspended`: `resume` runs it on.
+    Paused(String),
+    /// Starting, migrating, saving or restoring: wait.
+    Busy(String),
+    /// Stopped by an error with its process still there: `io-error`, `internal-error`,
+    /// `guest-panicked`, `watchdog`, `shutdown`. Not stopped: a delete must stop it.
+    Halted(String),
+}
+
+impl Now {
+    fn of(status: Option<&str>, qmp: Option<&str>) -> Now {
+        match (status, qmp) {
+            (Some("stopped"), _) | (None, _) => Now::Stopped,
+            (_, None | Some("running")) => Now::Running,
+            (_, Some(s @ ("paused" | "suspended"))) => Now::Paused(s.into()),
+            (_, Some(s @ ("io-error" | "internal-error" | "guest-panicked" | "watchdog" | "shutdown"))) => {
+                Now::Halted(s.into())
+            }
+            (_, Some(other)) => Now::Busy(other.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Now {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Now::Stopped => f.write_str("stopped"),
+            Now::Running => f.write_str("running"),
+            Now::Paused(s) | Now::Busy(s) | Now::Halted(s) => f.write_str(s),
+        }
+    }
+}
+
 /// Delete with the VM's disks, and its entries in jobs and HA. Not
 /// `destroy-unreferenced-disks`: it activates every storage of the node, so one offline NFS or
 /// iSCSI storage would fail the delete after the VM's own disks are gone.
@@ -347,18 +425,42 @@ impl Hypervisor for Proxmox {
     async fn start(&self, owner: &Owner) -> Result<(), Error> {
         let vm = owner.node.as_str();
         let found = self.find(owner, Step::Start).await?.ok_or(Error::new(vm, Step::Start, ErrorKind::NotFound))?;
-        if found.state == VmState::Running {
-            return Ok(());
-        }
-        let upid = self
-            .qemu(&found.host, found.vmid)
-            .status()
-            .start()
-            .post(Default::default())
-            .await
-            .map_err(|e| self.fail(vm, Step::Start, e))?;
+        let vmid = found.vmid.get();
+        let (now, managed) = self.current(vm, &found, Step::Start).await?;
+        let upid = match now {
+            Now::Running => return Ok(()),
+            Now::Paused(_) => {
+                // `start` on a paused VM is refused ("already running"): it is resumed.
+                let none: [(&str, &str); 0] = [];
+                self.api
+                    .post(&format!("/nodes/{}/qemu/{vmid}/status/resume", found.host), &none)
+                    .await
+                    .map_err(|e| self.fail(vm, Step::Start, e))?
+            }
+            Now::Busy(state) => {
+                let msg = format!("VM {vmid} on {} is {state}; trying again", found.host);
+                return Err(Error::new(vm, Step::Start, ErrorKind::InProgress(msg)));
+            }
+            Now::Halted(state) => {
+                let msg = format!(
+                    "VM {vmid} on {} halted ({state}): stop it and look at its storage or guest before it is started again",
+                    found.host
+                );
+                return Err(Error::new(vm, Step::Start, ErrorKind::Rejected(msg)));
+            }
+            Now::Stopped => self
+                .qemu(&found.host, found.vmid)
+                .status()
+                .start()
+                .post(Default::default())
+                .await
+                .map_err(|e| self.fail(vm, Step::Start, e))?,
+        };
         self.wait(vm, Step::Start, &upid, self.task_timeout).await?;
-        tracing::info!(vm, vmid = %found.vmid.get(), "VM started");
+        if managed {
+            self.settle(vm, &found, Step::Start, |now| *now == Now::Running).await?;
+        }
+        tracing::info!(vm, vmid, "VM started");
         Ok(())
     }
 
@@ -367,8 +469,12 @@ impl Hypervisor for Proxmox {
         let vm = owner.node.as_str();
         let found =
             self.find(owner, Step::Shutdown).await?.ok_or(Error::new(vm, Step::Shutdown, ErrorKind::NotFound))?;
-        if found.state == VmState::Stopped {
-            return Ok(());
+        let (now, managed) = self.current(vm, &found, Step::Shutdown).await?;
+        match now {
+            Now::Stopped => return Ok(()),
+            // A halted or paused guest does not answer ACPI.
+            Now::Halted(_) | Now::Paused(_) => return self.stop(vm, &found).await,
+            Now::Running | Now::Busy(_) => {}
         }
         // Proxmox's own "ACPI, then stop after the timeout".
         let params = proxmox_api::nodes::node::qemu::vmid::status::shutdown::PostParams {
@@ -383,22 +489,26 @@ impl Hypervisor for Proxmox {
             .post(params)
             .await
             .map_err(|e| self.fail(vm, Step::Shutdown, e))?;
-        self.wait(vm, Step::Shutdown, &upid, timeout + self.task_timeout).await
+        self.wait(vm, Step::Shutdown, &upid, timeout + self.task_timeout).await?;
+        if managed {
+            self.settle(vm, &found, Step::Shutdown, |now| *now == Now::Stopped).await?;
+        }
+        Ok(())
     }
 
     #[tracing::instrument(name = "vm", skip_all, fields(hypervisor = %self.name, op = "delete", vm = %owner.node))]
     async fn delete(&self, owner: &Owner) -> Result<(), Error> {
         let vm = owner.node.as_str();
         let Some(found) = self.find(owner, Step::Delete).await? else { return Ok(()) };
-        if found.state != VmState::Stopped {
-            let upid = self
-                .qemu(&found.host, found.vmid)
-                .status()
-                .stop()
-                .post(Default::default())
-                .await
-                .map_err(|e| self.fail(vm, Step::Stop, e))?;
-            self.wait(vm, Step::Stop, &upid, self.task_timeout).await?;
+        // Whatever `/cluster/resources` said: a VM that runs in any way (paused, halted on an
+        // I/O error) is stopped first, or the destroy fails ("VM N is running - destroy failed").
+        match self.current(vm, &found, Step::Delete).await {
+            Ok((Now::Stopped, _)) => {}
+            Ok(_) => self.stop(vm, &found).await?,
+            Err(e) if matches!(&e.kind, ErrorKind::Api { message, .. } if message.contains("does not exist")) => {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
         }
         let upid = match self.qemu(&found.host, found.vmid).delete(purge()).await {
             Ok(upid) => upid,
@@ -425,5 +535,23 @@ impl Hypervisor for Proxmox {
         let mut vms: Vec<Vm> = Self::owned(&resources).iter().map(|o| self.vm(o)).collect();
         vms.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(vms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_qmp_run_state_has_a_meaning() {
+        assert_eq!(Now::of(Some("stopped"), Some("stopped")), Now::Stopped);
+        assert_eq!(Now::of(Some("running"), Some("running")), Now::Running);
+        assert_eq!(Now::of(Some("running"), None), Now::Running, "PVE without qmpstatus");
+        assert_eq!(Now::of(Some("running"), Some("paused")), Now::Paused("paused".into()));
+        assert_eq!(Now::of(Some("running"), Some("suspended")), Now::Paused("suspended".into()));
+        assert_eq!(Now::of(Some("running"), Some("io-error")), Now::Halted("io-error".into()), "not stopped");
+        assert_eq!(Now::of(Some("running"), Some("guest-panicked")), Now::Halted("guest-panicked".into()));
+        assert_eq!(Now::of(Some("running"), Some("prelaunch")), Now::Busy("prelaunch".into()));
+        assert_eq!(Now::of(Some("running"), Some("inmigrate")), Now::Busy("inmigrate".into()));
     }
 }
