@@ -193,6 +193,44 @@ fn the_state_acted_on_is_the_vms_own_not_the_lagging_resource_list() {
     assert!(pve.with(|s| s.vms.is_empty()));
 }
 
+/// Reads that fail in passing — a request pveproxy forwards to a node it cannot reach (`595`,
+/// its reason only in the status line) — are tried again, a task wait outlives polls that fail
+/// so, and a connection idle past pveproxy's 5 s keep-alive is not reused. One that keeps
+/// failing is named with what 595 means.
+#[test]
+fn reads_that_fail_in_passing_are_tried_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    let backend = backend(&pve);
+    let rt = runtime();
+    pve.with(|s| s.faults.forwarded_failures = 2);
+    assert!(rt.block_on(backend.list()).expect("list after two 595s").is_empty());
+
+    pve.with(|s| s.faults.forwarded_failures = 100);
+    let err = rt.block_on(backend.list()).expect_err("always 595");
+    assert!(matches!(err.kind, ErrorKind::Api { status: 595, .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("Errors during connection establishment") && text.contains("could not reach the node"),
+        "{text}"
+    );
+    pve.with(|s| s.faults.forwarded_failures = 0);
+
+    // Polls of a create task fail six times in a row; the create still completes.
+    pve.with(|s| s.faults.slow_tasks.insert("qmcreate".into(), Duration::from_secs(2)));
+    // Its own client: a connection belongs to the runtime that opened it.
+    let creator = self::backend(&pve);
+    let creating = std::thread::spawn(move || runtime().block_on(creator.create(&spec("master-0", Firmware::Bios))));
+    crate::support::eventually("the create posted", Duration::from_secs(20), || posts(&pve) == 1);
+    pve.with(|s| s.faults.forwarded_failures = 6);
+    let vm = creating.join().expect("thread").expect("created despite the failed polls");
+    assert_eq!(pve.with(|s| (s.faults.forwarded_failures, s.vms.len())), (0, 1), "every failure met, one VM");
+
+    // Idle past pveproxy's keep-alive: a fresh connection.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(rt.block_on(backend.list()).expect("list after an idle pause").len(), 1, "{vm:?}");
+}
+
 #[test]
 fn another_client_taking_the_vmid_makes_create_ask_again() {
     let dir = tempfile::tempdir().expect("tempdir");

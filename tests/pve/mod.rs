@@ -78,6 +78,9 @@ pub struct Faults {
     /// PVE 8.0-8.3 (libpve-http-server-perl before 5.2): an error's text only in the HTTP reason
     /// phrase, the body `{"data":null}`; a refused token a bare `401` with no body.
     pub reason_only: bool,
+    /// The next N reads (GET) fail as a request forwarded between nodes does when the other
+    /// node is out of reach: `595` with the reason only in the status line.
+    pub forwarded_failures: usize,
     /// `/cluster/resources` as pvestatd fills it: a VM's status as of up to 10 s ago, `unknown`
     /// before it was first seen.
     pub stale_resources: bool,
@@ -240,7 +243,10 @@ async fn serve(state: Arc<Mutex<State>>, listener: std::net::TcpListener, cert: 
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else { return };
                 let service = hyper_util::service::TowerToHyperService::new(app);
+                // pveproxy closes a keep-alive connection idle for 5 s.
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(5))
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
                     .await;
             });
@@ -267,7 +273,31 @@ fn router(state: Shared) -> Router {
         .route("/api2/json/nodes/{node}/tasks/{upid}/status", get(task_status))
         .layer(axum::middleware::from_fn(auth))
         .layer(axum::middleware::from_fn_with_state(state.clone(), old_errors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), forwarded))
         .with_state(state)
+}
+
+/// With `forwarded_failures`, a read fails as pveproxy answers when it cannot reach the node it
+/// forwards to.
+async fn forwarded(
+    AxState(state): AxState<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let fail = request.method() == axum::http::Method::GET && {
+        let mut s = state.lock().expect("state");
+        let fail = s.faults.forwarded_failures > 0;
+        s.faults.forwarded_failures = s.faults.forwarded_failures.saturating_sub(1);
+        fail
+    };
+    if !fail {
+        return next.run(request).await;
+    }
+    let mut response = Response::new(axum::body::Body::empty());
+    *response.status_mut() = StatusCode::from_u16(595).expect("595");
+    let reason = "Errors during connection establishment, proxy handshake: No route to host";
+    response.extensions_mut().insert(hyper::ext::ReasonPhrase::from_static(reason.as_bytes()));
+    response
 }
 
 /// With `reason_only`, errors as PVE 8.0-8.3 sent them: the text in the reason phrase only.

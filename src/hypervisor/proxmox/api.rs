@@ -11,6 +11,11 @@ use serde::de::DeserializeOwned;
 
 use super::tls::{Trust, client_config};
 
+/// How long an idle connection to Proxmox is kept for reuse (pveproxy keeps it 5 s).
+const IDLE: Duration = Duration::from_secs(3);
+/// Pauses before the retries of a read that failed in passing.
+const RETRIES: [Duration; 3] = [Duration::from_millis(250), Duration::from_secs(1), Duration::from_secs(3)];
+
 #[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
@@ -33,6 +38,18 @@ pub enum ApiError {
     Transport { tls: bool, message: String },
     /// An answer slipway cannot read.
     Decode(String),
+}
+
+impl ApiError {
+    /// A failure that says nothing about the request itself: no connection (not a TLS refusal),
+    /// a request between nodes that failed (`595`/`596`), pveproxy restarting (`502`-`504`).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Transport { tls, .. } => !tls,
+            ApiError::Status { status, .. } => matches!(status, 502..=504 | 595 | 596),
+            ApiError::Decode(_) => false,
+        }
+    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -66,6 +83,9 @@ impl Api {
             .use_preconfigured_tls(tls)
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
+            // pveproxy closes a keep-alive connection idle for 5 s: never reuse one idle longer,
+            // or a request races the close and fails.
+            .pool_idle_timeout(IDLE)
             .build()
             .map_err(ClientError::Http)?;
         Ok(Api {
@@ -145,11 +165,39 @@ impl proxmox_api::client::Client for Api {
                 url = format!("{url}?{encoded}");
             }
         }
-        tracing::debug!(%method, path, "proxmox request");
-        let mut request = self.http.request(method, url).header("Authorization", &*self.auth);
+        let body = match body {
+            Some(body) => Some(serde_urlencoded::to_string(body).map_err(|e| ApiError::Decode(e.to_string()))?),
+            None => None,
+        };
+        // Reads are tried again after a failure in passing; a POST or DELETE is not (it may
+        // have been done).
+        let mut pauses = RETRIES.iter();
+        loop {
+            match self.send(&method, &url, body.as_deref()).await {
+                Err(e) if method == reqwest::Method::GET && e.is_transient() => match pauses.next() {
+                    Some(pause) => {
+                        tracing::debug!(path, error = %e, "proxmox read failed in passing; trying again");
+                        tokio::time::sleep(*pause).await;
+                    }
+                    None => return Err(e),
+                },
+                result => return result,
+            }
+        }
+    }
+}
+
+impl Api {
+    async fn send<R: DeserializeOwned>(
+        &self,
+        method: &reqwest::Method,
+        url: &str,
+        body: Option<&str>,
+    ) -> Result<R, ApiError> {
+        tracing::debug!(%method, url, "proxmox request");
+        let mut request = self.http.request(method.clone(), url).header("Authorization", &*self.auth);
         if let Some(body) = body {
-            let encoded = serde_urlencoded::to_string(body).map_err(|e| ApiError::Decode(e.to_string()))?;
-            request = request.header("Content-Type", "application/x-www-form-urlencoded").body(encoded);
+            request = request.header("Content-Type", "application/x-www-form-urlencoded").body(body.to_owned());
         }
         let response = request.send().await.map_err(|e| transport(&e))?;
         let status = response.status();

@@ -26,14 +26,32 @@ pub fn succeeded(exitstatus: &str) -> bool {
     exitstatus == "OK" || exitstatus.starts_with("WARNINGS")
 }
 
-/// Polls the task until it stops (backing off from 200 ms to 2 s), at most `limit`.
+/// How many polls in a row may fail in passing (pveproxy restarting after a certificate
+/// renewal, a forwarded request failing) before the wait gives up.
+const POLL_FAILURES: u32 = 5;
+
+/// Polls the task until it stops (backing off from 200 ms to 2 s), at most `limit`. A poll that
+/// fails in passing is not the task's failure: the wait goes on.
 pub async fn wait(api: &Api, upid: &str, limit: Duration) -> Result<(), TaskError> {
     let node = node_of(upid).ok_or_else(|| TaskError::Failed(format!("'{upid}' is not a task id")))?;
     let deadline = Instant::now() + limit;
     let mut pause = Duration::from_millis(200);
+    let mut failures = 0;
     loop {
-        let status =
-            NodesClient::new(api.clone()).node(node).tasks().upid(upid).status().get().await.map_err(TaskError::Api)?;
+        let polled = NodesClient::new(api.clone()).node(node).tasks().upid(upid).status().get().await;
+        let status = match polled {
+            Ok(status) => {
+                failures = 0;
+                status
+            }
+            Err(e) if e.is_transient() && failures < POLL_FAILURES && Instant::now() < deadline => {
+                failures += 1;
+                tracing::debug!(upid, error = %e, "task poll failed in passing");
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+            Err(e) => return Err(TaskError::Api(e)),
+        };
         if matches!(status.status, proxmox_api::nodes::node::tasks::upid::status::Status::Stopped) {
             let exit = status.exitstatus.unwrap_or_default();
             return if succeeded(&exit) { Ok(()) } else { Err(TaskError::Failed(exit)) };
