@@ -231,6 +231,43 @@ fn reads_that_fail_in_passing_are_tried_again() {
     assert_eq!(rt.block_on(backend.list()).expect("list after an idle pause").len(), 1, "{vm:?}");
 }
 
+/// Placement looks at every node's storages, bridges and vCPUs before it picks one: a node
+/// without the VM's storage or bridge is passed over (not chosen and then refused), and the
+/// memory of VMs made but not started yet is counted as promised, so a batch of creates spreads.
+#[test]
+fn placement_passes_over_nodes_without_the_storage_or_bridge_and_counts_stopped_vms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    pve.with(|s| {
+        s.nodes[1].storages.push("fast".into());
+        s.nodes[1].bridges.push("vmbr7".into());
+    });
+    let backend = backend(&pve);
+    let rt = runtime();
+    let mut on_fast = spec("db-0", Firmware::Bios);
+    on_fast.memory_mib = 1024;
+    on_fast.disks[0].storage = Some("fast".into());
+    assert_eq!(rt.block_on(backend.create(&on_fast)).expect("create").host, "pve2", "only pve2 has 'fast'");
+    let mut on_vmbr7 = spec("edge-0", Firmware::Bios);
+    on_vmbr7.memory_mib = 1024;
+    on_vmbr7.nics[1].bridge = Some("vmbr7".into());
+    assert_eq!(rt.block_on(backend.create(&on_vmbr7)).expect("create").host, "pve2", "only pve2 has vmbr7");
+    let mut wide = spec("wide-0", Firmware::Bios);
+    wide.cores = 12;
+    let err = rt.block_on(backend.create(&wide)).expect_err("no node has 12 vCPUs");
+    assert!(err.to_string().contains("node pve1: 12 vCPUs asked, the node has 8"), "{err}");
+
+    // 6 GiB VMs, made and not started: pve1 (16 GiB) takes two, then pve2 (8 GiB, 2 promised).
+    let hosts: Vec<String> = (0..3)
+        .map(|i| {
+            let mut s = spec(&format!("big-{i}"), Firmware::Bios);
+            s.memory_mib = 6 * 1024;
+            rt.block_on(backend.create(&s)).expect("create").host
+        })
+        .collect();
+    assert_eq!(hosts, ["pve1", "pve1", "pve2"]);
+}
+
 #[test]
 fn another_client_taking_the_vmid_makes_create_ask_again() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -386,7 +423,7 @@ fn specs_proxmox_cannot_take_are_refused_before_anything_is_created() {
     cases.push((s, "storage 'nosuch'"));
     let mut s = spec("master-0", Firmware::Bios);
     s.nics[1].bridge = Some("vmbr9".into());
-    cases.push((s, "bridge 'vmbr9' does not exist on node pve1"));
+    cases.push((s, "node pve1: bridge 'vmbr9' does not exist (has: vmbr0, vmbr1)"));
     let mut s = spec("master-0", Firmware::Bios);
     s.memory_mib = 64 * 1024;
     cases.push((s, "no node has 65536 MiB of memory free"));

@@ -533,6 +533,7 @@ fn planned_nodes(def: &Definition, names: &[(Name, String)], ips: &[Ipv4Addr], m
 /// group on its host. A VM no host can take is a problem of its group's placement.
 fn place_vms(def: &Definition, inv: &Inventory, nodes: &mut [PlannedNode], facts: &Facts, problems: &mut Problems) {
     let Some(hosts) = &facts.hosts else { return };
+    let mut hosts = hosts.clone();
     let cluster = Some(def.name.to_string());
     let ours: Vec<&Vm> = facts.vms.iter().filter(|vm| vm.cluster == cluster).collect();
     // Per group, how many of its VMs each host holds (existing ones, then foreseen ones).
@@ -558,10 +559,14 @@ fn place_vms(def: &Definition, inv: &Inventory, nodes: &mut [PlannedNode], facts
         }
         let empty = BTreeMap::new();
         let counts = spec.placement.group.as_ref().and_then(|g| members.get(g)).unwrap_or(&empty);
-        match placement::choose(&spec.placement, hosts, counts, u64::from(spec.memory_mib)) {
+        match placement::choose(&spec.placement, &hosts, counts, u64::from(spec.memory_mib)) {
             Ok(host) => {
                 if let Some(g) = &spec.placement.group {
                     *members.entry(g.clone()).or_default().entry(host.clone()).or_default() += 1;
+                }
+                // Its memory is promised from now on, as the hypervisor counts it.
+                if let Some(h) = hosts.iter_mut().find(|h| h.name == host) {
+                    h.mem_free_mib = h.mem_free_mib.saturating_sub(u64::from(spec.memory_mib));
                 }
                 p.place = Some(Place { host, id: None });
             }

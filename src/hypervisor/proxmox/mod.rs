@@ -170,15 +170,24 @@ impl Proxmox {
     }
 
     /// The cluster's nodes as placement sees them; a node outside the configured `nodes` takes
-    /// a VM only when its group targets it.
+    /// a VM only when its group targets it. A VM slipway made and has not started yet counts 0
+    /// in a node's `mem`: its memory is promised all the same, or a batch of creates would land
+    /// on one node.
     fn hosts_of(&self, resources: &[Resource]) -> Vec<Host> {
+        let bytes = |b: Option<i64>| u64::try_from(b.unwrap_or(0)).unwrap_or(0);
+        let owned = Self::owned(resources);
         resources
             .iter()
             .filter(|r| matches!(r.ty, ResourceType::Node))
             .filter_map(|r| {
                 let name = r.node.clone()?;
-                let max = u64::try_from(r.maxmem.unwrap_or(0)).unwrap_or(0);
-                let free = max.saturating_sub(r.mem.unwrap_or(0)) / (1024 * 1024);
+                let promised: u64 = owned
+                    .iter()
+                    .filter(|o| o.host == name && o.state != VmState::Running)
+                    .filter_map(|o| resources.iter().find(|v| v.vmid.map(|id| id.get()) == Some(o.vmid.get())))
+                    .map(|v| bytes(v.maxmem))
+                    .sum();
+                let free = bytes(r.maxmem).saturating_sub(r.mem.unwrap_or(0)).saturating_sub(promised) / (1024 * 1024);
                 let default_target = self.nodes.is_empty() || self.nodes.contains(&name);
                 Some(Host { online: r.status.as_deref() == Some("online"), mem_free_mib: free, default_target, name })
             })
@@ -247,12 +256,41 @@ impl Proxmox {
                 }
             }
         }
-        let host = placement::choose(&spec.placement, &hosts, &members, u64::from(spec.memory_mib))
-            .map_err(|e| Error::new(vm, Step::Place, ErrorKind::NoHost(e)))?;
+        // Only nodes that have the VM's storages, bridges and vCPUs are candidates: clusters mix
+        // storages (local-zfs here, local-lvm there) and bridges.
+        let mut unfit = Vec::new();
+        for host in hosts.iter().filter(|h| h.online && placement::allowed(&spec.placement, h)) {
+            if let Some(why) = self.unfit(vm, spec, &host.name, resources).await? {
+                unfit.push((host.name.clone(), why));
+            }
+        }
+        let fit: Vec<Host> = hosts.iter().filter(|h| !unfit.iter().any(|(n, _)| n == &h.name)).cloned().collect();
+        let mut placement = spec.placement.clone();
+        if !placement.targets.is_empty() {
+            placement.targets.retain(|t| !unfit.iter().any(|(n, _)| n == t));
+            if placement.targets.is_empty() {
+                return Err(Error::new(vm, Step::Place, ErrorKind::Rejected(reasons(&unfit))));
+            }
+        }
+        match placement::choose(&placement, &fit, &members, u64::from(spec.memory_mib)) {
+            Ok(host) => Ok(host),
+            Err(e) if unfit.is_empty() => Err(Error::new(vm, Step::Place, ErrorKind::NoHost(e))),
+            Err(e) => Err(Error::new(vm, Step::Place, ErrorKind::Rejected(format!("{e}; {}", reasons(&unfit))))),
+        }
+    }
 
+    /// Why `host` cannot take the VM: a disk's storage not there (with `images` content,
+    /// available), a bridge missing, more vCPUs than it has; `None` when it can.
+    async fn unfit(
+        &self,
+        vm: &str,
+        spec: &VmSpec,
+        host: &str,
+        resources: &[Resource],
+    ) -> Result<Option<String>, Error> {
         let storages: Vec<&str> = resources
             .iter()
-            .filter(|r| matches!(r.ty, ResourceType::Storage) && r.node.as_deref() == Some(&host))
+            .filter(|r| matches!(r.ty, ResourceType::Storage) && r.node.as_deref() == Some(host))
             .filter(|r| r.status.as_deref() == Some("available"))
             .filter(|r| r.content.as_deref().unwrap_or("").split(',').any(|c| c == "images"))
             .filter_map(|r| r.storage.as_deref())
@@ -260,12 +298,19 @@ impl Proxmox {
         for disk in &spec.disks {
             let want = params::storage(disk, &self.defaults);
             if !storages.contains(&want) {
-                let msg = format!(
-                    "storage '{want}' for disks is not available on node {host} (has: {})",
-                    storages.join(", ")
-                );
-                return Err(Error::new(vm, Step::Place, ErrorKind::Rejected(msg)));
+                return Ok(Some(format!("storage '{want}' for disks is not available (has: {})", storages.join(", "))));
             }
+        }
+        let cpus = resources
+            .iter()
+            .find(|r| matches!(r.ty, ResourceType::Node) && r.node.as_deref() == Some(host))
+            .and_then(|r| r.maxcpu.as_ref())
+            .map(|c| {
+                use proxmox_api::types::bounded_number::BoundedNumber as _;
+                c.get()
+            });
+        if let Some(cpus) = cpus.filter(|c| f64::from(spec.cores) > *c) {
+            return Ok(Some(format!("{} vCPUs asked, the node has {cpus}", spec.cores)));
         }
         let query = [("type", "any_bridge")];
         let bridges: Vec<serde_json::Value> =
@@ -274,11 +319,10 @@ impl Proxmox {
         for nic in &spec.nics {
             let want = nic.bridge.as_deref().unwrap_or(&self.defaults.bridge);
             if !bridges.contains(&want) {
-                let msg = format!("bridge '{want}' does not exist on node {host} (has: {})", bridges.join(", "));
-                return Err(Error::new(vm, Step::Place, ErrorKind::Rejected(msg)));
+                return Ok(Some(format!("bridge '{want}' does not exist (has: {})", bridges.join(", "))));
             }
         }
-        Ok(host)
+        Ok(None)
     }
 
     async fn next_id(&self, vm: &str) -> Result<VmId, Error> {
@@ -354,6 +398,11 @@ impl std::fmt::Display for Now {
             Now::Paused(s) | Now::Busy(s) | Now::Halted(s) => f.write_str(s),
         }
     }
+}
+
+/// `pve1: storage 'fast' … ; pve2: bridge 'vmbr9' …`
+fn reasons(unfit: &[(String, String)]) -> String {
+    unfit.iter().map(|(host, why)| format!("node {host}: {why}")).collect::<Vec<_>>().join("; ")
 }
 
 /// Delete with the VM's disks, and its entries in jobs and HA. Not
