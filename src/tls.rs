@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 pub enum ServerTrust {
     /// Certificates signed by these CAs, for the name connected to.
     CaFile(PathBuf),
-    /// Exactly the certificate with this SHA-256 fingerprint.
-    Pinned([u8; 32]),
+    /// Exactly a certificate with one of these SHA-256 fingerprints.
+    Pinned(Vec<[u8; 32]>),
     /// Any certificate: only where the answer is not trusted either (a health check's status).
     AnyCertificate,
 }
@@ -67,7 +67,7 @@ pub fn client_config(trust: &ServerTrust, what: &'static str) -> Result<ClientCo
             }
             return Ok(builder.with_root_certificates(roots).with_no_client_auth());
         }
-        ServerTrust::Pinned(pin) => Accept::Pinned(*pin),
+        ServerTrust::Pinned(pins) => Accept::Pinned(pins.clone()),
         ServerTrust::AnyCertificate => Accept::Any,
     };
     Ok(builder
@@ -78,7 +78,7 @@ pub fn client_config(trust: &ServerTrust, what: &'static str) -> Result<ClientCo
 
 #[derive(Debug)]
 enum Accept {
-    Pinned([u8; 32]),
+    Pinned(Vec<[u8; 32]>),
     Any,
 }
 
@@ -100,15 +100,16 @@ impl ServerCertVerifier for Verifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         match &self.accept {
             Accept::Any => Ok(ServerCertVerified::assertion()),
-            Accept::Pinned(pin) => {
+            Accept::Pinned(pins) => {
                 let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-                if got == *pin {
+                if pins.contains(&got) {
                     Ok(ServerCertVerified::assertion())
                 } else {
+                    let pinned: Vec<String> = pins.iter().map(|p| format_fingerprint(p)).collect();
                     Err(rustls::Error::General(format!(
                         "certificate fingerprint mismatch: the server presented {}, the pinned one is {}",
                         format_fingerprint(&got),
-                        format_fingerprint(pin)
+                        pinned.join(" or ")
                     )))
                 }
             }

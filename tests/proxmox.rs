@@ -17,7 +17,7 @@ use crate::pve::{self, StandIn};
 fn settings(pve: &StandIn, trust: Trust, secret: &str) -> Settings {
     Settings {
         name: "pve".into(),
-        url: pve.url.clone(),
+        urls: vec![pve.url.clone()],
         token_id: pve::TOKEN_ID.into(),
         token_secret: secret.into(),
         trust,
@@ -28,7 +28,7 @@ fn settings(pve: &StandIn, trust: Trust, secret: &str) -> Settings {
 }
 
 fn pinned(pve: &StandIn) -> Trust {
-    Trust::Fingerprint(tls::parse_fingerprint(&pve.fingerprint).expect("fingerprint"))
+    Trust::Fingerprints(vec![tls::parse_fingerprint(&pve.fingerprint).expect("fingerprint")])
 }
 
 fn backend(pve: &StandIn) -> Proxmox {
@@ -268,6 +268,33 @@ fn placement_passes_over_nodes_without_the_storage_or_bridge_and_counts_stopped_
     assert_eq!(hosts, ["pve1", "pve1", "pve2"]);
 }
 
+/// Several nodes' URLs: one that does not answer hands the request to the next, which is then
+/// asked first. Several pins: the certificate of either node, or the old and the renewed one.
+#[test]
+fn a_node_that_does_not_answer_hands_over_to_the_next_and_any_pinned_certificate_is_trusted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let down = format!("https://127.0.0.1:{}", dead.local_addr().expect("addr").port());
+    drop(dead);
+    let good = tls::parse_fingerprint(&pve.fingerprint).expect("fingerprint");
+    let mut settings = settings(&pve, Trust::Fingerprints(vec![[0x42; 32], good]), pve::SECRET);
+    settings.urls = vec![down.clone(), pve.url.clone()];
+    let backend = Proxmox::new(settings).expect("backend");
+    let rt = runtime();
+    let vm = rt.block_on(backend.create(&spec("master-0", Firmware::Bios))).expect("create through the second node");
+    assert_eq!(vm.host, "pve1");
+    let before = pve.with(|s| s.requests.len());
+    assert_eq!(rt.block_on(backend.list()).expect("list").len(), 1);
+    assert_eq!(pve.with(|s| s.requests.len()), before + 1, "the node that answered is asked first now");
+
+    // Every node down: the error names the one asked last.
+    let mut settings = self::settings(&pve, pinned(&pve), pve::SECRET);
+    settings.urls = vec![down.clone()];
+    let err = rt.block_on(Proxmox::new(settings).expect("backend").list()).expect_err("nobody answers");
+    assert!(matches!(err.kind, ErrorKind::Unreachable { .. }) && err.to_string().contains(&down), "{err}");
+}
+
 #[test]
 fn another_client_taking_the_vmid_makes_create_ask_again() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -338,8 +365,13 @@ fn errors_only_in_the_reason_phrase_are_still_read() {
     assert!(matches!(err.kind, ErrorKind::Auth { .. }) && err.to_string().contains("invalid token value"), "{err}");
 
     let none: [(&str, &str); 0] = [];
-    let api =
-        slipway::hypervisor::proxmox::api::Api::new(&pve.url, pve::TOKEN_ID, pve::SECRET, &pinned(&pve)).expect("api");
+    let api = slipway::hypervisor::proxmox::api::Api::new(
+        std::slice::from_ref(&pve.url),
+        pve::TOKEN_ID,
+        pve::SECRET,
+        &pinned(&pve),
+    )
+    .expect("api");
     use proxmox_api::client::Client as _;
     let gone = rt.block_on(api.delete::<_, String>("/nodes/pve1/qemu/999", &none)).expect_err("no such VM");
     assert_eq!(gone.to_string(), "HTTP 500: Configuration file 'nodes/pve1/qemu-server/999.conf' does not exist");
@@ -396,7 +428,7 @@ fn only_the_pinned_certificate_or_the_configured_ca_is_trusted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pve = StandIn::start(dir.path());
     let rt = runtime();
-    let wrong = Trust::Fingerprint([0x42; 32]);
+    let wrong = Trust::Fingerprints(vec![[0x42; 32]]);
     let err = rt.block_on(Proxmox::new(settings(&pve, wrong, pve::SECRET)).expect("backend").list()).expect_err("pin");
     assert!(matches!(err.kind, ErrorKind::Tls(_)), "{err}");
     assert!(err.to_string().contains("fingerprint mismatch"), "{err}");
@@ -462,7 +494,7 @@ fn an_unreachable_api_is_named() {
     let port = closed.local_addr().expect("addr").port();
     drop(closed);
     let mut settings = settings(&pve, pinned(&pve), pve::SECRET);
-    settings.url = format!("https://127.0.0.1:{port}");
+    settings.urls = vec![format!("https://127.0.0.1:{port}")];
     let err = runtime().block_on(Proxmox::new(settings).expect("backend").list()).expect_err("refused");
     assert!(matches!(err.kind, ErrorKind::Unreachable { .. }), "{err}");
     assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
@@ -607,7 +639,7 @@ fn the_stand_in_refuses_what_proxmox_refuses() {
     use slipway::hypervisor::proxmox::api::{Api, ApiError};
     let dir = tempfile::tempdir().expect("tempdir");
     let pve = StandIn::start(dir.path());
-    let api = Api::new(&pve.url, pve::TOKEN_ID, pve::SECRET, &pinned(&pve)).expect("api");
+    let api = Api::new(std::slice::from_ref(&pve.url), pve::TOKEN_ID, pve::SECRET, &pinned(&pve)).expect("api");
     let rt = runtime();
     let spec = spec("master-0", Firmware::Bios);
     let vm = rt.block_on(backend(&pve).create(&spec)).expect("create");

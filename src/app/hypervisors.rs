@@ -23,7 +23,7 @@ pub fn build(config: &HypervisorConfig) -> Result<Arc<dyn Hypervisor>, BuildErro
         Backend::Proxmox(p) => {
             let settings = crate::hypervisor::proxmox::Settings {
                 name: name.clone(),
-                url: p.url.clone(),
+                urls: p.urls.clone(),
                 token_id: p.token_id.clone(),
                 token_secret: p.secret.read().map_err(|source| BuildError::Secret { name: name.clone(), source })?,
                 trust: p.trust.clone(),

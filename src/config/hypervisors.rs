@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{HypervisorKind, Items, RawHypervisor};
+use super::raw::{HypervisorKind, Items, OneOrMany, RawHypervisor};
 use super::{FieldPath, Report};
 use crate::hypervisor::proxmox::tls::{Trust, parse_fingerprint};
 use crate::hypervisor::qemu::Accel;
@@ -27,7 +27,8 @@ pub enum Backend {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxmoxConfig {
-    pub url: String,
+    /// One node's API, or several nodes' of one cluster (asked in turn).
+    pub urls: Vec<String>,
     /// `USER@REALM!TOKENID`
     pub token_id: String,
     pub secret: SecretSource,
@@ -169,12 +170,18 @@ fn proxmox(
     resolve: &dyn Fn(&Path) -> PathBuf,
     report: &mut Report<'_>,
 ) -> Option<ProxmoxConfig> {
-    let url = h.url.clone().unwrap_or_default();
-    match reqwest::Url::parse(&url) {
-        _ if url.is_empty() => report.add(&at("url"), None, "required, e.g. https://pve1.lab.example:8006"),
-        Ok(u) if u.scheme() == "https" && u.host().is_some() => {}
-        Ok(_) => report.add(&at("url"), Some(url.clone()), "must be an https:// URL (the API token travels in it)"),
-        Err(e) => report.add(&at("url"), Some(url.clone()), format!("not a URL: {e}")),
+    let urls = h.url.as_ref().map(OneOrMany::values).unwrap_or_default();
+    if urls.is_empty() {
+        report.add(&at("url"), None, "required, e.g. https://pve1.lab.example:8006 (or a list, one per node)");
+    }
+    for url in &urls {
+        match reqwest::Url::parse(url) {
+            Ok(u) if u.scheme() == "https" && u.host().is_some() => {}
+            Ok(_) => {
+                report.add(&at("url"), Some(url.to_string()), "must be an https:// URL (the API token travels in it)")
+            }
+            Err(e) => report.add(&at("url"), Some(url.to_string()), format!("not a URL: {e}")),
+        }
     }
     let token_id = h.token_id.clone().unwrap_or_default();
     if !token_id_ok(&token_id) {
@@ -199,13 +206,20 @@ fn proxmox(
         }
     };
     let trust = match (&h.fingerprint, &h.ca_file) {
-        (Some(fp), None) => match parse_fingerprint(fp) {
-            Ok(pin) => Some(Trust::Fingerprint(pin)),
-            Err(e) => {
-                report.add(&at("fingerprint"), None, e.to_string());
-                None
+        (Some(fp), None) => {
+            let parsed: Result<Vec<[u8; 32]>, _> = fp.values().iter().map(|f| parse_fingerprint(f)).collect();
+            match parsed {
+                Ok(pins) if !pins.is_empty() => Some(Trust::Fingerprints(pins)),
+                Ok(_) => {
+                    report.add(&at("fingerprint"), None, "an empty list: give at least one fingerprint");
+                    None
+                }
+                Err(e) => {
+                    report.add(&at("fingerprint"), None, e.to_string());
+                    None
+                }
             }
-        },
+        }
         (None, Some(ca)) => {
             let ca = resolve(ca);
             if let Err(e) = std::fs::metadata(&ca) {
@@ -234,7 +248,7 @@ fn proxmox(
         }),
     };
     Some(ProxmoxConfig {
-        url,
+        urls,
         token_id,
         secret: secret?,
         trust: trust?,

@@ -320,6 +320,23 @@ pub enum HypervisorKind {
     Qemu,
 }
 
+/// A key that takes one string or a list of them (`url = "..."` or `url = ["...", "..."]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn values(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one.clone()],
+            OneOrMany::Many(many) => many.clone(),
+        }
+    }
+}
+
 /// A hypervisor entry; which fields apply depends on `kind` (checked in `hypervisors.rs`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -327,11 +344,11 @@ pub struct RawHypervisor {
     pub name: Name,
     pub kind: HypervisorKind,
     // Proxmox VE
-    pub url: Option<String>,
+    pub url: Option<OneOrMany>,
     pub token_id: Option<String>,
     pub token_file: Option<PathBuf>,
     pub token_credential: Option<String>,
-    pub fingerprint: Option<String>,
+    pub fingerprint: Option<OneOrMany>,
     pub ca_file: Option<PathBuf>,
     pub storage: Option<String>,
     #[serde(default)]

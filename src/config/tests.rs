@@ -279,3 +279,18 @@ nodes = [{ name = "server-0", role = "control-plane", mac = "52:54:00:aa:00:01" 
         "{found:#?}"
     );
 }
+
+#[test]
+fn a_proxmox_entry_takes_several_urls_and_fingerprints() {
+    let (a, b) = ("AB:".repeat(31) + "CD", "12:".repeat(31) + "34");
+    let text = format!(
+        "{EXAMPLE}\n[[hypervisors]]\nname = \"pve\"\nkind = \"proxmox\"\nurl = [\"https://pve1:8006\", \"https://pve2:8006\"]\n\
+         token_id = \"slipway@pve!provision\"\ntoken_credential = \"pve-token\"\nfingerprint = [\"{a}\", \"{b}\"]\n"
+    );
+    let config = parse(&text, Path::new("/etc/slipway/slipway.toml")).expect("valid");
+    let Backend::Proxmox(p) = &config.hypervisors[0].backend else { panic!("a Proxmox entry") };
+    assert_eq!(p.urls, ["https://pve1:8006", "https://pve2:8006"]);
+    assert!(matches!(&p.trust, crate::hypervisor::proxmox::Trust::Fingerprints(pins) if pins.len() == 2));
+    let bad = text.replace("\"https://pve2:8006\"", "\"http://pve2:8006\"");
+    assert_error(&bad, "hypervisors[0].url", "http://pve2:8006", "url = [");
+}

@@ -19,14 +19,16 @@ const RETRIES: [Duration; 3] = [Duration::from_millis(250), Duration::from_secs(
 #[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
-    /// `https://host:8006`, no trailing slash.
-    base: Arc<str>,
+    /// `https://host:8006` of each node slipway may ask, no trailing slash.
+    bases: Arc<[Arc<str>]>,
+    /// The one that answered last; asked first.
+    current: Arc<std::sync::atomic::AtomicUsize>,
     auth: Arc<str>,
 }
 
 impl std::fmt::Debug for Api {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Api").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("Api").field("bases", &self.bases).finish_non_exhaustive()
     }
 }
 
@@ -34,8 +36,9 @@ impl std::fmt::Debug for Api {
 pub enum ApiError {
     /// Proxmox answered with an error status; `message` is its text (and per-field errors).
     Status { status: u16, message: String },
-    /// No answer: connection refused, DNS, timeout, or TLS (`tls` is set).
-    Transport { tls: bool, message: String },
+    /// No answer: connection refused, DNS, timeout, or TLS (`tls` is set). `sent`: the request
+    /// may have reached the server (it is not repeated on another node unless it is a read).
+    Transport { tls: bool, sent: bool, message: String },
     /// An answer slipway cannot read.
     Decode(String),
 }
@@ -77,7 +80,9 @@ pub enum ClientError {
 }
 
 impl Api {
-    pub fn new(url: &str, token_id: &str, secret: &str, trust: &Trust) -> Result<Api, ClientError> {
+    /// `urls`: one node's API, or several nodes' of one cluster (asked in turn when one does
+    /// not answer).
+    pub fn new(urls: &[String], token_id: &str, secret: &str, trust: &Trust) -> Result<Api, ClientError> {
         let tls = client_config(trust)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
@@ -90,13 +95,49 @@ impl Api {
             .map_err(ClientError::Http)?;
         Ok(Api {
             http,
-            base: url.trim_end_matches('/').into(),
+            bases: urls.iter().map(|u| Arc::from(u.trim_end_matches('/'))).collect(),
+            current: Arc::default(),
             auth: format!("PVEAPIToken={token_id}={secret}").into(),
         })
     }
 
+    /// The node's URL asked first now (the last that answered).
     pub fn url(&self) -> &str {
-        &self.base
+        let at = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        self.bases.get(at).or(self.bases.first()).map_or("", |b| b)
+    }
+
+    /// Sends to the node that answered last; one that cannot be reached (not connecting, or a
+    /// certificate it should not have) hands the request to the next. A request that may have
+    /// been sent is handed on only if it is a read.
+    async fn send_any<R: DeserializeOwned>(
+        &self,
+        method: &reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<R, ApiError> {
+        use std::sync::atomic::Ordering;
+        let first = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..self.bases.len() {
+            let at = (first + i) % self.bases.len();
+            let url = format!("{}/api2/json{path}", self.bases[at]);
+            match self.send(method, &url, body).await {
+                Err(e @ ApiError::Transport { sent, .. })
+                    if i + 1 < self.bases.len() && (!sent || *method == reqwest::Method::GET) =>
+                {
+                    tracing::warn!(url = %self.bases[at], error = %e, "Proxmox node not answering; asking the next");
+                    last = Some(e);
+                }
+                result => {
+                    if at != first {
+                        self.current.store(at, Ordering::Relaxed);
+                    }
+                    return result;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ApiError::Transport { tls: false, sent: false, message: "no URL".into() }))
     }
 }
 
@@ -112,7 +153,8 @@ fn transport(e: &reqwest::Error) -> ApiError {
         message = format!("{message}: {s}");
         source = s.source();
     }
-    ApiError::Transport { tls, message }
+    let sent = !(tls || e.is_connect());
+    ApiError::Transport { tls, sent, message }
 }
 
 /// Proxmox's error text: the body's `message` (libpve-http-server-perl 5.2, 2025, on), else the
@@ -158,11 +200,11 @@ impl proxmox_api::client::Client for Api {
             M::Put => reqwest::Method::PUT,
             M::Delete => reqwest::Method::DELETE,
         };
-        let mut url = format!("{}/api2/json{path}", self.base);
+        let mut path = path.to_owned();
         if let Some(query) = query {
             let encoded = serde_urlencoded::to_string(query).map_err(|e| ApiError::Decode(e.to_string()))?;
             if !encoded.is_empty() {
-                url = format!("{url}?{encoded}");
+                path = format!("{path}?{encoded}");
             }
         }
         let body = match body {
@@ -173,7 +215,7 @@ impl proxmox_api::client::Client for Api {
         // have been done).
         let mut pauses = RETRIES.iter();
         loop {
-            match self.send(&method, &url, body.as_deref()).await {
+            match self.send_any(&method, &path, body.as_deref()).await {
                 Err(e) if method == reqwest::Method::GET && e.is_transient() => match pauses.next() {
                     Some(pause) => {
                         tracing::debug!(path, error = %e, "proxmox read failed in passing; trying again");
@@ -238,8 +280,8 @@ mod tests {
 
     #[test]
     fn the_token_never_shows_in_debug() {
-        let trust = Trust::Fingerprint([0; 32]);
-        let api = Api::new("https://pve:8006/", "slipway@pve!t", "s3cret-token", &trust).expect("api");
+        let trust = Trust::Fingerprints(vec![[0; 32]]);
+        let api = Api::new(&["https://pve:8006/".into()], "slipway@pve!t", "s3cret-token", &trust).expect("api");
         let shown = format!("{api:?}");
         assert!(!shown.contains("s3cret-token") && shown.contains("https://pve:8006"), "{shown}");
     }

@@ -33,8 +33,8 @@ pub use tls::Trust;
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub name: String,
-    /// `https://pve1.lab.example:8006`
-    pub url: String,
+    /// `https://pve1.lab.example:8006`; several nodes of one cluster are asked in turn.
+    pub urls: Vec<String>,
     /// `USER@REALM!TOKENID`
     pub token_id: String,
     pub token_secret: String,
@@ -71,7 +71,7 @@ struct Owned {
 
 impl Proxmox {
     pub fn new(settings: Settings) -> Result<Proxmox, api::ClientError> {
-        let api = Api::new(&settings.url, &settings.token_id, &settings.token_secret, &settings.trust)?;
+        let api = Api::new(&settings.urls, &settings.token_id, &settings.token_secret, &settings.trust)?;
         Ok(Proxmox {
             name: settings.name,
             api,
@@ -88,8 +88,8 @@ impl Proxmox {
             ApiError::Status { status: 401, message } => ErrorKind::Auth { url, message },
             ApiError::Status { status: 403, message } => ErrorKind::Forbidden(message),
             ApiError::Status { status, message } => ErrorKind::Api { status, message },
-            ApiError::Transport { tls: true, message } => ErrorKind::Tls(message),
-            ApiError::Transport { tls: false, message } => ErrorKind::Unreachable { url, message },
+            ApiError::Transport { tls: true, message, .. } => ErrorKind::Tls(message),
+            ApiError::Transport { tls: false, message, .. } => ErrorKind::Unreachable { url, message },
             ApiError::Decode(message) => ErrorKind::Rejected(format!("unreadable answer: {message}")),
         };
         Error::new(vm, step, kind)

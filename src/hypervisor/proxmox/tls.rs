@@ -12,7 +12,8 @@ pub use crate::tls::format_fingerprint;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Trust {
     CaFile(PathBuf),
-    Fingerprint([u8; 32]),
+    /// Any of these certificates: one per node, or the old and the new one across a renewal.
+    Fingerprints(Vec<[u8; 32]>),
 }
 
 /// A fingerprint that does not parse.
@@ -32,7 +33,9 @@ pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], BadFingerprint> {
 pub fn client_config(trust: &Trust) -> Result<ClientConfig, crate::tls::TrustError> {
     match trust {
         Trust::CaFile(path) => crate::tls::client_config(&ServerTrust::CaFile(path.clone()), "CA file"),
-        Trust::Fingerprint(pin) => crate::tls::client_config(&ServerTrust::Pinned(*pin), "pinned certificate"),
+        Trust::Fingerprints(pins) => {
+            crate::tls::client_config(&ServerTrust::Pinned(pins.clone()), "pinned certificate")
+        }
     }
 }
 
