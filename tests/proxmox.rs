@@ -295,6 +295,38 @@ fn a_node_that_does_not_answer_hands_over_to_the_next_and_any_pinned_certificate
     assert!(matches!(err.kind, ErrorKind::Unreachable { .. }) && err.to_string().contains(&down), "{err}");
 }
 
+/// Missing privileges look like "nothing" on Proxmox (`/cluster/resources` silently leaves out
+/// what the token may not audit): each such case names the privilege and the path that would
+/// show it, as does a create refused for its tags under a restricted `user-tag-access`.
+#[test]
+fn missing_privileges_are_named_not_shown_as_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    let backend = backend(&pve);
+    let rt = runtime();
+    let case = |fault: &dyn Fn(&mut pve::Faults)| {
+        pve.with(|s| {
+            s.faults = pve::Faults::default();
+            fault(&mut s.faults);
+        });
+        rt.block_on(backend.create(&spec("master-0", Firmware::Bios))).expect_err("refused").to_string()
+    };
+    let nodes = case(&|f| f.hidden = vec!["node".into()]);
+    assert!(nodes.contains("Sys.Audit on /nodes"), "{nodes}");
+    let storage = case(&|f| f.hidden = vec!["storage".into()]);
+    assert!(storage.contains("Datastore.Audit on /storage/local-lvm"), "{storage}");
+    let network = case(&|f| f.network_forbidden = true);
+    assert!(network.contains("Sys.Audit on /nodes/pve1"), "{network}");
+    let tags = case(&|f| f.tags_need_sys_modify = true);
+    assert!(tags.contains("user-tag-access") && tags.contains("Sys.Modify on /"), "{tags}");
+    assert!(pve.with(|s| s.vms.is_empty()), "nothing made");
+    let hosts = rt.block_on(backend.hosts()).map(|h| h.len());
+    pve.with(|s| s.faults.hidden = vec!["node".into()]);
+    assert_eq!(hosts.ok(), Some(2));
+    let err = rt.block_on(backend.hosts()).expect_err("no node visible");
+    assert!(err.to_string().contains("Sys.Audit on /nodes"), "{err}");
+}
+
 #[test]
 fn another_client_taking_the_vmid_makes_create_ask_again() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -78,6 +78,14 @@ pub struct Faults {
     /// PVE 8.0-8.3 (libpve-http-server-perl before 5.2): an error's text only in the HTTP reason
     /// phrase, the body `{"data":null}`; a refused token a bare `401` with no body.
     pub reason_only: bool,
+    /// A token without the audit privileges: `/cluster/resources` silently leaves out entries of
+    /// these types (`node`, `storage`, `qemu`), as Proxmox filters it by ACL.
+    pub hidden: Vec<String>,
+    /// A token without Sys.Audit on the nodes: listing a node's network is refused.
+    pub network_forbidden: bool,
+    /// datacenter.cfg `user-tag-access` other than `free`: a create that sets new tags needs
+    /// Sys.Modify on `/`.
+    pub tags_need_sys_modify: bool,
     /// The next N reads (GET) fail as a request forwarded between nodes does when the other
     /// node is out of reach: `595` with the reason only in the status line.
     pub forwarded_failures: usize,
@@ -392,6 +400,7 @@ async fn resources(AxState(state): AxState<Shared>, Query(q): Query<Params>) -> 
             items.push(item);
         }
     }
+    items.retain(|item| !s.faults.hidden.iter().any(|t| item["type"] == t.as_str()));
     data(Value::Array(items))
 }
 
@@ -503,6 +512,9 @@ async fn network(
         return r;
     }
     let s = record(&state, format!("GET /nodes/{node}/network"));
+    if s.faults.network_forbidden {
+        return error(StatusCode::FORBIDDEN, &format!("Permission check failed (/nodes/{node}, Sys.Audit)"));
+    }
     let Some(n) = s.nodes.iter().find(|n| n.name == node) else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("hostname lookup '{node}' failed - unknown node"));
     };
@@ -589,6 +601,9 @@ async fn create(
     }
     params.remove("node");
     let mut s = record(&state, format!("POST /nodes/{node}/qemu"));
+    if s.faults.tags_need_sys_modify && params.contains_key("tags") {
+        return error(StatusCode::FORBIDDEN, "Permission check failed (/, Sys.Modify)");
+    }
     let Some(host) = s.nodes.iter().find(|n| n.name == node) else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("hostname lookup '{node}' failed - unknown node"));
     };

@@ -57,6 +57,9 @@ pub struct Proxmox {
     create_lock: tokio::sync::Mutex<()>,
 }
 
+/// A cluster's node list comes back empty only when the token may not see the nodes.
+const NO_NODES: &str = "no Proxmox node is visible to the API token: /cluster/resources shows a node only with Sys.Audit on /nodes (or /nodes/<node>)";
+
 /// How many times a create asks for a new VMID after another client took the last one.
 const ID_ATTEMPTS: usize = 5;
 
@@ -247,6 +250,9 @@ impl Proxmox {
     async fn place(&self, spec: &VmSpec, resources: &[Resource]) -> Result<String, Error> {
         let vm = spec.owner.node.as_str();
         let hosts = self.hosts_of(resources);
+        if hosts.is_empty() {
+            return Err(Error::new(vm, Step::Place, ErrorKind::Rejected(NO_NODES.into())));
+        }
         let mut members = BTreeMap::new();
         if let Some(group) = &spec.placement.group {
             let tag = format!("slipway.group.{group}");
@@ -298,7 +304,11 @@ impl Proxmox {
         for disk in &spec.disks {
             let want = params::storage(disk, &self.defaults);
             if !storages.contains(&want) {
-                return Ok(Some(format!("storage '{want}' for disks is not available (has: {})", storages.join(", "))));
+                // /cluster/resources leaves out what the token may not audit: say so.
+                return Ok(Some(format!(
+                    "storage '{want}' for disks is not available (has: {}; a storage shows only with Datastore.Audit on /storage/{want})",
+                    storages.join(", ")
+                )));
             }
         }
         let cpus = resources
@@ -313,8 +323,14 @@ impl Proxmox {
             return Ok(Some(format!("{} vCPUs asked, the node has {cpus}", spec.cores)));
         }
         let query = [("type", "any_bridge")];
-        let bridges: Vec<serde_json::Value> =
-            self.api.get(&format!("/nodes/{host}/network"), &query).await.map_err(|e| self.fail(vm, Step::Place, e))?;
+        let bridges: Vec<serde_json::Value> = match self.api.get(&format!("/nodes/{host}/network"), &query).await {
+            Ok(bridges) => bridges,
+            Err(ApiError::Status { status: 403, message }) => {
+                let why = format!("{message}; listing a node's bridges needs Sys.Audit on /nodes/{host}");
+                return Err(Error::new(vm, Step::Place, ErrorKind::Forbidden(why)));
+            }
+            Err(e) => return Err(self.fail(vm, Step::Place, e)),
+        };
         let bridges: Vec<&str> = bridges.iter().filter_map(|b| b["iface"].as_str()).collect();
         for nic in &spec.nics {
             let want = nic.bridge.as_deref().unwrap_or(&self.defaults.bridge);
@@ -400,6 +416,18 @@ impl std::fmt::Display for Now {
     }
 }
 
+/// A create refused for its tags (`user-tag-access` in datacenter.cfg other than `free`: new tags
+/// need `Sys.Modify` on `/`) says what to change.
+fn tag_hint(mut e: Error) -> Error {
+    let text = e.kind.to_string();
+    if text.contains("Sys.Modify") {
+        e.kind = ErrorKind::Forbidden(format!(
+            "{text}; slipway marks its VMs with tags, and this cluster's datacenter.cfg user-tag-access is not `free`: give the token Sys.Modify on /, or allow the tags slipway, slipway.cluster.*, slipway.node.*, slipway.group.* (user-allow-list or registered-tags)"
+        ));
+    }
+    e
+}
+
 /// `pve1: storage 'fast' … ; pve2: bridge 'vmbr9' …`
 fn reasons(unfit: &[(String, String)]) -> String {
     unfit.iter().map(|(host, why)| format!("node {host}: {why}")).collect::<Vec<_>>().join("; ")
@@ -457,9 +485,10 @@ impl Hypervisor for Proxmox {
                     tracing::info!(vm, vmid = %vmid.get(), "another client took the VMID; asking for the next one");
                     continue;
                 }
-                Err(e) => return Err(self.fail(vm, Step::Create, e)),
+                Err(e) => return Err(tag_hint(self.fail(vm, Step::Create, e))),
             };
             if let Err(cause) = self.wait(vm, Step::Create, &upid, self.task_timeout).await {
+                let cause = tag_hint(cause);
                 return Err(self.clean_up(vm, &host, vmid, cause).await);
             }
             tracing::info!(vm, vmid = %vmid.get(), host, hypervisor = %self.name, "VM created");
@@ -576,7 +605,11 @@ impl Hypervisor for Proxmox {
 
     async fn hosts(&self) -> Result<Vec<Host>, Error> {
         let resources = self.resources("*", Step::List).await?;
-        Ok(self.hosts_of(&resources))
+        let hosts = self.hosts_of(&resources);
+        if hosts.is_empty() {
+            return Err(Error::new("*", Step::List, ErrorKind::Rejected(NO_NODES.into())));
+        }
+        Ok(hosts)
     }
 
     async fn list(&self) -> Result<Vec<Vm>, Error> {
