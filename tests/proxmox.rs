@@ -327,6 +327,25 @@ fn missing_privileges_are_named_not_shown_as_nothing() {
     assert!(err.to_string().contains("Sys.Audit on /nodes"), "{err}");
 }
 
+/// The stand-in's answers are checked against what Proxmox's schema says each endpoint returns
+/// (every test runs through that check); the check itself refuses what Proxmox would not send.
+#[test]
+fn the_stand_ins_answers_are_held_to_proxmoxs_return_schemas() {
+    let schema = pve::schema::Schema::load();
+    let task = "GET /nodes/{node}/tasks/{upid}/status";
+    let good = serde_json::json!({ "status": "stopped", "exitstatus": "OK", "id": "100", "node": "pve1",
+        "pid": 4001, "pstart": 9001, "starttime": 1700000001, "type": "qmcreate", "upid": "UPID:pve1:…", "user": "root@pam" });
+    assert_eq!(schema.check_returns(task, &good), Ok(()));
+    let mut bad = good.clone();
+    bad["status"] = "done".into();
+    assert!(schema.check_returns(task, &bad).expect_err("enum").contains("data.status: 'done' is not one of"));
+    let mut bad = good.clone();
+    bad.as_object_mut().expect("object").remove("upid");
+    assert_eq!(schema.check_returns(task, &bad), Err("data.upid: missing, and it is not optional".into()));
+    let nodes = serde_json::json!([{ "id": "node/pve1", "type": "nodes", "node": "pve1" }]);
+    assert!(schema.check_returns("GET /cluster/resources", &nodes).expect_err("type enum").contains("data[0].type"));
+}
+
 #[test]
 fn another_client_taking_the_vmid_makes_create_ask_again() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -48,6 +48,62 @@ impl Schema {
         }
         if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
+
+    /// Checks an answer's `data` of `endpoint` against what Proxmox's schema says the endpoint
+    /// returns: types, enums, and every property that is not optional.
+    pub fn check_returns(&self, endpoint: &str, data: &Value) -> Result<(), String> {
+        let def = &self.0[format!("RETURNS {endpoint}")];
+        assert!(def.is_object(), "RETURNS {endpoint} is not in the schema subset");
+        conforms(def, data, "data")
+    }
+}
+
+/// `value` as `def` describes it; the error names where it is (`data[3].status`).
+fn conforms(def: &Value, value: &Value, at: &str) -> Result<(), String> {
+    let wrong = |want: &str| Err(format!("{at}: {want} expected, got {value}"));
+    match def["type"].as_str() {
+        Some("object") => {
+            let Some(object) = value.as_object() else { return wrong("an object") };
+            for (name, prop) in def["properties"].as_object().into_iter().flatten() {
+                match object.get(name) {
+                    Some(v) => conforms(prop, v, &format!("{at}.{name}"))?,
+                    None if prop["optional"].as_i64() == Some(1) => {}
+                    None => return Err(format!("{at}.{name}: missing, and it is not optional")),
+                }
+            }
+        }
+        Some("array") => {
+            let Some(items) = value.as_array() else { return wrong("an array") };
+            for (i, item) in items.iter().enumerate() {
+                conforms(&def["items"], item, &format!("{at}[{i}]"))?;
+            }
+        }
+        Some("string") => {
+            let Some(text) = value.as_str() else { return wrong("a string") };
+            if let Some(choices) = def["enum"].as_array()
+                && !choices.iter().any(|c| c.as_str() == Some(text))
+            {
+                return Err(format!("{at}: '{text}' is not one of {}", Value::Array(choices.clone())));
+            }
+        }
+        // Perl's JSON writes a number it holds as a string in quotes: `/cluster/nextid` answers
+        // `"100"` although the schema says integer, so a decimal string is an integer too.
+        Some("integer")
+            if !(value.is_i64() || value.is_u64() || value.as_str().is_some_and(|t| t.parse::<i64>().is_ok())) =>
+        {
+            return wrong("an integer");
+        }
+        Some("number") if !(value.is_number() || value.as_str().is_some_and(|t| t.parse::<f64>().is_ok())) => {
+            return wrong("a number");
+        }
+        // Proxmox's booleans are 0/1 on the wire.
+        Some("boolean") if !(value.is_boolean() || value.as_u64().is_some_and(|n| n <= 1)) => {
+            return wrong("a boolean (0/1)");
+        }
+        Some("null") if !value.is_null() => return wrong("null"),
+        _ => {}
+    }
+    Ok(())
 }
 
 fn check_value(def: &Value, value: &str) -> Result<(), String> {
