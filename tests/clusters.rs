@@ -88,6 +88,12 @@ fn api(lab: &Lab, daemon: &support::Daemon, method: &str, path: &str, yaml: Opti
     (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
+/// `ip -n <lab> ARGS`, which must work.
+fn ip_in(lab: &Lab, args: &[&str]) {
+    let out = Command::new("ip").args(["-n", &lab.ns]).args(args).output().expect("ip");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// The cluster's status (`Null` when there is none).
 fn status(lab: &Lab, daemon: &support::Daemon) -> Value {
     api(lab, daemon, "GET", "/api/v1/clusters/lab/status", None).1
@@ -291,10 +297,7 @@ fn a_vm_that_never_boots_fails_at_its_deadline_and_retry_resumes_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let lab = Lab::bridge_only("cf");
     let images = images(dir.path());
-    let netns = |args: &[&str]| {
-        let out = Command::new("ip").args(["-n", &lab.ns]).args(args).output().expect("ip");
-        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
+    let netns = |args: &[&str]| ip_in(&lab, args);
     netns(&["link", "add", "br9", "type", "bridge"]);
     netns(&["link", "set", "br9", "up"]);
     let daemon = support::start_in(Some(&lab.ns), &config(dir.path(), &lab, &images), &[]);
@@ -449,7 +452,7 @@ fn a_cluster_on_proxmox_spreads_over_its_nodes_and_installs() {
 
 /// The kill points of a VM's life on Proxmox (the stand-in without VMs behind it: nothing
 /// boots, so every node waits in powering-on under a long boot deadline): slipway is killed
-/// while the start tasks run (the VMs made, not yet powered on), while a scale-down's shutdown
+/// while a create task outlives the create limit, while the start tasks run (the VMs made, not yet powered on), while a scale-down's shutdown
 /// tasks run (drained, not yet deleted) and while the delete tasks run. After each restart it
 /// carries on with the stored deadlines, and the stand-in holds exactly the planned VMs. On
 /// the way: soft anti-affinity spreads four VMs over three nodes, and a plan checks placement
@@ -710,10 +713,7 @@ fn health_checks_run_once_installed_and_the_cluster_timeout_fails_what_is_left()
     assert_eq!(condition(&before, "installed"), ("False".into(), "0/1 nodes phoned home".into()));
 
     // metal-0 phones home from its address.
-    let netns = |args: &[&str]| {
-        let out = Command::new("ip").args(["-n", &lab.ns]).args(args).output().expect("ip");
-        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
+    let netns = |args: &[&str]| ip_in(&lab, args);
     netns(&["addr", "add", "10.1.107.10/24", "dev", "br0"]);
     let out = Command::new("ip")
         .args(["netns", "exec", &lab.ns, "curl", "-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}"])

@@ -225,11 +225,9 @@ impl Worker {
     /// Fails every unsettled node of a cluster that is not installed by its
     /// `validation.timeout` (from its apply or its last retry); nothing is destroyed, and
     /// `retry` resumes them with the cluster's clock started again.
-    async fn expire(&self, records: &[(String, NodeRecord)]) -> Result<(), ControlError> {
-        let store = self.clusters.store.clone();
-        let definitions = blocking(move || store.records::<Stored>(Records::Definitions)).await?;
+    async fn expire(&self, definitions: &[Stored], records: &[(String, NodeRecord)]) -> Result<(), ControlError> {
         let now = Timestamp::now();
-        for (_, stored) in definitions {
+        for stored in definitions {
             let (Some(deadline), Some(timeout)) = (stored.deadline(), stored.definition.validation.timeout) else {
                 continue;
             };
@@ -253,9 +251,17 @@ impl Worker {
     /// One look at every unsettled node: a step task for each that has none running.
     async fn pass(self: Arc<Self>, steps: &mut JoinSet<()>) -> Result<(), ControlError> {
         let store = self.clusters.store.clone();
-        let records = blocking(move || store.records::<NodeRecord>(Records::Phases)).await?;
-        self.finish_deletions(&records).await?;
-        self.expire(&records).await?;
+        let (records, definitions) = blocking(move || {
+            let definitions = store.records::<Stored>(Records::Definitions)?;
+            Ok((store.records::<NodeRecord>(Records::Phases)?, definitions))
+        })
+        .await?;
+        let definitions: Vec<Stored> = definitions.into_iter().map(|(_, d)| d).collect();
+        // (Reread under the records lock when a deletion may be done.)
+        if definitions.iter().any(|d| d.deleting.is_some()) {
+            self.finish_deletions(&records).await?;
+        }
+        self.expire(&definitions, &records).await?;
         let waiting: HashSet<Name> = records
             .iter()
             .filter(|(_, r)| matches!(r.phase, Phase::PoweringOn | Phase::Booting | Phase::ConfigServed))
