@@ -107,6 +107,42 @@ fn a_dual_homed_vlan_tagged_vm_is_created_started_shut_down_and_deleted_on_proxm
     }
 }
 
+/// The same life — create, start, shut down, start, delete — on a stand-in that does at once
+/// everything a real cluster does that a schema does not say: the resource list lagging,
+/// errors only in the reason phrase, HA-managed VMs, forwarded reads failing in passing, tasks
+/// slower than a poll, and the first node's certificate renewed halfway.
+#[test]
+fn a_vms_whole_life_holds_on_a_stand_in_with_every_realism_mode_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    let (url2, fp2) = pve.open_node("pve2");
+    pve.with(|s| {
+        s.faults.stale_resources = true;
+        s.faults.reason_only = true;
+        s.faults.ha_managed = true;
+        s.faults.forwarded_failures = 2;
+        s.faults.task_time = Some(Duration::from_secs(1));
+    });
+    let mut settings = settings(&pve, Trust::CaFile(pve.ca.clone()), pve::SECRET);
+    settings.urls = vec![pve.url.clone(), url2];
+    let backend = Proxmox::new(settings).expect("backend");
+    let rt = runtime();
+    let spec = spec("master-0", Firmware::Uefi);
+    let vmid: u32 = rt.block_on(backend.create(&spec)).expect("create").id.parse().expect("vmid");
+    let running = || pve.with(|s| s.vms[&vmid].running);
+    rt.block_on(backend.start(&spec.owner)).expect("start");
+    assert!(running());
+    pve.with(|s| s.faults.forwarded_failures = 2);
+    assert_ne!(pve.renew(&pve.url), fp2);
+    rt.block_on(backend.shutdown(&spec.owner, Duration::from_secs(5))).expect("shutdown");
+    assert!(!running());
+    rt.block_on(backend.start(&spec.owner)).expect("start again");
+    let again = rt.block_on(backend.create(&spec)).expect("create again");
+    assert_eq!(again.id, vmid.to_string(), "asking again finds the VM, although the list lags");
+    rt.block_on(backend.delete(&spec.owner)).expect("delete");
+    assert!(pve.with(|s| s.vms.is_empty()), "nothing left on Proxmox");
+}
+
 /// A VM acts only on its own owner's VM: the same node name in another cluster is another
 /// VM (never started or deleted for this one), and two VMs carrying one owner's tags (a clone
 /// copies them) are refused by name rather than acting on whichever comes first.
@@ -191,6 +227,29 @@ fn the_state_acted_on_is_the_vms_own_not_the_lagging_resource_list() {
     assert!(err.to_string().contains(&format!("VM {vmid} on pve1 halted (io-error)")), "{err}");
     rt.block_on(backend.delete(&spec.owner)).expect("a halted VM is stopped, then deleted");
     assert!(pve.with(|s| s.vms.is_empty()));
+}
+
+/// An HA-managed VM is started, shut down and stopped by the HA manager: the `hastart`/`hastop`
+/// task ends before the VM changes state, so each call waits for the state itself, and a delete
+/// does not find the VM it stopped still running.
+#[test]
+fn an_ha_managed_vm_is_waited_for_not_its_ha_task() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    pve.with(|s| s.faults.ha_managed = true);
+    let backend = backend(&pve);
+    let rt = runtime();
+    let spec = spec("master-0", Firmware::Bios);
+    let vmid: u32 = rt.block_on(backend.create(&spec)).expect("create").id.parse().expect("vmid");
+    let running = || pve.with(|s| s.vms[&vmid].running);
+
+    rt.block_on(backend.start(&spec.owner)).expect("start");
+    assert!(running(), "running when start returns, not only when hastart ended");
+    rt.block_on(backend.shutdown(&spec.owner, Duration::from_secs(5))).expect("shutdown");
+    assert!(!running(), "stopped when shutdown returns");
+    rt.block_on(backend.start(&spec.owner)).expect("start again");
+    rt.block_on(backend.delete(&spec.owner)).expect("delete waits for the HA stop before the destroy");
+    assert!(pve.with(|s| s.vms.is_empty()), "nothing left on Proxmox");
 }
 
 /// Reads that fail in passing — a request pveproxy forwards to a node it cannot reach (`595`,
@@ -492,6 +551,55 @@ fn only_the_pinned_certificate_or_the_configured_ca_is_trusted() {
     let by_other_ca = Proxmox::new(settings(&pve, Trust::CaFile(stranger.ca.clone()), pve::SECRET)).expect("backend");
     let err = rt.block_on(by_other_ca.list()).expect_err("another CA");
     assert!(matches!(err.kind, ErrorKind::Tls(_)), "{err}");
+}
+
+/// Every node has its own certificate, and a renewal (`pveupdate` regenerating `pve-ssl.pem`,
+/// or ACME) replaces it and restarts pveproxy, closing open connections. With the cluster CA, a
+/// create whose task wait spans the renewal goes on; with pins, the node whose new certificate
+/// is not pinned hands over to the next; with no node left, the error names the certificate
+/// presented, the one to pin.
+#[test]
+fn a_certificate_renewed_mid_task_stays_trusted_by_the_ca_and_a_stale_pin_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    let (url2, fp2) = pve.open_node("pve2");
+    assert_ne!(fp2, pve.fingerprint, "every node has its own certificate");
+    let urls = vec![pve.url.clone(), url2.clone()];
+    let pins = |fps: &[&str]| Trust::Fingerprints(fps.iter().map(|f| tls::parse_fingerprint(f).expect("fp")).collect());
+    let mut pinned = settings(&pve, pins(&[&pve.fingerprint, &fp2]), pve::SECRET);
+    pinned.urls = urls.clone();
+    let pinned = Proxmox::new(pinned).expect("backend");
+    let rt = runtime();
+    assert!(rt.block_on(pinned.list()).expect("list before the renewal").is_empty());
+
+    pve.with(|s| s.faults.slow_tasks.insert("qmcreate".into(), Duration::from_secs(3)));
+    let mut by_ca = settings(&pve, Trust::CaFile(pve.ca.clone()), pve::SECRET);
+    by_ca.urls = urls;
+    let creating = std::thread::spawn(move || {
+        let backend = Proxmox::new(by_ca).expect("backend");
+        runtime().block_on(backend.create(&spec("master-0", Firmware::Bios)))
+    });
+    let created = || pve.with(|s| s.requests.iter().position(|r| r == "POST /nodes/pve1/qemu"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while created().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(created().is_some(), "the create was posted");
+    let renewed = pve.renew(&pve.url);
+    let at_renewal = pve.with(|s| s.requests.len());
+    let vm = creating.join().expect("create thread").expect("the create outlives the renewal");
+    assert_eq!(vm.state, VmState::Stopped);
+    assert!(
+        pve.with(|s| s.requests[at_renewal..].iter().any(|r| r.contains("/tasks/"))),
+        "its task was still being waited for after the renewal"
+    );
+
+    assert_eq!(rt.block_on(pinned.list()).expect("pve2 answers").len(), 1, "pve1's new certificate is not pinned");
+    let mut stale = settings(&pve, pins(&[&pve.fingerprint]), pve::SECRET);
+    stale.urls = vec![pve.url.clone()];
+    let err = rt.block_on(Proxmox::new(stale).expect("backend").list()).expect_err("stale pin");
+    assert!(matches!(err.kind, ErrorKind::Tls(_)), "{err}");
+    assert!(err.to_string().contains(&format!("presented {renewed}")), "the fingerprint to pin: {err}");
 }
 
 #[test]

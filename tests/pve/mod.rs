@@ -95,6 +95,10 @@ pub struct Faults {
     /// Storages (node, storage) that are offline: `destroy-unreferenced-disks`, which activates
     /// every storage of the node, fails on them.
     pub offline_storages: Vec<(String, String)>,
+    /// Every VM is managed by Proxmox HA: start, shutdown and stop are `hastart`/`hastop`
+    /// requests to the HA manager, tasks that end at once, and the node's LRM changes the VM's
+    /// state a second later; destroying one needs `purge`.
+    pub ha_managed: bool,
 }
 
 /// The stand-in's VMs are local QEMU VMs; Proxmox bridge names map to local bridges.
@@ -118,13 +122,25 @@ pub struct State {
 }
 
 pub struct StandIn {
+    /// The first node's (`pve1`) API.
     pub url: String,
-    /// SHA-256 of the server certificate, `AB:CD:…`.
+    /// SHA-256 of that node's certificate, `AB:CD:…`.
     pub fingerprint: String,
-    /// The CA that signed the server certificate.
+    /// The cluster CA (`pve-root-ca.pem`) that signs every node's certificate.
     pub ca: PathBuf,
     pub state: Arc<Mutex<State>>,
-    _runtime: tokio::runtime::Runtime,
+    dir: PathBuf,
+    /// Every node's API endpoint, the first one's included, by URL.
+    endpoints: Mutex<BTreeMap<String, Endpoint>>,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// One node's pveproxy: its certificate can be renewed, which restarts it (open connections
+/// are closed, as pveproxy's restart after a renewal does).
+struct Endpoint {
+    node: String,
+    acceptor: Arc<Mutex<tokio_rustls::TlsAcceptor>>,
+    restarts: tokio::sync::watch::Sender<u64>,
 }
 
 const GIB: u64 = 1024 * 1024 * 1024;
@@ -157,30 +173,12 @@ impl StandIn {
             seq: 0,
         };
         let state = Arc::new(Mutex::new(state));
-        let (ca, cert, key) = certificates(dir);
-        let der = {
-            use rustls_pki_types::pem::PemObject;
-            rustls_pki_types::CertificateDer::from_pem_file(&cert).expect("server cert")
-        };
-        let fingerprint = {
-            use sha2::Digest;
-            slipway::hypervisor::proxmox::tls::format_fingerprint(&sha2::Sha256::digest(der.as_ref()))
-        };
+        let ca = cluster_ca(dir);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("stand-in runtime");
-        let bind = || {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            listener.set_nonblocking(true).expect("nonblocking");
-            listener
-        };
-        let listener = match ns {
-            Some(ns) => crate::netns::in_netns(ns, bind),
-            None => bind(),
-        };
-        let addr = runtime.block_on(serve(state.clone(), listener, &cert, &key));
         // pvestatd: what `/cluster/resources` reports of VMs, refreshed every 10 s.
         let stats = state.clone();
         runtime.spawn(async move {
@@ -190,7 +188,73 @@ impl StandIn {
                 s.reported = s.vms.iter().map(|(id, vm)| (*id, vm.running)).collect();
             }
         });
-        StandIn { url: format!("https://127.0.0.1:{}", addr.port()), fingerprint, ca, state, _runtime: runtime }
+        let mut pve = StandIn {
+            url: String::new(),
+            fingerprint: String::new(),
+            ca,
+            state,
+            dir: dir.to_owned(),
+            endpoints: Mutex::new(BTreeMap::new()),
+            runtime,
+        };
+        (pve.url, pve.fingerprint) = pve.open("pve1", ns);
+        pve
+    }
+
+    /// Another node's API (`node`'s pveproxy) on a port of its own, with a certificate of its
+    /// own signed by the cluster CA, over the same cluster: its URL and its certificate's
+    /// fingerprint.
+    pub fn open_node(&self, node: &str) -> (String, String) {
+        self.open(node, None)
+    }
+
+    fn open(&self, node: &str, ns: Option<&str>) -> (String, String) {
+        let bind = || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.set_nonblocking(true).expect("nonblocking");
+            listener
+        };
+        let listener = match ns {
+            Some(ns) => crate::netns::in_netns(ns, bind),
+            None => bind(),
+        };
+        let (acceptor, fingerprint) = self.certificate(node);
+        let endpoint = Endpoint {
+            node: node.into(),
+            acceptor: Arc::new(Mutex::new(acceptor)),
+            restarts: tokio::sync::watch::Sender::new(0),
+        };
+        let _entered = self.runtime.enter();
+        let addr = serve(self.state.clone(), listener, endpoint.acceptor.clone(), endpoint.restarts.clone());
+        let url = format!("https://127.0.0.1:{}", addr.port());
+        self.endpoints.lock().expect("endpoints").insert(url.clone(), endpoint);
+        (url, fingerprint)
+    }
+
+    /// What `pveupdate` (a regenerated `pve-ssl.pem`) or an ACME renewal does to the node at
+    /// `url`: a new certificate from the cluster CA, and pveproxy restarted, closing every
+    /// open connection. Returns the new certificate's fingerprint.
+    pub fn renew(&self, url: &str) -> String {
+        let endpoints = self.endpoints.lock().expect("endpoints");
+        let endpoint = endpoints.get(url).expect("a node of this stand-in");
+        let (acceptor, fingerprint) = self.certificate(&endpoint.node);
+        *endpoint.acceptor.lock().expect("acceptor") = acceptor;
+        endpoint.restarts.send_modify(|n| *n += 1);
+        fingerprint
+    }
+
+    /// A new certificate for `node` (127.0.0.1) from the cluster CA, and its fingerprint.
+    fn certificate(&self, node: &str) -> (tokio_rustls::TlsAcceptor, String) {
+        let (cert, key) = node_certificate(&self.dir, node);
+        let der = {
+            use rustls_pki_types::pem::PemObject;
+            rustls_pki_types::CertificateDer::from_pem_file(&cert).expect("server cert")
+        };
+        let fingerprint = {
+            use sha2::Digest;
+            slipway::hypervisor::proxmox::tls::format_fingerprint(&sha2::Sha256::digest(der.as_ref()))
+        };
+        (crate::support::tls_acceptor(&cert, &key), fingerprint)
     }
 
     pub fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
@@ -198,65 +262,90 @@ impl StandIn {
     }
 }
 
-/// A CA and a server certificate for 127.0.0.1 signed by it (openssl).
-fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let (ca, ca_key, cert, key, csr) =
-        (dir.join("pve-ca.pem"), dir.join("pve-ca.key"), dir.join("pve.pem"), dir.join("pve.key"), dir.join("pve.csr"));
-    let ext = dir.join("pve.ext");
-    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n").expect("ext");
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl").args(args).output().expect("openssl");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    let p = |p: &PathBuf| p.display().to_string();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+fn openssl(args: &[&str]) {
+    let out = std::process::Command::new("openssl").args(args).output().expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+const EC: [&str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+
+/// The cluster CA, `pve-ca.pem` (its key beside it), as `pvecm` makes it (openssl).
+fn cluster_ca(dir: &Path) -> PathBuf {
+    let (ca, ca_key) = (dir.join("pve-ca.pem"), dir.join("pve-ca.key"));
+    let (ca_s, key_s) = (ca.display().to_string(), ca_key.display().to_string());
     openssl(
         &[
             &["req", "-x509"][..],
-            &ec,
-            &["-days", "2", "-subj", "/CN=Proxmox Virtual Environment CA", "-keyout", &p(&ca_key), "-out", &p(&ca)],
+            &EC,
+            &["-days", "2", "-subj", "/CN=Proxmox Virtual Environment CA", "-keyout", &key_s, "-out", &ca_s],
             &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
         ]
         .concat(),
     );
-    openssl(&[&["req", "-new"][..], &ec, &["-subj", "/CN=pve1", "-keyout", &p(&key), "-out", &p(&csr)]].concat());
+    ca
+}
+
+/// A new `pve-ssl.pem` for `node`, valid for 127.0.0.1, signed by the cluster CA in `dir`; each
+/// call makes another key and certificate.
+fn node_certificate(dir: &Path, node: &str) -> (PathBuf, PathBuf) {
+    static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let n = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = |name: &str| dir.join(format!("{node}-{n}.{name}"));
+    let (cert, key, csr, ext) = (p("pem"), p("key"), p("csr"), p("ext"));
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n").expect("ext");
+    let s = |p: &PathBuf| p.display().to_string();
+    let (ca, ca_key) = (s(&dir.join("pve-ca.pem")), s(&dir.join("pve-ca.key")));
+    let subject = format!("/CN={node}");
+    openssl(&[&["req", "-new"][..], &EC, &["-subj", &subject, "-keyout", &s(&key), "-out", &s(&csr)]].concat());
+    let serial = format!("{n}");
     openssl(&[
         "x509",
         "-req",
         "-in",
-        &p(&csr),
+        &s(&csr),
         "-CA",
-        &p(&ca),
+        &ca,
         "-CAkey",
-        &p(&ca_key),
-        "-CAcreateserial",
+        &ca_key,
+        "-set_serial",
+        &serial,
         "-days",
         "2",
         "-extfile",
-        &p(&ext),
+        &s(&ext),
         "-out",
-        &p(&cert),
+        &s(&cert),
     ]);
-    (ca, cert, key)
+    (cert, key)
 }
 
-async fn serve(state: Arc<Mutex<State>>, listener: std::net::TcpListener, cert: &Path, key: &Path) -> SocketAddr {
-    let acceptor = crate::support::tls_acceptor(cert, key);
+/// Serves the API on `listener` with the certificate `acceptor` holds at each accept; a message
+/// on `restarts` closes every open connection.
+fn serve(
+    state: Arc<Mutex<State>>,
+    listener: std::net::TcpListener,
+    acceptor: Arc<Mutex<tokio_rustls::TlsAcceptor>>,
+    restarts: tokio::sync::watch::Sender<u64>,
+) -> SocketAddr {
     let listener = tokio::net::TcpListener::from_std(listener).expect("register the listener");
     let addr = listener.local_addr().expect("addr");
     let app = router(state);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, app) = (acceptor.clone(), app.clone());
+            let acceptor = acceptor.lock().expect("acceptor").clone();
+            let (app, mut restart) = (app.clone(), restarts.subscribe());
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else { return };
                 let service = hyper_util::service::TowerToHyperService::new(app);
                 // pveproxy closes a keep-alive connection idle for 5 s.
-                let _ = hyper::server::conn::http1::Builder::new()
+                let connection = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(Duration::from_secs(5))
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+                tokio::select! {
+                    _ = connection => {}
+                    _ = restart.changed() => {}
+                }
             });
         }
     });
@@ -446,7 +535,12 @@ async fn current(AxState(state): AxState<Shared>, UrlPath((node, vmid)): UrlPath
         Some(vm) => vm,
         None => return no_config(&node, vmid),
     };
-    let mut body = json!({ "vmid": vmid, "name": vm.config.get("name"), "ha": { "managed": 0 },
+    let ha = if s.faults.ha_managed {
+        json!({ "managed": 1, "state": if vm.running { "started" } else { "stopped" } })
+    } else {
+        json!({ "managed": 0 })
+    };
+    let mut body = json!({ "vmid": vmid, "name": vm.config.get("name"), "ha": ha,
         "status": if vm.running { "running" } else { "stopped" }, "cpus": 1, "maxmem": memory_bytes(&vm.config) });
     if vm.running {
         body["qmpstatus"] = json!(vm.qmp.clone().unwrap_or_else(|| "running".into()));
@@ -581,6 +675,25 @@ where
         }
     });
     upid
+}
+
+/// A start, shutdown or stop task (`ty`). For an HA-managed VM it is the `hastart`/`hastop`
+/// request instead, which ends at once: the HA manager's LRM does `work` a second later.
+fn power_task<F>(state: &Shared, s: &mut State, node: &str, ty: &str, vmid: u32, work: F) -> String
+where
+    F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    if !s.faults.ha_managed {
+        return spawn_task(state, s, node, ty, &vmid.to_string(), work);
+    }
+    let ha = if ty == "qmstart" { "hastart" } else { "hastop" };
+    spawn_task(state, s, node, ha, &vmid.to_string(), async move {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = work.await;
+        });
+        Ok(())
+    })
 }
 
 async fn task_status(AxState(state): AxState<Shared>, UrlPath((node, upid)): UrlPath<(String, String)>) -> Response {
@@ -757,7 +870,7 @@ async fn start(
     let used: u64 = s.vms.values().filter(|v| v.node == node && v.running).map(|v| memory_bytes(&v.config)).sum();
     let backing = s.backing.as_ref().map(|b| b.qemu.clone());
     let (shared, host_name) = (state.clone(), node.clone());
-    let upid = spawn_task(&state, &mut s, &node, "qmstart", &vmid.to_string(), async move {
+    let upid = power_task(&state, &mut s, &node, "qmstart", vmid, async move {
         if vm.running {
             return Err(format!("VM {vmid} already running"));
         }
@@ -806,7 +919,7 @@ async fn power_off(state: Shared, node: String, vmid: u32, params: Params, verb:
     let backing = s.backing.as_ref().map(|b| b.qemu.clone());
     let shared = state.clone();
     let ty = if verb == "stop" { "qmstop" } else { "qmshutdown" };
-    let upid = spawn_task(&state, &mut s, &node, ty, &vmid.to_string(), async move {
+    let upid = power_task(&state, &mut s, &node, ty, vmid, async move {
         if let Some(qemu) = backing {
             qemu.shutdown(&owner_of(&vm.config)?, timeout).await.map_err(|e| e.to_string())?;
         }
@@ -832,6 +945,10 @@ async fn destroy(
     };
     if vm.running {
         return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("VM {vmid} is running - destroy failed"));
+    }
+    if s.faults.ha_managed && params.get("purge").map(String::as_str) != Some("1") {
+        let msg = format!("unable to remove VM {vmid} - used in HA resources and purge parameter not set.");
+        return error(StatusCode::INTERNAL_SERVER_ERROR, &msg);
     }
     let backing = s.backing.as_ref().map(|b| b.qemu.clone());
     let shared = state.clone();

@@ -225,8 +225,9 @@ impl Proxmox {
         }
     }
 
-    /// Stops the VM at once and waits for its task.
-    async fn stop(&self, vm: &str, found: &Owned) -> Result<(), Error> {
+    /// Stops the VM at once and waits for its task (and, HA-managed, for the VM to stop: the
+    /// `hastop` task ends before it does, and a destroy right after would find it running).
+    async fn stop(&self, vm: &str, found: &Owned, managed: bool) -> Result<(), Error> {
         let upid = self
             .qemu(&found.host, found.vmid)
             .status()
@@ -234,7 +235,11 @@ impl Proxmox {
             .post(Default::default())
             .await
             .map_err(|e| self.fail(vm, Step::Stop, e))?;
-        self.wait(vm, Step::Stop, &upid, self.task_timeout).await
+        self.wait(vm, Step::Stop, &upid, self.task_timeout).await?;
+        if managed {
+            self.settle(vm, found, Step::Stop, |now| *now == Now::Stopped).await?;
+        }
+        Ok(())
     }
 
     /// The typed client for one VM's endpoints.
@@ -551,7 +556,7 @@ impl Hypervisor for Proxmox {
         match now {
             Now::Stopped => return Ok(()),
             // A halted or paused guest does not answer ACPI.
-            Now::Halted(_) | Now::Paused(_) => return self.stop(vm, &found).await,
+            Now::Halted(_) | Now::Paused(_) => return self.stop(vm, &found, managed).await,
             Now::Running | Now::Busy(_) => {}
         }
         // Proxmox's own "ACPI, then stop after the timeout".
@@ -582,7 +587,7 @@ impl Hypervisor for Proxmox {
         // I/O error) is stopped first, or the destroy fails ("VM N is running - destroy failed").
         match self.current(vm, &found, Step::Delete).await {
             Ok((Now::Stopped, _)) => {}
-            Ok(_) => self.stop(vm, &found).await?,
+            Ok((_, managed)) => self.stop(vm, &found, managed).await?,
             Err(e) if matches!(&e.kind, ErrorKind::Api { message, .. } if message.contains("does not exist")) => {
                 return Ok(());
             }
