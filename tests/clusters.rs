@@ -125,6 +125,7 @@ fn third_node() -> crate::pve::PveNode {
         name: "pve3".into(),
         online: true,
         maxmem: 8 * 1024 * 1024 * 1024,
+        arc: 0,
         storages: vec!["local-lvm".into()],
         bridges: vec!["vmbr0".into(), "vmbr1".into()],
     }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use slipway::hypervisor::proxmox::params::{self, Defaults};
-use slipway::hypervisor::proxmox::{Proxmox, Settings, Trust, tls};
+use slipway::hypervisor::proxmox::{MemoryView, Proxmox, Settings, Trust, tls};
 use slipway::hypervisor::{
     AntiAffinity, Disk, ErrorKind, Firmware, Hypervisor, Nic, NicModel, Owner, Placement, Step, VmSpec, VmState,
 };
@@ -24,6 +24,7 @@ fn settings(pve: &StandIn, trust: Trust, secret: &str) -> Settings {
         defaults: Defaults { storage: "local-lvm".into(), bridge: "vmbr0".into(), cpu: params::DEFAULT_CPU.into() },
         nodes: Vec::new(),
         task_timeout: Duration::from_secs(20),
+        memory: MemoryView::Used,
     }
 }
 
@@ -325,6 +326,41 @@ fn placement_passes_over_nodes_without_the_storage_or_bridge_and_counts_stopped_
         })
         .collect();
     assert_eq!(hosts, ["pve1", "pve1", "pve2"]);
+}
+
+/// A ZFS host's ARC is memory the kernel does not count available, so Proxmox shows it used:
+/// by default placement goes by that figure; `placement_memory = "assigned"` counts the memory
+/// the node's VMs are given instead, including a running VM slipway did not make and its own
+/// made-but-stopped ones.
+#[test]
+fn a_zfs_hosts_arc_is_not_taken_for_vms_when_memory_is_counted_as_assigned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    pve.with(|s| s.nodes[0].arc = 12 * 1024 * 1024 * 1024);
+    let rt = runtime();
+    let sized = |name: &str, gib: u32| VmSpec { memory_mib: gib * 1024, ..spec(name, Firmware::Bios) };
+    let used = backend(&pve);
+    let vm = rt.block_on(used.create(&sized("used-0", 6))).expect("create");
+    assert_eq!(vm.host, "pve2", "pve1's 16 GiB less a 12 GiB ARC look like 4 GiB free");
+    rt.block_on(used.delete(&sized("used-0", 6).owner)).expect("delete");
+
+    let mut settings = settings(&pve, pinned(&pve), pve::SECRET);
+    settings.memory = MemoryView::Assigned;
+    let assigned = Proxmox::new(settings).expect("backend");
+    let hosts = rt.block_on(assigned.hosts()).expect("hosts");
+    assert_eq!(
+        hosts.iter().map(|h| (h.name.as_str(), h.mem_free_mib)).collect::<Vec<_>>(),
+        [("pve1", 16384), ("pve2", 8192)]
+    );
+    let first = sized("assigned-0", 6);
+    assert_eq!(rt.block_on(assigned.create(&first)).expect("create").host, "pve1");
+    rt.block_on(assigned.start(&first.owner)).expect("start");
+    let second = sized("assigned-1", 6);
+    assert_eq!(rt.block_on(assigned.create(&second)).expect("create").host, "pve1", "10 GiB not assigned there");
+    let third = sized("assigned-2", 6);
+    assert_eq!(rt.block_on(assigned.create(&third)).expect("create").host, "pve2", "pve1's 4 GiB left are too few");
+    let err = rt.block_on(assigned.create(&sized("assigned-3", 6))).expect_err("the stopped VMs' memory is promised");
+    assert!(matches!(err.kind, ErrorKind::NoHost(_)), "{err}");
 }
 
 /// Several nodes' URLs: one that does not answer hands the request to the next, which is then
@@ -770,6 +806,7 @@ netns = "lab"
 name = "local"
 kind = "qemu"
 storage = "local-lvm"
+placement_memory = "assigned"
 "#;
     let config = crate::support::config(dir.path(), extra);
     let out = std::process::Command::new(crate::support::BIN)
@@ -787,6 +824,7 @@ storage = "local-lvm"
         "hypervisors[0].netns: applies to kind = \"qemu\" only",
         "hypervisors[1].storage: applies to kind = \"proxmox\" only",
         "hypervisors[1].bridge: required",
+        "hypervisors[1].placement_memory: applies to kind = \"proxmox\" only",
     ] {
         assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
     }

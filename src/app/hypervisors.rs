@@ -34,6 +34,7 @@ pub fn build(config: &HypervisorConfig) -> Result<Arc<dyn Hypervisor>, BuildErro
                 },
                 nodes: p.nodes.clone(),
                 task_timeout: p.task_timeout,
+                memory: p.placement_memory,
             };
             Arc::new(
                 crate::hypervisor::proxmox::Proxmox::new(settings)

@@ -1,6 +1,6 @@
 //! `[[hypervisors]]` checked into what the backends take: a Proxmox VE endpoint (URL, API token
 //! id, where its secret is, how its certificate is trusted, default storage and bridge, allowed
-//! nodes, task timeout) or a local QEMU host (VM directory, bridge, namespace, accelerator).
+//! nodes, task timeout, how placement counts memory) or a local QEMU host (VM directory, bridge, namespace, accelerator).
 //! The token secret is not read here: the daemon reads it when it starts.
 
 use std::path::{Path, PathBuf};
@@ -39,6 +39,8 @@ pub struct ProxmoxConfig {
     pub task_timeout: Duration,
     /// The CPU model of a VM whose group names none.
     pub cpu: String,
+    /// How placement counts a node's free memory.
+    pub placement_memory: crate::hypervisor::proxmox::MemoryView,
 }
 
 /// Where an API token secret is read from.
@@ -128,6 +130,7 @@ pub(super) fn check(
                     ("storage", h.storage.is_some()),
                     ("nodes", !h.nodes.is_empty()),
                     ("task_timeout", h.task_timeout.is_some()),
+                    ("placement_memory", h.placement_memory.is_some()),
                 ],
                 "proxmox",
             ),
@@ -257,6 +260,7 @@ fn proxmox(
         nodes: h.nodes.clone(),
         task_timeout,
         cpu: h.cpu.clone().unwrap_or_else(|| crate::hypervisor::proxmox::params::DEFAULT_CPU.into()),
+        placement_memory: h.placement_memory.unwrap_or_default(),
     })
 }
 

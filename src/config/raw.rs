@@ -354,6 +354,7 @@ pub struct RawHypervisor {
     #[serde(default)]
     pub nodes: Vec<String>,
     pub task_timeout: Option<String>,
+    pub placement_memory: Option<crate::hypervisor::proxmox::MemoryView>,
     // both
     pub bridge: Option<String>,
     pub cpu: Option<String>,

@@ -37,6 +37,9 @@ pub struct PveNode {
     pub name: String,
     pub online: bool,
     pub maxmem: u64,
+    /// Bytes a ZFS ARC holds: the kernel does not count them available, so Proxmox's `mem`
+    /// (total - MemAvailable) includes them.
+    pub arc: u64,
     pub storages: Vec<String>,
     pub bridges: Vec<String>,
 }
@@ -159,6 +162,7 @@ impl StandIn {
             name: name.into(),
             online: true,
             maxmem: gib * GIB,
+            arc: 0,
             storages: vec!["local-lvm".into()],
             bridges: vec!["vmbr0".into(), "vmbr1".into()],
         };
@@ -482,7 +486,8 @@ async fn resources(AxState(state): AxState<Shared>, Query(q): Query<Params>) -> 
     let want = q.get("type").map(String::as_str);
     let mut items = Vec::new();
     for n in &s.nodes {
-        let used: u64 = s.vms.values().filter(|v| v.node == n.name && v.running).map(|v| memory_bytes(&v.config)).sum();
+        let vms: u64 = s.vms.values().filter(|v| v.node == n.name && v.running).map(|v| memory_bytes(&v.config)).sum();
+        let used = vms + n.arc;
         if want.is_none() || want == Some("node") {
             let status = if n.online { "online" } else { "offline" };
             items.push(json!({ "id": format!("node/{}", n.name), "type": "node", "node": n.name, "status": status,

@@ -44,6 +44,22 @@ pub struct Settings {
     pub nodes: Vec<String>,
     /// How long one Proxmox task (create, start, stop, delete) may run.
     pub task_timeout: Duration,
+    /// How a node's free memory is counted for placement.
+    pub memory: MemoryView,
+}
+
+/// How placement counts a node's free memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryView {
+    /// Proxmox's own figure, `maxmem - mem` (what the host uses now), less what slipway's
+    /// not-yet-started VMs will take. A ZFS ARC counts as used.
+    #[default]
+    Used,
+    /// `maxmem` less the memory assigned to every VM that runs there (and slipway's
+    /// not-yet-started ones): blind to the ARC and to the host's own use, so what a ZFS host
+    /// can give is not taken by its cache.
+    Assigned,
 }
 
 #[derive(Debug)]
@@ -53,6 +69,7 @@ pub struct Proxmox {
     defaults: Defaults,
     nodes: Vec<String>,
     task_timeout: Duration,
+    memory: MemoryView,
     /// Creates go one at a time: a VMID and a node's free memory are decided per create.
     create_lock: tokio::sync::Mutex<()>,
 }
@@ -81,6 +98,7 @@ impl Proxmox {
             defaults: settings.defaults,
             nodes: settings.nodes,
             task_timeout: settings.task_timeout,
+            memory: settings.memory,
             create_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -175,22 +193,39 @@ impl Proxmox {
     /// The cluster's nodes as placement sees them; a node outside the configured `nodes` takes
     /// a VM only when its group targets it. A VM slipway made and has not started yet counts 0
     /// in a node's `mem`: its memory is promised all the same, or a batch of creates would land
-    /// on one node.
+    /// on one node. With [`MemoryView::Assigned`], the memory taken is what the node's VMs are
+    /// given, not what the host uses.
     fn hosts_of(&self, resources: &[Resource]) -> Vec<Host> {
         let bytes = |b: Option<i64>| u64::try_from(b.unwrap_or(0)).unwrap_or(0);
         let owned = Self::owned(resources);
+        let vm_on = |vmid: i128| resources.iter().find(|v| v.vmid.map(|id| id.get()) == Some(vmid));
         resources
             .iter()
             .filter(|r| matches!(r.ty, ResourceType::Node))
             .filter_map(|r| {
                 let name = r.node.clone()?;
-                let promised: u64 = owned
-                    .iter()
-                    .filter(|o| o.host == name && o.state != VmState::Running)
-                    .filter_map(|o| resources.iter().find(|v| v.vmid.map(|id| id.get()) == Some(o.vmid.get())))
-                    .map(|v| bytes(v.maxmem))
-                    .sum();
-                let free = bytes(r.maxmem).saturating_sub(r.mem.unwrap_or(0)).saturating_sub(promised) / (1024 * 1024);
+                let taken = match self.memory {
+                    MemoryView::Used => {
+                        let promised: u64 = owned
+                            .iter()
+                            .filter(|o| o.host == name && o.state != VmState::Running)
+                            .filter_map(|o| vm_on(o.vmid.get()))
+                            .map(|v| bytes(v.maxmem))
+                            .sum();
+                        r.mem.unwrap_or(0) + promised
+                    }
+                    // Every VM not known to be stopped (`unknown` too), and slipway's own.
+                    MemoryView::Assigned => resources
+                        .iter()
+                        .filter(|v| matches!(v.ty, ResourceType::Qemu) && v.node.as_deref() == Some(name.as_str()))
+                        .filter(|v| {
+                            v.status.as_deref() != Some("stopped")
+                                || owned.iter().any(|o| Some(o.vmid.get()) == v.vmid.map(|id| id.get()))
+                        })
+                        .map(|v| bytes(v.maxmem))
+                        .sum(),
+                };
+                let free = bytes(r.maxmem).saturating_sub(taken) / (1024 * 1024);
                 let default_target = self.nodes.is_empty() || self.nodes.contains(&name);
                 Some(Host { online: r.status.as_deref() == Some("online"), mem_free_mib: free, default_target, name })
             })
