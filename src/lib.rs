@@ -16,6 +16,7 @@ pub mod http;
 pub mod hypervisor;
 pub mod images;
 pub mod inventory;
+pub mod kube;
 pub mod lb;
 pub mod listen;
 pub mod metrics;

@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("boot", 3),
     ("hypervisor", 3),
     ("images", 3),
+    ("kube", 3),
     ("metrics", 3),
     ("service", 3),
     ("store", 2),

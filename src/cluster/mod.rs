@@ -3,13 +3,14 @@
 //! phases, conditions and their decisions (`phase`, pure), what the API asks (`control`: plan,
 //! apply, scale, status, retry, delete), the reconciler service that drives every node through
 //! its phases (`engine`), and the clusters' health checks (`health`: targets and the probe;
-//! `monitor`: runs them once a cluster is installed).
+//! `monitor`: runs them once a cluster is installed), and OKD's own steps (`okd`).
 
 pub mod control;
 pub mod definition;
 pub mod engine;
 pub mod health;
 pub mod monitor;
+pub mod okd;
 pub mod phase;
 pub mod plan;
 

@@ -266,27 +266,9 @@ impl StandIn {
     }
 }
 
-fn openssl(args: &[&str]) {
-    let out = std::process::Command::new("openssl").args(args).output().expect("openssl");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-const EC: [&str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-
-/// The cluster CA, `pve-ca.pem` (its key beside it), as `pvecm` makes it (openssl).
+/// The cluster CA, `pve-ca.pem` (its key beside it), as `pvecm` makes it.
 fn cluster_ca(dir: &Path) -> PathBuf {
-    let (ca, ca_key) = (dir.join("pve-ca.pem"), dir.join("pve-ca.key"));
-    let (ca_s, key_s) = (ca.display().to_string(), ca_key.display().to_string());
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &EC,
-            &["-days", "2", "-subj", "/CN=Proxmox Virtual Environment CA", "-keyout", &key_s, "-out", &ca_s],
-            &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-        ]
-        .concat(),
-    );
-    ca
+    crate::pki::ca(dir, "pve-ca", "/CN=Proxmox Virtual Environment CA").0
 }
 
 /// A new `pve-ssl.pem` for `node`, valid for 127.0.0.1, signed by the cluster CA in `dir`; each
@@ -294,33 +276,9 @@ fn cluster_ca(dir: &Path) -> PathBuf {
 fn node_certificate(dir: &Path, node: &str) -> (PathBuf, PathBuf) {
     static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
     let n = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let p = |name: &str| dir.join(format!("{node}-{n}.{name}"));
-    let (cert, key, csr, ext) = (p("pem"), p("key"), p("csr"), p("ext"));
-    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n").expect("ext");
-    let s = |p: &PathBuf| p.display().to_string();
-    let (ca, ca_key) = (s(&dir.join("pve-ca.pem")), s(&dir.join("pve-ca.key")));
-    let subject = format!("/CN={node}");
-    openssl(&[&["req", "-new"][..], &EC, &["-subj", &subject, "-keyout", &s(&key), "-out", &s(&csr)]].concat());
-    let serial = format!("{n}");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &s(&csr),
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-set_serial",
-        &serial,
-        "-days",
-        "2",
-        "-extfile",
-        &s(&ext),
-        "-out",
-        &s(&cert),
-    ]);
-    (cert, key)
+    let ca = (dir.join("pve-ca.pem"), dir.join("pve-ca.key"));
+    let ext = "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n";
+    crate::pki::issue(dir, &format!("{node}-{n}"), &format!("/CN={node}"), ext, &crate::pki::EC_KEY, &ca)
 }
 
 /// Serves the API on `listener` with the certificate `acceptor` holds at each accept; a message
