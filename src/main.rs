@@ -158,6 +158,15 @@ enum ClusterAction {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Upload an OKD cluster's admin kubeconfig (`openshift-install`'s auth/kubeconfig):
+    /// slipway follows the install through the cluster's API with it.
+    Kubeconfig {
+        name: String,
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -312,6 +321,9 @@ fn main() -> ExitCode {
             }
             ClusterAction::Retry { name, api } => {
                 client_command(&api, |c| async move { cli::cluster::retry(&c, &name, api.output).await })
+            }
+            ClusterAction::Kubeconfig { name, file, api } => {
+                client_command(&api, |c| async move { cli::cluster::kubeconfig(&c, &name, &file, api.output).await })
             }
         },
         Command::Delete { kind, name, api } => {

@@ -17,6 +17,7 @@ mod lab;
 mod layering;
 mod lb;
 mod netns;
+mod okd;
 mod packaging;
 mod pki;
 mod proxmox;

@@ -160,3 +160,65 @@ pub async fn retry(State(s): State<ApiState>, Path(name): Path<String>) -> Resul
     let name = path_name(&name)?;
     Ok(Json(Retried { resumed: s.clusters.retry(name.as_str()).await? }))
 }
+
+/// The answer to a kubeconfig upload: who slipway acts as, until when.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct KubeconfigUpload {
+    pub cluster: String,
+    /// The API server the kubeconfig names (slipway itself goes through `api-int`).
+    pub server: String,
+    /// The client certificate's subject CN (`system:admin` for the installer's).
+    pub user: String,
+    /// When the client certificate expires.
+    pub expires: crate::inventory::Timestamp,
+}
+
+/// Largest kubeconfig accepted (the installer's is about 9 KiB).
+pub const MAX_KUBECONFIG: usize = 1 << 20;
+
+/// Upload `openshift-install`'s `auth/kubeconfig` for an OKD cluster: slipway follows the
+/// install through the cluster's API with it (mutual TLS with its client certificate) and
+/// approves kubelet CSRs. Stored with mode 0600, never logged, never served.
+#[utoipa::path(put, path = "/api/v1/clusters/{name}/kubeconfig", tag = "clusters", params(("name" = String, Path)),
+    request_body(content = String, content_type = "application/yaml", description = "the installer's auth/kubeconfig"),
+    responses((status = 200, body = KubeconfigUpload), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn put_kubeconfig(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<KubeconfigUpload>, ApiError> {
+    let name = path_name(&name)?;
+    let inv = s.store.snapshot();
+    let cluster = inv.clusters.get(&name).ok_or_else(|| ApiError::NotFound(format!("no cluster named {name}")))?;
+    if cluster.kind != crate::inventory::ClusterKind::Okd {
+        return Err(ApiError::Conflict(format!(
+            "cluster {name} is not an OKD cluster: slipway makes a k3s cluster's kubeconfig itself"
+        )));
+    }
+    if body.len() > MAX_KUBECONFIG {
+        return Err(ApiError::bad(
+            "body",
+            format!("body: {} bytes, more than a kubeconfig's {MAX_KUBECONFIG}", body.len()),
+        ));
+    }
+    let config = crate::kube::config::parse(&body).map_err(|e| ApiError::bad(&e.field, e.to_string()))?;
+    let (user, expires) = config.identity().map_err(|e| ApiError::bad(&e.field, e.to_string()))?;
+    let expires = crate::inventory::Timestamp(expires);
+    if expires.0 <= std::time::SystemTime::now() {
+        return Err(ApiError::bad(
+            "client-certificate-data",
+            "client-certificate-data: the client certificate has expired",
+        ));
+    }
+    let dir = s.store.state_dir().to_owned();
+    let key = name.to_string();
+    tokio::task::spawn_blocking(move || crate::store::uploads::put_kubeconfig(&dir, &key, &body))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(format!("cannot store the kubeconfig: {e}")))?;
+    let details =
+        crate::store::events::EventKind::KubeconfigUploaded { cluster: name.clone(), user: user.clone(), expires };
+    s.events.append(crate::store::events::Source::Api, crate::store::events::Subject::default(), details);
+    tracing::info!(cluster = %name, %user, "kubeconfig uploaded");
+    Ok(Json(KubeconfigUpload { cluster: name.to_string(), server: config.server, user, expires }))
+}

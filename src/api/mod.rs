@@ -102,6 +102,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(clusters::status))
         .routes(routes!(clusters::retry))
         .routes(routes!(clusters::scale))
+        .routes(routes!(clusters::put_kubeconfig))
         .routes(routes!(leases::list_leases))
         .routes(routes!(leases::release_lease))
         .routes(routes!(events::list_events))

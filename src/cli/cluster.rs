@@ -1,4 +1,4 @@
-//! `slipway cluster plan|apply|status|retry`: defined clusters from the command line.
+//! `slipway cluster plan|apply|status|retry|kubeconfig`: defined clusters from the command line.
 
 use std::path::Path;
 use std::time::Duration;
@@ -190,6 +190,24 @@ pub async fn retry(client: &Client, name: &str, output: Output) -> Result<(), Cl
         Output::Json => print_json(&retried),
         Output::Table if retried.resumed.is_empty() => crate::outln!("no failed node in cluster {name}"),
         Output::Table => crate::outln!("resumed: {}", retried.resumed.join(", ")),
+    }
+    Ok(())
+}
+
+/// `kubeconfig NAME -f FILE`: uploads the installer's admin kubeconfig (sent as JSON; the file
+/// may be YAML).
+pub async fn kubeconfig(client: &Client, name: &str, file: &Path, output: Output) -> Result<(), ClientError> {
+    let document: serde_json::Value = super::read_document(file)?;
+    let path = format!("/api/v1/clusters/{}/kubeconfig", super::encode(name));
+    let uploaded: crate::api::clusters::KubeconfigUpload = client.json(Method::PUT, &path, Some(&document)).await?;
+    match output {
+        Output::Json => print_json(&uploaded),
+        Output::Table => crate::outln!(
+            "kubeconfig of cluster {name} stored: {} as {}, certificate valid until {}",
+            uploaded.server,
+            uploaded.user,
+            uploaded.expires
+        ),
     }
     Ok(())
 }

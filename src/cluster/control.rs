@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::definition::Definition;
 use super::health::CheckResult;
+use super::okd::stage::{ClusterRecord, Stage};
 use super::phase::{Condition, Limits, NodeRecord, Phase, VmPlace, cluster_phase, conditions};
 use super::plan::{Action, Facts, Plan, Problem, plan};
 use crate::hypervisor::Hypervisor;
@@ -110,10 +111,28 @@ pub struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Timestamp>,
     pub conditions: Vec<Condition>,
+    /// OKD: the cluster's stage once its bootstrap node runs, and what it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<StageStatus>,
     /// The health checks' latest results.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckResult>,
     pub nodes: Vec<NodeStatus>,
+}
+
+/// An OKD cluster's stage, as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct StageStatus {
+    pub stage: Stage,
+    pub since: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_in: Option<Stage>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -196,9 +215,24 @@ impl Clusters {
     /// changed.
     pub async fn plan(&self, definition: &Definition) -> Result<Plan, ControlError> {
         let (facts, warnings) = self.facts(definition).await;
+        let definition = &self.without_finished_bootstrap(definition).await?;
         let mut plan = plan(definition, &self.store.snapshot(), &facts).map_err(ControlError::Invalid)?;
         plan.warnings = warnings;
         Ok(plan)
+    }
+
+    /// `definition` with its bootstrap groups at count 0 once the cluster's bootstrap node has
+    /// done its job (removed, or kept by `cleanup_after_boot = false`): it is not made again.
+    async fn without_finished_bootstrap(&self, definition: &Definition) -> Result<Definition, ControlError> {
+        let (store, key) = (self.store.clone(), definition.name.to_string());
+        let record: Option<ClusterRecord> = blocking(move || store.record(Records::Lifecycle, &key)).await?;
+        let mut definition = definition.clone();
+        if record.is_some_and(|r| r.bootstrap_done) {
+            for g in definition.node_groups.iter_mut().filter(|g| g.role == crate::inventory::Role::Bootstrap) {
+                g.count = 0;
+            }
+        }
+        Ok(definition)
     }
 
     /// Stores `definition`, the cluster and its nodes' reservations, every new node's first
@@ -427,6 +461,31 @@ impl Clusters {
         stored.map(|s| s.definition).ok_or_else(|| ControlError::NotFound(cluster.to_owned()))
     }
 
+    /// An OKD cluster's lifecycle moves from `current` to `next` while `leaving` (its bootstrap
+    /// nodes) start leaving as scaled-down nodes do, in one transaction; `false` (nothing done)
+    /// when the stored record is no longer `current`.
+    pub(super) async fn advance(
+        &self,
+        current: &ClusterRecord,
+        next: &ClusterRecord,
+        leaving: &[Name],
+        limits: Limits,
+    ) -> Result<bool, ControlError> {
+        let _one_at_a_time = self.apply.lock().await;
+        let key = next.cluster.to_string();
+        let (store, k) = (self.store.clone(), key.clone());
+        let stored: Option<ClusterRecord> = blocking(move || store.record(Records::Lifecycle, &k)).await?;
+        if stored.as_ref() != Some(current) {
+            return Ok(false);
+        }
+        let mut ops = Vec::new();
+        self.retire(leaving, &mut ops);
+        let records = vec![RecordWrite::put(Records::Lifecycle, key, next)];
+        let retiring = Retiring { cluster: next.cluster.clone(), nodes: leaving.to_vec(), keep_vms: false, limits };
+        self.commit(ops, records, retiring).await?;
+        Ok(true)
+    }
+
     /// Marks `leaving` retiring in the inventory; `commit` moves each to Draining.
     fn retire(&self, leaving: &[Name], ops: &mut Vec<Op>) {
         let inv = self.store.snapshot();
@@ -456,19 +515,32 @@ impl Clusters {
     /// overwritten by an older copy.
     async fn commit(&self, ops: Vec<Op>, records: Vec<RecordWrite>, retiring: Retiring) -> Result<(), ControlError> {
         let (store, lock) = (self.store.clone(), self.records.clone());
-        let (inv, outcomes) = blocking(move || {
+        let cluster = retiring.cluster.clone();
+        let ((inv, outcomes), drained) = blocking(move || {
             let _records = lock.lock().unwrap_or_else(|p| p.into_inner());
             let mut records = records;
+            let mut drained = Vec::new();
             for name in &retiring.nodes {
                 let stored = store.record::<NodeRecord>(Records::Phases, name.as_str())?;
+                let from = stored.as_ref().map_or(Phase::Planned, |r| r.phase);
                 if let Some(next) = retiring.draining(name, stored) {
                     records.push(RecordWrite::put(Records::Phases, name.as_str(), &next));
+                    drained.push((name.clone(), from));
                 }
             }
-            store.apply_with(&ops, &records)
+            Ok((store.apply_with(&ops, &records)?, drained))
         })
         .await?;
         self.events.inventory_changed(Source::Cluster, &inv, &outcomes);
+        for (node, from) in drained {
+            let details = EventKind::NodePhase {
+                cluster: cluster.clone(),
+                from: from.as_str().into(),
+                phase: Phase::Draining.as_str().into(),
+                error: None,
+            };
+            self.events.append(Source::Cluster, Subject { node: Some(node), mac: None }, details);
+        }
         Ok(())
     }
 
@@ -476,10 +548,11 @@ impl Clusters {
     pub async fn status(&self, cluster: &str) -> Result<Status, ControlError> {
         let store = self.store.clone();
         let name = cluster.to_owned();
-        let (stored, nodes) = blocking(move || {
+        let (stored, nodes, record) = blocking(move || {
             let stored = store.record::<Stored>(Records::Definitions, &name)?;
             let nodes = store.records::<NodeRecord>(Records::Phases)?;
-            Ok((stored, nodes))
+            let record = store.record::<ClusterRecord>(Records::Lifecycle, &name)?;
+            Ok((stored, nodes, record))
         })
         .await?;
         let stored = stored.ok_or_else(|| ControlError::NotFound(cluster.to_owned()))?;
@@ -493,13 +566,29 @@ impl Clusters {
         let reached: Vec<Phase> =
             nodes.iter().filter(|r| !r.is_leaving()).map(|r| r.failed_in.unwrap_or(r.phase)).collect();
         let checks = lock(&self.health).get(&stored.definition.name).cloned().unwrap_or_default();
+        let mut conditions = conditions(&reached, stored.definition.validation.health_checks.len(), &checks);
+        let mut phase = cluster_phase(&phases).to_owned();
+        if stored.definition.kind == crate::inventory::ClusterKind::Okd {
+            conditions.extend(super::okd::stage::conditions(record.as_ref()));
+            if let Some(r) = record.as_ref().filter(|_| phase != "failed" && phase != "removing") {
+                phase = r.stage.as_str().to_owned();
+            }
+        }
         Ok(Status {
             cluster: cluster.to_owned(),
-            phase: cluster_phase(&phases).to_owned(),
+            phase,
             applied: stored.applied,
             declared: stored.declared,
             deadline: stored.deadline(),
-            conditions: conditions(&reached, stored.definition.validation.health_checks.len(), &checks),
+            conditions,
+            stage: record.map(|r| StageStatus {
+                stage: r.stage,
+                since: r.since,
+                deadline: r.deadline,
+                observed: r.observed,
+                error: r.error,
+                failed_in: r.failed_in,
+            }),
             checks,
             nodes: nodes
                 .into_iter()
@@ -517,13 +606,13 @@ impl Clusters {
         })
     }
 
-    /// Puts every failed node of `cluster` back into the phase it failed in, with a fresh
-    /// deadline. Returns the nodes resumed.
+    /// Puts every failed node of `cluster` back into the phase it failed in, and an OKD cluster
+    /// failed in a stage back into that stage, with fresh deadlines. Returns what resumed.
     pub async fn retry(&self, cluster: &str) -> Result<Vec<String>, ControlError> {
         let store = self.store.clone();
         let lock = self.records.clone();
         let name = cluster.to_owned();
-        let (exists, resumed) = blocking(move || {
+        let (exists, resumed, stage) = blocking(move || {
             let _records = lock.lock().unwrap_or_else(|p| p.into_inner());
             let stored = store.record::<Stored>(Records::Definitions, &name)?;
             let exists = stored.is_some();
@@ -535,6 +624,11 @@ impl Clusters {
                 writes.push(RecordWrite::put(Records::Definitions, name.as_str(), &stored));
             }
             let mut resumed = Vec::new();
+            // An OKD cluster failed in a stage resumes it.
+            let stage = store.record::<ClusterRecord>(Records::Lifecycle, &name)?.and_then(|r| r.retried(now));
+            if let Some(next) = &stage {
+                writes.push(RecordWrite::put(Records::Lifecycle, name.as_str(), next));
+            }
             for (key, record) in store.records::<NodeRecord>(Records::Phases)? {
                 if record.cluster.as_str() != name {
                     continue;
@@ -545,23 +639,36 @@ impl Clusters {
                 }
             }
             store.write_records(&writes)?;
-            Ok((exists, resumed))
+            Ok((exists, resumed, stage))
         })
         .await?;
         if !exists {
             return Err(ControlError::NotFound(cluster.to_owned()));
         }
+        let cluster_name: Name = cluster.parse().map_err(|_| ControlError::NotFound(cluster.to_owned()))?;
+        let mut names: Vec<String> = Vec::new();
+        if let Some(next) = stage {
+            let details = EventKind::ClusterStage {
+                cluster: cluster_name.clone(),
+                from: Stage::Failed.as_str().into(),
+                stage: next.stage.as_str().into(),
+                error: None,
+            };
+            self.events.append(Source::Cluster, Subject::default(), details);
+            names.push(format!("cluster ({})", next.stage.as_str()));
+        }
         for (node, from, to) in &resumed {
             let subject = Subject { node: node.parse().ok(), mac: None };
             let details = EventKind::NodePhase {
-                cluster: cluster.parse().map_err(|_| ControlError::NotFound(cluster.to_owned()))?,
+                cluster: cluster_name.clone(),
                 from: from.as_str().into(),
                 phase: to.as_str().into(),
                 error: None,
             };
             self.events.append(Source::Cluster, subject, details);
         }
-        Ok(resumed.into_iter().map(|(n, _, _)| n).collect())
+        names.extend(resumed.into_iter().map(|(n, _, _)| n));
+        Ok(names)
     }
 }
 

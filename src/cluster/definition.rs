@@ -39,6 +39,28 @@ pub struct Definition {
     pub nodes: Vec<ListedNode>,
     #[serde(default)]
     pub validation: Validation,
+    /// OKD: whether slipway approves kubelet CSRs that pass the machine-approver's checks
+    /// against its inventory (`inventory`, the default) or leaves every CSR to the operator
+    /// (`off`).
+    #[serde(default, skip_serializing_if = "CsrApproval::is_default")]
+    pub csr_approval: CsrApproval,
+}
+
+/// Who approves an OKD cluster's kubelet CSRs after its bootstrap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CsrApproval {
+    /// slipway, for its own machines, by the machine-approver's checks.
+    #[default]
+    Inventory,
+    /// Nobody but the operator (`oc adm certificate approve`).
+    Off,
+}
+
+impl CsrApproval {
+    fn is_default(&self) -> bool {
+        *self == CsrApproval::Inventory
+    }
 }
 
 /// Identical VMs, named `<name>-0`, `<name>-1`, ...
@@ -113,9 +135,10 @@ pub struct Lifecycle {
     /// Removed once the cluster no longer needs it (OKD's bootstrap node).
     #[serde(default)]
     pub temporary: bool,
-    /// Its VM is deleted once the node has booted and phoned home.
-    #[serde(default)]
-    pub cleanup_after_boot: bool,
+    /// A bootstrap node: removed once etcd has let go of it (the default; `false` keeps its
+    /// VM). A worker or infra node: its VM is deleted once it has booted and phoned home.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_after_boot: Option<bool>,
 }
 
 /// A machine listed by hand: slipway reserves its address and serves it, but creates nothing.
@@ -186,6 +209,24 @@ pub struct PhaseTimeouts {
     /// How long a VM being removed gets to shut down on ACPI before it is stopped (default 1 min).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
     pub shutdown: Option<Duration>,
+    /// OKD: from the bootstrap node's phone-home to the API answering `/version` (default 20 min).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    pub api: Option<Duration>,
+    /// OKD: from the API answering to the bootstrap complete (default 60 min).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    pub bootstrap: Option<Duration>,
+    /// OKD: from the bootstrap complete to etcd letting go of the bootstrap member (default 15 min).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    pub etcd_handoff: Option<Duration>,
+    /// OKD: to remove the bootstrap node (default 15 min).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    pub remove_bootstrap: Option<Duration>,
+    /// OKD: for every master and worker to be a Ready node (default 60 min).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    pub join: Option<Duration>,
+    /// OKD: for the ClusterVersion and every operator to settle (default 60 min).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    pub finalize: Option<Duration>,
 }
 
 impl PhaseTimeouts {

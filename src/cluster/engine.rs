@@ -19,7 +19,7 @@ use tracing::Instrument;
 use super::control::{Clusters, ControlError, Stored, blocking, lock};
 use super::phase::{Next, NodeRecord, Phase, Seen, VmPlace, after_boot_events, cluster_phase};
 use crate::hypervisor::{Hypervisor, Owner};
-use crate::inventory::{Kind, Name, Op, Timestamp};
+use crate::inventory::{ClusterKind, Kind, Name, Op, Timestamp};
 use crate::service::{RunError, Service};
 use crate::store::events::{Event, EventKind, Filter, Source, Subject};
 use crate::store::records::{RecordWrite, Records};
@@ -71,6 +71,8 @@ impl Service for Engine {
             attempted: Mutex::default(),
             started: Mutex::default(),
             waiting: Mutex::default(),
+            okd: super::okd::drive::Driver::default(),
+            stepping: Mutex::default(),
         });
         // Listening to the event log only while a node waits on its boot: the engine costs the
         // DHCP and HTTP hot paths nothing otherwise.
@@ -160,6 +162,10 @@ struct Worker {
     started: Mutex<HashSet<(Name, Option<Timestamp>)>>,
     /// Nodes waiting on their boot events (as of the last pass).
     waiting: Mutex<HashSet<Name>>,
+    /// OKD clusters' stages, looked at through their APIs.
+    okd: super::okd::drive::Driver,
+    /// Clusters with a stage step running.
+    stepping: Mutex<HashSet<Name>>,
 }
 
 async fn sleep_until(due: Option<tokio::time::Instant>) {
@@ -205,7 +211,11 @@ impl Worker {
                 } else {
                     Vec::new()
                 };
-                match store.apply_with(&ops, &[RecordWrite::remove(Records::Definitions, name)]) {
+                let records = [
+                    RecordWrite::remove(Records::Definitions, name.as_str()),
+                    RecordWrite::remove(Records::Lifecycle, name.as_str()),
+                ];
+                match store.apply_with(&ops, &records) {
                     Ok(applied) => done.push((cluster, applied)),
                     Err(e) => tracing::warn!(%cluster, error = %e, "cannot remove the deleted cluster yet"),
                 }
@@ -272,6 +282,26 @@ impl Worker {
         if any {
             // The boot events appended so far are on disk for the steps to read.
             self.clusters.events.flush().await;
+        }
+        // OKD clusters follow their stages beside their nodes' phases.
+        for stored in definitions.iter().filter(|d| d.definition.kind == ClusterKind::Okd && d.deleting.is_none()) {
+            let cluster = stored.definition.name.clone();
+            if !lock(&self.stepping).insert(cluster.clone()) {
+                continue;
+            }
+            let nodes: Vec<NodeRecord> =
+                records.iter().map(|(_, r)| r).filter(|r| r.cluster == cluster).cloned().collect();
+            let (worker, stored) = (self.clone(), stored.clone());
+            let span = tracing::info_span!("okd", cluster = %cluster);
+            steps.spawn(
+                async move {
+                    if let Err(e) = worker.okd.step(&worker.clusters, &stored, &nodes).await {
+                        tracing::warn!(error = %e, "OKD stage step failed");
+                    }
+                    lock(&worker.stepping).remove(&cluster);
+                }
+                .instrument(span),
+            );
         }
         for (_, record) in records.into_iter().filter(|(_, r)| !r.phase.is_settled()) {
             if !lock(&self.busy).insert(record.node.clone()) {

@@ -215,11 +215,11 @@ fn check_groups(def: &Definition, problems: &mut Problems) {
         if longest.len() > 63 {
             problems.add(at("name"), &g.name, format!("its node names ({longest}) would be longer than 63 characters"));
         }
-        if g.lifecycle.cleanup_after_boot && g.role != Role::Worker && g.role != Role::Infra {
+        if g.lifecycle.cleanup_after_boot == Some(true) && matches!(g.role, Role::ControlPlane) {
             problems.add(
                 at("lifecycle.cleanup_after_boot"),
                 true,
-                format!("only worker or infra nodes may be deleted after boot, not {}", g.role.as_str()),
+                format!("only bootstrap, worker or infra nodes may be deleted after boot, not {}", g.role.as_str()),
             );
         }
     }
@@ -233,6 +233,12 @@ fn check_timeouts(def: &Definition, problems: &mut Problems) {
         ("config", t.config),
         ("phone_home", t.phone_home),
         ("shutdown", t.shutdown),
+        ("api", t.api),
+        ("bootstrap", t.bootstrap),
+        ("etcd_handoff", t.etcd_handoff),
+        ("remove_bootstrap", t.remove_bootstrap),
+        ("join", t.join),
+        ("finalize", t.finalize),
     ];
     let all = phases.into_iter().map(|(n, d)| (format!("validation.phases.{n}"), d));
     for (field, d) in all.chain([("validation.timeout".to_owned(), def.validation.timeout)]) {

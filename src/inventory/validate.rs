@@ -367,9 +367,8 @@ fn lb(inv: &Inventory, rank: &dyn Fn(Kind, &str) -> usize, p: &mut Problems) {
             Backends::Static { addresses } if addresses.is_empty() => {
                 p.add(Kind::Pool, &pool.name, "backends", "[]", "a static pool needs at least one backend")
             }
-            Backends::Cluster { cluster, .. } if !inv.clusters.contains_key(cluster) => {
-                p.add(Kind::Pool, &pool.name, "cluster", cluster, "no such cluster");
-            }
+            // A pool may name a cluster that does not exist (yet): one defined through the API
+            // later, or deleted; it has no backends until then.
             Backends::Cluster { port: 0, .. } => p.add(Kind::Pool, &pool.name, "port", 0, "port must not be 0"),
             _ => {}
         }

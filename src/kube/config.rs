@@ -25,6 +25,18 @@ impl std::fmt::Debug for Kubeconfig {
     }
 }
 
+impl Kubeconfig {
+    /// The client certificate's subject CN (`system:admin`) and when it expires.
+    pub fn identity(&self) -> Result<(String, std::time::SystemTime), ConfigError> {
+        let field = "client-certificate-data";
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&self.cert).map_err(|_| error(field, "not PEM"))?;
+        let cert = pem.parse_x509().map_err(|_| error(field, "not an X.509 certificate"))?;
+        let cn = cert.subject().iter_common_name().next().and_then(|a| a.as_str().ok()).unwrap_or("").to_owned();
+        let seconds = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
+        Ok((cn, std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds)))
+    }
+}
+
 /// What is wrong with an uploaded kubeconfig; names the field, never a secret's value.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -158,7 +170,9 @@ pub fn parse(text: &[u8]) -> Result<Kubeconfig, ConfigError> {
     }
     let cert = pem(&u("client-certificate-data"), ru.cert_data.as_deref(), "CERTIFICATE")?;
     let key = pem(&u("client-key-data"), ru.key_data.as_deref(), "PRIVATE KEY")?;
-    Ok(Kubeconfig { server, ca, cert, key })
+    let config = Kubeconfig { server, ca, cert, key };
+    config.identity().map_err(|e| error(u(&e.field), e.message))?;
+    Ok(config)
 }
 
 /// A `*-data` field: base64 of PEM text holding a block whose label ends in `label`.
@@ -185,8 +199,10 @@ mod tests {
         base64::engine::general_purpose::STANDARD.encode(text)
     }
 
-    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
-    const KEY: &str = "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\n";
+    /// A self-signed `system:admin` certificate and its RSA PKCS#1 key, made with openssl for
+    /// these tests only.
+    const CERT: &str = include_str!("../../tests/fixtures/kube/admin.pem");
+    const KEY: &str = include_str!("../../tests/fixtures/kube/admin.key");
 
     /// The shape `openshift-install create ignition-configs` writes to `auth/kubeconfig`.
     fn installer(user: &str) -> String {
@@ -205,7 +221,10 @@ mod tests {
             (config.ca.as_slice(), config.cert.as_slice(), config.key.as_slice()),
             (CERT.as_bytes(), CERT.as_bytes(), KEY.as_bytes())
         );
-        assert!(!format!("{config:?}").contains("MIIE"), "the key is not in Debug");
+        assert!(!format!("{config:?}").contains("PRIVATE"), "the key is not in Debug");
+        let (cn, expires) = config.identity().expect("identity");
+        assert_eq!(cn, "system:admin");
+        assert!(expires > std::time::SystemTime::now());
     }
 
     #[test]

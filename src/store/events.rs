@@ -179,6 +179,36 @@ pub enum EventKind {
         ok: bool,
         message: String,
     },
+    /// An OKD cluster's admin kubeconfig was uploaded (`user`: its client certificate's CN).
+    KubeconfigUploaded {
+        cluster: Name,
+        user: String,
+        expires: Timestamp,
+    },
+    /// An OKD cluster moved to another stage of its lifecycle (`error` when it failed).
+    ClusterStage {
+        cluster: Name,
+        from: String,
+        stage: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// slipway approved a kubelet's CSR (`approver`: `slipway` by the guarded checks, or
+    /// `operator` through `cluster csr approve`).
+    CsrApproved {
+        cluster: Name,
+        csr: String,
+        signer: String,
+        why: String,
+        approver: String,
+    },
+    /// A pending CSR slipway leaves alone, and why (once per CSR).
+    CsrLeft {
+        cluster: Name,
+        csr: String,
+        signer: String,
+        why: String,
+    },
     InventoryChanged {
         object: Kind,
         name: Name,
@@ -222,6 +252,10 @@ impl EventKind {
         "node_phase",
         "cluster_phase",
         "health_check",
+        "kubeconfig_uploaded",
+        "cluster_stage",
+        "csr_approved",
+        "csr_left",
         "inventory_changed",
         "daemon_started",
         "daemon_stopping",
@@ -259,6 +293,10 @@ impl EventKind {
             EventKind::NodePhase { .. } => "node_phase",
             EventKind::ClusterPhase { .. } => "cluster_phase",
             EventKind::HealthCheck { .. } => "health_check",
+            EventKind::KubeconfigUploaded { .. } => "kubeconfig_uploaded",
+            EventKind::ClusterStage { .. } => "cluster_stage",
+            EventKind::CsrApproved { .. } => "csr_approved",
+            EventKind::CsrLeft { .. } => "csr_left",
             EventKind::InventoryChanged { .. } => "inventory_changed",
             EventKind::DaemonStarted { .. } => "daemon_started",
             EventKind::DaemonStopping => "daemon_stopping",

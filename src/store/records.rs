@@ -7,7 +7,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::schema::{DEFINITIONS, PHASES};
+use super::schema::{DEFINITIONS, LIFECYCLE, PHASES};
 use super::{Store, StoreError};
 
 /// The record tables.
@@ -17,6 +17,8 @@ pub enum Records {
     Definitions,
     /// Node name -> its provisioning phase.
     Phases,
+    /// Cluster name -> its cluster-level lifecycle (OKD's stages).
+    Lifecycle,
 }
 
 impl Records {
@@ -24,6 +26,7 @@ impl Records {
         match self {
             Records::Definitions => DEFINITIONS,
             Records::Phases => PHASES,
+            Records::Lifecycle => LIFECYCLE,
         }
     }
 
@@ -31,6 +34,7 @@ impl Records {
         match self {
             Records::Definitions => "definitions",
             Records::Phases => "phases",
+            Records::Lifecycle => "lifecycle",
         }
     }
 }

@@ -10,11 +10,12 @@
 //!   reads as a row of one, so nothing is rewritten; an older slipway could not read the rows.
 //! - 5: definitions (cluster name -> its definition, JSON) and phases (node name -> its
 //!   provisioning phase, JSON), written by the cluster engine through `records`.
+//! - 6: lifecycle (cluster name -> its cluster-level lifecycle record, JSON: OKD's stages).
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// The schema this build writes. Raise it with a new entry in `MIGRATIONS`.
-pub const SCHEMA_VERSION: u64 = 5;
+pub const SCHEMA_VERSION: u64 = 6;
 /// The first version whose leases live in the journal.
 pub const JOURNAL_VERSION: u64 = 3;
 
@@ -33,6 +34,8 @@ pub const INSTALLED: TableDefinition<&str, u64> = TableDefinition::new("installe
 pub const DEFINITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("definitions");
 /// Node name -> its provisioning phase (JSON).
 pub const PHASES: TableDefinition<&str, &[u8]> = TableDefinition::new("phases");
+/// Cluster name -> its cluster-level lifecycle record (JSON).
+pub const LIFECYCLE: TableDefinition<&str, &[u8]> = TableDefinition::new("lifecycle");
 
 pub const SCHEMA_KEY: &str = "schema_version";
 pub const INVENTORY_VERSION_KEY: &str = "inventory_version";
@@ -41,7 +44,7 @@ type Migration = fn(&WriteTransaction) -> Result<(), redb::Error>;
 
 /// `MIGRATIONS[v]` turns a version-`v` store into version `v + 1`. Version 0 is an empty file.
 const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] =
-    [create_v1, add_installed, drop_leases_table, event_rows, add_cluster_records];
+    [create_v1, add_installed, drop_leases_table, event_rows, add_cluster_records, add_lifecycle];
 
 fn create_v1(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(META)?;
@@ -67,6 +70,11 @@ fn drop_leases_table(txn: &WriteTransaction) -> Result<(), redb::Error> {
 fn add_cluster_records(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(DEFINITIONS)?;
     txn.open_table(PHASES)?;
+    Ok(())
+}
+
+fn add_lifecycle(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(LIFECYCLE)?;
     Ok(())
 }
 

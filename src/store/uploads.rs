@@ -1,6 +1,8 @@
-//! Uploaded Ignition configs (OKD's bootstrap/master/worker.ign), one file per cluster and role
-//! under `<state_dir>/ignition/<cluster>/<role>.ign`, mode 0600 in 0700 directories, each
-//! written to a temporary file and renamed so a reader never sees half a config.
+//! Uploaded OKD installer output: the Ignition configs (bootstrap/master/worker.ign), one file
+//! per cluster and role under `<state_dir>/ignition/<cluster>/<role>.ign`, and the admin
+//! kubeconfig as `<state_dir>/ignition/<cluster>/auth/kubeconfig` (the installer's own layout);
+//! mode 0600 in 0700 directories, each written to a temporary file and renamed so a reader never
+//! sees half a file.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -22,16 +24,47 @@ fn path(state_dir: &Path, cluster: &str, role: Role) -> PathBuf {
     state_dir.join("ignition").join(cluster).join(format!("{}.ign", okd_name(role)))
 }
 
+fn kubeconfig_path(state_dir: &Path, cluster: &str) -> PathBuf {
+    state_dir.join("ignition").join(cluster).join("auth").join("kubeconfig")
+}
+
 /// Stores `body` as the cluster's config for `role`.
 pub fn put(state_dir: &Path, cluster: &str, role: Role, body: &[u8]) -> std::io::Result<()> {
-    let target = path(state_dir, cluster, role);
+    write_private(state_dir, &path(state_dir, cluster, role), body)
+}
+
+/// Removes the cluster's config for `role` (the bootstrap node's, once it is gone).
+pub fn remove(state_dir: &Path, cluster: &str, role: Role) -> std::io::Result<()> {
+    match std::fs::remove_file(path(state_dir, cluster, role)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Stores the cluster's admin kubeconfig.
+pub fn put_kubeconfig(state_dir: &Path, cluster: &str, body: &[u8]) -> std::io::Result<()> {
+    write_private(state_dir, &kubeconfig_path(state_dir, cluster), body)
+}
+
+/// The cluster's admin kubeconfig, if uploaded.
+pub fn get_kubeconfig(state_dir: &Path, cluster: &str) -> std::io::Result<Option<Vec<u8>>> {
+    match std::fs::read(kubeconfig_path(state_dir, cluster)) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `target` (mode 0600, its directories 0700) through a temporary file and a rename.
+fn write_private(state_dir: &Path, target: &Path, body: &[u8]) -> std::io::Result<()> {
     let dir = target.parent().unwrap_or(state_dir);
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let tmp = dir.join(format!(".{}.ign.part", okd_name(role)));
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.part"));
     let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
     file.write_all(body)?;
     file.sync_all()?;
-    std::fs::rename(&tmp, &target)
+    std::fs::rename(&tmp, target)
 }
 
 /// The stored config for `role` and when it was uploaded, if there is one.
@@ -60,5 +93,18 @@ mod tests {
         assert_eq!(get(dir.path(), "prod", Role::ControlPlane).expect("get").map(|(t, _)| t), Some("{}".into()));
         assert!(get(dir.path(), "prod", Role::Bootstrap).expect("get").is_none());
         assert!(get(dir.path(), "other", Role::ControlPlane).expect("get").is_none());
+        remove(dir.path(), "prod", Role::ControlPlane).expect("remove");
+        remove(dir.path(), "prod", Role::ControlPlane).expect("removing nothing is fine");
+        assert!(get(dir.path(), "prod", Role::ControlPlane).expect("get").is_none());
+    }
+
+    #[test]
+    fn the_kubeconfig_is_a_private_file_where_the_installer_keeps_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(get_kubeconfig(dir.path(), "prod").expect("get"), None);
+        put_kubeconfig(dir.path(), "prod", b"apiVersion: v1").expect("put");
+        let file = dir.path().join("ignition/prod/auth/kubeconfig");
+        assert_eq!(std::fs::metadata(&file).expect("file").permissions().mode() & 0o777, 0o600);
+        assert_eq!(get_kubeconfig(dir.path(), "prod").expect("get").as_deref(), Some(&b"apiVersion: v1"[..]));
     }
 }

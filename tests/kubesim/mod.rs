@@ -59,6 +59,9 @@ pub struct State {
     pub approvals: Vec<(String, String)>,
     /// `METHOD path?query` of every request.
     pub requests: Vec<String>,
+    /// The local address of every TLS connection accepted, in order (which node's API a
+    /// client reached).
+    pub connections: Vec<SocketAddr>,
     rv: u64,
 }
 
@@ -70,7 +73,10 @@ impl State {
 }
 
 pub struct KubeSim {
+    /// The first address listened on.
     pub addr: SocketAddr,
+    /// The serving CA (what the kubeconfig trusts).
+    pub ca: PathBuf,
     /// The installer's `auth/kubeconfig`: server `https://api.<zone>:6443`, the serving CA, the
     /// admin client certificate and key.
     pub kubeconfig: String,
@@ -82,7 +88,13 @@ pub struct KubeSim {
 }
 
 impl KubeSim {
+    /// Listening on one port of 127.0.0.1.
     pub fn start(dir: &Path) -> KubeSim {
+        KubeSim::start_on(dir, None, &["127.0.0.1:0".parse().expect("addr")])
+    }
+
+    /// Listening on each of `addrs` (each node's API), inside network namespace `ns` if given.
+    pub fn start_on(dir: &Path, ns: Option<&str>, addrs: &[SocketAddr]) -> KubeSim {
         let files = certificates(dir);
         let state = Arc::new(Mutex::new(State {
             version: (false, true, false, "Working towards 4.19.0-okd-scos.1".into()),
@@ -93,19 +105,39 @@ impl KubeSim {
             .enable_all()
             .build()
             .expect("stand-in runtime");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
         let acceptor = acceptor(&files);
         let _entered = runtime.enter();
-        serve(state.clone(), listener, acceptor);
+        let mut first = None;
+        for want in addrs {
+            let want = *want;
+            let bind = move || {
+                let listener = std::net::TcpListener::bind(want).expect("bind");
+                listener.set_nonblocking(true).expect("nonblocking");
+                listener
+            };
+            let listener = match ns {
+                Some(ns) => crate::netns::in_netns(ns, bind),
+                None => bind(),
+            };
+            first.get_or_insert(listener.local_addr().expect("addr"));
+            serve(state.clone(), listener, acceptor.clone());
+        }
+        let addr = first.expect("an address to listen on");
         let url = format!("https://127.0.0.1:{}", addr.port());
         let kubeconfig = kubeconfig(&files, &format!("https://api.{ZONE}:6443"));
         let kubectl_config = dir.join("kubectl.kubeconfig");
         std::fs::write(&kubectl_config, kubeconfig.replace(&format!("https://api.{ZONE}:6443"), &url))
             .expect("kubeconfig");
         drop(_entered);
-        KubeSim { addr, kubeconfig, kubectl_config, state, dir: dir.to_owned(), _runtime: runtime }
+        KubeSim {
+            addr,
+            ca: files.serving_ca.clone(),
+            kubeconfig,
+            kubectl_config,
+            state,
+            dir: dir.to_owned(),
+            _runtime: runtime,
+        }
     }
 
     pub fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
@@ -320,9 +352,13 @@ fn serve(state: Arc<Mutex<State>>, listener: std::net::TcpListener, acceptor: to
                 drop(tcp);
                 continue;
             }
-            let (acceptor, app) = (acceptor.clone(), app.clone());
+            let (acceptor, app, state) = (acceptor.clone(), app.clone(), state.clone());
             tokio::spawn(async move {
+                let local = tcp.local_addr().ok();
                 let Ok(tls) = acceptor.accept(tcp).await else { return };
+                if let Some(local) = local {
+                    state.lock().expect("state").connections.push(local);
+                }
                 let admin = Admin(tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()));
                 let app = app.layer(axum::Extension(admin));
                 let service = hyper_util::service::TowerToHyperService::new(app);
@@ -340,6 +376,7 @@ fn router(state: Shared) -> Router {
     const CSRS: &str = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
     Router::new()
         .route("/version", get(version))
+        .route("/readyz", get(|| async { "ok" }))
         .route(
             "/api",
             get(|| async {
@@ -426,7 +463,8 @@ async fn authenticate(
     let line = format!("{} {}", request.method(), request.uri());
     state.lock().expect("state").requests.push(line);
     let admin = request.extensions().get::<Admin>().is_some_and(|a| a.0);
-    if !admin {
+    // Health probes are public, as kube-apiserver's are.
+    if !admin && request.uri().path() != "/readyz" {
         let path = request.uri().path().to_owned();
         return status(
             StatusCode::FORBIDDEN,

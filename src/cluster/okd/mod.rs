@@ -1,5 +1,8 @@
 //! OKD's lifecycle on top of the engine: what `openshift-install wait-for` and the
-//! machine-approver decide, made with slipway's inventory. `csr` is the guarded approval
-//! decision (pure).
+//! machine-approver decide, made with slipway's inventory. `stage` holds the cluster's stages
+//! and the decision of the next one, `csr` the guarded approval decision (both pure), `drive`
+//! the adapter the engine runs for each OKD cluster.
 
 pub mod csr;
+pub mod drive;
+pub mod stage;

@@ -260,8 +260,8 @@ fn every_bad_definition_is_refused_naming_the_field_and_value() {
         ),
         (
             "cleanup a master",
-            Box::new(|d| d.node_groups[1].lifecycle.cleanup_after_boot = true),
-            "node_groups[1].lifecycle.cleanup_after_boot = true: only worker or infra nodes",
+            Box::new(|d| d.node_groups[1].lifecycle.cleanup_after_boot = Some(true)),
+            "node_groups[1].lifecycle.cleanup_after_boot = true: only bootstrap, worker or infra nodes",
         ),
         (
             "internal API outside the network",

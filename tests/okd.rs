@@ -1,0 +1,298 @@
+//! OKD's lifecycle end to end: a cluster defined in the config file (bootstrap, three masters,
+//! two workers) is made on the Proxmox stand-in, and the Kubernetes API stand-in listens on
+//! every control-plane node's address in the lab namespace, behind slipway's own load balancer
+//! (`api-int`). The test plays the nodes (phone-home from each node's address, kubelets filing
+//! CSRs) and the cluster (the API coming up, the bootstrap ConfigMap, the etcd handoff,
+//! ClusterVersion and operators); slipway follows each stage, removes the bootstrap node only
+//! after etcd let go of it and only after draining it from the pools (a stream to a master
+//! stays up), approves the workers' CSRs and nothing else, and reports Ready. A restart after
+//! that makes no bootstrap node again. Needs root (namespaces).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::boot::{self, Lab, SERVER};
+use crate::kubesim::{CsrFile, KubeSim};
+use crate::pve::{self, StandIn};
+use crate::support::{self, Config};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn config(dir: &Path, pve: &StandIn) -> std::path::PathBuf {
+    std::fs::write(dir.join("pve-token"), format!("{}\n", pve::SECRET)).expect("token file");
+    std::fs::create_dir_all(dir.join("images")).expect("images");
+    let group = |name: &str, role: &str, count: u32| {
+        format!(
+            "{{ name = \"{name}\", role = \"{role}\", count = {count}, cores = 1, memory = \"1GiB\", disks = [{{ size = \"10GiB\" }}] }}"
+        )
+    };
+    let groups =
+        [group("bootstrap", "bootstrap", 1), group("master", "control-plane", 3), group("worker", "worker", 2)];
+    let config = Config::new(dir)
+        .section("[http]")
+        .set("listen", format!("{SERVER}:8080"))
+        .set("images", dir.join("images").display());
+    boot::lab_network(config)
+        .value("static_range", r#"{ start = "10.1.107.10", end = "10.1.107.99" }"#)
+        .section("[[hypervisors]]")
+        .set("name", "pve")
+        .set("kind", "proxmox")
+        .set("url", &pve.url)
+        .set("token_id", pve::TOKEN_ID)
+        .set("token_file", dir.join("pve-token").display())
+        .set("fingerprint", &pve.fingerprint)
+        .section("[[cluster_definitions]]")
+        .set("name", "prod")
+        .set("kind", "okd")
+        .set("base_domain", "lab.example")
+        .set("network", "lab")
+        .set("api_address", SERVER)
+        .set("api_int_address", SERVER)
+        .set("ingress_address", SERVER)
+        .set("hypervisor", "pve")
+        .value("node_groups", format!("[{}]", groups.join(", ")))
+        .value("validation", r#"{ phases = { shutdown = "2s" } }"#)
+        .section("[[lb.pools]]")
+        .set("name", "api")
+        .set("cluster", "prod")
+        .set("members", "control-plane")
+        .value("port", 6443)
+        .value("check", r#"{ kind = "tcp", interval = "1s", timeout = "500ms", rise = 1 }"#)
+        .section("[[lb.frontends]]")
+        .set("name", "api-int")
+        .set("listen", format!("{SERVER}:6443"))
+        .set("pool", "api")
+        .write()
+}
+
+fn cli(lab: &Lab, daemon: &support::Daemon, args: &[&str]) -> String {
+    let (ok, out, err) = support::cli_in(Some(&lab.ns), daemon, args);
+    assert!(ok, "slipway {args:?}: {err}");
+    out
+}
+
+fn status(lab: &Lab, daemon: &support::Daemon) -> Value {
+    let (ok, out, _) = support::cli_in(Some(&lab.ns), daemon, &["cluster", "status", "prod", "-o", "json"]);
+    if !ok {
+        return Value::Null;
+    }
+    serde_json::from_str(&out).unwrap_or(Value::Null)
+}
+
+fn stage(status: &Value) -> String {
+    status["stage"]["stage"].as_str().unwrap_or("").to_owned()
+}
+
+fn condition(status: &Value, kind: &str) -> String {
+    let found = status["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == kind);
+    found.map(|c| c["status"].as_str().unwrap_or("").to_owned()).unwrap_or_default()
+}
+
+/// Each node's reserved address, from the admin API.
+fn addresses(lab: &Lab, daemon: &support::Daemon) -> Vec<(String, String)> {
+    let nodes: Value = serde_json::from_str(&cli(lab, daemon, &["get", "nodes", "-o", "json"])).expect("nodes JSON");
+    let mut out: Vec<(String, String)> = nodes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| (n["name"].as_str().unwrap_or("").to_owned(), n["ipv4"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    out.sort();
+    out
+}
+
+fn phone_home(lab: &Lab, ip: &str) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.ns, "curl", "-sf", "-m", "10", "--interface", ip, "-X", "POST"])
+        .arg(format!("http://{SERVER}:8080/phone-home"))
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "phone-home from {ip}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn events(lab: &Lab, daemon: &support::Daemon, kind: &str) -> Vec<Value> {
+    let out = cli(lab, daemon, &["get", "events", "--type", kind, "-o", "json"]);
+    serde_json::from_str::<Vec<Value>>(&out).expect("events JSON")
+}
+
+/// `ip -n <lab> ARGS`, which must work.
+fn ip_in(lab: &Lab, args: &[&str]) {
+    let out = Command::new("ip").args(["-n", &lab.ns]).args(args).output().expect("ip");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A TLS connection to the API through `api-int`, trusting the cluster's serving CA.
+struct Stream(rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>);
+
+impl Stream {
+    fn open(lab: &Lab, ca: &Path) -> Stream {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls_pki_types::CertificateDer::from_pem_file(ca).expect("ca")).expect("root");
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = "api-int.prod.lab.example".try_into().expect("name");
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("tls");
+        let tcp = crate::netns::in_netns(&lab.ns, || std::net::TcpStream::connect((SERVER, 6443)).expect("connect"));
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut stream = Stream(rustls::StreamOwned::new(conn, tcp));
+        assert_eq!(stream.readyz(), "ok");
+        stream
+    }
+
+    /// `GET /readyz` on this connection.
+    fn readyz(&mut self) -> String {
+        use std::io::{Read, Write};
+        self.0.write_all(b"GET /readyz HTTP/1.1\r\nHost: api-int.prod.lab.example\r\n\r\n").expect("write");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).ends_with("ok") {
+            let n = self.0.read(&mut buf).expect("read");
+            assert!(n > 0, "the stream closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        "ok".into()
+    }
+}
+
+#[test]
+fn an_okd_install_is_followed_from_bootstrap_to_ready() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = Lab::bridge_only("okd");
+    let pve_dir = dir.path().join("pve");
+    std::fs::create_dir_all(&pve_dir).expect("pve dir");
+    let pve = StandIn::start_in(&pve_dir, Some(&lab.ns));
+    let config = config(dir.path(), &pve);
+    let check = Command::new(support::BIN).args(["check", "--config"]).arg(&config).output().expect("slipway check");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let daemon = support::start_in(Some(&lab.ns), &config, &[]);
+
+    support::eventually("every VM made and started", LIMIT, || {
+        status(&lab, &daemon)["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == 6 && n.iter().all(|n| n["phase"] == "powering-on"))
+    });
+    let ips = addresses(&lab, &daemon);
+    let ip = |name: &str| ips.iter().find(|(n, _)| n == name).map(|(_, ip)| ip.clone()).expect("node address");
+    for (_, address) in &ips {
+        ip_in(&lab, &["addr", "add", &format!("{address}/32"), "dev", "br0"]);
+    }
+    // The API on every control-plane node.
+    let control: Vec<SocketAddr> = ["bootstrap-0", "master-0", "master-1", "master-2"]
+        .iter()
+        .map(|n| SocketAddr::new(ip(n).parse::<IpAddr>().expect("ip"), 6443))
+        .collect();
+    let kube_dir = dir.path().join("kube");
+    std::fs::create_dir_all(&kube_dir).expect("kube dir");
+    let sim = KubeSim::start_on(&kube_dir, Some(&lab.ns), &control);
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, &sim.kubeconfig).expect("kubeconfig");
+    let out = cli(&lab, &daemon, &["cluster", "kubeconfig", "prod", "-f", &kubeconfig.display().to_string()]);
+    assert!(out.contains("as system:admin"), "{out}");
+
+    // The bootstrap node runs: the API is waited for.
+    phone_home(&lab, &ip("bootstrap-0"));
+    support::eventually("waiting for the API", LIMIT, || stage(&status(&lab, &daemon)) == "waiting-for-api");
+    assert_eq!(condition(&status(&lab, &daemon), "APIReachable"), "False");
+    sim.with(|s| s.api_up = true);
+    support::eventually("bootstrapping", LIMIT, || stage(&status(&lab, &daemon)) == "bootstrapping");
+    assert_eq!(condition(&status(&lab, &daemon), "APIReachable"), "True");
+    for node in ["master-0", "master-1", "master-2", "worker-0", "worker-1"] {
+        phone_home(&lab, &ip(node));
+    }
+    sim.with(|s| s.bootstrap_complete = true);
+    support::eventually("waiting for etcd", LIMIT, || stage(&status(&lab, &daemon)) == "waiting-etcd-handoff");
+    std::thread::sleep(Duration::from_secs(3));
+    let bootstrap_vm = |pve: &StandIn| {
+        pve.with(|s| s.vms.values().any(|vm| vm.config.get("name").map(String::as_str) == Some("bootstrap-0")))
+    };
+    assert!(bootstrap_vm(&pve), "the bootstrap VM stays until etcd lets go of it");
+    assert_eq!(stage(&status(&lab, &daemon)), "waiting-etcd-handoff");
+
+    // A stream through api-int to a master (round robin: at most one per backend to find it).
+    let masters: Vec<IpAddr> = control[1..].iter().map(SocketAddr::ip).collect();
+    let mut stream = None;
+    for _ in 0..8 {
+        let s = Stream::open(&lab, &sim.ca);
+        let reached = sim.with(|st| st.connections.last().copied()).expect("a connection");
+        if masters.contains(&reached.ip()) {
+            stream = Some(s);
+            break;
+        }
+    }
+    let mut stream = stream.expect("a stream to a master");
+
+    sim.with(|s| s.etcd_bootstrap_removed = true);
+    support::eventually("the bootstrap node removed", LIMIT, || stage(&status(&lab, &daemon)) == "joining-workers");
+    assert!(!bootstrap_vm(&pve), "the bootstrap VM is deleted");
+    let phases = events(&lab, &daemon, "node_phase");
+    let draining = phases.iter().position(|e| e["node"] == "bootstrap-0" && e["details"]["phase"] == "draining");
+    let deleted = events(&lab, &daemon, "vm_deleted");
+    assert!(draining.is_some(), "drained first: {phases:?}");
+    assert_eq!(deleted.len(), 1, "one VM deleted, once: {deleted:?}");
+    let lb: Value = serde_json::from_str(&cli(&lab, &daemon, &["get", "lb", "-o", "json"])).expect("lb JSON");
+    // Out of the pool: gone, or draining the connections it still had.
+    let backends = lb["pools"][0]["backends"].as_array().cloned().unwrap_or_default();
+    let bootstrap = format!("{}:6443", ip("bootstrap-0"));
+    assert!(backends.iter().filter(|b| b["address"] == bootstrap.as_str()).all(|b| b["state"] == "draining"), "{lb}");
+    assert_eq!(stream.readyz(), "ok", "the stream to a master stays up across the removal");
+    assert_eq!(condition(&status(&lab, &daemon), "BootstrapRemoved"), "True");
+
+    // The masters were approved by the bootstrap node; the workers' kubelets wait for slipway.
+    sim.with(|s| {
+        for m in ["master-0", "master-1", "master-2"] {
+            let node = serde_json::json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": m },
+                "status": { "conditions": [{ "type": "Ready", "status": "True" }] } });
+            s.nodes.insert(m.into(), node);
+        }
+    });
+    let intruder = sim.file(&CsrFile::client("intruder"));
+    let clients = [sim.kubelet("worker-0", &ip("worker-0")), sim.kubelet("worker-1", &ip("worker-1"))];
+    support::eventually("the workers joined", LIMIT, || stage(&status(&lab, &daemon)) == "finalizing");
+    let approvals = sim.with(|s| s.approvals.clone());
+    assert_eq!(approvals.len(), 4, "two client and two serving CSRs, each once: {approvals:?}");
+    assert!(approvals.iter().all(|(_, reason)| reason == "SlipwayApprove"));
+    assert!(clients.iter().all(|c| approvals.iter().any(|(a, _)| a == c)));
+    assert!(!approvals.iter().any(|(a, _)| *a == intruder), "the intruder's CSR stays pending");
+    let left = events(&lab, &daemon, "csr_left");
+    assert!(left.iter().any(|e| e["details"]["csr"] == intruder.as_str()), "{left:?}");
+
+    // The install settles: one operator Degraded first.
+    sim.with(|s| {
+        s.version = (true, false, false, String::new());
+        s.operators.insert("dns".into(), (true, false, false));
+        s.operators.insert("ingress".into(), (true, false, true));
+    });
+    support::eventually("the degraded operator named", LIMIT, || {
+        status(&lab, &daemon)["stage"]["observed"].as_str().is_some_and(|o| o.contains("Degraded: ingress"))
+    });
+    sim.with(|s| s.operators.insert("ingress".into(), (true, false, false)));
+    support::eventually("ready", Duration::from_secs(90), || stage(&status(&lab, &daemon)) == "ready");
+    let done = status(&lab, &daemon);
+    assert_eq!(done["phase"], "ready");
+    for kind in ["APIReachable", "BootstrapComplete", "BootstrapRemoved", "NodesJoined", "ClusterAvailable"] {
+        assert_eq!(condition(&done, kind), "True", "{kind}: {done}");
+    }
+
+    // The file still says one bootstrap node: a restart does not make it again.
+    let daemon = daemon_restart(&lab, daemon, &config);
+    std::thread::sleep(Duration::from_secs(5));
+    let after = status(&lab, &daemon);
+    assert_eq!(stage(&after), "ready");
+    assert_eq!(after["nodes"].as_array().map(Vec::len), Some(5), "{after}");
+    assert!(!bootstrap_vm(&pve));
+    daemon.stop(Duration::from_secs(10));
+}
+
+fn daemon_restart(lab: &Lab, daemon: support::Daemon, config: &Path) -> support::Daemon {
+    daemon.stop(Duration::from_secs(10));
+    support::start_in(Some(&lab.ns), config, &[])
+}
