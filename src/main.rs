@@ -167,6 +167,47 @@ enum ClusterAction {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// An OKD cluster's kubelet CSRs: list them with slipway's verdict, approve one by hand.
+    Csr {
+        #[command(subcommand)]
+        action: CsrAction,
+    },
+    /// An OKD cluster's bootstrap node.
+    Bootstrap {
+        #[command(subcommand)]
+        action: BootstrapAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CsrAction {
+    /// Every CSR, each pending kubelet CSR with slipway's verdict and why.
+    List {
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Approve a pending CSR by name (your decision, whatever slipway's checks say).
+    Approve {
+        name: String,
+        csr: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BootstrapAction {
+    /// Remove the bootstrap node now (drained, shut down, deleted); refused until etcd has
+    /// removed its bootstrap member, unless --force.
+    Remove {
+        name: String,
+        /// Remove it even before etcd let go of it (can break etcd's quorum).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -325,6 +366,16 @@ fn main() -> ExitCode {
             ClusterAction::Kubeconfig { name, file, api } => {
                 client_command(&api, |c| async move { cli::cluster::kubeconfig(&c, &name, &file, api.output).await })
             }
+            ClusterAction::Csr { action: CsrAction::List { name, api } } => {
+                client_command(&api, |c| async move { cli::cluster::csrs(&c, &name, api.output).await })
+            }
+            ClusterAction::Csr { action: CsrAction::Approve { name, csr, api } } => {
+                client_command(&api, |c| async move { cli::cluster::approve_csr(&c, &name, &csr, api.output).await })
+            }
+            ClusterAction::Bootstrap { action: BootstrapAction::Remove { name, force, api } } => client_command(
+                &api,
+                |c| async move { cli::cluster::remove_bootstrap(&c, &name, force, api.output).await },
+            ),
         },
         Command::Delete { kind, name, api } => {
             client_command(&api, |c| async move { cli::delete(&c, kind, &name, api.output).await })

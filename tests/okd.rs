@@ -163,65 +163,122 @@ impl Stream {
     }
 }
 
+/// A lab with the Proxmox stand-in, the daemon, and the Kubernetes API stand-in on every
+/// control-plane node's address, taken through the install up to `waiting-etcd-handoff`.
+struct Install {
+    lab: Lab,
+    pve: StandIn,
+    sim: KubeSim,
+    daemon: support::Daemon,
+    config: std::path::PathBuf,
+    ips: Vec<(String, String)>,
+    control: Vec<SocketAddr>,
+    _dir: tempfile::TempDir,
+}
+
+impl Install {
+    fn to_etcd_handoff(tag: &str) -> Install {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lab = Lab::bridge_only(tag);
+        let pve_dir = dir.path().join("pve");
+        std::fs::create_dir_all(&pve_dir).expect("pve dir");
+        let pve = StandIn::start_in(&pve_dir, Some(&lab.ns));
+        let config = config(dir.path(), &pve);
+        let check =
+            Command::new(support::BIN).args(["check", "--config"]).arg(&config).output().expect("slipway check");
+        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+        let daemon = support::start_in(Some(&lab.ns), &config, &[]);
+
+        support::eventually("every VM made and started", LIMIT, || {
+            status(&lab, &daemon)["nodes"]
+                .as_array()
+                .is_some_and(|n| n.len() == 6 && n.iter().all(|n| n["phase"] == "powering-on"))
+        });
+        let ips = addresses(&lab, &daemon);
+        for (_, address) in &ips {
+            ip_in(&lab, &["addr", "add", &format!("{address}/32"), "dev", "br0"]);
+        }
+        let ip = |name: &str| ips.iter().find(|(n, _)| n == name).map(|(_, ip)| ip.clone()).expect("node address");
+        // The API on every control-plane node.
+        let control: Vec<SocketAddr> = ["bootstrap-0", "master-0", "master-1", "master-2"]
+            .iter()
+            .map(|n| SocketAddr::new(ip(n).parse::<IpAddr>().expect("ip"), 6443))
+            .collect();
+        let kube_dir = dir.path().join("kube");
+        std::fs::create_dir_all(&kube_dir).expect("kube dir");
+        let sim = KubeSim::start_on(&kube_dir, Some(&lab.ns), &control);
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, &sim.kubeconfig).expect("kubeconfig");
+        let out = cli(&lab, &daemon, &["cluster", "kubeconfig", "prod", "-f", &kubeconfig.display().to_string()]);
+        assert!(out.contains("as system:admin"), "{out}");
+
+        // The bootstrap node runs: the API is waited for.
+        phone_home(&lab, &ip("bootstrap-0"));
+        support::eventually("waiting for the API", LIMIT, || stage(&status(&lab, &daemon)) == "waiting-for-api");
+        assert_eq!(condition(&status(&lab, &daemon), "APIReachable"), "False");
+        sim.with(|s| s.api_up = true);
+        support::eventually("bootstrapping", LIMIT, || stage(&status(&lab, &daemon)) == "bootstrapping");
+        assert_eq!(condition(&status(&lab, &daemon), "APIReachable"), "True");
+        for node in ["master-0", "master-1", "master-2", "worker-0", "worker-1"] {
+            phone_home(&lab, &ip(node));
+        }
+        sim.with(|s| s.bootstrap_complete = true);
+        support::eventually("waiting for etcd", LIMIT, || stage(&status(&lab, &daemon)) == "waiting-etcd-handoff");
+        Install { lab, pve, sim, daemon, config, ips, control, _dir: dir }
+    }
+
+    fn ip(&self, name: &str) -> String {
+        self.ips.iter().find(|(n, _)| n == name).map(|(_, ip)| ip.clone()).expect("node address")
+    }
+
+    fn status(&self) -> Value {
+        status(&self.lab, &self.daemon)
+    }
+
+    fn stage(&self) -> String {
+        stage(&self.status())
+    }
+
+    fn bootstrap_vm(&self) -> bool {
+        self.pve.with(|s| s.vms.values().any(|vm| vm.config.get("name").map(String::as_str) == Some("bootstrap-0")))
+    }
+
+    /// The masters registered (approved by the bootstrap node in a real install).
+    fn masters_registered(&self) {
+        self.sim.with(|s| {
+            for m in ["master-0", "master-1", "master-2"] {
+                let node = serde_json::json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": m },
+                    "status": { "conditions": [{ "type": "Ready", "status": "True" }] } });
+                s.nodes.insert(m.into(), node);
+            }
+        });
+    }
+
+    /// SIGKILL, then the same daemon started again.
+    fn kill_and_restart(&mut self) {
+        support::signal(&self.daemon.child, "KILL");
+        support::wait_exit(&mut self.daemon.child, Duration::from_secs(10)).expect("killed");
+        self.daemon = support::start_in(Some(&self.lab.ns), &self.config, &[]);
+    }
+}
+
 #[test]
 fn an_okd_install_is_followed_from_bootstrap_to_ready() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let lab = Lab::bridge_only("okd");
-    let pve_dir = dir.path().join("pve");
-    std::fs::create_dir_all(&pve_dir).expect("pve dir");
-    let pve = StandIn::start_in(&pve_dir, Some(&lab.ns));
-    let config = config(dir.path(), &pve);
-    let check = Command::new(support::BIN).args(["check", "--config"]).arg(&config).output().expect("slipway check");
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
-    let daemon = support::start_in(Some(&lab.ns), &config, &[]);
-
-    support::eventually("every VM made and started", LIMIT, || {
-        status(&lab, &daemon)["nodes"]
-            .as_array()
-            .is_some_and(|n| n.len() == 6 && n.iter().all(|n| n["phase"] == "powering-on"))
-    });
-    let ips = addresses(&lab, &daemon);
-    let ip = |name: &str| ips.iter().find(|(n, _)| n == name).map(|(_, ip)| ip.clone()).expect("node address");
-    for (_, address) in &ips {
-        ip_in(&lab, &["addr", "add", &format!("{address}/32"), "dev", "br0"]);
-    }
-    // The API on every control-plane node.
-    let control: Vec<SocketAddr> = ["bootstrap-0", "master-0", "master-1", "master-2"]
-        .iter()
-        .map(|n| SocketAddr::new(ip(n).parse::<IpAddr>().expect("ip"), 6443))
-        .collect();
-    let kube_dir = dir.path().join("kube");
-    std::fs::create_dir_all(&kube_dir).expect("kube dir");
-    let sim = KubeSim::start_on(&kube_dir, Some(&lab.ns), &control);
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, &sim.kubeconfig).expect("kubeconfig");
-    let out = cli(&lab, &daemon, &["cluster", "kubeconfig", "prod", "-f", &kubeconfig.display().to_string()]);
-    assert!(out.contains("as system:admin"), "{out}");
-
-    // The bootstrap node runs: the API is waited for.
-    phone_home(&lab, &ip("bootstrap-0"));
-    support::eventually("waiting for the API", LIMIT, || stage(&status(&lab, &daemon)) == "waiting-for-api");
-    assert_eq!(condition(&status(&lab, &daemon), "APIReachable"), "False");
-    sim.with(|s| s.api_up = true);
-    support::eventually("bootstrapping", LIMIT, || stage(&status(&lab, &daemon)) == "bootstrapping");
-    assert_eq!(condition(&status(&lab, &daemon), "APIReachable"), "True");
-    for node in ["master-0", "master-1", "master-2", "worker-0", "worker-1"] {
-        phone_home(&lab, &ip(node));
-    }
-    sim.with(|s| s.bootstrap_complete = true);
-    support::eventually("waiting for etcd", LIMIT, || stage(&status(&lab, &daemon)) == "waiting-etcd-handoff");
+    let mut install = Install::to_etcd_handoff("okd");
+    let (lab, sim) = (&install.lab, &install.sim);
     std::thread::sleep(Duration::from_secs(3));
-    let bootstrap_vm = |pve: &StandIn| {
-        pve.with(|s| s.vms.values().any(|vm| vm.config.get("name").map(String::as_str) == Some("bootstrap-0")))
-    };
-    assert!(bootstrap_vm(&pve), "the bootstrap VM stays until etcd lets go of it");
-    assert_eq!(stage(&status(&lab, &daemon)), "waiting-etcd-handoff");
+    assert!(install.bootstrap_vm(), "the bootstrap VM stays until etcd lets go of it");
+    assert_eq!(install.stage(), "waiting-etcd-handoff");
+
+    // Removing the bootstrap by hand before etcd let go of it is refused.
+    let (ok, _, err) = support::cli_in(Some(&lab.ns), &install.daemon, &["cluster", "bootstrap", "remove", "prod"]);
+    assert!(!ok && err.contains("EtcdBootstrapMemberRemoved is not True") && err.contains("--force"), "{err}");
 
     // A stream through api-int to a master (round robin: at most one per backend to find it).
-    let masters: Vec<IpAddr> = control[1..].iter().map(SocketAddr::ip).collect();
+    let masters: Vec<IpAddr> = install.control[1..].iter().map(SocketAddr::ip).collect();
     let mut stream = None;
     for _ in 0..8 {
-        let s = Stream::open(&lab, &sim.ca);
+        let s = Stream::open(lab, &sim.ca);
         let reached = sim.with(|st| st.connections.last().copied()).expect("a connection");
         if masters.contains(&reached.ip()) {
             stream = Some(s);
@@ -231,39 +288,43 @@ fn an_okd_install_is_followed_from_bootstrap_to_ready() {
     let mut stream = stream.expect("a stream to a master");
 
     sim.with(|s| s.etcd_bootstrap_removed = true);
-    support::eventually("the bootstrap node removed", LIMIT, || stage(&status(&lab, &daemon)) == "joining-workers");
-    assert!(!bootstrap_vm(&pve), "the bootstrap VM is deleted");
-    let phases = events(&lab, &daemon, "node_phase");
+    support::eventually("the bootstrap node removed", LIMIT, || install.stage() == "joining-workers");
+    assert!(!install.bootstrap_vm(), "the bootstrap VM is deleted");
+    let phases = events(lab, &install.daemon, "node_phase");
     let draining = phases.iter().position(|e| e["node"] == "bootstrap-0" && e["details"]["phase"] == "draining");
-    let deleted = events(&lab, &daemon, "vm_deleted");
+    let deleted = events(lab, &install.daemon, "vm_deleted");
     assert!(draining.is_some(), "drained first: {phases:?}");
     assert_eq!(deleted.len(), 1, "one VM deleted, once: {deleted:?}");
-    let lb: Value = serde_json::from_str(&cli(&lab, &daemon, &["get", "lb", "-o", "json"])).expect("lb JSON");
+    let lb: Value = serde_json::from_str(&cli(lab, &install.daemon, &["get", "lb", "-o", "json"])).expect("lb JSON");
     // Out of the pool: gone, or draining the connections it still had.
     let backends = lb["pools"][0]["backends"].as_array().cloned().unwrap_or_default();
-    let bootstrap = format!("{}:6443", ip("bootstrap-0"));
+    let bootstrap = format!("{}:6443", install.ip("bootstrap-0"));
     assert!(backends.iter().filter(|b| b["address"] == bootstrap.as_str()).all(|b| b["state"] == "draining"), "{lb}");
     assert_eq!(stream.readyz(), "ok", "the stream to a master stays up across the removal");
-    assert_eq!(condition(&status(&lab, &daemon), "BootstrapRemoved"), "True");
+    assert_eq!(condition(&install.status(), "BootstrapRemoved"), "True");
 
     // The masters were approved by the bootstrap node; the workers' kubelets wait for slipway.
-    sim.with(|s| {
-        for m in ["master-0", "master-1", "master-2"] {
-            let node = serde_json::json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": m },
-                "status": { "conditions": [{ "type": "Ready", "status": "True" }] } });
-            s.nodes.insert(m.into(), node);
-        }
-    });
+    install.masters_registered();
     let intruder = sim.file(&CsrFile::client("intruder"));
-    let clients = [sim.kubelet("worker-0", &ip("worker-0")), sim.kubelet("worker-1", &ip("worker-1"))];
-    support::eventually("the workers joined", LIMIT, || stage(&status(&lab, &daemon)) == "finalizing");
+    let clients = [sim.kubelet("worker-0", &install.ip("worker-0")), sim.kubelet("worker-1", &install.ip("worker-1"))];
+    support::eventually("the workers joined", LIMIT, || install.stage() == "finalizing");
     let approvals = sim.with(|s| s.approvals.clone());
     assert_eq!(approvals.len(), 4, "two client and two serving CSRs, each once: {approvals:?}");
     assert!(approvals.iter().all(|(_, reason)| reason == "SlipwayApprove"));
     assert!(clients.iter().all(|c| approvals.iter().any(|(a, _)| a == c)));
     assert!(!approvals.iter().any(|(a, _)| *a == intruder), "the intruder's CSR stays pending");
-    let left = events(&lab, &daemon, "csr_left");
+    let left = events(lab, &install.daemon, "csr_left");
     assert!(left.iter().any(|e| e["details"]["csr"] == intruder.as_str()), "{left:?}");
+    let listed = cli(lab, &install.daemon, &["cluster", "csr", "list", "prod"]);
+    let row = listed.lines().find(|l| l.starts_with(&intruder)).unwrap_or_default().to_owned();
+    assert!(row.contains("pending") && row.contains("leave: intruder is not a machine of this cluster"), "{listed}");
+    // The operator decides otherwise.
+    cli(lab, &install.daemon, &["cluster", "csr", "approve", "prod", &intruder]);
+    assert!(sim.approved().contains(&intruder));
+    let approved = events(lab, &install.daemon, "csr_approved");
+    assert!(
+        approved.iter().any(|e| e["details"]["csr"] == intruder.as_str() && e["details"]["approver"] == "operator")
+    );
 
     // The install settles: one operator Degraded first.
     sim.with(|s| {
@@ -272,27 +333,55 @@ fn an_okd_install_is_followed_from_bootstrap_to_ready() {
         s.operators.insert("ingress".into(), (true, false, true));
     });
     support::eventually("the degraded operator named", LIMIT, || {
-        status(&lab, &daemon)["stage"]["observed"].as_str().is_some_and(|o| o.contains("Degraded: ingress"))
+        install.status()["stage"]["observed"].as_str().is_some_and(|o| o.contains("Degraded: ingress"))
     });
     sim.with(|s| s.operators.insert("ingress".into(), (true, false, false)));
-    support::eventually("ready", Duration::from_secs(90), || stage(&status(&lab, &daemon)) == "ready");
-    let done = status(&lab, &daemon);
+    support::eventually("ready", Duration::from_secs(90), || install.stage() == "ready");
+    let done = install.status();
     assert_eq!(done["phase"], "ready");
     for kind in ["APIReachable", "BootstrapComplete", "BootstrapRemoved", "NodesJoined", "ClusterAvailable"] {
         assert_eq!(condition(&done, kind), "True", "{kind}: {done}");
     }
 
     // The file still says one bootstrap node: a restart does not make it again.
-    let daemon = daemon_restart(&lab, daemon, &config);
+    install.kill_and_restart();
     std::thread::sleep(Duration::from_secs(5));
-    let after = status(&lab, &daemon);
+    let after = install.status();
     assert_eq!(stage(&after), "ready");
     assert_eq!(after["nodes"].as_array().map(Vec::len), Some(5), "{after}");
-    assert!(!bootstrap_vm(&pve));
-    daemon.stop(Duration::from_secs(10));
+    assert!(!install.bootstrap_vm());
 }
 
-fn daemon_restart(lab: &Lab, daemon: support::Daemon, config: &Path) -> support::Daemon {
-    daemon.stop(Duration::from_secs(10));
-    support::start_in(Some(&lab.ns), config, &[])
+/// SIGKILL while the bootstrap node shuts down (drained, not yet deleted) and right after the
+/// first CSR approval: the restarted daemon deletes the VM once and approves each CSR once.
+#[test]
+fn a_kill_during_the_bootstrap_removal_and_the_approvals_converges() {
+    let mut install = Install::to_etcd_handoff("okdk");
+    // A shutdown that takes a while: the kill lands between the drain and the delete.
+    install.pve.with(|s| s.faults.slow_tasks.insert("qmshutdown".into(), Duration::from_secs(8)));
+    install.sim.with(|s| s.etcd_bootstrap_removed = true);
+    support::eventually("shutting the bootstrap node down", LIMIT, || {
+        install.status()["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n["name"] == "bootstrap-0" && n["phase"] == "shutting-down")
+    });
+    install.kill_and_restart();
+    support::eventually("the bootstrap node removed", LIMIT, || install.stage() == "joining-workers");
+    assert!(!install.bootstrap_vm());
+    let destroys = install.pve.with(|s| s.requests.iter().filter(|r| r.starts_with("DELETE /nodes/")).count());
+    assert_eq!(destroys, 1, "one delete of the bootstrap VM");
+
+    install.masters_registered();
+    install.sim.kubelet("worker-0", &install.ip("worker-0"));
+    support::eventually("the first approval", LIMIT, || !install.sim.with(|s| s.approvals.is_empty()));
+    install.kill_and_restart();
+    install.sim.kubelet("worker-1", &install.ip("worker-1"));
+    support::eventually("the workers joined", LIMIT, || install.stage() == "finalizing");
+    let approvals = install.sim.with(|s| s.approvals.clone());
+    let mut names: Vec<&String> = approvals.iter().map(|(n, _)| n).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!((approvals.len(), names.len()), (4, 4), "each CSR approved once: {approvals:?}");
 }

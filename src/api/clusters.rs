@@ -41,6 +41,7 @@ impl From<ControlError> for ApiError {
             ControlError::NotFound(_) => ApiError::NotFound(e.to_string()),
             ControlError::Store(e) => e.into(),
             ControlError::Task(e) => ApiError::Internal(e),
+            ControlError::Upstream(e) => ApiError::Upstream(e),
         }
     }
 }
@@ -221,4 +222,54 @@ pub async fn put_kubeconfig(
     s.events.append(crate::store::events::Source::Api, crate::store::events::Subject::default(), details);
     tracing::info!(cluster = %name, %user, "kubeconfig uploaded");
     Ok(Json(KubeconfigUpload { cluster: name.to_string(), server: config.server, user, expires }))
+}
+
+/// The cluster's CSRs, each pending kubelet CSR with slipway's verdict (`approve: ...` or
+/// `leave: ...`), read from the cluster's API.
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/csrs", tag = "clusters", params(("name" = String, Path)),
+    responses((status = 200, body = Vec<crate::cluster::okd::manual::CsrView>), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub async fn list_csrs(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<crate::cluster::okd::manual::CsrView>>, ApiError> {
+    let name = path_name(&name)?;
+    Ok(Json(crate::cluster::okd::manual::list(&s.clusters, name.as_str()).await?))
+}
+
+/// Approve a pending CSR by name: the operator's decision, whatever slipway's checks say
+/// (recorded as such in the event log).
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/csrs/{csr}/approve", tag = "clusters",
+    params(("name" = String, Path), ("csr" = String, Path)),
+    responses((status = 200, body = crate::cluster::okd::manual::CsrView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub async fn approve_csr(
+    State(s): State<ApiState>,
+    Path((name, csr)): Path<(String, String)>,
+) -> Result<Json<crate::cluster::okd::manual::CsrView>, ApiError> {
+    let name = path_name(&name)?;
+    if csr.is_empty() || csr.len() > 253 || !csr.chars().all(|c| c.is_ascii_alphanumeric() || "-.".contains(c)) {
+        return Err(ApiError::bad("csr", format!("csr: '{}' is not a CSR name", crate::inventory::types::shown(&csr))));
+    }
+    Ok(Json(crate::cluster::okd::manual::approve(&s.clusters, name.as_str(), &csr).await?))
+}
+
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+pub struct RemoveQuery {
+    /// Remove it even though etcd has not let go of the bootstrap member yet.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Remove an OKD cluster's bootstrap node now (drained from the pools, shut down, deleted).
+/// Refused until etcd has removed its bootstrap member, unless `force`.
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/bootstrap/remove", tag = "clusters",
+    params(("name" = String, Path), RemoveQuery),
+    responses((status = 200, body = Removing), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub async fn remove_bootstrap(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<RemoveQuery>,
+) -> Result<Json<Removing>, ApiError> {
+    let name = path_name(&name)?;
+    let nodes = crate::cluster::okd::manual::remove_bootstrap(&s.clusters, name.as_str(), query.force).await?;
+    Ok(Json(Removing { nodes }))
 }

@@ -30,13 +30,16 @@ pub enum ApiError {
     Invalid(Vec<Problem>),
     #[error("internal error")]
     Internal(String),
+    /// Something slipway depends on did not answer (a cluster's API): 502.
+    #[error("{0}")]
+    Upstream(String),
 }
 
 /// The JSON body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable code: unauthorized, bad_request, not_found, method_not_allowed, conflict, read_only,
-    /// invalid, internal.
+    /// invalid, upstream, internal.
     pub error: &'static str,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,6 +68,7 @@ impl IntoResponse for ApiError {
                 let field = problems.first().map(|p| p.field.clone());
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid", field, problems)
             }
+            ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream", None, vec![]),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "admin API request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", None, vec![])

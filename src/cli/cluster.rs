@@ -1,4 +1,5 @@
-//! `slipway cluster plan|apply|status|retry|kubeconfig`: defined clusters from the command line.
+//! `slipway cluster plan|apply|status|retry|kubeconfig|csr|bootstrap`: defined clusters from the
+//! command line.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,6 +11,8 @@ use super::table::{opt, render};
 use super::{Output, print_json};
 use crate::cluster::Definition;
 use crate::cluster::control::Status;
+use crate::cluster::okd::manual::CsrView;
+use crate::cluster::okd::stage::Stage;
 use crate::cluster::plan::Plan;
 use crate::inventory::Timestamp;
 
@@ -130,10 +133,15 @@ pub async fn status(client: &Client, name: &str, watch: bool, output: Output) ->
             Output::Json => serde_json::to_string_pretty(&status).unwrap_or_default() + "\n",
             Output::Table => table(&status, Timestamp::now()),
         };
-        let settled = status.nodes.iter().all(|n| n.phase.is_settled());
+        // An OKD cluster is settled at Ready or Failed; others when every node is.
+        let settled = match &status.stage {
+            Some(stage) => matches!(stage.stage, Stage::Ready | Stage::Failed),
+            None => status.nodes.iter().all(|n| n.phase.is_settled()),
+        };
         // Ages change every second: a watcher prints when something else did.
         let nodes: Vec<_> = status.nodes.iter().map(|n| (&n.name, n.phase, &n.error)).collect();
-        let key = serde_json::to_string(&(nodes, &status.conditions)).unwrap_or_default();
+        let stage = status.stage.as_ref().map(|s| (s.stage, &s.observed, &s.error));
+        let key = serde_json::to_string(&(nodes, &status.conditions, stage)).unwrap_or_default();
         if key != last {
             crate::out!("{shown}");
             last = key;
@@ -173,8 +181,22 @@ fn table(status: &Status, now: Timestamp) -> String {
         _ => String::new(),
     };
     let declared = if status.declared { " [defined in the config file]" } else { "" };
+    // OKD: the stage, how long, its deadline and what it last saw.
+    let stage = status.stage.as_ref().map_or_else(String::new, |s| {
+        let left = s.deadline.map_or_else(String::new, |d| {
+            let secs = d.0.duration_since(now.0).unwrap_or_default().as_secs();
+            format!(", deadline in {}", crate::inventory::types::format_duration(Duration::from_secs(secs)))
+        });
+        let what = match (s.stage, &s.error, &s.observed) {
+            (Stage::Failed, Some(e), _) => format!(" in {}: {e}", s.failed_in.map_or("?", Stage::as_str)),
+            (_, Some(e), _) => format!(": last error: {e}"),
+            (_, None, Some(o)) => format!(": {o}"),
+            _ => String::new(),
+        };
+        format!("stage {} for {}{left}{what}\n", s.stage.as_str(), age(s.since))
+    });
     format!(
-        "cluster {}: {}{deadline}{declared}\n{}{}",
+        "cluster {}: {}{deadline}{declared}\n{stage}{}{}",
         status.cluster,
         status.phase,
         render(&["CONDITION", "STATUS", "MESSAGE"], &conditions),
@@ -208,6 +230,48 @@ pub async fn kubeconfig(client: &Client, name: &str, file: &Path, output: Output
             uploaded.user,
             uploaded.expires
         ),
+    }
+    Ok(())
+}
+
+/// `csr list NAME`: every CSR, the pending kubelet ones with slipway's verdict.
+pub async fn csrs(client: &Client, name: &str, output: Output) -> Result<(), ClientError> {
+    let path = format!("/api/v1/clusters/{}/csrs", super::encode(name));
+    let list: Vec<CsrView> = client.json(Method::GET, &path, None::<&()>).await?;
+    match output {
+        Output::Json => print_json(&list),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|c| {
+                    let signer = c.signer.trim_start_matches("kubernetes.io/").to_owned();
+                    vec![c.name.clone(), signer, c.requester.clone(), c.state.clone(), opt(c.verdict.clone())]
+                })
+                .collect();
+            crate::out!("{}", render(&["NAME", "SIGNER", "REQUESTER", "STATE", "SLIPWAY WOULD"], &rows));
+        }
+    }
+    Ok(())
+}
+
+/// `csr approve NAME CSR`: the operator approves one CSR.
+pub async fn approve_csr(client: &Client, name: &str, csr: &str, output: Output) -> Result<(), ClientError> {
+    let path = format!("/api/v1/clusters/{}/csrs/{}/approve", super::encode(name), super::encode(csr));
+    let done: CsrView = client.json(Method::POST, &path, None::<&()>).await?;
+    match output {
+        Output::Json => print_json(&done),
+        Output::Table => crate::outln!("{} approved ({} from {})", done.name, done.signer, done.requester),
+    }
+    Ok(())
+}
+
+/// `bootstrap remove NAME [--force]`: the bootstrap node leaves now.
+pub async fn remove_bootstrap(client: &Client, name: &str, force: bool, output: Output) -> Result<(), ClientError> {
+    let path = format!("/api/v1/clusters/{}/bootstrap/remove?force={force}", super::encode(name));
+    let removing: crate::api::clusters::Removing = client.json(Method::POST, &path, None::<&()>).await?;
+    match output {
+        Output::Json => print_json(&removing),
+        Output::Table => crate::outln!("removing {} (drain, shut down, delete)", removing.nodes.join(", ")),
     }
     Ok(())
 }

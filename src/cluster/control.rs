@@ -65,6 +65,9 @@ pub enum ControlError {
     Store(#[from] StoreError),
     #[error("the store task failed: {0}")]
     Task(String),
+    /// The cluster's own API did not answer as needed.
+    #[error("{0}")]
+    Upstream(String),
 }
 
 /// A definition as stored.

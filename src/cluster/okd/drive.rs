@@ -127,20 +127,11 @@ impl Driver {
 
     /// The cluster's API client, made again when the kubeconfig changed.
     async fn client(&self, clusters: &Clusters, name: &Name, zone: &str, connect: SocketAddr) -> Result<Kube, String> {
-        let (dir, key) = (clusters.store.state_dir().to_owned(), name.to_string());
-        let uploaded = tokio::task::spawn_blocking(move || crate::store::uploads::get_kubeconfig(&dir, &key))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot read the kubeconfig: {e}"))?;
-        let Some(bytes) = uploaded else {
-            return Err(format!("no admin kubeconfig uploaded (slipway cluster kubeconfig {name} -f auth/kubeconfig)"));
-        };
+        let bytes = kubeconfig(clusters, name).await?;
         if let Some((_, kube)) = lock(&self.clients).get(name).filter(|(seen, _)| *seen == bytes) {
             return Ok(kube.clone());
         }
-        let config = crate::kube::config::parse(&bytes).map_err(|e| format!("the uploaded kubeconfig: {e}"))?;
-        let kube = Kube::new(&config, &format!("https://api-int.{zone}:{API_PORT}"), Some(connect))
-            .map_err(|e| format!("the uploaded kubeconfig: {e}"))?;
+        let kube = client(&bytes, zone, connect)?;
         lock(&self.clients).insert(name.clone(), (bytes, kube.clone()));
         Ok(kube)
     }
@@ -349,13 +340,41 @@ impl Driver {
     }
 }
 
+/// The uploaded admin kubeconfig of cluster `name`.
+async fn kubeconfig(clusters: &Clusters, name: &Name) -> Result<Vec<u8>, String> {
+    let (dir, key) = (clusters.store.state_dir().to_owned(), name.to_string());
+    let uploaded = tokio::task::spawn_blocking(move || crate::store::uploads::get_kubeconfig(&dir, &key))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot read the kubeconfig: {e}"))?;
+    uploaded
+        .ok_or_else(|| format!("no admin kubeconfig uploaded (slipway cluster kubeconfig {name} -f auth/kubeconfig)"))
+}
+
+/// A client of the cluster's API at `api-int.<zone>`, reached at `connect`.
+fn client(kubeconfig: &[u8], zone: &str, connect: SocketAddr) -> Result<Kube, String> {
+    let config = crate::kube::config::parse(kubeconfig).map_err(|e| format!("the uploaded kubeconfig: {e}"))?;
+    Kube::new(&config, &format!("https://api-int.{zone}:{API_PORT}"), Some(connect))
+        .map_err(|e| format!("the uploaded kubeconfig: {e}"))
+}
+
+/// A client of an OKD cluster's API, for an operator's request.
+pub(in crate::cluster) async fn connect(
+    clusters: &Clusters,
+    definition: &crate::cluster::Definition,
+) -> Result<Kube, String> {
+    let bytes = kubeconfig(clusters, &definition.name).await?;
+    let zone = format!("{}.{}", definition.name, definition.base_domain);
+    client(&bytes, &zone, SocketAddr::from((definition.api_int_address, API_PORT)))
+}
+
 /// A Node's name without the cluster's zone (a kubelet may register by FQDN).
 fn short(name: &str) -> String {
     name.split('.').next().unwrap_or(name).to_owned()
 }
 
 /// The cluster's machines as the CSR checks see them: names, addresses, power-on.
-fn machines(clusters: &Clusters, nodes: &[NodeRecord], zone: &str) -> Vec<Machine> {
+pub(in crate::cluster) fn machines(clusters: &Clusters, nodes: &[NodeRecord], zone: &str) -> Vec<Machine> {
     let inv = clusters.store.snapshot();
     nodes
         .iter()
