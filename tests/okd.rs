@@ -385,3 +385,71 @@ fn a_kill_during_the_bootstrap_removal_and_the_approvals_converges() {
     names.dedup();
     assert_eq!((approvals.len(), names.len()), (4, 4), "each CSR approved once: {approvals:?}");
 }
+
+/// New nodes fetch the uploaded Ignition of their role: an upload made 25 h ago (its
+/// certificates expired) refuses a plan or apply that adds nodes, naming the file and its age;
+/// one made 21 h ago is a warning; `status` shows when each upload's certificates expire.
+#[test]
+fn a_stale_ignition_upload_refuses_new_nodes_with_its_age() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Config::new(dir.path())
+        .network("cluster", "lab0", "10.2.0.0/16")
+        .set("gateway", "10.2.0.1")
+        .set("domain", "lab.example")
+        .value("static_range", r#"{ start = "10.2.0.10", end = "10.2.0.99" }"#)
+        .write();
+    let daemon = support::start(&config, &[]);
+    let definition = |workers: &[&str]| {
+        let mut nodes = vec![
+            r#"{ name: bootstrap-0, role: bootstrap, mac: "52:54:00:bb:00:01" }"#.to_owned(),
+            r#"{ name: master-0, role: control-plane, mac: "52:54:00:bb:00:02" }"#.to_owned(),
+        ];
+        for (i, w) in workers.iter().enumerate() {
+            nodes.push(format!(r#"{{ name: {w}, role: worker, mac: "52:54:00:bb:01:0{i}" }}"#));
+        }
+        let text = format!(
+            "name: prod\nkind: okd\nbase_domain: lab.example\nnetwork: cluster\napi_address: 10.2.0.1\napi_int_address: 10.2.0.1\ningress_address: 10.2.0.1\nnodes: [{}]\n",
+            nodes.join(", ")
+        );
+        let file = dir.path().join("prod.yaml");
+        std::fs::write(&file, text).expect("definition");
+        file.display().to_string()
+    };
+    let (ok, _, err) = support::cli(&daemon, &["cluster", "apply", "-f", &definition(&[])]);
+    assert!(ok, "{err}");
+    let ign = r#"{"ignition":{"version":"3.2.0","config":{"merge":[{"source":"https://api-int.prod.lab.example:22623/config/worker"}]}}}"#;
+    let (status, _) = upload(&daemon, "worker", ign);
+    assert_eq!(status, 200);
+    let stored = dir.path().join("state/ignition/prod/worker.ign");
+    let hours_ago = |h: u64| std::time::SystemTime::now() - Duration::from_secs(h * 3600);
+
+    std::fs::File::options().write(true).open(&stored).expect("stored").set_modified(hours_ago(21)).expect("mtime");
+    let (ok, out, err) = support::cli(&daemon, &["cluster", "plan", "-f", &definition(&["worker-0"])]);
+    assert!(ok, "{err}");
+    assert!(out.contains("ignition/worker.ign was made 21 h ago: its certificates expire in"), "{out}");
+
+    std::fs::File::options().write(true).open(&stored).expect("stored").set_modified(hours_ago(25)).expect("mtime");
+    let (ok, _, err) = support::cli(&daemon, &["cluster", "apply", "-f", &definition(&["worker-0"])]);
+    assert!(!ok, "refused");
+    assert!(err.contains("ignition/worker.ign = made 25 h ago") && err.contains("create ignition-configs"), "{err}");
+    let (_, shown, _) = support::cli(&daemon, &["cluster", "status", "prod"]);
+    assert!(shown.contains("ignition: worker made 1day 1h ago (certificates expired)"), "{shown}");
+    let (ok, _, err) = support::cli(&daemon, &["cluster", "apply", "-f", &definition(&[])]);
+    assert!(ok, "no new node, nothing fetches it: {err}");
+    daemon.stop(Duration::from_secs(10));
+}
+
+/// `PUT /api/v1/clusters/prod/ignition/{role}`: (status, body).
+fn upload(daemon: &support::Daemon, role: &str, body: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let response = support::http()
+            .put(daemon.url(&format!("/api/v1/clusters/prod/ignition/{role}")))
+            .bearer_auth(support::TOKEN)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("upload");
+        (response.status().as_u16(), response.text().await.unwrap_or_default())
+    })
+}

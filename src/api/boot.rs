@@ -80,6 +80,8 @@ pub const MAX_IGNITION: usize = 32 << 20;
 /// Upload `openshift-install`'s Ignition config for a role of an OKD cluster (`bootstrap`,
 /// `master`, `worker`). It is checked against its Ignition spec, stored with mode 0600, and
 /// served (with slipway's hostname and phone-home added) to that cluster's nodes of that role.
+/// One whose short-lived certificates have expired is refused; its age counts from when they
+/// were made.
 #[utoipa::path(put, path = "/api/v1/clusters/{name}/ignition/{role}", tag = "boot",
     params(("name" = String, Path), ("role" = String, Path, description = "bootstrap, master or worker")),
     request_body(content = String, content_type = "application/vnd.coreos.ignition+json"),
@@ -110,10 +112,23 @@ pub async fn put_ignition(
         }
     };
     let version = crate::boot::ignition::check_upload(&body).map_err(|e| ApiError::bad("body", e.to_string()))?;
+    // Its short-lived certificates date it: one that has expired serves no node.
+    let validity = serde_json::from_slice(&body).ok().and_then(|v| crate::boot::ignition::certs::short_lived(&v));
+    if let Some(v) = validity.filter(|v| v.expires <= std::time::SystemTime::now()) {
+        let age = v.made.elapsed().unwrap_or_default().as_secs() / 3600;
+        return Err(ApiError::bad(
+            "body",
+            format!(
+                "body: its certificates expired at {} (made {age} h ago; the installer's expire after 24 h): run openshift-install create ignition-configs again and upload that",
+                humantime::format_rfc3339_seconds(v.expires)
+            ),
+        ));
+    }
+    let made = validity.map(|v| v.made);
     let dir = s.store.state_dir().to_owned();
     let (cluster_name, bytes) = (cluster.name.clone(), body.len() as u64);
     let key = cluster_name.to_string();
-    tokio::task::spawn_blocking(move || crate::store::uploads::put(&dir, &key, role, &body))
+    tokio::task::spawn_blocking(move || crate::store::uploads::put(&dir, &key, role, &body, made))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::Internal(format!("cannot store the Ignition config: {e}")))?;

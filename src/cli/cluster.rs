@@ -195,6 +195,24 @@ fn table(status: &Status, now: Timestamp) -> String {
         };
         format!("stage {} for {}{left}{what}\n", s.stage.as_str(), age(s.since))
     });
+    // OKD: how long the uploaded Ignition configs are good for.
+    let ignition: Vec<String> = status
+        .ignition
+        .iter()
+        .map(|i| {
+            let left = i.expires.0.duration_since(now.0).map_or_else(
+                |_| "certificates expired".to_owned(),
+                |d| {
+                    format!(
+                        "certificates expire in {}",
+                        crate::inventory::types::format_duration(Duration::from_secs(d.as_secs()))
+                    )
+                },
+            );
+            format!("{} made {} ago ({left})", i.role, age(i.made))
+        })
+        .collect();
+    let stage = if ignition.is_empty() { stage } else { format!("{stage}ignition: {}\n", ignition.join("; ")) };
     format!(
         "cluster {}: {}{deadline}{declared}\n{stage}{}{}",
         status.cluster,

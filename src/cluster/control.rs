@@ -70,6 +70,10 @@ pub enum ControlError {
     Upstream(String),
 }
 
+/// How long an `openshift-install` config is good for, and when it is worth a warning.
+const IGNITION_LIFE: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+const IGNITION_WARN: std::time::Duration = std::time::Duration::from_secs(20 * 60 * 60);
+
 /// A definition as stored.
 #[derive(Clone, Debug, PartialEq, serde::Deserialize, Serialize)]
 pub struct Stored {
@@ -117,10 +121,24 @@ pub struct Status {
     /// OKD: the cluster's stage once its bootstrap node runs, and what it waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<StageStatus>,
+    /// OKD: the uploaded Ignition configs, when each was made and when its certificates expire.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignition: Vec<IgnitionStatus>,
     /// The health checks' latest results.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckResult>,
     pub nodes: Vec<NodeStatus>,
+}
+
+/// An uploaded `openshift-install` config, as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct IgnitionStatus {
+    /// `bootstrap`, `master` or `worker`.
+    pub role: String,
+    /// When it was made (its certificates' start), else when it was uploaded.
+    pub made: Timestamp,
+    /// When its certificates expire (24 h after it was made).
+    pub expires: Timestamp,
 }
 
 /// An OKD cluster's stage, as `status` shows it.
@@ -221,7 +239,50 @@ impl Clusters {
         let definition = &self.without_finished_bootstrap(definition).await?;
         let mut plan = plan(definition, &self.store.snapshot(), &facts).map_err(ControlError::Invalid)?;
         plan.warnings = warnings;
+        if definition.kind == crate::inventory::ClusterKind::Okd {
+            let stale = self.ignition_age(definition, &plan).await?;
+            plan.warnings.extend(stale);
+        }
         Ok(plan)
+    }
+
+    /// New OKD nodes fetch the uploaded Ignition of their role: one made more than 24 h ago
+    /// (its certificates expired) refuses the plan, one past 20 h is a warning.
+    async fn ignition_age(&self, definition: &Definition, plan: &Plan) -> Result<Vec<String>, ControlError> {
+        let mut roles: Vec<crate::inventory::Role> = Vec::new();
+        for (p, _) in plan.nodes.iter().zip(&plan.changes).filter(|(_, c)| c.action == Action::Create) {
+            let file = |r: crate::inventory::Role| crate::store::uploads::okd_name(r);
+            if let Some(role) = p.node.role.filter(|r| !roles.iter().any(|k| file(*k) == file(*r))) {
+                roles.push(role);
+            }
+        }
+        let (dir, key) = (self.store.state_dir().to_owned(), definition.name.to_string());
+        let made = tokio::task::spawn_blocking(move || {
+            roles
+                .into_iter()
+                .map(|role| Ok((role, crate::store::uploads::made(&dir, &key, role)?)))
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| ControlError::Task(e.to_string()))?
+        .map_err(|e| ControlError::Task(format!("cannot read the uploaded Ignition: {e}")))?;
+        let (mut problems, mut warnings) = (Vec::new(), Vec::new());
+        for (role, made) in made {
+            let Some(age) = made.and_then(|m| m.elapsed().ok()) else { continue };
+            let (hours, file) =
+                (age.as_secs() / 3600, format!("ignition/{}.ign", crate::store::uploads::okd_name(role)));
+            if age > IGNITION_LIFE {
+                problems.push(Problem {
+                    field: file,
+                    value: format!("made {hours} h ago"),
+                    message: "its certificates expire 24 h after openshift-install made them: run create ignition-configs again and upload before new nodes boot".into(),
+                });
+            } else if age > IGNITION_WARN {
+                let left = IGNITION_LIFE.saturating_sub(age).as_secs() / 60;
+                warnings.push(format!("{file} was made {hours} h ago: its certificates expire in {left} min; new nodes must have joined by then"));
+            }
+        }
+        if problems.is_empty() { Ok(warnings) } else { Err(ControlError::Invalid(problems)) }
     }
 
     /// `definition` with its bootstrap groups at count 0 once the cluster's bootstrap node has
@@ -571,10 +632,31 @@ impl Clusters {
         let checks = lock(&self.health).get(&stored.definition.name).cloned().unwrap_or_default();
         let mut conditions = conditions(&reached, stored.definition.validation.health_checks.len(), &checks);
         let mut phase = cluster_phase(&phases).to_owned();
+        let mut ignition = Vec::new();
         if stored.definition.kind == crate::inventory::ClusterKind::Okd {
+            use crate::inventory::Role;
+            let (dir, key) = (self.store.state_dir().to_owned(), cluster.to_owned());
+            let made = tokio::task::spawn_blocking(move || {
+                [Role::Bootstrap, Role::ControlPlane, Role::Worker]
+                    .map(|role| (role, crate::store::uploads::made(&dir, &key, role).ok().flatten()))
+            })
+            .await
+            .map_err(|e| ControlError::Task(e.to_string()))?;
+            for (role, made) in made {
+                if let Some(made) = made {
+                    let expires = Timestamp(made + IGNITION_LIFE);
+                    let role = crate::store::uploads::okd_name(role).to_owned();
+                    ignition.push(IgnitionStatus { role, made: Timestamp(made), expires });
+                }
+            }
             conditions.extend(super::okd::stage::conditions(record.as_ref()));
-            if let Some(r) = record.as_ref().filter(|_| phase != "failed" && phase != "removing") {
-                phase = r.stage.as_str().to_owned();
+            if phase != "failed" && phase != "removing" && phase != "empty" {
+                // Its stage once the bootstrap node runs; before, provisioning or booting.
+                phase = match &record {
+                    Some(r) => r.stage.as_str().to_owned(),
+                    None if phases.iter().any(|p| *p < Phase::Created) => "provisioning".to_owned(),
+                    None => "booting".to_owned(),
+                };
             }
         }
         Ok(Status {
@@ -584,6 +666,7 @@ impl Clusters {
             declared: stored.declared,
             deadline: stored.deadline(),
             conditions,
+            ignition,
             stage: record.map(|r| StageStatus {
                 stage: r.stage,
                 since: r.since,

@@ -28,9 +28,24 @@ fn kubeconfig_path(state_dir: &Path, cluster: &str) -> PathBuf {
     state_dir.join("ignition").join(cluster).join("auth").join("kubeconfig")
 }
 
-/// Stores `body` as the cluster's config for `role`.
-pub fn put(state_dir: &Path, cluster: &str, role: Role, body: &[u8]) -> std::io::Result<()> {
-    write_private(state_dir, &path(state_dir, cluster, role), body)
+/// Stores `body` as the cluster's config for `role`; its modification time is when it was
+/// made (`made`, from its certificates) or else now: the age a stale config is refused by.
+pub fn put(state_dir: &Path, cluster: &str, role: Role, body: &[u8], made: Option<SystemTime>) -> std::io::Result<()> {
+    let target = path(state_dir, cluster, role);
+    write_private(state_dir, &target, body)?;
+    if let Some(made) = made {
+        std::fs::File::options().write(true).open(&target)?.set_modified(made)?;
+    }
+    Ok(())
+}
+
+/// When the cluster's config for `role` was made (its modification time), if there is one.
+pub fn made(state_dir: &Path, cluster: &str, role: Role) -> std::io::Result<Option<SystemTime>> {
+    match std::fs::metadata(path(state_dir, cluster, role)) {
+        Ok(meta) => Ok(Some(meta.modified()?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Removes the cluster's config for `role` (the bootstrap node's, once it is gone).
@@ -86,7 +101,10 @@ mod tests {
     #[test]
     fn uploads_are_private_files_per_cluster_and_role() {
         let dir = tempfile::tempdir().expect("tempdir");
-        put(dir.path(), "prod", Role::ControlPlane, b"{}").expect("put");
+        put(dir.path(), "prod", Role::ControlPlane, b"{}", None).expect("put");
+        let day_ago = SystemTime::now() - std::time::Duration::from_secs(86400);
+        put(dir.path(), "dated", Role::Bootstrap, b"{}", Some(day_ago)).expect("put");
+        assert_eq!(made(dir.path(), "dated", Role::Bootstrap).expect("made"), Some(day_ago));
         let file = dir.path().join("ignition/prod/master.ign");
         assert_eq!(std::fs::metadata(&file).expect("file").permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::metadata(file.parent().expect("dir")).expect("dir").permissions().mode() & 0o777, 0o700);

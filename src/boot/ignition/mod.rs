@@ -5,6 +5,7 @@
 //! `core`'s own, and a path or a unit the base already defines is the base's (the addition is
 //! left out and reported). Every document is checked (`check`) before it may be served. Pure.
 
+pub mod certs;
 mod check;
 
 use std::collections::BTreeMap;
