@@ -386,9 +386,10 @@ fn a_kill_during_the_bootstrap_removal_and_the_approvals_converges() {
     assert_eq!((approvals.len(), names.len()), (4, 4), "each CSR approved once: {approvals:?}");
 }
 
-/// New nodes fetch the uploaded Ignition of their role: an upload made 25 h ago (its
-/// certificates expired) refuses a plan or apply that adds nodes, naming the file and its age;
-/// one made 21 h ago is a warning; `status` shows when each upload's certificates expire.
+/// New nodes fetch the uploaded Ignition of their role. A bootstrap.ign dated 25 h ago by its
+/// one-day certificates (the installer's kubelet-signer) refuses a plan or apply that adds a
+/// bootstrap node, naming the file and its age; 21 h ago is a warning; `status` shows when the
+/// certificates expire. A worker pointer config (no short-lived certificate) stays usable.
 #[test]
 fn a_stale_ignition_upload_refuses_new_nodes_with_its_age() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -399,9 +400,9 @@ fn a_stale_ignition_upload_refuses_new_nodes_with_its_age() {
         .value("static_range", r#"{ start = "10.2.0.10", end = "10.2.0.99" }"#)
         .write();
     let daemon = support::start(&config, &[]);
-    let definition = |workers: &[&str]| {
+    let definition = |bootstrap: &str, workers: &[&str]| {
         let mut nodes = vec![
-            r#"{ name: bootstrap-0, role: bootstrap, mac: "52:54:00:bb:00:01" }"#.to_owned(),
+            format!(r#"{{ name: {bootstrap}, role: bootstrap, mac: "52:54:00:bb:00:01" }}"#),
             r#"{ name: master-0, role: control-plane, mac: "52:54:00:bb:00:02" }"#.to_owned(),
         ];
         for (i, w) in workers.iter().enumerate() {
@@ -415,27 +416,40 @@ fn a_stale_ignition_upload_refuses_new_nodes_with_its_age() {
         std::fs::write(&file, text).expect("definition");
         file.display().to_string()
     };
-    let (ok, _, err) = support::cli(&daemon, &["cluster", "apply", "-f", &definition(&[])]);
+    let (ok, _, err) = support::cli(&daemon, &["cluster", "apply", "-f", &definition("bootstrap-0", &[])]);
     assert!(ok, "{err}");
-    let ign = r#"{"ignition":{"version":"3.2.0","config":{"merge":[{"source":"https://api-int.prod.lab.example:22623/config/worker"}]}}}"#;
-    let (status, _) = upload(&daemon, "worker", ign);
-    assert_eq!(status, 200);
-    let stored = dir.path().join("state/ignition/prod/worker.ign");
-    let hours_ago = |h: u64| std::time::SystemTime::now() - Duration::from_secs(h * 3600);
+    // bootstrap.ign with a one-day signer made now, as the installer writes it.
+    let ca = crate::pki::ca(dir.path(), "kubelet-signer", "/OU=openshift/CN=kubelet-signer");
+    let pem = std::fs::read(&ca.0).expect("pem");
+    use base64::Engine as _;
+    let source =
+        format!("data:text/plain;charset=utf-8;base64,{}", base64::engine::general_purpose::STANDARD.encode(pem));
+    let bootstrap = serde_json::json!({ "ignition": { "version": "3.2.0" }, "storage": { "files": [
+        { "path": "/opt/openshift/tls/kubelet-signer.crt", "mode": 420, "contents": { "source": source } }] } });
+    assert_eq!(upload(&daemon, "bootstrap", &bootstrap.to_string()).0, 200);
+    let pointer = r#"{"ignition":{"version":"3.2.0","config":{"merge":[{"source":"https://api-int.prod.lab.example:22623/config/worker"}]}}}"#;
+    assert_eq!(upload(&daemon, "worker", pointer).0, 200);
+    let stored = |role: &str| dir.path().join(format!("state/ignition/prod/{role}.ign"));
+    let date = |role: &str, hours: u64| {
+        let at = std::time::SystemTime::now() - Duration::from_secs(hours * 3600);
+        std::fs::File::options().write(true).open(stored(role)).expect("stored").set_modified(at).expect("mtime");
+    };
+    date("worker", 400);
 
-    std::fs::File::options().write(true).open(&stored).expect("stored").set_modified(hours_ago(21)).expect("mtime");
-    let (ok, out, err) = support::cli(&daemon, &["cluster", "plan", "-f", &definition(&["worker-0"])]);
+    date("bootstrap", 21);
+    let (ok, out, err) = support::cli(&daemon, &["cluster", "plan", "-f", &definition("bootstrap-1", &["worker-0"])]);
     assert!(ok, "{err}");
-    assert!(out.contains("ignition/worker.ign was made 21 h ago: its certificates expire in"), "{out}");
+    assert!(out.contains("ignition/bootstrap.ign was made 21 h ago: its certificates expire in"), "{out}");
+    assert!(!out.contains("worker.ign"), "a pointer config has no short-lived certificate: {out}");
 
-    std::fs::File::options().write(true).open(&stored).expect("stored").set_modified(hours_ago(25)).expect("mtime");
-    let (ok, _, err) = support::cli(&daemon, &["cluster", "apply", "-f", &definition(&["worker-0"])]);
+    date("bootstrap", 25);
+    let (ok, _, err) = support::cli(&daemon, &["cluster", "apply", "-f", &definition("bootstrap-1", &[])]);
     assert!(!ok, "refused");
-    assert!(err.contains("ignition/worker.ign = made 25 h ago") && err.contains("create ignition-configs"), "{err}");
+    assert!(err.contains("ignition/bootstrap.ign = made 25 h ago") && err.contains("create ignition-configs"), "{err}");
     let (_, shown, _) = support::cli(&daemon, &["cluster", "status", "prod"]);
-    assert!(shown.contains("ignition: worker made 1day 1h ago (certificates expired)"), "{shown}");
-    let (ok, _, err) = support::cli(&daemon, &["cluster", "apply", "-f", &definition(&[])]);
-    assert!(ok, "no new node, nothing fetches it: {err}");
+    assert!(shown.contains("ignition: bootstrap made 1day 1h ago (certificates expired)"), "{shown}");
+    let (ok, _, err) = support::cli(&daemon, &["cluster", "apply", "-f", &definition("bootstrap-0", &["worker-0"])]);
+    assert!(ok, "no new bootstrap node, nothing fetches it; a new worker is fine: {err}");
     daemon.stop(Duration::from_secs(10));
 }
 

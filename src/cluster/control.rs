@@ -70,6 +70,19 @@ pub enum ControlError {
     Upstream(String),
 }
 
+/// When the uploaded config for `role` was made, if it carries the installer's short-lived
+/// certificates (bootstrap.ign does; the master and worker pointer configs carry only the
+/// long-lived root CA and stay usable): its stored date, set from them at upload.
+fn dated(
+    state_dir: &std::path::Path,
+    cluster: &str,
+    role: crate::inventory::Role,
+) -> std::io::Result<Option<std::time::SystemTime>> {
+    let Some((text, made)) = crate::store::uploads::get(state_dir, cluster, role)? else { return Ok(None) };
+    let config: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    Ok(crate::boot::ignition::certs::short_lived(&config).map(|_| made))
+}
+
 /// How long an `openshift-install` config is good for, and when it is worth a warning.
 const IGNITION_LIFE: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 const IGNITION_WARN: std::time::Duration = std::time::Duration::from_secs(20 * 60 * 60);
@@ -246,8 +259,9 @@ impl Clusters {
         Ok(plan)
     }
 
-    /// New OKD nodes fetch the uploaded Ignition of their role: one made more than 24 h ago
-    /// (its certificates expired) refuses the plan, one past 20 h is a warning.
+    /// New OKD nodes fetch the uploaded Ignition of their role: one whose short-lived
+    /// certificates were made more than 24 h ago (expired) refuses the plan, past 20 h it is a
+    /// warning.
     async fn ignition_age(&self, definition: &Definition, plan: &Plan) -> Result<Vec<String>, ControlError> {
         let mut roles: Vec<crate::inventory::Role> = Vec::new();
         for (p, _) in plan.nodes.iter().zip(&plan.changes).filter(|(_, c)| c.action == Action::Create) {
@@ -258,10 +272,7 @@ impl Clusters {
         }
         let (dir, key) = (self.store.state_dir().to_owned(), definition.name.to_string());
         let made = tokio::task::spawn_blocking(move || {
-            roles
-                .into_iter()
-                .map(|role| Ok((role, crate::store::uploads::made(&dir, &key, role)?)))
-                .collect::<std::io::Result<Vec<_>>>()
+            roles.into_iter().map(|role| Ok((role, dated(&dir, &key, role)?))).collect::<std::io::Result<Vec<_>>>()
         })
         .await
         .map_err(|e| ControlError::Task(e.to_string()))?
@@ -285,15 +296,25 @@ impl Clusters {
         if problems.is_empty() { Ok(warnings) } else { Err(ControlError::Invalid(problems)) }
     }
 
-    /// `definition` with its bootstrap groups at count 0 once the cluster's bootstrap node has
-    /// done its job (removed, or kept by `cleanup_after_boot = false`): it is not made again.
+    /// `definition` with its bootstrap groups cut to the bootstrap nodes that still exist once
+    /// the cluster's bootstrap has done its job (its removal started, or it was kept by
+    /// `cleanup_after_boot = false`): a removed one is not made again, a kept one stays.
     async fn without_finished_bootstrap(&self, definition: &Definition) -> Result<Definition, ControlError> {
         let (store, key) = (self.store.clone(), definition.name.to_string());
         let record: Option<ClusterRecord> = blocking(move || store.record(Records::Lifecycle, &key)).await?;
         let mut definition = definition.clone();
-        if record.is_some_and(|r| r.bootstrap_done) {
+        let done =
+            record.is_some_and(|r| r.bootstrap_done || r.failed_in.unwrap_or(r.stage) >= Stage::RemovingBootstrap);
+        if done {
+            let inv = self.store.snapshot();
             for g in definition.node_groups.iter_mut().filter(|g| g.role == crate::inventory::Role::Bootstrap) {
-                g.count = 0;
+                let prefix = format!("{}-", g.name);
+                let left = inv
+                    .nodes
+                    .values()
+                    .filter(|n| n.cluster.as_ref() == Some(&definition.name) && n.name.as_str().starts_with(&prefix))
+                    .count();
+                g.count = u32::try_from(left).unwrap_or(0).min(g.count);
             }
         }
         Ok(definition)
@@ -536,18 +557,12 @@ impl Clusters {
         limits: Limits,
     ) -> Result<bool, ControlError> {
         let _one_at_a_time = self.apply.lock().await;
-        let key = next.cluster.to_string();
-        let (store, k) = (self.store.clone(), key.clone());
-        let stored: Option<ClusterRecord> = blocking(move || store.record(Records::Lifecycle, &k)).await?;
-        if stored.as_ref() != Some(current) {
-            return Ok(false);
-        }
         let mut ops = Vec::new();
         self.retire(leaving, &mut ops);
-        let records = vec![RecordWrite::put(Records::Lifecycle, key, next)];
+        let records = vec![RecordWrite::put(Records::Lifecycle, next.cluster.as_str(), next)];
         let retiring = Retiring { cluster: next.cluster.clone(), nodes: leaving.to_vec(), keep_vms: false, limits };
-        self.commit(ops, records, retiring).await?;
-        Ok(true)
+        // Compared and written under the records lock: the engine's own save cannot come between.
+        self.commit_if(ops, records, retiring, Some(current.clone())).await
     }
 
     /// Marks `leaving` retiring in the inventory; `commit` moves each to Draining.
@@ -578,10 +593,28 @@ impl Clusters {
     /// moment, under the records lock: a step the engine stored since they were read is not
     /// overwritten by an older copy.
     async fn commit(&self, ops: Vec<Op>, records: Vec<RecordWrite>, retiring: Retiring) -> Result<(), ControlError> {
+        self.commit_if(ops, records, retiring, None).await.map(drop)
+    }
+
+    /// `commit`, done only if the cluster's lifecycle record is still `expected` (when given);
+    /// `false` when it was not.
+    async fn commit_if(
+        &self,
+        ops: Vec<Op>,
+        records: Vec<RecordWrite>,
+        retiring: Retiring,
+        expected: Option<ClusterRecord>,
+    ) -> Result<bool, ControlError> {
         let (store, lock) = (self.store.clone(), self.records.clone());
         let cluster = retiring.cluster.clone();
-        let ((inv, outcomes), drained) = blocking(move || {
+        let done = blocking(move || {
             let _records = lock.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(expected) = expected {
+                let key = expected.cluster.to_string();
+                if store.record::<ClusterRecord>(Records::Lifecycle, &key)?.as_ref() != Some(&expected) {
+                    return Ok(None);
+                }
+            }
             let mut records = records;
             let mut drained = Vec::new();
             for name in &retiring.nodes {
@@ -592,9 +625,10 @@ impl Clusters {
                     drained.push((name.clone(), from));
                 }
             }
-            Ok((store.apply_with(&ops, &records)?, drained))
+            Ok(Some((store.apply_with(&ops, &records)?, drained)))
         })
         .await?;
+        let Some(((inv, outcomes), drained)) = done else { return Ok(false) };
         self.events.inventory_changed(Source::Cluster, &inv, &outcomes);
         for (node, from) in drained {
             let details = EventKind::NodePhase {
@@ -605,7 +639,7 @@ impl Clusters {
             };
             self.events.append(Source::Cluster, Subject { node: Some(node), mac: None }, details);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The definition and its nodes' phases.
@@ -638,7 +672,7 @@ impl Clusters {
             let (dir, key) = (self.store.state_dir().to_owned(), cluster.to_owned());
             let made = tokio::task::spawn_blocking(move || {
                 [Role::Bootstrap, Role::ControlPlane, Role::Worker]
-                    .map(|role| (role, crate::store::uploads::made(&dir, &key, role).ok().flatten()))
+                    .map(|role| (role, dated(&dir, &key, role).ok().flatten()))
             })
             .await
             .map_err(|e| ControlError::Task(e.to_string()))?;
@@ -703,6 +737,9 @@ impl Clusters {
             let stored = store.record::<Stored>(Records::Definitions, &name)?;
             let exists = stored.is_some();
             let now = Timestamp::now();
+            let limits = stored.as_ref().map_or(super::okd::stage::StageLimits::DEFAULT, |s| {
+                super::okd::stage::StageLimits::from(&s.definition.validation.phases)
+            });
             let mut writes = Vec::new();
             // The cluster's own timeout starts again too.
             if let Some(mut stored) = stored.filter(|s| s.definition.validation.timeout.is_some()) {
@@ -711,7 +748,7 @@ impl Clusters {
             }
             let mut resumed = Vec::new();
             // An OKD cluster failed in a stage resumes it.
-            let stage = store.record::<ClusterRecord>(Records::Lifecycle, &name)?.and_then(|r| r.retried(now));
+            let stage = store.record::<ClusterRecord>(Records::Lifecycle, &name)?.and_then(|r| r.retried(limits, now));
             if let Some(next) = &stage {
                 writes.push(RecordWrite::put(Records::Lifecycle, name.as_str(), next));
             }

@@ -168,6 +168,15 @@ struct Worker {
     stepping: Mutex<HashSet<Name>>,
 }
 
+/// Takes a name out of a busy set when dropped: a step that panics frees its node or cluster.
+struct Release<'a>(&'a Mutex<HashSet<Name>>, Name);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        lock(self.0).remove(&self.1);
+    }
+}
+
 async fn sleep_until(due: Option<tokio::time::Instant>) {
     match due {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -224,6 +233,13 @@ impl Worker {
         })
         .await?;
         for (cluster, (inv, outcomes)) in done {
+            // Its uploads (Ignition, the admin kubeconfig) go with it.
+            let (dir, key) = (self.clusters.store.state_dir().to_owned(), cluster.to_string());
+            if let Ok(Err(e)) =
+                tokio::task::spawn_blocking(move || crate::store::uploads::remove_cluster(&dir, &key)).await
+            {
+                tracing::warn!(%cluster, error = %e, "cannot remove the cluster's uploads");
+            }
             tracing::info!(%cluster, "cluster deleted");
             let details = EventKind::ClusterPhase { cluster, phase: "deleted".into() };
             self.clusters.events.append(Source::Cluster, Subject::default(), details);
@@ -295,10 +311,11 @@ impl Worker {
             let span = tracing::info_span!("okd", cluster = %cluster);
             steps.spawn(
                 async move {
+                    // Released however the step ends (a panic included).
+                    let _release = Release(&worker.stepping, cluster.clone());
                     if let Err(e) = worker.okd.step(&worker.clusters, &stored, &nodes).await {
                         tracing::warn!(error = %e, "OKD stage step failed");
                     }
-                    lock(&worker.stepping).remove(&cluster);
                 }
                 .instrument(span),
             );
@@ -311,11 +328,10 @@ impl Worker {
             let worker = self.clone();
             steps.spawn(
                 async move {
-                    let node = record.node.clone();
+                    let _release = Release(&worker.busy, record.node.clone());
                     if let Err(e) = worker.step(record).await {
                         tracing::warn!(error = %e, "provisioning step failed");
                     }
-                    lock(&worker.busy).remove(&node);
                 }
                 .instrument(span),
             );

@@ -18,6 +18,8 @@ pub use config::{ConfigError, Kubeconfig};
 /// How long one request may take (the installer asks `/version?timeout=32s`; slipway polls).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest answer read.
+const MAX_ANSWER: usize = 64 << 20;
 
 /// One Kubernetes API server, as one identity.
 #[derive(Clone, Debug)]
@@ -108,9 +110,17 @@ impl Kube {
 
     async fn send<T: DeserializeOwned>(&self, path: &str, request: reqwest::RequestBuilder) -> Result<T, KubeError> {
         let url = format!("{}{path}", self.base);
-        let response = request.send().await.map_err(|e| unreachable(&url, &e))?;
+        let mut response = request.send().await.map_err(|e| unreachable(&url, &e))?;
         let code = response.status();
-        let bytes = response.bytes().await.map_err(|e| unreachable(&url, &e))?;
+        // Read at most MAX_ANSWER: a list of CSRs or nodes is far smaller.
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| unreachable(&url, &e))? {
+            if bytes.len() + chunk.len() > MAX_ANSWER {
+                let message = format!("the answer is larger than {} MiB", MAX_ANSWER >> 20);
+                return Err(KubeError::Decode { path: path.to_owned(), message });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         if code.is_success() {
             return serde_json::from_slice(&bytes)
                 .map_err(|e| KubeError::Decode { path: path.to_owned(), message: e.to_string() });

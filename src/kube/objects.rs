@@ -150,20 +150,24 @@ pub fn approval_path(name: &str) -> String {
 /// certificate approve` sends it.
 pub fn approved(csr: &serde_json::Value, message: &str, now: &str) -> serde_json::Value {
     let mut body = csr.clone();
-    // Items of a list come without these; the PUT carries them as kubectl's does.
-    body["apiVersion"] = serde_json::json!("certificates.k8s.io/v1");
-    body["kind"] = serde_json::json!("CertificateSigningRequest");
     let condition = serde_json::json!({
         "type": "Approved", "status": "True", "reason": "SlipwayApprove", "message": message,
         "lastUpdateTime": now, "lastTransitionTime": now,
     });
-    match body.pointer_mut("/status/conditions").and_then(serde_json::Value::as_array_mut) {
-        Some(conditions) => conditions.push(condition),
-        None => {
-            if let Some(object) = body.as_object_mut() {
-                let status = object.entry("status").or_insert_with(|| serde_json::json!({}));
-                status["conditions"] = serde_json::json!([condition]);
-            }
+    // (Whatever the API sent: no indexing that could panic on an odd shape.)
+    let Some(object) = body.as_object_mut() else { return body };
+    // Items of a list come without these; the PUT carries them as kubectl's does.
+    object.insert("apiVersion".into(), "certificates.k8s.io/v1".into());
+    object.insert("kind".into(), "CertificateSigningRequest".into());
+    let status = object.entry("status").or_insert_with(|| serde_json::json!({}));
+    if !status.is_object() {
+        *status = serde_json::json!({});
+    }
+    if let Some(status) = status.as_object_mut() {
+        let conditions = status.entry("conditions").or_insert_with(|| serde_json::json!([]));
+        match conditions.as_array_mut() {
+            Some(list) => list.push(condition),
+            None => *conditions = serde_json::json!([condition]),
         }
     }
     body
@@ -184,5 +188,8 @@ mod tests {
         assert_eq!(twice["status"]["conditions"].as_array().map(Vec::len), Some(2));
         let parsed: Csr = serde_json::from_value(body).expect("csr");
         assert!(!parsed.pending());
+        let odd = approved(&serde_json::json!({ "metadata": {}, "status": "weird" }), "m", "t");
+        assert_eq!(odd["status"]["conditions"][0]["type"], "Approved", "an odd status is replaced, not a panic");
+        assert_eq!(approved(&serde_json::json!("not an object"), "m", "t"), serde_json::json!("not an object"));
     }
 }

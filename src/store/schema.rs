@@ -10,7 +10,9 @@
 //!   reads as a row of one, so nothing is rewritten; an older slipway could not read the rows.
 //! - 5: definitions (cluster name -> its definition, JSON) and phases (node name -> its
 //!   provisioning phase, JSON), written by the cluster engine through `records`.
-//! - 6: lifecycle (cluster name -> its cluster-level lifecycle record, JSON: OKD's stages).
+//! - 6: lifecycle (cluster name -> its cluster-level lifecycle record, JSON: OKD's stages);
+//!   stored definitions' bootstrap groups lose the `cleanup_after_boot: false` version 5 wrote
+//!   for every group (it now means "keep the bootstrap VM").
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
@@ -73,9 +75,43 @@ fn add_cluster_records(txn: &WriteTransaction) -> Result<(), redb::Error> {
     Ok(())
 }
 
+/// The lifecycle table; and stored definitions lose the `cleanup_after_boot: false` that
+/// version 5 wrote for every group: on a bootstrap group it now keeps the bootstrap VM, which
+/// nobody asked for then.
 fn add_lifecycle(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(LIFECYCLE)?;
+    let mut definitions = txn.open_table(DEFINITIONS)?;
+    let mut rewritten = Vec::new();
+    for row in definitions.iter()? {
+        let (key, value) = row?;
+        let Ok(mut stored) = serde_json::from_slice::<serde_json::Value>(value.value()) else { continue };
+        if drop_bootstrap_keep(&mut stored) {
+            rewritten.push((key.value().to_owned(), serde_json::to_vec(&stored).unwrap_or_default()));
+        }
+    }
+    for (key, value) in rewritten {
+        definitions.insert(key.as_str(), value.as_slice())?;
+    }
     Ok(())
+}
+
+/// Removes `lifecycle.cleanup_after_boot: false` from the bootstrap groups of a stored
+/// definition (`{"definition": {"node_groups": [...]}, ...}`); whether it changed.
+fn drop_bootstrap_keep(stored: &mut serde_json::Value) -> bool {
+    let mut changed = false;
+    let groups = stored.pointer_mut("/definition/node_groups").and_then(serde_json::Value::as_array_mut);
+    for group in groups.into_iter().flatten() {
+        if group["role"] != "bootstrap" {
+            continue;
+        }
+        if let Some(lifecycle) = group.get_mut("lifecycle").and_then(serde_json::Value::as_object_mut)
+            && lifecycle.get("cleanup_after_boot") == Some(&serde_json::Value::Bool(false))
+        {
+            lifecycle.remove("cleanup_after_boot");
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// Version-3 event rows already are rows of one event.
@@ -96,4 +132,19 @@ pub fn migrate(txn: &WriteTransaction, from: u64) -> Result<(), redb::Error> {
     }
     txn.open_table(META)?.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn version_5s_default_false_leaves_bootstrap_groups_only() {
+        let mut stored = serde_json::json!({ "definition": { "node_groups": [
+            { "name": "bootstrap", "role": "bootstrap", "lifecycle": { "temporary": false, "cleanup_after_boot": false } },
+            { "name": "worker", "role": "worker", "lifecycle": { "temporary": false, "cleanup_after_boot": false } },
+        ] } });
+        assert!(super::drop_bootstrap_keep(&mut stored));
+        assert_eq!(stored["definition"]["node_groups"][0]["lifecycle"], serde_json::json!({ "temporary": false }));
+        assert_eq!(stored["definition"]["node_groups"][1]["lifecycle"]["cleanup_after_boot"], false);
+        assert!(!super::drop_bootstrap_keep(&mut stored), "once");
+    }
 }

@@ -31,12 +31,15 @@ fn kubeconfig_path(state_dir: &Path, cluster: &str) -> PathBuf {
 /// Stores `body` as the cluster's config for `role`; its modification time is when it was
 /// made (`made`, from its certificates) or else now: the age a stale config is refused by.
 pub fn put(state_dir: &Path, cluster: &str, role: Role, body: &[u8], made: Option<SystemTime>) -> std::io::Result<()> {
-    let target = path(state_dir, cluster, role);
-    write_private(state_dir, &target, body)?;
-    if let Some(made) = made {
-        std::fs::File::options().write(true).open(&target)?.set_modified(made)?;
+    write_private(state_dir, &path(state_dir, cluster, role), body, made)
+}
+
+/// Removes everything uploaded for the cluster (once it is deleted).
+pub fn remove_cluster(state_dir: &Path, cluster: &str) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(state_dir.join("ignition").join(cluster)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// When the cluster's config for `role` was made (its modification time), if there is one.
@@ -58,7 +61,7 @@ pub fn remove(state_dir: &Path, cluster: &str, role: Role) -> std::io::Result<()
 
 /// Stores the cluster's admin kubeconfig.
 pub fn put_kubeconfig(state_dir: &Path, cluster: &str, body: &[u8]) -> std::io::Result<()> {
-    write_private(state_dir, &kubeconfig_path(state_dir, cluster), body)
+    write_private(state_dir, &kubeconfig_path(state_dir, cluster), body, None)
 }
 
 /// The cluster's admin kubeconfig, if uploaded.
@@ -70,14 +73,18 @@ pub fn get_kubeconfig(state_dir: &Path, cluster: &str) -> std::io::Result<Option
     }
 }
 
-/// Writes `target` (mode 0600, its directories 0700) through a temporary file and a rename.
-fn write_private(state_dir: &Path, target: &Path, body: &[u8]) -> std::io::Result<()> {
+/// Writes `target` (mode 0600, its directories 0700, dated `made` if given) through a
+/// temporary file and a rename: a reader never sees it half-written or undated.
+fn write_private(state_dir: &Path, target: &Path, body: &[u8], made: Option<SystemTime>) -> std::io::Result<()> {
     let dir = target.parent().unwrap_or(state_dir);
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.part"));
     let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
     file.write_all(body)?;
+    if let Some(made) = made {
+        file.set_modified(made)?;
+    }
     file.sync_all()?;
     std::fs::rename(&tmp, target)
 }
@@ -111,6 +118,8 @@ mod tests {
         assert_eq!(get(dir.path(), "prod", Role::ControlPlane).expect("get").map(|(t, _)| t), Some("{}".into()));
         assert!(get(dir.path(), "prod", Role::Bootstrap).expect("get").is_none());
         assert!(get(dir.path(), "other", Role::ControlPlane).expect("get").is_none());
+        remove_cluster(dir.path(), "dated").expect("remove a cluster's uploads");
+        assert_eq!(made(dir.path(), "dated", Role::Bootstrap).expect("made"), None);
         remove(dir.path(), "prod", Role::ControlPlane).expect("remove");
         remove(dir.path(), "prod", Role::ControlPlane).expect("removing nothing is fine");
         assert!(get(dir.path(), "prod", Role::ControlPlane).expect("get").is_none());

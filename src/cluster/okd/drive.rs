@@ -28,8 +28,8 @@ const API_PORT: u16 = 6443;
 /// What the driver keeps between passes (observations, not state: a restart rebuilds it).
 #[derive(Debug, Default)]
 pub struct Driver {
-    /// Each cluster's API client, with the kubeconfig it was made from.
-    clients: Mutex<HashMap<Name, (Vec<u8>, Kube)>>,
+    /// Each cluster's API client, with the SHA-256 of the kubeconfig it was made from.
+    clients: Mutex<HashMap<Name, ([u8; 32], Kube)>>,
     looked: Mutex<HashMap<Name, tokio::time::Instant>>,
     /// CSRs already reported as left alone (one event each).
     told: Mutex<HashSet<String>>,
@@ -128,11 +128,12 @@ impl Driver {
     /// The cluster's API client, made again when the kubeconfig changed.
     async fn client(&self, clusters: &Clusters, name: &Name, zone: &str, connect: SocketAddr) -> Result<Kube, String> {
         let bytes = kubeconfig(clusters, name).await?;
-        if let Some((_, kube)) = lock(&self.clients).get(name).filter(|(seen, _)| *seen == bytes) {
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
+        if let Some((_, kube)) = lock(&self.clients).get(name).filter(|(seen, _)| *seen == digest) {
             return Ok(kube.clone());
         }
         let kube = client(&bytes, zone, connect)?;
-        lock(&self.clients).insert(name.clone(), (bytes, kube.clone()));
+        lock(&self.clients).insert(name.clone(), (digest, kube.clone()));
         Ok(kube)
     }
 
@@ -244,6 +245,13 @@ impl Driver {
             }
             return;
         }
+        // Forget CSRs no longer pending (approved, deleted): the set stays the size of the queue.
+        {
+            let prefix = format!("{cluster}/");
+            let current: HashSet<String> =
+                pending.iter().map(|(_, c)| format!("{prefix}{}", c.metadata.name)).collect();
+            lock(&self.told).retain(|k| !k.starts_with(&prefix) || current.contains(k) || k.ends_with("/flood"));
+        }
         for (raw, csr) in pending {
             let name = csr.metadata.name.clone();
             let signer = csr.spec.signer_name.clone();
@@ -296,6 +304,11 @@ impl Driver {
             let _records = records.lock().unwrap_or_else(|p| p.into_inner());
             let key = value.cluster.to_string();
             if store.record::<ClusterRecord>(Records::Lifecycle, &key)? != expected {
+                return Ok(false);
+            }
+            // A step that began before the cluster's deletion writes nothing after it.
+            let defined = store.record::<Stored>(Records::Definitions, &key)?;
+            if defined.is_none_or(|d| d.deleting.is_some()) {
                 return Ok(false);
             }
             store.write_records(&[RecordWrite::put(Records::Lifecycle, key, &value)])?;
@@ -380,7 +393,8 @@ pub(in crate::cluster) fn machines(clusters: &Clusters, nodes: &[NodeRecord], zo
         .iter()
         .filter(|r| !r.is_leaving())
         .filter_map(|r| {
-            let node = inv.nodes.get(&r.node)?;
+            // The bootstrap node never becomes a Node: nothing is approved in its name.
+            let node = inv.nodes.get(&r.node).filter(|n| n.role != Some(Role::Bootstrap))?;
             let host = node.hostname.as_ref().unwrap_or(&node.name).to_string();
             let mut names = vec![node.name.to_string(), host.clone(), format!("{host}.{zone}")];
             names.dedup();

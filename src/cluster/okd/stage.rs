@@ -131,6 +131,10 @@ pub struct ClusterRecord {
     /// The bootstrap node is gone (or kept by `cleanup_after_boot = false`): it is not made again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bootstrap_done: bool,
+    /// The bootstrap ConfigMap was seen complete (not so when an operator forced the removal
+    /// earlier).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub complete_seen: bool,
     pub limits: StageLimits,
 }
 
@@ -148,6 +152,7 @@ impl ClusterRecord {
             api_seen: None,
             stable_since: None,
             bootstrap_done: false,
+            complete_seen: false,
             limits,
         };
         record.enter(Stage::WaitingForApi, now)
@@ -173,10 +178,11 @@ impl ClusterRecord {
         next
     }
 
-    /// A failed cluster back in the stage it failed in, with a fresh deadline.
-    pub fn retried(&self, now: Timestamp) -> Option<ClusterRecord> {
+    /// A failed cluster back in the stage it failed in, with a fresh deadline under `limits`
+    /// (the definition's now: they may have been raised).
+    pub fn retried(&self, limits: StageLimits, now: Timestamp) -> Option<ClusterRecord> {
         let stage = self.failed_in.filter(|_| self.stage == Stage::Failed)?;
-        let mut next = self.enter(stage, now);
+        let mut next = ClusterRecord { limits, ..self.clone() }.enter(stage, now);
         next.failed_in = None;
         Some(next)
     }
@@ -242,7 +248,9 @@ pub fn next(record: &ClusterRecord, look: &Look, cleanup: bool, now: Timestamp) 
             Some(moved(&seen, Stage::Bootstrapping, format!("the API answers ({version})")))
         }
         Stage::Bootstrapping if look.bootstrap_complete => {
-            Some(moved(&seen, Stage::WaitingEtcdHandoff, "bootstrap complete (kube-system/bootstrap)".into()))
+            let mut next = moved(&seen, Stage::WaitingEtcdHandoff, "bootstrap complete (kube-system/bootstrap)".into());
+            next.complete_seen = true;
+            Some(next)
         }
         Stage::WaitingEtcdHandoff if look.etcd_bootstrap_removed => {
             let observed = "etcd removed its bootstrap member (EtcdBootstrapMemberRemoved)".to_owned();
@@ -265,7 +273,12 @@ pub fn next(record: &ClusterRecord, look: &Look, cleanup: bool, now: Timestamp) 
         Stage::JoiningWorkers if api_up && look.not_ready.is_empty() => {
             Some(moved(&seen, Stage::Finalizing, "every master and worker is a Ready node".into()))
         }
-        Stage::Finalizing if api_up => {
+        // What was not seen did not settle: the 30 s count from a look that saw it.
+        Stage::Finalizing if !api_up => {
+            seen.stable_since = None;
+            None
+        }
+        Stage::Finalizing => {
             let version = look.version.clone().unwrap_or_default();
             let settled = version.available
                 && !version.progressing
@@ -293,13 +306,18 @@ pub fn next(record: &ClusterRecord, look: &Look, cleanup: bool, now: Timestamp) 
     if let Some(next) = progress {
         return Next::Save(next);
     }
-    // Waiting: fail past the deadline with what was waited for and last seen.
-    if record.deadline.is_some_and(|d| now > d) {
+    // Waiting: fail past the deadline with what was waited for and last seen — but not a
+    // cluster seen settled, waiting out its 30 s.
+    let settling = record.stage == Stage::Finalizing && seen.stable_since.is_some();
+    if record.deadline.is_some_and(|d| now > d) && !settling {
         let waited = match record.stage {
             Stage::WaitingForApi => "the API did not answer /version".to_owned(),
             Stage::Bootstrapping => "the bootstrap did not complete (kube-system/bootstrap)".to_owned(),
             Stage::WaitingEtcdHandoff => "etcd did not remove its bootstrap member".to_owned(),
             Stage::RemovingBootstrap => format!("{} bootstrap node(s) not removed", look.bootstrap_left),
+            Stage::JoiningWorkers if look.not_ready.is_empty() => {
+                "not every master and worker became a Ready node".to_owned()
+            }
             Stage::JoiningWorkers => format!("not Ready nodes: {}", look.not_ready.join(", ")),
             _ => "the install did not complete".to_owned(),
         };
@@ -331,7 +349,7 @@ pub fn conditions(record: Option<&ClusterRecord>) -> Vec<Condition> {
         condition("APIReachable", api, "the API answered /version", "the API has not answered yet"),
         condition(
             "BootstrapComplete",
-            passed(Stage::Bootstrapping),
+            record.is_some_and(|r| r.complete_seen),
             "kube-system/bootstrap is complete",
             "the bootstrap has not completed",
         ),

@@ -87,8 +87,10 @@ fn a_passed_deadline_fails_with_what_was_waited_for_and_retry_resumes() {
         failed.error.as_deref(),
         Some("the install did not complete within 1h; last seen: Degraded: dns: Degraded")
     );
-    let again = failed.retried(at(4000)).expect("retry");
+    let again = failed.retried(StageLimits::DEFAULT, at(4000)).expect("retry");
     assert_eq!((again.stage, again.deadline), (Stage::Finalizing, Some(at(4000 + 3600))));
+    let longer = StageLimits { finalize: std::time::Duration::from_secs(7200), ..StageLimits::DEFAULT };
+    assert_eq!(failed.retried(longer, at(4000)).expect("retry").deadline, Some(at(4000 + 7200)), "raised limits count");
 
     let api = record(Stage::WaitingForApi);
     let down = Look { api: Some(Err("connection refused".into())), ..Look::default() };
@@ -97,4 +99,28 @@ fn a_passed_deadline_fails_with_what_was_waited_for_and_retry_resumes() {
         failed.error.as_deref(),
         Some("the API did not answer /version within 20m; last error: connection refused")
     );
+}
+
+#[test]
+fn a_cluster_seen_settled_is_not_failed_while_it_waits_out_its_30_s() {
+    let r = record(Stage::Finalizing);
+    let settled = Look { version: Some(VersionSeen { available: true, ..Default::default() }), ..up() };
+    let r = saved(next(&r, &settled, true, at(3590)));
+    assert_eq!(r.stable_since, Some(at(3590)));
+    assert_eq!(next(&r, &settled, true, at(3605)), Next::Wait, "past the deadline but settling");
+    assert_eq!(saved(next(&r, &settled, true, at(3620))).stage, Stage::Ready);
+    let down = Look { api: Some(Err("refused".into())), ..Look::default() };
+    let unseen = saved(next(&r, &down, true, at(100)));
+    assert_eq!(unseen.stable_since, None, "what was not seen did not settle");
+}
+
+#[test]
+fn bootstrap_complete_is_what_was_seen_not_where_the_stage_is() {
+    let r = saved(next(&record(Stage::Bootstrapping), &Look { bootstrap_complete: true, ..up() }, true, at(10)));
+    assert!(r.complete_seen);
+    let forced = record(Stage::WaitingForApi).enter(Stage::RemovingBootstrap, at(5));
+    let status =
+        |r: &ClusterRecord| conditions(Some(r)).into_iter().find(|c| c.kind == "BootstrapComplete").expect("c").status;
+    assert_eq!(status(&forced), "False", "a forced removal did not see it");
+    assert_eq!(status(&r), "True");
 }
