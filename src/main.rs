@@ -167,6 +167,19 @@ enum ClusterAction {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Wait until the cluster reaches a stage (`bootstrapping` ... `ready`) or a condition is
+    /// True (`installed`, `healthy`, `BootstrapComplete`, ...); fails when the cluster fails or
+    /// the timeout passes.
+    Wait {
+        name: String,
+        #[arg(long = "for")]
+        until: String,
+        /// How long to wait (`30m`, `2h`).
+        #[arg(long, default_value = "1h")]
+        timeout: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// An OKD cluster's kubelet CSRs: list them with slipway's verdict, approve one by hand.
     Csr {
         #[command(subcommand)]
@@ -365,6 +378,12 @@ fn main() -> ExitCode {
             }
             ClusterAction::Kubeconfig { name, file, api } => {
                 client_command(&api, |c| async move { cli::cluster::kubeconfig(&c, &name, &file, api.output).await })
+            }
+            ClusterAction::Wait { name, until, timeout, api } => {
+                client_command(
+                    &api,
+                    |c| async move { cli::cluster::wait(&c, &name, &until, &timeout, api.output).await },
+                )
             }
             ClusterAction::Csr { action: CsrAction::List { name, api } } => {
                 client_command(&api, |c| async move { cli::cluster::csrs(&c, &name, api.output).await })

@@ -114,12 +114,12 @@ fn kubectl_and_slipway_read_and_approve_csrs_the_same_way() {
     let name = csr["metadata"]["name"].as_str().expect("name").to_owned();
 
     sim.with(|s| s.conflicts = 1);
-    let body = objects::approved(csr, "node worker-0", "2026-12-05T03:00:00Z");
+    let body = objects::approved(csr, "SlipwayApprove", "node worker-0", "2026-12-05T03:00:00Z");
     let err = rt.block_on(kube.put::<Value>(&objects::approval_path(&name), &body)).expect_err("changed meanwhile");
     assert!(err.is_conflict(), "{err}");
     let fresh: Value =
         rt.block_on(kube.get(&format!("/apis/certificates.k8s.io/v1/certificatesigningrequests/{name}"))).expect("get");
-    let body = objects::approved(&fresh, "node worker-0", "2026-12-05T03:00:00Z");
+    let body = objects::approved(&fresh, "SlipwayApprove", "node worker-0", "2026-12-05T03:00:00Z");
     let done: Csr = rt.block_on(kube.put(&objects::approval_path(&name), &body)).expect("approve");
     assert!(!done.pending());
 

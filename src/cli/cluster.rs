@@ -1,5 +1,5 @@
-//! `slipway cluster plan|apply|status|retry|kubeconfig|csr|bootstrap`: defined clusters from the
-//! command line.
+//! `slipway cluster plan|apply|status|wait|retry|kubeconfig|csr|bootstrap`: defined clusters from
+//! the command line.
 
 use std::path::Path;
 use std::time::Duration;
@@ -292,4 +292,66 @@ pub async fn remove_bootstrap(client: &Client, name: &str, force: bool, output: 
         Output::Table => crate::outln!("removing {} (drain, shut down, delete)", removing.nodes.join(", ")),
     }
     Ok(())
+}
+
+/// What `wait --for` names: a stage, or a condition that must be True.
+fn reached(status: &Status, until: &str) -> Option<bool> {
+    let stages = [
+        Stage::WaitingForApi,
+        Stage::Bootstrapping,
+        Stage::WaitingEtcdHandoff,
+        Stage::RemovingBootstrap,
+        Stage::JoiningWorkers,
+        Stage::Finalizing,
+        Stage::Ready,
+    ];
+    if let Some(wanted) = stages.iter().find(|s| s.as_str() == until) {
+        return Some(status.stage.as_ref().is_some_and(|s| s.stage != Stage::Failed && s.stage >= *wanted));
+    }
+    status.conditions.iter().find(|c| c.kind == until).map(|c| c.status == "True")
+}
+
+/// `wait NAME --for STAGE|CONDITION [--timeout D]`: polls the status until it is reached; an
+/// error when the cluster fails, the name is neither, or the time runs out.
+pub async fn wait(client: &Client, name: &str, until: &str, timeout: &str, output: Output) -> Result<(), ClientError> {
+    let limit = crate::inventory::types::parse_duration(timeout)
+        .map_err(|e| ClientError::Setup(format!("--timeout {timeout}: {e}")))?;
+    let deadline = tokio::time::Instant::now() + limit;
+    let path = format!("/api/v1/clusters/{}/status", super::encode(name));
+    loop {
+        let status: Status = client.json(Method::GET, &path, None::<&()>).await?;
+        let Some(done) = reached(&status, until) else {
+            let conditions: Vec<&str> = status.conditions.iter().map(|c| c.kind.as_str()).collect();
+            return Err(ClientError::Setup(format!(
+                "--for {until}: not a stage (waiting-for-api ... ready) nor a condition of cluster {name} ({})",
+                conditions.join(", ")
+            )));
+        };
+        if done {
+            match output {
+                Output::Json => print_json(&status),
+                Output::Table => crate::outln!("cluster {name}: {until}"),
+            }
+            return Ok(());
+        }
+        let failed = status.stage.as_ref().filter(|s| s.stage == Stage::Failed).map(|s| {
+            format!("failed in {}: {}", s.failed_in.map_or("?", Stage::as_str), s.error.clone().unwrap_or_default())
+        });
+        let failed = failed.or_else(|| {
+            let node = status.nodes.iter().find(|n| n.phase == crate::cluster::phase::Phase::Failed)?;
+            Some(format!("node {} failed: {}", node.name, node.error.clone().unwrap_or_default()))
+        });
+        if let Some(why) = failed {
+            return Err(ClientError::Setup(format!("cluster {name} {why}")));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let now =
+                status.stage.as_ref().and_then(|s| s.observed.clone()).map(|o| format!(" ({o})")).unwrap_or_default();
+            return Err(ClientError::Setup(format!(
+                "cluster {name}: {until} not reached within {timeout}; now {}{now}",
+                status.phase
+            )));
+        }
+        tokio::time::sleep(WATCH_EVERY).await;
+    }
 }

@@ -146,12 +146,12 @@ pub fn approval_path(name: &str) -> String {
 }
 
 /// `csr` as read (its `resourceVersion` kept, so a stale copy is refused with 409) with an
-/// `Approved` condition added: the body of a PUT to its approval subresource, as `kubectl
+/// `Approved` condition (`reason`, `message`) added: the body of a PUT to its approval subresource, as `kubectl
 /// certificate approve` sends it.
-pub fn approved(csr: &serde_json::Value, message: &str, now: &str) -> serde_json::Value {
+pub fn approved(csr: &serde_json::Value, reason: &str, message: &str, now: &str) -> serde_json::Value {
     let mut body = csr.clone();
     let condition = serde_json::json!({
-        "type": "Approved", "status": "True", "reason": "SlipwayApprove", "message": message,
+        "type": "Approved", "status": "True", "reason": reason, "message": message,
         "lastUpdateTime": now, "lastTransitionTime": now,
     });
     // (Whatever the API sent: no indexing that could panic on an odd shape.)
@@ -181,15 +181,15 @@ mod tests {
     fn an_approval_keeps_the_object_and_adds_one_condition() {
         let csr = serde_json::json!({ "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
             "metadata": { "name": "csr-abc", "resourceVersion": "42" }, "spec": { "request": "", "signerName": "x" } });
-        let body = approved(&csr, "node worker-0", "2026-12-05T03:00:00Z");
+        let body = approved(&csr, "SlipwayApprove", "node worker-0", "2026-12-05T03:00:00Z");
         assert_eq!(body["metadata"]["resourceVersion"], "42");
         assert_eq!(body["status"]["conditions"][0]["type"], "Approved");
-        let twice = approved(&body, "again", "2026-12-05T03:00:01Z");
+        let twice = approved(&body, "SlipwayApprove", "again", "2026-12-05T03:00:01Z");
         assert_eq!(twice["status"]["conditions"].as_array().map(Vec::len), Some(2));
         let parsed: Csr = serde_json::from_value(body).expect("csr");
         assert!(!parsed.pending());
-        let odd = approved(&serde_json::json!({ "metadata": {}, "status": "weird" }), "m", "t");
+        let odd = approved(&serde_json::json!({ "metadata": {}, "status": "weird" }), "R", "m", "t");
         assert_eq!(odd["status"]["conditions"][0]["type"], "Approved", "an odd status is replaced, not a panic");
-        assert_eq!(approved(&serde_json::json!("not an object"), "m", "t"), serde_json::json!("not an object"));
+        assert_eq!(approved(&serde_json::json!("not an object"), "R", "m", "t"), serde_json::json!("not an object"));
     }
 }

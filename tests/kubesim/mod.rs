@@ -150,11 +150,6 @@ impl KubeSim {
         self.with(|s| add_csr(s, csr, &request))
     }
 
-    /// Names of the approved CSRs.
-    pub fn approved(&self) -> Vec<String> {
-        self.with(|s| s.approvals.iter().map(|(name, _)| name.clone()).collect())
-    }
-
     /// A kubelet of node `name` at `ip` starts: it files a client CSR as the node-bootstrapper;
     /// once that is approved it registers its Node (Ready) and files a serving CSR for its name
     /// and address. Returns the client CSR's name.

@@ -258,7 +258,7 @@ impl Driver {
             match csr::decide(&csr, machines, &nodes, zone) {
                 Verdict::Approve { node, why } => {
                     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-                    let body = crate::kube::objects::approved(&raw, &format!("slipway: {why}"), &now);
+                    let body = crate::kube::objects::approved(&raw, "SlipwayApprove", &format!("slipway: {why}"), &now);
                     match kube.put::<serde_json::Value>(&crate::kube::objects::approval_path(&name), &body).await {
                         Ok(_) => {
                             tracing::info!(%cluster, csr = %name, %node, "CSR approved");

@@ -122,7 +122,7 @@ pub async fn approve(clusters: &Clusters, cluster: &str, name: &str) -> Result<C
             return Err(ControlError::Busy(format!("CSR {name} is {} already", state(&csr))));
         }
         let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let body = objects::approved(&raw, "approved by the operator through slipway", &now);
+        let body = objects::approved(&raw, "OperatorApprove", "approved by the operator through slipway", &now);
         match kube.put::<Csr>(&objects::approval_path(name), &body).await {
             Ok(done) => {
                 let details = EventKind::CsrApproved {
