@@ -578,7 +578,7 @@ impl Clusters {
     }
 
     /// The stored definition of `cluster` and its nodes' records.
-    async fn read(&self, cluster: &str) -> Result<(Option<Stored>, Vec<NodeRecord>), ControlError> {
+    pub(super) async fn read(&self, cluster: &str) -> Result<(Option<Stored>, Vec<NodeRecord>), ControlError> {
         let (store, name) = (self.store.clone(), cluster.to_owned());
         blocking(move || {
             let stored = store.record::<Stored>(Records::Definitions, &name)?;

@@ -49,18 +49,11 @@ fn state(csr: &Csr) -> &'static str {
 
 /// The stored definition of an OKD cluster and its nodes' records.
 async fn okd(clusters: &Clusters, cluster: &str) -> Result<(Stored, Vec<NodeRecord>), ControlError> {
-    let (store, name) = (clusters.store.clone(), cluster.to_owned());
-    let (stored, nodes) = blocking(move || {
-        let stored = store.record::<Stored>(Records::Definitions, &name)?;
-        let nodes = store.records::<NodeRecord>(Records::Phases)?;
-        Ok((stored, nodes))
-    })
-    .await?;
+    let (stored, nodes) = clusters.read(cluster).await?;
     let stored = stored.ok_or_else(|| ControlError::NotFound(cluster.to_owned()))?;
     if stored.definition.kind != ClusterKind::Okd {
         return Err(ControlError::Busy(format!("cluster {cluster} is not an OKD cluster")));
     }
-    let nodes = nodes.into_iter().map(|(_, r)| r).filter(|r| r.cluster.as_str() == cluster).collect();
     Ok((stored, nodes))
 }
 
