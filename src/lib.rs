@@ -24,6 +24,7 @@ pub mod readiness;
 pub mod runtime;
 pub mod service;
 pub mod sockets;
+pub mod ssh;
 pub mod store;
 pub mod template;
 pub mod tftp;

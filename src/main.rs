@@ -221,6 +221,13 @@ enum BootstrapAction {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Read the bootstrap node's bootkube/release-image journal and failed units now, over SSH
+    /// (also done when waiting-for-api or bootstrapping fails; kept in the event log).
+    Gather {
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -395,6 +402,9 @@ fn main() -> ExitCode {
                 &api,
                 |c| async move { cli::cluster::remove_bootstrap(&c, &name, force, api.output).await },
             ),
+            ClusterAction::Bootstrap { action: BootstrapAction::Gather { name, api } } => {
+                client_command(&api, |c| async move { cli::cluster::gather_bootstrap(&c, &name, api.output).await })
+            }
         },
         Command::Delete { kind, name, api } => {
             client_command(&api, |c| async move { cli::delete(&c, kind, &name, api.output).await })

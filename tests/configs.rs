@@ -149,7 +149,7 @@ fn user_data(pair: &Pair, dir: &Path, node: &str, ip: &str) -> Value {
     serde_norway::from_slice(&body).expect("YAML")
 }
 
-fn core_keys(config: &Value) -> Vec<String> {
+pub fn core_keys(config: &Value) -> Vec<String> {
     let users = config["passwd"]["users"].as_array().cloned().unwrap_or_default();
     let core: Vec<&Value> = users.iter().filter(|u| u["name"] == "core").collect();
     assert!(core.len() <= 1, "one user core: {users:?}");
@@ -162,6 +162,45 @@ fn core_keys(config: &Value) -> Vec<String> {
 
 fn files_at<'a>(config: &'a Value, path: &str) -> Vec<&'a Value> {
     config["storage"]["files"].as_array().into_iter().flatten().filter(|f| f["path"] == path).collect()
+}
+
+/// The contents of a `data:` URL file (`data:,text` or `data:;base64,…`).
+pub fn data_url(file: &Value) -> String {
+    use base64::Engine as _;
+    let source = file["contents"]["source"].as_str().expect("contents.source");
+    let (head, data) = source.strip_prefix("data:").and_then(|s| s.split_once(',')).expect("a data URL");
+    if head.ends_with(";base64") {
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(data).expect("base64")).expect("UTF-8")
+    } else {
+        data.to_string()
+    }
+}
+
+/// User `core`'s keys without the cluster's own, which must come last (`slipway@<cluster>`).
+fn without_cluster_key(mut keys: Vec<String>, cluster: &str) -> Vec<String> {
+    let last = keys.pop().unwrap_or_default();
+    assert!(last.starts_with("ssh-ed25519 AAAA") && last.ends_with(&format!(" slipway@{cluster}")), "{last}");
+    keys
+}
+
+/// The node's host key files as served: the private key passes `ssh-keygen -y` (OpenSSH's own
+/// reader), which derives the public key the `.pub` file holds. Returns the private key.
+fn host_key(dir: &Path, node: &str, config: &Value) -> String {
+    let private = files_at(config, "/etc/ssh/ssh_host_ed25519_key");
+    let public = files_at(config, "/etc/ssh/ssh_host_ed25519_key.pub");
+    assert_eq!((private.len(), public.len()), (1, 1), "{node}: one host key, private and public");
+    assert_eq!((&private[0]["mode"], &public[0]["mode"]), (&serde_json::json!(0o600), &serde_json::json!(0o644)));
+    let (private, public) = (data_url(private[0]), data_url(public[0]));
+    let file = dir.join(format!("{node}.host-key"));
+    std::fs::write(&file, &private).expect("write");
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let out = Command::new("ssh-keygen").arg("-y").arg("-f").arg(&file).output().expect("ssh-keygen (openssh-client)");
+    assert!(out.status.success(), "{node}: ssh-keygen -y: {}", String::from_utf8_lossy(&out.stderr));
+    let derived = String::from_utf8_lossy(&out.stdout);
+    let fields = |s: &str| s.split_whitespace().take(2).map(String::from).collect::<Vec<_>>();
+    assert_eq!(fields(&derived), fields(&public), "{node}: the .pub file is the private key's");
+    assert_eq!(fields(&public)[0], "ssh-ed25519");
+    private
 }
 
 fn events(pair: &Pair, daemon: &support::Daemon, kind: &str) -> Vec<Value> {
@@ -206,7 +245,8 @@ fn served_documents_are_valid(keys: &[&str]) {
     let served = ignition(&pair, dir.path(), "bootstrap", "10.1.107.40");
     let mut bootstrap_keys = vec![INSTALLER_KEY, BOOTSTRAP_KEY];
     bootstrap_keys.extend(keys.iter().filter(|k| **k != INSTALLER_KEY));
-    assert_eq!(core_keys(&served), bootstrap_keys);
+    assert_eq!(without_cluster_key(core_keys(&served), "okd"), bootstrap_keys);
+    let mut host_keys = vec![host_key(dir.path(), "bootstrap", &served)];
     let upload: Value = serde_json::from_slice(&bootstrap_upload).expect("fixture");
     for file in upload["storage"]["files"].as_array().expect("files") {
         assert_eq!(files_at(&served, file["path"].as_str().expect("path")), [file], "the upload's files as uploaded");
@@ -224,9 +264,14 @@ fn served_documents_are_valid(keys: &[&str]) {
         let served = ignition(&pair, dir.path(), node, ip);
         let upload: Value = serde_json::from_slice(&fixture(&format!("{role}.ign"))).expect("fixture");
         assert_eq!(served["ignition"], upload["ignition"], "{node}: merge directive and CA untouched");
-        assert_eq!(core_keys(&served), want_keys, "{node}");
+        assert_eq!(without_cluster_key(core_keys(&served), "okd"), want_keys, "{node}");
         assert_eq!(files_at(&served, "/etc/hostname")[0]["contents"]["source"], format!("data:,{node}"));
+        host_keys.push(host_key(dir.path(), node, &served));
     }
+    // The same key on the next fetch (a reinstall keeps its host key), another on each node.
+    let again = ignition(&pair, dir.path(), "bootstrap", "10.1.107.40");
+    assert_eq!(host_key(dir.path(), "bootstrap", &again), host_keys[0]);
+    assert!(host_keys[0] != host_keys[1] && host_keys[1] != host_keys[2], "one host key per node");
 
     // A template that writes /etc/hostname keeps it; slipway says what it left out.
     let served = ignition(&pair, dir.path(), "t0", "10.1.107.43");
@@ -234,7 +279,8 @@ fn served_documents_are_valid(keys: &[&str]) {
     assert_eq!(hostname.len(), 1);
     assert_eq!(hostname[0]["contents"]["source"], "data:,t0-custom");
     want_keys.insert(0, "ssh-ed25519 AAAAtemplate tmpl@lab");
-    assert_eq!(core_keys(&served), want_keys);
+    assert_eq!(without_cluster_key(core_keys(&served), "prod"), want_keys);
+    host_keys.push(host_key(dir.path(), "t0", &served));
     support::eventually("a config_additions_left_out event for t0", std::time::Duration::from_secs(5), || {
         events(&pair, &daemon, "config_additions_left_out")
             .iter()
@@ -274,6 +320,10 @@ fn served_documents_are_valid(keys: &[&str]) {
     // No secret from an upload reached an event or the log.
     let (_, all) = admin(&pair, &daemon, "GET", "/api/v1/events", b"");
     assert!(!all.contains("OKD-SECRET"), "{all}");
+    // Nor a host key: no line of one (its body) in the events or the log.
+    let secret_lines: Vec<&str> =
+        host_keys.iter().flat_map(|k| k.lines().filter(|l| !l.starts_with("-----"))).collect();
+    assert!(!secret_lines.iter().any(|l| all.contains(l)), "a host key in the events");
     let mut daemon = daemon;
     support::signal(&daemon.child, "TERM");
     assert!(support::wait_exit(&mut daemon.child, std::time::Duration::from_secs(10)).is_some(), "the daemon stops");
@@ -284,6 +334,7 @@ fn served_documents_are_valid(keys: &[&str]) {
     }
     assert!(lines.iter().any(|l| l.contains("\"stopped\"")), "the whole log was read: {lines:?}");
     assert!(!lines.iter().any(|l| l.contains("OKD-SECRET")), "{lines:?}");
+    assert!(!lines.iter().any(|l| secret_lines.iter().any(|s| l.contains(s))), "a host key in the log");
     drop(pair);
 }
 
@@ -295,4 +346,28 @@ fn served_configs_pass_their_validators_with_ssh_keys() {
 #[test]
 fn served_configs_pass_their_validators_without_ssh_keys() {
     served_documents_are_valid(&[]);
+}
+
+/// Each fragment in `ignition/`, rendered for a node (with a real host key), passes
+/// `ignition-validate` on its own.
+#[test]
+fn every_ignition_fragment_passes_ignition_validate() {
+    use slipway::boot::ignition::{Additions, HostKeyFiles, fragments};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = slipway::ssh::keys::host(dir.path(), "prod", "m0").expect("host key");
+    let keys = [OPS_KEY.to_string(), slipway::ssh::keys::client_public(dir.path(), "prod").expect("client key")];
+    let additions =
+        Additions { ssh_keys: &keys, host_key: Some(HostKeyFiles { private: &host.private, public: &host.public }) };
+    let vars = std::collections::BTreeMap::from([
+        ("hostname", "m0".to_string()),
+        ("phone_home_url", format!("{BASE}/phone-home")),
+    ]);
+    let vars = fragments::variables(&vars, &additions);
+    for fragment in fragments::ALL {
+        let config = fragments::render(fragment, &vars).unwrap_or_else(|e| panic!("{}: {e}", fragment.file));
+        let body = serde_json::to_vec_pretty(&config).expect("JSON");
+        validate(dir.path(), fragment.file, &body, "ignition-validate", &[]);
+    }
+    let with_key = fragments::render(fragments::HOST_KEY, &vars).expect("host key fragment");
+    assert_eq!(host_key(dir.path(), "m0", &with_key), *host.private);
 }

@@ -24,6 +24,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("hypervisor", 3),
     ("images", 3),
     ("kube", 3),
+    ("ssh", 3),
     ("metrics", 3),
     ("service", 3),
     ("store", 2),

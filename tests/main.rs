@@ -7,6 +7,7 @@ mod clusters;
 mod configs;
 mod daemon;
 mod dhcp;
+mod diagnostics;
 mod dns;
 mod http;
 mod hypervisor;

@@ -273,3 +273,25 @@ pub async fn remove_bootstrap(
     let nodes = crate::cluster::okd::manual::remove_bootstrap(&s.clusters, name.as_str(), query.force).await?;
     Ok(Json(Removing { nodes }))
 }
+
+/// What the bootstrap node said.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Diagnostics {
+    pub commands: Vec<crate::store::events::CommandOutput>,
+}
+
+/// Read an OKD cluster's bootstrap diagnostics now over SSH (as `core`, the node's host key
+/// pinned): the last lines of the bootkube and release-image journals and the failed units.
+/// Also recorded as a `bootstrap_diagnostics` event. 502 names why the node could not be read
+/// (unreachable, a host key other than the one slipway made, the key refused).
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/bootstrap/gather", tag = "clusters",
+    params(("name" = String, Path)),
+    responses((status = 200, body = Diagnostics), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub async fn gather_bootstrap(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Diagnostics>, ApiError> {
+    let name = path_name(&name)?;
+    let commands = crate::cluster::okd::manual::gather(&s.clusters, name.as_str()).await?;
+    Ok(Json(Diagnostics { commands }))
+}

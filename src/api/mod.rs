@@ -106,6 +106,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(clusters::list_csrs))
         .routes(routes!(clusters::approve_csr))
         .routes(routes!(clusters::remove_bootstrap))
+        .routes(routes!(clusters::gather_bootstrap))
         .routes(routes!(leases::list_leases))
         .routes(routes!(leases::release_lease))
         .routes(routes!(events::list_events))

@@ -22,6 +22,8 @@ pub enum Step {
     PhoneHome,
     /// Not a boot step: the operator asked for a reinstall.
     Reinstall,
+    /// Not a boot step: slipway read diagnostics from the node over SSH.
+    Diagnostics,
 }
 
 impl Step {
@@ -37,6 +39,7 @@ impl Step {
             Step::Config => "config",
             Step::PhoneHome => "phone-home",
             Step::Reinstall => "reinstall",
+            Step::Diagnostics => "diagnostics",
         }
     }
 }
@@ -69,7 +72,7 @@ pub fn timeline(node: &Node, profile: Option<&Profile>, events: &[Event]) -> Tim
         .or(last_script)
         .unwrap_or(0);
     let latest = entries.get(start..).unwrap_or_default();
-    let reached = latest.iter().map(|e| e.step).filter(|s| *s != Step::Reinstall).max();
+    let reached = latest.iter().map(|e| e.step).filter(|s| !matches!(s, Step::Reinstall | Step::Diagnostics)).max();
     Timeline { node: node.name.to_string(), complete: reached == Some(Step::PhoneHome), reached, entries }
 }
 
@@ -85,6 +88,20 @@ fn entry(e: &Event, profile: Option<&Profile>) -> Option<Entry> {
         EventKind::ConfigFetched { config } => (Step::Config, serde_json::to_value(config).ok()?.as_str()?.to_string()),
         EventKind::PhoneHome { ip } => (Step::PhoneHome, ip.to_string()),
         EventKind::ReinstallRequested => (Step::Reinstall, "requested".into()),
+        EventKind::BootstrapDiagnostics { commands, error: None, .. } => {
+            let each: Vec<String> = commands
+                .iter()
+                .map(|c| {
+                    let program = c.command.split_whitespace().next().unwrap_or_default();
+                    let status = c.status.map_or("no exit status".to_string(), |s| format!("exit {s}"));
+                    format!("{program} ({status}, {} lines)", c.stdout.lines().count())
+                })
+                .collect();
+            (Step::Diagnostics, format!("read over SSH: {}", each.join(", ")))
+        }
+        EventKind::BootstrapDiagnostics { error: Some(error), .. } => {
+            (Step::Diagnostics, format!("not read over SSH: {error}"))
+        }
         _ => return None,
     };
     Some(Entry { time: e.time, step, detail })
@@ -159,5 +176,43 @@ mod tests {
         assert_eq!(t.reached, Some(Step::Kernel));
         assert!(!t.complete);
         assert_eq!(t.entries.len(), 9);
+    }
+
+    #[test]
+    fn diagnostics_are_on_the_timeline_but_not_a_boot_step() {
+        use crate::store::events::CommandOutput;
+        let out = |command: &str, stdout: &str| CommandOutput {
+            command: command.into(),
+            status: Some(0),
+            stdout: stdout.into(),
+            stderr: String::new(),
+            truncated: false,
+        };
+        let mut events = boot(1, 6);
+        let read = EventKind::BootstrapDiagnostics {
+            cluster: "prod".parse().expect("name"),
+            reason: "bootstrapping failed".into(),
+            commands: vec![out("journalctl -u bootkube.service", "a\nb\n"), out("systemctl --failed", "")],
+            error: None,
+        };
+        events.push(event(20, Source::Cluster, read));
+        let refused = EventKind::BootstrapDiagnostics {
+            cluster: "prod".parse().expect("name"),
+            reason: "asked by the operator".into(),
+            commands: vec![],
+            error: Some("host key refused".into()),
+        };
+        events.push(event(21, Source::Cluster, refused));
+        let t = timeline(&node(), Some(&profile()), &events);
+        assert!(t.complete, "the boot still ended with its phone-home");
+        assert_eq!(t.reached, Some(Step::PhoneHome));
+        let last: Vec<&str> = t.entries[6..].iter().map(|e| e.detail.as_str()).collect();
+        assert_eq!(
+            last,
+            [
+                "read over SSH: journalctl (exit 0, 2 lines), systemctl (exit 0, 0 lines)",
+                "not read over SSH: host key refused"
+            ]
+        );
     }
 }

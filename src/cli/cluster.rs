@@ -1,4 +1,4 @@
-//! `slipway cluster plan|apply|status|wait|retry|kubeconfig|csr|bootstrap`: defined clusters from
+//! `slipway cluster plan|apply|status|wait|retry|kubeconfig|csr|bootstrap remove|gather`: defined clusters from
 //! the command line.
 
 use std::path::Path;
@@ -290,6 +290,29 @@ pub async fn remove_bootstrap(client: &Client, name: &str, force: bool, output: 
     match output {
         Output::Json => print_json(&removing),
         Output::Table => crate::outln!("removing {} (drain, shut down, delete)", removing.nodes.join(", ")),
+    }
+    Ok(())
+}
+
+/// `bootstrap gather NAME`: the bootstrap node's journal and failed units, read now.
+pub async fn gather_bootstrap(client: &Client, name: &str, output: Output) -> Result<(), ClientError> {
+    let path = format!("/api/v1/clusters/{}/bootstrap/gather", super::encode(name));
+    let found: crate::api::clusters::Diagnostics = client.json(Method::POST, &path, None::<&()>).await?;
+    match output {
+        Output::Json => print_json(&found),
+        Output::Table => {
+            for c in &found.commands {
+                let status = c.status.map_or("no exit status".to_string(), |s| format!("exit {s}"));
+                let cut = if c.truncated { ", beginning cut" } else { "" };
+                crate::outln!("$ {}   ({status}{cut})", c.command);
+                for text in [&c.stdout, &c.stderr] {
+                    if !text.is_empty() {
+                        crate::outln!("{}", text.trim_end());
+                    }
+                }
+                crate::outln!("");
+            }
+        }
     }
     Ok(())
 }

@@ -233,12 +233,15 @@ impl Worker {
         })
         .await?;
         for (cluster, (inv, outcomes)) in done {
-            // Its uploads (Ignition, the admin kubeconfig) go with it.
+            // Its uploads (Ignition, the admin kubeconfig) and its SSH keys go with it.
             let (dir, key) = (self.clusters.store.state_dir().to_owned(), cluster.to_string());
-            if let Ok(Err(e)) =
-                tokio::task::spawn_blocking(move || crate::store::uploads::remove_cluster(&dir, &key)).await
-            {
-                tracing::warn!(%cluster, error = %e, "cannot remove the cluster's uploads");
+            let removed = tokio::task::spawn_blocking(move || {
+                crate::store::uploads::remove_cluster(&dir, &key).map_err(|e| e.to_string())?;
+                crate::ssh::keys::remove_cluster(&dir, &key).map_err(|e| e.to_string())
+            })
+            .await;
+            if let Ok(Err(e)) = removed {
+                tracing::warn!(%cluster, error = %e, "cannot remove the cluster's uploads and keys");
             }
             tracing::info!(%cluster, "cluster deleted");
             let details = EventKind::ClusterPhase { cluster, phase: "deleted".into() };
@@ -510,6 +513,14 @@ impl Worker {
         .await?;
         let Some((inv, outcomes)) = done else { return Ok(()) };
         tracing::info!("node removed");
+        // Its host key goes with its VM: a node made again under its name gets a new one.
+        let (dir, cluster, node) =
+            (self.clusters.store.state_dir().to_owned(), record.cluster.to_string(), record.node.to_string());
+        if let Ok(Err(e)) =
+            tokio::task::spawn_blocking(move || crate::ssh::keys::remove_host(&dir, &cluster, &node)).await
+        {
+            tracing::warn!(error = %e, "cannot remove the node's host key");
+        }
         let details = EventKind::NodePhase {
             cluster: record.cluster.clone(),
             from: record.phase.as_str().into(),

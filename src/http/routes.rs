@@ -151,6 +151,38 @@ impl BootState {
         Ok(Some(text))
     }
 
+    /// User `core`'s SSH keys for `node` (the operator's, and its cluster's own), and the host
+    /// key slipway made for it: both made on first use, for a node of a cluster.
+    async fn ssh_keys(
+        &self,
+        inv: &Inventory,
+        node: &Node,
+    ) -> Result<(Vec<String>, Option<crate::ssh::keys::HostKey>), Response> {
+        let mut keys = self.settings.ssh_keys.clone();
+        let Some(cluster) = node.cluster.as_ref().filter(|c| inv.clusters.contains_key(*c)) else {
+            return Ok((keys, None));
+        };
+        let (dir, cluster, name) = (self.store.state_dir().to_owned(), cluster.to_string(), node.name.to_string());
+        let made = tokio::task::spawn_blocking(move || {
+            Ok::<_, crate::ssh::keys::KeyError>((
+                crate::ssh::keys::client_public(&dir, &cluster)?,
+                crate::ssh::keys::host(&dir, &cluster, &name)?,
+            ))
+        })
+        .await;
+        match made {
+            Ok(Ok((client, host))) => {
+                keys.push(client);
+                Ok((keys, Some(host)))
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(node = %node.name, error = %e, "ignition: cannot make the node's SSH keys");
+                Err(StatusCode::INTERNAL_SERVER_ERROR.into_response())
+            }
+            Err(_) => Err(StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+        }
+    }
+
     /// The operator's template `dir/name` (first that exists), read from disk.
     async fn template(&self, dir: &str, names: &[String]) -> Result<Option<String>, Response> {
         let Some(root) = &self.settings.templates else {
@@ -355,7 +387,12 @@ async fn ignition_config(State(s): State<BootState>, Extension(conn): Extension<
         (None, Some(text)) => ignition::Base::Template(text),
         (None, None) => ignition::Base::Empty,
     };
-    match ignition::render(base, &vars, &s.settings.ssh_keys) {
+    let (ssh_keys, host_key) = match s.ssh_keys(&inv, node).await {
+        Ok(keys) => keys,
+        Err(resp) => return resp,
+    };
+    let host_key = host_key.as_ref().map(|k| ignition::HostKeyFiles { private: &k.private, public: &k.public });
+    match ignition::render(base, &vars, &ignition::Additions { ssh_keys: &ssh_keys, host_key }) {
         Ok(rendered) => {
             s.served(node, ConfigKind::Ignition, rendered.left_out);
             ([(header::CONTENT_TYPE, "application/vnd.coreos.ignition+json")], rendered.body).into_response()

@@ -209,6 +209,16 @@ pub enum EventKind {
         signer: String,
         why: String,
     },
+    /// What slipway read over SSH from an OKD cluster's bootstrap node (the node's timeline
+    /// shows it), or why it could not; `reason`: why it looked.
+    BootstrapDiagnostics {
+        cluster: Name,
+        reason: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        commands: Vec<CommandOutput>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     InventoryChanged {
         object: Kind,
         name: Name,
@@ -218,6 +228,20 @@ pub enum EventKind {
         version: String,
     },
     DaemonStopping,
+}
+
+/// A command run on a node, what it printed (the last part, when `truncated`) and its exit
+/// status (none when a signal ended it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CommandOutput {
+    pub command: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u32>,
+    pub stdout: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stderr: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 impl EventKind {
@@ -256,6 +280,7 @@ impl EventKind {
         "cluster_stage",
         "csr_approved",
         "csr_left",
+        "bootstrap_diagnostics",
         "inventory_changed",
         "daemon_started",
         "daemon_stopping",
@@ -297,6 +322,7 @@ impl EventKind {
             EventKind::ClusterStage { .. } => "cluster_stage",
             EventKind::CsrApproved { .. } => "csr_approved",
             EventKind::CsrLeft { .. } => "csr_left",
+            EventKind::BootstrapDiagnostics { .. } => "bootstrap_diagnostics",
             EventKind::InventoryChanged { .. } => "inventory_changed",
             EventKind::DaemonStarted { .. } => "daemon_started",
             EventKind::DaemonStopping => "daemon_stopping",

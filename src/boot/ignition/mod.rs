@@ -1,12 +1,15 @@
-//! Ignition (spec 3.x) for CoreOS nodes: slipway's additions — the hostname, the operator's
-//! SSH keys for user `core`, and a unit that phones home once the system is up — merged into a
-//! base config (an uploaded `openshift-install` config, an operator template rendered with the
-//! node's variables, or nothing) by the keys Ignition itself merges on: SSH keys join user
-//! `core`'s own, and a path or a unit the base already defines is the base's (the addition is
-//! left out and reported). Every document is checked (`check`) before it may be served. Pure.
+//! Ignition (spec 3.x) for CoreOS nodes: slipway's additions — the fragments in the top-level
+//! `ignition/` folder (`fragments`): the hostname, SSH keys for user `core` (the operator's and
+//! the cluster's own), the node's host key, and a unit that phones home once the system is up —
+//! merged into a base config (an uploaded `openshift-install` config, an operator template
+//! rendered with the node's variables, or nothing) by the keys Ignition itself merges on: users
+//! by name (SSH keys join the user's own), files by path, units by name; a path or a unit the
+//! base already defines is the base's (the addition is left out and reported). Every document
+//! is checked (`check`) before it may be served. Pure.
 
 pub mod certs;
 mod check;
+pub mod fragments;
 
 use std::collections::BTreeMap;
 
@@ -17,10 +20,8 @@ use crate::template::{self, TemplateError};
 /// The spec version written when the base config names none: 3.3.0 is read by every Ignition
 /// since 2.14 (Debian 12, FCOS, OKD 4.x); slipway's additions use only fields from spec 3.0.
 pub const SPEC_VERSION: &str = "3.3.0";
-/// The unit slipway adds; it reports once per boot.
+/// The unit slipway adds (`ignition/phone-home.ign`); it reports once per boot.
 pub const PHONE_HOME_UNIT: &str = "slipway-phone-home.service";
-/// The file slipway adds for the node's name.
-const HOSTNAME_FILE: &str = "/etc/hostname";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IgnitionError {
@@ -52,12 +53,40 @@ pub struct Rendered {
     pub left_out: Vec<String>,
 }
 
+/// What slipway adds for one node beside its template variables.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Additions<'a> {
+    /// Keys for user `core`: the operator's (`[boot] ssh_authorized_keys`) and its cluster's.
+    pub ssh_keys: &'a [String],
+    /// The node's own host key, when slipway made one (a node of a cluster).
+    pub host_key: Option<HostKeyFiles<'a>>,
+}
+
+/// A host key as the node's files hold it.
+#[derive(Clone, Copy)]
+pub struct HostKeyFiles<'a> {
+    /// The OpenSSH private key file.
+    pub private: &'a str,
+    /// Its public line.
+    pub public: &'a str,
+}
+
+impl std::fmt::Debug for HostKeyFiles<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostKeyFiles").field("public", &self.public).finish_non_exhaustive()
+    }
+}
+
 /// The node's Ignition document: `base` with slipway's additions merged in, checked.
-pub fn render(base: Base<'_>, vars: &BTreeMap<&str, String>, ssh_keys: &[String]) -> Result<Rendered, IgnitionError> {
+pub fn render(
+    base: Base<'_>,
+    vars: &BTreeMap<&str, String>,
+    additions: &Additions<'_>,
+) -> Result<Rendered, IgnitionError> {
     let parse = |text: &str| serde_json::from_str::<Value>(text).map_err(|e| IgnitionError::Json(without_values(&e)));
     let mut config: Value = match base {
         Base::Empty => json!({}),
-        Base::Template(text) => parse(&template::render(text, &template::with_keys(vars, ssh_keys))?)?,
+        Base::Template(text) => parse(&template::render(text, &template::with_keys(vars, additions.ssh_keys))?)?,
         Base::Verbatim(text) => parse(text)?,
     };
     if !config.is_object() {
@@ -66,26 +95,14 @@ pub fn render(base: Base<'_>, vars: &BTreeMap<&str, String>, ssh_keys: &[String]
     if !config["ignition"].is_object() && !config["ignition"].is_null() {
         return Err(IgnitionError::Json("`ignition` must be an object".into()));
     }
-    let var = |k: &str| vars.get(k).map_or("", String::as_str);
     if !config["ignition"]["version"].as_str().is_some_and(|v| v.starts_with("3.")) {
         config["ignition"]["version"] = json!(SPEC_VERSION);
     }
     let mut left_out = Vec::new();
-    add_keys(&mut config, ssh_keys);
-    let hostname = json!({
-        "path": HOSTNAME_FILE,
-        "mode": 420,
-        "overwrite": true,
-        "contents": { "source": format!("data:,{}", var("hostname")) },
-    });
-    left_out.extend(add_node(&mut config, hostname));
-    let unit = format!(
-        "[Unit]\nDescription=Tell slipway this node is up\nWants=network-online.target\nAfter=network-online.target\n\n\
-         [Service]\nType=oneshot\nExecStart=/usr/bin/curl -fsS --retry 10 --retry-all-errors -X POST {}\n\n\
-         [Install]\nWantedBy=multi-user.target\n",
-        var("phone_home_url")
-    );
-    left_out.extend(add_unit(&mut config, json!({ "name": PHONE_HOME_UNIT, "enabled": true, "contents": unit })));
+    let fragment_vars = fragments::variables(vars, additions);
+    for fragment in fragments::wanted(additions) {
+        left_out.extend(merge(&mut config, &fragments::render(fragment, &fragment_vars)?));
+    }
     if config["ignition"]["config"]["replace"]["source"].is_string() {
         left_out.push(
             "every addition (the config names ignition.config.replace: Ignition boots the replacement alone)".into(),
@@ -94,6 +111,21 @@ pub fn render(base: Base<'_>, vars: &BTreeMap<&str, String>, ssh_keys: &[String]
     let body = serde_json::to_string(&config).map_err(|e| IgnitionError::Json(e.to_string()))?;
     validate(body.as_bytes(), &config)?;
     Ok(Rendered { body, left_out })
+}
+
+/// Merges a fragment's users, files and units into `config`; returns what the base kept.
+fn merge(config: &mut Value, fragment: &Value) -> Vec<String> {
+    let mut left_out = Vec::new();
+    for user in fragment["passwd"]["users"].as_array().into_iter().flatten() {
+        add_user(config, user);
+    }
+    for file in fragment["storage"]["files"].as_array().into_iter().flatten() {
+        left_out.extend(add_node(config, file.clone()));
+    }
+    for unit in fragment["systemd"]["units"].as_array().into_iter().flatten() {
+        left_out.extend(add_unit(config, unit.clone()));
+    }
+    left_out
 }
 
 /// Checks an uploaded config (`openshift-install`'s bootstrap/master/worker.ign) the way
@@ -128,29 +160,21 @@ fn validate(text: &[u8], value: &Value) -> Result<(), IgnitionError> {
     if problems.is_empty() { Ok(()) } else { Err(IgnitionError::Invalid(problems)) }
 }
 
-/// Gives user `core` the operator's SSH keys: joined to the keys the base gives it (each once,
-/// the base's first), or a new `core` entry.
-fn add_keys(config: &mut Value, keys: &[String]) {
-    if keys.is_empty() {
+/// Adds a user, or joins its SSH keys to the base's user of that name (each key once, the
+/// base's first).
+fn add_user(config: &mut Value, user: &Value) {
+    let Some(users) = list(config, &["passwd", "users"]) else { return };
+    let Some(have) = users.iter_mut().find(|u| u["name"] == user["name"]) else {
+        users.push(user.clone());
         return;
-    }
-    let users = list(config, &["passwd", "users"]);
-    let Some(users) = users else { return };
-    let core = match users.iter().position(|u| u["name"] == "core") {
-        Some(i) => &mut users[i],
-        None => {
-            users.push(json!({ "name": "core" }));
-            let last = users.len() - 1;
-            &mut users[last]
-        }
     };
-    if core["sshAuthorizedKeys"].is_null() {
-        core["sshAuthorizedKeys"] = json!([]);
+    if have["sshAuthorizedKeys"].is_null() {
+        have["sshAuthorizedKeys"] = json!([]);
     }
-    if let Some(have) = core["sshAuthorizedKeys"].as_array_mut() {
-        for key in keys {
-            if !have.iter().any(|k| k == key.as_str()) {
-                have.push(json!(key));
+    if let Some(have) = have["sshAuthorizedKeys"].as_array_mut() {
+        for key in user["sshAuthorizedKeys"].as_array().into_iter().flatten() {
+            if !have.contains(key) {
+                have.push(key.clone());
             }
         }
     }

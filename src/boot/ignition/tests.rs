@@ -9,7 +9,7 @@ fn vars() -> BTreeMap<&'static str, String> {
 
 fn rendered(base: Base<'_>, keys: &[&str]) -> (Value, Vec<String>) {
     let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-    let r = render(base, &vars(), &keys).expect("renders");
+    let r = render(base, &vars(), &Additions { ssh_keys: &keys, host_key: None }).expect("renders");
     (serde_json::from_str(&r.body).expect("JSON"), r.left_out)
 }
 
@@ -115,17 +115,21 @@ fn a_render_that_would_be_invalid_is_an_error_naming_where_without_values() {
             "$.kernelArguments.shouldNotExist.0: duplicate entry",
         ),
     ] {
-        let err = render(Base::Template(base), &vars(), &[]).expect_err(base).to_string();
+        let err = render(Base::Template(base), &vars(), &Additions::default()).expect_err(base).to_string();
         assert!(err.contains(want) && !err.contains("SECRET"), "{base}:\n{err}");
     }
 }
 
 #[test]
 fn a_template_that_is_not_json_is_an_error() {
-    assert!(matches!(render(Base::Template("not json"), &vars(), &[]), Err(IgnitionError::Json(_))));
-    assert!(matches!(render(Base::Verbatim("[1]"), &vars(), &[]), Err(IgnitionError::Json(_))));
-    assert!(matches!(render(Base::Verbatim(r#"{"ignition":"x"}"#), &vars(), &[]), Err(IgnitionError::Json(_))));
-    let err = render(Base::Verbatim(r#"{"storage":"x"}"#), &vars(), &[]).expect_err("storage is not an object");
+    assert!(matches!(render(Base::Template("not json"), &vars(), &Additions::default()), Err(IgnitionError::Json(_))));
+    assert!(matches!(render(Base::Verbatim("[1]"), &vars(), &Additions::default()), Err(IgnitionError::Json(_))));
+    assert!(matches!(
+        render(Base::Verbatim(r#"{"ignition":"x"}"#), &vars(), &Additions::default()),
+        Err(IgnitionError::Json(_))
+    ));
+    let err = render(Base::Verbatim(r#"{"storage":"x"}"#), &vars(), &Additions::default())
+        .expect_err("storage is not an object");
     assert!(matches!(err, IgnitionError::Invalid(_)), "{err}");
 }
 

@@ -59,7 +59,7 @@ impl Driver {
             }
             let limits = stage::StageLimits::from(&definition.validation.phases);
             let record = ClusterRecord::start(name.clone(), limits, Timestamp::now());
-            return self.save(clusters, None, record).await;
+            return self.save(clusters, None, record).await.map(drop);
         };
         if record.stage == Stage::Failed {
             return Ok(());
@@ -111,7 +111,16 @@ impl Driver {
                         tracing::warn!(cluster = %name, error = %e, "cannot remove the bootstrap node's Ignition");
                     }
                 }
-                self.save(clusters, Some(&record), next).await
+                let failed_early =
+                    next.stage == Stage::Failed && matches!(record.stage, Stage::WaitingForApi | Stage::Bootstrapping);
+                let reason = next.error.clone().unwrap_or_default();
+                if self.save(clusters, Some(&record), next).await? && failed_early {
+                    // What the bootstrap node says about it, while it still runs.
+                    let (clusters, name) = (clusters.clone(), name.clone());
+                    let reason = format!("{} failed: {reason}", record.stage.as_str());
+                    tokio::spawn(async move { super::gather::gather(&clusters, &name, &reason).await });
+                }
+                Ok(())
             }
             Next::RemoveBootstrap(next) => {
                 let limits = crate::cluster::phase::Limits::from(&definition.validation.phases);
@@ -291,13 +300,14 @@ impl Driver {
         }
     }
 
-    /// Stores `next` if the stored record is still `current`, then tells of a stage change.
+    /// Stores `next` if the stored record is still `current`, then tells of a stage change;
+    /// whether it was stored.
     async fn save(
         &self,
         clusters: &Clusters,
         current: Option<&ClusterRecord>,
         next: ClusterRecord,
-    ) -> Result<(), ControlError> {
+    ) -> Result<bool, ControlError> {
         let (store, records) = (clusters.store.clone(), clusters.records.clone());
         let (expected, value) = (current.cloned(), next.clone());
         let saved = blocking(move || {
@@ -330,7 +340,7 @@ impl Driver {
                 }
             }
         }
-        Ok(())
+        Ok(saved)
     }
 
     fn tell(&self, clusters: &Clusters, current: &ClusterRecord, next: &ClusterRecord) {

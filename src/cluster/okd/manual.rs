@@ -1,7 +1,7 @@
 //! What an operator decides by hand for an OKD cluster: its kubelet CSRs listed with slipway's
 //! verdict on each, one approved by name (whatever the verdict: the operator's call, recorded
-//! as such), and the bootstrap node removed before slipway would (refused until etcd has let go
-//! of it, unless forced).
+//! as such), the bootstrap node removed before slipway would (refused until etcd has let go
+//! of it, unless forced), and its diagnostics read now.
 
 use std::collections::BTreeSet;
 
@@ -191,4 +191,16 @@ pub async fn remove_bootstrap(clusters: &Clusters, cluster: &str, force: bool) -
     };
     clusters.events.append(Source::Api, Subject::default(), details);
     Ok(leaving.into_iter().map(|n| n.to_string()).collect())
+}
+
+/// The bootstrap node's diagnostics, read now over SSH (and recorded, as when a stage fails).
+pub async fn gather(
+    clusters: &Clusters,
+    cluster: &str,
+) -> Result<Vec<crate::store::events::CommandOutput>, ControlError> {
+    let (stored, _) = okd(clusters, cluster).await?;
+    super::gather::gather(clusters, &stored.definition.name, "asked by the operator").await.map_err(|e| match e {
+        e if e.contains("has no bootstrap node") => ControlError::Busy(e),
+        e => ControlError::Upstream(format!("the bootstrap node: {e}")),
+    })
 }

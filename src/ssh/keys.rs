@@ -1,0 +1,208 @@
+//! The SSH keys slipway makes (ed25519 only): one client key per cluster, whose public half
+//! every node of the cluster gets for user `core` in its config, and one host key per node,
+//! delivered in that node's own config and pinned when slipway logs in, so no host is ever
+//! trusted on first use. Private files under `<state_dir>/ssh/<cluster>/`: `id_ed25519` (the
+//! client key; an operator may use it too) and `hosts/<node>` (0600, directories 0700). A key
+//! is made once: concurrent first uses agree on one file (written aside, then linked in).
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::{Algorithm, HashAlg, PrivateKey, PublicKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// A stored key that is not an OpenSSH ed25519 private key (never its contents).
+    #[error("{path}: not an OpenSSH ed25519 private key: {message}")]
+    Format { path: PathBuf, message: String },
+    #[error("cannot make an ed25519 key: {0}")]
+    Generate(String),
+}
+
+/// A node's host key as its config carries it.
+#[derive(Clone)]
+pub struct HostKey {
+    /// The OpenSSH private key file (`/etc/ssh/ssh_host_ed25519_key`).
+    pub private: zeroize::Zeroizing<String>,
+    /// Its public line (`ssh_host_ed25519_key.pub`).
+    pub public: String,
+}
+
+impl std::fmt::Debug for HostKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostKey").field("public", &self.public).finish_non_exhaustive()
+    }
+}
+
+fn cluster_dir(state_dir: &Path, cluster: &str) -> PathBuf {
+    state_dir.join("ssh").join(cluster)
+}
+
+fn host_path(state_dir: &Path, cluster: &str, node: &str) -> PathBuf {
+    cluster_dir(state_dir, cluster).join("hosts").join(node)
+}
+
+/// The cluster's client key, made on first use.
+pub fn client(state_dir: &Path, cluster: &str) -> Result<PrivateKey, KeyError> {
+    let path = cluster_dir(state_dir, cluster).join("id_ed25519");
+    get_or_make(&path, &format!("slipway@{cluster}"))
+}
+
+/// The public line of the cluster's client key (for `authorized_keys`), made on first use.
+pub fn client_public(state_dir: &Path, cluster: &str) -> Result<String, KeyError> {
+    let key = client(state_dir, cluster)?;
+    openssh_public(key.public_key())
+}
+
+/// The node's host key, made on first use.
+pub fn host(state_dir: &Path, cluster: &str, node: &str) -> Result<HostKey, KeyError> {
+    let path = host_path(state_dir, cluster, node);
+    let key = get_or_make(&path, node)?;
+    let private = key.to_openssh(LineEnding::LF).map_err(|e| KeyError::Generate(e.to_string()))?;
+    Ok(HostKey { private: zeroize::Zeroizing::new(private.to_string()), public: openssh_public(key.public_key())? })
+}
+
+/// The node's host key to pin, if slipway made one (it does when the node fetches its config).
+pub fn host_public(state_dir: &Path, cluster: &str, node: &str) -> Result<Option<PublicKey>, KeyError> {
+    let path = host_path(state_dir, cluster, node);
+    Ok(read(&path)?.map(|key| key.public_key().clone()))
+}
+
+/// Forgets a node's host key (its VM is gone; a new one gets a new key).
+pub fn remove_host(state_dir: &Path, cluster: &str, node: &str) -> Result<(), KeyError> {
+    let path = host_path(state_dir, cluster, node);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(KeyError::Io { path, source: e }),
+        _ => Ok(()),
+    }
+}
+
+/// Forgets every key of a deleted cluster.
+pub fn remove_cluster(state_dir: &Path, cluster: &str) -> Result<(), KeyError> {
+    let path = cluster_dir(state_dir, cluster);
+    match std::fs::remove_dir_all(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(KeyError::Io { path, source: e }),
+        _ => Ok(()),
+    }
+}
+
+/// `SHA256:…`, as `ssh-keygen -l` shows it.
+pub fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+fn openssh_public(key: &PublicKey) -> Result<String, KeyError> {
+    key.to_openssh().map_err(|e| KeyError::Generate(e.to_string()))
+}
+
+fn read(path: &Path) -> Result<Option<PrivateKey>, KeyError> {
+    let text = match std::fs::read(path) {
+        Ok(text) => zeroize::Zeroizing::new(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(KeyError::Io { path: path.to_owned(), source: e }),
+    };
+    let format = |message: String| KeyError::Format { path: path.to_owned(), message };
+    let key = PrivateKey::from_openssh(&*text).map_err(|e| format(e.to_string()))?;
+    if key.algorithm() != Algorithm::Ed25519 {
+        return Err(format(format!("it is {}", key.algorithm())));
+    }
+    Ok(Some(key))
+}
+
+/// The key at `path`, or a new one stored there. A new key is written to a file of its own
+/// and hard-linked into place, which fails when another caller got there first: its key wins.
+fn get_or_make(path: &Path, comment: &str) -> Result<PrivateKey, KeyError> {
+    if let Some(key) = read(path)? {
+        return Ok(key);
+    }
+    let io = |source: std::io::Error| KeyError::Io { path: path.to_owned(), source };
+    let mut key = PrivateKey::random(&mut russh::keys::key::safe_rng(), Algorithm::Ed25519)
+        .map_err(|e| KeyError::Generate(e.to_string()))?;
+    key.set_comment(comment);
+    let text = key.to_openssh(LineEnding::LF).map_err(|e| KeyError::Generate(e.to_string()))?;
+    let dir = path.parent().unwrap_or(path);
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.{}.part", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::hard_link(&tmp, path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => Ok(key),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read(path)?.ok_or_else(|| io(std::io::ErrorKind::NotFound.into()))
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_key_is_made_once_and_kept_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = client_public(dir.path(), "prod").expect("client key");
+        assert!(first.starts_with("ssh-ed25519 AAAA") && first.ends_with(" slipway@prod"), "{first}");
+        assert_eq!(client_public(dir.path(), "prod").expect("again"), first);
+        assert_ne!(client_public(dir.path(), "lab").expect("another cluster"), first);
+        let file = dir.path().join("ssh/prod/id_ed25519");
+        assert_eq!(std::fs::metadata(&file).expect("file").permissions().mode() & 0o777, 0o600);
+        let parent = file.parent().expect("dir");
+        assert_eq!(std::fs::metadata(parent).expect("dir").permissions().mode() & 0o777, 0o700);
+        let names: Vec<_> = std::fs::read_dir(parent).expect("dir").map(|e| e.expect("entry").file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("id_ed25519")], "no temporary file left");
+    }
+
+    #[test]
+    fn concurrent_first_uses_agree_on_one_host_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys: Vec<String> = std::thread::scope(|s| {
+            let all: Vec<_> = (0..8).map(|_| s.spawn(|| host(dir.path(), "prod", "bootstrap"))).collect();
+            all.into_iter().map(|h| h.join().expect("thread").expect("host key").public).collect()
+        });
+        assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+        let pinned = host_public(dir.path(), "prod", "bootstrap").expect("read").expect("made");
+        assert_eq!(openssh_public(&pinned).expect("line"), keys[0]);
+        let private = host(dir.path(), "prod", "bootstrap").expect("host key").private;
+        assert!(private.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----\n"));
+        assert!(fingerprint(&pinned).starts_with("SHA256:"));
+    }
+
+    #[test]
+    fn a_host_key_is_forgotten_with_its_node_and_cluster() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(host_public(dir.path(), "prod", "m0").expect("read").is_none(), "never made");
+        let before = host(dir.path(), "prod", "m0").expect("made").public;
+        remove_host(dir.path(), "prod", "m0").expect("remove");
+        remove_host(dir.path(), "prod", "m0").expect("removing nothing is fine");
+        assert!(host_public(dir.path(), "prod", "m0").expect("read").is_none());
+        assert_ne!(host(dir.path(), "prod", "m0").expect("made again").public, before);
+        remove_cluster(dir.path(), "prod").expect("remove the cluster's keys");
+        assert!(!dir.path().join("ssh/prod").exists());
+    }
+
+    #[test]
+    fn a_damaged_key_file_is_named_without_its_contents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("ssh/prod/id_ed25519");
+        std::fs::create_dir_all(file.parent().expect("dir")).expect("dir");
+        std::fs::write(&file, "secret-ish garbage").expect("write");
+        let err = client(dir.path(), "prod").expect_err("not a key").to_string();
+        assert!(err.contains("ssh/prod/id_ed25519") && err.contains("not an OpenSSH"), "{err}");
+        assert!(!err.contains("garbage"), "{err}");
+    }
+}
