@@ -140,6 +140,10 @@ fn a_failed_bootstrap_is_read_over_ssh_with_the_host_key_pinned() {
     let (ok, _, err) = support::cli_in(Some(&lab.ns), &daemon, &["cluster", "apply", "-f", &definition(dir.path())]);
     assert!(ok, "{err}");
 
+    // Before the bootstrap node fetched a config carrying slipway's host key, nothing is tried.
+    let (ok, _, err) = support::cli_in(Some(&lab.ns), &daemon, &["cluster", "bootstrap", "gather", "prod"]);
+    assert!(!ok && err.contains("409") && err.contains("its SSH host cannot be identified"), "{err}");
+
     // The bootstrap node fetches its config; sshd gets what it carries.
     let body =
         in_lab(&lab, &["curl", "-sf", "-m", "10", "--interface", "10.1.107.20", "http://10.1.107.1:8080/ignition"]);
@@ -161,8 +165,9 @@ fn a_failed_bootstrap_is_read_over_ssh_with_the_host_key_pinned() {
     // It runs; the API never answers: waiting-for-api fails and slipway reads the node.
     let phone = ["curl", "-sf", "-m", "10", "--interface", "10.1.107.20", "-X", "POST"];
     in_lab(&lab, &[&phone[..], &["http://10.1.107.1:8080/phone-home"]].concat());
-    support::eventually("diagnostics read", LIMIT, || !events(&lab, &daemon).is_empty());
-    let event = events(&lab, &daemon).remove(0);
+    let after_failure = |e: &Value| e["details"]["reason"].as_str().is_some_and(|r| r.starts_with("waiting-for-api"));
+    support::eventually("diagnostics read", LIMIT, || events(&lab, &daemon).iter().any(after_failure));
+    let event = events(&lab, &daemon).into_iter().find(after_failure).expect("the event");
     let sshd_log = sshd.stop();
     assert_eq!(event["node"], "bootstrap-0", "{event}");
     let details = &event["details"];
@@ -206,7 +211,12 @@ fn a_failed_bootstrap_is_read_over_ssh_with_the_host_key_pinned() {
     let (ok, _, err) = support::cli_in(Some(&lab.ns), &daemon, &["cluster", "bootstrap", "gather", "prod"]);
     sshd.stop();
     assert!(!ok);
-    assert!(err.contains("did not let core in with the cluster's key"), "{err}");
+    let client = slipway::ssh::keys::client_public(&dir.path().join("state"), "prod").expect("the cluster's key");
+    let client_file = dir.path().join("client.pub");
+    std::fs::write(&client_file, client).expect("client.pub");
+    let did_not =
+        format!("did not let core in with key {} (not among core's authorized keys)", fingerprint(&client_file));
+    assert!(err.contains(&did_not), "{err}");
 
     // And it works by hand again once the node is what slipway made.
     std::fs::write(&authorized, keys.join("\n") + "\n").expect("authorized_keys");

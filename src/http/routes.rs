@@ -151,16 +151,15 @@ impl BootState {
         Ok(Some(text))
     }
 
-    /// User `core`'s SSH keys for `node` (the operator's, and its cluster's own), and the host
-    /// key slipway made for it: both made on first use, for a node of a cluster.
+    /// For a node of a cluster: its cluster's public key and the host key slipway made for the
+    /// node, both made on first use. A key that cannot be made or read refuses the config.
     async fn ssh_keys(
         &self,
         inv: &Inventory,
         node: &Node,
-    ) -> Result<(Vec<String>, Option<crate::ssh::keys::HostKey>), Response> {
-        let mut keys = self.settings.ssh_keys.clone();
+    ) -> Result<Option<(String, crate::ssh::keys::HostKey)>, Response> {
         let Some(cluster) = node.cluster.as_ref().filter(|c| inv.clusters.contains_key(*c)) else {
-            return Ok((keys, None));
+            return Ok(None);
         };
         let (dir, cluster, name) = (self.store.state_dir().to_owned(), cluster.to_string(), node.name.to_string());
         let made = tokio::task::spawn_blocking(move || {
@@ -169,17 +168,23 @@ impl BootState {
                 crate::ssh::keys::host(&dir, &cluster, &name)?,
             ))
         })
-        .await;
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|made| made.map_err(|e| format!("its SSH keys: {e}")));
         match made {
-            Ok(Ok((client, host))) => {
-                keys.push(client);
-                Ok((keys, Some(host)))
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(node = %node.name, error = %e, "ignition: cannot make the node's SSH keys");
-                Err(StatusCode::INTERNAL_SERVER_ERROR.into_response())
-            }
-            Err(_) => Err(StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+            Ok(keys) => Ok(Some(keys)),
+            Err(e) => Err(self.refused(node, ConfigKind::Ignition, &e)),
+        }
+    }
+
+    /// Notes that `node` was served the host key slipway made for it (from now on pinned).
+    async fn host_key_delivered(&self, node: &Node) {
+        let Some(cluster) = &node.cluster else { return };
+        let (dir, cluster, name) = (self.store.state_dir().to_owned(), cluster.to_string(), node.name.to_string());
+        let noted = tokio::task::spawn_blocking(move || crate::ssh::keys::delivered(&dir, &cluster, &name)).await;
+        if !matches!(noted, Ok(Ok(()))) {
+            // Not pinned: slipway will not log in to it (fails closed).
+            tracing::warn!(node = %node.name, "ignition: cannot note the host key as served");
         }
     }
 
@@ -387,13 +392,20 @@ async fn ignition_config(State(s): State<BootState>, Extension(conn): Extension<
         (None, Some(text)) => ignition::Base::Template(text),
         (None, None) => ignition::Base::Empty,
     };
-    let (ssh_keys, host_key) = match s.ssh_keys(&inv, node).await {
+    let keys = match s.ssh_keys(&inv, node).await {
         Ok(keys) => keys,
         Err(resp) => return resp,
     };
-    let host_key = host_key.as_ref().map(|k| ignition::HostKeyFiles { private: &k.private, public: &k.public });
-    match ignition::render(base, &vars, &ignition::Additions { ssh_keys: &ssh_keys, host_key }) {
+    let additions = ignition::Additions {
+        ssh_keys: &s.settings.ssh_keys,
+        cluster_key: keys.as_ref().map(|(client, _)| client.as_str()),
+        host_key: keys.as_ref().map(|(_, k)| ignition::HostKeyFiles { private: &k.private, public: &k.public }),
+    };
+    match ignition::render(base, &vars, &additions) {
         Ok(rendered) => {
+            if rendered.merged.contains(&ignition::fragments::HOST_KEY) {
+                s.host_key_delivered(node).await;
+            }
             s.served(node, ConfigKind::Ignition, rendered.left_out);
             ([(header::CONTENT_TYPE, "application/vnd.coreos.ignition+json")], rendered.body).into_response()
         }

@@ -2,8 +2,10 @@
 //! every node of the cluster gets for user `core` in its config, and one host key per node,
 //! delivered in that node's own config and pinned when slipway logs in, so no host is ever
 //! trusted on first use. Private files under `<state_dir>/ssh/<cluster>/`: `id_ed25519` (the
-//! client key; an operator may use it too) and `hosts/<node>` (0600, directories 0700). A key
-//! is made once: concurrent first uses agree on one file (written aside, then linked in).
+//! client key; an operator may use it too) and `hosts/<node>` (0600, directories 0700), beside
+//! it `hosts/<node>.delivered` once a config carrying it was served (only then is it pinned). A
+//! key is made once: concurrent first uses agree on one file (written aside, then linked in,
+//! the directory synced before the key is handed out).
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -50,7 +52,7 @@ fn host_path(state_dir: &Path, cluster: &str, node: &str) -> PathBuf {
 /// The cluster's client key, made on first use.
 pub fn client(state_dir: &Path, cluster: &str) -> Result<PrivateKey, KeyError> {
     let path = cluster_dir(state_dir, cluster).join("id_ed25519");
-    get_or_make(&path, &format!("slipway@{cluster}"))
+    get_or_make(state_dir, &path, &format!("slipway@{cluster}"))
 }
 
 /// The public line of the cluster's client key (for `authorized_keys`), made on first use.
@@ -62,24 +64,49 @@ pub fn client_public(state_dir: &Path, cluster: &str) -> Result<String, KeyError
 /// The node's host key, made on first use.
 pub fn host(state_dir: &Path, cluster: &str, node: &str) -> Result<HostKey, KeyError> {
     let path = host_path(state_dir, cluster, node);
-    let key = get_or_make(&path, node)?;
+    let key = get_or_make(state_dir, &path, node)?;
     let private = key.to_openssh(LineEnding::LF).map_err(|e| KeyError::Generate(e.to_string()))?;
     Ok(HostKey { private: zeroize::Zeroizing::new(private.to_string()), public: openssh_public(key.public_key())? })
 }
 
-/// The node's host key to pin, if slipway made one (it does when the node fetches its config).
-pub fn host_public(state_dir: &Path, cluster: &str, node: &str) -> Result<Option<PublicKey>, KeyError> {
-    let path = host_path(state_dir, cluster, node);
-    Ok(read(&path)?.map(|key| key.public_key().clone()))
+/// The cluster's client key, if one was made (never makes one).
+pub fn existing_client(state_dir: &Path, cluster: &str) -> Result<Option<PrivateKey>, KeyError> {
+    read(&cluster_dir(state_dir, cluster).join("id_ed25519"))
 }
 
-/// Forgets a node's host key (its VM is gone; a new one gets a new key).
-pub fn remove_host(state_dir: &Path, cluster: &str, node: &str) -> Result<(), KeyError> {
-    let path = host_path(state_dir, cluster, node);
-    match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(KeyError::Io { path, source: e }),
-        _ => Ok(()),
+fn delivered_path(state_dir: &Path, cluster: &str, node: &str) -> PathBuf {
+    cluster_dir(state_dir, cluster).join("hosts").join(format!("{node}.delivered"))
+}
+
+/// Notes that a config carrying the node's host key was served: from now on it is pinned.
+pub fn delivered(state_dir: &Path, cluster: &str, node: &str) -> Result<(), KeyError> {
+    let path = delivered_path(state_dir, cluster, node);
+    if path.exists() {
+        return Ok(());
     }
+    let io = |source: std::io::Error| KeyError::Io { path: path.clone(), source };
+    std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path).map_err(io)?;
+    sync_dir(path.parent().unwrap_or(&path)).map_err(io)
+}
+
+/// The node's host key to pin: the one slipway made and served the node in its config; `None`
+/// when it was never served.
+pub fn pinned(state_dir: &Path, cluster: &str, node: &str) -> Result<Option<PublicKey>, KeyError> {
+    if !delivered_path(state_dir, cluster, node).exists() {
+        return Ok(None);
+    }
+    Ok(read(&host_path(state_dir, cluster, node))?.map(|key| key.public_key().clone()))
+}
+
+/// Forgets a node's host key (slipway forgets the node; one made again gets a new key).
+pub fn remove_host(state_dir: &Path, cluster: &str, node: &str) -> Result<(), KeyError> {
+    for path in [delivered_path(state_dir, cluster, node), host_path(state_dir, cluster, node)] {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(KeyError::Io { path, source: e }),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Forgets every key of a deleted cluster.
@@ -116,7 +143,7 @@ fn read(path: &Path) -> Result<Option<PrivateKey>, KeyError> {
 
 /// The key at `path`, or a new one stored there. A new key is written to a file of its own
 /// and hard-linked into place, which fails when another caller got there first: its key wins.
-fn get_or_make(path: &Path, comment: &str) -> Result<PrivateKey, KeyError> {
+fn get_or_make(state_dir: &Path, path: &Path, comment: &str) -> Result<PrivateKey, KeyError> {
     if let Some(key) = read(path)? {
         return Ok(key);
     }
@@ -126,7 +153,18 @@ fn get_or_make(path: &Path, comment: &str) -> Result<PrivateKey, KeyError> {
     key.set_comment(comment);
     let text = key.to_openssh(LineEnding::LF).map_err(|e| KeyError::Generate(e.to_string()))?;
     let dir = path.parent().unwrap_or(path);
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+    if !dir.exists() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+        // The new directories' entries, up to the state directory's own.
+        let mut at = dir;
+        while let Some(parent) = at.parent() {
+            sync_dir(parent).map_err(io)?;
+            if parent == state_dir {
+                break;
+            }
+            at = parent;
+        }
+    }
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.{}.part", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
@@ -134,7 +172,8 @@ fn get_or_make(path: &Path, comment: &str) -> Result<PrivateKey, KeyError> {
         let mut file = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(&tmp)?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
-        std::fs::hard_link(&tmp, path)
+        std::fs::hard_link(&tmp, path)?;
+        sync_dir(dir)
     })();
     let _ = std::fs::remove_file(&tmp);
     match written {
@@ -144,6 +183,11 @@ fn get_or_make(path: &Path, comment: &str) -> Result<PrivateKey, KeyError> {
         }
         Err(e) => Err(io(e)),
     }
+}
+
+/// Makes a directory's entries durable (a new file's name survives a crash).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -175,7 +219,10 @@ mod tests {
             all.into_iter().map(|h| h.join().expect("thread").expect("host key").public).collect()
         });
         assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
-        let pinned = host_public(dir.path(), "prod", "bootstrap").expect("read").expect("made");
+        assert!(pinned(dir.path(), "prod", "bootstrap").expect("read").is_none(), "made, never served");
+        delivered(dir.path(), "prod", "bootstrap").expect("served");
+        delivered(dir.path(), "prod", "bootstrap").expect("served again");
+        let pinned = pinned(dir.path(), "prod", "bootstrap").expect("read").expect("pinned");
         assert_eq!(openssh_public(&pinned).expect("line"), keys[0]);
         let private = host(dir.path(), "prod", "bootstrap").expect("host key").private;
         assert!(private.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----\n"));
@@ -185,11 +232,14 @@ mod tests {
     #[test]
     fn a_host_key_is_forgotten_with_its_node_and_cluster() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert!(host_public(dir.path(), "prod", "m0").expect("read").is_none(), "never made");
+        assert!(pinned(dir.path(), "prod", "m0").expect("read").is_none(), "never made");
+        assert!(existing_client(dir.path(), "prod").expect("read").is_none(), "never made");
         let before = host(dir.path(), "prod", "m0").expect("made").public;
+        delivered(dir.path(), "prod", "m0").expect("served");
         remove_host(dir.path(), "prod", "m0").expect("remove");
         remove_host(dir.path(), "prod", "m0").expect("removing nothing is fine");
-        assert!(host_public(dir.path(), "prod", "m0").expect("read").is_none());
+        assert!(pinned(dir.path(), "prod", "m0").expect("read").is_none());
+        assert!(!dir.path().join("ssh/prod/hosts/m0.delivered").exists());
         assert_ne!(host(dir.path(), "prod", "m0").expect("made again").public, before);
         remove_cluster(dir.path(), "prod").expect("remove the cluster's keys");
         assert!(!dir.path().join("ssh/prod").exists());

@@ -47,8 +47,8 @@ pub enum SshError {
         "{node} at {addr} offered host key {offered}, not the one slipway made for it ({pinned}): refused (a different machine, or reinstalled without slipway's config)"
     )]
     HostKey { node: String, addr: SocketAddr, offered: String, pinned: String },
-    #[error("{node} at {addr} did not let {user} in with the cluster's key (not in ~{user}/.ssh/authorized_keys.d)")]
-    Denied { node: String, addr: SocketAddr, user: String },
+    #[error("{node} at {addr} did not let {user} in with key {key} (not among {user}'s authorized keys)")]
+    Denied { node: String, addr: SocketAddr, user: String, key: String },
     #[error("{node} at {addr}: no answer within {} while {what}", humantime::format_duration(*.limit))]
     Timeout { node: String, addr: SocketAddr, limit: Duration, what: &'static str },
     #[error("{node} at {addr}: {message}")]
@@ -99,6 +99,7 @@ pub async fn run(
         .map_err(|e| connect_error(target, e, offered.lock().unwrap_or_else(|p| p.into_inner()).take()))?;
     let left = || limit.saturating_sub(started.elapsed());
     let mut handle = handle;
+    let fingerprint = keys::fingerprint(key.public_key());
     let auth = tokio::time::timeout(
         left(),
         handle.authenticate_publickey(&target.user, PrivateKeyWithHashAlg::new(key, None)),
@@ -107,7 +108,8 @@ pub async fn run(
     .map_err(|_| timeout("logging in"))?
     .map_err(|e| protocol(target, e))?;
     if !auth.success() {
-        return Err(SshError::Denied { node: target.node.clone(), addr: target.addr, user: target.user.clone() });
+        let (node, user) = (target.node.clone(), target.user.clone());
+        return Err(SshError::Denied { node, addr: target.addr, user, key: fingerprint });
     }
     let mut out = Vec::with_capacity(commands.len());
     for command in commands {

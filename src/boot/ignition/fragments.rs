@@ -34,16 +34,18 @@ pub const ALL: [Fragment; 4] = [HOSTNAME, SSH_KEYS, HOST_KEY, PHONE_HOME];
 pub fn wanted(additions: &Additions<'_>) -> Vec<Fragment> {
     ALL.into_iter()
         .filter(|f| match *f {
-            SSH_KEYS => !additions.ssh_keys.is_empty(),
+            SSH_KEYS => !additions.ssh_keys.is_empty() || additions.cluster_key.is_some(),
             HOST_KEY => additions.host_key.is_some(),
             _ => true,
         })
         .collect()
 }
 
-/// `vars` with the additions' variables.
+/// `vars` with the additions' variables (the SSH keys: the operator's, then the cluster's).
 pub fn variables<'a>(vars: &BTreeMap<&'a str, String>, additions: &Additions<'_>) -> BTreeMap<&'a str, String> {
-    let mut all = template::with_keys(vars, additions.ssh_keys);
+    let mut keys = additions.ssh_keys.to_vec();
+    keys.extend(additions.cluster_key.map(str::to_owned));
+    let mut all = template::with_keys(vars, &keys);
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     if let Some(host) = &additions.host_key {
         all.insert("ssh_host_key", b64(host.private));
@@ -74,22 +76,26 @@ mod tests {
     fn every_fragment_renders_to_a_config_with_only_what_the_merge_knows() {
         let keys = ["ssh-ed25519 AAAA ops@lab".to_string()];
         let host = HostKeyFiles { private: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n", public: "ssh-ed25519 BBBB m0" };
-        let additions = Additions { ssh_keys: &keys, host_key: Some(host) };
+        let cluster_key = Some("ssh-ed25519 CCCC slipway@prod");
+        let additions = Additions { ssh_keys: &keys, cluster_key, host_key: Some(host) };
         assert_eq!(wanted(&additions), ALL.to_vec());
         let vars = variables(&vars(), &additions);
         for fragment in ALL {
             let config = render(fragment, &vars).expect(fragment.file);
             assert_eq!(config["ignition"]["version"], super::super::SPEC_VERSION, "{}", fragment.file);
-            let sections: Vec<&String> = config.as_object().expect("object").keys().collect();
-            for section in sections {
-                assert!(["ignition", "passwd", "storage", "systemd"].contains(&section.as_str()), "{}", fragment.file);
-            }
-            for (section, list) in [("storage", "directories"), ("storage", "links"), ("passwd", "groups")] {
-                assert!(
-                    config[section][list].is_null(),
-                    "{} has {section}.{list}: the merge adds no such",
-                    fragment.file
-                );
+            // Only what `merge` carries over: anything else would be dropped silently.
+            let known = [
+                ("ignition", &["version"][..]),
+                ("passwd", &["users"][..]),
+                ("storage", &["files"][..]),
+                ("systemd", &["units"][..]),
+            ];
+            for (section, value) in config.as_object().expect("object") {
+                let lists = known.iter().find(|(s, _)| s == section).map(|(_, l)| *l);
+                let lists = lists.unwrap_or_else(|| panic!("{}: section {section}", fragment.file));
+                for key in value.as_object().expect("section object").keys() {
+                    assert!(lists.contains(&key.as_str()), "{}: {section}.{key} is not merged", fragment.file);
+                }
             }
         }
         let host_files = render(HOST_KEY, &vars).expect("host key");
@@ -99,10 +105,15 @@ mod tests {
             .expect("base64");
         assert_eq!(decoded, host.private.as_bytes());
         assert_eq!(host_files["storage"]["files"][0]["mode"], 0o600);
+        let keys_fragment = render(SSH_KEYS, &vars).expect("keys");
+        let core = &keys_fragment["passwd"]["users"][0]["sshAuthorizedKeys"];
+        assert_eq!(*core, serde_json::json!(["ssh-ed25519 AAAA ops@lab", "ssh-ed25519 CCCC slipway@prod"]));
     }
 
     #[test]
     fn a_node_without_keys_gets_the_hostname_and_the_phone_home() {
         assert_eq!(wanted(&Additions::default()), vec![HOSTNAME, PHONE_HOME]);
+        let cluster_only = Additions { cluster_key: Some("ssh-ed25519 CCCC slipway@prod"), ..Additions::default() };
+        assert_eq!(wanted(&cluster_only), vec![HOSTNAME, SSH_KEYS, PHONE_HOME]);
     }
 }

@@ -3,9 +3,11 @@
 //! the cluster's own), the node's host key, and a unit that phones home once the system is up —
 //! merged into a base config (an uploaded `openshift-install` config, an operator template
 //! rendered with the node's variables, or nothing) by the keys Ignition itself merges on: users
-//! by name (SSH keys join the user's own), files by path, units by name; a path or a unit the
-//! base already defines is the base's (the addition is left out and reported). Every document
-//! is checked (`check`) before it may be served. Pure.
+//! by name (SSH keys join the user's own), files by path, units by name. A fragment goes in
+//! whole or not at all: where the base already defines one of its paths or units, the base's
+//! entries stay and the fragment is left out and reported (a host key without its `.pub`, or
+//! the reverse, would be worse than none). Every document is checked (`check`) before it may
+//! be served. Pure.
 
 pub mod certs;
 mod check;
@@ -45,19 +47,25 @@ pub enum Base<'a> {
     Verbatim(&'a str),
 }
 
-/// A document that may be served, and the additions the base's own entries took the place of
-/// (for example `file /etc/hostname (the base writes it)`).
+/// A document that may be served, the additions the base's own entries took the place of
+/// (for example `hostname.ign: file /etc/hostname (the base defines /etc/hostname)`), and the
+/// fragments that are in it (none when the base replaces itself).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rendered {
     pub body: String,
     pub left_out: Vec<String>,
+    pub merged: Vec<fragments::Fragment>,
 }
 
 /// What slipway adds for one node beside its template variables.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Additions<'a> {
-    /// Keys for user `core`: the operator's (`[boot] ssh_authorized_keys`) and its cluster's.
+    /// The operator's keys for user `core` (`[boot] ssh_authorized_keys`; a template's
+    /// `{{ssh_authorized_keys}}`).
     pub ssh_keys: &'a [String],
+    /// The node's cluster's own key, for user `core` too (not in the templates' variable: a
+    /// template may give the operator's keys to other users).
+    pub cluster_key: Option<&'a str>,
     /// The node's own host key, when slipway made one (a node of a cluster).
     pub host_key: Option<HostKeyFiles<'a>>,
 }
@@ -98,34 +106,59 @@ pub fn render(
     if !config["ignition"]["version"].as_str().is_some_and(|v| v.starts_with("3.")) {
         config["ignition"]["version"] = json!(SPEC_VERSION);
     }
-    let mut left_out = Vec::new();
+    let (mut left_out, mut merged) = (Vec::new(), Vec::new());
     let fragment_vars = fragments::variables(vars, additions);
     for fragment in fragments::wanted(additions) {
-        left_out.extend(merge(&mut config, &fragments::render(fragment, &fragment_vars)?));
+        match merge(&mut config, &fragments::render(fragment, &fragment_vars)?) {
+            Ok(()) => merged.push(fragment),
+            Err(kept) => left_out.extend(kept.into_iter().map(|k| format!("{}: {k}", fragment.file))),
+        }
     }
     if config["ignition"]["config"]["replace"]["source"].is_string() {
         left_out.push(
             "every addition (the config names ignition.config.replace: Ignition boots the replacement alone)".into(),
         );
+        merged.clear();
     }
     let body = serde_json::to_string(&config).map_err(|e| IgnitionError::Json(e.to_string()))?;
     validate(body.as_bytes(), &config)?;
-    Ok(Rendered { body, left_out })
+    Ok(Rendered { body, left_out, merged })
 }
 
-/// Merges a fragment's users, files and units into `config`; returns what the base kept.
-fn merge(config: &mut Value, fragment: &Value) -> Vec<String> {
-    let mut left_out = Vec::new();
-    for user in fragment["passwd"]["users"].as_array().into_iter().flatten() {
-        add_user(config, user);
+/// Merges a fragment's users, files and units into `config`, or nothing of it when the base
+/// has one of its paths or units (then: which, as `Err`).
+fn merge(config: &mut Value, fragment: &Value) -> Result<(), Vec<String>> {
+    let entries = |section: &str, list: &str| fragment[section][list].as_array().cloned().unwrap_or_default();
+    let (files, units) = (entries("storage", "files"), entries("systemd", "units"));
+    let mut kept = Vec::new();
+    for file in &files {
+        let path = file["path"].as_str().unwrap_or_default();
+        if has_node(config, path) {
+            kept.push(format!("file {path} (the base defines {path})"));
+        }
     }
-    for file in fragment["storage"]["files"].as_array().into_iter().flatten() {
-        left_out.extend(add_node(config, file.clone()));
+    for unit in &units {
+        let name = unit["name"].as_str().unwrap_or_default();
+        let path = format!("/etc/systemd/system/{name}");
+        if config["systemd"]["units"].as_array().is_some_and(|units| units.iter().any(|u| u["name"] == name)) {
+            kept.push(format!("unit {name} (the base defines a unit of that name)"));
+        } else if has_node(config, &path) {
+            kept.push(format!("unit {name} (the base writes {path})"));
+        }
     }
-    for unit in fragment["systemd"]["units"].as_array().into_iter().flatten() {
-        left_out.extend(add_unit(config, unit.clone()));
+    if !kept.is_empty() {
+        return Err(kept);
     }
-    left_out
+    for user in entries("passwd", "users") {
+        add_user(config, &user);
+    }
+    for (path, entries) in [(["storage", "files"], files), (["systemd", "units"], units)] {
+        // Something other than a list in the way: the check reports the base's shape.
+        if let Some(list) = list(config, &path) {
+            list.extend(entries);
+        }
+    }
+    Ok(())
 }
 
 /// Checks an uploaded config (`openshift-install`'s bootstrap/master/worker.ign) the way
@@ -180,36 +213,11 @@ fn add_user(config: &mut Value, user: &Value) {
     }
 }
 
-/// Adds a file, unless the base has a file, directory or link at its path (Ignition keeps one
-/// entry per path across the three lists), or a unit written there.
-fn add_node(config: &mut Value, file: Value) -> Option<String> {
-    let path = file["path"].as_str().unwrap_or_default().to_string();
-    if has_node(config, &path) {
-        return Some(format!("file {path} (the base defines {path})"));
-    }
-    list(config, &["storage", "files"])?.push(file);
-    None
-}
-
 /// Whether the config has a file, directory or link at `path`.
 fn has_node(config: &Value, path: &str) -> bool {
     ["files", "directories", "links"]
         .iter()
         .any(|l| config["storage"][*l].as_array().is_some_and(|nodes| nodes.iter().any(|n| n["path"] == path)))
-}
-
-/// Adds a unit, unless the base has a unit of that name or a file where it would be written.
-fn add_unit(config: &mut Value, unit: Value) -> Option<String> {
-    let name = unit["name"].as_str().unwrap_or_default().to_string();
-    if config["systemd"]["units"].as_array().is_some_and(|units| units.iter().any(|u| u["name"] == name.as_str())) {
-        return Some(format!("unit {name} (the base defines a unit of that name)"));
-    }
-    let path = format!("/etc/systemd/system/{name}");
-    if has_node(config, &path) {
-        return Some(format!("unit {name} (the base writes {path})"));
-    }
-    list(config, &["systemd", "units"])?.push(unit);
-    None
 }
 
 /// A JSON error with its quoted values replaced (`invalid type: string "…", expected ...`),

@@ -9,7 +9,7 @@ fn vars() -> BTreeMap<&'static str, String> {
 
 fn rendered(base: Base<'_>, keys: &[&str]) -> (Value, Vec<String>) {
     let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-    let r = render(base, &vars(), &Additions { ssh_keys: &keys, host_key: None }).expect("renders");
+    let r = render(base, &vars(), &Additions { ssh_keys: &keys, ..Additions::default() }).expect("renders");
     (serde_json::from_str(&r.body).expect("JSON"), r.left_out)
 }
 
@@ -187,4 +187,37 @@ fn unit_files_parse_as_go_systemd_parses_them() {
     for bad in ["[Unit\n", "[Unit] x\n", "[Unit]\nno equals sign\n", "[Unit]\nlast", &long, spaced] {
         assert!(check::parse_unit(bad).is_err(), "{bad:?}");
     }
+}
+
+#[test]
+fn the_host_key_goes_in_whole_or_not_at_all() {
+    let host = HostKeyFiles { private: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n", public: "ssh-ed25519 BBBB m0" };
+    let keys = [KEY.to_string()];
+    let additions =
+        Additions { ssh_keys: &keys, cluster_key: Some("ssh-ed25519 CCCC slipway@prod"), host_key: Some(host) };
+    let r = render(Base::Empty, &vars(), &additions).expect("renders");
+    assert_eq!(r.merged, fragments::ALL.to_vec());
+    // A base with its own public host key file: neither of slipway's host key files goes in.
+    let base = r#"{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"/etc/ssh/ssh_host_ed25519_key.pub","contents":{"source":"data:,theirs"}}]}}"#;
+    let r = render(Base::Verbatim(base), &vars(), &additions).expect("renders");
+    let v: Value = serde_json::from_str(&r.body).expect("JSON");
+    let paths: Vec<&str> =
+        v["storage"]["files"].as_array().expect("files").iter().filter_map(|f| f["path"].as_str()).collect();
+    assert_eq!(paths, ["/etc/ssh/ssh_host_ed25519_key.pub", "/etc/hostname"]);
+    assert!(!r.merged.contains(&fragments::HOST_KEY));
+    assert_eq!(
+        r.left_out,
+        [
+            "ssh-host-key.ign: file /etc/ssh/ssh_host_ed25519_key.pub (the base defines /etc/ssh/ssh_host_ed25519_key.pub)"
+        ]
+    );
+    // The cluster's key joins core's, after the operator's; a template's variable has only the operator's.
+    assert_eq!(v["passwd"]["users"][0]["sshAuthorizedKeys"], json!([KEY, "ssh-ed25519 CCCC slipway@prod"]));
+    let template = r#"{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"ops","sshAuthorizedKeys":{{ssh_authorized_keys}}}]}}"#;
+    let r = render(Base::Template(template), &vars(), &additions).expect("renders");
+    let v: Value = serde_json::from_str(&r.body).expect("JSON");
+    assert_eq!(v["passwd"]["users"][0], json!({ "name": "ops", "sshAuthorizedKeys": [KEY] }));
+    // A config that replaces itself carries none of them.
+    let base = r#"{"ignition":{"version":"3.3.0","config":{"replace":{"source":"http://x/y.ign"}}}}"#;
+    assert!(render(Base::Verbatim(base), &vars(), &additions).expect("renders").merged.is_empty());
 }

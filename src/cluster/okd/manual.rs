@@ -199,8 +199,9 @@ pub async fn gather(
     cluster: &str,
 ) -> Result<Vec<crate::store::events::CommandOutput>, ControlError> {
     let (stored, _) = okd(clusters, cluster).await?;
+    use super::gather::GatherError;
     super::gather::gather(clusters, &stored.definition.name, "asked by the operator").await.map_err(|e| match e {
-        e if e.contains("has no bootstrap node") => ControlError::Busy(e),
-        e => ControlError::Upstream(format!("the bootstrap node: {e}")),
+        GatherError::NoBootstrap(_) | GatherError::Untrusted(_) => ControlError::Busy(e.to_string()),
+        GatherError::Failed(e) => ControlError::Upstream(format!("the bootstrap node: {e}")),
     })
 }
