@@ -121,3 +121,49 @@ bridge = "vmbr0"
     assert!(ok, "{stderr}");
     assert!(stdout.contains("ok (0 networks"), "{stdout}");
 }
+
+/// k3s's API answers 401 to requests without credentials: an HTTPS `/readyz` check on a pool of
+/// a k3s cluster would mark every server down, so `check` refuses it, naming the pool's field
+/// and the reason; `/ping` passes.
+#[test]
+fn check_refuses_an_https_readyz_check_on_a_k3s_pool() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = |path: &str| {
+        format!(
+            r#"state_dir = "state"
+[[networks]]
+name = "lab"
+interface = "br0"
+cidr = "10.1.107.0/24"
+gateway = "10.1.107.1"
+domain = "lab.example"
+static_range = {{ start = "10.1.107.10", end = "10.1.107.99" }}
+
+[[cluster_definitions]]
+name = "edge"
+kind = "k3s"
+base_domain = "lab.example"
+network = "lab"
+api_address = "10.1.107.1"
+api_int_address = "10.1.107.1"
+ingress_address = "10.1.107.1"
+nodes = [{{ name = "s0", role = "control-plane", mac = "52:54:00:ee:00:01" }}]
+
+[[lb.pools]]
+name = "api"
+cluster = "edge"
+members = "control-plane"
+port = 6443
+check = {{ kind = "https", path = "{path}" }}
+"#
+        )
+    };
+    std::fs::write(dir.path().join("k.toml"), config("/readyz")).expect("config");
+    let (ok, _, stderr) = check(dir.path().to_str().expect("utf-8"), "k.toml");
+    assert!(!ok, "refused");
+    assert!(stderr.contains("check.path") && stderr.contains("/readyz"), "{stderr}");
+    assert!(stderr.contains("cluster edge is k3s") && stderr.contains("path = \"/ping\""), "{stderr}");
+    std::fs::write(dir.path().join("k.toml"), config("/ping")).expect("config");
+    let (ok, _, stderr) = check(dir.path().to_str().expect("utf-8"), "k.toml");
+    assert!(ok, "{stderr}");
+}

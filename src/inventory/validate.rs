@@ -11,7 +11,7 @@ use ipnet::Ipv4Net;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::model::{AddrRange, Backends, Inventory, Kind, Network, Role};
+use super::model::{AddrRange, Backends, CheckKind, ClusterKind, Inventory, Kind, Network, Role};
 use super::types::shown;
 
 /// One reason an inventory is invalid, naming the object, the field and the value.
@@ -361,6 +361,9 @@ fn image_path_problem(path: &str) -> Option<&'static str> {
     None
 }
 
+/// What k3s serves on its API port without credentials (`/ping` answers `pong`).
+const K3S_OPEN_PATHS: &[&str] = &["/ping", "/cacerts"];
+
 fn lb(inv: &Inventory, rank: &dyn Fn(Kind, &str) -> usize, p: &mut Problems) {
     for pool in inv.pools.values() {
         match &pool.backends {
@@ -371,6 +374,18 @@ fn lb(inv: &Inventory, rank: &dyn Fn(Kind, &str) -> usize, p: &mut Problems) {
             // later, or deleted; it has no backends until then.
             Backends::Cluster { port: 0, .. } => p.add(Kind::Pool, &pool.name, "port", 0, "port must not be 0"),
             _ => {}
+        }
+        // k3s's apiserver runs with anonymous requests off: an HTTPS check of any path but
+        // k3s's own open ones gets 401 from every healthy server.
+        if let Backends::Cluster { cluster, .. } = &pool.backends
+            && inv.clusters.get(cluster).is_some_and(|c| c.kind == ClusterKind::K3s)
+            && pool.check.kind == CheckKind::Https
+            && !K3S_OPEN_PATHS.contains(&pool.check.path.as_str())
+        {
+            let why = format!(
+                "cluster {cluster} is k3s, whose API answers 401 to a request without credentials, so this check would mark every healthy server down: use kind = \"tcp\" or path = \"/ping\""
+            );
+            p.add(Kind::Pool, &pool.name, "check.path", &pool.check.path, why);
         }
     }
     let mut listens = HashMap::new();

@@ -301,3 +301,28 @@ fn profile_matches_and_variables_are_checked() {
     assert!(text.iter().any(|t| t.starts_with("c match.arch must be one of")), "{text:?}");
     assert_eq!(p.len(), 3, "{text:?}");
 }
+
+#[test]
+fn an_https_check_a_k3s_api_would_refuse_is_refused_with_the_reason() {
+    use crate::inventory::{Algorithm, Backends, CheckKind, ClusterKind, HealthCheck, Members, Pool};
+    let pool = |path: &str, kind: CheckKind| Pool {
+        name: name("api"),
+        algorithm: Algorithm::RoundRobin,
+        backends: Backends::Cluster { cluster: name("prod"), members: Members::ControlPlane, port: 6443 },
+        check: HealthCheck { kind, path: path.into(), ..HealthCheck::default() },
+    };
+    let with = |kind: ClusterKind, pool: Pool| {
+        problems_after(move |inv| {
+            inv.clusters.get_mut(&name("prod")).expect("prod").kind = kind;
+            inv.nodes.retain(|_, n| n.role != Some(Role::Bootstrap));
+            inv.pools.insert(pool.name.clone(), pool);
+        })
+    };
+    let p = with(ClusterKind::K3s, pool("/readyz", CheckKind::Https));
+    assert_one(&p, Kind::Pool, "api", "check.path", "/readyz");
+    assert!(p[0].message.contains("401") && p[0].message.contains("/ping"), "{}", p[0]);
+    for fine in [pool("/ping", CheckKind::Https), pool("/readyz", CheckKind::Tcp)] {
+        assert_eq!(with(ClusterKind::K3s, fine), vec![]);
+    }
+    assert_eq!(with(ClusterKind::Okd, pool("/readyz", CheckKind::Https)), vec![], "OKD's /readyz is open");
+}
