@@ -233,11 +233,12 @@ impl Worker {
         })
         .await?;
         for (cluster, (inv, outcomes)) in done {
-            // Its uploads (Ignition, the admin kubeconfig) and its SSH keys go with it.
+            // Its uploads (Ignition, the admin kubeconfig), its SSH keys and its k3s token go with it.
             let (dir, key) = (self.clusters.store.state_dir().to_owned(), cluster.to_string());
             let removed = tokio::task::spawn_blocking(move || {
                 crate::store::uploads::remove_cluster(&dir, &key).map_err(|e| e.to_string())?;
-                crate::ssh::keys::remove_cluster(&dir, &key).map_err(|e| e.to_string())
+                crate::ssh::keys::remove_cluster(&dir, &key).map_err(|e| e.to_string())?;
+                super::k3s::token::remove_cluster(&dir, &key).map_err(|e| e.to_string())
             })
             .await;
             if let Ok(Err(e)) = removed {

@@ -3,12 +3,13 @@
 //! phases, conditions and their decisions (`phase`, pure), what the API asks (`control`: plan,
 //! apply, scale, status, retry, delete), the reconciler service that drives every node through
 //! its phases (`engine`), and the clusters' health checks (`health`: targets and the probe;
-//! `monitor`: runs them once a cluster is installed), and OKD's own steps (`okd`).
+//! `monitor`: runs them once a cluster is installed), OKD's own steps (`okd`) and k3s's (`k3s`).
 
 pub mod control;
 pub mod definition;
 pub mod engine;
 pub mod health;
+pub mod k3s;
 pub mod monitor;
 pub mod okd;
 pub mod phase;

@@ -7,13 +7,12 @@
 //! key is made once: concurrent first uses agree on one file (written aside, then linked in,
 //! the directory synced before the key is handed out).
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::{Algorithm, HashAlg, PrivateKey, PublicKey};
+
+use crate::store::private;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -84,9 +83,7 @@ pub fn delivered(state_dir: &Path, cluster: &str, node: &str) -> Result<(), KeyE
     if path.exists() {
         return Ok(());
     }
-    let io = |source: std::io::Error| KeyError::Io { path: path.clone(), source };
-    std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path).map_err(io)?;
-    sync_dir(path.parent().unwrap_or(&path)).map_err(io)
+    private::write_once(state_dir, &path, b"").map(drop).map_err(|source| KeyError::Io { path, source })
 }
 
 /// The node's host key to pin: the one slipway made and served the node in its config; `None`
@@ -128,10 +125,8 @@ fn openssh_public(key: &PublicKey) -> Result<String, KeyError> {
 }
 
 fn read(path: &Path) -> Result<Option<PrivateKey>, KeyError> {
-    let text = match std::fs::read(path) {
-        Ok(text) => zeroize::Zeroizing::new(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(KeyError::Io { path: path.to_owned(), source: e }),
+    let Some(text) = private::read(path).map_err(|e| KeyError::Io { path: path.to_owned(), source: e })? else {
+        return Ok(None);
     };
     let format = |message: String| KeyError::Format { path: path.to_owned(), message };
     let key = PrivateKey::from_openssh(&*text).map_err(|e| format(e.to_string()))?;
@@ -141,8 +136,7 @@ fn read(path: &Path) -> Result<Option<PrivateKey>, KeyError> {
     Ok(Some(key))
 }
 
-/// The key at `path`, or a new one stored there. A new key is written to a file of its own
-/// and hard-linked into place, which fails when another caller got there first: its key wins.
+/// The key at `path`, or a new one stored there (when several callers race, the first's).
 fn get_or_make(state_dir: &Path, path: &Path, comment: &str) -> Result<PrivateKey, KeyError> {
     if let Some(key) = read(path)? {
         return Ok(key);
@@ -152,42 +146,10 @@ fn get_or_make(state_dir: &Path, path: &Path, comment: &str) -> Result<PrivateKe
         .map_err(|e| KeyError::Generate(e.to_string()))?;
     key.set_comment(comment);
     let text = key.to_openssh(LineEnding::LF).map_err(|e| KeyError::Generate(e.to_string()))?;
-    let dir = path.parent().unwrap_or(path);
-    if !dir.exists() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
-        // The new directories' entries, up to the state directory's own.
-        let mut at = dir;
-        while let Some(parent) = at.parent() {
-            sync_dir(parent).map_err(io)?;
-            if parent == state_dir {
-                break;
-            }
-            at = parent;
-        }
+    if private::write_once(state_dir, path, text.as_bytes()).map_err(io)? {
+        return Ok(key);
     }
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.{}.part", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
-    let written = (|| {
-        let mut file = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::hard_link(&tmp, path)?;
-        sync_dir(dir)
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    match written {
-        Ok(()) => Ok(key),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            read(path)?.ok_or_else(|| io(std::io::ErrorKind::NotFound.into()))
-        }
-        Err(e) => Err(io(e)),
-    }
-}
-
-/// Makes a directory's entries durable (a new file's name survives a crash).
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
+    read(path)?.ok_or_else(|| io(std::io::ErrorKind::NotFound.into()))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod events;
 pub mod journal;
 pub mod records;
 pub mod schema;
+pub mod private;
 pub mod uploads;
 
 use std::fs::{self, DirBuilder};

@@ -1,11 +1,8 @@
 //! Uploaded OKD installer output: the Ignition configs (bootstrap/master/worker.ign), one file
 //! per cluster and role under `<state_dir>/ignition/<cluster>/<role>.ign`, and the admin
-//! kubeconfig as `<state_dir>/ignition/<cluster>/auth/kubeconfig` (the installer's own layout);
-//! mode 0600 in 0700 directories, each written to a temporary file and renamed so a reader never
-//! sees half a file.
+//! kubeconfig as `<state_dir>/ignition/<cluster>/auth/kubeconfig` (the installer's own layout):
+//! private files (`super::private`).
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -73,20 +70,8 @@ pub fn get_kubeconfig(state_dir: &Path, cluster: &str) -> std::io::Result<Option
     }
 }
 
-/// Writes `target` (mode 0600, its directories 0700, dated `made` if given) through a
-/// temporary file and a rename: a reader never sees it half-written or undated.
 fn write_private(state_dir: &Path, target: &Path, body: &[u8], made: Option<SystemTime>) -> std::io::Result<()> {
-    let dir = target.parent().unwrap_or(state_dir);
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.part"));
-    let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
-    file.write_all(body)?;
-    if let Some(made) = made {
-        file.set_modified(made)?;
-    }
-    file.sync_all()?;
-    std::fs::rename(&tmp, target)
+    super::private::replace(state_dir, target, body, made)
 }
 
 /// The stored config for `role` and when it was uploaded, if there is one.
