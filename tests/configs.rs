@@ -308,6 +308,21 @@ fn served_documents_are_valid(keys: &[&str]) {
     } else {
         assert_eq!(c1["ssh_authorized_keys"], serde_json::json!(keys));
     }
+    // slipway's own access on both: user slipway with the cluster's key, the node's host key.
+    for (node, served) in [("c0", &c0), ("c1", &c1)] {
+        assert_eq!(served["users"][0], "default", "{node}");
+        assert_eq!(served["users"][1]["name"], "slipway", "{node}");
+        let key = served["users"][1]["ssh_authorized_keys"][0].as_str().expect("the cluster's key");
+        assert!(key.starts_with("ssh-ed25519 ") && key.ends_with(" slipway@prod"), "{node}: {key}");
+        let as_files = serde_json::json!({ "storage": { "files": [
+            { "path": "/etc/ssh/ssh_host_ed25519_key", "mode": 0o600,
+              "contents": { "source": format!("data:;base64,{}", base64::engine::general_purpose::STANDARD.encode(served["ssh_keys"]["ed25519_private"].as_str().expect("private"))) } },
+            { "path": "/etc/ssh/ssh_host_ed25519_key.pub", "mode": 0o644,
+              "contents": { "source": format!("data:,{}", served["ssh_keys"]["ed25519_public"].as_str().expect("public")) } },
+        ] } });
+        host_keys.push(host_key(dir.path(), node, &as_files));
+    }
+    assert_eq!(host_keys.iter().collect::<std::collections::BTreeSet<_>>().len(), 6, "one host key per node");
     support::eventually("a config_additions_left_out event for c0", std::time::Duration::from_secs(5), || {
         events(&pair, &daemon, "config_additions_left_out").iter().any(|e| {
             let what = e["details"]["left_out"].to_string();

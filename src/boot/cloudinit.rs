@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use serde_norway::{Mapping, Value};
 
+use super::ignition::HostKeyFiles;
 use crate::template::{self, TemplateError};
 
 /// The NoCloud documents a seed directory holds.
@@ -45,16 +46,30 @@ pub enum CloudInitError {
     Invalid(String),
 }
 
-/// A document that may be served, and the additions the template's own keys took the place of.
+/// A document that may be served, the additions the template's own keys took the place of,
+/// and whether it carries slipway's SSH access (`Access`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rendered {
     pub body: String,
     pub left_out: Vec<String>,
+    pub access: bool,
 }
 
 /// What `phone_home.post` may name (cloud-init's schema).
 const PHONE_HOME_POST: &[&str] =
     &["pub_key_dsa", "pub_key_rsa", "pub_key_ecdsa", "pub_key_ed25519", "instance_id", "hostname", "fqdn"];
+
+/// slipway's own SSH access to a node of a cluster: user `slipway` (passwordless sudo, login by
+/// the cluster's key only) and the host key slipway made for the node.
+#[derive(Clone, Copy, Debug)]
+pub struct Access<'a> {
+    /// The cluster's public key.
+    pub key: &'a str,
+    pub host_key: HostKeyFiles<'a>,
+}
+
+/// The user slipway logs in as on a cloud-init node (`Access`).
+pub const USER: &str = "slipway";
 
 /// Renders `doc` for the node whose variables are `vars`. `template` is the operator's
 /// user-data template, when one exists for this node.
@@ -62,24 +77,26 @@ pub fn render(
     doc: Document,
     vars: &BTreeMap<&str, String>,
     ssh_keys: &[String],
+    access: Option<Access<'_>>,
     template: Option<&str>,
 ) -> Result<Rendered, CloudInitError> {
     let var = |k: &str| vars.get(k).map_or("", String::as_str);
     let body = match doc {
         Document::MetaData => format!("instance-id: slipway-{}\nlocal-hostname: {}\n", var("node"), var("hostname")),
-        Document::UserData => return user_data(vars, ssh_keys, template),
+        Document::UserData => return user_data(vars, ssh_keys, access, template),
         Document::VendorData => "#cloud-config\n{}\n".to_string(),
         Document::NetworkConfig => format!(
             "version: 2\nethernets:\n  provisioning:\n    match:\n      macaddress: \"{}\"\n    dhcp4: true\n",
             var("mac")
         ),
     };
-    Ok(Rendered { body, left_out: Vec::new() })
+    Ok(Rendered { body, left_out: Vec::new(), access: false })
 }
 
 fn user_data(
     vars: &BTreeMap<&str, String>,
     ssh_keys: &[String],
+    access: Option<Access<'_>>,
     template: Option<&str>,
 ) -> Result<Rendered, CloudInitError> {
     let var = |k: &str| vars.get(k).map_or("", String::as_str);
@@ -90,6 +107,7 @@ fn user_data(
                 left_out: vec![
                     "hostname, ssh_authorized_keys and phone_home (a jinja template is served as written)".into(),
                 ],
+                access: false,
             });
         }
         Some(t) => template::render(t, &template::with_keys(vars, ssh_keys))?,
@@ -99,6 +117,7 @@ fn user_data(
         return Ok(Rendered {
             body: text,
             left_out: vec!["hostname, ssh_authorized_keys and phone_home (the template is not #cloud-config)".into()],
+            access: false,
         });
     }
     let doc: Value = serde_norway::from_str(&text).map_err(|e| CloudInitError::Invalid(yaml_problem(&e)))?;
@@ -156,6 +175,34 @@ fn user_data(
         }
         Some(_) => {}
     }
+    // slipway's own access: its user and the node's host key, both or neither (a host key it
+    // cannot log in to, or a login to a host it cannot identify, is of no use).
+    let mut with_access = false;
+    if let Some(access) = access {
+        let theirs_too: Vec<&str> = ["users", "ssh_keys"].into_iter().filter(|k| theirs.contains_key(*k)).collect();
+        if theirs_too.is_empty() {
+            let user = serde_json::json!({
+                "name": USER,
+                "gecos": "slipway (diagnostics, kubeconfig)",
+                "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                "lock_passwd": true,
+                "shell": "/bin/sh",
+                "ssh_authorized_keys": [access.key],
+            });
+            additions.push(("users", serde_json::json!(["default", user])));
+            let host = serde_json::json!({
+                "ed25519_private": access.host_key.private,
+                "ed25519_public": access.host_key.public,
+            });
+            additions.push(("ssh_keys", host));
+            with_access = true;
+        } else {
+            left_out.push(format!(
+                "slipway's SSH access, user {USER} and the node's host key (the template sets {}): slipway cannot log in to this node",
+                theirs_too.join(" and ")
+            ));
+        }
+    }
     // The template stays as written; the additions follow it as top-level keys.
     let mut body = text;
     if !additions.is_empty() {
@@ -179,7 +226,7 @@ fn user_data(
             )));
         }
     }
-    Ok(Rendered { body, left_out })
+    Ok(Rendered { body, left_out, access: with_access })
 }
 
 /// A YAML error by position and kind, without the text it quotes.
@@ -194,8 +241,9 @@ fn yaml_problem(e: &serde_norway::Error) -> String {
 
 /// The checks cloud-init's schema makes on the keys slipway writes, for a `#cloud-config`
 /// document: a mapping; `hostname`/`fqdn` strings; `prefer_fqdn_over_hostname` a boolean;
-/// `ssh_authorized_keys` a list of strings; `phone_home` a mapping with a string `url`, `post`
-/// `all` or a list of what it may post, `tries` an integer.
+/// `ssh_authorized_keys` a list of strings; `users` a list; `ssh_keys` a mapping of strings;
+/// `phone_home` a mapping with a string `url`, `post` `all` or a list of what it may post,
+/// `tries` an integer.
 pub fn check_user_data(text: &str) -> Result<(), CloudInitError> {
     let invalid = |what: &str| Err(CloudInitError::Invalid(what.to_string()));
     if !text.starts_with("#cloud-config") {
@@ -219,6 +267,14 @@ pub fn check_user_data(text: &str) -> Result<(), CloudInitError> {
         && !keys.as_sequence().is_some_and(|l| l.iter().all(Value::is_string))
     {
         return invalid("ssh_authorized_keys must be a list of strings");
+    }
+    if map.get("users").is_some_and(|u| !u.is_sequence()) {
+        return invalid("users must be a list");
+    }
+    if let Some(keys) = map.get("ssh_keys")
+        && !keys.as_mapping().is_some_and(|m| m.iter().all(|(k, v)| k.is_string() && v.is_string()))
+    {
+        return invalid("ssh_keys must map key names to strings");
     }
     if let Some(phone_home) = map.get("phone_home") {
         let Some(ph) = phone_home.as_mapping() else {
@@ -258,7 +314,7 @@ mod tests {
     }
 
     fn user_data(keys: &[String], template: Option<&str>) -> (serde_json::Value, Vec<String>) {
-        let r = render(Document::UserData, &vars(), keys, template).expect("renders");
+        let r = render(Document::UserData, &vars(), keys, None, template).expect("renders");
         assert!(r.body.starts_with("#cloud-config\n"), "{}", r.body);
         (serde_norway::from_str(&r.body).expect("YAML"), r.left_out)
     }
@@ -288,7 +344,7 @@ mod tests {
     #[test]
     fn a_template_keeps_its_hostname_keys_and_phone_home_as_written() {
         let template = "#cloud-config\nhostname: {{hostname}}-x\nssh_authorized_keys:\n  - ssh-rsa AAAA theirs\nphone_home:\n  url: http://elsewhere/\n  post: all\n";
-        let r = render(Document::UserData, &vars(), &[KEY.into()], Some(template)).expect("renders");
+        let r = render(Document::UserData, &vars(), &[KEY.into()], None, Some(template)).expect("renders");
         assert_eq!(
             r.body,
             "#cloud-config\nhostname: w0-x\nssh_authorized_keys:\n  - ssh-rsa AAAA theirs\nphone_home:\n  url: http://elsewhere/\n  post: all\n",
@@ -298,7 +354,7 @@ mod tests {
         assert!(r.left_out[1].contains("{{ssh_authorized_keys}}"), "{:?}", r.left_out);
         // Its keys already include the operator's: nothing is left out for them.
         let template = format!("#cloud-config\nssh_authorized_keys: [{KEY:?}]\n");
-        let r = render(Document::UserData, &vars(), &[KEY.into()], Some(&template)).expect("renders");
+        let r = render(Document::UserData, &vars(), &[KEY.into()], None, Some(&template)).expect("renders");
         assert!(r.left_out.is_empty(), "{:?}", r.left_out);
     }
 
@@ -307,7 +363,7 @@ mod tests {
         let template = "#cloud-config\npackage_upgrade: yes\nwrite_files:\n  - path: /etc/x\n    permissions: 0644\n    content: |\n      on\n";
         let mut v = vars();
         v.insert("hostname", "on".into());
-        let r = render(Document::UserData, &v, &[], Some(template)).expect("renders");
+        let r = render(Document::UserData, &v, &[], None, Some(template)).expect("renders");
         assert!(r.body.starts_with(&template.replace("{{hostname}}", "")), "{}", r.body);
         assert!(r.body.contains("\nhostname: \"on\"\n"), "{}", r.body);
         assert!(r.body.contains("\nphone_home: {\"post\""), "{}", r.body);
@@ -325,7 +381,7 @@ mod tests {
     #[test]
     fn a_jinja_template_is_served_as_written() {
         let template = "## template: jinja\n#cloud-config\nhostname: {{ v1.local_hostname }}\n";
-        let r = render(Document::UserData, &vars(), &[KEY.into()], Some(template)).expect("renders");
+        let r = render(Document::UserData, &vars(), &[KEY.into()], None, Some(template)).expect("renders");
         assert_eq!(r.body, template);
         assert_eq!(r.left_out.len(), 1);
     }
@@ -339,7 +395,7 @@ mod tests {
 
     #[test]
     fn a_template_that_is_not_cloud_config_is_served_as_it_is() {
-        let r = render(Document::UserData, &vars(), &[KEY.into()], Some("#!/bin/sh\necho {{hostname}}\n"))
+        let r = render(Document::UserData, &vars(), &[KEY.into()], None, Some("#!/bin/sh\necho {{hostname}}\n"))
             .expect("renders");
         assert_eq!(r.body, "#!/bin/sh\necho w0\n");
         assert_eq!(r.left_out.len(), 1);
@@ -356,8 +412,9 @@ mod tests {
             ("#cloud-config\na: SECRET\na: 2\n", "not YAML at line"),
             ("#cloud-config\na: \"SECRET\n", "not YAML at line"),
         ] {
-            let err =
-                render(Document::UserData, &vars(), &[KEY.into()], Some(template)).expect_err(template).to_string();
+            let err = render(Document::UserData, &vars(), &[KEY.into()], None, Some(template))
+                .expect_err(template)
+                .to_string();
             assert!(err.contains(what) && !err.contains("SECRET"), "{template}: {err}");
         }
     }
@@ -365,12 +422,45 @@ mod tests {
     #[test]
     fn meta_data_and_network_config_name_the_node() {
         assert_eq!(
-            render(Document::MetaData, &vars(), &[], None).expect("test input").body,
+            render(Document::MetaData, &vars(), &[], None, None).expect("test input").body,
             "instance-id: slipway-w0\nlocal-hostname: w0\n"
         );
-        let net = render(Document::NetworkConfig, &vars(), &[], None).expect("test input").body;
+        let net = render(Document::NetworkConfig, &vars(), &[], None, None).expect("test input").body;
         assert!(net.contains("macaddress: \"52:54:00:00:00:20\"") && net.contains("dhcp4: true"), "{net}");
         assert_eq!(Document::parse("user-data"), Some(Document::UserData));
         assert_eq!(Document::parse("../x"), None);
+    }
+
+    #[test]
+    fn a_node_of_a_cluster_gets_slipways_user_and_its_host_key_both_or_neither() {
+        let host = HostKeyFiles {
+            private: "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+            public: "ssh-ed25519 BBBB w0",
+        };
+        let access = Access { key: "ssh-ed25519 CCCC slipway@prod", host_key: host };
+        let r = render(Document::UserData, &vars(), &[KEY.into()], Some(access), None).expect("renders");
+        assert!(r.access && r.left_out.is_empty(), "{:?}", r.left_out);
+        let parsed: serde_json::Value = serde_norway::from_str(&r.body).expect("YAML");
+        assert_eq!(parsed["users"][0], "default", "the image's own user stays");
+        assert_eq!(parsed["users"][1]["name"], USER);
+        assert_eq!(parsed["users"][1]["ssh_authorized_keys"], serde_json::json!(["ssh-ed25519 CCCC slipway@prod"]));
+        assert_eq!(parsed["users"][1]["lock_passwd"], true);
+        assert_eq!(parsed["ssh_keys"]["ed25519_private"], host.private, "multi-line, read back exactly");
+        assert_eq!(parsed["ssh_keys"]["ed25519_public"], host.public);
+        assert_eq!(
+            parsed["ssh_authorized_keys"],
+            serde_json::json!([KEY]),
+            "the operator's keys, for the default user"
+        );
+        // A template with its own users (or host keys) gets neither, and is told.
+        for theirs in ["users: [default]", "ssh_keys: {rsa_private: x, rsa_public: y}"] {
+            let template = format!("#cloud-config\n{theirs}\n");
+            let r = render(Document::UserData, &vars(), &[], Some(access), Some(&template)).expect("renders");
+            assert!(!r.access);
+            let parsed: serde_json::Value = serde_norway::from_str(&r.body).expect("YAML");
+            assert!(parsed.get("users").is_none() || parsed["users"] == serde_json::json!(["default"]), "{}", r.body);
+            assert!(parsed.get("ssh_keys").is_none() || parsed["ssh_keys"]["rsa_private"] == "x", "{}", r.body);
+            assert!(r.left_out.iter().any(|l| l.contains("slipway cannot log in")), "{:?}", r.left_out);
+        }
     }
 }

@@ -157,6 +157,7 @@ impl BootState {
         &self,
         inv: &Inventory,
         node: &Node,
+        config: ConfigKind,
     ) -> Result<Option<(String, crate::ssh::keys::HostKey)>, Response> {
         let Some(cluster) = node.cluster.as_ref().filter(|c| inv.clusters.contains_key(*c)) else {
             return Ok(None);
@@ -173,7 +174,7 @@ impl BootState {
         .and_then(|made| made.map_err(|e| format!("its SSH keys: {e}")));
         match made {
             Ok(keys) => Ok(Some(keys)),
-            Err(e) => Err(self.refused(node, ConfigKind::Ignition, &e)),
+            Err(e) => Err(self.refused(node, config, &e)),
         }
     }
 
@@ -340,18 +341,32 @@ async fn nocloud(
     };
     let profile = select::select(&inv, &Machine { node: Some(node), mac: Some(node.mac), arch: None });
     let vars = script::variables(&inv, Some(node), node.ipv4, None, profile, &base_url(&conn));
-    let template = if doc == cloudinit::Document::UserData {
+    let (template, keys) = if doc == cloudinit::Document::UserData {
         let role = node.role.map(|r| format!("{}.user-data", r.as_str()));
-        match s.template("cloud-init", &role.into_iter().chain(["user-data".to_string()]).collect::<Vec<_>>()).await {
+        let template = match s
+            .template("cloud-init", &role.into_iter().chain(["user-data".to_string()]).collect::<Vec<_>>())
+            .await
+        {
             Ok(t) => t,
+            Err(resp) => return resp,
+        };
+        match s.ssh_keys(&inv, node, ConfigKind::CloudInit).await {
+            Ok(keys) => (template, keys),
             Err(resp) => return resp,
         }
     } else {
-        None
+        (None, None)
     };
-    match cloudinit::render(doc, &vars, &s.settings.ssh_keys, template.as_deref()) {
+    let access = keys.as_ref().map(|(key, host)| cloudinit::Access {
+        key,
+        host_key: crate::boot::ignition::HostKeyFiles { private: &host.private, public: &host.public },
+    });
+    match cloudinit::render(doc, &vars, &s.settings.ssh_keys, access, template.as_deref()) {
         Ok(rendered) => {
             if doc == cloudinit::Document::UserData {
+                if rendered.access {
+                    s.host_key_delivered(node).await;
+                }
                 s.served(node, ConfigKind::CloudInit, rendered.left_out);
             }
             ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], rendered.body).into_response()
@@ -392,7 +407,7 @@ async fn ignition_config(State(s): State<BootState>, Extension(conn): Extension<
         (None, Some(text)) => ignition::Base::Template(text),
         (None, None) => ignition::Base::Empty,
     };
-    let keys = match s.ssh_keys(&inv, node).await {
+    let keys = match s.ssh_keys(&inv, node, ConfigKind::Ignition).await {
         Ok(keys) => keys,
         Err(resp) => return resp,
     };

@@ -7,9 +7,9 @@
 
 pub mod events;
 pub mod journal;
+pub mod private;
 pub mod records;
 pub mod schema;
-pub mod private;
 pub mod uploads;
 
 use std::fs::{self, DirBuilder};

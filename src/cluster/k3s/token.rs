@@ -125,7 +125,8 @@ mod tests {
 
     #[test]
     fn the_secure_form_carries_the_sha256_of_the_ca_bundle() {
-        let ca = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ignition/root-ca.pem")).expect("ca");
+        let ca =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ignition/root-ca.pem")).expect("ca");
         let token = Token(Zeroizing::new("p".repeat(LENGTH)));
         // `sha256sum tests/fixtures/ignition/root-ca.pem`
         let want = format!(
