@@ -227,6 +227,19 @@ pub struct PhaseTimeouts {
     /// OKD: for the ClusterVersion and every operator to settle (default 60 min).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
     pub finalize: Option<Duration>,
+    /// k3s: from the first server's phone-home to its `/cacerts`, kubeconfig and Ready Node
+    /// (default 15 min).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    pub init: Option<Duration>,
+    /// k3s: for each further server, from its turn to its Ready Node (default 10 min).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    pub server_join: Option<Duration>,
+    /// k3s: for every agent to be a Ready Node (default 10 min).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    pub agent_join: Option<Duration>,
+    /// k3s: for the kubeconfig to answer through the load balancer (default 5 min).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    pub kubeconfig: Option<Duration>,
 }
 
 impl PhaseTimeouts {
