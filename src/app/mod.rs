@@ -66,11 +66,11 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let shutdown = CancellationToken::new();
     let mut services = Services::default();
     let mut deps = Deps { store: &store, events: &events, registry: metrics.registry_mut() };
-    let handles = bind(&config, &mut deps, &mut services).await?;
     let hypervisors = config.hypervisors.iter().map(hypervisors::build).collect::<Result<Vec<_>, _>>()?;
     let declared =
         crate::cluster::control::Declared { file: config.path.clone(), definitions: config.definitions.clone() };
     let clusters = crate::cluster::Clusters::new(&store, &events, hypervisors.clone()).with_declared(declared);
+    let handles = bind(&config, &mut deps, &mut services, Arc::new(clusters.clone())).await?;
     services.add(crate::cluster::engine::Engine::bind(&clusters));
     let state = ApiState {
         store: store.clone(),
@@ -123,7 +123,13 @@ struct Handles {
 
 /// Binds every configured service but the admin API (which reads the others' handles). Nothing
 /// serves yet: a listener that cannot bind fails the start.
-async fn bind(config: &Config, deps: &mut Deps<'_>, services: &mut Services) -> Result<Handles, AppError> {
+/// `admission`: when a k3s node may fetch its config (the cluster lifecycle says).
+async fn bind(
+    config: &Config,
+    deps: &mut Deps<'_>,
+    services: &mut Services,
+    admission: Arc<dyn crate::boot::k3s::Admission>,
+) -> Result<Handles, AppError> {
     let mut handles = Handles::default();
     if let Some(d) = &config.dhcp {
         let dhcp = crate::dhcp::server::Server::bind(deps, &d.interfaces, config.boot.clone())?;
@@ -153,7 +159,7 @@ async fn bind(config: &Config, deps: &mut Deps<'_>, services: &mut Services) -> 
         }
     }
     if let Some(h) = &config.http {
-        services.add(crate::http::Server::bind(deps, h.listen, h.settings.clone()).await?);
+        services.add(crate::http::Server::bind(deps, h.listen, h.settings.clone(), Some(admission)).await?);
     }
     if let Some(t) = &config.tftp {
         services.add(crate::tftp::server::Server::bind(deps, t.listen, &t.root, config.boot.http_port).await?);

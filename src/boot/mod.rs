@@ -1,12 +1,14 @@
 //! Boot selection: what a machine is told to boot. DHCP asks here which answer a client gets
 //! (TFTP + an iPXE binary, a UEFI HTTP boot URL, or the iPXE script URL); the HTTP boot service
 //! asks which profile a machine boots (`select`) and renders what its URLs serve (`script`,
-//! `ignition`, `cloudinit`), and who may fetch a config (`access`). Pure functions only: no
-//! sockets, files or clocks here.
+//! `ignition`, `cloudinit`, `k3s`), and who may fetch a config (`access`). Pure functions only:
+//! no sockets, files or clocks here (a k3s node's turn is the cluster lifecycle's to say, behind
+//! `k3s::Admission`).
 
 pub mod access;
 pub mod cloudinit;
 pub mod ignition;
+pub mod k3s;
 pub mod script;
 pub mod select;
 pub mod timeline;

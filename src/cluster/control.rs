@@ -21,7 +21,7 @@ use crate::store::{Store, StoreError};
 /// How long a plan waits for the hypervisor's hosts and VMs.
 const FACTS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The defined clusters, for the API and the engine.
+/// The defined clusters, for the API, the engine and the boot service (`Admission`).
 #[derive(Clone)]
 pub struct Clusters {
     pub(super) store: Store,

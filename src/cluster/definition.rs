@@ -91,6 +91,9 @@ pub struct NodeGroup {
     pub profile: Option<Name>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Taints the group's nodes register with (k3s): `key[=value]:NoSchedule|PreferNoSchedule|NoExecute`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<String>,
     #[serde(default)]
     pub placement: GroupPlacement,
     #[serde(default)]
@@ -155,6 +158,8 @@ pub struct ListedNode {
     pub profile: Option<Name>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<String>,
 }
 
 /// How long each phase may take before its node fails (nothing is destroyed then).

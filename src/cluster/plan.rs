@@ -520,15 +520,17 @@ fn planned_nodes(def: &Definition, names: &[(Name, String)], ips: &[Ipv4Addr], m
             };
             let lifecycle =
                 Lifecycle { temporary: g.lifecycle.temporary || g.role == Role::Bootstrap, ..g.lifecycle.clone() };
-            let node = node(def, name, g.role, mac, ipv4, g.profile.clone(), g.labels.clone());
+            let mut node = node(def, name, g.role, mac, ipv4, g.profile.clone(), g.labels.clone());
+            node.taints = g.taints.clone();
             out.push(PlannedNode { node, group: Some(g.name.clone()), vm: Some(vm), place: None, lifecycle });
         }
     }
     for listed in &def.nodes {
         let (ipv4, mac) = (ips[at], macs[at]);
         at += 1;
-        let node =
+        let mut node =
             node(def, listed.name.clone(), listed.role, mac, ipv4, listed.profile.clone(), listed.labels.clone());
+        node.taints = listed.taints.clone();
         out.push(PlannedNode { node, group: None, vm: None, place: None, lifecycle: Lifecycle::default() });
     }
     out
@@ -617,6 +619,7 @@ fn node(
         dhcp: Default::default(),
         origin: Origin::Api,
         retiring: false,
+        taints: Vec::new(),
     }
 }
 
@@ -675,6 +678,9 @@ fn differences(now: &Node, planned: &Node) -> Vec<String> {
     }
     if now.labels != planned.labels {
         fields.push("labels".into());
+    }
+    if now.taints != planned.taints {
+        fields.push("taints".into());
     }
     fields
 }

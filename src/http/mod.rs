@@ -48,10 +48,17 @@ pub struct Server {
     settings: Arc<Settings>,
     store: Store,
     events: EventLog,
+    admission: Option<Arc<dyn crate::boot::k3s::Admission>>,
 }
 
 impl Server {
-    pub async fn bind(deps: &Deps<'_>, addr: SocketAddr, settings: Settings) -> Result<Server, HttpError> {
+    /// `admission` says when a k3s node may fetch its config (none: `/k3s/config` answers 404).
+    pub async fn bind(
+        deps: &Deps<'_>,
+        addr: SocketAddr,
+        settings: Settings,
+        admission: Option<Arc<dyn crate::boot::k3s::Admission>>,
+    ) -> Result<Server, HttpError> {
         let tcp = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
         let addr = tcp.local_addr().unwrap_or(addr);
         Ok(Server {
@@ -60,6 +67,7 @@ impl Server {
             settings: Arc::new(settings),
             store: deps.store.clone(),
             events: deps.events.clone(),
+            admission,
         })
     }
 }
@@ -76,7 +84,8 @@ impl Service for Server {
     }
 
     async fn run(self, shutdown: CancellationToken) -> Result<(), RunError> {
-        let state = routes::BootState::new(self.store, self.events, self.settings);
+        let mut state = routes::BootState::new(self.store, self.events, self.settings);
+        state.admission = self.admission;
         let direct = direct::Direct::new(state.clone());
         Ok(serve::run_with(self.listener, routes::router(state), direct, shutdown).await?)
     }

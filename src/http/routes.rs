@@ -40,6 +40,10 @@ pub struct BootState {
     pub script_events: Arc<Throttle<Ipv4Addr>>,
     /// Refused configs recorded per node and kind: Ignition retries a 500 every few seconds.
     pub refusals: Arc<Throttle<(Name, ConfigKind)>>,
+    /// When a k3s node may fetch its config.
+    pub admission: Option<Arc<dyn crate::boot::k3s::Admission>>,
+    /// k3s nodes told to wait, recorded once a minute each (they ask every few seconds).
+    pub waits: Arc<Throttle<Name>>,
 }
 
 impl BootState {
@@ -50,6 +54,8 @@ impl BootState {
             settings,
             script_events: Arc::new(Throttle::new(SCRIPT_EVENT_INTERVAL, SCRIPT_EVENT_ADDRESSES)),
             refusals: Arc::new(Throttle::new(REFUSAL_EVENT_INTERVAL, SCRIPT_EVENT_ADDRESSES)),
+            admission: None,
+            waits: Arc::new(Throttle::new(REFUSAL_EVENT_INTERVAL, SCRIPT_EVENT_ADDRESSES)),
         }
     }
 }
@@ -79,6 +85,7 @@ pub fn router(state: BootState) -> Router {
         .route("/ignition", get(ignition_config))
         .route("/nocloud/{node}/{doc}", get(nocloud))
         .route("/phone-home", post(phone_home))
+        .route("/k3s/config", get(k3s_config))
         .nest("/images", images)
         .nest_service("/ipxe", ipxe)
         .with_state(state)
@@ -425,6 +432,40 @@ async fn ignition_config(State(s): State<BootState>, Extension(conn): Extension<
             ([(header::CONTENT_TYPE, "application/vnd.coreos.ignition+json")], rendered.body).into_response()
         }
         Err(e) => s.refused(node, ConfigKind::Ignition, &e),
+    }
+}
+
+/// A k3s node's `config.yaml` once it is its turn (`200`); `503` with `Retry-After` and the
+/// reason until then; `404` for a node of no k3s cluster. Only to the node itself.
+async fn k3s_config(State(s): State<BootState>, Extension(conn): Extension<Connection>) -> Response {
+    let inv = s.store.snapshot();
+    let node = match access::config_node(&inv, conn.local.ip(), conn.peer.ip(), None) {
+        Ok(node) => node,
+        Err(r) => return refuse(r, &conn, "k3s config"),
+    };
+    let Some(admission) = &s.admission else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match admission.config(node).await {
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
+        Ok(Some(crate::boot::k3s::Answer::Config(body))) => {
+            tracing::info!(node = %node.name, "k3s config served: the node starts k3s");
+            s.record(Some(node), None, EventKind::K3sConfigServed);
+            ([(header::CONTENT_TYPE, "application/yaml")], body.to_string()).into_response()
+        }
+        Ok(Some(crate::boot::k3s::Answer::Wait(why))) => {
+            if s.waits.due(node.name.clone()) {
+                tracing::debug!(node = %node.name, %why, "k3s config: not the node's turn");
+            }
+            let mut response = (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response();
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response
+        }
+        Err(e) => {
+            tracing::warn!(node = %node.name, error = %e, "k3s config cannot be made");
+            (StatusCode::INTERNAL_SERVER_ERROR, "slipway cannot make this node's k3s config; see its log\n")
+                .into_response()
+        }
     }
 }
 

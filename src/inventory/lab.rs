@@ -105,5 +105,6 @@ pub fn node(n: &str, mac: &str, addr: &str, cluster: Option<&str>, role: Option<
         dhcp: Default::default(),
         origin: Origin::Api,
         retiring: false,
+        taints: vec![],
     }
 }

@@ -270,6 +270,9 @@ pub struct Node {
     pub profile: Option<Name>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Kubernetes taints the node registers with (k3s `--node-taint`): `key[=value]:Effect`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<String>,
     /// DHCP options for this node that replace its network's.
     #[serde(default, skip_serializing_if = "NodeDhcp::is_empty")]
     pub dhcp: NodeDhcp,

@@ -195,6 +195,11 @@ fn nodes(inv: &Inventory, rank: &dyn Fn(Kind, &str) -> usize, p: &mut Problems) 
     let mut ordered: Vec<_> = inv.nodes.values().collect();
     ordered.sort_by_key(|n| rank(Kind::Node, n.name.as_str()));
     for n in ordered {
+        for (i, taint) in n.taints.iter().enumerate() {
+            if let Some(why) = taint_problem(taint) {
+                p.add(Kind::Node, &n.name, &format!("taints[{i}]"), taint, why);
+            }
+        }
         if let Some(first) = macs.insert(n.mac, &n.name) {
             p.add(Kind::Node, &n.name, "mac", n.mac, format!("already used by node {first}"));
             macs.insert(n.mac, first);
@@ -357,6 +362,23 @@ fn image_path_problem(path: &str) -> Option<&'static str> {
     if path.starts_with('/') || path.split(['/', '\\']).any(|seg| seg == ".." || seg.is_empty()) || path.contains('\0')
     {
         return Some("must be a relative path inside the images directory (no '..', no leading '/') or an http(s) URL");
+    }
+    None
+}
+
+/// Why `taint` is not `key[=value]:Effect` as Kubernetes takes it, if it is not.
+fn taint_problem(taint: &str) -> Option<String> {
+    const EFFECTS: [&str; 3] = ["NoSchedule", "PreferNoSchedule", "NoExecute"];
+    let Some((spec, effect)) = taint.rsplit_once(':') else {
+        return Some("a taint is key[=value]:Effect".into());
+    };
+    if !EFFECTS.contains(&effect) {
+        return Some(format!("the effect must be one of {}", EFFECTS.join(", ")));
+    }
+    let (key, value) = spec.split_once('=').unwrap_or((spec, ""));
+    let word = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+    if key.is_empty() || key.len() > 253 || !word(key) || value.len() > 63 || !word(value) || value.contains('/') {
+        return Some("key and value are Kubernetes label names and values".into());
     }
     None
 }

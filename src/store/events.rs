@@ -111,6 +111,8 @@ pub enum EventKind {
         config: ConfigKind,
         problem: String,
     },
+    /// A k3s node was given its config: its turn came, it starts k3s now.
+    K3sConfigServed,
     PhoneHome {
         #[schema(value_type = String)]
         ip: Ipv4Addr,
@@ -263,6 +265,7 @@ impl EventKind {
         "config_fetched",
         "config_additions_left_out",
         "config_refused",
+        "k3s_config_served",
         "phone_home",
         "reinstall_requested",
         "ignition_uploaded",
@@ -305,6 +308,7 @@ impl EventKind {
             EventKind::ConfigFetched { .. } => "config_fetched",
             EventKind::ConfigAdditionsLeftOut { .. } => "config_additions_left_out",
             EventKind::ConfigRefused { .. } => "config_refused",
+            EventKind::K3sConfigServed => "k3s_config_served",
             EventKind::PhoneHome { .. } => "phone_home",
             EventKind::ReinstallRequested => "reinstall_requested",
             EventKind::IgnitionUploaded { .. } => "ignition_uploaded",

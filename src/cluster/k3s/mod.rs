@@ -1,5 +1,7 @@
-//! k3s's lifecycle on top of the engine: the cluster's token (`token`), and its stages with the
-//! decision of what comes next and which node may join now (`stage`, pure).
+//! k3s's lifecycle on top of the engine: the cluster's token (`token`), its stages with the
+//! decision of what comes next and which node may join now (`stage`, pure), and the answer to a
+//! node asking for its k3s config (`admission`).
 
+pub mod admission;
 pub mod stage;
 pub mod token;

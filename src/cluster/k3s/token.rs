@@ -45,9 +45,18 @@ impl Token {
 
     /// The secure form for joiners, pinned to the CA bundle `/cacerts` serves.
     pub fn secure(&self, cacerts: &[u8]) -> Zeroizing<String> {
-        let hash: String = sha2::Sha256::digest(cacerts).iter().map(|b| format!("{b:02x}")).collect();
+        self.secure_with_hash(&ca_hash(cacerts))
+    }
+
+    /// The secure form for a CA bundle of this SHA-256 (hex).
+    pub fn secure_with_hash(&self, hash: &str) -> Zeroizing<String> {
         Zeroizing::new(format!("K10{hash}::server:{}", self.password()))
     }
+}
+
+/// The SHA-256 (hex) of a CA bundle as `/cacerts` serves it: what a secure token carries.
+pub fn ca_hash(cacerts: &[u8]) -> String {
+    sha2::Sha256::digest(cacerts).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn path(state_dir: &Path, cluster: &str) -> PathBuf {

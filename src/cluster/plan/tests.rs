@@ -181,6 +181,7 @@ fn listed_nodes_keep_their_mac_and_get_no_vm() {
         ipv4: Some("10.1.107.50".parse().expect("ip")),
         profile: None,
         labels: BTreeMap::new(),
+        taints: vec![],
     }];
     let plan = plan(&def, &empty_lab(), &facts()).expect("plan");
     let metal = plan.nodes.last().expect("listed");
@@ -299,6 +300,7 @@ fn names_other_clusters_hold_are_refused() {
         ipv4: None,
         profile: None,
         labels: BTreeMap::new(),
+        taints: vec![],
     }];
     let found = problems(&def, &inv, &facts());
     assert!(found.iter().any(|p| p == "node_groups[1] = master-0: a node of cluster prod has this name"), "{found:#?}");

@@ -326,3 +326,17 @@ fn an_https_check_a_k3s_api_would_refuse_is_refused_with_the_reason() {
     }
     assert_eq!(with(ClusterKind::Okd, pool("/readyz", CheckKind::Https)), vec![], "OKD's /readyz is open");
 }
+
+#[test]
+fn a_taint_kubernetes_would_refuse_is_named() {
+    let p = problems_after(|inv| {
+        let n = inv.nodes.get_mut(&name("master-0")).expect("master-0");
+        n.taints = vec!["dedicated=edge:NoSchedule".into(), "gpu:NoExecute".into(), "dedicated=edge:Sometimes".into()];
+    });
+    assert_one(&p, Kind::Node, "master-0", "taints[2]", "dedicated=edge:Sometimes");
+    assert!(p[0].message.contains("NoSchedule, PreferNoSchedule, NoExecute"), "{}", p[0]);
+    let p = problems_after(|inv| {
+        inv.nodes.get_mut(&name("master-0")).expect("master-0").taints = vec!["no effect".into()];
+    });
+    assert_one(&p, Kind::Node, "master-0", "taints[0]", "no effect");
+}
