@@ -68,6 +68,11 @@ pub struct Access<'a> {
     pub host_key: HostKeyFiles<'a>,
 }
 
+/// The user-data a node of a k3s cluster starts from when the operator has no template for it
+/// (`cloud-init/k3s.user-data`): it waits for its turn, installs k3s from slipway's images and
+/// starts it.
+pub const K3S_USER_DATA: &str = include_str!("../../cloud-init/k3s.user-data");
+
 /// The user slipway logs in as on a cloud-init node (`Access`).
 pub const USER: &str = "slipway";
 

@@ -12,8 +12,8 @@ use super::{Output, print_json};
 use crate::cluster::Definition;
 use crate::cluster::control::Status;
 use crate::cluster::okd::manual::CsrView;
-use crate::cluster::okd::stage::Stage;
 use crate::cluster::plan::Plan;
+use crate::cluster::stages::ClusterStage;
 use crate::inventory::Timestamp;
 
 /// How often `status --watch` asks.
@@ -135,7 +135,7 @@ pub async fn status(client: &Client, name: &str, watch: bool, output: Output) ->
         };
         // An OKD cluster is settled at Ready or Failed; others when every node is.
         let settled = match &status.stage {
-            Some(stage) => matches!(stage.stage, Stage::Ready | Stage::Failed),
+            Some(stage) => stage.stage.is_ready() || stage.stage.is_failed(),
             None => status.nodes.iter().all(|n| n.phase.is_settled()),
         };
         // Ages change every second: a watcher prints when something else did.
@@ -187,8 +187,8 @@ fn table(status: &Status, now: Timestamp) -> String {
             let secs = d.0.duration_since(now.0).unwrap_or_default().as_secs();
             format!(", deadline in {}", crate::inventory::types::format_duration(Duration::from_secs(secs)))
         });
-        let what = match (s.stage, &s.error, &s.observed) {
-            (Stage::Failed, Some(e), _) => format!(" in {}: {e}", s.failed_in.map_or("?", Stage::as_str)),
+        let what = match (s.stage.is_failed(), &s.error, &s.observed) {
+            (true, Some(e), _) => format!(" in {}: {e}", s.failed_in.map_or("?", ClusterStage::as_str)),
             (_, Some(e), _) => format!(": last error: {e}"),
             (_, None, Some(o)) => format!(": {o}"),
             _ => String::new(),
@@ -319,17 +319,12 @@ pub async fn gather_bootstrap(client: &Client, name: &str, output: Output) -> Re
 
 /// What `wait --for` names: a stage, or a condition that must be True.
 fn reached(status: &Status, until: &str) -> Option<bool> {
-    let stages = [
-        Stage::WaitingForApi,
-        Stage::Bootstrapping,
-        Stage::WaitingEtcdHandoff,
-        Stage::RemovingBootstrap,
-        Stage::JoiningWorkers,
-        Stage::Finalizing,
-        Stage::Ready,
-    ];
-    if let Some(wanted) = stages.iter().find(|s| s.as_str() == until) {
-        return Some(status.stage.as_ref().is_some_and(|s| s.stage != Stage::Failed && s.stage >= *wanted));
+    if ClusterStage::names().contains(&until) {
+        // Not started yet: no stage is reached; a stage of the other kind is not a stage here.
+        return match &status.stage {
+            None => Some(false),
+            Some(s) => s.stage.reached(until),
+        };
     }
     status.conditions.iter().find(|c| c.kind == until).map(|c| c.status == "True")
 }
@@ -346,7 +341,7 @@ pub async fn wait(client: &Client, name: &str, until: &str, timeout: &str, outpu
         let Some(done) = reached(&status, until) else {
             let conditions: Vec<&str> = status.conditions.iter().map(|c| c.kind.as_str()).collect();
             return Err(ClientError::Setup(format!(
-                "--for {until}: not a stage (waiting-for-api ... ready) nor a condition of cluster {name} ({})",
+                "--for {until}: not a stage (OKD: waiting-for-api ... ready; k3s: init-server ... ready) nor a condition of cluster {name} ({})",
                 conditions.join(", ")
             )));
         };
@@ -357,8 +352,9 @@ pub async fn wait(client: &Client, name: &str, until: &str, timeout: &str, outpu
             }
             return Ok(());
         }
-        let failed = status.stage.as_ref().filter(|s| s.stage == Stage::Failed).map(|s| {
-            format!("failed in {}: {}", s.failed_in.map_or("?", Stage::as_str), s.error.clone().unwrap_or_default())
+        let failed = status.stage.as_ref().filter(|s| s.stage.is_failed()).map(|s| {
+            let stage = s.failed_in.map_or("?", ClusterStage::as_str);
+            format!("failed in {stage}: {}", s.error.clone().unwrap_or_default())
         });
         let failed = failed.or_else(|| {
             let node = status.nodes.iter().find(|n| n.phase == crate::cluster::phase::Phase::Failed)?;

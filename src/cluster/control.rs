@@ -9,11 +9,13 @@ use serde::Serialize;
 
 use super::definition::Definition;
 use super::health::CheckResult;
+use super::k3s::stage::K3sRecord;
 use super::okd::stage::{ClusterRecord, Stage};
 use super::phase::{Condition, Limits, NodeRecord, Phase, VmPlace, cluster_phase, conditions};
 use super::plan::{Action, Facts, Plan, Problem, plan};
+use super::stages::ClusterStage;
 use crate::hypervisor::Hypervisor;
-use crate::inventory::{Name, Object, Op, Timestamp};
+use crate::inventory::{ClusterKind, Name, Object, Op, Timestamp};
 use crate::store::events::{EventKind, EventLog, Source, Subject};
 use crate::store::records::{RecordWrite, Records};
 use crate::store::{Store, StoreError};
@@ -131,7 +133,8 @@ pub struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Timestamp>,
     pub conditions: Vec<Condition>,
-    /// OKD: the cluster's stage once its bootstrap node runs, and what it waits for.
+    /// The cluster's stage once its first node runs (OKD: the bootstrap node; k3s: the first
+    /// server), and what it waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<StageStatus>,
     /// OKD: the uploaded Ignition configs, when each was made and when its certificates expire.
@@ -154,10 +157,10 @@ pub struct IgnitionStatus {
     pub expires: Timestamp,
 }
 
-/// An OKD cluster's stage, as `status` shows it.
+/// A cluster's stage (OKD's or k3s's), as `status` shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct StageStatus {
-    pub stage: Stage,
+    pub stage: ClusterStage,
     pub since: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Timestamp>,
@@ -166,7 +169,7 @@ pub struct StageStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub failed_in: Option<Stage>,
+    pub failed_in: Option<ClusterStage>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -300,6 +303,9 @@ impl Clusters {
     /// the cluster's bootstrap has done its job (its removal started, or it was kept by
     /// `cleanup_after_boot = false`): a removed one is not made again, a kept one stays.
     async fn without_finished_bootstrap(&self, definition: &Definition) -> Result<Definition, ControlError> {
+        if definition.kind != ClusterKind::Okd {
+            return Ok(definition.clone());
+        }
         let (store, key) = (self.store.clone(), definition.name.to_string());
         let record: Option<ClusterRecord> = blocking(move || store.record(Records::Lifecycle, &key)).await?;
         let mut definition = definition.clone();
@@ -646,14 +652,19 @@ impl Clusters {
     pub async fn status(&self, cluster: &str) -> Result<Status, ControlError> {
         let store = self.store.clone();
         let name = cluster.to_owned();
-        let (stored, nodes, record) = blocking(move || {
+        let (stored, nodes, lifecycle) = blocking(move || {
             let stored = store.record::<Stored>(Records::Definitions, &name)?;
             let nodes = store.records::<NodeRecord>(Records::Phases)?;
-            let record = store.record::<ClusterRecord>(Records::Lifecycle, &name)?;
-            Ok((stored, nodes, record))
+            let lifecycle = store.record::<serde_json::Value>(Records::Lifecycle, &name)?;
+            Ok((stored, nodes, lifecycle))
         })
         .await?;
         let stored = stored.ok_or_else(|| ControlError::NotFound(cluster.to_owned()))?;
+        let kind = stored.definition.kind;
+        let record: Option<ClusterRecord> =
+            lifecycle.clone().filter(|_| kind == ClusterKind::Okd).and_then(|v| serde_json::from_value(v).ok());
+        let k3s: Option<K3sRecord> =
+            lifecycle.filter(|_| kind == ClusterKind::K3s).and_then(|v| serde_json::from_value(v).ok());
         let order: Vec<Name> = plan(&stored.definition, &self.store.snapshot(), &self.names())
             .map(|p| p.nodes.into_iter().map(|n| n.node.name).collect())
             .unwrap_or_default();
@@ -667,7 +678,7 @@ impl Clusters {
         let mut conditions = conditions(&reached, stored.definition.validation.health_checks.len(), &checks);
         let mut phase = cluster_phase(&phases).to_owned();
         let mut ignition = Vec::new();
-        if stored.definition.kind == crate::inventory::ClusterKind::Okd {
+        if kind == ClusterKind::Okd {
             use crate::inventory::Role;
             let (dir, key) = (self.store.state_dir().to_owned(), cluster.to_owned());
             let made = tokio::task::spawn_blocking(move || {
@@ -684,13 +695,38 @@ impl Clusters {
                 }
             }
             conditions.extend(super::okd::stage::conditions(record.as_ref()));
-            if phase != "failed" && phase != "removing" && phase != "empty" {
-                // Its stage once the bootstrap node runs; before, provisioning or booting.
-                phase = match &record {
-                    Some(r) => r.stage.as_str().to_owned(),
-                    None if phases.iter().any(|p| *p < Phase::Created) => "provisioning".to_owned(),
-                    None => "booting".to_owned(),
-                };
+        }
+        if kind == ClusterKind::K3s {
+            conditions.extend(super::k3s::stage::conditions(k3s.as_ref()));
+        }
+        let stage = match (&record, &k3s) {
+            (Some(r), _) => Some(StageStatus {
+                stage: ClusterStage::Okd(r.stage),
+                since: r.since,
+                deadline: r.deadline,
+                observed: r.observed.clone(),
+                error: r.error.clone(),
+                failed_in: r.failed_in.map(ClusterStage::Okd),
+            }),
+            (_, Some(r)) => Some(StageStatus {
+                stage: ClusterStage::K3s(r.stage),
+                since: r.since,
+                deadline: r.deadline,
+                observed: r.observed.clone(),
+                error: r.error.clone(),
+                failed_in: r.failed_in.map(ClusterStage::K3s),
+            }),
+            _ => None,
+        };
+        if phase != "failed" && phase != "removing" && phase != "empty" {
+            // Its stage once its first node runs (OKD: the bootstrap node; k3s: the first
+            // server); before, an OKD cluster is provisioning or booting, a k3s one shows its
+            // nodes' phase.
+            match &stage {
+                Some(s) => phase = s.stage.as_str().to_owned(),
+                None if kind != ClusterKind::Okd => {}
+                None if phases.iter().any(|p| *p < Phase::Created) => phase = "provisioning".to_owned(),
+                None => phase = "booting".to_owned(),
             }
         }
         Ok(Status {
@@ -701,14 +737,7 @@ impl Clusters {
             deadline: stored.deadline(),
             conditions,
             ignition,
-            stage: record.map(|r| StageStatus {
-                stage: r.stage,
-                since: r.since,
-                deadline: r.deadline,
-                observed: r.observed,
-                error: r.error,
-                failed_in: r.failed_in,
-            }),
+            stage,
             checks,
             nodes: nodes
                 .into_iter()
@@ -737,9 +766,8 @@ impl Clusters {
             let stored = store.record::<Stored>(Records::Definitions, &name)?;
             let exists = stored.is_some();
             let now = Timestamp::now();
-            let limits = stored.as_ref().map_or(super::okd::stage::StageLimits::DEFAULT, |s| {
-                super::okd::stage::StageLimits::from(&s.definition.validation.phases)
-            });
+            let phases = stored.as_ref().map(|s| s.definition.validation.phases.clone()).unwrap_or_default();
+            let kind = stored.as_ref().map(|s| s.definition.kind);
             let mut writes = Vec::new();
             // The cluster's own timeout starts again too.
             if let Some(mut stored) = stored.filter(|s| s.definition.validation.timeout.is_some()) {
@@ -747,9 +775,20 @@ impl Clusters {
                 writes.push(RecordWrite::put(Records::Definitions, name.as_str(), &stored));
             }
             let mut resumed = Vec::new();
-            // An OKD cluster failed in a stage resumes it.
-            let stage = store.record::<ClusterRecord>(Records::Lifecycle, &name)?.and_then(|r| r.retried(limits, now));
-            if let Some(next) = &stage {
+            // A cluster failed in a stage resumes it (with the definition's limits now).
+            let lifecycle = store.record::<serde_json::Value>(Records::Lifecycle, &name)?;
+            let stage: Option<(&'static str, serde_json::Value)> = match kind {
+                Some(ClusterKind::Okd) => lifecycle
+                    .and_then(|v| serde_json::from_value::<ClusterRecord>(v).ok())
+                    .and_then(|r| r.retried(super::okd::stage::StageLimits::from(&phases), now))
+                    .and_then(|r| Some((r.stage.as_str(), serde_json::to_value(&r).ok()?))),
+                Some(ClusterKind::K3s) => lifecycle
+                    .and_then(|v| serde_json::from_value::<K3sRecord>(v).ok())
+                    .and_then(|r| r.retried(super::k3s::stage::StageLimits::from(&phases), now))
+                    .and_then(|r| Some((r.stage.as_str(), serde_json::to_value(&r).ok()?))),
+                None => None,
+            };
+            if let Some((_, next)) = &stage {
                 writes.push(RecordWrite::put(Records::Lifecycle, name.as_str(), next));
             }
             for (key, record) in store.records::<NodeRecord>(Records::Phases)? {
@@ -770,15 +809,15 @@ impl Clusters {
         }
         let cluster_name: Name = cluster.parse().map_err(|_| ControlError::NotFound(cluster.to_owned()))?;
         let mut names: Vec<String> = Vec::new();
-        if let Some(next) = stage {
+        if let Some((stage, _)) = stage {
             let details = EventKind::ClusterStage {
                 cluster: cluster_name.clone(),
-                from: Stage::Failed.as_str().into(),
-                stage: next.stage.as_str().into(),
+                from: "failed".into(),
+                stage: stage.into(),
                 error: None,
             };
             self.events.append(Source::Cluster, Subject::default(), details);
-            names.push(format!("cluster ({})", next.stage.as_str()));
+            names.push(format!("cluster ({stage})"));
         }
         for (node, from, to) in &resumed {
             let subject = Subject { node: node.parse().ok(), mac: None };

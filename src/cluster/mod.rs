@@ -14,6 +14,7 @@ pub mod monitor;
 pub mod okd;
 pub mod phase;
 pub mod plan;
+pub mod stages;
 
 pub use control::Clusters;
 pub use definition::Definition;

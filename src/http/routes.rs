@@ -18,7 +18,7 @@ use super::Settings;
 use crate::boot::access::{self, Refusal};
 use crate::boot::select::{self, Machine};
 use crate::boot::{cloudinit, ignition, script};
-use crate::inventory::{ConfigKind, Inventory, MacAddr, Name, Node, Timestamp};
+use crate::inventory::{ClusterKind, ConfigKind, Inventory, MacAddr, Name, Node, Timestamp};
 use crate::listen::Connection;
 use crate::store::Store;
 use crate::store::events::{EventKind, EventLog, Source, Subject};
@@ -357,6 +357,9 @@ async fn nocloud(
             Ok(t) => t,
             Err(resp) => return resp,
         };
+        // A k3s node without a template of the operator's gets slipway's own.
+        let k3s = node.cluster.as_ref().and_then(|c| inv.clusters.get(c)).is_some_and(|c| c.kind == ClusterKind::K3s);
+        let template = template.or_else(|| k3s.then(|| cloudinit::K3S_USER_DATA.to_owned()));
         match s.ssh_keys(&inv, node, ConfigKind::CloudInit).await {
             Ok(keys) => (template, keys),
             Err(resp) => return resp,
