@@ -158,12 +158,13 @@ enum ClusterAction {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Upload an OKD cluster's admin kubeconfig (`openshift-install`'s auth/kubeconfig):
-    /// slipway follows the install through the cluster's API with it.
+    /// Print the cluster's admin kubeconfig (k3s: read from its first server, pointed at the
+    /// load balancer); with -f, upload an OKD cluster's (`openshift-install`'s auth/kubeconfig),
+    /// which slipway follows the install with.
     Kubeconfig {
         name: String,
         #[arg(long, short = 'f')]
-        file: PathBuf,
+        file: Option<PathBuf>,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -383,8 +384,11 @@ fn main() -> ExitCode {
             ClusterAction::Retry { name, api } => {
                 client_command(&api, |c| async move { cli::cluster::retry(&c, &name, api.output).await })
             }
-            ClusterAction::Kubeconfig { name, file, api } => {
+            ClusterAction::Kubeconfig { name, file: Some(file), api } => {
                 client_command(&api, |c| async move { cli::cluster::kubeconfig(&c, &name, &file, api.output).await })
+            }
+            ClusterAction::Kubeconfig { name, file: None, api } => {
+                client_command(&api, |c| async move { cli::cluster::print_kubeconfig(&c, &name, api.output).await })
             }
             ClusterAction::Wait { name, until, timeout, api } => {
                 client_command(

@@ -73,6 +73,42 @@ pub fn lab_network(config: Config) -> Config {
     config.network("lab", "br0", "10.1.107.0/24").set("gateway", SERVER).set("domain", "lab.example")
 }
 
+/// A `[[hypervisors]]` entry (just opened) for the Proxmox stand-in, named `pve`: its URL, the
+/// token (written to `dir/pve-token`) and its pinned certificate.
+pub fn pve_hypervisor(config: Config, dir: &Path, pve: &crate::pve::StandIn) -> Config {
+    std::fs::write(dir.join("pve-token"), format!("{}\n", crate::pve::SECRET)).expect("token file");
+    config
+        .set("name", "pve")
+        .set("kind", "proxmox")
+        .set("url", &pve.url)
+        .set("token_id", crate::pve::TOKEN_ID)
+        .set("token_file", dir.join("pve-token").display())
+        .set("fingerprint", &pve.fingerprint)
+}
+
+/// A config with the HTTP boot service on the lab, the Proxmox stand-in as hypervisor `pve`, and
+/// cluster `name` of `kind` defined on it with `groups` (TOML inline tables), its `api`,
+/// `api-int` and ingress addresses all the lab's server; the caller adds the rest and writes it.
+pub fn pve_cluster(dir: &Path, pve: &crate::pve::StandIn, name: &str, kind: &str, groups: &[String]) -> Config {
+    std::fs::create_dir_all(dir.join("images")).expect("images");
+    let config = Config::new(dir)
+        .section("[http]")
+        .set("listen", format!("{SERVER}:8080"))
+        .set("images", dir.join("images").display());
+    let config = lab_network(config).value("static_range", r#"{ start = "10.1.107.10", end = "10.1.107.99" }"#);
+    pve_hypervisor(config.section("[[hypervisors]]"), dir, pve)
+        .section("[[cluster_definitions]]")
+        .set("name", name)
+        .set("kind", kind)
+        .set("base_domain", "lab.example")
+        .set("network", "lab")
+        .set("api_address", SERVER)
+        .set("api_int_address", SERVER)
+        .set("ingress_address", SERVER)
+        .set("hypervisor", "pve")
+        .value("node_groups", format!("[{}]", groups.join(", ")))
+}
+
 /// The boot kit's `tiny` profile (cloud-init).
 pub fn tiny_profile(config: Config) -> Config {
     config

@@ -108,15 +108,7 @@ fn kill_and_restart(lab: &Lab, mut daemon: support::Daemon, config: &Path) -> su
 
 /// `base` with a Proxmox hypervisor `pve`: the stand-in, its token and its pinned certificate.
 fn pve_config(dir: &Path, images: &Path, pve: &crate::pve::StandIn) -> std::path::PathBuf {
-    std::fs::write(dir.join("pve-token"), format!("{}\n", crate::pve::SECRET)).expect("token file");
-    base(dir, images)
-        .set("name", "pve")
-        .set("kind", "proxmox")
-        .set("url", &pve.url)
-        .set("token_id", crate::pve::TOKEN_ID)
-        .set("token_file", dir.join("pve-token").display())
-        .set("fingerprint", &pve.fingerprint)
-        .write()
+    boot::pve_hypervisor(base(dir, images), dir, pve).write()
 }
 
 /// A third Proxmox node with 8 GiB, local-lvm and vmbr0/vmbr1.

@@ -6,76 +6,28 @@
 //! and keeps their output as an event on the node's timeline — the same output those commands
 //! give `core` on that machine. Then sshd offers another host key: `cluster bootstrap gather`
 //! is refused, naming both fingerprints; and a `core` without the cluster's key is named too.
-//! Needs root (namespaces, a bind-mounted /etc/passwd for user `core` inside sshd's namespace).
+//! Needs root (namespaces; sshd's own /etc with user `core`: `tests/sshd.rs`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::boot::{self, Lab, SERVER};
+use crate::sshd::{Setup, Sshd};
 use crate::support::{self, Config};
 
 const LIMIT: Duration = Duration::from_secs(60);
-/// User `core`'s id in sshd's namespace (an id no account here has).
-const CORE_UID: u32 = 47_123;
+/// User `core`'s id in sshd's namespace.
+const CORE_UID: u32 = crate::sshd::UID;
 const JOURNAL: &str = "journalctl -b --no-pager -n 200 -u bootkube.service -u release-image.service";
 const FAILED: &str = "systemctl --failed --no-legend --plain";
 
-/// An sshd in the lab namespace on `ip`:22, with user `core` (home `dir`) added to /etc/passwd
-/// in its own mount namespace only.
-struct Sshd {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Sshd {
-    fn start(lab: &Lab, dir: &Path, ip: &str, host_key: &Path, authorized: &Path) -> Sshd {
-        let config = dir.join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "ListenAddress {ip}:22\nHostKey {}\nHostKeyAlgorithms ssh-ed25519\nAuthorizedKeysFile {}\n\
-                 PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 StrictModes no\nUsePAM no\nPidFile none\nLogLevel VERBOSE\n",
-                host_key.display(),
-                authorized.display()
-            ),
-        )
-        .expect("sshd_config");
-        let mut passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
-        passwd.push_str(&format!("core:x:{CORE_UID}:{CORE_UID}:CoreOS admin:{}:/bin/sh\n", dir.display()));
-        let passwd_file = dir.join("passwd");
-        std::fs::write(&passwd_file, passwd).expect("passwd");
-        let log = dir.join("sshd.log");
-        let script = format!(
-            "mkdir -p -m 0755 /run/sshd && mount --bind {} /etc/passwd && exec /usr/sbin/sshd -D -e -f {}",
-            passwd_file.display(),
-            config.display()
-        );
-        let child = Command::new("ip")
-            .args(["netns", "exec", &lab.ns, "sh", "-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("sshd log"))
-            .spawn()
-            .expect("sshd (apt install openssh-server)");
-        let sshd = Sshd { child, log };
-        support::eventually("sshd listening", Duration::from_secs(10), || {
-            crate::netns::in_netns(&lab.ns, {
-                let ip = ip.to_owned();
-                move || std::net::TcpStream::connect((ip.as_str(), 22)).is_ok()
-            })
-        });
-        sshd
-    }
-
-    fn stop(mut self) -> String {
-        support::signal(&self.child, "TERM");
-        support::wait_exit(&mut self.child, Duration::from_secs(10)).expect("sshd stops");
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
+/// An sshd on the bootstrap node's address with user `core`.
+fn start_sshd(lab: &Lab, dir: &Path, host_key: &Path, authorized: &Path) -> Sshd {
+    let setup = Setup { ip: "10.1.107.20", host_key, authorized, user: "core", files: &[] };
+    Sshd::start(lab, dir, &setup)
 }
 
 fn config(dir: &Path) -> PathBuf {
@@ -103,7 +55,7 @@ fn in_lab(lab: &Lab, args: &[&str]) -> String {
 
 fn events(lab: &Lab, daemon: &support::Daemon) -> Vec<Value> {
     let (ok, out, err) =
-        support::cli_in(Some(&lab.ns), daemon, &["get", "events", "--type", "bootstrap_diagnostics", "-o", "json"]);
+        support::cli_in(Some(&lab.ns), daemon, &["get", "events", "--type", "node_diagnostics", "-o", "json"]);
     assert!(ok, "{err}");
     serde_json::from_str(&out).expect("events JSON")
 }
@@ -160,7 +112,7 @@ fn a_failed_bootstrap_is_read_over_ssh_with_the_host_key_pinned() {
     let keys = crate::configs::core_keys(&served);
     let authorized = dir.path().join("authorized_keys");
     std::fs::write(&authorized, keys.join("\n") + "\n").expect("authorized_keys");
-    let sshd = Sshd::start(&lab, dir.path(), "10.1.107.20", &host_key, &authorized);
+    let sshd = start_sshd(&lab, dir.path(), &host_key, &authorized);
 
     // It runs; the API never answers: waiting-for-api fails and slipway reads the node.
     let phone = ["curl", "-sf", "-m", "10", "--interface", "10.1.107.20", "-X", "POST"];
@@ -192,7 +144,7 @@ fn a_failed_bootstrap_is_read_over_ssh_with_the_host_key_pinned() {
     let other = dir.path().join("other_key");
     let made = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other).output();
     assert!(made.expect("ssh-keygen").status.success());
-    let sshd = Sshd::start(&lab, dir.path(), "10.1.107.20", &other, &authorized);
+    let sshd = start_sshd(&lab, dir.path(), &other, &authorized);
     let (ok, _, err) = support::cli_in(Some(&lab.ns), &daemon, &["cluster", "bootstrap", "gather", "prod"]);
     let sshd_log = sshd.stop();
     assert!(!ok, "refused");
@@ -207,7 +159,7 @@ fn a_failed_bootstrap_is_read_over_ssh_with_the_host_key_pinned() {
     // The right host, but core's keys without the cluster's: named.
     let without: Vec<&String> = keys.iter().filter(|k| !k.ends_with(" slipway@prod")).collect();
     std::fs::write(&authorized, without.iter().map(|k| format!("{k}\n")).collect::<String>()).expect("keys");
-    let sshd = Sshd::start(&lab, dir.path(), "10.1.107.20", &host_key, &authorized);
+    let sshd = start_sshd(&lab, dir.path(), &host_key, &authorized);
     let (ok, _, err) = support::cli_in(Some(&lab.ns), &daemon, &["cluster", "bootstrap", "gather", "prod"]);
     sshd.stop();
     assert!(!ok);
@@ -220,7 +172,7 @@ fn a_failed_bootstrap_is_read_over_ssh_with_the_host_key_pinned() {
 
     // And it works by hand again once the node is what slipway made.
     std::fs::write(&authorized, keys.join("\n") + "\n").expect("authorized_keys");
-    let sshd = Sshd::start(&lab, dir.path(), "10.1.107.20", &host_key, &authorized);
+    let sshd = start_sshd(&lab, dir.path(), &host_key, &authorized);
     let (ok, out, err) = support::cli_in(Some(&lab.ns), &daemon, &["cluster", "bootstrap", "gather", "prod"]);
     sshd.stop();
     assert!(ok, "{err}");

@@ -17,14 +17,12 @@ use serde_json::Value;
 
 use crate::boot::{self, Lab, SERVER};
 use crate::kubesim::{CsrFile, KubeSim};
-use crate::pve::{self, StandIn};
+use crate::pve::StandIn;
 use crate::support::{self, Config};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn config(dir: &Path, pve: &StandIn) -> std::path::PathBuf {
-    std::fs::write(dir.join("pve-token"), format!("{}\n", pve::SECRET)).expect("token file");
-    std::fs::create_dir_all(dir.join("images")).expect("images");
     let group = |name: &str, role: &str, count: u32| {
         format!(
             "{{ name = \"{name}\", role = \"{role}\", count = {count}, cores = 1, memory = \"1GiB\", disks = [{{ size = \"10GiB\" }}] }}"
@@ -32,29 +30,7 @@ fn config(dir: &Path, pve: &StandIn) -> std::path::PathBuf {
     };
     let groups =
         [group("bootstrap", "bootstrap", 1), group("master", "control-plane", 3), group("worker", "worker", 2)];
-    let config = Config::new(dir)
-        .section("[http]")
-        .set("listen", format!("{SERVER}:8080"))
-        .set("images", dir.join("images").display());
-    boot::lab_network(config)
-        .value("static_range", r#"{ start = "10.1.107.10", end = "10.1.107.99" }"#)
-        .section("[[hypervisors]]")
-        .set("name", "pve")
-        .set("kind", "proxmox")
-        .set("url", &pve.url)
-        .set("token_id", pve::TOKEN_ID)
-        .set("token_file", dir.join("pve-token").display())
-        .set("fingerprint", &pve.fingerprint)
-        .section("[[cluster_definitions]]")
-        .set("name", "prod")
-        .set("kind", "okd")
-        .set("base_domain", "lab.example")
-        .set("network", "lab")
-        .set("api_address", SERVER)
-        .set("api_int_address", SERVER)
-        .set("ingress_address", SERVER)
-        .set("hypervisor", "pve")
-        .value("node_groups", format!("[{}]", groups.join(", ")))
+    boot::pve_cluster(dir, pve, "prod", "okd", &groups)
         .value("validation", r#"{ phases = { shutdown = "2s" } }"#)
         .section("[[lb.pools]]")
         .set("name", "api")
@@ -69,14 +45,19 @@ fn config(dir: &Path, pve: &StandIn) -> std::path::PathBuf {
         .write()
 }
 
-fn cli(lab: &Lab, daemon: &support::Daemon, args: &[&str]) -> String {
+pub fn cli(lab: &Lab, daemon: &support::Daemon, args: &[&str]) -> String {
     let (ok, out, err) = support::cli_in(Some(&lab.ns), daemon, args);
     assert!(ok, "slipway {args:?}: {err}");
     out
 }
 
 fn status(lab: &Lab, daemon: &support::Daemon) -> Value {
-    let (ok, out, _) = support::cli_in(Some(&lab.ns), daemon, &["cluster", "status", "prod", "-o", "json"]);
+    cluster_status(lab, daemon, "prod")
+}
+
+/// `cluster status NAME -o json`, or null when it fails.
+pub fn cluster_status(lab: &Lab, daemon: &support::Daemon, name: &str) -> Value {
+    let (ok, out, _) = support::cli_in(Some(&lab.ns), daemon, &["cluster", "status", name, "-o", "json"]);
     if !ok {
         return Value::Null;
     }
@@ -93,7 +74,7 @@ fn condition(status: &Value, kind: &str) -> String {
 }
 
 /// Each node's reserved address, from the admin API.
-fn addresses(lab: &Lab, daemon: &support::Daemon) -> Vec<(String, String)> {
+pub fn addresses(lab: &Lab, daemon: &support::Daemon) -> Vec<(String, String)> {
     let nodes: Value = serde_json::from_str(&cli(lab, daemon, &["get", "nodes", "-o", "json"])).expect("nodes JSON");
     let mut out: Vec<(String, String)> = nodes
         .as_array()
@@ -105,7 +86,7 @@ fn addresses(lab: &Lab, daemon: &support::Daemon) -> Vec<(String, String)> {
     out
 }
 
-fn phone_home(lab: &Lab, ip: &str) {
+pub fn phone_home(lab: &Lab, ip: &str) {
     let out = Command::new("ip")
         .args(["netns", "exec", &lab.ns, "curl", "-sf", "-m", "10", "--interface", ip, "-X", "POST"])
         .arg(format!("http://{SERVER}:8080/phone-home"))
@@ -123,6 +104,24 @@ fn events(lab: &Lab, daemon: &support::Daemon, kind: &str) -> Vec<Value> {
 fn ip_in(lab: &Lab, args: &[&str]) {
     let out = Command::new("ip").args(["-n", &lab.ns]).args(args).output().expect("ip");
     assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `config` checked, the daemon started on it in the lab, and cluster `name`'s `count` VMs made
+/// and powered on, their addresses on the lab's bridge; the daemon and each node's address.
+pub fn powered_on(lab: &Lab, config: &Path, name: &str, count: usize) -> (support::Daemon, Vec<(String, String)>) {
+    let check = Command::new(support::BIN).args(["check", "--config"]).arg(config).output().expect("slipway check");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let daemon = support::start_in(Some(&lab.ns), config, &[]);
+    support::eventually("every VM made and started", LIMIT, || {
+        cluster_status(lab, &daemon, name)["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == count && n.iter().all(|n| n["phase"] == "powering-on"))
+    });
+    let ips = addresses(lab, &daemon);
+    for (_, address) in &ips {
+        ip_in(lab, &["addr", "add", &format!("{address}/32"), "dev", "br0"]);
+    }
+    (daemon, ips)
 }
 
 /// A TLS connection to the API through `api-int`, trusting the cluster's serving CA.
@@ -184,20 +183,7 @@ impl Install {
         std::fs::create_dir_all(&pve_dir).expect("pve dir");
         let pve = StandIn::start_in(&pve_dir, Some(&lab.ns));
         let config = config(dir.path(), &pve);
-        let check =
-            Command::new(support::BIN).args(["check", "--config"]).arg(&config).output().expect("slipway check");
-        assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
-        let daemon = support::start_in(Some(&lab.ns), &config, &[]);
-
-        support::eventually("every VM made and started", LIMIT, || {
-            status(&lab, &daemon)["nodes"]
-                .as_array()
-                .is_some_and(|n| n.len() == 6 && n.iter().all(|n| n["phase"] == "powering-on"))
-        });
-        let ips = addresses(&lab, &daemon);
-        for (_, address) in &ips {
-            ip_in(&lab, &["addr", "add", &format!("{address}/32"), "dev", "br0"]);
-        }
+        let (daemon, ips) = powered_on(&lab, &config, "prod", 6);
         let ip = |name: &str| ips.iter().find(|(n, _)| n == name).map(|(_, ip)| ip.clone()).expect("node address");
         // The API on every control-plane node.
         let control: Vec<SocketAddr> = ["bootstrap-0", "master-0", "master-1", "master-2"]

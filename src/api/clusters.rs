@@ -224,6 +224,40 @@ pub async fn put_kubeconfig(
     Ok(Json(KubeconfigUpload { cluster: name.to_string(), server: config.server, user, expires }))
 }
 
+/// A cluster's admin kubeconfig as stored.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct StoredKubeconfig {
+    pub cluster: String,
+    /// The document (YAML): k3s's, pointed at `https://api.<zone>:6443`; OKD's as uploaded.
+    pub kubeconfig: String,
+}
+
+/// The cluster's admin kubeconfig: for k3s, the one slipway read from the first server (over
+/// SSH) and pointed at the load balancer; for OKD, the uploaded one. Admin only (it is the
+/// cluster's admin credential); never logged.
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/kubeconfig", tag = "clusters", params(("name" = String, Path)),
+    responses((status = 200, body = StoredKubeconfig), (status = 404, body = ErrorBody)))]
+pub async fn get_kubeconfig(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<StoredKubeconfig>, ApiError> {
+    let name = path_name(&name)?;
+    if !s.store.snapshot().clusters.contains_key(&name) {
+        return Err(ApiError::NotFound(format!("no cluster named {name}")));
+    }
+    let (dir, key) = (s.store.state_dir().to_owned(), name.to_string());
+    let found = tokio::task::spawn_blocking(move || crate::store::uploads::get_kubeconfig(&dir, &key))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(format!("cannot read the kubeconfig: {e}")))?;
+    let bytes = found.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "cluster {name} has no kubeconfig yet (k3s: read from its first server once it runs; OKD: upload auth/kubeconfig)"
+        ))
+    })?;
+    Ok(Json(StoredKubeconfig { cluster: name.to_string(), kubeconfig: String::from_utf8_lossy(&bytes).into_owned() }))
+}
+
 /// The cluster's CSRs, each pending kubelet CSR with slipway's verdict (`approve: ...` or
 /// `leave: ...`), read from the cluster's API.
 #[utoipa::path(get, path = "/api/v1/clusters/{name}/csrs", tag = "clusters", params(("name" = String, Path)),
@@ -282,7 +316,7 @@ pub struct Diagnostics {
 
 /// Read an OKD cluster's bootstrap diagnostics now over SSH (as `core`, the node's host key
 /// pinned): the last lines of the bootkube and release-image journals and the failed units.
-/// Also recorded as a `bootstrap_diagnostics` event. 502 names why the node could not be read
+/// Also recorded as a `node_diagnostics` event. 502 names why the node could not be read
 /// (unreachable, a host key other than the one slipway made, the key refused).
 #[utoipa::path(post, path = "/api/v1/clusters/{name}/bootstrap/gather", tag = "clusters",
     params(("name" = String, Path)),

@@ -102,7 +102,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(clusters::status))
         .routes(routes!(clusters::retry))
         .routes(routes!(clusters::scale))
-        .routes(routes!(clusters::put_kubeconfig))
+        .routes(routes!(clusters::put_kubeconfig, clusters::get_kubeconfig))
         .routes(routes!(clusters::list_csrs))
         .routes(routes!(clusters::approve_csr))
         .routes(routes!(clusters::remove_bootstrap))

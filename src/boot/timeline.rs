@@ -88,7 +88,7 @@ fn entry(e: &Event, profile: Option<&Profile>) -> Option<Entry> {
         EventKind::ConfigFetched { config } => (Step::Config, serde_json::to_value(config).ok()?.as_str()?.to_string()),
         EventKind::PhoneHome { ip } => (Step::PhoneHome, ip.to_string()),
         EventKind::ReinstallRequested => (Step::Reinstall, "requested".into()),
-        EventKind::BootstrapDiagnostics { commands, error: None, .. } => {
+        EventKind::NodeDiagnostics { commands, error: None, .. } => {
             let each: Vec<String> = commands
                 .iter()
                 .map(|c| {
@@ -99,7 +99,7 @@ fn entry(e: &Event, profile: Option<&Profile>) -> Option<Entry> {
                 .collect();
             (Step::Diagnostics, format!("read over SSH: {}", each.join(", ")))
         }
-        EventKind::BootstrapDiagnostics { error: Some(error), .. } => {
+        EventKind::NodeDiagnostics { error: Some(error), .. } => {
             (Step::Diagnostics, format!("not read over SSH: {error}"))
         }
         _ => return None,
@@ -189,14 +189,14 @@ mod tests {
             truncated: false,
         };
         let mut events = boot(1, 6);
-        let read = EventKind::BootstrapDiagnostics {
+        let read = EventKind::NodeDiagnostics {
             cluster: "prod".parse().expect("name"),
             reason: "bootstrapping failed".into(),
             commands: vec![out("journalctl -u bootkube.service", "a\nb\n"), out("systemctl --failed", "")],
             error: None,
         };
         events.push(event(20, Source::Cluster, read));
-        let refused = EventKind::BootstrapDiagnostics {
+        let refused = EventKind::NodeDiagnostics {
             cluster: "prod".parse().expect("name"),
             reason: "asked by the operator".into(),
             commands: vec![],

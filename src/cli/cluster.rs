@@ -252,6 +252,17 @@ pub async fn kubeconfig(client: &Client, name: &str, file: &Path, output: Output
     Ok(())
 }
 
+/// `kubeconfig NAME`: prints the cluster's admin kubeconfig.
+pub async fn print_kubeconfig(client: &Client, name: &str, output: Output) -> Result<(), ClientError> {
+    let path = format!("/api/v1/clusters/{}/kubeconfig", super::encode(name));
+    let stored: crate::api::clusters::StoredKubeconfig = client.json(Method::GET, &path, None::<&()>).await?;
+    match output {
+        Output::Json => print_json(&stored),
+        Output::Table => crate::out!("{}", stored.kubeconfig),
+    }
+    Ok(())
+}
+
 /// `csr list NAME`: every CSR, the pending kubelet ones with slipway's verdict.
 pub async fn csrs(client: &Client, name: &str, output: Output) -> Result<(), ClientError> {
     let path = format!("/api/v1/clusters/{}/csrs", super::encode(name));

@@ -584,6 +584,36 @@ impl Clusters {
     }
 
     /// The stored definition of `cluster` and its nodes' records.
+    /// Stores `next` as the cluster's lifecycle record if the stored one is still `expected`
+    /// (`None`: none yet) and the cluster is defined and not being deleted; whether it did.
+    pub(super) async fn put_lifecycle<T>(
+        &self,
+        cluster: &str,
+        expected: Option<T>,
+        next: T,
+    ) -> Result<bool, ControlError>
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + Send + 'static,
+    {
+        let (store, records, key) = (self.store.clone(), self.records.clone(), cluster.to_owned());
+        blocking(move || {
+            let _records = records.lock().unwrap_or_else(|p| p.into_inner());
+            let stored = store.record::<serde_json::Value>(Records::Lifecycle, &key)?;
+            let current: Option<T> = stored.and_then(|v| serde_json::from_value(v).ok());
+            if current != expected {
+                return Ok(false);
+            }
+            // A step that began before the cluster's deletion writes nothing after it.
+            let defined = store.record::<Stored>(Records::Definitions, &key)?;
+            if defined.is_none_or(|d| d.deleting.is_some()) {
+                return Ok(false);
+            }
+            store.write_records(&[RecordWrite::put(Records::Lifecycle, key, &next)])?;
+            Ok(true)
+        })
+        .await
+    }
+
     pub(super) async fn read(&self, cluster: &str) -> Result<(Option<Stored>, Vec<NodeRecord>), ControlError> {
         let (store, name) = (self.store.clone(), cluster.to_owned());
         blocking(move || {

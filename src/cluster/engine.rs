@@ -72,6 +72,7 @@ impl Service for Engine {
             started: Mutex::default(),
             waiting: Mutex::default(),
             okd: super::okd::drive::Driver::default(),
+            k3s: super::k3s::drive::Driver::default(),
             stepping: Mutex::default(),
         });
         // Listening to the event log only while a node waits on its boot: the engine costs the
@@ -164,6 +165,8 @@ struct Worker {
     waiting: Mutex<HashSet<Name>>,
     /// OKD clusters' stages, looked at through their APIs.
     okd: super::okd::drive::Driver,
+    /// k3s clusters' stages, looked at through their APIs and over SSH.
+    k3s: super::k3s::drive::Driver,
     /// Clusters with a stage step running.
     stepping: Mutex<HashSet<Name>>,
 }
@@ -319,6 +322,24 @@ impl Worker {
                     let _release = Release(&worker.stepping, cluster.clone());
                     if let Err(e) = worker.okd.step(&worker.clusters, &stored, &nodes).await {
                         tracing::warn!(error = %e, "OKD stage step failed");
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        // k3s clusters too, once their first server started k3s.
+        for stored in definitions.iter().filter(|d| d.definition.kind == ClusterKind::K3s && d.deleting.is_none()) {
+            let cluster = stored.definition.name.clone();
+            if !lock(&self.stepping).insert(cluster.clone()) {
+                continue;
+            }
+            let (worker, stored) = (self.clone(), stored.clone());
+            let span = tracing::info_span!("k3s", cluster = %cluster);
+            steps.spawn(
+                async move {
+                    let _release = Release(&worker.stepping, cluster.clone());
+                    if let Err(e) = worker.k3s.step(&worker.clusters, &stored).await {
+                        tracing::warn!(error = %e, "k3s stage step failed");
                     }
                 }
                 .instrument(span),

@@ -108,7 +108,28 @@ impl Kube {
         self.send(path, request).await
     }
 
+    /// GET `path` as bytes, as served (k3s's `/cacerts`).
+    pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, KubeError> {
+        self.send_raw(path, self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    /// DELETE `path`; one already gone (404) is fine.
+    pub async fn delete(&self, path: &str) -> Result<(), KubeError> {
+        let request = self.http.delete(format!("{}{path}", self.base)).header("accept", "application/json");
+        match self.send_raw(path, request).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn send<T: DeserializeOwned>(&self, path: &str, request: reqwest::RequestBuilder) -> Result<T, KubeError> {
+        let bytes = self.send_raw(path, request).await?;
+        serde_json::from_slice(&bytes).map_err(|e| KubeError::Decode { path: path.to_owned(), message: e.to_string() })
+    }
+
+    /// The answer's body when it succeeded; its Kubernetes `Status` (or status line) otherwise.
+    async fn send_raw(&self, path: &str, request: reqwest::RequestBuilder) -> Result<Vec<u8>, KubeError> {
         let url = format!("{}{path}", self.base);
         let mut response = request.send().await.map_err(|e| unreachable(&url, &e))?;
         let code = response.status();
@@ -122,8 +143,7 @@ impl Kube {
             bytes.extend_from_slice(&chunk);
         }
         if code.is_success() {
-            return serde_json::from_slice(&bytes)
-                .map_err(|e| KubeError::Decode { path: path.to_owned(), message: e.to_string() });
+            return Ok(bytes);
         }
         let status: Option<Status> = serde_json::from_slice(&bytes).ok();
         let (reason, message) = match status {

@@ -39,6 +39,18 @@ pub struct Ran {
     pub truncated: bool,
 }
 
+impl From<Ran> for crate::store::events::CommandOutput {
+    fn from(r: Ran) -> Self {
+        crate::store::events::CommandOutput {
+            command: r.command,
+            status: r.status,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            truncated: r.truncated,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
     #[error("cannot reach {node} at {addr}: {message}")]

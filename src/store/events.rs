@@ -211,9 +211,10 @@ pub enum EventKind {
         signer: String,
         why: String,
     },
-    /// What slipway read over SSH from an OKD cluster's bootstrap node (the node's timeline
-    /// shows it), or why it could not; `reason`: why it looked.
-    BootstrapDiagnostics {
+    /// What slipway read over SSH from a node of a cluster whose stage failed (OKD's bootstrap
+    /// node, a k3s server or agent) or that an operator asked about; or why it could not;
+    /// `reason`: why it looked. The node's timeline shows it.
+    NodeDiagnostics {
         cluster: Name,
         reason: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -283,7 +284,7 @@ impl EventKind {
         "cluster_stage",
         "csr_approved",
         "csr_left",
-        "bootstrap_diagnostics",
+        "node_diagnostics",
         "inventory_changed",
         "daemon_started",
         "daemon_stopping",
@@ -326,7 +327,7 @@ impl EventKind {
             EventKind::ClusterStage { .. } => "cluster_stage",
             EventKind::CsrApproved { .. } => "csr_approved",
             EventKind::CsrLeft { .. } => "csr_left",
-            EventKind::BootstrapDiagnostics { .. } => "bootstrap_diagnostics",
+            EventKind::NodeDiagnostics { .. } => "node_diagnostics",
             EventKind::InventoryChanged { .. } => "inventory_changed",
             EventKind::DaemonStarted { .. } => "daemon_started",
             EventKind::DaemonStopping => "daemon_stopping",

@@ -59,6 +59,13 @@ pub struct State {
     pub approvals: Vec<(String, String)>,
     /// `METHOD path?query` of every request.
     pub requests: Vec<String>,
+    /// Answers as k3s does: `/cacerts` and `/ping` open, everything else 401 without a client
+    /// certificate (its apiserver runs with anonymous requests off).
+    pub k3s: bool,
+    /// When set, only these addresses answer (k3s: the servers running k3s so far).
+    pub serving: Option<std::collections::BTreeSet<std::net::IpAddr>>,
+    /// The serving CA's PEM file (what `/cacerts` serves).
+    pub ca_pem: Vec<u8>,
     /// The local address of every TLS connection accepted, in order (which node's API a
     /// client reached).
     pub connections: Vec<SocketAddr>,
@@ -95,9 +102,27 @@ impl KubeSim {
 
     /// Listening on each of `addrs` (each node's API), inside network namespace `ns` if given.
     pub fn start_on(dir: &Path, ns: Option<&str>, addrs: &[SocketAddr]) -> KubeSim {
-        let files = certificates(dir);
+        KubeSim::start_with(dir, ns, addrs, ZONE, &[], false)
+    }
+
+    /// A k3s cluster's API on each server's address (`addrs`), its certificate naming `api.`
+    /// and `api-int.` of `zone`, the servers' addresses and `ips`; `kubeconfig` is k3s's own
+    /// `k3s.yaml` (server `https://127.0.0.1:6443`).
+    pub fn start_k3s(dir: &Path, ns: Option<&str>, addrs: &[SocketAddr], zone: &str, ips: &[&str]) -> KubeSim {
+        let mut all: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+        all.extend(ips.iter().map(|i| i.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let mut sim = KubeSim::start_with(dir, ns, addrs, zone, &all, true);
+        sim.kubeconfig = sim.kubeconfig.replace(&format!("https://api.{zone}:6443"), "https://127.0.0.1:6443");
+        sim
+    }
+
+    fn start_with(dir: &Path, ns: Option<&str>, addrs: &[SocketAddr], zone: &str, ips: &[&str], k3s: bool) -> KubeSim {
+        let files = certificates(dir, zone, ips);
         let state = Arc::new(Mutex::new(State {
             version: (false, true, false, "Working towards 4.19.0-okd-scos.1".into()),
+            k3s,
+            ca_pem: std::fs::read(&files.serving_ca).expect("ca"),
             ..State::default()
         }));
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -124,9 +149,9 @@ impl KubeSim {
         }
         let addr = first.expect("an address to listen on");
         let url = format!("https://127.0.0.1:{}", addr.port());
-        let kubeconfig = kubeconfig(&files, &format!("https://api.{ZONE}:6443"));
+        let kubeconfig = kubeconfig(&files, &format!("https://api.{zone}:6443"));
         let kubectl_config = dir.join("kubectl.kubeconfig");
-        std::fs::write(&kubectl_config, kubeconfig.replace(&format!("https://api.{ZONE}:6443"), &url))
+        std::fs::write(&kubectl_config, kubeconfig.replace(&format!("https://api.{zone}:6443"), &url))
             .expect("kubeconfig");
         drop(_entered);
         KubeSim {
@@ -256,10 +281,12 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-fn certificates(dir: &Path) -> Files {
+fn certificates(dir: &Path, zone: &str, ips: &[&str]) -> Files {
     let serving_ca = pki::ca(dir, "kube-apiserver-lb-signer", "/OU=openshift/CN=kube-apiserver-lb-signer");
-    let names = format!("subjectAltName=DNS:api.{ZONE},DNS:api-int.{ZONE},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
-    let subject = format!("/CN=api-int.{ZONE}");
+    let extra: String = ips.iter().map(|ip| format!(",IP:{ip}")).collect();
+    let names =
+        format!("subjectAltName=DNS:api.{zone},DNS:api-int.{zone},IP:127.0.0.1{extra}\nextendedKeyUsage=serverAuth\n");
+    let subject = format!("/CN=api-int.{zone}");
     let serving = pki::issue(dir, "kube-apiserver", &subject, &names, &pki::EC_KEY, &serving_ca);
     let client_ca = pki::ca(dir, "admin-kubeconfig-signer", "/OU=openshift/CN=admin-kubeconfig-signer");
     // The installer's admin key is RSA in PKCS#1 ("BEGIN RSA PRIVATE KEY").
@@ -348,7 +375,12 @@ fn serve(state: Arc<Mutex<State>>, listener: std::net::TcpListener, acceptor: to
     let app = router(state.clone());
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            if !state.lock().expect("state").api_up {
+            let answering = {
+                let s = state.lock().expect("state");
+                let here = tcp.local_addr().map(|a| a.ip()).ok();
+                s.api_up && s.serving.as_ref().is_none_or(|up| here.is_some_and(|ip| up.contains(&ip)))
+            };
+            if !answering {
                 drop(tcp);
                 continue;
             }
@@ -377,6 +409,8 @@ fn router(state: Shared) -> Router {
     Router::new()
         .route("/version", get(version))
         .route("/readyz", get(|| async { "ok" }))
+        .route("/ping", get(|| async { "pong" }))
+        .route("/cacerts", get(cacerts))
         .route(
             "/api",
             get(|| async {
@@ -463,8 +497,13 @@ async fn authenticate(
     let line = format!("{} {}", request.method(), request.uri());
     state.lock().expect("state").requests.push(line);
     let admin = request.extensions().get::<Admin>().is_some_and(|a| a.0);
+    let k3s = state.lock().expect("state").k3s;
+    let path = request.uri().path();
+    if !admin && k3s && path != "/cacerts" && path != "/ping" {
+        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    }
     // Health probes are public, as kube-apiserver's are.
-    if !admin && request.uri().path() != "/readyz" {
+    if !admin && !k3s && request.uri().path() != "/readyz" {
         let path = request.uri().path().to_owned();
         return status(
             StatusCode::FORBIDDEN,
@@ -473,6 +512,12 @@ async fn authenticate(
         );
     }
     next.run(request).await
+}
+
+/// k3s's `/cacerts`: the CA bundle file as it is on disk.
+async fn cacerts(AxState(state): AxState<Shared>) -> Response {
+    let ca = state.lock().expect("state").ca_pem.clone();
+    ([("content-type", "text/plain")], ca).into_response()
 }
 
 async fn version() -> Json {

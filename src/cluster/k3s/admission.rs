@@ -6,8 +6,9 @@
 use super::stage::{self, K3sRecord, Members, Turn};
 use super::token;
 use crate::boot::k3s::{Admission, Answer, NodeSettings, Start};
-use crate::cluster::control::{Clusters, blocking};
-use crate::inventory::{Cluster, ClusterKind, Inventory, Name, Node, Role};
+use crate::cluster::control::{Clusters, Stored, blocking};
+use crate::inventory::{Cluster, ClusterKind, Inventory, Name, Node, Role, Timestamp};
+use crate::store::events::{EventKind, Source, Subject};
 use crate::store::records::Records;
 
 /// The API port on the fixed registration address (`api_int_address`).
@@ -59,6 +60,26 @@ impl Admission for Clusters {
             Turn::Init => None,
             Turn::Join { ca_hash } => Some(ca_hash),
         };
+        if join.is_none() && record.is_none() {
+            // The first server starts k3s now: the cluster's stages start with it.
+            let (store, key) = (self.store.clone(), cluster.name.to_string());
+            let stored: Option<Stored> =
+                blocking(move || store.record(Records::Definitions, &key)).await.map_err(|e| e.to_string())?;
+            if let Some(stored) = stored {
+                let limits = stage::StageLimits::from(&stored.definition.validation.phases);
+                let start = K3sRecord::start(cluster.name.clone(), node.name.clone(), limits, Timestamp::now());
+                if self.put_lifecycle(cluster.name.as_str(), None, start).await.map_err(|e| e.to_string())? {
+                    tracing::info!(cluster = %cluster.name, init = %node.name, "k3s: the first server starts the cluster");
+                    let details = EventKind::ClusterStage {
+                        cluster: cluster.name.clone(),
+                        from: "installing".into(),
+                        stage: stage::Stage::InitServer.as_str().into(),
+                        error: None,
+                    };
+                    self.events.append(Source::Cluster, Subject::default(), details);
+                }
+            }
+        }
         let (dir, key, first) = (self.store.state_dir().to_owned(), cluster.name.to_string(), join.is_none());
         let token = tokio::task::spawn_blocking(move || match first {
             true => token::get_or_make(&dir, &key).map(Some),

@@ -18,7 +18,7 @@ use crate::inventory::{Name, Role, Timestamp};
 use crate::kube::objects::{ConfigMap, Csr, List, Node, Version, WithConditions};
 use crate::kube::{Kube, KubeError};
 use crate::store::events::{EventKind, Source, Subject};
-use crate::store::records::{RecordWrite, Records};
+use crate::store::records::Records;
 
 /// How often a cluster's API is looked at (the installer polls `/version` every 2 s).
 const LOOK_EVERY: Duration = Duration::from_secs(2);
@@ -308,23 +308,7 @@ impl Driver {
         current: Option<&ClusterRecord>,
         next: ClusterRecord,
     ) -> Result<bool, ControlError> {
-        let (store, records) = (clusters.store.clone(), clusters.records.clone());
-        let (expected, value) = (current.cloned(), next.clone());
-        let saved = blocking(move || {
-            let _records = records.lock().unwrap_or_else(|p| p.into_inner());
-            let key = value.cluster.to_string();
-            if store.record::<ClusterRecord>(Records::Lifecycle, &key)? != expected {
-                return Ok(false);
-            }
-            // A step that began before the cluster's deletion writes nothing after it.
-            let defined = store.record::<Stored>(Records::Definitions, &key)?;
-            if defined.is_none_or(|d| d.deleting.is_some()) {
-                return Ok(false);
-            }
-            store.write_records(&[RecordWrite::put(Records::Lifecycle, key, &value)])?;
-            Ok(true)
-        })
-        .await?;
+        let saved = clusters.put_lifecycle(next.cluster.as_str(), current.cloned(), next.clone()).await?;
         if saved {
             match current {
                 Some(current) => self.tell(clusters, current, &next),

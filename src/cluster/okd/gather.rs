@@ -1,7 +1,7 @@
 //! Bootstrap diagnostics: what `openshift-install gather bootstrap` looks at first — the last
 //! lines of the bootkube and release-image journals and the failed units — read over SSH from
 //! the bootstrap node (as `core`, with the cluster's key; its host key is the one slipway made
-//! and served it, pinned) and kept as a `bootstrap_diagnostics` event on the node's timeline,
+//! and served it, pinned) and kept as a `node_diagnostics` event on the node's timeline,
 //! with the reason slipway looked. Run when WaitingForAPI or Bootstrapping fails, and when an
 //! operator asks.
 
@@ -46,7 +46,7 @@ pub async fn gather(clusters: &Clusters, cluster: &Name, reason: &str) -> Result
         return Err(GatherError::NoBootstrap(cluster.clone()));
     };
     let outcome = run(clusters, cluster, node).await;
-    let details = EventKind::BootstrapDiagnostics {
+    let details = EventKind::NodeDiagnostics {
         cluster: cluster.clone(),
         reason: reason.to_owned(),
         commands: outcome.as_ref().map(Clone::clone).unwrap_or_default(),
@@ -89,14 +89,5 @@ async fn run(
         host_key,
     };
     let ran = crate::ssh::run(&target, Arc::new(client), &COMMANDS, LIMIT, CAP).await.map_err(|e| failed(&e))?;
-    Ok(ran
-        .into_iter()
-        .map(|r| CommandOutput {
-            command: r.command,
-            status: r.status,
-            stdout: r.stdout,
-            stderr: r.stderr,
-            truncated: r.truncated,
-        })
-        .collect())
+    Ok(ran.into_iter().map(CommandOutput::from).collect())
 }

@@ -1,0 +1,233 @@
+//! k3s's lifecycle end to end: a cluster defined in the config file (three servers, two agents
+//! with a label and a taint) is made on the Proxmox stand-in; a k3s API stand-in answers on each
+//! server's address once that server runs k3s, behind slipway's own load balancer (checked with
+//! `/ping`: k3s answers 401 to anything else without credentials). The test plays the nodes as
+//! slipway's `cloud-init/k3s.user-data` makes them behave: each asks `/k3s/config` from its own
+//! address until it is let in, then "starts k3s" (its API answers; its Node turns Ready a moment
+//! later). The first server's OpenSSH (its host key and user `slipway` from its own served
+//! user-data) holds k3s's kubeconfig at the real path. slipway checks the CA `/cacerts` serves
+//! against that kubeconfig, lets the servers in one at a time — a SIGKILL while the second one
+//! joins changes nothing — then the agents, and reports Ready once the kubeconfig it stored
+//! answers through the load balancer. The cluster's password is in no log line, event, API
+//! answer, served document or state file but its own. Needs root (namespaces).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::boot::{self, Lab, SERVER};
+use crate::kubesim::KubeSim;
+use crate::okd::{cli, phone_home, powered_on};
+use crate::pve::StandIn;
+use crate::sshd::{Setup, Sshd};
+use crate::support;
+
+const LIMIT: Duration = Duration::from_secs(90);
+const ZONE: &str = "edge.lab.example";
+
+fn config(dir: &Path, pve: &StandIn) -> std::path::PathBuf {
+    let groups = [
+        r#"{ name = "server", role = "control-plane", count = 3, cores = 1, memory = "1GiB", disks = [{ size = "10GiB" }] }"#.to_owned(),
+        r#"{ name = "agent", role = "worker", count = 2, cores = 1, memory = "1GiB", disks = [{ size = "10GiB" }], labels = { tier = "edge" }, taints = ["dedicated=edge:NoSchedule"] }"#.to_owned(),
+    ];
+    boot::pve_cluster(dir, pve, "edge", "k3s", &groups)
+        .section("[[lb.pools]]")
+        .set("name", "api")
+        .set("cluster", "edge")
+        .set("members", "control-plane")
+        .value("port", 6443)
+        .value("check", r#"{ kind = "https", path = "/ping", interval = "1s", timeout = "500ms", rise = 1 }"#)
+        .section("[[lb.frontends]]")
+        .set("name", "api")
+        .set("listen", format!("{SERVER}:6443"))
+        .set("pool", "api")
+        .write()
+}
+
+fn status(lab: &Lab, daemon: &support::Daemon) -> Value {
+    crate::okd::cluster_status(lab, daemon, "edge")
+}
+
+/// `curl` from `ip` inside the lab: (HTTP status, body).
+fn fetch(ns: &str, ip: &str, url: &str) -> (u16, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-s", "-m", "10", "--interface", ip, "-w", "\n%{http_code}", url])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// When each node was let in (its config served) and when its Node turned Ready.
+#[derive(Default)]
+struct Played {
+    configs: BTreeMap<String, (Instant, Value)>,
+    ready: BTreeMap<String, Instant>,
+}
+
+/// Each node asks for its k3s config until it gets it, then starts "k3s": a server's address
+/// answers the API, and its Node is Ready a moment later (an agent's Node likewise).
+fn play(lab: &Lab, sim: &KubeSim, nodes: &[(String, String)], played: &Arc<Mutex<Played>>, stop: &Arc<Mutex<bool>>) {
+    for (name, ip) in nodes {
+        let (name, ip) = (name.clone(), ip.clone());
+        let (ns, state, played, stop) = (lab.ns.clone(), sim.state.clone(), played.clone(), stop.clone());
+        std::thread::spawn(move || {
+            loop {
+                if *stop.lock().expect("stop") {
+                    return;
+                }
+                let (code, body) = fetch(&ns, &ip, &format!("http://{SERVER}:8080/k3s/config"));
+                if code == 200 {
+                    let config: Value = serde_norway::from_str(&body).expect("config.yaml is YAML");
+                    played.lock().expect("played").configs.insert(name.clone(), (Instant::now(), config));
+                    if name.starts_with("server") {
+                        let addr: std::net::IpAddr = ip.parse().expect("ip");
+                        state.lock().expect("sim").serving.get_or_insert_default().insert(addr);
+                    }
+                    std::thread::sleep(Duration::from_millis(1500));
+                    let node = serde_json::json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": name },
+                        "status": { "conditions": [{ "type": "Ready", "status": "True" }] } });
+                    state.lock().expect("sim").nodes.insert(name.clone(), node);
+                    played.lock().expect("played").ready.insert(name.clone(), Instant::now());
+                    return;
+                }
+                // 503: not its turn; 0: slipway is down (restarting after the SIGKILL).
+                assert!(code == 503 || code == 0, "{name}: {code} {body}");
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+    }
+}
+
+#[test]
+fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = Lab::bridge_only("k3s");
+    let pve_dir = dir.path().join("pve");
+    std::fs::create_dir_all(&pve_dir).expect("pve dir");
+    let pve = StandIn::start_in(&pve_dir, Some(&lab.ns));
+    let config = config(dir.path(), &pve);
+    let (mut daemon, ips) = powered_on(&lab, &config, "edge", 5);
+    let ip = |name: &str| ips.iter().find(|(n, _)| n == name).map(|(_, ip)| ip.clone()).expect("address");
+    let servers = ["server-0", "server-1", "server-2"];
+
+    // The API stand-in on every server's address; none answers until its server runs k3s.
+    let addrs: Vec<std::net::SocketAddr> =
+        servers.iter().map(|s| format!("{}:6443", ip(s)).parse().expect("addr")).collect();
+    let kube_dir = dir.path().join("kube");
+    std::fs::create_dir_all(&kube_dir).expect("kube dir");
+    let sim = KubeSim::start_k3s(&kube_dir, Some(&lab.ns), &addrs, ZONE, &[SERVER]);
+    sim.with(|s| {
+        s.api_up = true;
+        s.serving = Some(Default::default());
+    });
+
+    // Every node's user-data: slipway's k3s template, its user and the node's host key.
+    let mut served = Vec::new();
+    for (name, address) in &ips {
+        let (code, body) = fetch(&lab.ns, address, &format!("http://{SERVER}:8080/nocloud/{name}/user-data"));
+        assert_eq!(code, 200, "{name}: {body}");
+        let file = dir.path().join(format!("{name}.user-data"));
+        std::fs::write(&file, &body).expect("user-data");
+        let schema = Command::new("cloud-init").args(["schema", "-c"]).arg(&file).output().expect("cloud-init");
+        assert!(schema.status.success(), "{name}: {}", String::from_utf8_lossy(&schema.stderr));
+        let doc: Value = serde_norway::from_str(&body).expect("YAML");
+        let units: Vec<&str> =
+            doc["write_files"].as_array().expect("files").iter().filter_map(|f| f["path"].as_str()).collect();
+        assert!(units.contains(&"/etc/systemd/system/slipway-k3s.service"), "{name}: {units:?}");
+        served.push(body);
+        // cloud-init ends by phoning home (the node waits for its turn in a unit of its own).
+        phone_home(&lab, address);
+    }
+    let s0: Value =
+        serde_norway::from_str(&served[ips.iter().position(|(n, _)| n == "server-0").expect("s0")]).expect("YAML");
+    let host_key = dir.path().join("server-0.host");
+    std::fs::write(&host_key, s0["ssh_keys"]["ed25519_private"].as_str().expect("host key")).expect("key");
+    std::fs::set_permissions(&host_key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let authorized = dir.path().join("authorized_keys");
+    let key = s0["users"][1]["ssh_authorized_keys"][0].as_str().expect("the cluster's key");
+    std::fs::write(&authorized, format!("{key}\n")).expect("authorized_keys");
+    let files = [("/etc/rancher/k3s/k3s.yaml", sim.kubeconfig.as_str(), 0o600)];
+    let setup =
+        Setup { ip: &ip("server-0"), host_key: &host_key, authorized: &authorized, user: "slipway", files: &files };
+    let sshd = Sshd::start(&lab, dir.path(), &setup);
+
+    // The nodes run.
+    let played = Arc::new(Mutex::new(Played::default()));
+    let stop = Arc::new(Mutex::new(false));
+    play(&lab, &sim, &ips, &played, &stop);
+    support::eventually("the first server initialised the cluster", LIMIT, || {
+        status(&lab, &daemon)["stage"]["stage"] == "joining-servers"
+    });
+    // SIGKILL while the second server joins: the third still waits its turn.
+    support::eventually("server-1 let in", LIMIT, || played.lock().expect("played").configs.contains_key("server-1"));
+    support::signal(&daemon.child, "KILL");
+    support::wait_exit(&mut daemon.child, Duration::from_secs(10)).expect("killed");
+    daemon = support::start_in(Some(&lab.ns), &config, &[]);
+    support::eventually("ready", Duration::from_secs(180), || {
+        let s = status(&lab, &daemon);
+        assert_ne!(s["stage"]["stage"], "failed", "{s}");
+        s["stage"]["stage"] == "ready"
+    });
+    *stop.lock().expect("stop") = true;
+    let sshd_log = sshd.stop();
+    assert!(sshd_log.contains("Accepted publickey for slipway"), "{sshd_log}");
+
+    // One server at a time: each let in only after the one before it was a Ready node.
+    let played = played.lock().expect("played");
+    for pair in servers.windows(2) {
+        let (before, after) = (played.ready[pair[0]], played.configs[pair[1]].0);
+        assert!(after > before, "{} let in before {} was Ready", pair[1], pair[0]);
+    }
+    for agent in ["agent-0", "agent-1"] {
+        assert!(played.configs[agent].0 > played.ready["server-2"], "{agent} before every server joined");
+    }
+    // What each node was told.
+    let password = played.configs["server-0"].1["token"].as_str().expect("password").to_owned();
+    assert_eq!(password.len(), 48);
+    assert_eq!(played.configs["server-0"].1["cluster-init"], true);
+    let ca = std::fs::read(&sim.ca).expect("ca");
+    let hash: String = <sha2::Sha256 as sha2::Digest>::digest(&ca).iter().map(|b| format!("{b:02x}")).collect();
+    for (name, (_, config)) in played.configs.iter().filter(|(n, _)| *n != "server-0") {
+        assert_eq!(config["token"], format!("K10{hash}::server:{password}"), "{name}");
+        assert_eq!(config["server"], format!("https://{SERVER}:6443"), "{name}");
+        assert_eq!(config["node-name"], name.as_str());
+    }
+    assert_eq!(played.configs["agent-0"].1["node-label"], serde_json::json!(["tier=edge"]));
+    assert_eq!(played.configs["agent-0"].1["node-taint"], serde_json::json!(["dedicated=edge:NoSchedule"]));
+    let sans = &played.configs["server-1"].1["tls-san"];
+    assert!(sans.as_array().is_some_and(|s| s.contains(&Value::from(format!("api.{ZONE}")))), "{sans}");
+
+    // The kubeconfig: k3s's, pointed at the load balancer.
+    let stored = cli(&lab, &daemon, &["cluster", "kubeconfig", "edge"]);
+    let doc: Value = serde_norway::from_str(&stored).expect("kubeconfig");
+    assert_eq!(doc["clusters"][0]["cluster"]["server"], format!("https://api.{ZONE}:6443"));
+    let original: Value = serde_norway::from_str(&sim.kubeconfig).expect("k3s.yaml");
+    assert_eq!(doc["users"], original["users"]);
+    let conditions = status(&lab, &daemon)["conditions"].clone();
+    for kind in ["installed", "ServerInitialised", "ServersJoined", "AgentsJoined", "KubeconfigReady"] {
+        let found = conditions.as_array().into_iter().flatten().find(|c| c["type"] == kind);
+        assert_eq!(found.map(|c| c["status"].clone()), Some(Value::from("True")), "{kind}: {conditions}");
+    }
+
+    // The password: in no event, API answer or served document, and no state file but its own.
+    let events = cli(&lab, &daemon, &["get", "events", "-o", "json"]);
+    assert!(!events.contains(&password), "the password in an event");
+    assert!(!status(&lab, &daemon).to_string().contains(&password));
+    assert!(served.iter().all(|doc| !doc.contains(&password)), "the password in a user-data");
+    let grep = Command::new("grep").args(["-rl", &password]).arg(dir.path().join("state")).output().expect("grep");
+    let holding = String::from_utf8_lossy(&grep.stdout).into_owned();
+    assert_eq!(holding.trim(), dir.path().join("state/k3s/edge/token").display().to_string(), "{holding}");
+    support::signal(&daemon.child, "TERM");
+    assert!(support::wait_exit(&mut daemon.child, Duration::from_secs(10)).is_some());
+    let mut lines = Vec::new();
+    while let Ok(line) = daemon.log.recv_timeout(Duration::from_secs(5)) {
+        lines.push(line);
+    }
+    assert!(!lines.iter().any(|l| l.contains(&password)), "the password in the log");
+}
