@@ -93,7 +93,7 @@ fn fetch_checks_sums_resumes_and_skips_present_files() {
 
     let listing = Command::new(BIN).args(["images", "list"]).output().expect("list");
     let listing = String::from_utf8_lossy(&listing.stdout);
-    for name in ["fedora-coreos", "centos-stream-coreos", "ubuntu"] {
+    for name in ["fedora-coreos", "centos-stream-coreos", "ubuntu", "k3s"] {
         assert!(listing.contains(name), "{listing}");
     }
 }
@@ -160,6 +160,17 @@ fn the_built_in_manifests_fetch_through_a_mirror_into_the_names_the_readme_profi
         serde_json::json!({"architectures": {"x86_64": {"artifacts": {"metal": {"formats": {"pxe": formats}}}}}});
     std::fs::write(mirror.join("builds.coreos.fedoraproject.org/streams/stable.json"), stream.to_string())
         .expect("stream");
+    // k3s: the release's binary and its sha256sum-amd64.txt (two spaces, other assets listed too).
+    let release = mirror.join("github.com/k3s-io/k3s/releases/download/v1.33.3+k3s1");
+    std::fs::create_dir_all(&release).expect("k3s release");
+    let k3s = blob(17, 120_000);
+    std::fs::write(release.join("k3s"), &k3s).expect("k3s");
+    let airgap = blob(19, 1000);
+    std::fs::write(
+        release.join("sha256sum-amd64.txt"),
+        format!("{}  k3s\n{}  k3s-airgap-images-amd64.tar.zst\n", hex(&k3s), hex(&airgap)),
+    )
+    .expect("k3s sums");
     let host = "127.88.0.2";
     let extra = format!("[http]\nlisten = \"{host}:8080\"\nimages = \"{}\"\n", mirror.display());
     let mirror_dir = dir.path().join("mirror-daemon");
@@ -167,7 +178,7 @@ fn the_built_in_manifests_fetch_through_a_mirror_into_the_names_the_readme_profi
     let _mirror = support::start(&support::config(&mirror_dir, &extra), &[]);
 
     let images = dir.path().join("images");
-    for manifest in ["ubuntu", "fedora-coreos"] {
+    for manifest in ["ubuntu", "fedora-coreos", "k3s"] {
         let o = Command::new(BIN)
             .args(["images", "fetch", manifest, "--mirror", &format!("http://{host}:8080/images/"), "--dir"])
             .arg(&images)
@@ -185,6 +196,7 @@ fn the_built_in_manifests_fetch_through_a_mirror_into_the_names_the_readme_profi
     assert!(std::fs::read(images.join("ubuntu/vmlinuz")).expect("vmlinuz") == linux);
     assert!(std::fs::read(images.join("ubuntu/initrd")).expect("initrd") == initrd);
     assert!(std::fs::read(images.join("ubuntu/ubuntu.iso")).expect("iso") == iso);
+    assert!(std::fs::read(images.join("k3s/k3s")).expect("k3s") == k3s, "where cloud-init/k3s.user-data fetches it");
     for (kind, data) in &fcos {
         assert!(std::fs::read(images.join("fcos").join(kind)).expect("fcos artifact") == *data, "fcos/{kind}");
     }

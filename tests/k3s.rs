@@ -215,6 +215,17 @@ fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
         assert_eq!(found.map(|c| c["status"].clone()), Some(Value::from("True")), "{kind}: {conditions}");
     }
 
+    // A reinstall deletes the node's Node object first (k3s would refuse it back under its name);
+    // with the API down it is refused, naming why.
+    cli(&lab, &daemon, &["reinstall", "agent-1"]);
+    sim.with(|s| {
+        assert!(!s.nodes.contains_key("agent-1"), "the Node object is gone");
+        assert!(s.requests.iter().any(|r| r == "DELETE /api/v1/nodes/agent-1"), "{:?}", s.requests);
+        s.api_up = false;
+    });
+    let (ok, _, err) = support::cli_in(Some(&lab.ns), &daemon, &["reinstall", "agent-0"]);
+    assert!(!ok && err.contains("cannot delete Node agent-0") && err.contains("Node password rejected"), "{err}");
+
     // The password: in no event, API answer or served document, and no state file but its own.
     let events = cli(&lab, &daemon, &["get", "events", "-o", "json"]);
     assert!(!events.contains(&password), "the password in an event");

@@ -44,11 +44,19 @@ pub struct Reinstall {
 }
 
 /// Boot the node's profile again on its next network boot, even though it reported an
-/// installed system.
+/// installed system. A node of a k3s cluster has its Node object deleted first (`502` naming
+/// why when the cluster's API cannot do it; nothing changes then).
 #[utoipa::path(post, path = "/api/v1/nodes/{name}/reinstall", tag = "boot", params(("name" = String, Path)),
-    responses((status = 200, body = Reinstall), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Reinstall), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub async fn reinstall(State(s): State<ApiState>, Path(name): Path<String>) -> Result<Json<Reinstall>, ApiError> {
     let node = node(&s, &name)?;
+    // k3s refuses a node that comes back under its name while its Node object is there.
+    crate::cluster::k3s::drive::forget_node(&s.clusters, &node).await.map_err(|e| {
+        ApiError::Upstream(format!(
+            "cannot delete Node {} from its cluster's API ({e}); reinstalled, k3s would refuse it (Node password rejected): delete it yourself (kubectl delete node {}), then reinstall",
+            node.name, node.name
+        ))
+    })?;
     let store = s.store.clone();
     let key = node.name.to_string();
     let was_installed = tokio::task::spawn_blocking(move || store.set_installed(&key, None))

@@ -7,10 +7,11 @@ pub mod fetch;
 use serde::Deserialize;
 
 /// The manifests that ship with slipway.
-pub const BUILT_IN: [(&str, &str); 3] = [
+pub const BUILT_IN: [(&str, &str); 4] = [
     ("fedora-coreos", include_str!("../../images/fedora-coreos.toml")),
     ("centos-stream-coreos", include_str!("../../images/centos-stream-coreos.toml")),
     ("ubuntu", include_str!("../../images/ubuntu.toml")),
+    ("k3s", include_str!("../../images/k3s.toml")),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]

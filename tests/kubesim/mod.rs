@@ -454,7 +454,7 @@ fn router(state: Shared) -> Router {
         .route(&format!("{CSRS}/{{name}}"), get(csr_get))
         .route(&format!("{CSRS}/{{name}}/approval"), axum::routing::put(approve))
         .route("/api/v1/nodes", get(node_list))
-        .route("/api/v1/nodes/{name}", get(node_get))
+        .route("/api/v1/nodes/{name}", get(node_get).delete(node_delete))
         .route("/apis/config.openshift.io/v1/clusterversions/{name}", get(cluster_version))
         .route("/apis/config.openshift.io/v1/clusteroperators", get(operators))
         .fallback(|uri: axum::http::Uri| async move {
@@ -728,6 +728,15 @@ async fn approve(
 async fn node_list(AxState(state): AxState<Shared>) -> Json {
     let s = state.lock().expect("state");
     list("NodeList", "v1", s.rv, s.nodes.values().cloned().collect())
+}
+
+async fn node_delete(AxState(state): AxState<Shared>, UrlPath(name): UrlPath<String>) -> Response {
+    match state.lock().expect("state").nodes.remove(&name) {
+        Some(node) => Json(json!({ "kind": "Status", "apiVersion": "v1", "status": "Success",
+            "details": { "name": name, "kind": "nodes", "uid": node["metadata"]["uid"] } }))
+        .into_response(),
+        None => not_found("nodes", &name),
+    }
 }
 
 async fn node_get(AxState(state): AxState<Shared>, UrlPath(name): UrlPath<String>) -> Response {

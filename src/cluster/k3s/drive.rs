@@ -214,6 +214,36 @@ async fn through_lb(clusters: &Clusters, cluster: &Cluster) -> Result<String, St
     Ok(version.git_version)
 }
 
+/// Before a node of a k3s cluster is reinstalled: its Node object is deleted (k3s deletes the
+/// node's password secret with it), or the reinstalled node would be refused ("Node password
+/// rejected"). Nothing to do for a cluster without a kubeconfig yet; `Err` when the API cannot
+/// be reached or refuses.
+pub async fn forget_node(clusters: &Clusters, node: &Node) -> Result<(), String> {
+    let inv = clusters.store.snapshot();
+    let Some(cluster) = node.cluster.as_ref().and_then(|c| inv.clusters.get(c)).filter(|c| c.kind == ClusterKind::K3s)
+    else {
+        return Ok(());
+    };
+    let (dir, key) = (clusters.store.state_dir().to_owned(), cluster.name.to_string());
+    let stored = tokio::task::spawn_blocking(move || crate::store::uploads::get_kubeconfig(&dir, &key))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    if stored.is_none() {
+        return Ok(());
+    }
+    let kube = client(
+        clusters,
+        &cluster.name,
+        &format!("https://api-int.{}.{}:{API_PORT}", cluster.name, cluster.base_domain),
+        Some(SocketAddr::from((cluster.api_int_address, API_PORT))),
+    )
+    .await?;
+    kube.delete(&format!("/api/v1/nodes/{}", node.name)).await.map_err(|e| e.to_string())?;
+    tracing::info!(cluster = %cluster.name, node = %node.name, "k3s: the node's Node object deleted before its reinstall");
+    Ok(())
+}
+
 /// Runs `commands` on `node` as user `slipway` with the cluster's key, its host key pinned.
 async fn ssh(
     clusters: &Clusters,
