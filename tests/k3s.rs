@@ -242,3 +242,67 @@ fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
     }
     assert!(!lines.iter().any(|l| l.contains(&password)), "the password in the log");
 }
+
+/// A first server whose k3s never answers: init-server fails past its limit, naming what it
+/// waited for, and slipway reads the server over SSH (user `slipway`, `sudo journalctl`): the
+/// output is what those commands print there.
+#[test]
+fn a_server_that_never_answers_fails_its_stage_and_is_read_over_ssh() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = Lab::bridge_only("k3f");
+    let pve_dir = dir.path().join("pve");
+    std::fs::create_dir_all(&pve_dir).expect("pve dir");
+    let pve = StandIn::start_in(&pve_dir, Some(&lab.ns));
+    let groups = [r#"{ name = "server", role = "control-plane", count = 1, cores = 1, memory = "1GiB", disks = [{ size = "10GiB" }] }"#.to_owned()];
+    let config = boot::pve_cluster(dir.path(), &pve, "edge", "k3s", &groups)
+        .value("validation", r#"{ phases = { init = "4s" } }"#)
+        .write();
+    let (daemon, ips) = powered_on(&lab, &config, "edge", 1);
+    let (name, address) = ips[0].clone();
+    let (code, body) = fetch(&lab.ns, &address, &format!("http://{SERVER}:8080/nocloud/{name}/user-data"));
+    assert_eq!(code, 200, "{body}");
+    let doc: Value = serde_norway::from_str(&body).expect("YAML");
+    let host_key = dir.path().join("host");
+    std::fs::write(&host_key, doc["ssh_keys"]["ed25519_private"].as_str().expect("host key")).expect("key");
+    std::fs::set_permissions(&host_key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let authorized = dir.path().join("authorized_keys");
+    std::fs::write(&authorized, format!("{}\n", doc["users"][1]["ssh_authorized_keys"][0].as_str().expect("key")))
+        .expect("authorized_keys");
+    let setup = Setup { ip: &address, host_key: &host_key, authorized: &authorized, user: "slipway", files: &[] };
+    let sshd = Sshd::start(&lab, dir.path(), &setup);
+    // It fetches its config (starting the cluster's stages); its k3s never comes up.
+    let (code, _) = fetch(&lab.ns, &address, &format!("http://{SERVER}:8080/k3s/config"));
+    assert_eq!(code, 200);
+    support::eventually("init-server failed", LIMIT, || status(&lab, &daemon)["stage"]["stage"] == "failed");
+    let s = status(&lab, &daemon);
+    let error = s["stage"]["error"].as_str().expect("reason");
+    assert!(error.starts_with(&format!("{name}'s /cacerts and kubeconfig were not read within 4s")), "{error}");
+    assert!(error.contains("k3s.yaml"), "the last error says what was missing: {error}");
+    assert_eq!(s["stage"]["failed_in"], "init-server");
+    let read = |e: &Value| e["details"]["reason"].as_str().is_some_and(|r| r.starts_with("init-server failed"));
+    let events = || -> Vec<Value> {
+        serde_json::from_str(&cli(&lab, &daemon, &["get", "events", "--type", "node_diagnostics", "-o", "json"]))
+            .expect("events")
+    };
+    support::eventually("the server read over SSH", LIMIT, || events().iter().any(read));
+    let event = events().into_iter().find(read).expect("event");
+    sshd.stop();
+    assert_eq!(event["node"], name.as_str());
+    assert!(event["details"]["error"].is_null(), "{event}");
+    let commands = event["details"]["commands"].as_array().expect("commands");
+    assert_eq!(commands[0]["command"], slipway::cluster::k3s::drive::DIAGNOSTICS[0]);
+    // `sudo -n journalctl …` as that user prints here what it printed there.
+    let local = Command::new("setpriv")
+        .args(["--reuid", "0", "--regid", "0", "--clear-groups", "sh", "-c"])
+        .arg(slipway::cluster::k3s::drive::DIAGNOSTICS[0].trim_start_matches("sudo -n "))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+        .output()
+        .expect("journalctl");
+    assert_eq!(commands[0]["stdout"], String::from_utf8_lossy(&local.stdout).as_ref(), "{event}");
+    assert_eq!(commands[0]["status"], local.status.code().unwrap_or(255));
+    // Retried with a longer limit, it waits again.
+    let (ok, out, err) = support::cli_in(Some(&lab.ns), &daemon, &["cluster", "retry", "edge"]);
+    assert!(ok && out.contains("cluster (init-server)"), "{out}{err}");
+    assert_eq!(status(&lab, &daemon)["stage"]["stage"], "init-server");
+}
