@@ -104,13 +104,19 @@ fn play(lab: &Lab, sim: &KubeSim, nodes: &[(String, String)], played: &Arc<Mutex
     }
 }
 
-#[test]
-fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
+/// A directory, a lab namespace `tag` and the Proxmox stand-in in it.
+fn lab(tag: &str) -> (tempfile::TempDir, Lab, StandIn) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let lab = Lab::bridge_only("k3s");
+    let lab = Lab::bridge_only(tag);
     let pve_dir = dir.path().join("pve");
     std::fs::create_dir_all(&pve_dir).expect("pve dir");
     let pve = StandIn::start_in(&pve_dir, Some(&lab.ns));
+    (dir, lab, pve)
+}
+
+#[test]
+fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
+    let (dir, lab, pve) = lab("k3s");
     let config = config(dir.path(), &pve);
     let (mut daemon, ips) = powered_on(&lab, &config, "edge", 5);
     let ip = |name: &str| ips.iter().find(|(n, _)| n == name).map(|(_, ip)| ip.clone()).expect("address");
@@ -248,11 +254,7 @@ fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
 /// output is what those commands print there.
 #[test]
 fn a_server_that_never_answers_fails_its_stage_and_is_read_over_ssh() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let lab = Lab::bridge_only("k3f");
-    let pve_dir = dir.path().join("pve");
-    std::fs::create_dir_all(&pve_dir).expect("pve dir");
-    let pve = StandIn::start_in(&pve_dir, Some(&lab.ns));
+    let (dir, lab, pve) = lab("k3f");
     let groups = [r#"{ name = "server", role = "control-plane", count = 1, cores = 1, memory = "1GiB", disks = [{ size = "10GiB" }] }"#.to_owned()];
     let config = boot::pve_cluster(dir.path(), &pve, "edge", "k3s", &groups)
         .value("validation", r#"{ phases = { init = "4s" } }"#)
