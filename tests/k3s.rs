@@ -249,15 +249,16 @@ fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
     assert!(!lines.iter().any(|l| l.contains(&password)), "the password in the log");
 }
 
-/// A first server whose k3s never answers: init-server fails past its limit, naming what it
-/// waited for, and slipway reads the server over SSH (user `slipway`, `sudo journalctl`): the
-/// output is what those commands print there.
+/// A first server whose k3s never answers: another machine's host key at its address is refused
+/// and named; init-server fails past its limit, naming what it waited for, and slipway reads the
+/// server over SSH (user `slipway`, `sudo journalctl`): the output is what those commands print
+/// there.
 #[test]
 fn a_server_that_never_answers_fails_its_stage_and_is_read_over_ssh() {
     let (dir, lab, pve) = lab("k3f");
     let groups = [r#"{ name = "server", role = "control-plane", count = 1, cores = 1, memory = "1GiB", disks = [{ size = "10GiB" }] }"#.to_owned()];
     let config = boot::pve_cluster(dir.path(), &pve, "edge", "k3s", &groups)
-        .value("validation", r#"{ phases = { init = "4s" } }"#)
+        .value("validation", r#"{ phases = { init = "12s" } }"#)
         .write();
     let (daemon, ips) = powered_on(&lab, &config, "edge", 1);
     let (name, address) = ips[0].clone();
@@ -270,15 +271,31 @@ fn a_server_that_never_answers_fails_its_stage_and_is_read_over_ssh() {
     let authorized = dir.path().join("authorized_keys");
     std::fs::write(&authorized, format!("{}\n", doc["users"][1]["ssh_authorized_keys"][0].as_str().expect("key")))
         .expect("authorized_keys");
-    let setup = Setup { ip: &address, host_key: &host_key, authorized: &authorized, user: "slipway", files: &[] };
-    let sshd = Sshd::start(&lab, dir.path(), &setup);
+    // First a machine with another host key at its address: refused, both keys named.
+    let other = dir.path().join("other");
+    let made = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other).output();
+    assert!(made.expect("ssh-keygen").status.success());
+    let setup = Setup { ip: &address, host_key: &other, authorized: &authorized, user: "slipway", files: &[] };
+    let impostor = Sshd::start(&lab, dir.path(), &setup);
     // It fetches its config (starting the cluster's stages); its k3s never comes up.
     let (code, _) = fetch(&lab.ns, &address, &format!("http://{SERVER}:8080/k3s/config"));
     assert_eq!(code, 200);
+    let fingerprint = |public: &Path| {
+        let out = Command::new("ssh-keygen").arg("-lf").arg(public).output().expect("ssh-keygen");
+        String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).expect("fingerprint").to_owned()
+    };
+    let offered =
+        format!("offered host key {}, not the one slipway made for it", fingerprint(&other.with_extension("pub")));
+    support::eventually("the other host key refused", LIMIT, || {
+        status(&lab, &daemon)["stage"]["error"].as_str().is_some_and(|e| e.contains(&offered))
+    });
+    assert!(!impostor.stop().contains("Accepted publickey"), "nothing was sent to it");
+    let setup = Setup { ip: &address, host_key: &host_key, authorized: &authorized, user: "slipway", files: &[] };
+    let sshd = Sshd::start(&lab, dir.path(), &setup);
     support::eventually("init-server failed", LIMIT, || status(&lab, &daemon)["stage"]["stage"] == "failed");
     let s = status(&lab, &daemon);
     let error = s["stage"]["error"].as_str().expect("reason");
-    assert!(error.starts_with(&format!("{name}'s /cacerts and kubeconfig were not read within 4s")), "{error}");
+    assert!(error.starts_with(&format!("{name}'s /cacerts and kubeconfig were not read within 12s")), "{error}");
     assert!(error.contains("k3s.yaml"), "the last error says what was missing: {error}");
     assert_eq!(s["stage"]["failed_in"], "init-server");
     let read = |e: &Value| e["details"]["reason"].as_str().is_some_and(|r| r.starts_with("init-server failed"));
