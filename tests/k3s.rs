@@ -174,6 +174,11 @@ fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
     support::eventually("server-1 let in", LIMIT, || played.lock().expect("played").configs.contains_key("server-1"));
     support::signal(&daemon.child, "KILL");
     support::wait_exit(&mut daemon.child, Duration::from_secs(10)).expect("killed");
+    // The first daemon's log (it served the first server's cluster-init config), kept.
+    let mut lines = Vec::new();
+    while let Ok(line) = daemon.log.recv_timeout(Duration::from_secs(2)) {
+        lines.push(line);
+    }
     daemon = support::start_in(Some(&lab.ns), &config, &[]);
     support::eventually("ready", Duration::from_secs(180), || {
         let s = status(&lab, &daemon);
@@ -223,12 +228,17 @@ fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
 
     // A reinstall deletes the node's Node object first (k3s would refuse it back under its name);
     // with the API down it is refused, naming why.
+    // A node that joined is not handed its config (the token) again; reinstalled, it is.
+    let config_url = format!("http://{SERVER}:8080/k3s/config");
+    assert_eq!(fetch(&lab.ns, &ip("agent-1"), &config_url).0, 410);
+    assert_eq!(fetch(&lab.ns, &ip("server-1"), &config_url).0, 410);
     cli(&lab, &daemon, &["reinstall", "agent-1"]);
     sim.with(|s| {
         assert!(!s.nodes.contains_key("agent-1"), "the Node object is gone");
         assert!(s.requests.iter().any(|r| r == "DELETE /api/v1/nodes/agent-1"), "{:?}", s.requests);
-        s.api_up = false;
     });
+    assert_eq!(fetch(&lab.ns, &ip("agent-1"), &config_url).0, 200, "it joins anew");
+    sim.with(|s| s.api_up = false);
     let (ok, _, err) = support::cli_in(Some(&lab.ns), &daemon, &["reinstall", "agent-0"]);
     assert!(!ok && err.contains("cannot delete Node agent-0") && err.contains("Node password rejected"), "{err}");
 
@@ -242,10 +252,10 @@ fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
     assert_eq!(holding.trim(), dir.path().join("state/k3s/edge/token").display().to_string(), "{holding}");
     support::signal(&daemon.child, "TERM");
     assert!(support::wait_exit(&mut daemon.child, Duration::from_secs(10)).is_some());
-    let mut lines = Vec::new();
     while let Ok(line) = daemon.log.recv_timeout(Duration::from_secs(5)) {
         lines.push(line);
     }
+    assert!(lines.iter().any(|l| l.contains("the first server starts the cluster")), "both daemons' logs were read");
     assert!(!lines.iter().any(|l| l.contains(&password)), "the password in the log");
 }
 

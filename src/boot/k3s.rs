@@ -16,6 +16,8 @@ pub enum Answer {
     Config(Zeroizing<String>),
     /// Not its turn yet, and why.
     Wait(String),
+    /// It joined already: nothing is handed out again (reinstall it to join anew).
+    Joined,
 }
 
 impl std::fmt::Debug for Answer {
@@ -23,6 +25,7 @@ impl std::fmt::Debug for Answer {
         match self {
             Answer::Config(_) => f.write_str("Config(…)"),
             Answer::Wait(why) => f.debug_tuple("Wait").field(why).finish(),
+            Answer::Joined => f.write_str("Joined"),
         }
     }
 }

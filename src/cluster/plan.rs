@@ -239,6 +239,10 @@ fn check_timeouts(def: &Definition, problems: &mut Problems) {
         ("remove_bootstrap", t.remove_bootstrap),
         ("join", t.join),
         ("finalize", t.finalize),
+        ("init", t.init),
+        ("server_join", t.server_join),
+        ("agent_join", t.agent_join),
+        ("kubeconfig", t.kubeconfig),
     ];
     let all = phases.into_iter().map(|(n, d)| (format!("validation.phases.{n}"), d));
     for (field, d) in all.chain([("validation.timeout".to_owned(), def.validation.timeout)]) {

@@ -48,6 +48,10 @@ impl ClusterStage {
         if wanted == "ready" {
             return Some(self.is_ready());
         }
+        if self.is_ready() {
+            // `ready` reads back as either kind's: every stage is behind it.
+            return Self::names().contains(&wanted).then_some(true);
+        }
         if self.is_failed() {
             // `failed` reads back as either kind's: any stage name counts as not reached.
             return Self::names().contains(&wanted).then_some(false);
@@ -87,6 +91,7 @@ mod tests {
         let failed: ClusterStage = serde_json::from_str("\"failed\"").expect("failed");
         assert!(failed.is_failed() && failed.reached("ready") == Some(false));
         assert_eq!(failed.reached("joining-servers"), Some(false));
+        assert_eq!(ready.reached("joining-servers"), Some(true), "a k3s stage, behind a ready cluster");
         assert_eq!(failed.reached("no-such-stage"), None);
     }
 }

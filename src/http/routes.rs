@@ -456,6 +456,11 @@ async fn k3s_config(State(s): State<BootState>, Extension(conn): Extension<Conne
             s.record(Some(node), None, EventKind::K3sConfigServed);
             ([(header::CONTENT_TYPE, "application/yaml")], body.to_string()).into_response()
         }
+        Ok(Some(crate::boot::k3s::Answer::Joined)) => (
+            StatusCode::GONE,
+            "this node joined its cluster: its k3s config is not served again (reinstall it to join anew)\n",
+        )
+            .into_response(),
         Ok(Some(crate::boot::k3s::Answer::Wait(why))) => {
             if s.waits.due(node.name.clone()) {
                 tracing::debug!(node = %node.name, %why, "k3s config: not the node's turn");

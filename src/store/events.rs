@@ -214,6 +214,7 @@ pub enum EventKind {
     /// What slipway read over SSH from a node of a cluster whose stage failed (OKD's bootstrap
     /// node, a k3s server or agent) or that an operator asked about; or why it could not;
     /// `reason`: why it looked. The node's timeline shows it.
+    #[serde(alias = "bootstrap_diagnostics")]
     NodeDiagnostics {
         cluster: Name,
         reason: String,

@@ -57,6 +57,25 @@ impl Admission for Clusters {
         // The CA hash a joiner's token carries; none for the first server.
         let join = match stage::turn(record.as_ref(), &members(&inv, &cluster.name), &node.name, server) {
             Turn::Wait(why) => return Ok(Some(Answer::Wait(why))),
+            Turn::Joined => return Ok(Some(Answer::Joined)),
+            Turn::Claim { ca_hash } => {
+                // The slot is taken in the record first: of two servers asking, one joins.
+                let Some(current) = record.clone() else {
+                    return Ok(Some(Answer::Wait("the cluster changed meanwhile: ask again".into())));
+                };
+                let mut claimed = current.clone();
+                claimed.joining = Some(node.name.clone());
+                claimed.observed = Some(format!("{} is joining", node.name));
+                if !self
+                    .put_lifecycle(cluster.name.as_str(), Some(current), claimed)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    return Ok(Some(Answer::Wait("another server took the slot: servers join one at a time".into())));
+                }
+                tracing::info!(cluster = %cluster.name, node = %node.name, "k3s: a server takes the join slot");
+                Some(ca_hash)
+            }
             Turn::Init => None,
             Turn::Join { ca_hash } => Some(ca_hash),
         };
@@ -65,20 +84,27 @@ impl Admission for Clusters {
             let (store, key) = (self.store.clone(), cluster.name.to_string());
             let stored: Option<Stored> =
                 blocking(move || store.record(Records::Definitions, &key)).await.map_err(|e| e.to_string())?;
-            if let Some(stored) = stored {
-                let limits = stage::StageLimits::from(&stored.definition.validation.phases);
-                let start = K3sRecord::start(cluster.name.clone(), node.name.clone(), limits, Timestamp::now());
-                if self.put_lifecycle(cluster.name.as_str(), None, start).await.map_err(|e| e.to_string())? {
-                    tracing::info!(cluster = %cluster.name, init = %node.name, "k3s: the first server starts the cluster");
-                    let details = EventKind::ClusterStage {
-                        cluster: cluster.name.clone(),
-                        from: "installing".into(),
-                        stage: stage::Stage::InitServer.as_str().into(),
-                        error: None,
-                    };
-                    self.events.append(Source::Cluster, Subject::default(), details);
-                }
+            // Only a defined cluster (not being deleted) is started: its stages follow it.
+            let Some(stored) = stored.filter(|s| s.deleting.is_none()) else {
+                return Ok(Some(Answer::Wait(format!(
+                    "cluster {} is not a defined cluster slipway drives (or it is being deleted)",
+                    cluster.name
+                ))));
+            };
+            let limits = stage::StageLimits::from(&stored.definition.validation.phases);
+            let start = K3sRecord::start(cluster.name.clone(), node.name.clone(), limits, Timestamp::now());
+            if !self.put_lifecycle(cluster.name.as_str(), None, start).await.map_err(|e| e.to_string())? {
+                // Started meanwhile, or deleted: the next ask sees which.
+                return Ok(Some(Answer::Wait("the cluster changed meanwhile: ask again".into())));
             }
+            tracing::info!(cluster = %cluster.name, init = %node.name, "k3s: the first server starts the cluster");
+            let details = EventKind::ClusterStage {
+                cluster: cluster.name.clone(),
+                from: "installing".into(),
+                stage: stage::Stage::InitServer.as_str().into(),
+                error: None,
+            };
+            self.events.append(Source::Cluster, Subject::default(), details);
         }
         let (dir, key, first) = (self.store.state_dir().to_owned(), cluster.name.to_string(), join.is_none());
         let token = tokio::task::spawn_blocking(move || match first {

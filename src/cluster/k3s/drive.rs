@@ -60,7 +60,8 @@ impl Driver {
         let (store, key) = (clusters.store.clone(), name.to_string());
         let record: Option<K3sRecord> = blocking(move || store.record(Records::Lifecycle, &key)).await?;
         let Some(record) = record else { return Ok(()) };
-        if matches!(record.stage, Stage::Ready | Stage::Failed) {
+        // Ready, a cluster is looked at only while a server added since joins.
+        if record.stage == Stage::Failed || (record.stage == Stage::Ready && record.joining.is_none()) {
             return Ok(());
         }
         {
@@ -88,6 +89,9 @@ impl Driver {
             Stage::JoiningServers | Stage::JoiningAgents => look.ready = Some(ready(clusters, &init).await),
             Stage::FetchingKubeconfig => look.through_lb = Some(through_lb(clusters, &cluster).await),
             Stage::Ready | Stage::Failed => {}
+        }
+        if record.joining.is_some() && look.ready.is_none() {
+            look.ready = Some(ready(clusters, &init).await);
         }
         match stage::next(&record, &members, &look, Timestamp::now()) {
             Some(next) => self.save(clusters, &record, next).await,
@@ -241,7 +245,22 @@ pub async fn forget_node(clusters: &Clusters, node: &Node) -> Result<(), String>
     .await?;
     kube.delete(&format!("/api/v1/nodes/{}", node.name)).await.map_err(|e| e.to_string())?;
     tracing::info!(cluster = %cluster.name, node = %node.name, "k3s: the node's Node object deleted before its reinstall");
-    Ok(())
+    // It joins anew: handed its config again (a server through the join slot).
+    for _ in 0..3 {
+        let (store, key) = (clusters.store.clone(), cluster.name.to_string());
+        let record: Option<K3sRecord> =
+            blocking(move || store.record(Records::Lifecycle, &key)).await.map_err(|e| e.to_string())?;
+        let Some(record) = record else { return Ok(()) };
+        let mut next = record.clone();
+        next.joined.retain(|n| *n != node.name);
+        next.ready_agents.retain(|n| *n != node.name);
+        if next == record
+            || clusters.put_lifecycle(cluster.name.as_str(), Some(record), next).await.map_err(|e| e.to_string())?
+        {
+            return Ok(());
+        }
+    }
+    Err("the cluster's record kept changing".into())
 }
 
 /// Runs `commands` on `node` as user `slipway` with the cluster's key, its host key pinned.

@@ -110,6 +110,9 @@ pub struct K3sRecord {
     /// The server let in now (JoiningServers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub joining: Option<Name>,
+    /// Agents seen Ready (JoiningAgents): like joined servers, not handed the token again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ready_agents: Vec<Name>,
     pub limits: StageLimits,
 }
 
@@ -128,6 +131,7 @@ impl K3sRecord {
             ca_hash: None,
             joined: Vec::new(),
             joining: None,
+            ready_agents: Vec::new(),
             limits,
         };
         record.enter(Stage::InitServer, now)
@@ -201,6 +205,20 @@ pub fn next(record: &K3sRecord, members: &Members, look: &Look, now: Timestamp) 
         next.observed = Some(observed);
         next
     };
+    // A server that took the slot after the servers' stage (added, reinstalled): joined once
+    // Ready, which frees the slot for the next.
+    if record.stage > Stage::JoiningServers
+        && record.stage != Stage::Failed
+        && let Some(joining) = &record.joining
+        && (ready(joining) || !members.servers.contains(joining))
+    {
+        if ready(joining) && !seen.joined.contains(joining) {
+            seen.joined.push(joining.clone());
+        }
+        seen.joining = None;
+        seen.observed = Some(format!("{joining} joined"));
+        return Some(seen);
+    }
     let progress = match record.stage {
         Stage::InitServer => {
             if let Some(Ok(hash)) = &look.ca_hash {
@@ -217,6 +235,11 @@ pub fn next(record: &K3sRecord, members: &Members, look: &Look, now: Timestamp) 
             }
         }
         Stage::JoiningServers => match &record.joining {
+            // Let in, then gone (retired, deleted): the next one.
+            Some(joining) if !members.servers.contains(joining) => {
+                seen.joining = None;
+                Some(let_in(&seen, members, now, format!("{joining} is no longer a server of the cluster")))
+            }
             Some(joining) if ready(joining) => {
                 seen.joined.push(joining.clone());
                 seen.joining = None;
@@ -229,6 +252,11 @@ pub fn next(record: &K3sRecord, members: &Members, look: &Look, now: Timestamp) 
             None => Some(let_in(&seen, members, now, "the next server".into())),
         },
         Stage::JoiningAgents => {
+            for agent in members.agents.iter().filter(|a| ready(a)) {
+                if !seen.ready_agents.contains(agent) {
+                    seen.ready_agents.push(agent.clone());
+                }
+            }
             let waiting: Vec<&str> = members.agents.iter().filter(|a| !ready(a)).map(Name::as_str).collect();
             if waiting.is_empty() && matches!(look.ready, Some(Ok(_))) {
                 Some(moved(&seen, Stage::FetchingKubeconfig, "every agent is a Ready node".into()))
@@ -305,11 +333,19 @@ pub enum Turn {
     Join { ca_hash: String },
     /// Not yet (why, for the node's log and the event).
     Wait(String),
+    /// A server added or reinstalled once the servers' stage is over: it may take the free slot
+    /// (the caller claims it in the record first), then joins.
+    Claim { ca_hash: String },
+    /// It joined: its config (with the token) is not handed out again — a pod on the node
+    /// shares its address. A reinstall lets it fetch again.
+    Joined,
 }
 
-/// Whether `node` (a server when `server`) may fetch its k3s config now. The first server
-/// always; another server once it is the one let in, or joined already (a node that fetches
-/// again, after a reboot, gets the same answer); agents from JoiningAgents on.
+/// Whether `node` (a server when `server`) may fetch its k3s config now: the first server while
+/// it initialises the cluster (a reboot fetches the same again); another server while it is the
+/// one let in; agents from JoiningAgents on; none once it has joined (a node keeps the config it
+/// has). A server not joined after the first server initialised waits for the slot — a
+/// reinstalled first server never initialises a second cluster.
 pub fn turn(record: Option<&K3sRecord>, members: &Members, node: &Name, server: bool) -> Turn {
     let init = members.servers.first();
     let Some(record) = record else {
@@ -321,17 +357,20 @@ pub fn turn(record: Option<&K3sRecord>, members: &Members, node: &Name, server: 
             )),
         };
     };
-    if *node == record.init {
+    if record.joined.contains(node) || record.ready_agents.contains(node) {
+        return Turn::Joined;
+    }
+    if *node == record.init && record.reached() == Stage::InitServer {
         return Turn::Init;
     }
     let Some(ca_hash) = record.ca_hash.clone() else {
         return Turn::Wait(format!("{} has not initialised the cluster yet", record.init));
     };
-    let admitted = if server {
-        record.joined.contains(node) || record.joining.as_ref() == Some(node)
-    } else {
-        record.reached() >= Stage::JoiningAgents
-    };
+    if server && record.joining.is_none() && record.stage != Stage::Failed && record.reached() >= Stage::JoiningAgents {
+        return Turn::Claim { ca_hash };
+    }
+    let admitted =
+        if server { record.joining.as_ref() == Some(node) } else { record.reached() >= Stage::JoiningAgents };
     if admitted {
         return Turn::Join { ca_hash };
     }

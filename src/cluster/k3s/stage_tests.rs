@@ -51,16 +51,17 @@ fn servers_join_one_at_a_time_then_the_agents_together() {
     );
     let r = saved(next(&r, &m, &ready(&["s0", "s1"]), at(30)));
     assert_eq!((r.joining.clone(), r.joined.len()), (Some(name("s2")), 2));
-    assert_eq!(
-        turn(Some(&r), &m, &name("s1"), true),
-        Turn::Join { ca_hash: "ab".repeat(32) },
-        "a joined server may fetch again"
-    );
+    assert_eq!(turn(Some(&r), &m, &name("s1"), true), Turn::Joined, "a joined server is not handed the token again");
+    assert_eq!(turn(Some(&r), &m, &name("s0"), true), Turn::Joined, "nor the first: it never initialises again");
     let r = saved(next(&r, &m, &ready(&["s0", "s1", "s2"]), at(40)));
     assert_eq!(r.stage, Stage::JoiningAgents);
     assert_eq!(turn(Some(&r), &m, &name("a1"), false), Turn::Join { ca_hash: "ab".repeat(32) });
     let r = saved(next(&r, &m, &ready(&["s0", "s1", "s2", "a0"]), at(50)));
     assert_eq!((r.stage, r.observed.as_deref()), (Stage::JoiningAgents, Some("not Ready yet: a1")));
+    assert_eq!(turn(Some(&r), &m, &name("a0"), false), Turn::Joined);
+    assert_eq!(turn(Some(&r), &m, &name("a1"), false), Turn::Join { ca_hash: "ab".repeat(32) });
+    assert_eq!(turn(Some(&r), &m, &name("a0"), false), Turn::Joined);
+    assert_eq!(turn(Some(&r), &m, &name("a1"), false), Turn::Join { ca_hash: "ab".repeat(32) });
     let r = saved(next(&r, &m, &ready(&["s0", "s1", "s2", "a0", "a1"]), at(60)));
     assert_eq!(r.stage, Stage::FetchingKubeconfig);
     let look = Look { through_lb: Some(Ok("v1.33.4+k3s1".into())), ..Look::default() };
@@ -108,4 +109,39 @@ fn a_stage_past_its_deadline_fails_naming_what_it_waited_for() {
     assert!(failed.error.as_deref().is_some_and(|e| e.starts_with("s1 did not join within 10m")), "{failed:?}");
     assert!(matches!(turn(Some(&failed), &m, &name("s2"), true), Turn::Wait(_)), "still one at a time");
     assert_eq!(turn(Some(&failed), &m, &name("s1"), true), Turn::Join { ca_hash: "ab".repeat(32) });
+}
+
+#[test]
+fn a_server_let_in_and_then_gone_gives_its_slot_to_the_next() {
+    let m = members();
+    let look = Look { ca_hash: Some(Ok("ab".repeat(32))), ..ready(&["s0"]) };
+    let r = saved(next(&started(), &m, &look, at(1)));
+    assert_eq!(r.joining, Some(name("s1")));
+    let without = Members { servers: vec![name("s0"), name("s2")], agents: m.agents.clone() };
+    let r = saved(next(&r, &without, &ready(&["s0"]), at(2)));
+    assert_eq!(r.joining, Some(name("s2")));
+    // A first server reinstalled (no longer joined) waits for a slot; it never initialises again.
+    let mut reinstalled = r.clone();
+    reinstalled.joined.clear();
+    assert!(matches!(turn(Some(&reinstalled), &m, &name("s0"), true), Turn::Wait(_)));
+}
+
+#[test]
+fn a_server_added_after_the_servers_stage_claims_the_slot_and_joins_alone() {
+    let m = members();
+    let mut r = started();
+    r.stage = Stage::Ready;
+    r.ca_hash = Some("ab".repeat(32));
+    r.joined = vec![name("s0"), name("s1"), name("s2")];
+    let grown =
+        Members { servers: vec![name("s0"), name("s1"), name("s2"), name("s3"), name("s4")], agents: m.agents.clone() };
+    assert_eq!(turn(Some(&r), &grown, &name("s3"), true), Turn::Claim { ca_hash: "ab".repeat(32) });
+    r.joining = Some(name("s3"));
+    assert_eq!(turn(Some(&r), &grown, &name("s3"), true), Turn::Join { ca_hash: "ab".repeat(32) });
+    assert!(matches!(turn(Some(&r), &grown, &name("s4"), true), Turn::Wait(w) if w.contains("s3 is joining")));
+    assert_eq!(next(&r, &grown, &ready(&["s0", "s1", "s2"]), at(5)), None, "s3 not Ready yet");
+    let r = saved(next(&r, &grown, &ready(&["s0", "s1", "s2", "s3"]), at(6)));
+    assert_eq!((r.stage, r.joining.clone()), (Stage::Ready, None));
+    assert!(r.joined.contains(&name("s3")));
+    assert_eq!(turn(Some(&r), &grown, &name("s4"), true), Turn::Claim { ca_hash: "ab".repeat(32) });
 }
