@@ -74,7 +74,7 @@ impl Driver {
         let members = admission::members(&inv, &name);
         let Some(init) = inv.nodes.get(&record.init).cloned() else {
             let reason = format!("the first server {} is gone", record.init);
-            return self.save(clusters, &record, record.fail(reason, Timestamp::now())).await;
+            return self.save(clusters, &record, record.fail(reason, Timestamp::now()), record.init.clone()).await;
         };
         let mut look = Look::default();
         match record.stage {
@@ -83,25 +83,46 @@ impl Driver {
                     look.ca_hash = Some(trust(clusters, &cluster, &init).await);
                 }
                 if record.ca_hash.is_some() || matches!(look.ca_hash, Some(Ok(_))) {
-                    look.ready = Some(ready(clusters, &init).await);
+                    look.ready = Some(ready(clusters, &cluster, &init, true).await);
                 }
             }
-            Stage::JoiningServers | Stage::JoiningAgents => look.ready = Some(ready(clusters, &init).await),
+            Stage::JoiningServers | Stage::JoiningAgents => {
+                look.ready = Some(ready(clusters, &cluster, &init, false).await)
+            }
             Stage::FetchingKubeconfig => look.through_lb = Some(through_lb(clusters, &cluster).await),
             Stage::Ready | Stage::Failed => {}
         }
         if record.joining.is_some() && look.ready.is_none() {
-            look.ready = Some(ready(clusters, &init).await);
+            look.ready = Some(ready(clusters, &cluster, &init, false).await);
         }
         match stage::next(&record, &members, &look, Timestamp::now()) {
-            Some(next) => self.save(clusters, &record, next).await,
+            Some(next) => {
+                // The node a failure waited for: the server let in, the first agent not Ready,
+                // else the first server.
+                let waited = record.joining.clone().or_else(|| {
+                    let ready = look.ready.as_ref().and_then(|r| r.as_ref().ok());
+                    members
+                        .agents
+                        .iter()
+                        .find(|a| ready.is_some_and(|r| !r.contains(a.as_str())))
+                        .cloned()
+                        .filter(|_| record.stage == Stage::JoiningAgents)
+                });
+                self.save(clusters, &record, next, waited.unwrap_or_else(|| record.init.clone())).await
+            }
             None => Ok(()),
         }
     }
 
     /// Stores `next` if the stored record is still `current`; tells of a stage change, and
     /// reads the node a failed stage waited for.
-    async fn save(&self, clusters: &Clusters, current: &K3sRecord, next: K3sRecord) -> Result<(), ControlError> {
+    async fn save(
+        &self,
+        clusters: &Clusters,
+        current: &K3sRecord,
+        next: K3sRecord,
+        waited: Name,
+    ) -> Result<(), ControlError> {
         let name = next.cluster.clone();
         if !clusters.put_lifecycle(name.as_str(), Some(current.clone()), next.clone()).await? {
             return Ok(());
@@ -124,7 +145,7 @@ impl Driver {
         }
         if next.stage == Stage::Failed {
             // The node it waited for: the one joining, else the first server.
-            let node = current.joining.clone().unwrap_or_else(|| current.init.clone());
+            let node = waited;
             let reason = format!("{} failed: {}", current.stage.as_str(), next.error.clone().unwrap_or_default());
             let clusters = clusters.clone();
             tokio::spawn(async move { diagnose(&clusters, &name, &node, &reason).await });
@@ -201,10 +222,20 @@ async fn client(clusters: &Clusters, cluster: &Name, base: &str, connect: Option
     Kube::new(&config, base, connect).map_err(|e| e.to_string())
 }
 
-/// The cluster's Ready Nodes, from the first server's API.
-async fn ready(clusters: &Clusters, init: &Node) -> Result<BTreeSet<String>, String> {
-    let cluster = init.cluster.clone().ok_or("the first server has no cluster")?;
-    let kube = client(clusters, &cluster, &format!("https://{}:{API_PORT}", init.ipv4), None).await?;
+/// The cluster's Ready Nodes: from the first server while it initialises, then through the
+/// fixed registration address (`api-int`, any server), as the joiners reach it.
+async fn ready(
+    clusters: &Clusters,
+    cluster: &Cluster,
+    init: &Node,
+    initialising: bool,
+) -> Result<BTreeSet<String>, String> {
+    let kube = if initialising {
+        client(clusters, &cluster.name, &format!("https://{}:{API_PORT}", init.ipv4), None).await?
+    } else {
+        let base = format!("https://api-int.{}.{}:{API_PORT}", cluster.name, cluster.base_domain);
+        client(clusters, &cluster.name, &base, Some(SocketAddr::from((cluster.api_int_address, API_PORT)))).await?
+    };
     let nodes: List<crate::kube::objects::Node> = kube.get("/api/v1/nodes").await.map_err(|e| e.to_string())?;
     Ok(nodes.items.iter().filter(|n| n.ready()).map(|n| n.metadata.name.clone()).collect())
 }
