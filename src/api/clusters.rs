@@ -71,7 +71,7 @@ pub async fn plan(
 
 /// Store a definition: the cluster, its nodes' reservations and their first phase, in one
 /// transaction; the engine then creates and boots the VMs. Applies are serialised.
-#[utoipa::path(put, path = "/api/v1/clusters/{name}/definition", tag = "clusters", params(("name" = String, Path)),
+#[utoipa::path(put, path = "/api/v1/clusters/{name}/definition", tag = "clusters", operation_id = "apply_cluster", params(("name" = String, Path)),
     request_body(content = Object, description = "a cluster definition (JSON, or YAML with Content-Type: application/yaml)"),
     responses((status = 200, description = "the plan applied"), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn apply(
@@ -92,6 +92,7 @@ pub async fn get_definition(State(s): State<ApiState>, Path(name): Path<String>)
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
     /// `true`: leave the VMs running; only slipway's records of them go.
     keep_vms: Option<bool>,
@@ -118,7 +119,7 @@ pub async fn delete_definition(
 }
 
 /// The cluster's phase and every node's: time in phase, deadline, VM, last error.
-#[utoipa::path(get, path = "/api/v1/clusters/{name}/status", tag = "clusters", params(("name" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/status", tag = "clusters", operation_id = "cluster_status", params(("name" = String, Path)),
     responses((status = 200, body = Status), (status = 404, body = ErrorBody)))]
 pub async fn status(State(s): State<ApiState>, Path(name): Path<String>) -> Result<Json<Status>, ApiError> {
     let name = path_name(&name)?;
@@ -287,6 +288,7 @@ pub async fn approve_csr(
 }
 
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RemoveQuery {
     /// Remove it even though etcd has not let go of the bootstrap member yet.
     #[serde(default)]

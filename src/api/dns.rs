@@ -28,6 +28,7 @@ pub struct RecordView {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DnsFilter {
     /// Only this zone (e.g. `prod.lab.example`).
     pub zone: Option<String>,

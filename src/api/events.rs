@@ -25,6 +25,7 @@ pub const MAX_LIMIT: usize = 10_000;
 
 /// Query parameters of `GET /api/v1/events`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
     /// Only events about this node.

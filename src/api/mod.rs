@@ -118,7 +118,35 @@ fn api_routes() -> OpenApiRouter<ApiState> {
 
 /// The OpenAPI document of the admin API.
 pub fn openapi() -> OpenApi {
-    api_routes().split_for_parts().1
+    described(api_routes().split_for_parts().1)
+}
+
+/// `doc` with a description on every response, which OpenAPI requires (a route that names only a
+/// status and a body gets the status's reason phrase: `OK`, `Not Found`, ...).
+fn described(mut doc: OpenApi) -> OpenApi {
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for (code, response) in operation.responses.responses.iter_mut() {
+                if let utoipa::openapi::RefOr::T(response) = response
+                    && response.description.is_empty()
+                {
+                    let reason = code.parse::<u16>().ok().and_then(|c| axum::http::StatusCode::from_u16(c).ok());
+                    response.description = reason.and_then(|r| r.canonical_reason()).unwrap_or("the answer").to_owned();
+                }
+            }
+        }
+    }
+    doc
 }
 
 /// Serve this API's OpenAPI document.
