@@ -309,8 +309,8 @@ impl Clusters {
         let (store, key) = (self.store.clone(), definition.name.to_string());
         let record: Option<ClusterRecord> = blocking(move || store.record(Records::Lifecycle, &key)).await?;
         let mut definition = definition.clone();
-        let done =
-            record.is_some_and(|r| r.bootstrap_done || r.failed_in.unwrap_or(r.stage) >= Stage::RemovingBootstrap);
+        let done = record
+            .is_some_and(|r| r.facts.bootstrap_done || r.failed_in.unwrap_or(r.stage) >= Stage::RemovingBootstrap);
         if done {
             let inv = self.store.snapshot();
             for g in definition.node_groups.iter_mut().filter(|g| g.role == crate::inventory::Role::Bootstrap) {

@@ -2,8 +2,9 @@
 //! turns it into nodes, addresses, MACs and VMs against the inventory (`plan`, pure), the node
 //! phases, conditions and their decisions (`phase`, pure), what the API asks (`control`: plan,
 //! apply, scale, status, retry, delete), the reconciler service that drives every node through
-//! its phases (`engine`), and the clusters' health checks (`health`: targets and the probe;
-//! `monitor`: runs them once a cluster is installed), OKD's own steps (`okd`) and k3s's (`k3s`).
+//! its phases (`engine`), the clusters' health checks (`health`: targets and the probe;
+//! `monitor`: runs them once a cluster is installed), the record each kind's lifecycle keeps
+//! (`record`), OKD's own steps (`okd`) and k3s's (`k3s`).
 
 pub mod control;
 pub mod definition;
@@ -14,6 +15,7 @@ pub mod monitor;
 pub mod okd;
 pub mod phase;
 pub mod plan;
+pub mod record;
 pub mod stages;
 
 pub use control::Clusters;

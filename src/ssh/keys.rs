@@ -109,10 +109,7 @@ pub fn remove_host(state_dir: &Path, cluster: &str, node: &str) -> Result<(), Ke
 /// Forgets every key of a deleted cluster.
 pub fn remove_cluster(state_dir: &Path, cluster: &str) -> Result<(), KeyError> {
     let path = cluster_dir(state_dir, cluster);
-    match std::fs::remove_dir_all(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(KeyError::Io { path, source: e }),
-        _ => Ok(()),
-    }
+    private::remove_dir(&path).map_err(|e| KeyError::Io { path, source: e })
 }
 
 /// `SHA256:…`, as `ssh-keygen -l` shows it.

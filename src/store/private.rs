@@ -61,6 +61,15 @@ pub fn read(path: &Path) -> std::io::Result<Option<zeroize::Zeroizing<Vec<u8>>>>
     }
 }
 
+/// Removes a directory of private files and everything in it; one that is not there is
+/// already removed.
+pub fn remove_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// The target's directory (made, with its parents up to `state_dir`, and their entries synced)
 /// and a name of this call's own beside the target.
 fn aside<'a>(state_dir: &Path, target: &'a Path) -> std::io::Result<(&'a Path, std::path::PathBuf)> {

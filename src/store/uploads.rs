@@ -33,10 +33,7 @@ pub fn put(state_dir: &Path, cluster: &str, role: Role, body: &[u8], made: Optio
 
 /// Removes everything uploaded for the cluster (once it is deleted).
 pub fn remove_cluster(state_dir: &Path, cluster: &str) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(state_dir.join("ignition").join(cluster)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
+    super::private::remove_dir(&state_dir.join("ignition").join(cluster))
 }
 
 /// When the cluster's config for `role` was made (its modification time), if there is one.

@@ -64,7 +64,7 @@ impl Admission for Clusters {
                     return Ok(Some(Answer::Wait("the cluster changed meanwhile: ask again".into())));
                 };
                 let mut claimed = current.clone();
-                claimed.joining = Some(node.name.clone());
+                claimed.facts.joining = Some(node.name.clone());
                 claimed.observed = Some(format!("{} is joining", node.name));
                 if !self
                     .put_lifecycle(cluster.name.as_str(), Some(current), claimed)

@@ -61,7 +61,7 @@ impl Driver {
         let record: Option<K3sRecord> = blocking(move || store.record(Records::Lifecycle, &key)).await?;
         let Some(record) = record else { return Ok(()) };
         // Ready, a cluster is looked at only while a server added since joins.
-        if record.stage == Stage::Failed || (record.stage == Stage::Ready && record.joining.is_none()) {
+        if record.stage == Stage::Failed || (record.stage == Stage::Ready && record.facts.joining.is_none()) {
             return Ok(());
         }
         {
@@ -72,17 +72,19 @@ impl Driver {
             looked.insert(name.clone(), tokio::time::Instant::now());
         }
         let members = admission::members(&inv, &name);
-        let Some(init) = inv.nodes.get(&record.init).cloned() else {
-            let reason = format!("the first server {} is gone", record.init);
-            return self.save(clusters, &record, record.fail(reason, Timestamp::now()), record.init.clone()).await;
+        let Some(init) = inv.nodes.get(&record.facts.init).cloned() else {
+            let reason = format!("the first server {} is gone", record.facts.init);
+            return self
+                .save(clusters, &record, record.fail(reason, Timestamp::now()), record.facts.init.clone())
+                .await;
         };
         let mut look = Look::default();
         match record.stage {
             Stage::InitServer => {
-                if record.ca_hash.is_none() {
+                if record.facts.ca_hash.is_none() {
                     look.ca_hash = Some(trust(clusters, &cluster, &init).await);
                 }
-                if record.ca_hash.is_some() || matches!(look.ca_hash, Some(Ok(_))) {
+                if record.facts.ca_hash.is_some() || matches!(look.ca_hash, Some(Ok(_))) {
                     look.ready = Some(ready(clusters, &cluster, &init, true).await);
                 }
             }
@@ -92,14 +94,14 @@ impl Driver {
             Stage::FetchingKubeconfig => look.through_lb = Some(through_lb(clusters, &cluster).await),
             Stage::Ready | Stage::Failed => {}
         }
-        if record.joining.is_some() && look.ready.is_none() {
+        if record.facts.joining.is_some() && look.ready.is_none() {
             look.ready = Some(ready(clusters, &cluster, &init, false).await);
         }
         match stage::next(&record, &members, &look, Timestamp::now()) {
             Some(next) => {
                 // The node a failure waited for: the server let in, the first agent not Ready,
                 // else the first server.
-                let waited = record.joining.clone().or_else(|| {
+                let waited = record.facts.joining.clone().or_else(|| {
                     let ready = look.ready.as_ref().and_then(|r| r.as_ref().ok());
                     members
                         .agents
@@ -108,7 +110,7 @@ impl Driver {
                         .cloned()
                         .filter(|_| record.stage == Stage::JoiningAgents)
                 });
-                self.save(clusters, &record, next, waited.unwrap_or_else(|| record.init.clone())).await
+                self.save(clusters, &record, next, waited.unwrap_or_else(|| record.facts.init.clone())).await
             }
             None => Ok(()),
         }
@@ -127,12 +129,14 @@ impl Driver {
         if !clusters.put_lifecycle(name.as_str(), Some(current.clone()), next.clone()).await? {
             return Ok(());
         }
-        if next.stage == current.stage && next.joining == current.joining {
+        if next.stage == current.stage && next.facts.joining == current.facts.joining {
             return Ok(());
         }
         match (&next.error, next.stage) {
             (Some(error), Stage::Failed) => tracing::warn!(cluster = %name, %error, "k3s cluster failed"),
-            _ => tracing::info!(cluster = %name, stage = next.stage.as_str(), joining = ?next.joining, "k3s stage"),
+            _ => {
+                tracing::info!(cluster = %name, stage = next.stage.as_str(), joining = ?next.facts.joining, "k3s stage")
+            }
         }
         if next.stage != current.stage {
             let details = EventKind::ClusterStage {
@@ -283,8 +287,8 @@ pub async fn forget_node(clusters: &Clusters, node: &Node) -> Result<(), String>
             blocking(move || store.record(Records::Lifecycle, &key)).await.map_err(|e| e.to_string())?;
         let Some(record) = record else { return Ok(()) };
         let mut next = record.clone();
-        next.joined.retain(|n| *n != node.name);
-        next.ready_agents.retain(|n| *n != node.name);
+        next.facts.joined.retain(|n| *n != node.name);
+        next.facts.ready_agents.retain(|n| *n != node.name);
         if next == record
             || clusters.put_lifecycle(cluster.name.as_str(), Some(record), next).await.map_err(|e| e.to_string())?
         {

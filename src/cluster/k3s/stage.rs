@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::phase::Condition;
+use crate::cluster::record::{Facts, Limits, StageRecord, Staged};
 use crate::inventory::{Name, Timestamp};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -84,20 +85,22 @@ impl StageLimits {
     }
 }
 
+impl Staged for Stage {
+    const FAILED: Stage = Stage::Failed;
+}
+
+impl Limits<Stage> for StageLimits {
+    fn of(&self, stage: Stage) -> Option<Duration> {
+        StageLimits::of(self, stage)
+    }
+}
+
 /// One k3s cluster's lifecycle record, as stored (beside its nodes' records).
+pub type K3sRecord = StageRecord<Stage, StageLimits, K3sFacts>;
+
+/// What a k3s cluster's lifecycle has learnt.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct K3sRecord {
-    pub cluster: Name,
-    pub stage: Stage,
-    pub since: Timestamp,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deadline: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed_in: Option<Stage>,
+pub struct K3sFacts {
     /// The server that initialised the cluster.
     pub init: Name,
     /// SHA-256 (hex) of the CA bundle: `/cacerts` as served, checked against the kubeconfig
@@ -113,60 +116,15 @@ pub struct K3sRecord {
     /// Agents seen Ready (JoiningAgents): like joined servers, not handed the token again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ready_agents: Vec<Name>,
-    pub limits: StageLimits,
 }
+
+impl Facts for K3sFacts {}
 
 impl K3sRecord {
     /// The first server runs: its API, CA and Node are waited for from now.
     pub fn start(cluster: Name, init: Name, limits: StageLimits, now: Timestamp) -> K3sRecord {
-        let record = K3sRecord {
-            cluster,
-            stage: Stage::InitServer,
-            since: now,
-            deadline: None,
-            observed: None,
-            error: None,
-            failed_in: None,
-            init,
-            ca_hash: None,
-            joined: Vec::new(),
-            joining: None,
-            ready_agents: Vec::new(),
-            limits,
-        };
-        record.enter(Stage::InitServer, now)
-    }
-
-    pub fn enter(&self, stage: Stage, now: Timestamp) -> K3sRecord {
-        let mut next = self.clone();
-        next.stage = stage;
-        next.since = now;
-        next.deadline = self.limits.of(stage).and_then(|d| now.0.checked_add(d)).map(Timestamp);
-        next.error = None;
-        next
-    }
-
-    pub fn fail(&self, reason: String, now: Timestamp) -> K3sRecord {
-        let mut next = self.clone();
-        next.failed_in = Some(self.stage);
-        next.stage = Stage::Failed;
-        next.since = now;
-        next.deadline = None;
-        next.error = Some(reason);
-        next
-    }
-
-    /// A failed cluster back in the stage it failed in, with a fresh deadline under `limits`.
-    pub fn retried(&self, limits: StageLimits, now: Timestamp) -> Option<K3sRecord> {
-        let stage = self.failed_in.filter(|_| self.stage == Stage::Failed)?;
-        let mut next = K3sRecord { limits, ..self.clone() }.enter(stage, now);
-        next.failed_in = None;
-        Some(next)
-    }
-
-    /// The stage it is in, or failed in.
-    fn reached(&self) -> Stage {
-        self.failed_in.unwrap_or(self.stage)
+        let facts = K3sFacts { init, ca_hash: None, joined: Vec::new(), joining: None, ready_agents: Vec::new() };
+        StageRecord::begin(cluster, Stage::InitServer, facts, limits, now)
     }
 }
 
@@ -209,40 +167,40 @@ pub fn next(record: &K3sRecord, members: &Members, look: &Look, now: Timestamp) 
     // Ready, which frees the slot for the next.
     if record.stage > Stage::JoiningServers
         && record.stage != Stage::Failed
-        && let Some(joining) = &record.joining
+        && let Some(joining) = &record.facts.joining
         && (ready(joining) || !members.servers.contains(joining))
     {
-        if ready(joining) && !seen.joined.contains(joining) {
-            seen.joined.push(joining.clone());
+        if ready(joining) && !seen.facts.joined.contains(joining) {
+            seen.facts.joined.push(joining.clone());
         }
-        seen.joining = None;
+        seen.facts.joining = None;
         seen.observed = Some(format!("{joining} joined"));
         return Some(seen);
     }
     let progress = match record.stage {
         Stage::InitServer => {
             if let Some(Ok(hash)) = &look.ca_hash {
-                seen.ca_hash = Some(hash.clone());
+                seen.facts.ca_hash = Some(hash.clone());
             }
-            if seen.ca_hash.is_some() && ready(&record.init) {
-                seen.joined = vec![record.init.clone()];
-                Some(let_in(&seen, members, now, format!("{} initialised the cluster and is Ready", record.init)))
+            if seen.facts.ca_hash.is_some() && ready(&record.facts.init) {
+                seen.facts.joined = vec![record.facts.init.clone()];
+                Some(let_in(&seen, members, now, format!("{} initialised the cluster and is Ready", record.facts.init)))
             } else {
-                if seen.ca_hash.is_some() {
-                    seen.observed = Some(format!("the CA is known; {} is not a Ready node yet", record.init));
+                if seen.facts.ca_hash.is_some() {
+                    seen.observed = Some(format!("the CA is known; {} is not a Ready node yet", record.facts.init));
                 }
                 None
             }
         }
-        Stage::JoiningServers => match &record.joining {
+        Stage::JoiningServers => match &record.facts.joining {
             // Let in, then gone (retired, deleted): the next one.
             Some(joining) if !members.servers.contains(joining) => {
-                seen.joining = None;
+                seen.facts.joining = None;
                 Some(let_in(&seen, members, now, format!("{joining} is no longer a server of the cluster")))
             }
             Some(joining) if ready(joining) => {
-                seen.joined.push(joining.clone());
-                seen.joining = None;
+                seen.facts.joined.push(joining.clone());
+                seen.facts.joining = None;
                 Some(let_in(&seen, members, now, format!("{joining} joined and is Ready")))
             }
             Some(joining) => {
@@ -253,8 +211,8 @@ pub fn next(record: &K3sRecord, members: &Members, look: &Look, now: Timestamp) 
         },
         Stage::JoiningAgents => {
             for agent in members.agents.iter().filter(|a| ready(a)) {
-                if !seen.ready_agents.contains(agent) {
-                    seen.ready_agents.push(agent.clone());
+                if !seen.facts.ready_agents.contains(agent) {
+                    seen.facts.ready_agents.push(agent.clone());
                 }
             }
             let waiting: Vec<&str> = members.agents.iter().filter(|a| !ready(a)).map(Name::as_str).collect();
@@ -284,12 +242,12 @@ pub fn next(record: &K3sRecord, members: &Members, look: &Look, now: Timestamp) 
     }
     if record.deadline.is_some_and(|d| now > d) {
         let waited = match record.stage {
-            Stage::InitServer if seen.ca_hash.is_none() => {
-                format!("{}'s /cacerts and kubeconfig were not read", record.init)
+            Stage::InitServer if seen.facts.ca_hash.is_none() => {
+                format!("{}'s /cacerts and kubeconfig were not read", record.facts.init)
             }
-            Stage::InitServer => format!("{} did not become a Ready node", record.init),
+            Stage::InitServer => format!("{} did not become a Ready node", record.facts.init),
             Stage::JoiningServers => {
-                format!("{} did not join", record.joining.as_ref().map_or("the next server", Name::as_str))
+                format!("{} did not join", record.facts.joining.as_ref().map_or("the next server", Name::as_str))
             }
             Stage::JoiningAgents => "not every agent became a Ready node".to_owned(),
             _ => "the kubeconfig did not answer through the load balancer".to_owned(),
@@ -310,11 +268,11 @@ pub fn next(record: &K3sRecord, members: &Members, look: &Look, now: Timestamp) 
 /// The next server not joined yet, let in alone with a fresh deadline; with none left, the
 /// agents.
 fn let_in(seen: &K3sRecord, members: &Members, now: Timestamp, observed: String) -> K3sRecord {
-    let waiting = members.servers.iter().find(|s| !seen.joined.contains(s) && **s != seen.init);
+    let waiting = members.servers.iter().find(|s| !seen.facts.joined.contains(s) && **s != seen.facts.init);
     let mut next = match waiting {
         Some(server) => {
             let mut next = seen.enter(Stage::JoiningServers, now);
-            next.joining = Some(server.clone());
+            next.facts.joining = Some(server.clone());
             next
         }
         None => seen.enter(Stage::JoiningAgents, now),
@@ -357,25 +315,29 @@ pub fn turn(record: Option<&K3sRecord>, members: &Members, node: &Name, server: 
             )),
         };
     };
-    if record.joined.contains(node) || record.ready_agents.contains(node) {
+    if record.facts.joined.contains(node) || record.facts.ready_agents.contains(node) {
         return Turn::Joined;
     }
-    if *node == record.init && record.reached() == Stage::InitServer {
+    if *node == record.facts.init && record.reached() == Stage::InitServer {
         return Turn::Init;
     }
-    let Some(ca_hash) = record.ca_hash.clone() else {
-        return Turn::Wait(format!("{} has not initialised the cluster yet", record.init));
+    let Some(ca_hash) = record.facts.ca_hash.clone() else {
+        return Turn::Wait(format!("{} has not initialised the cluster yet", record.facts.init));
     };
-    if server && record.joining.is_none() && record.stage != Stage::Failed && record.reached() >= Stage::JoiningAgents {
+    if server
+        && record.facts.joining.is_none()
+        && record.stage != Stage::Failed
+        && record.reached() >= Stage::JoiningAgents
+    {
         return Turn::Claim { ca_hash };
     }
     let admitted =
-        if server { record.joining.as_ref() == Some(node) } else { record.reached() >= Stage::JoiningAgents };
+        if server { record.facts.joining.as_ref() == Some(node) } else { record.reached() >= Stage::JoiningAgents };
     if admitted {
         return Turn::Join { ca_hash };
     }
     let why = if server {
-        match &record.joining {
+        match &record.facts.joining {
             Some(other) => format!("servers join one at a time: {other} is joining"),
             None => "servers join one at a time: waiting for its turn".to_owned(),
         }

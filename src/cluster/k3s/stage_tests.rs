@@ -37,7 +37,7 @@ fn servers_join_one_at_a_time_then_the_agents_together() {
     let look = Look { ca_hash: Some(Ok("ab".repeat(32))), ..ready(&["s0"]) };
     let r = saved(next(&r, &m, &look, at(10)));
     assert_eq!(
-        (r.stage, r.joining.clone(), r.joined.clone()),
+        (r.stage, r.facts.joining.clone(), r.facts.joined.clone()),
         (Stage::JoiningServers, Some(name("s1")), vec![name("s0")])
     );
     assert_eq!(r.deadline, Some(at(10 + 10 * 60)), "each server has its own limit");
@@ -50,7 +50,7 @@ fn servers_join_one_at_a_time_then_the_agents_together() {
         Some(K3sRecord { observed: Some("s1 is joining".into()), ..r.clone() })
     );
     let r = saved(next(&r, &m, &ready(&["s0", "s1"]), at(30)));
-    assert_eq!((r.joining.clone(), r.joined.len()), (Some(name("s2")), 2));
+    assert_eq!((r.facts.joining.clone(), r.facts.joined.len()), (Some(name("s2")), 2));
     assert_eq!(turn(Some(&r), &m, &name("s1"), true), Turn::Joined, "a joined server is not handed the token again");
     assert_eq!(turn(Some(&r), &m, &name("s0"), true), Turn::Joined, "nor the first: it never initialises again");
     let r = saved(next(&r, &m, &ready(&["s0", "s1", "s2"]), at(40)));
@@ -116,13 +116,13 @@ fn a_server_let_in_and_then_gone_gives_its_slot_to_the_next() {
     let m = members();
     let look = Look { ca_hash: Some(Ok("ab".repeat(32))), ..ready(&["s0"]) };
     let r = saved(next(&started(), &m, &look, at(1)));
-    assert_eq!(r.joining, Some(name("s1")));
+    assert_eq!(r.facts.joining, Some(name("s1")));
     let without = Members { servers: vec![name("s0"), name("s2")], agents: m.agents.clone() };
     let r = saved(next(&r, &without, &ready(&["s0"]), at(2)));
-    assert_eq!(r.joining, Some(name("s2")));
+    assert_eq!(r.facts.joining, Some(name("s2")));
     // A first server reinstalled (no longer joined) waits for a slot; it never initialises again.
     let mut reinstalled = r.clone();
-    reinstalled.joined.clear();
+    reinstalled.facts.joined.clear();
     assert!(matches!(turn(Some(&reinstalled), &m, &name("s0"), true), Turn::Wait(_)));
 }
 
@@ -131,17 +131,32 @@ fn a_server_added_after_the_servers_stage_claims_the_slot_and_joins_alone() {
     let m = members();
     let mut r = started();
     r.stage = Stage::Ready;
-    r.ca_hash = Some("ab".repeat(32));
-    r.joined = vec![name("s0"), name("s1"), name("s2")];
+    r.facts.ca_hash = Some("ab".repeat(32));
+    r.facts.joined = vec![name("s0"), name("s1"), name("s2")];
     let grown =
         Members { servers: vec![name("s0"), name("s1"), name("s2"), name("s3"), name("s4")], agents: m.agents.clone() };
     assert_eq!(turn(Some(&r), &grown, &name("s3"), true), Turn::Claim { ca_hash: "ab".repeat(32) });
-    r.joining = Some(name("s3"));
+    r.facts.joining = Some(name("s3"));
     assert_eq!(turn(Some(&r), &grown, &name("s3"), true), Turn::Join { ca_hash: "ab".repeat(32) });
     assert!(matches!(turn(Some(&r), &grown, &name("s4"), true), Turn::Wait(w) if w.contains("s3 is joining")));
     assert_eq!(next(&r, &grown, &ready(&["s0", "s1", "s2"]), at(5)), None, "s3 not Ready yet");
     let r = saved(next(&r, &grown, &ready(&["s0", "s1", "s2", "s3"]), at(6)));
-    assert_eq!((r.stage, r.joining.clone()), (Stage::Ready, None));
-    assert!(r.joined.contains(&name("s3")));
+    assert_eq!((r.stage, r.facts.joining.clone()), (Stage::Ready, None));
+    assert!(r.facts.joined.contains(&name("s3")));
     assert_eq!(turn(Some(&r), &grown, &name("s4"), true), Turn::Claim { ca_hash: "ab".repeat(32) });
+}
+
+#[test]
+fn the_record_keeps_its_stored_shape_with_the_facts_beside_the_stage() {
+    let stored = serde_json::json!({
+        "cluster": "edge", "stage": "joining-servers", "since": at(5), "deadline": at(605),
+        "init": "s0", "ca_hash": "ab", "joined": ["s0"], "joining": "s1",
+        "limits": {"init": "15m", "server_join": "10m", "agent_join": "10m", "kubeconfig": "5m"},
+    });
+    let record: K3sRecord = serde_json::from_value(stored.clone()).expect("a stored record reads");
+    assert_eq!(
+        (record.stage, record.facts.joining.clone(), record.facts.init.clone()),
+        (Stage::JoiningServers, Some(name("s1")), name("s0"))
+    );
+    assert_eq!(serde_json::to_value(&record).expect("json"), stored, "written back unchanged");
 }

@@ -91,10 +91,7 @@ pub fn existing(state_dir: &Path, cluster: &str) -> Result<Option<Token>, TokenE
 /// Forgets a deleted cluster's token.
 pub fn remove_cluster(state_dir: &Path, cluster: &str) -> Result<(), TokenError> {
     let dir = state_dir.join("k3s").join(cluster);
-    match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(TokenError::Io { path: dir, source: e }),
-        _ => Ok(()),
-    }
+    private::remove_dir(&dir).map_err(|e| TokenError::Io { path: dir, source: e })
 }
 
 /// `LENGTH` characters of `ALPHABET`, uniformly (bytes past the last whole multiple of its

@@ -101,7 +101,7 @@ impl Driver {
         match stage::next(&record, &look, cleanup, Timestamp::now()) {
             Next::Wait => Ok(()),
             Next::Save(next) => {
-                if next.bootstrap_done && !record.bootstrap_done {
+                if next.facts.bootstrap_done && !record.facts.bootstrap_done {
                     // Its Ignition serves no one now.
                     let (dir, key) = (clusters.store.state_dir().to_owned(), name.to_string());
                     let removed =

@@ -154,7 +154,7 @@ pub async fn remove_bootstrap(clusters: &Clusters, cluster: &str, force: bool) -
             "cluster {cluster}'s bootstrap node has not phoned home yet: there is nothing to hand over"
         ))
     })?;
-    if record.bootstrap_done || record.stage == Stage::RemovingBootstrap {
+    if record.facts.bootstrap_done || record.stage == Stage::RemovingBootstrap {
         return Err(ControlError::Busy(format!("cluster {cluster}'s bootstrap node is removed or being removed")));
     }
     if !force {

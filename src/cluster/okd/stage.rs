@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::phase::Condition;
+use crate::cluster::record::{Facts, Limits, StageRecord, Staged};
 use crate::inventory::{Name, Timestamp};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -105,23 +106,22 @@ impl StageLimits {
 /// (the installer's `coStabilityThreshold`).
 pub const STABLE_FOR: Duration = Duration::from_secs(30);
 
+impl Staged for Stage {
+    const FAILED: Stage = Stage::Failed;
+}
+
+impl Limits<Stage> for StageLimits {
+    fn of(&self, stage: Stage) -> Option<Duration> {
+        StageLimits::of(self, stage)
+    }
+}
+
 /// One OKD cluster's lifecycle record, as stored (beside its nodes' records).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ClusterRecord {
-    pub cluster: Name,
-    pub stage: Stage,
-    /// When the current stage began.
-    pub since: Timestamp,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deadline: Option<Timestamp>,
-    /// The last thing seen of the cluster.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed: Option<String>,
-    /// Why the last look failed, or why the cluster failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed_in: Option<Stage>,
+pub type ClusterRecord = StageRecord<Stage, StageLimits, OkdFacts>;
+
+/// What an OKD cluster's lifecycle has learnt.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OkdFacts {
     /// When the API first answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_seen: Option<Timestamp>,
@@ -135,56 +135,19 @@ pub struct ClusterRecord {
     /// earlier).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub complete_seen: bool,
-    pub limits: StageLimits,
+}
+
+impl Facts for OkdFacts {
+    /// Settling is counted within Finalizing only.
+    fn entered(&mut self) {
+        self.stable_since = None;
+    }
 }
 
 impl ClusterRecord {
     /// The bootstrap node runs: the API is waited for from now.
     pub fn start(cluster: Name, limits: StageLimits, now: Timestamp) -> ClusterRecord {
-        let record = ClusterRecord {
-            cluster,
-            stage: Stage::WaitingForApi,
-            since: now,
-            deadline: None,
-            observed: None,
-            error: None,
-            failed_in: None,
-            api_seen: None,
-            stable_since: None,
-            bootstrap_done: false,
-            complete_seen: false,
-            limits,
-        };
-        record.enter(Stage::WaitingForApi, now)
-    }
-
-    pub fn enter(&self, stage: Stage, now: Timestamp) -> ClusterRecord {
-        let mut next = self.clone();
-        next.stage = stage;
-        next.since = now;
-        next.deadline = self.limits.of(stage).and_then(|d| now.0.checked_add(d)).map(Timestamp);
-        next.error = None;
-        next.stable_since = None;
-        next
-    }
-
-    pub fn fail(&self, reason: String, now: Timestamp) -> ClusterRecord {
-        let mut next = self.clone();
-        next.failed_in = Some(self.stage);
-        next.stage = Stage::Failed;
-        next.since = now;
-        next.deadline = None;
-        next.error = Some(reason);
-        next
-    }
-
-    /// A failed cluster back in the stage it failed in, with a fresh deadline under `limits`
-    /// (the definition's now: they may have been raised).
-    pub fn retried(&self, limits: StageLimits, now: Timestamp) -> Option<ClusterRecord> {
-        let stage = self.failed_in.filter(|_| self.stage == Stage::Failed)?;
-        let mut next = ClusterRecord { limits, ..self.clone() }.enter(stage, now);
-        next.failed_in = None;
-        Some(next)
+        StageRecord::begin(cluster, Stage::WaitingForApi, OkdFacts::default(), limits, now)
     }
 }
 
@@ -231,7 +194,7 @@ pub enum Next {
 pub fn next(record: &ClusterRecord, look: &Look, cleanup: bool, now: Timestamp) -> Next {
     let mut seen = record.clone();
     if let Some(Ok(_)) = &look.api {
-        seen.api_seen.get_or_insert(now);
+        seen.facts.api_seen.get_or_insert(now);
         seen.error = None;
     } else if let Some(Err(e)) = &look.api {
         seen.error = Some(e.clone());
@@ -249,7 +212,7 @@ pub fn next(record: &ClusterRecord, look: &Look, cleanup: bool, now: Timestamp) 
         }
         Stage::Bootstrapping if look.bootstrap_complete => {
             let mut next = moved(&seen, Stage::WaitingEtcdHandoff, "bootstrap complete (kube-system/bootstrap)".into());
-            next.complete_seen = true;
+            next.facts.complete_seen = true;
             Some(next)
         }
         Stage::WaitingEtcdHandoff if look.etcd_bootstrap_removed => {
@@ -262,12 +225,12 @@ pub fn next(record: &ClusterRecord, look: &Look, cleanup: bool, now: Timestamp) 
                 Stage::JoiningWorkers,
                 format!("{observed}; the bootstrap node is kept (cleanup_after_boot = false)"),
             );
-            next.bootstrap_done = true;
+            next.facts.bootstrap_done = true;
             Some(next)
         }
         Stage::RemovingBootstrap if look.bootstrap_left == 0 => {
             let mut next = moved(&seen, Stage::JoiningWorkers, "the bootstrap node is gone".into());
-            next.bootstrap_done = true;
+            next.facts.bootstrap_done = true;
             Some(next)
         }
         Stage::JoiningWorkers if api_up && look.not_ready.is_empty() => {
@@ -275,7 +238,7 @@ pub fn next(record: &ClusterRecord, look: &Look, cleanup: bool, now: Timestamp) 
         }
         // What was not seen did not settle: the 30 s count from a look that saw it.
         Stage::Finalizing if !api_up => {
-            seen.stable_since = None;
+            seen.facts.stable_since = None;
             None
         }
         Stage::Finalizing => {
@@ -286,7 +249,7 @@ pub fn next(record: &ClusterRecord, look: &Look, cleanup: bool, now: Timestamp) 
                 && look.unsettled.is_empty()
                 && look.degraded.is_empty();
             if settled {
-                let since = *seen.stable_since.get_or_insert(now);
+                let since = *seen.facts.stable_since.get_or_insert(now);
                 if now.0 >= since.0 + STABLE_FOR {
                     return Next::Save(moved(
                         &seen,
@@ -296,7 +259,7 @@ pub fn next(record: &ClusterRecord, look: &Look, cleanup: bool, now: Timestamp) 
                 }
                 seen.observed = Some("ClusterVersion Available; operators settling".into());
             } else {
-                seen.stable_since = None;
+                seen.facts.stable_since = None;
                 seen.observed = Some(finalizing(&version, look));
             }
             None
@@ -308,7 +271,7 @@ pub fn next(record: &ClusterRecord, look: &Look, cleanup: bool, now: Timestamp) 
     }
     // Waiting: fail past the deadline with what was waited for and last seen — but not a
     // cluster seen settled, waiting out its 30 s.
-    let settling = record.stage == Stage::Finalizing && seen.stable_since.is_some();
+    let settling = record.stage == Stage::Finalizing && seen.facts.stable_since.is_some();
     if record.deadline.is_some_and(|d| now > d) && !settling {
         let waited = match record.stage {
             Stage::WaitingForApi => "the API did not answer /version".to_owned(),
@@ -343,13 +306,13 @@ pub fn conditions(record: Option<&ClusterRecord>) -> Vec<Condition> {
         status: if on { "True" } else { "False" }.into(),
         message: if on { yes } else { no }.into(),
     };
-    let api = record.and_then(|r| r.api_seen).is_some();
-    let removed = record.is_some_and(|r| r.bootstrap_done);
+    let api = record.and_then(|r| r.facts.api_seen).is_some();
+    let removed = record.is_some_and(|r| r.facts.bootstrap_done);
     vec![
         condition("APIReachable", api, "the API answered /version", "the API has not answered yet"),
         condition(
             "BootstrapComplete",
-            record.is_some_and(|r| r.complete_seen),
+            record.is_some_and(|r| r.facts.complete_seen),
             "kube-system/bootstrap is complete",
             "the bootstrap has not completed",
         ),

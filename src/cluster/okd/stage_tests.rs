@@ -27,7 +27,7 @@ fn the_stages_follow_what_the_installer_waits_for() {
     let still = saved(next(&r, &down, true, at(10)));
     assert_eq!((still.stage, still.error.as_deref()), (Stage::WaitingForApi, Some("connection refused")));
     let r = saved(next(&r, &up(), true, at(20)));
-    assert_eq!((r.stage, r.api_seen, r.deadline), (Stage::Bootstrapping, Some(at(20)), Some(at(20 + 3600))));
+    assert_eq!((r.stage, r.facts.api_seen, r.deadline), (Stage::Bootstrapping, Some(at(20)), Some(at(20 + 3600))));
     assert_eq!(next(&r, &up(), true, at(30)), Next::Wait, "nothing new");
     let r = saved(next(&r, &Look { bootstrap_complete: true, ..up() }, true, at(40)));
     assert_eq!(r.stage, Stage::WaitingEtcdHandoff);
@@ -38,7 +38,7 @@ fn the_stages_follow_what_the_installer_waits_for() {
     assert_eq!(r.stage, Stage::RemovingBootstrap);
     assert_eq!(next(&r, &Look { bootstrap_left: 1, ..up() }, true, at(70)), Next::Wait);
     let r = saved(next(&r, &up(), true, at(80)));
-    assert_eq!((r.stage, r.bootstrap_done), (Stage::JoiningWorkers, true));
+    assert_eq!((r.stage, r.facts.bootstrap_done), (Stage::JoiningWorkers, true));
     let joining = Look { not_ready: vec!["worker-1".into()], ..up() };
     assert_eq!(next(&r, &joining, true, at(90)), Next::Wait);
     let r = saved(next(&r, &up(), true, at(100)));
@@ -49,7 +49,7 @@ fn the_stages_follow_what_the_installer_waits_for() {
 fn a_kept_bootstrap_skips_its_removal() {
     let r = record(Stage::WaitingEtcdHandoff);
     let r = saved(next(&r, &Look { etcd_bootstrap_removed: true, ..up() }, false, at(10)));
-    assert_eq!((r.stage, r.bootstrap_done), (Stage::JoiningWorkers, true));
+    assert_eq!((r.stage, r.facts.bootstrap_done), (Stage::JoiningWorkers, true));
 }
 
 #[test]
@@ -65,11 +65,11 @@ fn ready_needs_clusterversion_done_and_every_operator_settled_for_30_s() {
     assert_eq!((r.stage, r.observed.as_deref()), (Stage::Finalizing, Some("Degraded: ingress: no router")));
     let settled = Look { version: Some(done), ..up() };
     let r = saved(next(&r, &settled, true, at(30)));
-    assert_eq!((r.stage, r.stable_since), (Stage::Finalizing, Some(at(30))));
+    assert_eq!((r.stage, r.facts.stable_since), (Stage::Finalizing, Some(at(30))));
     assert_eq!(next(&r, &settled, true, at(59)), Next::Wait, "29 s settled");
     assert_eq!(saved(next(&r, &settled, true, at(60))).stage, Stage::Ready);
     let unsettled = Look { unsettled: vec!["console".into()], ..settled.clone() };
-    assert_eq!(saved(next(&r, &unsettled, true, at(45))).stable_since, None, "the 30 s start again");
+    assert_eq!(saved(next(&r, &unsettled, true, at(45))).facts.stable_since, None, "the 30 s start again");
 }
 
 #[test]
@@ -106,18 +106,18 @@ fn a_cluster_seen_settled_is_not_failed_while_it_waits_out_its_30_s() {
     let r = record(Stage::Finalizing);
     let settled = Look { version: Some(VersionSeen { available: true, ..Default::default() }), ..up() };
     let r = saved(next(&r, &settled, true, at(3590)));
-    assert_eq!(r.stable_since, Some(at(3590)));
+    assert_eq!(r.facts.stable_since, Some(at(3590)));
     assert_eq!(next(&r, &settled, true, at(3605)), Next::Wait, "past the deadline but settling");
     assert_eq!(saved(next(&r, &settled, true, at(3620))).stage, Stage::Ready);
     let down = Look { api: Some(Err("refused".into())), ..Look::default() };
     let unseen = saved(next(&r, &down, true, at(100)));
-    assert_eq!(unseen.stable_since, None, "what was not seen did not settle");
+    assert_eq!(unseen.facts.stable_since, None, "what was not seen did not settle");
 }
 
 #[test]
 fn bootstrap_complete_is_what_was_seen_not_where_the_stage_is() {
     let r = saved(next(&record(Stage::Bootstrapping), &Look { bootstrap_complete: true, ..up() }, true, at(10)));
-    assert!(r.complete_seen);
+    assert!(r.facts.complete_seen);
     let forced = record(Stage::WaitingForApi).enter(Stage::RemovingBootstrap, at(5));
     let status =
         |r: &ClusterRecord| conditions(Some(r)).into_iter().find(|c| c.kind == "BootstrapComplete").expect("c").status;
