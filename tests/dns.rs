@@ -10,7 +10,7 @@ use crate::support::{self, Config, Daemon, TOKEN};
 
 /// Starts a daemon serving DNS on `listen` (port 53) for `prod` with a worker, plus `extra`
 /// config in `[dns]`.
-fn serve(dir: &Path, listen: &str, extra: &str) -> Daemon {
+pub(crate) fn serve(dir: &Path, listen: &str, extra: &str) -> Daemon {
     let config = Config::prod(dir)
         .node("worker-0", "52:54:00:6b:00:20", "10.2.0.21")
         .member("prod", "worker")
@@ -21,7 +21,7 @@ fn serve(dir: &Path, listen: &str, extra: &str) -> Daemon {
 }
 
 /// `dig` (or `kdig`) against `server`, bounded, returning stdout.
-fn run(tool: &str, server: &str, args: &[&str]) -> String {
+pub(crate) fn run(tool: &str, server: &str, args: &[&str]) -> String {
     let mut cmd = Command::new(tool);
     cmd.arg(format!("@{server}"));
     if tool == "dig" {
@@ -40,7 +40,7 @@ fn short(server: &str, args: &[&str]) -> Vec<String> {
 }
 
 /// The `status:` of a dig answer (NOERROR, NXDOMAIN, REFUSED...).
-fn status(output: &str) -> String {
+pub(crate) fn status(output: &str) -> String {
     output
         .split("status: ")
         .nth(1)

@@ -9,6 +9,7 @@ mod daemon;
 mod dhcp;
 mod diagnostics;
 mod dns;
+mod edns;
 mod http;
 mod hypervisor;
 mod images;

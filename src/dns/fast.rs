@@ -75,6 +75,8 @@ impl Prepared {
         out.extend_from_slice(&answer.bytes);
         if q.edns {
             out.extend_from_slice(&OPT);
+            // The query's DO bit, copied (RFC 3225); no other flag is echoed.
+            out[size - 4] = q.dnssec_ok;
         }
         Some(Response { bytes: out, qtype: RecordType::from(q.qtype) })
     }
@@ -88,7 +90,8 @@ impl Prepared {
     }
 }
 
-/// Our OPT record: root owner, type 41, payload 1232, no extended flags, no options.
+/// Our OPT record: root owner, type 41, payload 1232, version 0, no flags (DO is copied in
+/// from the query), no options.
 const OPT: [u8; 11] = {
     let p = EDNS_PAYLOAD.to_be_bytes();
     [0, 0, 41, p[0], p[1], 0, 0, 0, 0, 0, 0]
@@ -102,6 +105,8 @@ struct Query {
     qtype: u16,
     question_end: usize,
     edns: bool,
+    /// The query's DO bit in place (0x80) or 0.
+    dnssec_ok: u8,
     /// The largest answer the client accepts over UDP.
     limit: u16,
 }
@@ -149,21 +154,21 @@ fn parse(data: &[u8]) -> Option<Query> {
     }
     name[len..len + 2].copy_from_slice(&fixed[..2]);
     let question_end = at + 4;
-    let (edns, limit) = if additional == 1 {
+    let (edns, dnssec_ok, limit) = if additional == 1 {
         let opt = data.get(question_end..)?;
         // Root owner, type OPT, payload, extended RCODE 0, version 0, flags, no options.
         if opt.len() != 11 || opt[0] != 0 || opt[1..3] != [0, 41] || opt[5] != 0 || opt[6] != 0 {
             return None;
         }
         let payload = u16::from_be_bytes([opt[3], opt[4]]);
-        (true, payload.clamp(512, EDNS_PAYLOAD))
+        (true, opt[7] & 0x80, payload.clamp(512, EDNS_PAYLOAD))
     } else {
         if data.len() != question_end {
             return None;
         }
-        (false, 512)
+        (false, 0, 512)
     };
-    Some(Query { key: name, key_len: len + 2, qtype, question_end, edns, limit })
+    Some(Query { key: name, key_len: len + 2, qtype, question_end, edns, dnssec_ok, limit })
 }
 
 /// `owner` in wire format, lower case.

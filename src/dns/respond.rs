@@ -108,6 +108,7 @@ fn rcode_name(rcode: ResponseCode) -> &'static str {
         ResponseCode::NXDomain => "NXDOMAIN",
         ResponseCode::NotImp => "NOTIMP",
         ResponseCode::Refused => "REFUSED",
+        ResponseCode::BADVERS => "BADVERS",
         _ => "OTHER",
     }
 }
@@ -115,7 +116,7 @@ fn rcode_name(rcode: ResponseCode) -> &'static str {
 /// What to send back for one request.
 #[derive(Debug)]
 pub enum Plan {
-    /// Answer now: our zones, REFUSED, NOTIMP or FORMERR.
+    /// Answer now: our zones, REFUSED, NOTIMP, FORMERR or BADVERS.
     Reply { meta: Metadata, answer: Option<super::ZoneAnswer> },
     /// Ask the upstream resolvers, then answer with `meta` and their records.
     Forward { meta: Metadata, query: Query, dnssec_ok: bool },
@@ -164,18 +165,24 @@ impl Responder {
     /// Decides what a request gets. Counts it in the metrics (forwarded ones when they finish).
     pub fn plan(&self, request: &MessageRequest, src: SocketAddr) -> Plan {
         let mut meta = Metadata::response_from_request(&request.metadata);
-        let query = match request.queries.queries() {
-            [query] if request.metadata.op_code == OpCode::Query => query,
-            [_] => {
-                meta.response_code = ResponseCode::NotImp;
-                return Plan::Reply { meta, answer: None };
-            }
-            // No question, or more than one: exactly one is allowed (RFC 9619).
-            _ => {
-                meta.response_code = ResponseCode::FormErr;
-                return Plan::Reply { meta, answer: None };
-            }
+        let refuse = |mut meta: Metadata, rcode: ResponseCode| {
+            meta.response_code = rcode;
+            Plan::Reply { meta, answer: None }
         };
+        // An opcode we do not implement, whatever the message holds (RFC 8906 section 8.1.4).
+        if request.metadata.op_code != OpCode::Query {
+            return refuse(meta, ResponseCode::NotImp);
+        }
+        // No question, or more than one: exactly one is allowed (RFC 9619).
+        let [query] = request.queries.queries() else {
+            return refuse(meta, ResponseCode::FormErr);
+        };
+        // Only EDNS version 0 exists: any other gets BADVERS with our OPT of version 0 and no
+        // answer (RFC 6891 section 6.1.3).
+        if request.edns.as_ref().is_some_and(|e| e.version() != 0) {
+            self.metrics.count(query.query_type(), ResponseCode::BADVERS);
+            return refuse(meta, ResponseCode::BADVERS);
+        }
         let recursion =
             Recursion { allowed: self.recursion.allows(src.ip()), desired: request.metadata.recursion_desired };
         meta.recursion_available = recursion.allowed && self.can_forward;
@@ -276,11 +283,12 @@ fn encode(request: &MessageRequest, meta: Metadata, sections: Sections<'_>) -> O
     }
 }
 
-/// The OPT record of an answer: present when the query had one, advertising 1232 bytes.
+/// The OPT record of an answer: present when the query had one, version 0, advertising 1232
+/// bytes, the query's DO bit copied (RFC 3225), no other flag and no option echoed.
 pub fn response_edns(request: &MessageRequest) -> Option<Edns> {
-    request.edns.as_ref().map(|_| {
+    request.edns.as_ref().map(|asked| {
         let mut e = Edns::new();
-        e.set_max_payload(EDNS_PAYLOAD);
+        e.set_max_payload(EDNS_PAYLOAD).set_version(0).set_dnssec_ok(asked.flags().dnssec_ok);
         e
     })
 }
