@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use slipway::cli::{self, Deletable, EventArgs, Output, Resource, client};
+use slipway::cli::{self, Deletable, EventArgs, GetOutput, Output, Resource, client};
 use slipway::config;
 
 #[derive(Parser, Debug)]
@@ -27,8 +27,9 @@ enum LogFormat {
     Json,
 }
 
+/// Where the admin API is and how to authenticate.
 #[derive(clap::Args, Debug)]
-struct ApiArgs {
+struct Conn {
     /// Admin API URL [default: from the daemon's config, else http://127.0.0.1:9443].
     #[arg(long, env = "SLIPWAY_API")]
     api: Option<String>,
@@ -41,6 +42,12 @@ struct ApiArgs {
     /// Daemon config to read the API address and token from [default: /etc/slipway/slipway.toml if readable].
     #[arg(long, short = 'c', env = "SLIPWAY_CONFIG")]
     config: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ApiArgs {
+    #[command(flatten)]
+    conn: Conn,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -68,7 +75,10 @@ enum Command {
         #[command(flatten)]
         events: EventArgs,
         #[command(flatten)]
-        api: ApiArgs,
+        conn: Conn,
+        /// Output format (zone: the DNS zones as RFC 1035 zone-file text, `get dns` only).
+        #[arg(long, short = 'o', value_enum, default_value_t = GetOutput::Table)]
+        output: GetOutput,
     },
     /// Create or replace the clusters, profiles and nodes in a YAML or JSON file (`-` for stdin).
     Apply {
@@ -270,13 +280,13 @@ fn init_logging(format: LogFormat, filter: &str) {
     }
 }
 
-fn target(api: &ApiArgs) -> client::Target {
+fn target(conn: &Conn) -> client::Target {
     client::Target {
-        api: api.api.clone(),
+        api: conn.api.clone(),
         token: std::env::var("SLIPWAY_TOKEN").ok().filter(|t| !t.is_empty()),
-        token_file: api.token_file.clone(),
-        ca_file: api.ca_file.clone(),
-        config: api.config.clone(),
+        token_file: conn.token_file.clone(),
+        ca_file: conn.ca_file.clone(),
+        config: conn.config.clone(),
     }
 }
 
@@ -337,11 +347,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Get { resource, name, events, api } => {
-            client_command(&api, |c| async move { cli::get(&c, resource, name.as_deref(), api.output, &events).await })
+        Command::Get { resource, name, events, conn, output } => {
+            client_command(&conn, |c| async move { cli::get(&c, resource, name.as_deref(), output, &events).await })
         }
         Command::Apply { file, api } => {
-            client_command(&api, |c| async move { cli::apply(&c, &file, api.output).await })
+            client_command(&api.conn, |c| async move { cli::apply(&c, &file, api.output).await })
         }
         Command::Images { action: ImagesAction::List } => {
             cli::images::list();
@@ -363,65 +373,79 @@ fn main() -> ExitCode {
             }
         }
         Command::Reinstall { node, api } => {
-            client_command(&api, |c| async move { cli::boot::reinstall(&c, &node, api.output).await })
+            client_command(&api.conn, |c| async move { cli::boot::reinstall(&c, &node, api.output).await })
         }
-        Command::Cluster { action } => match action {
-            ClusterAction::Plan { name, file, api } => client_command(&api, |c| async move {
-                cli::cluster::plan(&c, name.as_deref(), file.as_deref(), api.output).await
-            }),
-            ClusterAction::Apply { file, api } => {
-                client_command(&api, |c| async move { cli::cluster::plan_or_apply(&c, &file, true, api.output).await })
+        Command::Cluster { action } => {
+            match action {
+                ClusterAction::Plan { name, file, api } => client_command(&api.conn, |c| async move {
+                    cli::cluster::plan(&c, name.as_deref(), file.as_deref(), api.output).await
+                }),
+                ClusterAction::Apply { file, api } => client_command(&api.conn, |c| async move {
+                    cli::cluster::plan_or_apply(&c, &file, true, api.output).await
+                }),
+                ClusterAction::Status { name, watch, api } => {
+                    client_command(
+                        &api.conn,
+                        |c| async move { cli::cluster::status(&c, &name, watch, api.output).await },
+                    )
+                }
+                ClusterAction::Scale { name, group, count, api } => client_command(&api.conn, |c| async move {
+                    cli::cluster::scale(&c, &name, &group, count, api.output).await
+                }),
+                ClusterAction::Delete { name, keep_vms, api } => {
+                    client_command(
+                        &api.conn,
+                        |c| async move { cli::cluster::delete(&c, &name, keep_vms, api.output).await },
+                    )
+                }
+                ClusterAction::Retry { name, api } => {
+                    client_command(&api.conn, |c| async move { cli::cluster::retry(&c, &name, api.output).await })
+                }
+                ClusterAction::Kubeconfig { name, file: Some(file), api } => {
+                    client_command(&api.conn, |c| async move {
+                        cli::cluster::kubeconfig(&c, &name, &file, api.output).await
+                    })
+                }
+                ClusterAction::Kubeconfig { name, file: None, api } => {
+                    client_command(
+                        &api.conn,
+                        |c| async move { cli::cluster::print_kubeconfig(&c, &name, api.output).await },
+                    )
+                }
+                ClusterAction::Wait { name, until, timeout, api } => client_command(&api.conn, |c| async move {
+                    cli::cluster::wait(&c, &name, &until, &timeout, api.output).await
+                }),
+                ClusterAction::Csr { action: CsrAction::List { name, api } } => {
+                    client_command(&api.conn, |c| async move { cli::cluster::csrs(&c, &name, api.output).await })
+                }
+                ClusterAction::Csr { action: CsrAction::Approve { name, csr, api } } => {
+                    client_command(&api.conn, |c| async move {
+                        cli::cluster::approve_csr(&c, &name, &csr, api.output).await
+                    })
+                }
+                ClusterAction::Bootstrap { action: BootstrapAction::Remove { name, force, api } } => {
+                    client_command(&api.conn, |c| async move {
+                        cli::cluster::remove_bootstrap(&c, &name, force, api.output).await
+                    })
+                }
+                ClusterAction::Bootstrap { action: BootstrapAction::Gather { name, api } } => client_command(
+                    &api.conn,
+                    |c| async move { cli::cluster::gather_bootstrap(&c, &name, api.output).await },
+                ),
             }
-            ClusterAction::Status { name, watch, api } => {
-                client_command(&api, |c| async move { cli::cluster::status(&c, &name, watch, api.output).await })
-            }
-            ClusterAction::Scale { name, group, count, api } => {
-                client_command(&api, |c| async move { cli::cluster::scale(&c, &name, &group, count, api.output).await })
-            }
-            ClusterAction::Delete { name, keep_vms, api } => {
-                client_command(&api, |c| async move { cli::cluster::delete(&c, &name, keep_vms, api.output).await })
-            }
-            ClusterAction::Retry { name, api } => {
-                client_command(&api, |c| async move { cli::cluster::retry(&c, &name, api.output).await })
-            }
-            ClusterAction::Kubeconfig { name, file: Some(file), api } => {
-                client_command(&api, |c| async move { cli::cluster::kubeconfig(&c, &name, &file, api.output).await })
-            }
-            ClusterAction::Kubeconfig { name, file: None, api } => {
-                client_command(&api, |c| async move { cli::cluster::print_kubeconfig(&c, &name, api.output).await })
-            }
-            ClusterAction::Wait { name, until, timeout, api } => {
-                client_command(
-                    &api,
-                    |c| async move { cli::cluster::wait(&c, &name, &until, &timeout, api.output).await },
-                )
-            }
-            ClusterAction::Csr { action: CsrAction::List { name, api } } => {
-                client_command(&api, |c| async move { cli::cluster::csrs(&c, &name, api.output).await })
-            }
-            ClusterAction::Csr { action: CsrAction::Approve { name, csr, api } } => {
-                client_command(&api, |c| async move { cli::cluster::approve_csr(&c, &name, &csr, api.output).await })
-            }
-            ClusterAction::Bootstrap { action: BootstrapAction::Remove { name, force, api } } => client_command(
-                &api,
-                |c| async move { cli::cluster::remove_bootstrap(&c, &name, force, api.output).await },
-            ),
-            ClusterAction::Bootstrap { action: BootstrapAction::Gather { name, api } } => {
-                client_command(&api, |c| async move { cli::cluster::gather_bootstrap(&c, &name, api.output).await })
-            }
-        },
+        }
         Command::Delete { kind, name, api } => {
-            client_command(&api, |c| async move { cli::delete(&c, kind, &name, api.output).await })
+            client_command(&api.conn, |c| async move { cli::delete(&c, kind, &name, api.output).await })
         }
     }
 }
 
-fn client_command<F, Fut>(api: &ApiArgs, run: F) -> ExitCode
+fn client_command<F, Fut>(conn: &Conn, run: F) -> ExitCode
 where
     F: FnOnce(client::Client) -> Fut,
     Fut: std::future::Future<Output = Result<(), client::ClientError>>,
 {
-    let result = client::Client::new(&target(api)).and_then(|c| {
+    let result = client::Client::new(&target(conn)).and_then(|c| {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

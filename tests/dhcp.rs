@@ -56,7 +56,7 @@ fn api(pair: &Pair, daemon: &Daemon, args: &[&str]) -> Value {
 }
 
 /// A hook script that appends `REASON ip host domain` lines to `log` (dhclient/dhcpcd variables).
-fn hook(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+pub(crate) fn hook(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("hook");
     Command::new("chmod").arg("+x").arg(&path).status().expect("chmod");
@@ -329,7 +329,7 @@ fn eight_machines_booting_at_once_each_get_their_own_pool_address() {
 
 /// perfdhcp as the relay 10.1.107.5: `count` exchanges from `clients` clients at `rate` a
 /// second; every message sent must be answered.
-fn relay_exchanges(pair: &Pair, clients: u32, rate: u32, count: u32) {
+pub(crate) fn relay_exchanges(pair: &Pair, clients: u32, rate: u32, count: u32) {
     let (clients, rate, count_arg) = (clients.to_string(), rate.to_string(), count.to_string());
     let args = ["-4", "-R", &clients, "-r", &rate, "-n", &count_arg, "-W", "2000000", "-l", "10.1.107.5", "10.1.107.1"];
     let out = pair.cli_run("perfdhcp", &args);
@@ -367,7 +367,7 @@ fn acks_in(capture: &str) -> Vec<(String, String)> {
 }
 
 /// Captures DHCP on the client side while `run` goes; returns the decoded text.
-fn captured(pair: &Pair, dir: &Path, name: &str, run: impl FnOnce()) -> String {
+pub(crate) fn captured(pair: &Pair, dir: &Path, name: &str, run: impl FnOnce()) -> String {
     let pcap = dir.join(format!("{name}.pcap"));
     let mut tcpdump = pair
         .cli_command("tcpdump")
@@ -469,7 +469,12 @@ fn after_kill_9_under_load_every_ack_seen_is_stored_and_no_address_has_two_owner
 }
 
 /// A PXE firmware's DHCP message (BIOS, vendor class `PXEClient`), or an OS's when `pxe` is false.
-fn pxe_message(kind: dhcproto::v4::MessageType, mac: [u8; 6], ciaddr: std::net::Ipv4Addr, pxe: bool) -> Vec<u8> {
+pub(crate) fn pxe_message(
+    kind: dhcproto::v4::MessageType,
+    mac: [u8; 6],
+    ciaddr: std::net::Ipv4Addr,
+    pxe: bool,
+) -> Vec<u8> {
     use dhcproto::Encodable;
     use dhcproto::v4::{DhcpOption, Flags, Message};
     let mut m = Message::new(ciaddr, [0, 0, 0, 0].into(), [0, 0, 0, 0].into(), [0, 0, 0, 0].into(), &mac);
@@ -483,7 +488,7 @@ fn pxe_message(kind: dhcproto::v4::MessageType, mac: [u8; 6], ciaddr: std::net::
 }
 
 /// Sends `bytes` from port 68 on `cli0` to `to`, and returns the first DHCP reply for our xid.
-fn exchange(bytes: Vec<u8>, to: std::net::SocketAddrV4) -> Option<dhcproto::v4::Message> {
+pub(crate) fn exchange(bytes: Vec<u8>, to: std::net::SocketAddrV4) -> Option<dhcproto::v4::Message> {
     use dhcproto::Decodable;
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).expect("socket");
     socket.set_broadcast(true).expect("broadcast");

@@ -5,6 +5,7 @@ mod check;
 mod cli;
 mod clusters;
 mod configs;
+mod conformance;
 mod daemon;
 mod dhcp;
 mod diagnostics;

@@ -97,7 +97,7 @@ pub const MAX_IGNITION: usize = 32 << 20;
 pub async fn put_ignition(
     State(s): State<ApiState>,
     Path((name, role)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    super::error::Raw(body): super::error::Raw,
 ) -> Result<Json<IgnitionUpload>, ApiError> {
     use crate::inventory::{ClusterKind, Role};
     let inv = s.store.snapshot();

@@ -139,7 +139,7 @@ pub struct Scale {
 /// nodes go through every phase; leaving ones (the highest-numbered) drain, shut down and go.
 #[utoipa::path(post, path = "/api/v1/clusters/{name}/scale", tag = "clusters", params(("name" = String, Path)),
     request_body = Scale,
-    responses((status = 200, description = "the plan applied"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "the plan applied"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn scale(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -187,7 +187,7 @@ pub const MAX_KUBECONFIG: usize = 1 << 20;
 pub async fn put_kubeconfig(
     State(s): State<ApiState>,
     Path(name): Path<String>,
-    body: axum::body::Bytes,
+    super::error::Raw(body): super::error::Raw,
 ) -> Result<Json<KubeconfigUpload>, ApiError> {
     let name = path_name(&name)?;
     let inv = s.store.snapshot();

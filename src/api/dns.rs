@@ -72,7 +72,7 @@ fn view(zones: &ZoneSet, only: Option<&str>) -> Vec<ZoneView> {
                     name: r.name.to_string(),
                     rtype: r.record_type().to_string(),
                     ttl: r.ttl,
-                    value: r.data.to_string(),
+                    value: crate::dns::records::presentation(&r.data),
                 })
                 .collect(),
         })

@@ -33,13 +33,16 @@ pub enum ApiError {
     /// Something slipway depends on did not answer (a cluster's API): 502.
     #[error("{0}")]
     Upstream(String),
+    /// The request body is over the limit: 413.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// The JSON body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable code: unauthorized, bad_request, not_found, method_not_allowed, conflict, read_only,
-    /// invalid, upstream, internal.
+    /// invalid, upstream, too_large, internal.
     pub error: &'static str,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,6 +72,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid", field, problems)
             }
             ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream", None, vec![]),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", None, vec![]),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "admin API request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", None, vec![])
@@ -105,6 +109,25 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// A request body as bytes; one over the limit is 413 with an `ErrorBody`, like every error.
+#[derive(Debug)]
+pub struct Raw(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Raw {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        axum::body::Bytes::from_request(req, state).await.map(Raw).map_err(|e| {
+            let message = format!("cannot read the request body: {e}");
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge(message)
+            } else {
+                ApiError::BadRequest { field: None, message }
+            }
+        })
+    }
+}
+
 /// A JSON request body whose errors name the offending field (`nodes[0].mac`); a YAML body is
 /// taken too when its `Content-Type` says YAML (`application/yaml`, `application/x-yaml`,
 /// `text/yaml`). A body that is not JSON (or YAML) at all names the field `body`.
@@ -120,9 +143,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.contains("yaml"));
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::BadRequest { field: None, message: format!("cannot read the request body: {e}") })?;
+        let Raw(bytes) = Raw::from_request(req, state).await?;
         let named = |path: String, inner: String, syntax: bool| {
             let field = if path != "." {
                 path

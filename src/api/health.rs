@@ -10,17 +10,23 @@ use serde::Serialize;
 use super::ApiState;
 use crate::readiness::Listener;
 
+/// Whether the process is alive (no token).
+#[utoipa::path(get, path = "/healthz", tag = "meta", security(()),
+    responses((status = 200, description = "alive", body = String, content_type = "text/plain")))]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReadyBody {
     ready: bool,
     store: bool,
     listeners: Vec<Listener>,
 }
 
+/// Whether every listener is bound and the store is open (no token).
+#[utoipa::path(get, path = "/readyz", tag = "meta", security(()),
+    responses((status = 200, description = "ready", body = ReadyBody), (status = 503, description = "not ready", body = ReadyBody)))]
 pub async fn readyz(State(s): State<ApiState>) -> impl IntoResponse {
     let store = s.store.is_healthy();
     let ready = store && s.readiness.all_bound() && !s.shutdown.is_cancelled();
@@ -28,6 +34,9 @@ pub async fn readyz(State(s): State<ApiState>) -> impl IntoResponse {
     (status, Json(ReadyBody { ready, store, listeners: s.readiness.listeners() }))
 }
 
+/// Every metric, in Prometheus's text format (no token).
+#[utoipa::path(get, path = "/metrics", tag = "meta", security(()),
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.encode())
 }

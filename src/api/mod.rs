@@ -25,7 +25,6 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -114,6 +113,9 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(lb::status))
         .routes(routes!(vms::list_vms))
         .routes(routes!(openapi_json))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
 }
 
 /// The OpenAPI document of the admin API.
@@ -122,9 +124,12 @@ pub fn openapi() -> OpenApi {
 }
 
 /// `doc` with a description on every response, which OpenAPI requires (a route that names only a
-/// status and a body gets the status's reason phrase: `OK`, `Not Found`, ...).
+/// status and a body gets the status's reason phrase: `OK`, `Not Found`, ...), and the answers
+/// every route under `/api` may give besides its own: 401 without the token, 500 when the store
+/// fails, and 413 for a body over the limit.
 fn described(mut doc: OpenApi) -> OpenApi {
-    for item in doc.paths.paths.values_mut() {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let guarded = path.starts_with("/api/");
         let operations = [
             &mut item.get,
             &mut item.put,
@@ -136,6 +141,10 @@ fn described(mut doc: OpenApi) -> OpenApi {
             &mut item.trace,
         ];
         for operation in operations.into_iter().flatten() {
+            let common = [(guarded, "401"), (guarded, "500"), (operation.request_body.is_some(), "413")];
+            for (_, code) in common.into_iter().filter(|(applies, _)| *applies) {
+                operation.responses.responses.entry(code.to_owned()).or_insert_with(|| error_response(code));
+            }
             for (code, response) in operation.responses.responses.iter_mut() {
                 if let utoipa::openapi::RefOr::T(response) = response
                     && response.description.is_empty()
@@ -149,22 +158,29 @@ fn described(mut doc: OpenApi) -> OpenApi {
     doc
 }
 
+/// An error answer: its reason phrase, an `ErrorBody`.
+fn error_response(code: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let reason = code.parse::<u16>().ok().and_then(|c| axum::http::StatusCode::from_u16(c).ok());
+    let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+    ResponseBuilder::new()
+        .description(reason.and_then(|r| r.canonical_reason()).unwrap_or("error"))
+        .content("application/json", content)
+        .build()
+        .into()
+}
+
 /// Serve this API's OpenAPI document.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI 3.1 document")))]
 async fn openapi_json() -> impl IntoResponse {
     axum::Json(openapi())
 }
 
-/// The public probes outside `/api` (no token).
-pub const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
-
-/// The whole admin HTTP surface, ready to serve.
+/// The whole admin HTTP surface, ready to serve: `/api` and the public probes outside it
+/// (`/healthz`, `/readyz`, `/metrics`: no token).
 pub fn router(state: ApiState) -> Router {
     let (api, _) = api_routes().split_for_parts();
-    api.route(PUBLIC_PATHS[0], get(health::healthz))
-        .route(PUBLIC_PATHS[1], get(health::readyz))
-        .route(PUBLIC_PATHS[2], get(health::metrics))
-        .fallback(not_found)
+    api.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(boot::MAX_IGNITION))
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))

@@ -140,8 +140,16 @@ async fn bind(
         }
     }
     if let Some(d) = &config.dns {
-        let listen = dns_listen(d, &config.inventory)?;
-        let dns = crate::dns::server::Server::bind(deps, &listen, &d.upstream, d.settings.clone()).await?;
+        let listen = if d.listen.is_empty() { provisioning_dns(&config.inventory)? } else { d.listen.clone() };
+        let mut settings = d.settings.clone();
+        // Listening by default or on 0.0.0.0: `ns.<zone>` is at the provisioning address, when
+        // the interfaces have one.
+        if settings.nameserver.is_none() {
+            let provisioning = provisioning_dns(&config.inventory).unwrap_or_default();
+            settings.nameserver = crate::dns::Settings::nameserver_of(&listen)
+                .or_else(|| crate::dns::Settings::nameserver_of(&provisioning));
+        }
+        let dns = crate::dns::server::Server::bind(deps, &listen, &d.upstream, settings).await?;
         handles.dns = Some(dns.zones());
         services.add(dns);
     }
@@ -219,14 +227,8 @@ pub fn preflight(config: &Config) -> Vec<String> {
     problems
 }
 
-/// The DNS listen addresses: as configured, else port 53 on every network interface's address.
-fn dns_listen(
-    dns: &crate::config::DnsConfig,
-    inventory: &crate::inventory::Inventory,
-) -> Result<Vec<std::net::SocketAddr>, AppError> {
-    if !dns.listen.is_empty() {
-        return Ok(dns.listen.clone());
-    }
+/// Port 53 on every network interface's address: where DNS listens unless told.
+fn provisioning_dns(inventory: &crate::inventory::Inventory) -> Result<Vec<std::net::SocketAddr>, AppError> {
     let mut out = Vec::new();
     for net in inventory.networks.values() {
         let ip = crate::dhcp::server::interface_address(&net.interface)?;

@@ -4,6 +4,7 @@
 pub mod boot;
 pub mod client;
 pub mod cluster;
+mod dns;
 pub mod images;
 pub mod out;
 pub mod table;
@@ -14,7 +15,6 @@ use std::path::Path;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::api::dns::ZoneView;
 use crate::api::leases::LeaseView;
 use crate::api::objects::Manifest;
 use crate::inventory::{Cluster, Network, Node, Outcome, Profile};
@@ -56,6 +56,30 @@ pub enum Output {
     #[default]
     Table,
     Json,
+}
+
+/// `get`'s output formats: those of every command, and DNS zone files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum GetOutput {
+    #[default]
+    Table,
+    Json,
+    /// RFC 1035 zone-file text (`get dns`).
+    Zone,
+}
+
+impl GetOutput {
+    /// The format for anything but DNS zones.
+    fn plain(self, what: Resource) -> Result<Output, ClientError> {
+        match self {
+            GetOutput::Table => Ok(Output::Table),
+            GetOutput::Json => Ok(Output::Json),
+            GetOutput::Zone => Err(ClientError::Setup(format!(
+                "-o zone: only `get dns` prints zone files, not `get {}`",
+                clap::ValueEnum::to_possible_value(&what).map_or_else(String::new, |v| v.get_name().to_owned())
+            ))),
+        }
+    }
 }
 
 /// Filters for `get events`.
@@ -120,9 +144,13 @@ pub async fn get(
     client: &Client,
     what: Resource,
     name: Option<&str>,
-    output: Output,
+    format: GetOutput,
     events: &EventArgs,
 ) -> Result<(), ClientError> {
+    if what == Resource::Dns {
+        return dns::get(client, name, format).await;
+    }
+    let output = format.plain(what)?;
     let path = |plural: &str| match name {
         Some(n) => format!("/api/v1/{plural}/{}", encode(n)),
         None => format!("/api/v1/{plural}"),
@@ -191,24 +219,7 @@ pub async fn get(
             );
             Ok(())
         }
-        Resource::Dns => {
-            let query = name.map(|z| format!("?zone={}", encode(z))).unwrap_or_default();
-            let zones: Vec<ZoneView> = client.json(Method::GET, &format!("/api/v1/dns{query}"), None::<&()>).await?;
-            if output == Output::Json {
-                print_json(&zones);
-            } else {
-                let rows: Vec<Vec<String>> = zones
-                    .iter()
-                    .flat_map(|z| {
-                        z.records.iter().map(|r| {
-                            vec![z.zone.clone(), r.name.clone(), r.rtype.clone(), r.ttl.to_string(), r.value.clone()]
-                        })
-                    })
-                    .collect();
-                crate::out!("{}", render(&["ZONE", "NAME", "TYPE", "TTL", "VALUE"], &rows));
-            }
-            Ok(())
-        }
+        Resource::Dns => unreachable!("answered above"),
         Resource::Timeline => boot::timeline(client, name, output).await,
         Resource::Vms => vms::list(client, name, output).await,
         Resource::Lb => {

@@ -422,10 +422,7 @@ fn check_dns(raw: &raw::RawDns, inventory: &Inventory, complete: bool, report: &
         Some(nets) => dns::Acl(nets.clone()),
         None => dns::Acl::default_for(inventory.networks.values().map(|n| n.cidr)),
     };
-    let nameserver = raw.listen.iter().find_map(|a| match a.ip() {
-        std::net::IpAddr::V4(v4) if !v4.is_unspecified() && !v4.is_loopback() => Some(v4),
-        _ => None,
-    });
+    let nameserver = dns::Settings::nameserver_of(&raw.listen);
     DnsConfig {
         listen: raw.listen.clone(),
         upstream: raw.upstream.clone(),

@@ -44,6 +44,21 @@ pub struct Settings {
     pub allow_recursion: Acl,
 }
 
+impl Settings {
+    /// The address `ns.<zone>` gets among the ones DNS listens on: the first specific IPv4
+    /// address off loopback, else the first on loopback (a server reached only there); none when
+    /// it listens only on the unspecified address.
+    pub fn nameserver_of(listen: &[std::net::SocketAddr]) -> Option<Ipv4Addr> {
+        let v4 = || {
+            listen.iter().filter_map(|a| match a.ip() {
+                std::net::IpAddr::V4(v4) if !v4.is_unspecified() => Some(v4),
+                _ => None,
+            })
+        };
+        v4().find(|ip| !ip.is_loopback()).or_else(|| v4().next())
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings { ttl: 60, nameserver: None, zones: Vec::new(), records: Vec::new(), allow_recursion: Acl::default() }

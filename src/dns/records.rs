@@ -41,8 +41,8 @@ pub fn parse(owner: &str, rtype: &str, value: &str, ttl: u32) -> Result<Record, 
             if value.len() > 4000 {
                 return Err(bad("longer than 4000 bytes"));
             }
-            let chunks = value.as_bytes().chunks(255).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
-            RData::TXT(TXT::new(chunks))
+            // Split by bytes: a character across a 255-byte boundary stays whole on the wire.
+            RData::TXT(TXT::from_bytes(value.as_bytes().chunks(255).collect()))
         }
         "SRV" => {
             let parts: Vec<&str> = value.split_whitespace().collect();
@@ -60,6 +60,34 @@ pub fn parse(owner: &str, rtype: &str, value: &str, ttl: u32) -> Result<Record, 
         _ => return Err(RecordError::Type(format!("unknown record type; expected one of {}", TYPES.join(", ")))),
     };
     Ok(Record::from_rdata(name, ttl, data))
+}
+
+/// A record's data in zone-file (presentation) form: TXT as quoted character-strings with `"`,
+/// `\\` and bytes outside printable ASCII escaped (RFC 1035 section 5.1); the rest as hickory
+/// writes them (names absolute).
+pub fn presentation(data: &RData) -> String {
+    let RData::TXT(txt) = data else {
+        return data.to_string();
+    };
+    let mut out = String::new();
+    for (i, chunk) in txt.txt_data.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push('"');
+        for &b in chunk.iter() {
+            match b {
+                b'"' | b'\\' => {
+                    out.push('\\');
+                    out.push(char::from(b));
+                }
+                0x20..=0x7e => out.push(char::from(b)),
+                _ => out.push_str(&format!("\\{b:03}")),
+            }
+        }
+        out.push('"');
+    }
+    out
 }
 
 /// Which part of a static record is wrong.
@@ -84,6 +112,21 @@ mod tests {
         assert!(parse("www.lab.example", "CNAME", "registry.lab.example", 60).is_ok());
         assert!(parse("5.107.1.10.in-addr.arpa", "PTR", "registry.lab.example", 60).is_ok());
         assert!(parse("lab.example", "TXT", "v=spf1 -all", 60).is_ok());
+    }
+
+    #[test]
+    fn txt_data_is_written_as_quoted_strings_and_long_text_splits_by_bytes() {
+        let txt = parse("lab.example", "TXT", r#"say "hi" \ ok"#, 60).expect("txt");
+        assert_eq!(presentation(&txt.data), r#""say \"hi\" \\ ok""#);
+        // 254 ASCII bytes, then a two-byte character across the 255-byte boundary: kept whole.
+        let long = format!("{}é", "a".repeat(254));
+        let txt = parse("lab.example", "TXT", &long, 60).expect("txt");
+        let RData::TXT(t) = &txt.data else { panic!("TXT") };
+        let bytes: Vec<u8> = t.txt_data.iter().flat_map(|c| c.iter().copied()).collect();
+        assert_eq!(bytes, long.as_bytes());
+        assert_eq!(presentation(&txt.data), format!("\"{}\\195\" \"\\169\"", "a".repeat(254)));
+        let a = parse("x.lab.example", "A", "10.0.0.1", 60).expect("a");
+        assert_eq!(presentation(&a.data), "10.0.0.1");
     }
 
     #[test]
