@@ -41,13 +41,54 @@ impl Metrics {
         &mut self.registry
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// Every metric in the OpenMetrics 1.0 text format (what `prometheus_client` writes).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+
+    /// Every metric in Prometheus's text format 0.0.4, for scrapers and tools that ask for it
+    /// (promtool, curl, older Prometheus).
+    pub fn encode_text(&self) -> String {
+        openmetrics_to_text(&self.encode())
+    }
+}
+
+/// OpenMetrics text as Prometheus text format 0.0.4: a counter family's `# HELP` and `# TYPE`
+/// name its samples (`x_total`, where OpenMetrics names the family `x`), and there is no
+/// `# EOF`. Sample lines are the same in both.
+pub fn openmetrics_to_text(open: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .filter(|name| !name.ends_with("_total"))
+        .collect();
+    let mut out = String::with_capacity(open.len() + 16 * counters.len());
+    for line in open.lines().filter(|l| *l != "# EOF") {
+        let meta = ["# HELP ", "# TYPE "].into_iter().find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta.and_then(|(p, rest)| Some((p, rest.split_once(' ')?))) {
+            Some((prefix, (name, tail))) if counters.contains(name) => {
+                out.push_str(&format!("{prefix}{name}_total {tail}\n"));
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Whether a scraper's `Accept` header asks for OpenMetrics (Prometheus does, first).
+pub fn wants_openmetrics(accept: &str) -> bool {
+    accept.split(',').any(|part| {
+        let mut params = part.split(';').map(str::trim);
+        let kind = params.next().unwrap_or_default();
+        let q = params.find_map(|p| p.strip_prefix("q=")).and_then(|q| q.parse::<f32>().ok()).unwrap_or(1.0);
+        kind.eq_ignore_ascii_case("application/openmetrics-text") && q > 0.0
+    })
 }
 
 /// Values read from their owners at scrape time.
@@ -112,3 +153,28 @@ impl Collector for Live {
 
 /// Shared handle used by the API.
 pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_named_by_their_samples_in_the_text_format() {
+        let open = "# HELP slipway_api_requests Admin API requests.\n# TYPE slipway_api_requests counter\nslipway_api_requests_total{method=\"GET\"} 3\n# HELP slipway_inventory_version Version.\n# TYPE slipway_inventory_version gauge\nslipway_inventory_version 7\n# EOF\n";
+        let text = openmetrics_to_text(open);
+        assert_eq!(
+            text,
+            "# HELP slipway_api_requests_total Admin API requests.\n# TYPE slipway_api_requests_total counter\nslipway_api_requests_total{method=\"GET\"} 3\n# HELP slipway_inventory_version Version.\n# TYPE slipway_inventory_version gauge\nslipway_inventory_version 7\n"
+        );
+    }
+
+    #[test]
+    fn openmetrics_is_served_only_to_scrapers_that_ask_for_it() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert!(wants_openmetrics(prometheus));
+        assert!(!wants_openmetrics("text/plain;version=0.0.4"));
+        assert!(!wants_openmetrics("*/*"));
+        assert!(!wants_openmetrics("application/openmetrics-text;q=0"));
+        assert!(!wants_openmetrics(""));
+    }
+}

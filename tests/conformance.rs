@@ -153,3 +153,186 @@ fn every_zone_exports_to_a_file_named_checkzone_accepts_and_each_record_answers_
     }
     assert!(checked >= 12, "only {checked} record sets compared");
 }
+
+/// Runs `program` in network namespace `ns`, bounded by `timeout`.
+fn in_ns(ns: &str, program: &str, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .args(["20", "ip", "netns", "exec", ns, program])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"))
+}
+
+/// A daemon serving every service on the provisioning side (`srv0`, 10.1.107.1): DHCP with
+/// reservations and a pool, DNS, TFTP, HTTP boot, a load-balanced frontend (8443, onto the
+/// HTTP boot port) and the admin API.
+fn every_service(dir: &Path, pair: &crate::netns::Pair) -> Daemon {
+    let config = Config::new(dir)
+        .section("[dhcp]")
+        .list("interfaces", ["srv0"])
+        .cluster("prod", "okd", "lab", "192.0.2.10", "10.1.107.1")
+        .node("master-0", "52:54:00:6b:00:10", "10.1.107.11")
+        .member("prod", "control-plane")
+        .section("[dns]")
+        .list("listen", ["10.1.107.1:53"])
+        .section("[tftp]")
+        .set("listen", "10.1.107.1:69")
+        .section("[http]")
+        .set("listen", "10.1.107.1:8080")
+        .pool("web")
+        .list("backends", ["10.1.107.1:8080"])
+        .frontend("web", "10.1.107.1:8443", "web")
+        .network("lab", "srv0", "10.1.107.0/24")
+        .set("gateway", "10.1.107.1")
+        .list("dns_servers", ["10.1.107.1"])
+        .set("domain", "lab.example")
+        .value("static_range", r#"{ start = "10.1.107.10", end = "10.1.107.99" }"#)
+        .value("pool", r#"{ start = "10.1.107.100", end = "10.1.107.150" }"#)
+        .set("lease_time", "1h");
+    support::start_in(Some(&pair.srv), &config.write(), &[])
+}
+
+/// DHCP as people's machines speak it, captured where slipway sends from (`srv0`; the client
+/// side's interface goes down and up as it takes each machine's MAC): udhcpc for a reserved
+/// node, dhclient and dhcpcd from the pool, a PXE firmware's DISCOVER, and perfdhcp as a relay.
+fn dhcp_traffic(pair: &crate::netns::Pair, dir: &Path) -> PathBuf {
+    use crate::dhcp::{exchange, hook, pxe_message, relay_exchanges};
+    use std::io::BufRead;
+    let pcap = dir.join("dhcp.pcap");
+    let mut tcpdump = Command::new("ip")
+        .args(["netns", "exec", &pair.srv, "tcpdump", "-i", "srv0", "-n", "-U", "-w"])
+        .arg(&pcap)
+        .args(["udp", "port", "67", "or", "udp", "port", "68"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tcpdump must be installed");
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(tcpdump.stderr.take().expect("stderr")).read_line(&mut line);
+    assert!(line.contains("listening"), "tcpdump: {line}");
+
+    pair.client_as("52:54:00:6b:00:10");
+    let h = hook(dir, "udhcpc.sh", "true");
+    let out = pair
+        .cli_run("udhcpc", &["-i", "cli0", "-n", "-q", "-f", "-t", "5", "-T", "2", "-s", h.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "udhcpc: {}", String::from_utf8_lossy(&out.stderr));
+    pair.client_as("52:54:00:c0:0f:01");
+    let lease = dir.join("dhclient.leases");
+    let pid = dir.join("dhclient.pid");
+    let out = pair.cli_run(
+        "dhclient",
+        &[
+            "-4",
+            "-1",
+            "-sf",
+            "/bin/true",
+            "-lf",
+            lease.to_str().expect("utf-8"),
+            "-pf",
+            pid.to_str().expect("utf-8"),
+            "cli0",
+        ],
+    );
+    assert!(out.status.success(), "dhclient: {}", String::from_utf8_lossy(&out.stderr));
+    pair.kill_clients();
+    pair.client_as("52:54:00:c0:0f:02");
+    let out = pair
+        .cli_run("dhcpcd", &["-4", "-1", "-B", "-f", "/dev/null", "--noipv4ll", "-t", "20", "-c", "/bin/true", "cli0"]);
+    assert!(out.status.success(), "dhcpcd: {}", String::from_utf8_lossy(&out.stderr));
+    pair.kill_clients();
+    pair.client_as("52:54:00:c0:0f:03");
+    let discover =
+        pxe_message(dhcproto::v4::MessageType::Discover, [0x52, 0x54, 0, 0xc0, 0x0f, 3], [0, 0, 0, 0].into(), true);
+    let broadcast = std::net::SocketAddrV4::new(std::net::Ipv4Addr::BROADCAST, 67);
+    let cli = pair.cli.clone();
+    assert!(crate::netns::in_netns(&cli, move || exchange(discover, broadcast)).is_some(), "a PXE offer");
+    pair.client_address("10.1.107.5/24");
+    relay_exchanges(pair, 4, 40, 16);
+
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    support::signal(&tcpdump, "INT");
+    let _ = tcpdump.wait();
+    pcap
+}
+
+#[test]
+fn after_traffic_on_every_service_promtool_passes_the_metrics_and_tshark_the_dhcp_replies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = crate::netns::Pair::new("k");
+    let daemon = every_service(dir.path(), &pair);
+    let pcap = dhcp_traffic(&pair, dir.path());
+
+    // DNS, TFTP, HTTP boot and the load balancer, from the client side.
+    let dig = in_ns(&pair.cli, "dig", &["@10.1.107.1", "+time=2", "+tries=1", "+short", "api-int.prod.lab.example"]);
+    assert_eq!(String::from_utf8_lossy(&dig.stdout).trim(), "10.1.107.1", "dig");
+    let _ = in_ns(&pair.cli, "dig", &["@10.1.107.1", "+time=2", "+tries=1", "nope.prod.lab.example"]);
+    let tftp = in_ns(&pair.cli, "tftp", &["10.1.107.1", "-m", "binary", "-c", "get", "undionly.kpxe", "/dev/null"]);
+    let _ = tftp; // the file may not be installed: the request is the traffic
+    for url in ["http://10.1.107.1:8080/boot.ipxe", "http://10.1.107.1:8443/boot.ipxe"] {
+        let out = in_ns(&pair.cli, "curl", &["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", url]);
+        assert!(!String::from_utf8_lossy(&out.stdout).starts_with('0'), "{url}: no HTTP answer");
+    }
+    let out = in_ns(
+        &pair.srv,
+        "curl",
+        &[
+            "-sf",
+            "--max-time",
+            "10",
+            "-H",
+            &format!("Authorization: Bearer {TOKEN}"),
+            &format!("http://{}/api/v1/leases", daemon.addr),
+        ],
+    );
+    assert!(out.status.success(), "the admin API");
+
+    let out = in_ns(&pair.srv, "curl", &["-sf", "--max-time", "10", &format!("http://{}/metrics", daemon.addr)]);
+    assert!(out.status.success(), "GET /metrics");
+    let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+    for family in [
+        "slipway_dhcp_messages_total{",
+        "slipway_dhcp_pool_used{",
+        "slipway_dns_queries_total{",
+        "slipway_lb_connections_total{",
+        "slipway_lb_backend_up{",
+        "slipway_api_requests_total{",
+        "slipway_inventory_version ",
+        "slipway_events_dropped_total ",
+    ] {
+        assert!(metrics.contains(family), "{family} is not in /metrics:\n{metrics}");
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool must be installed (prometheus)");
+    std::io::Write::write_all(&mut promtool.stdin.take().expect("stdin"), metrics.as_bytes()).expect("feed promtool");
+    let out = promtool.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success() && text_of(&out).trim().is_empty(),
+        "promtool check metrics:\n{}\n{metrics}",
+        text_of(&out)
+    );
+
+    // Every reply slipway sent decodes in Wireshark's dissector with no malformed packet and no
+    // expert warning or error.
+    let tshark = |filter: &str, extra: &[&str]| {
+        let out = Command::new("tshark")
+            .arg("-r")
+            .arg(&pcap)
+            .args(["-Y", filter])
+            .args(extra)
+            .output()
+            .expect("tshark must be installed");
+        assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let replies = tshark("dhcp && udp.srcport == 67", &["-T", "fields", "-e", "dhcp.option.dhcp"]);
+    let kinds: Vec<&str> = replies.lines().collect();
+    assert!(kinds.len() >= 20, "slipway's replies in the capture: {kinds:?}");
+    assert!(kinds.contains(&"2") && kinds.contains(&"5"), "offers and acks: {kinds:?}");
+    let flagged = tshark("udp.srcport == 67 && (_ws.malformed || _ws.expert.severity >= 6291456)", &["-V"]);
+    assert!(flagged.trim().is_empty(), "tshark flags slipway's replies:\n{flagged}");
+}

@@ -367,7 +367,7 @@ fn acks_in(capture: &str) -> Vec<(String, String)> {
 }
 
 /// Captures DHCP on the client side while `run` goes; returns the decoded text.
-pub(crate) fn captured(pair: &Pair, dir: &Path, name: &str, run: impl FnOnce()) -> String {
+fn captured(pair: &Pair, dir: &Path, name: &str, run: impl FnOnce()) -> String {
     let pcap = dir.join(format!("{name}.pcap"));
     let mut tcpdump = pair
         .cli_command("tcpdump")
