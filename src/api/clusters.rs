@@ -58,8 +58,8 @@ impl axum::response::IntoResponse for PlanView {
 
 /// The plan of a definition against what exists: nothing is changed.
 #[utoipa::path(post, path = "/api/v1/clusters/{name}/plan", tag = "clusters", params(("name" = String, Path)),
-    request_body(content = Object, description = "a cluster definition (JSON, or YAML with Content-Type: application/yaml)"),
-    responses((status = 200, description = "the plan: cluster, nodes (MAC, address, VM, foreseen host), changes, warnings"), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    request_body(content = Definition, description = "a cluster definition (JSON; YAML too, sent with Content-Type: application/yaml)"),
+    responses((status = 200, description = "the plan: cluster, nodes (MAC, address, VM, foreseen host), changes, warnings", body = Plan), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn plan(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -72,8 +72,8 @@ pub async fn plan(
 /// Store a definition: the cluster, its nodes' reservations and their first phase, in one
 /// transaction; the engine then creates and boots the VMs. Applies are serialised.
 #[utoipa::path(put, path = "/api/v1/clusters/{name}/definition", tag = "clusters", operation_id = "apply_cluster", params(("name" = String, Path)),
-    request_body(content = Object, description = "a cluster definition (JSON, or YAML with Content-Type: application/yaml)"),
-    responses((status = 200, description = "the plan applied"), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    request_body(content = Definition, description = "a cluster definition (JSON; YAML too, sent with Content-Type: application/yaml)"),
+    responses((status = 200, description = "the plan applied", body = Plan), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn apply(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -85,7 +85,7 @@ pub async fn apply(
 
 /// The stored definition.
 #[utoipa::path(get, path = "/api/v1/clusters/{name}/definition", tag = "clusters", params(("name" = String, Path)),
-    responses((status = 200, description = "the definition as applied"), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "the definition as applied", body = Definition), (status = 404, body = ErrorBody)))]
 pub async fn get_definition(State(s): State<ApiState>, Path(name): Path<String>) -> Result<Json<Definition>, ApiError> {
     let name = path_name(&name)?;
     Ok(Json(s.clusters.definition(name.as_str()).await?))
@@ -139,7 +139,7 @@ pub struct Scale {
 /// nodes go through every phase; leaving ones (the highest-numbered) drain, shut down and go.
 #[utoipa::path(post, path = "/api/v1/clusters/{name}/scale", tag = "clusters", params(("name" = String, Path)),
     request_body = Scale,
-    responses((status = 200, description = "the plan applied"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "the plan applied", body = Plan), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn scale(
     State(s): State<ApiState>,
     Path(name): Path<String>,

@@ -41,10 +41,13 @@ pub struct EventQuery {
     /// RFC 3339 time, or a duration back from now (`10m`).
     since: Option<String>,
     /// Only events with a larger sequence number (resume).
+    #[param(value_type = Option<u64>)]
     after: Option<String>,
     /// Most events to return (default 100, at most 10000).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     limit: Option<String>,
     /// Keep the response open and stream new events as Server-Sent Events.
+    #[param(value_type = Option<bool>)]
     follow: Option<String>,
 }
 

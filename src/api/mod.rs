@@ -141,6 +141,10 @@ fn described(mut doc: OpenApi) -> OpenApi {
             &mut item.trace,
         ];
         for operation in operations.into_iter().flatten() {
+            // Every body slipway takes is required (a handler reads it whole).
+            if let Some(utoipa::openapi::RefOr::T(body)) = operation.request_body.as_mut() {
+                body.required = Some(utoipa::openapi::Required::True);
+            }
             let common = [(guarded, "401"), (guarded, "500"), (operation.request_body.is_some(), "413")];
             for (_, code) in common.into_iter().filter(|(applies, _)| *applies) {
                 operation.responses.responses.entry(code.to_owned()).or_insert_with(|| error_response(code));
@@ -171,7 +175,7 @@ fn error_response(code: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Respons
 }
 
 /// Serve this API's OpenAPI document.
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI 3.1 document")))]
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
 async fn openapi_json() -> impl IntoResponse {
     axum::Json(openapi())
 }

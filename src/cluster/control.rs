@@ -121,6 +121,7 @@ pub struct Deletion {
 
 /// A cluster's state for `status`.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = ClusterStatus)]
 pub struct Status {
     pub cluster: String,
     /// The least advanced node's phase, `failed` if one failed.

@@ -14,7 +14,7 @@ use crate::hypervisor::{AntiAffinity, Firmware};
 use crate::inventory::{ClusterKind, DomainName, MacAddr, Name, Role};
 
 /// A whole cluster: what `slipway cluster apply -f FILE` sends.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Definition {
     pub name: Name,
@@ -25,8 +25,11 @@ pub struct Definition {
     pub base_domain: DomainName,
     /// The provisioning network; node addresses come from its `static_range`.
     pub network: Name,
+    #[schema(value_type = String, format = Ipv4)]
     pub api_address: Ipv4Addr,
+    #[schema(value_type = String, format = Ipv4)]
     pub api_int_address: Ipv4Addr,
+    #[schema(value_type = String, format = Ipv4)]
     pub ingress_address: Ipv4Addr,
     /// The configured hypervisor that creates the groups' VMs (required when there are groups).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,7 +50,7 @@ pub struct Definition {
 }
 
 /// Who approves an OKD cluster's kubelet CSRs after its bootstrap.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CsrApproval {
     /// slipway, for its own machines, by the machine-approver's checks.
@@ -64,7 +67,7 @@ impl CsrApproval {
 }
 
 /// Identical VMs, named `<name>-0`, `<name>-1`, ...
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeGroup {
     pub name: Name,
@@ -77,6 +80,7 @@ pub struct NodeGroup {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "16GiB")]
     pub memory: Option<Size>,
     /// Default: one disk on the hypervisor's default storage, sized by kind and role.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -100,16 +104,17 @@ pub struct NodeGroup {
     pub lifecycle: Lifecycle,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiskSpec {
     /// Proxmox storage; default: the hypervisor's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
+    #[schema(value_type = String, example = "120GiB")]
     pub size: Size,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NicSpec {
     /// Default: the hypervisor's bridge.
@@ -120,7 +125,7 @@ pub struct NicSpec {
 }
 
 /// Where a group's VMs may run (Proxmox nodes).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupPlacement {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -132,7 +137,7 @@ pub struct GroupPlacement {
     pub anti_affinity: Option<AntiAffinity>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Lifecycle {
     /// Removed once the cluster no longer needs it (OKD's bootstrap node).
@@ -145,7 +150,7 @@ pub struct Lifecycle {
 }
 
 /// A machine listed by hand: slipway reserves its address and serves it, but creates nothing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListedNode {
     pub name: Name,
@@ -153,6 +158,7 @@ pub struct ListedNode {
     pub mac: MacAddr,
     /// Default: the next free address of the network's `static_range`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Ipv4)]
     pub ipv4: Option<Ipv4Addr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<Name>,
@@ -163,11 +169,12 @@ pub struct ListedNode {
 }
 
 /// How long each phase may take before its node fails (nothing is destroyed then).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Validation {
     /// The whole cluster, from apply to Ready; default: none beyond the phases'.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    #[schema(value_type = Option<String>, example = "15m")]
     pub timeout: Option<Duration>,
     #[serde(default)]
     pub phases: PhaseTimeouts,
@@ -178,7 +185,8 @@ pub struct Validation {
 }
 
 /// One probe of a cluster from slipway's host.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ClusterHealthCheck)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     pub name: Name,
@@ -196,54 +204,69 @@ pub struct HealthCheck {
 }
 
 /// Per-phase limits; unset ones take the defaults in `PhaseTimeouts::DEFAULT`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PhaseTimeouts {
     /// The VM is created (default 10 min).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    #[schema(value_type = Option<String>, example = "15m")]
     pub create: Option<Duration>,
     /// From power-on to the first DHCP request from its MAC (default 5 min).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    #[schema(value_type = Option<String>, example = "15m")]
     pub boot: Option<Duration>,
     /// From the first DHCP request to its Ignition / cloud-init fetched (default 15 min).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    #[schema(value_type = Option<String>, example = "15m")]
     pub config: Option<Duration>,
     /// From the config fetched to the node's phone-home (default 30 min).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    #[schema(value_type = Option<String>, example = "15m")]
     pub phone_home: Option<Duration>,
     /// How long a VM being removed gets to shut down on ACPI before it is stopped (default 1 min).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    #[schema(value_type = Option<String>, example = "15m")]
     pub shutdown: Option<Duration>,
     /// OKD: from the bootstrap node's phone-home to the API answering `/version` (default 20 min).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    #[schema(value_type = Option<String>, example = "15m")]
     pub api: Option<Duration>,
     /// OKD: from the API answering to the bootstrap complete (default 60 min).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    #[schema(value_type = Option<String>, example = "15m")]
     pub bootstrap: Option<Duration>,
     /// OKD: from the bootstrap complete to etcd letting go of the bootstrap member (default 15 min).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    #[schema(value_type = Option<String>, example = "15m")]
     pub etcd_handoff: Option<Duration>,
     /// OKD: to remove the bootstrap node (default 15 min).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    #[schema(value_type = Option<String>, example = "15m")]
     pub remove_bootstrap: Option<Duration>,
     /// OKD: for every master and worker to be a Ready node (default 60 min).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    #[schema(value_type = Option<String>, example = "15m")]
     pub join: Option<Duration>,
     /// OKD: for the ClusterVersion and every operator to settle (default 60 min).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    #[schema(value_type = Option<String>, example = "15m")]
     pub finalize: Option<Duration>,
     /// k3s: from the first server's phone-home to its `/cacerts`, kubeconfig and Ready Node
     /// (default 15 min).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    #[schema(value_type = Option<String>, example = "15m")]
     pub init: Option<Duration>,
     /// k3s: for each further server, from its turn to its Ready Node (default 10 min).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    #[schema(value_type = Option<String>, example = "15m")]
     pub server_join: Option<Duration>,
     /// k3s: for every agent to be a Ready Node (default 10 min).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    #[schema(value_type = Option<String>, example = "15m")]
     pub agent_join: Option<Duration>,
     /// k3s: for the kubeconfig to answer through the load balancer (default 5 min).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    #[schema(value_type = Option<String>, example = "15m")]
     pub kubeconfig: Option<Duration>,
 }
 

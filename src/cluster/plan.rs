@@ -47,7 +47,7 @@ impl fmt::Display for Problem {
 }
 
 /// The definition made concrete.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Plan {
     pub cluster: Cluster,
     /// In definition order: the groups' nodes, then the listed ones.
@@ -59,7 +59,7 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlannedNode {
     pub node: Node,
     /// The group it belongs to; `None` for a listed node (no VM is made for it).
@@ -74,7 +74,7 @@ pub struct PlannedNode {
 }
 
 /// A VM's host and hypervisor id.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Place {
     pub host: String,
     /// The VMID of an existing VM. A new one's is given by the hypervisor when it is made
@@ -83,7 +83,8 @@ pub struct Place {
     pub id: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = PlanAction)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     Create,
@@ -92,7 +93,7 @@ pub enum Action {
     Delete,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Change {
     pub node: Name,
     pub action: Action,

@@ -20,7 +20,7 @@ use crate::inventory::types::MacAddr;
 
 /// What a backend is asked to build. The VM's name is its node's name; `owner` is written to
 /// the hypervisor (Proxmox tags, the QEMU state file) so slipway finds its VMs again.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VmSpec {
     pub owner: Owner,
     pub cores: u16,
@@ -36,20 +36,20 @@ pub struct VmSpec {
 }
 
 /// Which slipway object a VM belongs to.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Owner {
     pub cluster: Option<Name>,
     pub node: Name,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Disk {
     /// Proxmox storage; `None` takes the hypervisor's default.
     pub storage: Option<String>,
     pub size_gib: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Nic {
     /// `None` takes the hypervisor's default bridge.
     pub bridge: Option<String>,
@@ -59,7 +59,7 @@ pub struct Nic {
     pub model: NicModel,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum NicModel {
     #[default]
@@ -76,7 +76,7 @@ impl NicModel {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Firmware {
     #[default]
@@ -85,7 +85,7 @@ pub enum Firmware {
 }
 
 /// Where a VM may run, for hypervisors with several hosts (Proxmox nodes).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Placement {
     /// Only these hosts (empty: any online host).
     pub targets: Vec<String>,
@@ -96,7 +96,7 @@ pub struct Placement {
     pub anti_affinity: AntiAffinity,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AntiAffinity {
     /// Group members may share a host.

@@ -96,6 +96,7 @@ struct FrontendState {
 
 /// What `GET /api/v1/lb` shows.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = LbStatus)]
 pub struct Status {
     pub frontends: Vec<FrontendStatus>,
     pub pools: Vec<PoolStatus>,

@@ -20,6 +20,7 @@ use crate::cluster::record::{Facts, Limits, StageRecord, Staged};
 use crate::inventory::{Name, Timestamp};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = OkdStage)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stage {
     WaitingForApi,
