@@ -243,9 +243,10 @@ fn boots_from_slipway_alone(tag: &str, firmware: Firmware) {
     let user_data: String = user_data
         .lines()
         .filter(|l| !(l.starts_with('[') && l.split(']').next().is_some_and(|t| t[1..].trim().parse::<f64>().is_ok())))
-        .map(|l| format!("{l}\n"))
+        .map(|l| format!("{}\n", l.trim_end_matches('\r')))
         .collect();
     assert!(user_data.trim_start().starts_with("#cloud-config"), "{user_data}");
+    crate::validate::user_data("the user-data the VM printed", user_data.trim_start().as_bytes());
     let parsed: serde_json::Value = serde_norway::from_str(user_data.trim()).expect("the user-data is YAML");
     assert_eq!(parsed["hostname"], NODE.0, "{user_data}");
     assert_eq!(parsed["phone_home"]["url"], format!("http://{SERVER}:8080/phone-home"), "{user_data}");

@@ -122,30 +122,17 @@ match = {{ cluster = "prod" }}
     path
 }
 
-fn validate(dir: &Path, name: &str, body: &[u8], program: &str, args: &[&str]) {
-    let file = dir.join(name);
-    std::fs::write(&file, body).expect("write");
-    let out = Command::new(program).args(args).arg(&file).output().unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {name}: {}{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(body)
-    );
-}
-
-fn ignition(pair: &Pair, dir: &Path, node: &str, ip: &str) -> Value {
+fn ignition(pair: &Pair, node: &str, ip: &str) -> Value {
     let (status, body) = get(pair, ip, &format!("{BASE}/ignition"), &[]);
     assert_eq!(status, 200, "{node}: {}", String::from_utf8_lossy(&body));
-    validate(dir, &format!("{node}.ign"), &body, "ignition-validate", &[]);
+    crate::validate::ignition(&format!("{node}'s Ignition"), &body);
     serde_json::from_slice(&body).expect("JSON")
 }
 
-fn user_data(pair: &Pair, dir: &Path, node: &str, ip: &str) -> Value {
+fn user_data(pair: &Pair, node: &str, ip: &str) -> Value {
     let (status, body) = get(pair, ip, &format!("{BASE}/nocloud/{node}/user-data"), &[]);
     assert_eq!(status, 200, "{node}: {}", String::from_utf8_lossy(&body));
-    validate(dir, &format!("{node}.user-data"), &body, "cloud-init", &["schema", "-c"]);
+    crate::validate::user_data(&format!("{node}'s user-data"), &body);
     serde_norway::from_slice(&body).expect("YAML")
 }
 
@@ -242,7 +229,7 @@ fn served_documents_are_valid(keys: &[&str]) {
     let mut want_keys: Vec<&str> = keys.to_vec();
 
     // bootstrap.ign: the upload's user core keeps its keys and gains the operator's, once each.
-    let served = ignition(&pair, dir.path(), "bootstrap", "10.1.107.40");
+    let served = ignition(&pair, "bootstrap", "10.1.107.40");
     let mut bootstrap_keys = vec![INSTALLER_KEY, BOOTSTRAP_KEY];
     bootstrap_keys.extend(keys.iter().filter(|k| **k != INSTALLER_KEY));
     assert_eq!(without_cluster_key(core_keys(&served), "okd"), bootstrap_keys);
@@ -261,7 +248,7 @@ fn served_documents_are_valid(keys: &[&str]) {
 
     // The pointer configs keep their merge source and CA; the keys join a new user core.
     for (node, ip, role) in [("master-0", "10.1.107.41", "master"), ("worker-0", "10.1.107.42", "worker")] {
-        let served = ignition(&pair, dir.path(), node, ip);
+        let served = ignition(&pair, node, ip);
         let upload: Value = serde_json::from_slice(&fixture(&format!("{role}.ign"))).expect("fixture");
         assert_eq!(served["ignition"], upload["ignition"], "{node}: merge directive and CA untouched");
         assert_eq!(without_cluster_key(core_keys(&served), "okd"), want_keys, "{node}");
@@ -269,12 +256,12 @@ fn served_documents_are_valid(keys: &[&str]) {
         host_keys.push(host_key(dir.path(), node, &served));
     }
     // The same key on the next fetch (a reinstall keeps its host key), another on each node.
-    let again = ignition(&pair, dir.path(), "bootstrap", "10.1.107.40");
+    let again = ignition(&pair, "bootstrap", "10.1.107.40");
     assert_eq!(host_key(dir.path(), "bootstrap", &again), host_keys[0]);
     assert_eq!(host_keys.iter().collect::<std::collections::BTreeSet<_>>().len(), 3, "one host key per node");
 
     // A template that writes /etc/hostname keeps it; slipway says what it left out.
-    let served = ignition(&pair, dir.path(), "t0", "10.1.107.43");
+    let served = ignition(&pair, "t0", "10.1.107.43");
     let hostname = files_at(&served, "/etc/hostname");
     assert_eq!(hostname.len(), 1);
     assert_eq!(hostname[0]["contents"]["source"], "data:,t0-custom");
@@ -290,7 +277,7 @@ fn served_documents_are_valid(keys: &[&str]) {
 
     // cloud-init: a template with its own hostname, keys and phone_home keeps them and gains
     // the operator's keys; one without them gets slipway's.
-    let c0 = user_data(&pair, dir.path(), "c0", "10.1.107.44");
+    let c0 = user_data(&pair, "c0", "10.1.107.44");
     assert_eq!(c0["hostname"], "c0-infra");
     assert_eq!(c0["phone_home"]["post"], "all");
     assert_eq!(
@@ -299,7 +286,7 @@ fn served_documents_are_valid(keys: &[&str]) {
         "a template's own key list is kept as written"
     );
     assert_eq!(c0["packages"], serde_json::json!(["curl"]));
-    let c1 = user_data(&pair, dir.path(), "c1", "10.1.107.45");
+    let c1 = user_data(&pair, "c1", "10.1.107.45");
     assert_eq!(c1["hostname"], "c1");
     assert_eq!(c1["phone_home"]["url"], format!("{BASE}/phone-home"));
     assert_eq!(c1["runcmd"][0][2], "echo c1 > /etc/motd");
@@ -391,7 +378,7 @@ fn every_ignition_fragment_passes_ignition_validate() {
     for fragment in fragments::ALL {
         let config = fragments::render(fragment, &vars).unwrap_or_else(|e| panic!("{}: {e}", fragment.file));
         let body = serde_json::to_vec_pretty(&config).expect("JSON");
-        validate(dir.path(), fragment.file, &body, "ignition-validate", &[]);
+        crate::validate::ignition(fragment.file, &body);
     }
     let with_key = fragments::render(fragments::HOST_KEY, &vars).expect("host key fragment");
     assert_eq!(host_key(dir.path(), "m0", &with_key), *host.private);

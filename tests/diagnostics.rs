@@ -99,6 +99,7 @@ fn a_failed_bootstrap_is_read_over_ssh_with_the_host_key_pinned() {
     // The bootstrap node fetches its config; sshd gets what it carries.
     let body =
         in_lab(&lab, &["curl", "-sf", "-m", "10", "--interface", "10.1.107.20", "http://10.1.107.1:8080/ignition"]);
+    crate::validate::ignition("the bootstrap node's Ignition", body.as_bytes());
     let served: Value = serde_json::from_str(&body).expect("Ignition JSON");
     let host_key = dir.path().join("ssh_host_ed25519_key");
     let file = |path: &str| {

@@ -30,3 +30,4 @@ mod ra;
 mod sshd;
 mod support;
 mod tftp;
+mod validate;
