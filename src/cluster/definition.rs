@@ -47,6 +47,76 @@ pub struct Definition {
     /// (`off`).
     #[serde(default, skip_serializing_if = "CsrApproval::is_default")]
     pub csr_approval: CsrApproval,
+    /// Manifest sets applied, in order, once the cluster is Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addons: Vec<AddonSet>,
+}
+
+/// A problem with a definition: the field (`node_groups[1].count`), its value, what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub field: String,
+    pub value: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} = {}: {}", self.field, self.value, self.message)
+    }
+}
+
+/// The longest a phase may be given (and the shortest: 1 s).
+pub const MAX_PHASE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// One add-on: a file or directory of manifests (YAML, several documents per file, or JSON)
+/// applied with server-side apply, then optionally waited for before the next set starts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddonSet {
+    pub name: Name,
+    /// A file or directory on the slipway host (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "/etc/slipway/addons/ingress")]
+    pub path: Option<std::path::PathBuf>,
+    /// A file or directory under the images directory (`argocd/install.yaml`), what `slipway
+    /// images fetch` put there: an offline appliance carries its add-ons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The namespace of namespaced objects that name none (kubectl's `-n`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Create that namespace first when the set does not (kubectl create namespace).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub create_namespace: bool,
+    /// What must hold before the next set starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for: Option<WaitFor>,
+    /// k3s only: written to the first server's auto-deploy directory through its cloud-init,
+    /// so k3s applies it itself as the cluster comes up (HelmChart objects included).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub at_install: bool,
+    /// How long applying and waiting may take (default 10m).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::inventory::duration_text::optional")]
+    #[schema(value_type = Option<String>, example = "10m")]
+    pub timeout: Option<Duration>,
+}
+
+/// An object of the cluster and a condition of it: `Available` for a Deployment (its default),
+/// `Established` for a CustomResourceDefinition (its default), any condition type otherwise.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitFor {
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// `apps/v1`, ...; default: that of the set's object of this kind and name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// A condition type that must be `True`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 /// Who approves an OKD cluster's kubelet CSRs after its bootstrap.

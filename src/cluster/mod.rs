@@ -6,6 +6,7 @@
 //! `monitor`: runs them once a cluster is installed), the record each kind's lifecycle keeps
 //! (`record`), OKD's own steps (`okd`) and k3s's (`k3s`).
 
+pub mod addons;
 pub mod control;
 pub mod definition;
 pub mod engine;

@@ -32,20 +32,6 @@ pub struct Facts {
     pub vms: Vec<Vm>,
 }
 
-/// A problem with a definition: the field (`node_groups[1].count`), its value, what is wrong.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    pub field: String,
-    pub value: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} = {}: {}", self.field, self.value, self.message)
-    }
-}
-
 /// The definition made concrete.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Plan {
@@ -104,8 +90,7 @@ pub struct Change {
 
 /// The most nodes one group may have.
 pub const MAX_GROUP: u32 = 1000;
-/// The longest a phase may be given (and the shortest: 1 s).
-pub const MAX_PHASE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+pub use super::definition::{MAX_PHASE, Problem};
 
 /// Turns `def` into a plan against `inv`, or every problem it has.
 pub fn plan(def: &Definition, inv: &Inventory, facts: &Facts) -> Result<Plan, Vec<Problem>> {
@@ -119,6 +104,8 @@ pub fn plan(def: &Definition, inv: &Inventory, facts: &Facts) -> Result<Plan, Ve
     check_health(def, &mut problems);
     check_groups(def, &mut problems);
     check_roles(def, &mut problems);
+    problems.0.extend(crate::cluster::addons::check::check(def));
+    problems.0.extend(crate::cluster::addons::check::not_yet_applied(def));
     if let Some(hosts) = &facts.hosts {
         check_placement(def, inv, hosts, &mut problems);
     }

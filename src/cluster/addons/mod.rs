@@ -1,0 +1,7 @@
+//! Cluster add-ons: ordered manifest sets applied to a cluster once it is Ready, through its
+//! Kubernetes API with server-side apply. `check` vets a definition's sets, `manifest` reads a
+//! set from disk, `rest` places its objects in the API by discovery.
+
+pub mod check;
+pub mod manifest;
+pub mod rest;
