@@ -1,5 +1,6 @@
 //! Integration tests: the real `slipway` binary, its CLI, and the packaging files.
 
+mod addons;
 mod boot;
 mod check;
 mod cli;

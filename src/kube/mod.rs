@@ -1,4 +1,4 @@
-//! A small Kubernetes API client of slipway's own: JSON GETs and PUTs over mutual TLS, with
+//! A small Kubernetes API client of slipway's own: JSON GETs, PUTs and server-side applies over mutual TLS, with
 //! the CAs and client certificate of an uploaded kubeconfig ([`config`]). Polling only, no
 //! watches; a Kubernetes `Status` answer becomes an error with its code and reason (`404
 //! NotFound`, `409 Conflict`). The typed shapes it reads are in [`objects`]. It logs nothing:
@@ -105,6 +105,21 @@ impl Kube {
     /// `409 Conflict`).
     pub async fn put<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T, KubeError> {
         let request = self.http.put(format!("{}{path}", self.base)).header("accept", "application/json").json(body);
+        self.send(path, request).await
+    }
+
+    /// Server-side apply of `object` at its own `path`, as field manager `slipway`, taking over
+    /// fields other managers hold (`force`): the object is created or updated to say what
+    /// `object` says. Answers the object as stored.
+    pub async fn apply(&self, path: &str, object: &serde_json::Value) -> Result<serde_json::Value, KubeError> {
+        let url = format!("{}{path}?fieldManager=slipway&force=true", self.base);
+        // JSON is YAML: the body goes as the apply patch it is.
+        let request = self
+            .http
+            .patch(url)
+            .header("accept", "application/json")
+            .header("content-type", "application/apply-patch+yaml")
+            .body(object.to_string());
         self.send(path, request).await
     }
 

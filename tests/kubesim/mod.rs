@@ -25,6 +25,7 @@ use axum::routing::get;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+mod objects;
 mod proto;
 
 use crate::pki;
@@ -69,6 +70,8 @@ pub struct State {
     /// The local address of every TLS connection accepted, in order (which node's API a
     /// client reached).
     pub connections: Vec<SocketAddr>,
+    /// Objects applied with server-side apply, and the resources served for them.
+    pub objects: objects::Objects,
     rv: u64,
 }
 
@@ -419,9 +422,12 @@ fn router(state: Shared) -> Router {
             }),
         )
         .route("/apis", get(groups))
+        .route("/api/v1", get(|AxState(state): AxState<Shared>| async move { served(&state, "v1") }))
         .route(
-            "/api/v1",
-            get(|| async { resources("v1", &[("nodes", "Node", false), ("configmaps", "ConfigMap", true)]) }),
+            "/apis/{group}/{version}",
+            get(|AxState(state): AxState<Shared>, UrlPath((g, v)): UrlPath<(String, String)>| async move {
+                served(&state, &format!("{g}/{v}"))
+            }),
         )
         .route(
             "/apis/certificates.k8s.io/v1",
@@ -448,7 +454,7 @@ fn router(state: Shared) -> Router {
             "/apis/operator.openshift.io/v1",
             get(|| async { resources("operator.openshift.io/v1", &[("etcds", "Etcd", false)]) }),
         )
-        .route("/api/v1/namespaces/{ns}/configmaps/{name}", get(configmap))
+        .route("/api/v1/namespaces/{ns}/configmaps/{name}", get(configmap).patch(stored))
         .route("/apis/operator.openshift.io/v1/etcds/{name}", get(etcd))
         .route(CSRS, get(csr_list))
         .route(&format!("{CSRS}/{{name}}"), get(csr_get))
@@ -457,13 +463,7 @@ fn router(state: Shared) -> Router {
         .route("/api/v1/nodes/{name}", get(node_get).delete(node_delete))
         .route("/apis/config.openshift.io/v1/clusterversions/{name}", get(cluster_version))
         .route("/apis/config.openshift.io/v1/clusteroperators", get(operators))
-        .fallback(|uri: axum::http::Uri| async move {
-            status(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                &format!("the server could not find the requested resource ({uri})"),
-            )
-        })
+        .fallback(stored)
         .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
@@ -525,13 +525,72 @@ async fn version() -> Json {
         "buildDate": "2025-06-01T00:00:00Z", "goVersion": "go1.23.9", "compiler": "gc", "platform": "linux/amd64" }))
 }
 
-async fn groups() -> Json {
-    let group = |name: &str| {
-        json!({ "name": name, "versions": [{ "groupVersion": format!("{name}/v1"), "version": "v1" }],
-        "preferredVersion": { "groupVersion": format!("{name}/v1"), "version": "v1" } })
-    };
-    Json(json!({ "kind": "APIGroupList", "apiVersion": "v1",
-        "groups": [group("certificates.k8s.io"), group("config.openshift.io"), group("operator.openshift.io")] }))
+async fn groups(AxState(state): AxState<Shared>) -> Json {
+    let mut versions = state.lock().expect("state").objects.group_versions();
+    versions.extend(["certificates.k8s.io/v1", "config.openshift.io/v1", "operator.openshift.io/v1"].map(String::from));
+    let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for gv in versions {
+        if let Some((g, v)) = gv.split_once('/') {
+            by_group.entry(g.to_owned()).or_default().push(v.to_owned());
+        }
+    }
+    let groups: Vec<Value> = by_group
+        .into_iter()
+        .map(|(name, versions)| {
+            let list: Vec<Value> =
+                versions.iter().map(|v| json!({ "groupVersion": format!("{name}/{v}"), "version": v })).collect();
+            json!({ "name": name, "versions": list.clone(), "preferredVersion": list[0] })
+        })
+        .collect();
+    Json(json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups }))
+}
+
+/// The discovery document of a group version the object store serves.
+fn served(state: &Shared, group_version: &str) -> Response {
+    match state.lock().expect("state").objects.discovery(group_version) {
+        Some(list) => {
+            let list: Vec<(&str, &str, bool)> = list.iter().map(|(p, k, n)| (p.as_str(), k.as_str(), *n)).collect();
+            resources(group_version, &list).into_response()
+        }
+        None => status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource"),
+    }
+}
+
+/// Server-side apply (`PATCH`) and reads (`GET`) of stored objects; anything else is a
+/// resource the stand-in does not serve.
+async fn stored(AxState(state): AxState<Shared>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let unknown = || status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource");
+    match parts.method {
+        axum::http::Method::PATCH => {
+            let content_type = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            let query: BTreeMap<String, String> =
+                serde_urlencoded::from_str(parts.uri.query().unwrap_or("")).unwrap_or_default();
+            let Ok(bytes) = axum::body::to_bytes(body, 16 << 20).await else { return unknown() };
+            let applied = state.lock().expect("state").objects.apply(&path, &content_type, &query, &bytes);
+            match applied {
+                Ok((created, object)) => {
+                    let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+                    (code, Json(object)).into_response()
+                }
+                Err((code, reason, message)) => {
+                    status(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST), reason, &message)
+                }
+            }
+        }
+        axum::http::Method::GET => match state.lock().expect("state").objects.get(&path) {
+            Some(object) => Json(object).into_response(),
+            None => {
+                let segments: Vec<&str> = path.rsplitn(3, '/').collect();
+                match segments[..] {
+                    [name, plural, _] => not_found(plural, name),
+                    _ => unknown(),
+                }
+            }
+        },
+        _ => unknown(),
+    }
 }
 
 fn resources(group_version: &str, list: &[(&str, &str, bool)]) -> Json {
@@ -558,9 +617,12 @@ fn list(kind: &str, api_version: &str, rv: u64, items: Vec<Value>) -> Json {
 }
 
 async fn configmap(AxState(state): AxState<Shared>, UrlPath((ns, name)): UrlPath<(String, String)>) -> Response {
-    let s = state.lock().expect("state");
+    let mut s = state.lock().expect("state");
     if ns != "kube-system" || name != "bootstrap" || !s.bootstrap_complete {
-        return not_found("configmaps", &name);
+        return match s.objects.get(&format!("/api/v1/namespaces/{ns}/configmaps/{name}")) {
+            Some(object) => Json(object).into_response(),
+            None => not_found("configmaps", &name),
+        };
     }
     Json(json!({ "kind": "ConfigMap", "apiVersion": "v1",
         "metadata": { "name": "bootstrap", "namespace": "kube-system", "resourceVersion": "4711", "creationTimestamp": "2026-12-05T03:00:00Z" },

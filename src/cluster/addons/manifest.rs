@@ -40,7 +40,12 @@ impl Object {
 
     /// `Kind namespace/name` (or `Kind name`), for messages.
     pub fn label(&self) -> String {
-        match self.namespace() {
+        self.label_in(None)
+    }
+
+    /// The label with the namespace it goes into when it names none.
+    pub fn label_in(&self, namespace: Option<&str>) -> String {
+        match self.namespace().or(namespace) {
             Some(ns) => format!("{} {ns}/{}", self.kind(), self.name()),
             None => format!("{} {}", self.kind(), self.name()),
         }

@@ -1,7 +1,9 @@
 //! Cluster add-ons: ordered manifest sets applied to a cluster once it is Ready, through its
 //! Kubernetes API with server-side apply. `check` vets a definition's sets, `manifest` reads a
-//! set from disk, `rest` places its objects in the API by discovery.
+//! set from disk, `rest` places its objects in the API by discovery, `apply` makes one pass of
+//! a set against a cluster.
 
+pub mod apply;
 pub mod check;
 pub mod manifest;
 pub mod rest;

@@ -1,0 +1,177 @@
+//! One pass of one set against a cluster's API: discovery for the API versions the set uses,
+//! its namespace made when asked, every object server-side applied in order (CRDs and
+//! Namespaces first), then its `wait_for` read. A pass never waits itself: it says what it saw,
+//! and the lifecycle passes again until the set is done or its deadline has passed. Applying is
+//! idempotent (server-side apply), so a pass after a restart repeats nothing harmful.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use super::manifest::{Loaded, Object};
+use super::rest::{ApiResourceList, Discovery, Unplaced, discovery_path, ordered};
+use crate::cluster::definition::{AddonSet, WaitFor};
+use crate::kube::{Kube, KubeError};
+
+/// What one pass found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// Every object applied, and what the set waits for holds.
+    Done { applied: usize },
+    /// Not yet (a kind the API does not serve yet, the API not answering, the wait condition
+    /// not met): what was seen. Pass again until the deadline.
+    Waiting { applied: usize, seen: String },
+    /// The API refused an object (invalid, forbidden): which, and the API's own message.
+    Refused { object: String, message: String },
+}
+
+/// Applies `loaded` (the set `set` as read) and reads its wait condition.
+pub async fn pass(kube: &Kube, set: &AddonSet, loaded: &Loaded) -> Pass {
+    let discovery = match discover(kube, loaded, set.wait_for.as_ref()).await {
+        Ok(d) => d,
+        Err(e) => return Pass::Waiting { applied: 0, seen: format!("discovery: {e}") },
+    };
+    let mut applied = 0;
+    let namespace = set.namespace.as_deref();
+    if set.create_namespace
+        && let Some(ns) = namespace
+    {
+        let object = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } });
+        match kube.apply(&format!("/api/v1/namespaces/{ns}"), &object).await {
+            Ok(_) => applied += 1,
+            Err(e) => return failed(format!("Namespace {ns}"), e, applied),
+        }
+    }
+    for object in ordered(&loaded.objects) {
+        let target = match discovery.place(object, namespace) {
+            Ok(t) => t,
+            Err(e @ Unplaced::UnknownKind { .. }) => {
+                return Pass::Waiting { applied, seen: format!("{} ({}): {e}", object.label(), object.origin) };
+            }
+            Err(e @ Unplaced::NoNamespace { .. }) => {
+                return Pass::Refused {
+                    object: format!("{} ({})", object.label(), object.origin),
+                    message: e.to_string(),
+                };
+            }
+        };
+        let body = with_namespace(object, target.namespace.as_deref());
+        match kube.apply(&target.path, &body).await {
+            Ok(_) => applied += 1,
+            Err(e) => {
+                let label = object.label_in(target.namespace.as_deref());
+                return failed(format!("{label} ({})", object.origin), e, applied);
+            }
+        }
+    }
+    let Some(wait) = &set.wait_for else { return Pass::Done { applied } };
+    match waited(kube, &discovery, wait, loaded, namespace).await {
+        Ok(None) => Pass::Done { applied },
+        Ok(Some(seen)) => Pass::Waiting { applied, seen },
+        Err(e) => Pass::Waiting { applied, seen: e },
+    }
+}
+
+/// An API error: a refusal that another pass would meet again (invalid, forbidden, bad
+/// request) fails the set; anything else (not found yet, conflicts, the API away) waits.
+fn failed(object: String, e: KubeError, applied: usize) -> Pass {
+    match &e {
+        KubeError::Status { code: 400 | 403 | 413 | 415 | 422, message, .. } => {
+            Pass::Refused { object, message: message.clone() }
+        }
+        _ => Pass::Waiting { applied, seen: format!("{object}: {e}") },
+    }
+}
+
+/// The object as applied: in the namespace it goes into (a namespaced one that names none gets
+/// the set's), with none when its kind is cluster-scoped.
+fn with_namespace(object: &Object, namespace: Option<&str>) -> Value {
+    let mut body = object.value.clone();
+    if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+        match namespace {
+            Some(ns) => {
+                meta.insert("namespace".into(), Value::String(ns.to_owned()));
+            }
+            None => {
+                meta.remove("namespace");
+            }
+        }
+    }
+    body
+}
+
+/// Discovery for every API version the set and its wait condition use; a version the API does
+/// not serve (yet) is left out, so its objects wait.
+async fn discover(kube: &Kube, loaded: &Loaded, wait: Option<&WaitFor>) -> Result<Discovery, KubeError> {
+    let mut versions: BTreeSet<&str> = loaded.objects.iter().map(Object::api_version).collect();
+    versions.insert("v1");
+    if let Some(v) = wait.and_then(|w| w.api_version.as_deref()) {
+        versions.insert(v);
+    }
+    let mut discovery = Discovery::default();
+    for version in versions {
+        if let Some(list) = kube.get_opt::<ApiResourceList>(&discovery_path(version)).await? {
+            discovery.add(&list);
+        }
+    }
+    Ok(discovery)
+}
+
+/// `None` when the wait condition holds; else what was seen.
+async fn waited(
+    kube: &Kube,
+    discovery: &Discovery,
+    wait: &WaitFor,
+    loaded: &Loaded,
+    namespace: Option<&str>,
+) -> Result<Option<String>, String> {
+    let api_version = wait
+        .api_version
+        .clone()
+        .or_else(|| {
+            loaded
+                .objects
+                .iter()
+                .find(|o| o.kind() == wait.kind && o.name() == wait.name)
+                .map(|o| o.api_version().to_owned())
+        })
+        .ok_or_else(|| format!("wait_for: no {} {} in the set, and no api_version given", wait.kind, wait.name))?;
+    let probe = Object {
+        value: json!({ "apiVersion": api_version, "kind": wait.kind, "metadata": { "name": wait.name } }),
+        origin: "wait_for".into(),
+    };
+    let target = discovery.place(&probe, wait.namespace.as_deref().or(namespace)).map_err(|e| e.to_string())?;
+    let condition = wait.condition.clone().unwrap_or_else(|| default_condition(&wait.kind).to_owned());
+    let label = format!("{} {}", wait.kind, wait.name);
+    match kube.get_opt::<Value>(&target.path).await {
+        Err(e) => Ok(Some(format!("{label}: {e}"))),
+        Ok(None) => Ok(Some(format!("{label} does not exist yet"))),
+        Ok(Some(object)) => {
+            let found = object["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == condition.as_str())
+                .map(|c| {
+                    (c["status"].as_str().unwrap_or("Unknown").to_owned(), c["message"].as_str().map(str::to_owned))
+                });
+            Ok(match found {
+                Some((status, _)) if status == "True" => None,
+                Some((status, message)) => Some(format!(
+                    "{label}: {condition} is {status}{}",
+                    message.map(|m| format!(" ({m})")).unwrap_or_default()
+                )),
+                None => Some(format!("{label}: no {condition} condition yet")),
+            })
+        }
+    }
+}
+
+/// The condition a kind is waited for by default.
+pub fn default_condition(kind: &str) -> &'static str {
+    match kind {
+        "Deployment" => "Available",
+        "CustomResourceDefinition" => "Established",
+        _ => "Ready",
+    }
+}

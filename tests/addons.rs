@@ -1,0 +1,206 @@
+//! Add-on sets applied to a cluster's API with server-side apply, one pass at a time, against
+//! the Kubernetes API stand-in: Argo CD's released manifest into a namespace the set creates
+//! (every object in it, owned by field manager `slipway`), waited for until its Deployment is
+//! available; a custom resource retried until its CRD is established; an object the API
+//! refuses named with the API's own message; a second apply that creates nothing new.
+
+use std::path::Path;
+
+use serde_json::Value;
+use slipway::cluster::addons::apply::{Pass, pass};
+use slipway::cluster::addons::manifest::{self, Loaded};
+use slipway::cluster::definition::AddonSet;
+use slipway::kube::Kube;
+
+use crate::kubesim::{self, KubeSim};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+fn cluster(dir: &Path) -> (KubeSim, Kube) {
+    let sim = KubeSim::start(dir);
+    sim.with(|s| s.api_up = true);
+    let config = slipway::kube::config::parse(sim.kubeconfig.as_bytes()).expect("kubeconfig");
+    let base = format!("https://api-int.{}:{}", kubesim::ZONE, sim.addr.port());
+    let kube = Kube::new(&config, &base, Some(sim.addr)).expect("client");
+    (sim, kube)
+}
+
+fn set(yaml: &str) -> AddonSet {
+    serde_norway::from_str(yaml).expect("an add-on set")
+}
+
+fn argocd() -> Loaded {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/addons/argocd-v3.5.1-namespace-install.yaml");
+    manifest::load(&path).expect("Argo CD's manifest")
+}
+
+#[test]
+fn argo_cds_manifest_goes_into_the_namespace_the_set_makes_and_is_waited_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sim, kube) = cluster(dir.path());
+    let rt = runtime();
+    let argocd_set = set("{ name: argocd, image: argocd/install.yaml, namespace: argocd, create_namespace: true, \
+         wait_for: { kind: Deployment, name: argocd-server } }");
+    let loaded = argocd();
+    let first = rt.block_on(pass(&kube, &argocd_set, &loaded));
+    let Pass::Waiting { applied, seen } = first else { panic!("the Deployment rolls out first: {first:?}") };
+    assert_eq!(applied, 51, "the namespace and Argo CD's 50 objects");
+    assert!(seen.contains("Deployment argocd-server: Available is False"), "{seen}");
+    assert_eq!(rt.block_on(pass(&kube, &argocd_set, &loaded)), Pass::Done { applied: 51 });
+
+    let stored = sim.with(|s| s.objects.stored.clone());
+    let in_argocd: Vec<&Value> = stored.values().filter(|o| o["metadata"]["namespace"] == "argocd").collect();
+    assert_eq!(in_argocd.len(), 50, "every namespaced object went into the set's namespace");
+    assert!(
+        stored
+            .values()
+            .filter(|o| o["metadata"]["namespace"] == "argocd")
+            .all(|o| o["metadata"]["managedFields"][0]["manager"] == "slipway")
+    );
+    let server = &stored["/apis/apps/v1/namespaces/argocd/deployments/argocd-server"];
+    assert_eq!(server["spec"]["template"]["spec"]["containers"][0]["name"], "argocd-server");
+
+    // Applied again, it changes what it says and creates nothing.
+    let before = stored.len();
+    assert_eq!(rt.block_on(pass(&kube, &argocd_set, &loaded)), Pass::Done { applied: 51 });
+    assert_eq!(sim.with(|s| s.objects.stored.len()), before);
+}
+
+const CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: applications.argoproj.io
+spec:
+  group: argoproj.io
+  names: { kind: Application, listKind: ApplicationList, plural: applications, singular: application, shortNames: [app] }
+  scope: Namespaced
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    schema: { openAPIV3Schema: { type: object, x-kubernetes-preserve-unknown-fields: true } }
+"#;
+
+const ROOT_APP: &str = r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata:
+  name: root
+spec:
+  project: default
+  source: { repoURL: "https://git.example/platform.git", path: apps, targetRevision: main }
+  destination: { server: "https://kubernetes.default.svc", namespace: argocd }
+  syncPolicy: { automated: { prune: true, selfHeal: true } }
+"#;
+
+#[test]
+fn a_custom_resource_waits_until_its_definition_is_established() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sim, kube) = cluster(dir.path());
+    let rt = runtime();
+    // The resource comes first in the file: the CRD is still applied before it.
+    let loaded = Loaded {
+        objects: manifest::parse("root.yaml", format!("{ROOT_APP}---{CRD}").as_bytes()).expect("parses"),
+        hash: String::new(),
+    };
+    let root = set("{ name: root, path: /etc/slipway/addons/root, namespace: argocd, create_namespace: true }");
+    let mut seen = Vec::new();
+    let done = loop {
+        match rt.block_on(pass(&kube, &root, &loaded)) {
+            Pass::Waiting { seen: s, .. } if seen.len() < 5 => seen.push(s),
+            other => break other,
+        }
+    };
+    assert_eq!(done, Pass::Done { applied: 3 }, "after: {seen:?}");
+    assert!(
+        !seen.is_empty()
+            && seen[0].contains("Application root (root.yaml document 1)")
+            && seen[0].contains("serves no Application"),
+        "{seen:?}"
+    );
+    let stored = sim.with(|s| s.objects.stored.clone());
+    assert_eq!(
+        stored["/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/root"]["spec"]["source"]["path"],
+        "apps"
+    );
+    let crd = &stored["/apis/apiextensions.k8s.io/v1/customresourcedefinitions/applications.argoproj.io"];
+    assert_eq!(crd["status"]["conditions"][1]["type"], "Established");
+    assert_eq!(crd["status"]["conditions"][1]["status"], "True");
+}
+
+#[test]
+fn an_object_the_api_refuses_is_named_with_the_apis_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sim, kube) = cluster(dir.path());
+    let rt = runtime();
+    let broken = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  template: {spec: {containers: [{name: web, image: nginx}]}}\n";
+    let loaded =
+        Loaded { objects: manifest::parse("web.yaml", broken.as_bytes()).expect("parses"), hash: String::new() };
+    let refused = rt.block_on(pass(&kube, &set("{ name: web, path: /x, namespace: default }"), &loaded));
+    assert_eq!(
+        refused,
+        Pass::Refused {
+            object: "Deployment default/web (web.yaml document 1)".into(),
+            message: "Deployment.apps \"web\" is invalid: spec.selector: Required value".into()
+        }
+    );
+    // Into a namespace that does not exist (and the set does not make), it waits: the
+    // namespace may come from another set.
+    let loaded = Loaded {
+        objects: manifest::parse("cm.yaml", b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n").expect("parses"),
+        hash: String::new(),
+    };
+    let waiting = rt.block_on(pass(&kube, &set("{ name: c, path: /x, namespace: later }"), &loaded));
+    assert!(
+        matches!(&waiting, Pass::Waiting { seen, .. } if seen.contains("namespaces \"later\" not found")),
+        "{waiting:?}"
+    );
+    assert!(sim.with(|s| s.objects.applied.is_empty()), "nothing was applied");
+}
+
+/// kubectl's own server-side apply is taken by the stand-in as slipway's is: the stand-in
+/// speaks the protocol kubectl does, not one of slipway's making.
+#[test]
+fn kubectl_server_side_apply_lands_the_same_objects_in_the_stand_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sim, _kube) = cluster(dir.path());
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/addons/argocd-v3.5.1-namespace-install.yaml");
+    let kubectl = |args: &[&str]| {
+        std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&sim.kubectl_config)
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .arg("--request-timeout=20s")
+            .args(args)
+            .output()
+            .expect("kubectl (scripts/test installs it)")
+    };
+    let out = kubectl(&["create", "namespace", "argocd", "--dry-run=client", "-o", "yaml"]);
+    let ns = dir.path().join("ns.yaml");
+    std::fs::write(&ns, &out.stdout).expect("namespace manifest");
+    let out = kubectl(&["apply", "--server-side", "--validate=false", "-f", ns.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "kubectl: {}", String::from_utf8_lossy(&out.stderr));
+    let out = kubectl(&[
+        "apply",
+        "--server-side",
+        "--validate=false",
+        "-n",
+        "argocd",
+        "-f",
+        fixture.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "kubectl: {}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(said.lines().filter(|l| l.ends_with(" serverside-applied")).count(), 50, "{said}");
+    let stored = sim.with(|s| s.objects.stored.clone());
+    assert_eq!(stored.values().filter(|o| o["metadata"]["namespace"] == "argocd").count(), 50);
+    assert_eq!(
+        stored["/apis/apps/v1/namespaces/argocd/deployments/argocd-server"]["metadata"]["managedFields"][0]["manager"],
+        "kubectl"
+    );
+}
