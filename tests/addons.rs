@@ -31,9 +31,13 @@ fn set(yaml: &str) -> AddonSet {
     serde_norway::from_str(yaml).expect("an add-on set")
 }
 
+/// Argo CD's released manifest (tests/fixtures/addons).
+pub(crate) fn argocd_manifest() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/addons/argocd-v3.5.1-namespace-install.yaml")
+}
+
 fn argocd() -> Loaded {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/addons/argocd-v3.5.1-namespace-install.yaml");
-    manifest::load(&path).expect("Argo CD's manifest")
+    manifest::load(&argocd_manifest()).expect("Argo CD's manifest")
 }
 
 #[test]
@@ -68,7 +72,7 @@ fn argo_cds_manifest_goes_into_the_namespace_the_set_makes_and_is_waited_for() {
     assert_eq!(sim.with(|s| s.objects.stored.len()), before);
 }
 
-const CRD: &str = r#"
+pub(crate) const CRD: &str = r#"
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
 metadata:
@@ -84,7 +88,7 @@ spec:
     schema: { openAPIV3Schema: { type: object, x-kubernetes-preserve-unknown-fields: true } }
 "#;
 
-const ROOT_APP: &str = r#"
+pub(crate) const ROOT_APP: &str = r#"
 apiVersion: argoproj.io/v1alpha1
 kind: Application
 metadata:

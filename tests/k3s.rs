@@ -29,12 +29,29 @@ use crate::support;
 const LIMIT: Duration = Duration::from_secs(90);
 const ZONE: &str = "edge.lab.example";
 
+/// Add-ons in order: Argo CD's released manifest into the namespace the set makes, waited
+/// for until its server Deployment is available; then a root Application in a directory with
+/// its CRD (placed after it: slipway applies the CRD first and the Application once it is
+/// served).
+fn addons(dir: &Path) -> String {
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).expect("root dir");
+    std::fs::write(root.join("a-root.yaml"), crate::addons::ROOT_APP).expect("root app");
+    std::fs::write(root.join("b-crd.yaml"), crate::addons::CRD).expect("crd");
+    format!(
+        r#"[{{ name = "argocd", path = "{}", namespace = "argocd", create_namespace = true, wait_for = {{ kind = "Deployment", name = "argocd-server" }} }}, {{ name = "root", path = "{}", namespace = "argocd" }}]"#,
+        crate::addons::argocd_manifest().display(),
+        root.display()
+    )
+}
+
 fn config(dir: &Path, pve: &StandIn) -> std::path::PathBuf {
     let groups = [
         r#"{ name = "server", role = "control-plane", count = 3, cores = 1, memory = "1GiB", disks = [{ size = "10GiB" }] }"#.to_owned(),
         r#"{ name = "agent", role = "worker", count = 2, cores = 1, memory = "1GiB", disks = [{ size = "10GiB" }], labels = { tier = "edge" }, taints = ["dedicated=edge:NoSchedule"] }"#.to_owned(),
     ];
     boot::pve_cluster(dir, pve, "edge", "k3s", &groups)
+        .value("addons", addons(dir))
         .section("[[lb.pools]]")
         .set("name", "api")
         .set("cluster", "edge")
@@ -186,6 +203,43 @@ fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
     let sshd_log = sshd.stop();
     assert!(sshd_log.contains("Accepted publickey for slipway"), "{sshd_log}");
 
+    // The add-ons, applied through the cluster's API once its kubeconfig answered, in order:
+    // Argo CD into its namespace, waited for, then the root Application after its CRD.
+    let stored = sim.with(|s| s.objects.stored.clone());
+    assert_eq!(
+        stored.values().filter(|o| o["metadata"]["namespace"] == "argocd").count(),
+        51,
+        "Argo CD's 50 and the root app"
+    );
+    assert_eq!(
+        stored["/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/root"]["metadata"]["managedFields"][0]["manager"],
+        "slipway"
+    );
+    let applied = sim.with(|s| s.objects.applied.clone());
+    let position = |path: &str| applied.iter().position(|p| p == path).unwrap_or_else(|| panic!("{path} applied"));
+    assert!(
+        position("/apis/apps/v1/namespaces/argocd/deployments/argocd-server")
+            < position("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/applications.argoproj.io")
+    );
+    let events = cli(&lab, &daemon, &["get", "events", "--type", "addon,cluster_stage", "-o", "json"]);
+    let events: Vec<Value> = serde_json::from_str(&events).expect("events");
+    let sets: Vec<(String, String, u64)> = events
+        .iter()
+        .filter(|e| e["details"]["type"] == "addon")
+        .map(|e| {
+            (
+                e["details"]["set"].as_str().unwrap_or_default().to_owned(),
+                e["details"]["state"].as_str().unwrap_or_default().to_owned(),
+                e["details"]["objects"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(sets, [("argocd".into(), "applied".into(), 51), ("root".into(), "applied".into(), 2)]);
+    assert!(
+        events.iter().any(|e| e["details"]["from"] == "applying-addons" && e["details"]["stage"] == "ready"),
+        "{events:?}"
+    );
+
     // One server at a time: each let in only after the one before it was a Ready node.
     let played = played.lock().expect("played");
     for pair in servers.windows(2) {
@@ -218,7 +272,16 @@ fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
     let original: Value = serde_norway::from_str(&sim.kubeconfig).expect("k3s.yaml");
     assert_eq!(doc["users"], original["users"]);
     let conditions = status(&lab, &daemon)["conditions"].clone();
-    for kind in ["installed", "ServerInitialised", "ServersJoined", "AgentsJoined", "KubeconfigReady"] {
+    let all = [
+        "installed",
+        "ServerInitialised",
+        "ServersJoined",
+        "AgentsJoined",
+        "KubeconfigReady",
+        "Addon/argocd",
+        "Addon/root",
+    ];
+    for kind in all {
         let found = conditions.as_array().into_iter().flatten().find(|c| c["type"] == kind);
         assert_eq!(found.map(|c| c["status"].clone()), Some(Value::from("True")), "{kind}: {conditions}");
     }

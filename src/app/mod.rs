@@ -69,7 +69,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let hypervisors = config.hypervisors.iter().map(hypervisors::build).collect::<Result<Vec<_>, _>>()?;
     let declared =
         crate::cluster::control::Declared { file: config.path.clone(), definitions: config.definitions.clone() };
-    let clusters = crate::cluster::Clusters::new(&store, &events, hypervisors.clone()).with_declared(declared);
+    let images = config.http.as_ref().map_or_else(|| config.state_dir.join("images"), |h| h.settings.images.clone());
+    let clusters =
+        crate::cluster::Clusters::new(&store, &events, hypervisors.clone()).with_declared(declared).with_images(images);
     let handles = bind(&config, &mut deps, &mut services, Arc::new(clusters.clone())).await?;
     services.add(crate::cluster::engine::Engine::bind(&clusters));
     let state = ApiState {

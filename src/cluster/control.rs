@@ -27,7 +27,7 @@ const FACTS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Clusters {
     pub(super) store: Store,
-    pub(super) events: EventLog,
+    pub(in crate::cluster) events: EventLog,
     pub(super) hypervisors: Vec<Arc<dyn Hypervisor>>,
     /// Held across plan and commit: one apply at a time.
     apply: Arc<tokio::sync::Mutex<()>>,
@@ -38,6 +38,8 @@ pub struct Clusters {
     /// Each cluster's latest health check results (observations, not state: a restart checks
     /// again within seconds).
     pub(super) health: Arc<std::sync::Mutex<std::collections::HashMap<Name, Vec<CheckResult>>>>,
+    /// The images directory, where add-on sets named by `image` are.
+    pub(in crate::cluster) images: Arc<std::path::PathBuf>,
 }
 
 /// The cluster definitions a config file declares.
@@ -200,7 +202,14 @@ impl Clusters {
             records: Arc::default(),
             declared: Arc::default(),
             health: Arc::default(),
+            images: Arc::new(store.state_dir().join("images")),
         }
+    }
+
+    /// With the images directory add-on sets named by `image` are read from.
+    pub fn with_images(mut self, images: std::path::PathBuf) -> Clusters {
+        self.images = Arc::new(images);
+        self
     }
 
     /// With the config file's cluster definitions, which the engine applies when it starts.
@@ -256,6 +265,14 @@ impl Clusters {
         let definition = &self.without_finished_bootstrap(definition).await?;
         let mut plan = plan(definition, &self.store.snapshot(), &facts).map_err(ControlError::Invalid)?;
         plan.warnings = warnings;
+        // Every add-on set reads (a set that does not is refused now, not when the cluster is up).
+        if !definition.addons.is_empty() {
+            let (images, copy) = (self.images.clone(), definition.clone());
+            if let Err(problem) = blocking(move || Ok(crate::cluster::addons::drive::read_sets(&copy, &images))).await?
+            {
+                return Err(ControlError::Invalid(vec![problem]));
+            }
+        }
         if definition.kind == crate::inventory::ClusterKind::Okd {
             let stale = self.ignition_age(definition, &plan).await?;
             plan.warnings.extend(stale);
@@ -416,7 +433,34 @@ impl Clusters {
         self.commit(ops, records, retiring).await?;
         let created = plan.changes.iter().filter(|c| c.action == Action::Create).count();
         tracing::info!(cluster = %definition.name, nodes = plan.nodes.len(), created, leaving = leaving.len(), "cluster definition applied");
+        self.reopen_addons(&definition).await?;
         Ok(plan)
+    }
+
+    /// A Ready cluster whose add-on sets changed applies them again.
+    async fn reopen_addons(&self, definition: &Definition) -> Result<(), ControlError> {
+        use crate::cluster::addons::drive::reopen;
+        let (store, key) = (self.store.clone(), definition.name.to_string());
+        let reopened = match definition.kind {
+            crate::inventory::ClusterKind::Okd => {
+                let record: Option<ClusterRecord> = blocking(move || store.record(Records::Lifecycle, &key)).await?;
+                match record {
+                    Some(r) => reopen(self, definition, &r).await?,
+                    None => false,
+                }
+            }
+            crate::inventory::ClusterKind::K3s => {
+                let record: Option<K3sRecord> = blocking(move || store.record(Records::Lifecycle, &key)).await?;
+                match record {
+                    Some(r) => reopen(self, definition, &r).await?,
+                    None => false,
+                }
+            }
+        };
+        if reopened {
+            tracing::info!(cluster = %definition.name, "add-ons changed: applying them again");
+        }
+        Ok(())
     }
 
     /// A group node that existed before its definition (no record) is taken over only when the
@@ -587,7 +631,7 @@ impl Clusters {
     /// The stored definition of `cluster` and its nodes' records.
     /// Stores `next` as the cluster's lifecycle record if the stored one is still `expected`
     /// (`None`: none yet) and the cluster is defined and not being deleted; whether it did.
-    pub(super) async fn put_lifecycle<T>(
+    pub(in crate::cluster) async fn put_lifecycle<T>(
         &self,
         cluster: &str,
         expected: Option<T>,
@@ -894,7 +938,7 @@ pub(super) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Runs a blocking store call off the runtime.
-pub(super) async fn blocking<T: Send + 'static>(
+pub(in crate::cluster) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ControlError> {
     match tokio::task::spawn_blocking(f).await {

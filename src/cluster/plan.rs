@@ -105,7 +105,6 @@ pub fn plan(def: &Definition, inv: &Inventory, facts: &Facts) -> Result<Plan, Ve
     check_groups(def, &mut problems);
     check_roles(def, &mut problems);
     problems.0.extend(crate::cluster::addons::check::check(def));
-    problems.0.extend(crate::cluster::addons::check::not_yet_applied(def));
     if let Some(hosts) = &facts.hosts {
         check_placement(def, inv, hosts, &mut problems);
     }

@@ -9,9 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::inventory::{Name, Timestamp};
 
-/// A kind's stages: one of them is the failed one.
+/// A kind's stages: the failed one, the one add-ons are applied in, and the last one.
 pub trait Staged: Copy + PartialEq {
     const FAILED: Self;
+    const APPLYING_ADDONS: Self;
+    const READY: Self;
+    fn name(self) -> &'static str;
 }
 
 /// How long each of a kind's stages may last (`None`: no deadline).
@@ -19,9 +22,11 @@ pub trait Limits<S>: Copy {
     fn of(&self, stage: S) -> Option<Duration>;
 }
 
-/// A kind's own facts; `entered` forgets what held for one stage only.
+/// A kind's own facts; `entered` forgets what held for one stage only. Every kind keeps where
+/// its add-ons stand.
 pub trait Facts: Clone {
     fn entered(&mut self) {}
+    fn addons(&mut self) -> &mut crate::cluster::addons::progress::AddonProgress;
 }
 
 /// One cluster's lifecycle record, as stored (the kind's facts flattened beside the stage).
@@ -90,6 +95,8 @@ impl<S: Staged, L: Limits<S>, F: Facts> StageRecord<S, L, F> {
         let stage = self.failed_in.filter(|_| self.stage == S::FAILED)?;
         let mut next = StageRecord { limits, ..self.clone() }.enter(stage, now);
         next.failed_in = None;
+        let addons = next.facts.addons().retried();
+        *next.facts.addons() = addons;
         Some(next)
     }
 

@@ -14,17 +14,25 @@ pub enum ClusterStage {
 }
 
 /// OKD's stages in order (`failed` aside).
-const OKD: [Okd; 7] = [
+const OKD: [Okd; 8] = [
     Okd::WaitingForApi,
     Okd::Bootstrapping,
     Okd::WaitingEtcdHandoff,
     Okd::RemovingBootstrap,
     Okd::JoiningWorkers,
     Okd::Finalizing,
+    Okd::ApplyingAddons,
     Okd::Ready,
 ];
 /// k3s's stages in order (`failed` aside).
-const K3S: [K3s; 5] = [K3s::InitServer, K3s::JoiningServers, K3s::JoiningAgents, K3s::FetchingKubeconfig, K3s::Ready];
+const K3S: [K3s; 6] = [
+    K3s::InitServer,
+    K3s::JoiningServers,
+    K3s::JoiningAgents,
+    K3s::FetchingKubeconfig,
+    K3s::ApplyingAddons,
+    K3s::Ready,
+];
 
 impl ClusterStage {
     pub fn as_str(self) -> &'static str {

@@ -195,6 +195,16 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// One add-on set of a cluster was applied (`objects`), or failed (`error`: the object and
+    /// the API's message, or what it waited for).
+    Addon {
+        cluster: Name,
+        set: Name,
+        state: String,
+        objects: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// slipway approved a kubelet's CSR (`approver`: `slipway` by the guarded checks, or
     /// `operator` through `cluster csr approve`).
     CsrApproved {
@@ -283,6 +293,7 @@ impl EventKind {
         "health_check",
         "kubeconfig_uploaded",
         "cluster_stage",
+        "addon",
         "csr_approved",
         "csr_left",
         "node_diagnostics",
@@ -326,6 +337,7 @@ impl EventKind {
             EventKind::HealthCheck { .. } => "health_check",
             EventKind::KubeconfigUploaded { .. } => "kubeconfig_uploaded",
             EventKind::ClusterStage { .. } => "cluster_stage",
+            EventKind::Addon { .. } => "addon",
             EventKind::CsrApproved { .. } => "csr_approved",
             EventKind::CsrLeft { .. } => "csr_left",
             EventKind::NodeDiagnostics { .. } => "node_diagnostics",

@@ -42,7 +42,9 @@ pub async fn pass(kube: &Kube, set: &AddonSet, loaded: &Loaded) -> Pass {
             Err(e) => return failed(format!("Namespace {ns}"), e, applied),
         }
     }
-    for object in ordered(&loaded.objects) {
+    // k3s applied an at-install set itself, from its auto-deploy directory.
+    let objects = if set.at_install { Vec::new() } else { ordered(&loaded.objects) };
+    for object in objects {
         let target = match discovery.place(object, namespace) {
             Ok(t) => t,
             Err(e @ Unplaced::UnknownKind { .. }) => {

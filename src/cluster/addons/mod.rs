@@ -5,5 +5,7 @@
 
 pub mod apply;
 pub mod check;
+pub mod drive;
 pub mod manifest;
+pub mod progress;
 pub mod rest;

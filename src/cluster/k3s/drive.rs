@@ -78,7 +78,18 @@ impl Driver {
                 .save(clusters, &record, record.fail(reason, Timestamp::now()), record.facts.init.clone())
                 .await;
         };
-        let mut look = Look::default();
+        if record.stage == Stage::ApplyingAddons {
+            let base = format!("https://api-int.{}.{}:{API_PORT}", cluster.name, cluster.base_domain);
+            let connect = SocketAddr::from((cluster.api_int_address, API_PORT));
+            return match client(clusters, &cluster.name, &base, Some(connect)).await {
+                Ok(kube) => crate::cluster::addons::drive::step(clusters, &stored.definition, &record, &kube).await,
+                Err(why) => {
+                    tracing::debug!(cluster = %name, %why, "add-ons wait for the cluster's API");
+                    Ok(())
+                }
+            };
+        }
+        let mut look = Look { addons: !stored.definition.addons.is_empty(), ..Look::default() };
         match record.stage {
             Stage::InitServer => {
                 if record.facts.ca_hash.is_none() {
@@ -92,7 +103,7 @@ impl Driver {
                 look.ready = Some(ready(clusters, &cluster, &init, false).await)
             }
             Stage::FetchingKubeconfig => look.through_lb = Some(through_lb(clusters, &cluster).await),
-            Stage::Ready | Stage::Failed => {}
+            Stage::ApplyingAddons | Stage::Ready | Stage::Failed => {}
         }
         if record.facts.joining.is_some() && look.ready.is_none() {
             look.ready = Some(ready(clusters, &cluster, &init, false).await);

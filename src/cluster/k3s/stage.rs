@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::addons::progress::AddonProgress;
 use crate::cluster::phase::Condition;
 use crate::cluster::record::{Facts, Limits, StageRecord, Staged};
 use crate::inventory::{Name, Timestamp};
@@ -26,6 +27,7 @@ pub enum Stage {
     JoiningServers,
     JoiningAgents,
     FetchingKubeconfig,
+    ApplyingAddons,
     Ready,
     Failed,
 }
@@ -37,6 +39,7 @@ impl Stage {
             Stage::JoiningServers => "joining-servers",
             Stage::JoiningAgents => "joining-agents",
             Stage::FetchingKubeconfig => "fetching-kubeconfig",
+            Stage::ApplyingAddons => "applying-addons",
             Stage::Ready => "ready",
             Stage::Failed => "failed",
         }
@@ -81,13 +84,19 @@ impl StageLimits {
             Stage::JoiningServers => Some(self.server_join),
             Stage::JoiningAgents => Some(self.agent_join),
             Stage::FetchingKubeconfig => Some(self.kubeconfig),
-            Stage::Ready | Stage::Failed => None,
+            // Each add-on set has its own deadline.
+            Stage::ApplyingAddons | Stage::Ready | Stage::Failed => None,
         }
     }
 }
 
 impl Staged for Stage {
     const FAILED: Stage = Stage::Failed;
+    const APPLYING_ADDONS: Stage = Stage::ApplyingAddons;
+    const READY: Stage = Stage::Ready;
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
 }
 
 impl Limits<Stage> for StageLimits {
@@ -117,14 +126,28 @@ pub struct K3sFacts {
     /// Agents seen Ready (JoiningAgents): like joined servers, not handed the token again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ready_agents: Vec<Name>,
+    /// Where the add-ons stand (ApplyingAddons).
+    #[serde(default, skip_serializing_if = "AddonProgress::is_empty")]
+    pub addons: AddonProgress,
 }
 
-impl Facts for K3sFacts {}
+impl Facts for K3sFacts {
+    fn addons(&mut self) -> &mut AddonProgress {
+        &mut self.addons
+    }
+}
 
 impl K3sRecord {
     /// The first server runs: its API, CA and Node are waited for from now.
     pub fn start(cluster: Name, init: Name, limits: StageLimits, now: Timestamp) -> K3sRecord {
-        let facts = K3sFacts { init, ca_hash: None, joined: Vec::new(), joining: None, ready_agents: Vec::new() };
+        let facts = K3sFacts {
+            init,
+            ca_hash: None,
+            joined: Vec::new(),
+            joining: None,
+            ready_agents: Vec::new(),
+            addons: AddonProgress::default(),
+        };
         StageRecord::begin(cluster, Stage::InitServer, facts, limits, now)
     }
 }
@@ -145,6 +168,8 @@ pub struct Look {
     pub ready: Option<Result<BTreeSet<String>, String>>,
     /// The stored kubeconfig answered through the load balancer (its `/version`), or why not.
     pub through_lb: Option<Result<String, String>>,
+    /// The definition has add-ons: they are applied before the cluster is Ready.
+    pub addons: bool,
 }
 
 /// The decision from one look: the record to store (a stage entered, a server let in, or what
@@ -227,7 +252,7 @@ pub fn next(record: &K3sRecord, members: &Members, look: &Look, now: Timestamp) 
         Stage::FetchingKubeconfig => match &look.through_lb {
             Some(Ok(version)) => Some(moved(
                 &seen,
-                Stage::Ready,
+                if look.addons { Stage::ApplyingAddons } else { Stage::Ready },
                 format!("the kubeconfig answers through the load balancer ({version})"),
             )),
             Some(Err(e)) => {
@@ -236,7 +261,8 @@ pub fn next(record: &K3sRecord, members: &Members, look: &Look, now: Timestamp) 
             }
             None => None,
         },
-        Stage::Ready | Stage::Failed => None,
+        // Add-ons are applied by their own driver (`addons::drive`).
+        Stage::ApplyingAddons | Stage::Ready | Stage::Failed => None,
     };
     if progress.is_some() {
         return progress;
@@ -368,11 +394,14 @@ pub fn conditions(record: Option<&K3sRecord>) -> Vec<Condition> {
         condition("AgentsJoined", passed(Stage::JoiningAgents), "every agent joined", "not every agent joined"),
         condition(
             "KubeconfigReady",
-            record.is_some_and(|r| r.stage == Stage::Ready),
+            passed(Stage::FetchingKubeconfig),
             "the kubeconfig answers through the load balancer",
             "the kubeconfig is not ready",
         ),
     ]
+    .into_iter()
+    .chain(record.map(|r| r.facts.addons.conditions()).unwrap_or_default())
+    .collect()
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ impl Driver {
             looked.insert(name.clone(), tokio::time::Instant::now());
         }
         let zone = format!("{}.{}", definition.name, definition.base_domain);
-        let mut look = Look::default();
+        let mut look = Look { addons: !definition.addons.is_empty(), ..Look::default() };
         let kube =
             match self.client(clusters, &name, &zone, SocketAddr::from((definition.api_int_address, API_PORT))).await {
                 Ok(kube) => Some(kube),
@@ -81,6 +81,12 @@ impl Driver {
                     None
                 }
             };
+        if record.stage == Stage::ApplyingAddons {
+            return match &kube {
+                Some(kube) => crate::cluster::addons::drive::step(clusters, definition, &record, kube).await,
+                None => Ok(()),
+            };
+        }
         let bootstrap_left: Vec<Name> =
             nodes.iter().filter(|n| role(n) == Some(Role::Bootstrap)).map(|n| n.node.clone()).collect();
         look.bootstrap_left = bootstrap_left.len();

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::addons::progress::AddonProgress;
 use crate::cluster::phase::Condition;
 use crate::cluster::record::{Facts, Limits, StageRecord, Staged};
 use crate::inventory::{Name, Timestamp};
@@ -29,6 +30,7 @@ pub enum Stage {
     RemovingBootstrap,
     JoiningWorkers,
     Finalizing,
+    ApplyingAddons,
     Ready,
     Failed,
 }
@@ -42,6 +44,7 @@ impl Stage {
             Stage::RemovingBootstrap => "removing-bootstrap",
             Stage::JoiningWorkers => "joining-workers",
             Stage::Finalizing => "finalizing",
+            Stage::ApplyingAddons => "applying-addons",
             Stage::Ready => "ready",
             Stage::Failed => "failed",
         }
@@ -98,7 +101,8 @@ impl StageLimits {
             Stage::RemovingBootstrap => Some(self.remove_bootstrap),
             Stage::JoiningWorkers => Some(self.join),
             Stage::Finalizing => Some(self.finalize),
-            Stage::Ready | Stage::Failed => None,
+            // Each add-on set has its own deadline.
+            Stage::ApplyingAddons | Stage::Ready | Stage::Failed => None,
         }
     }
 }
@@ -109,6 +113,11 @@ pub const STABLE_FOR: Duration = Duration::from_secs(30);
 
 impl Staged for Stage {
     const FAILED: Stage = Stage::Failed;
+    const APPLYING_ADDONS: Stage = Stage::ApplyingAddons;
+    const READY: Stage = Stage::Ready;
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
 }
 
 impl Limits<Stage> for StageLimits {
@@ -136,12 +145,19 @@ pub struct OkdFacts {
     /// earlier).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub complete_seen: bool,
+    /// Where the add-ons stand (ApplyingAddons).
+    #[serde(default, skip_serializing_if = "AddonProgress::is_empty")]
+    pub addons: AddonProgress,
 }
 
 impl Facts for OkdFacts {
     /// Settling is counted within Finalizing only.
     fn entered(&mut self) {
         self.stable_since = None;
+    }
+
+    fn addons(&mut self) -> &mut AddonProgress {
+        &mut self.addons
     }
 }
 
@@ -177,6 +193,8 @@ pub struct Look {
     pub degraded: Vec<String>,
     /// Bootstrap nodes still there (RemovingBootstrap waits for none).
     pub bootstrap_left: usize,
+    /// The definition has add-ons: once installed, they are applied before the cluster is Ready.
+    pub addons: bool,
 }
 
 /// What the engine does next for an OKD cluster.
@@ -252,9 +270,10 @@ pub fn next(record: &ClusterRecord, look: &Look, cleanup: bool, now: Timestamp) 
             if settled {
                 let since = *seen.facts.stable_since.get_or_insert(now);
                 if now.0 >= since.0 + STABLE_FOR {
+                    let last = if look.addons { Stage::ApplyingAddons } else { Stage::Ready };
                     return Next::Save(moved(
                         &seen,
-                        Stage::Ready,
+                        last,
                         "ClusterVersion Available; every operator settled for 30 s".into(),
                     ));
                 }
@@ -331,11 +350,14 @@ pub fn conditions(record: Option<&ClusterRecord>) -> Vec<Condition> {
         ),
         condition(
             "ClusterAvailable",
-            record.is_some_and(|r| r.stage == Stage::Ready),
+            passed(Stage::Finalizing),
             "ClusterVersion Available and every operator settled",
             "the install is not complete",
         ),
     ]
+    .into_iter()
+    .chain(record.map(|r| r.facts.addons.conditions()).unwrap_or_default())
+    .collect()
 }
 
 /// What Finalizing still waits for.
