@@ -162,6 +162,13 @@ enum ClusterAction {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// The cluster's add-on sets, in order, with where each stands (pending, applying,
+    /// applied, failed) and what it waits for or why it failed.
+    Addons {
+        name: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Resume every failed node in the phase it failed in, with a fresh deadline.
     Retry {
         name: String,
@@ -397,6 +404,9 @@ fn main() -> ExitCode {
                         &api.conn,
                         |c| async move { cli::cluster::delete(&c, &name, keep_vms, api.output).await },
                     )
+                }
+                ClusterAction::Addons { name, api } => {
+                    client_command(&api.conn, |c| async move { cli::cluster::addons(&c, &name, api.output).await })
                 }
                 ClusterAction::Retry { name, api } => {
                     client_command(&api.conn, |c| async move { cli::cluster::retry(&c, &name, api.output).await })

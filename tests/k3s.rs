@@ -27,6 +27,8 @@ use crate::sshd::{Setup, Sshd};
 use crate::support;
 
 const LIMIT: Duration = Duration::from_secs(90);
+/// The Git repository's password in the Argo CD credentials Secret an add-on delivers.
+const REPO_SECRET: &str = "repo-password-7f3c9a1e5b";
 const ZONE: &str = "edge.lab.example";
 
 /// Add-ons in order: Argo CD's released manifest into the namespace the set makes, waited
@@ -34,13 +36,18 @@ const ZONE: &str = "edge.lab.example";
 /// its CRD (placed after it: slipway applies the CRD first and the Application once it is
 /// served).
 fn addons(dir: &Path) -> String {
+    // The Git repository's credentials, in a file of the slipway host only root reads.
+    let repo = dir.join("argocd-repo.yaml");
+    std::fs::write(&repo, format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: platform-repo\n  labels: {{ argocd.argoproj.io/secret-type: repository }}\nstringData:\n  url: https://git.example/platform.git\n  username: slipway\n  password: {REPO_SECRET}\n")).expect("repo secret");
+    std::fs::set_permissions(&repo, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
     let root = dir.join("root");
     std::fs::create_dir_all(&root).expect("root dir");
     std::fs::write(root.join("a-root.yaml"), crate::addons::ROOT_APP).expect("root app");
     std::fs::write(root.join("b-crd.yaml"), crate::addons::CRD).expect("crd");
     format!(
-        r#"[{{ name = "argocd", path = "{}", namespace = "argocd", create_namespace = true, wait_for = {{ kind = "Deployment", name = "argocd-server" }} }}, {{ name = "root", path = "{}", namespace = "argocd" }}]"#,
+        r#"[{{ name = "argocd", path = "{}", namespace = "argocd", create_namespace = true, wait_for = {{ kind = "Deployment", name = "argocd-server" }} }}, {{ name = "repo", path = "{}", namespace = "argocd" }}, {{ name = "root", path = "{}", namespace = "argocd" }}]"#,
         crate::addons::argocd_manifest().display(),
+        repo.display(),
         root.display()
     )
 }
@@ -208,9 +215,10 @@ fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
     let stored = sim.with(|s| s.objects.stored.clone());
     assert_eq!(
         stored.values().filter(|o| o["metadata"]["namespace"] == "argocd").count(),
-        51,
-        "Argo CD's 50 and the root app"
+        52,
+        "Argo CD's 50, the repository Secret and the root app"
     );
+    assert_eq!(stored["/api/v1/namespaces/argocd/secrets/platform-repo"]["stringData"]["password"], REPO_SECRET);
     assert_eq!(
         stored["/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/root"]["metadata"]["managedFields"][0]["manager"],
         "slipway"
@@ -234,7 +242,13 @@ fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
             )
         })
         .collect();
-    assert_eq!(sets, [("argocd".into(), "applied".into(), 51), ("root".into(), "applied".into(), 2)]);
+    let want = [("argocd", "applied", 51), ("repo", "applied", 1), ("root", "applied", 2)];
+    assert_eq!(sets, want.map(|(s, a, n)| (s.to_owned(), a.to_owned(), n)));
+    let listed = cli(&lab, &daemon, &["cluster", "addons", "edge"]);
+    assert!(
+        listed.lines().nth(1).is_some_and(|l| l.starts_with("argocd") && l.contains("applied") && l.contains("51")),
+        "{listed}"
+    );
     assert!(
         events.iter().any(|e| e["details"]["from"] == "applying-addons" && e["details"]["stage"] == "ready"),
         "{events:?}"
@@ -279,6 +293,7 @@ fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
         "AgentsJoined",
         "KubeconfigReady",
         "Addon/argocd",
+        "Addon/repo",
         "Addon/root",
     ];
     for kind in all {
@@ -306,6 +321,10 @@ fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
     let events = cli(&lab, &daemon, &["get", "events", "-o", "json"]);
     assert!(!events.contains(&password), "the password in an event");
     assert!(!status(&lab, &daemon).to_string().contains(&password));
+    // Nor the Git repository's credentials: only the cluster's API got them.
+    assert!(!events.contains(REPO_SECRET) && !status(&lab, &daemon).to_string().contains(REPO_SECRET));
+    let grep = Command::new("grep").args(["-rl", REPO_SECRET]).arg(dir.path().join("state")).output().expect("grep");
+    assert!(String::from_utf8_lossy(&grep.stdout).trim().is_empty(), "the repository's password in a state file");
     assert!(served.iter().all(|doc| !doc.contains(&password)), "the password in a user-data");
     let grep = Command::new("grep").args(["-rl", &password]).arg(dir.path().join("state")).output().expect("grep");
     let holding = String::from_utf8_lossy(&grep.stdout).into_owned();
@@ -317,6 +336,7 @@ fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
     }
     assert!(lines.iter().any(|l| l.contains("the first server starts the cluster")), "both daemons' logs were read");
     assert!(!lines.iter().any(|l| l.contains(&password)), "the password in the log");
+    assert!(!lines.iter().any(|l| l.contains(REPO_SECRET)), "the repository's password in the log");
 }
 
 /// A first server whose k3s never answers: another machine's host key at its address is refused

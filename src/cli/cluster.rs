@@ -234,6 +234,33 @@ pub async fn retry(client: &Client, name: &str, output: Output) -> Result<(), Cl
     Ok(())
 }
 
+/// `addons NAME`: every add-on set of the cluster, in order, with where it stands.
+pub async fn addons(client: &Client, name: &str, output: Output) -> Result<(), ClientError> {
+    let path = format!("/api/v1/clusters/{}/status", super::encode(name));
+    let status: Status = client.json(Method::GET, &path, None::<&()>).await?;
+    match output {
+        Output::Json => print_json(&status.addons),
+        Output::Table if status.addons.is_empty() => crate::outln!("cluster {name} has no add-ons"),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = status
+                .addons
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.name.to_string(),
+                        a.state.clone(),
+                        a.objects.to_string(),
+                        opt(a.since.as_ref()),
+                        a.detail.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            crate::out!("{}", render(&["SET", "STATE", "OBJECTS", "SINCE", "DETAIL"], &rows));
+        }
+    }
+    Ok(())
+}
+
 /// `kubeconfig NAME -f FILE`: uploads the installer's admin kubeconfig (sent as JSON; the file
 /// may be YAML).
 pub async fn kubeconfig(client: &Client, name: &str, file: &Path, output: Output) -> Result<(), ClientError> {

@@ -146,6 +146,9 @@ pub struct Status {
     /// The health checks' latest results.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckResult>,
+    /// The definition's add-on sets, in order, with where each stands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addons: Vec<crate::cluster::addons::progress::AddonStatus>,
     pub nodes: Vec<NodeStatus>,
 }
 
@@ -804,6 +807,12 @@ impl Clusters {
                 None => phase = "booting".to_owned(),
             }
         }
+        let progress = match (&record, &k3s) {
+            (Some(r), _) => r.facts.addons.clone(),
+            (_, Some(r)) => r.facts.addons.clone(),
+            _ => Default::default(),
+        };
+        let names: Vec<Name> = stored.definition.addons.iter().map(|s| s.name.clone()).collect();
         Ok(Status {
             cluster: cluster.to_owned(),
             phase,
@@ -814,6 +823,7 @@ impl Clusters {
             ignition,
             stage,
             checks,
+            addons: progress.statuses(&names),
             nodes: nodes
                 .into_iter()
                 .map(|r| NodeStatus {

@@ -62,6 +62,7 @@ pub async fn pass(kube: &Kube, set: &AddonSet, loaded: &Loaded) -> Pass {
             Ok(_) => applied += 1,
             Err(e) => {
                 let label = object.label_in(target.namespace.as_deref());
+                let e = if object.kind() == "Secret" { quiet(e) } else { e };
                 return failed(format!("{label} ({})", object.origin), e, applied);
             }
         }
@@ -82,6 +83,18 @@ fn failed(object: String, e: KubeError, applied: usize) -> Pass {
             Pass::Refused { object, message: message.clone() }
         }
         _ => Pass::Waiting { applied, seen: format!("{object}: {e}") },
+    }
+}
+
+/// An error about a Secret, without the API's message (it may quote the Secret's data).
+fn quiet(e: KubeError) -> KubeError {
+    match e {
+        KubeError::Status { code, reason, .. } => KubeError::Status {
+            code,
+            reason,
+            message: "the API's message about a Secret is not shown (it may quote its data)".into(),
+        },
+        other => other,
     }
 }
 

@@ -48,6 +48,25 @@ pub struct AddonProgress {
     pub sets: Vec<SetState>,
 }
 
+/// One set of a definition as `cluster status` and `cluster addons` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AddonStatus {
+    pub name: Name,
+    /// `pending` (not begun), `applying`, `applied` or `failed`.
+    pub state: String,
+    /// Objects applied by its last pass.
+    pub objects: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub since: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub deadline: Option<Timestamp>,
+    /// What it waits for, or why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
 /// A set as the definition and its files say now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Wanted {
@@ -141,6 +160,36 @@ impl AddonProgress {
                     SetPhase::Failed => ("False", s.error.clone().unwrap_or_else(|| "failed".into())),
                 };
                 crate::cluster::phase::Condition { kind: format!("Addon/{}", s.name), status: status.into(), message }
+            })
+            .collect()
+    }
+
+    /// Every set of `names` (the definition's, in order) with where it stands.
+    pub fn statuses(&self, names: &[Name]) -> Vec<AddonStatus> {
+        names
+            .iter()
+            .map(|name| match self.state(name) {
+                Some(s) => AddonStatus {
+                    name: name.clone(),
+                    state: match s.phase {
+                        SetPhase::Applying => "applying",
+                        SetPhase::Applied => "applied",
+                        SetPhase::Failed => "failed",
+                    }
+                    .into(),
+                    objects: s.applied,
+                    since: Some(s.since),
+                    deadline: s.deadline,
+                    detail: s.error.clone().or_else(|| s.observed.clone()),
+                },
+                None => AddonStatus {
+                    name: name.clone(),
+                    state: "pending".into(),
+                    objects: 0,
+                    since: None,
+                    deadline: None,
+                    detail: None,
+                },
             })
             .collect()
     }
