@@ -57,8 +57,13 @@ fn config(dir: &Path, pve: &StandIn) -> std::path::PathBuf {
         r#"{ name = "server", role = "control-plane", count = 3, cores = 1, memory = "1GiB", disks = [{ size = "10GiB" }] }"#.to_owned(),
         r#"{ name = "agent", role = "worker", count = 2, cores = 1, memory = "1GiB", disks = [{ size = "10GiB" }], labels = { tier = "edge" }, taints = ["dedicated=edge:NoSchedule"] }"#.to_owned(),
     ];
-    boot::pve_cluster(dir, pve, "edge", "k3s", &groups)
-        .value("addons", addons(dir))
+    config_with(dir, pve, &groups, &addons(dir))
+}
+
+/// Cluster `edge` of `groups` with `addons`, its API behind slipway's load balancer.
+fn config_with(dir: &Path, pve: &StandIn, groups: &[String], addons: &str) -> std::path::PathBuf {
+    boot::pve_cluster(dir, pve, "edge", "k3s", groups)
+        .value("addons", addons)
         .section("[[lb.pools]]")
         .set("name", "api")
         .set("cluster", "edge")
@@ -138,28 +143,33 @@ fn lab(tag: &str) -> (tempfile::TempDir, Lab, StandIn) {
     (dir, lab, pve)
 }
 
-#[test]
-fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
-    let (dir, lab, pve) = lab("k3s");
-    let config = config(dir.path(), &pve);
-    let (mut daemon, ips) = powered_on(&lab, &config, "edge", 5);
-    let ip = |name: &str| ips.iter().find(|(n, _)| n == name).map(|(_, ip)| ip.clone()).expect("address");
-    let servers = ["server-0", "server-1", "server-2"];
+/// The cluster's nodes, running as slipway's k3s user-data makes them behave.
+struct Running {
+    sim: KubeSim,
+    /// Every node's user-data, as served.
+    served: Vec<String>,
+    /// The first server's OpenSSH, holding k3s's kubeconfig.
+    sshd: Sshd,
+    played: Arc<Mutex<Played>>,
+    stop: Arc<Mutex<bool>>,
+}
 
-    // The API stand-in on every server's address; none answers until its server runs k3s.
+/// The API stand-in on every server's address (none answers until its server runs k3s), each
+/// node's user-data fetched (and validated) and its phone-home sent, the first server's sshd
+/// with k3s's kubeconfig, and every node playing its part.
+fn run(dir: &Path, lab: &Lab, ips: &[(String, String)], servers: &[&str]) -> Running {
+    let ip = |name: &str| ips.iter().find(|(n, _)| n == name).map(|(_, ip)| ip.clone()).expect("address");
     let addrs: Vec<std::net::SocketAddr> =
         servers.iter().map(|s| format!("{}:6443", ip(s)).parse().expect("addr")).collect();
-    let kube_dir = dir.path().join("kube");
+    let kube_dir = dir.join("kube");
     std::fs::create_dir_all(&kube_dir).expect("kube dir");
     let sim = KubeSim::start_k3s(&kube_dir, Some(&lab.ns), &addrs, ZONE, &[SERVER]);
     sim.with(|s| {
         s.api_up = true;
         s.serving = Some(Default::default());
     });
-
-    // Every node's user-data: slipway's k3s template, its user and the node's host key.
     let mut served = Vec::new();
-    for (name, address) in &ips {
+    for (name, address) in ips {
         let (code, body) = fetch(&lab.ns, address, &format!("http://{SERVER}:8080/nocloud/{name}/user-data"));
         assert_eq!(code, 200, "{name}: {body}");
         crate::validate::user_data(&format!("{name}'s user-data"), body.as_bytes());
@@ -169,25 +179,35 @@ fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
         assert!(units.contains(&"/etc/systemd/system/slipway-k3s.service"), "{name}: {units:?}");
         served.push(body);
         // cloud-init ends by phoning home (the node waits for its turn in a unit of its own).
-        phone_home(&lab, address);
+        phone_home(lab, address);
     }
     let s0: Value =
         serde_norway::from_str(&served[ips.iter().position(|(n, _)| n == "server-0").expect("s0")]).expect("YAML");
-    let host_key = dir.path().join("server-0.host");
+    let host_key = dir.join("server-0.host");
     std::fs::write(&host_key, s0["ssh_keys"]["ed25519_private"].as_str().expect("host key")).expect("key");
     std::fs::set_permissions(&host_key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
-    let authorized = dir.path().join("authorized_keys");
+    let authorized = dir.join("authorized_keys");
     let key = s0["users"][1]["ssh_authorized_keys"][0].as_str().expect("the cluster's key");
     std::fs::write(&authorized, format!("{key}\n")).expect("authorized_keys");
     let files = [("/etc/rancher/k3s/k3s.yaml", sim.kubeconfig.as_str(), 0o600)];
     let setup =
         Setup { ip: &ip("server-0"), host_key: &host_key, authorized: &authorized, user: "slipway", files: &files };
-    let sshd = Sshd::start(&lab, dir.path(), &setup);
-
-    // The nodes run.
+    let sshd = Sshd::start(lab, dir, &setup);
     let played = Arc::new(Mutex::new(Played::default()));
     let stop = Arc::new(Mutex::new(false));
-    play(&lab, &sim, &ips, &played, &stop);
+    play(lab, &sim, ips, &played, &stop);
+    Running { sim, served, sshd, played, stop }
+}
+
+#[test]
+fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
+    let (dir, lab, pve) = lab("k3s");
+    let config = config(dir.path(), &pve);
+    let (mut daemon, ips) = powered_on(&lab, &config, "edge", 5);
+    let ip = |name: &str| ips.iter().find(|(n, _)| n == name).map(|(_, ip)| ip.clone()).expect("address");
+    let servers = ["server-0", "server-1", "server-2"];
+
+    let Running { sim, served, sshd, played, stop } = run(dir.path(), &lab, &ips, &servers);
     support::eventually("the first server initialised the cluster", LIMIT, || {
         status(&lab, &daemon)["stage"]["stage"] == "joining-servers"
     });
@@ -415,4 +435,89 @@ fn a_server_that_never_answers_fails_its_stage_and_is_read_over_ssh() {
     let (ok, out, err) = support::cli_in(Some(&lab.ns), &daemon, &["cluster", "retry", "edge"]);
     assert!(ok && out.contains("cluster (init-server)"), "{out}{err}");
     assert_eq!(status(&lab, &daemon)["stage"]["stage"], "init-server");
+}
+
+const WEB: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web-config}\ndata: {color: COLOR}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: nginx}]}\n";
+const BROKEN: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: worker}\nspec:\n  template:\n    metadata: {labels: {app: worker}}\n    spec: {containers: [{name: worker, image: busybox}]}\n";
+
+/// A set waiting for its Deployment when slipway is SIGKILLed resumes with the same deadline.
+/// A set the API refuses fails the cluster in applying-addons with the object and the API's
+/// message (status, `cluster addons`, an event); fixed and retried, it alone is applied and the
+/// cluster is Ready. A set whose file changes is applied again when the definition is (the
+/// config file, as slipway starts), and it alone.
+#[test]
+fn a_refused_add_on_fails_the_cluster_and_a_changed_set_alone_applies_again() {
+    let (dir, lab, pve) = lab("k3a");
+    let (web, worker) = (dir.path().join("web"), dir.path().join("worker"));
+    std::fs::create_dir_all(&web).expect("web");
+    std::fs::create_dir_all(&worker).expect("worker");
+    std::fs::write(web.join("web.yaml"), WEB.replace("COLOR", "blue")).expect("web");
+    std::fs::write(worker.join("deploy.yaml"), BROKEN).expect("worker");
+    let addons = format!(
+        r#"[{{ name = "web", path = "{}", namespace = "apps", create_namespace = true, wait_for = {{ kind = "Deployment", name = "web" }} }}, {{ name = "worker", path = "{}", namespace = "apps" }}]"#,
+        web.display(),
+        worker.display()
+    );
+    let groups = [r#"{ name = "server", role = "control-plane", count = 1, cores = 1, memory = "1GiB", disks = [{ size = "10GiB" }] }"#.to_owned()];
+    let config = config_with(dir.path(), &pve, &groups, &addons);
+    let (mut daemon, ips) = powered_on(&lab, &config, "edge", 1);
+    let running = run(dir.path(), &lab, &ips, &["server-0"]);
+    running.sim.with(|s| s.objects.rollouts_held = true);
+
+    // web waits for its Deployment; slipway is killed and starts again: the same wait.
+    support::eventually("web waiting for its Deployment", LIMIT, || {
+        let s = status(&lab, &daemon);
+        s["stage"]["stage"] == "applying-addons" && s["addons"][0]["state"] == "applying"
+    });
+    let waiting = status(&lab, &daemon)["addons"][0].clone();
+    assert!(waiting["detail"].as_str().is_some_and(|d| d.contains("Deployment web: Available is False")), "{waiting}");
+    support::signal(&daemon.child, "KILL");
+    support::wait_exit(&mut daemon.child, Duration::from_secs(10)).expect("killed");
+    daemon = support::start_in(Some(&lab.ns), &config, &[]);
+    let resumed = status(&lab, &daemon)["addons"][0].clone();
+    assert_eq!((&resumed["state"], &resumed["deadline"]), (&waiting["state"], &waiting["deadline"]), "{resumed}");
+    running.sim.with(|s| s.objects.rollouts_held = false);
+
+    support::eventually("the refused add-on fails the cluster", LIMIT, || {
+        status(&lab, &daemon)["stage"]["stage"] == "failed"
+    });
+    let s = status(&lab, &daemon);
+    let refused = "Deployment apps/worker (deploy.yaml document 1): Deployment.apps \"worker\" is invalid: spec.selector: Required value";
+    assert_eq!(s["stage"]["failed_in"], "applying-addons");
+    assert_eq!(s["stage"]["error"], format!("add-on worker: {refused}"));
+    assert_eq!(s["addons"][0]["state"], "applied");
+    assert_eq!((s["addons"][1]["state"].as_str(), s["addons"][1]["detail"].as_str()), (Some("failed"), Some(refused)));
+    let listed = cli(&lab, &daemon, &["cluster", "addons", "edge"]);
+    assert!(
+        listed.contains("worker") && listed.contains("failed") && listed.contains("spec.selector: Required value"),
+        "{listed}"
+    );
+    let events = cli(&lab, &daemon, &["get", "events", "--type", "addon", "-o", "json"]);
+    assert!(events.contains("spec.selector: Required value"), "{events}");
+
+    // Fixed and retried: the failed set is applied, the other is not touched again.
+    std::fs::write(worker.join("deploy.yaml"), WEB.replace("web", "worker").replace("COLOR", "x")).expect("fixed");
+    running.sim.with(|s| s.objects.applied.clear());
+    let (ok, out, err) = support::cli_in(Some(&lab.ns), &daemon, &["cluster", "retry", "edge"]);
+    assert!(ok, "{out}{err}");
+    support::eventually("ready", LIMIT, || status(&lab, &daemon)["stage"]["stage"] == "ready");
+    let applied = running.sim.with(|s| s.objects.applied.clone());
+    assert!(!applied.is_empty() && applied.iter().all(|p| p.contains("worker")), "only the failed set: {applied:?}");
+
+    // web's file changes; the definition (the config file) is applied again as slipway starts.
+    std::fs::write(web.join("web.yaml"), WEB.replace("COLOR", "green")).expect("web changed");
+    running.sim.with(|s| s.objects.applied.clear());
+    support::signal(&daemon.child, "TERM");
+    support::wait_exit(&mut daemon.child, Duration::from_secs(10)).expect("stopped");
+    daemon = support::start_in(Some(&lab.ns), &config, &[]);
+    support::eventually("web applied again", LIMIT, || {
+        running
+            .sim
+            .with(|s| s.objects.stored["/api/v1/namespaces/apps/configmaps/web-config"]["data"]["color"] == "green")
+    });
+    support::eventually("ready again", LIMIT, || status(&lab, &daemon)["stage"]["stage"] == "ready");
+    let applied = running.sim.with(|s| s.objects.applied.clone());
+    assert!(applied.iter().all(|p| !p.contains("worker")), "only the changed set: {applied:?}");
+    *running.stop.lock().expect("stop") = true;
+    running.sshd.stop();
 }

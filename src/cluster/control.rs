@@ -552,7 +552,13 @@ impl Clusters {
         for definition in pending {
             let cluster = definition.name.clone();
             match self.read(cluster.as_str()).await {
-                Ok((Some(stored), _)) if stored.declared && stored.definition == definition => continue,
+                Ok((Some(stored), _)) if stored.declared && stored.definition == definition => {
+                    // The same definition; its add-on files may have changed.
+                    if let Err(e) = self.reopen_addons(&definition).await {
+                        tracing::warn!(%cluster, error = %e, "cannot compare the add-ons with their files");
+                    }
+                    continue;
+                }
                 Ok(_) => {}
                 Err(e) => {
                     again.push((definition, e));
