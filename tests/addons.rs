@@ -27,6 +27,19 @@ fn cluster(dir: &Path) -> (KubeSim, Kube) {
     (sim, kube)
 }
 
+/// kubectl against the stand-in, with its own cache in `dir`.
+fn kubectl(sim: &KubeSim, dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&sim.kubectl_config)
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .arg("--request-timeout=20s")
+        .args(args)
+        .output()
+        .expect("kubectl (scripts/test installs it)")
+}
+
 fn set(yaml: &str) -> AddonSet {
     serde_norway::from_str(yaml).expect("an add-on set")
 }
@@ -173,17 +186,7 @@ fn kubectl_server_side_apply_lands_the_same_objects_in_the_stand_in() {
     let (sim, _kube) = cluster(dir.path());
     let fixture =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/addons/argocd-v3.5.1-namespace-install.yaml");
-    let kubectl = |args: &[&str]| {
-        std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&sim.kubectl_config)
-            .arg("--cache-dir")
-            .arg(dir.path().join("cache"))
-            .arg("--request-timeout=20s")
-            .args(args)
-            .output()
-            .expect("kubectl (scripts/test installs it)")
-    };
+    let kubectl = |args: &[&str]| kubectl(&sim, dir.path(), args);
     let out = kubectl(&["create", "namespace", "argocd", "--dry-run=client", "-o", "yaml"]);
     let ns = dir.path().join("ns.yaml");
     std::fs::write(&ns, &out.stdout).expect("namespace manifest");
@@ -206,5 +209,39 @@ fn kubectl_server_side_apply_lands_the_same_objects_in_the_stand_in() {
     assert_eq!(
         stored["/apis/apps/v1/namespaces/argocd/deployments/argocd-server"]["metadata"]["managedFields"][0]["manager"],
         "kubectl"
+    );
+}
+
+/// The Argo CD example: its cluster definition passes slipway's checks, and its manifests pass
+/// `kubectl apply --dry-run=client` against an API that serves Argo CD's Application kind.
+#[test]
+fn the_argo_cd_example_validates() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/argocd");
+    let text = std::fs::read_to_string(examples.join("cluster.yaml")).expect("the example");
+    let definition: slipway::cluster::Definition = serde_norway::from_str(&text).expect("a definition");
+    assert_eq!(slipway::cluster::addons::check::check(&definition), Vec::new());
+    assert_eq!(definition.addons.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["argocd", "repository", "root"]);
+    assert_eq!(definition.addons[0].image.as_deref(), Some("argocd/install.yaml"), "what images/argocd.toml fetches");
+    let manifest = slipway::images::Manifest::built_in("argocd").expect("the argocd manifest");
+    assert_eq!((manifest.dir.as_str(), manifest.files[0].name.as_str()), ("argocd", "install.yaml"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sim, _kube) = cluster(dir.path());
+    let kubectl = |args: &[&str]| {
+        let out = kubectl(&sim, dir.path(), args);
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let crd = dir.path().join("crd.yaml");
+    std::fs::write(&crd, CRD).expect("crd");
+    kubectl(&["apply", "--server-side", "--validate=false", "-f", crd.to_str().expect("utf-8")]);
+    for file in ["root.yaml", "repository.yaml"] {
+        let path = examples.join(file);
+        let said = kubectl(&["apply", "--dry-run=client", "--validate=false", "-f", path.to_str().expect("utf-8")]);
+        assert!(said.contains("(dry run)"), "{file}: {said}");
+    }
+    assert!(
+        sim.with(|s| s.objects.stored.keys().all(|p| !p.contains("applications/root"))),
+        "a dry run stores nothing"
     );
 }

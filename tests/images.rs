@@ -93,7 +93,7 @@ fn fetch_checks_sums_resumes_and_skips_present_files() {
 
     let listing = Command::new(BIN).args(["images", "list"]).output().expect("list");
     let listing = String::from_utf8_lossy(&listing.stdout);
-    for name in ["fedora-coreos", "centos-stream-coreos", "ubuntu", "k3s"] {
+    for name in ["fedora-coreos", "centos-stream-coreos", "ubuntu", "k3s", "argocd"] {
         assert!(listing.contains(name), "{listing}");
     }
 }

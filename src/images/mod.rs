@@ -7,11 +7,12 @@ pub mod fetch;
 use serde::Deserialize;
 
 /// The manifests that ship with slipway.
-pub const BUILT_IN: [(&str, &str); 4] = [
+pub const BUILT_IN: [(&str, &str); 5] = [
     ("fedora-coreos", include_str!("../../images/fedora-coreos.toml")),
     ("centos-stream-coreos", include_str!("../../images/centos-stream-coreos.toml")),
     ("ubuntu", include_str!("../../images/ubuntu.toml")),
     ("k3s", include_str!("../../images/k3s.toml")),
+    ("argocd", include_str!("../../images/argocd.toml")),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]

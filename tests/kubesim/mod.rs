@@ -495,7 +495,11 @@ async fn authenticate(
     next: axum::middleware::Next,
 ) -> Response {
     let line = format!("{} {}", request.method(), request.uri());
-    state.lock().expect("state").requests.push(line);
+    {
+        let mut s = state.lock().expect("state");
+        s.requests.push(line);
+        s.objects.settle();
+    }
     let admin = request.extensions().get::<Admin>().is_some_and(|a| a.0);
     let k3s = state.lock().expect("state").k3s;
     let path = request.uri().path();

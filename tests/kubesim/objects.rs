@@ -1,8 +1,8 @@
 //! Objects applied with server-side apply (`PATCH` with `application/apply-patch+yaml` and a
 //! `fieldManager`), as kube-apiserver 1.32 takes them: the resources it serves for what
 //! add-ons carry (with their real plurals and scopes), plus those of each
-//! CustomResourceDefinition once it is established — one discovery read after it is applied,
-//! as a real API server needs a moment to serve a new CRD. Its refusals have the API's shapes
+//! CustomResourceDefinition once it is established — from the request after the one that
+//! applied it, as a real API server needs a moment to serve a new CRD. Its refusals have the API's shapes
 //! and messages: an unknown resource (404, "the server could not find the requested
 //! resource"), a namespace that does not exist (404 `namespaces "x" not found`), a name or
 //! namespace that disagrees with the URL (400), a Deployment without a selector (422
@@ -56,8 +56,7 @@ pub struct Objects {
     /// By path (`/apis/apps/v1/namespaces/argocd/deployments/argocd-server`).
     pub stored: BTreeMap<String, Value>,
     resources: Vec<Resource>,
-    /// CRDs applied and not yet served: their resources, served after one more discovery read
-    /// of their group version.
+    /// CRDs applied and not yet served: their resources, served from the next request on.
     pending: Vec<Resource>,
     /// Every apply that took, by path, in order.
     pub applied: Vec<String>,
@@ -88,23 +87,23 @@ impl Objects {
         self.resources.iter().map(|r| r.group_version.clone()).filter(|gv| gv.contains('/')).collect()
     }
 
-    /// The resources of `group_version`, or `None` when it serves none. A read of a pending
-    /// CRD's group version serves it from the next read on.
-    pub fn discovery(&mut self, group_version: &str) -> Option<Vec<(String, String, bool)>> {
-        let (ready, waiting): (Vec<Resource>, Vec<Resource>) =
-            std::mem::take(&mut self.pending).into_iter().partition(|r| r.group_version == group_version);
-        self.pending = waiting;
+    /// The resources of `group_version`, or `None` when it serves none.
+    pub fn discovery(&self, group_version: &str) -> Option<Vec<(String, String, bool)>> {
         let served: Vec<(String, String, bool)> = self
             .resources
             .iter()
             .filter(|r| r.group_version == group_version)
             .map(|r| (r.plural.clone(), r.kind.clone(), r.namespaced))
             .collect();
-        for r in ready {
+        (!served.is_empty()).then_some(served)
+    }
+
+    /// CRDs applied before this request are established now: their kinds are served.
+    pub fn settle(&mut self) {
+        for r in std::mem::take(&mut self.pending) {
             self.establish(&r);
             self.resources.push(r);
         }
-        (!served.is_empty()).then_some(served)
     }
 
     fn establish(&mut self, r: &Resource) {
