@@ -30,8 +30,19 @@ fn config(dir: &Path, pve: &StandIn) -> std::path::PathBuf {
     };
     let groups =
         [group("bootstrap", "bootstrap", 1), group("master", "control-plane", 3), group("worker", "worker", 2)];
+    // An add-on, applied once the install is complete: a ConfigMap the cluster's users read.
+    let motd = dir.join("motd.yaml");
+    std::fs::write(&motd, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: motd}\ndata: {text: built by slipway}\n")
+        .expect("add-on");
     boot::pve_cluster(dir, pve, "prod", "okd", &groups)
         .value("validation", r#"{ phases = { shutdown = "2s" } }"#)
+        .value(
+            "addons",
+            format!(
+                r#"[{{ name = "motd", path = "{}", namespace = "openshift-config" , create_namespace = true }}]"#,
+                motd.display()
+            ),
+        )
         .section("[[lb.pools]]")
         .set("name", "api")
         .set("cluster", "prod")
@@ -338,9 +349,27 @@ fn an_okd_install_is_followed_from_bootstrap_to_ready() {
     assert_eq!(out.trim(), "cluster prod: ready");
     let done = install.status();
     assert_eq!(done["phase"], "ready");
-    for kind in ["APIReachable", "BootstrapComplete", "BootstrapRemoved", "NodesJoined", "ClusterAvailable"] {
+    for kind in
+        ["APIReachable", "BootstrapComplete", "BootstrapRemoved", "NodesJoined", "ClusterAvailable", "Addon/motd"]
+    {
         assert_eq!(condition(&done, kind), "True", "{kind}: {done}");
     }
+    // The add-on went in through api-int, with the installer's kubeconfig, before Ready.
+    let motd = sim.with(|s| s.objects.stored.get("/api/v1/namespaces/openshift-config/configmaps/motd").cloned());
+    assert_eq!(motd.expect("the add-on's ConfigMap")["data"]["text"], "built by slipway");
+    let events = cli(lab, &install.daemon, &["get", "events", "--type", "cluster_stage", "-o", "json"]);
+    let moves: Vec<(String, String)> = serde_json::from_str::<Vec<Value>>(&events)
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["details"]["from"].as_str().unwrap_or_default().into(),
+                e["details"]["stage"].as_str().unwrap_or_default().into(),
+            )
+        })
+        .collect();
+    let last = &moves[moves.len() - 2..];
+    assert_eq!(last, [("finalizing".into(), "applying-addons".into()), ("applying-addons".into(), "ready".into())]);
 
     // The file still says one bootstrap node: a restart does not make it again.
     install.kill_and_restart();
