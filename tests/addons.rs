@@ -245,3 +245,18 @@ fn the_argo_cd_example_validates() {
         "a dry run stores nothing"
     );
 }
+
+/// `wait_for` finds its object in the namespace the object names when neither it nor the set
+/// names one.
+#[test]
+fn wait_for_reads_the_object_in_its_own_namespace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_sim, kube) = cluster(dir.path());
+    let rt = runtime();
+    let web = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: kube-system}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: nginx}]}\n";
+    let loaded = Loaded { objects: manifest::parse("web.yaml", web.as_bytes()).expect("parses"), hash: String::new() };
+    let web_set = set("{ name: web, path: /x, wait_for: { kind: Deployment, name: web } }");
+    let first = rt.block_on(pass(&kube, &web_set, &loaded));
+    assert!(matches!(&first, Pass::Waiting { seen, .. } if seen.contains("Available is False")), "{first:?}");
+    assert_eq!(rt.block_on(pass(&kube, &web_set, &loaded)), Pass::Done { applied: 1 });
+}

@@ -436,29 +436,20 @@ impl Clusters {
         self.commit(ops, records, retiring).await?;
         let created = plan.changes.iter().filter(|c| c.action == Action::Create).count();
         tracing::info!(cluster = %definition.name, nodes = plan.nodes.len(), created, leaving = leaving.len(), "cluster definition applied");
-        self.reopen_addons(&definition).await?;
+        // The definition is committed: a failure here is told, not returned.
+        if let Err(e) = self.reopen_addons(&definition).await {
+            tracing::warn!(cluster = %definition.name, error = %e, "cannot compare the add-ons with their files");
+        }
         Ok(plan)
     }
 
     /// A Ready cluster whose add-on sets changed applies them again.
     async fn reopen_addons(&self, definition: &Definition) -> Result<(), ControlError> {
         use crate::cluster::addons::drive::reopen;
-        let (store, key) = (self.store.clone(), definition.name.to_string());
+        use crate::cluster::{k3s::stage as k3s, okd::stage as okd};
         let reopened = match definition.kind {
-            crate::inventory::ClusterKind::Okd => {
-                let record: Option<ClusterRecord> = blocking(move || store.record(Records::Lifecycle, &key)).await?;
-                match record {
-                    Some(r) => reopen(self, definition, &r).await?,
-                    None => false,
-                }
-            }
-            crate::inventory::ClusterKind::K3s => {
-                let record: Option<K3sRecord> = blocking(move || store.record(Records::Lifecycle, &key)).await?;
-                match record {
-                    Some(r) => reopen(self, definition, &r).await?,
-                    None => false,
-                }
-            }
+            ClusterKind::Okd => reopen::<okd::Stage, okd::StageLimits, okd::OkdFacts>(self, definition).await?,
+            ClusterKind::K3s => reopen::<k3s::Stage, k3s::StageLimits, k3s::K3sFacts>(self, definition).await?,
         };
         if reopened {
             tracing::info!(cluster = %definition.name, "add-ons changed: applying them again");

@@ -140,22 +140,19 @@ async fn waited(
     loaded: &Loaded,
     namespace: Option<&str>,
 ) -> Result<Option<String>, String> {
+    let in_set = loaded.objects.iter().find(|o| o.kind() == wait.kind && o.name() == wait.name);
     let api_version = wait
         .api_version
         .clone()
-        .or_else(|| {
-            loaded
-                .objects
-                .iter()
-                .find(|o| o.kind() == wait.kind && o.name() == wait.name)
-                .map(|o| o.api_version().to_owned())
-        })
+        .or_else(|| in_set.map(|o| o.api_version().to_owned()))
         .ok_or_else(|| format!("wait_for: no {} {} in the set, and no api_version given", wait.kind, wait.name))?;
+    // Its namespace: as wait_for names it, else as the object in the set does, else the set's.
+    let namespace = wait.namespace.as_deref().or_else(|| in_set.and_then(Object::namespace)).or(namespace);
     let probe = Object {
         value: json!({ "apiVersion": api_version, "kind": wait.kind, "metadata": { "name": wait.name } }),
         origin: "wait_for".into(),
     };
-    let target = discovery.place(&probe, wait.namespace.as_deref().or(namespace)).map_err(|e| e.to_string())?;
+    let target = discovery.place(&probe, namespace).map_err(|e| e.to_string())?;
     let condition = wait.condition.clone().unwrap_or_else(|| default_condition(&wait.kind).to_owned());
     let label = format!("{} {}", wait.kind, wait.name);
     match kube.get_opt::<Value>(&target.path).await {

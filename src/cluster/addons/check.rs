@@ -78,6 +78,11 @@ fn check_wait(i: usize, set: &AddonSet, add: &mut impl FnMut(String, &str, &str)
     {
         add(at("namespace"), ns, "not a namespace name (lower-case letters, digits and '-', at most 63)");
     }
+    if let Some(v) = &wait.api_version
+        && !super::manifest::api_version_ok(v)
+    {
+        add(at("api_version"), v, "not [group/]version (apps/v1, argoproj.io/v1alpha1)");
+    }
     if wait.condition.as_deref().is_some_and(str::is_empty) {
         add(at("condition"), "", "must name a condition type (Available, Ready, ...)");
     }

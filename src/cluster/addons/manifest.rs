@@ -145,6 +145,20 @@ fn checked(value: Value, origin: String) -> Result<Object, ManifestError> {
             return Err(missing(field));
         }
     }
+    let api_version = value["apiVersion"].as_str().unwrap_or_default();
+    if !api_version_ok(api_version) {
+        return Err(ManifestError::Document {
+            origin,
+            message: format!("apiVersion: '{}' is not [group/]version", crate::inventory::types::shown(api_version)),
+        });
+    }
+    if value["metadata"]["namespace"].as_str().is_some_and(str::is_empty) {
+        let mut value = value;
+        if let Some(meta) = value["metadata"].as_object_mut() {
+            meta.remove("namespace");
+        }
+        return checked(value, origin);
+    }
     if value["metadata"].get("generateName").is_some() {
         return Err(ManifestError::Document {
             origin,
@@ -152,6 +166,24 @@ fn checked(value: Value, origin: String) -> Result<Object, ManifestError> {
         });
     }
     Ok(Object { value, origin })
+}
+
+/// `v1`, `apps/v1`, `argoproj.io/v1alpha1`: a DNS subdomain group (optional) and a version of
+/// lower-case letters and digits; nothing that could leave its place in a URL.
+pub fn api_version_ok(text: &str) -> bool {
+    let (group, version) = text.rsplit_once('/').unwrap_or(("", text));
+    let group_ok = group.is_empty()
+        || (group.len() <= 253
+            && group.split('.').all(|l| {
+                !l.is_empty()
+                    && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            }));
+    let version_ok = version.len() <= 63
+        && version.starts_with('v')
+        && version.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    group_ok && version_ok
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -187,6 +219,12 @@ mod tests {
         let err =
             parse("x.yaml", b"apiVersion: v1\nkind: Pod\nmetadata: {name: p, generateName: p-}\n").expect_err("both");
         assert!(err.to_string().contains("metadata.generateName"), "{err}");
+        let err = parse("x.yaml", b"apiVersion: ../../v1\nkind: Pod\nmetadata: {name: p}\n").expect_err("path");
+        assert!(err.to_string().contains("apiVersion: '../../v1' is not [group/]version"), "{err}");
+        let empty =
+            parse("x.yaml", b"apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: ''}\n").expect("empty ns");
+        assert_eq!(empty[0].namespace(), None, "an empty namespace is none");
+        assert!(api_version_ok("argoproj.io/v1alpha1") && api_version_ok("v1") && !api_version_ok("apps/v1?x=1"));
         let err = parse("x.yaml", b"apiVersion: v1\nkind: [\n").expect_err("syntax");
         assert!(err.to_string().starts_with("x.yaml document 1: not YAML"), "{err}");
     }

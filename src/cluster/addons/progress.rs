@@ -194,9 +194,15 @@ impl AddonProgress {
             .collect()
     }
 
-    /// The progress once a failed cluster is retried: failed sets start again.
+    /// The progress once a failed cluster is retried: every set not applied starts again (a
+    /// fresh deadline).
     pub fn retried(&self) -> AddonProgress {
-        AddonProgress { sets: self.sets.iter().filter(|s| s.phase != SetPhase::Failed).cloned().collect() }
+        AddonProgress { sets: self.sets.iter().filter(|s| s.phase == SetPhase::Applied).cloned().collect() }
+    }
+
+    /// Only the sets the definition still has.
+    pub fn pruned(&self, wanted: &[Wanted]) -> AddonProgress {
+        AddonProgress { sets: self.sets.iter().filter(|s| wanted.iter().any(|w| w.name == s.name)).cloned().collect() }
     }
 }
 
@@ -255,6 +261,12 @@ mod tests {
         assert_eq!(p.sets[0].phase, SetPhase::Failed);
         let retried = p.retried();
         assert!(retried.sets.is_empty(), "a retried set starts again with a fresh deadline");
+        let (applying, _) =
+            AddonProgress::default().after(&set, &Pass::Waiting { applied: 0, seen: "x".into() }, at(0));
+        assert!(applying.retried().sets.is_empty(), "a set still applying starts again too");
+        let (done, _) = AddonProgress::default().after(&set, &Pass::Done { applied: 1 }, at(0));
+        assert_eq!(done.retried(), done, "an applied set stays applied");
+        assert!(done.pruned(&[wanted("other", "h")]).sets.is_empty(), "a set no longer defined is forgotten");
         let waiting = |s: &str| Pass::Waiting { applied: 0, seen: s.into() };
         let (p, _) = AddonProgress::default().after(&set, &waiting("the API serves no Application"), at(0));
         let (p, outcome) = p.after(&set, &waiting("the API serves no Application"), at(601));

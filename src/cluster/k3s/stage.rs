@@ -351,6 +351,11 @@ pub fn turn(record: Option<&K3sRecord>, members: &Members, node: &Name, server: 
     let Some(ca_hash) = record.facts.ca_hash.clone() else {
         return Turn::Wait(format!("{} has not initialised the cluster yet", record.facts.init));
     };
+    // A server added later joins once the cluster is Ready again (its join is followed from
+    // Ready, not while add-ons are applied).
+    if server && record.stage == Stage::ApplyingAddons && record.facts.joining.is_none() {
+        return Turn::Wait("the cluster's add-ons are being applied".to_owned());
+    }
     if server
         && record.facts.joining.is_none()
         && record.stage != Stage::Failed

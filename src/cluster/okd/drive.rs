@@ -81,12 +81,6 @@ impl Driver {
                     None
                 }
             };
-        if record.stage == Stage::ApplyingAddons {
-            return match &kube {
-                Some(kube) => crate::cluster::addons::drive::step(clusters, definition, &record, kube).await,
-                None => Ok(()),
-            };
-        }
         let bootstrap_left: Vec<Name> =
             nodes.iter().filter(|n| role(n) == Some(Role::Bootstrap)).map(|n| n.node.clone()).collect();
         look.bootstrap_left = bootstrap_left.len();
@@ -98,6 +92,13 @@ impl Driver {
                 let machines = machines(clusters, nodes, &zone);
                 self.approve(clusters, kube, &name, &machines, &zone).await;
             }
+        }
+        // CSRs are approved while add-ons are applied too (their nodes may need them).
+        if record.stage == Stage::ApplyingAddons {
+            return match &kube {
+                Some(kube) => crate::cluster::addons::drive::step(clusters, definition, &record, kube).await,
+                None => Ok(()),
+            };
         }
         let cleanup = definition
             .node_groups
