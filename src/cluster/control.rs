@@ -271,8 +271,7 @@ impl Clusters {
         // Every add-on set reads (a set that does not is refused now, not when the cluster is up).
         if !definition.addons.is_empty() {
             let (images, copy) = (self.images.clone(), definition.clone());
-            if let Err(problem) = blocking(move || Ok(crate::cluster::addons::drive::read_sets(&copy, &images))).await?
-            {
+            if let Err(problem) = blocking(move || Ok(crate::cluster::addons::sets::read_sets(&copy, &images))).await? {
                 return Err(ControlError::Invalid(vec![problem]));
             }
         }
@@ -443,13 +442,57 @@ impl Clusters {
         Ok(plan)
     }
 
+    /// A Ready cluster whose definition now has sets not applied as they are (new, or changed)
+    /// goes back to ApplyingAddons; whether it did. The record is read here and the change stored
+    /// only over what was read (a driver that stored meanwhile makes it read again).
+    async fn reopen<S, L, F>(&self, def: &Definition) -> Result<bool, ControlError>
+    where
+        S: crate::cluster::record::Staged + Serialize + serde::de::DeserializeOwned + Send + 'static,
+        L: crate::cluster::record::Limits<S> + Serialize + serde::de::DeserializeOwned + PartialEq + Send + 'static,
+        F: crate::cluster::record::Facts + Serialize + serde::de::DeserializeOwned + PartialEq + Send + 'static,
+    {
+        if def.addons.is_empty() {
+            return Ok(false);
+        }
+        let (images, copy) = (self.images.clone(), def.clone());
+        let Ok(sets) = blocking(move || Ok(crate::cluster::addons::sets::read_sets(&copy, &images))).await? else {
+            return Ok(false);
+        };
+        let wanted: Vec<crate::cluster::addons::progress::Wanted> = sets.into_iter().map(|(w, _)| w).collect();
+        for _ in 0..5 {
+            let (store, key) = (self.store.clone(), def.name.to_string());
+            let record: Option<crate::cluster::record::StageRecord<S, L, F>> =
+                blocking(move || store.record(Records::Lifecycle, &key)).await?;
+            let Some(record) = record else { return Ok(false) };
+            let mut facts = record.facts.clone();
+            if record.stage != S::READY || facts.addons().current(&wanted).is_none() {
+                return Ok(false);
+            }
+            let next = record.enter(S::APPLYING_ADDONS, Timestamp::now());
+            if self.put_lifecycle(record.cluster.as_str(), Some(record.clone()), next).await? {
+                let details = crate::store::events::EventKind::ClusterStage {
+                    cluster: record.cluster.clone(),
+                    from: record.stage.name().into(),
+                    stage: S::APPLYING_ADDONS.name().into(),
+                    error: None,
+                };
+                self.events.append(
+                    crate::store::events::Source::Cluster,
+                    crate::store::events::Subject::default(),
+                    details,
+                );
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// A Ready cluster whose add-on sets changed applies them again.
     async fn reopen_addons(&self, definition: &Definition) -> Result<(), ControlError> {
-        use crate::cluster::addons::drive::reopen;
         use crate::cluster::{k3s::stage as k3s, okd::stage as okd};
         let reopened = match definition.kind {
-            ClusterKind::Okd => reopen::<okd::Stage, okd::StageLimits, okd::OkdFacts>(self, definition).await?,
-            ClusterKind::K3s => reopen::<k3s::Stage, k3s::StageLimits, k3s::K3sFacts>(self, definition).await?,
+            ClusterKind::Okd => self.reopen::<okd::Stage, okd::StageLimits, okd::OkdFacts>(definition).await?,
+            ClusterKind::K3s => self.reopen::<k3s::Stage, k3s::StageLimits, k3s::K3sFacts>(definition).await?,
         };
         if reopened {
             tracing::info!(cluster = %definition.name, "add-ons changed: applying them again");

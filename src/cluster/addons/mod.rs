@@ -1,7 +1,8 @@
 //! Cluster add-ons: ordered manifest sets applied to a cluster once it is Ready, through its
 //! Kubernetes API with server-side apply. `check` vets a definition's sets, `manifest` reads a
-//! set from disk, `rest` places its objects in the API by discovery, `apply` makes one pass of
-//! a set against a cluster.
+//! set from disk, `sets` reads a definition's sets with their content hashes, `rest` places
+//! objects in the API by discovery, `apply` makes one pass of a set against a cluster,
+//! `progress` keeps where the sets stand, `drive` is the ApplyingAddons stage.
 
 pub mod apply;
 pub mod check;
@@ -9,3 +10,4 @@ pub mod drive;
 pub mod manifest;
 pub mod progress;
 pub mod rest;
+pub mod sets;
