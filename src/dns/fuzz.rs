@@ -95,6 +95,29 @@ mod tests {
         m.to_vec().expect("encodes")
     }
 
+    /// Found by the fuzzer: an IQUERY carrying eight long questions. Its NOTIMP cannot echo them
+    /// in 512 bytes; it goes as a header alone, TC set.
+    #[test]
+    fn a_refusal_whose_questions_do_not_fit_goes_as_a_header_alone() {
+        let mut data = vec![0x0a, 0x0a, 0x0a, 0x01, 0x00, 0x08, 0, 0, 0, 0, 0, 0];
+        for _ in 0..8 {
+            for _ in 0..3 {
+                data.push(63);
+                data.extend(std::iter::repeat_n(b'a', 63));
+            }
+            data.extend([0, 0, 1, 0, 1]);
+        }
+        let bytes = answer_datagram(&data, false).expect("an answer");
+        assert!(bytes.len() <= 512, "{} bytes", bytes.len());
+        let reply = Message::from_vec(&bytes).expect("decodes");
+        assert_eq!(reply.metadata.id, 0x0a0a);
+        assert_eq!(reply.metadata.response_code, hickory_proto::op::ResponseCode::NotImp);
+        assert!(reply.metadata.truncation && reply.queries.is_empty());
+        // The fuzzer's own input too.
+        let found = include_bytes!("../../fuzz/regressions/dns_answer-75378e31.bin");
+        assert!(answer_datagram(found, false).is_some() && answer_datagram(found, true).is_some());
+    }
+
     #[test]
     fn a_query_through_the_whole_path_gets_an_answer_that_decodes() {
         let bytes = answer_datagram(&query("api.prod.lab.example.", RecordType::A), false).expect("answered");

@@ -252,8 +252,9 @@ pub fn udp_limit(request: &MessageRequest) -> u16 {
 /// Encodes an answer of at most `max` bytes. One that does not fit is sent truncated as
 /// resolvers expect (RFC 2181 section 9, RFC 6891 section 7): TC set, the header and the
 /// question, no records but the OPT when the query had EDNS, and nothing after them, so the
-/// client retries over TCP. `None` only if even that cannot be written, which the adapters
-/// treat as "no answer".
+/// client retries over TCP. When even the questions do not fit (a refused message carrying many
+/// long ones), the header alone goes, TC set. `None` only if an answer cannot be written at
+/// all, which the adapters treat as "no answer".
 pub fn emit(request: &MessageRequest, meta: Metadata, sections: Sections<'_>, max: u16) -> Option<Vec<u8>> {
     let whole = encode(request, meta, sections)?;
     if whole.len() <= usize::from(max) {
@@ -261,8 +262,23 @@ pub fn emit(request: &MessageRequest, meta: Metadata, sections: Sections<'_>, ma
     }
     let mut meta = meta;
     meta.truncation = true;
-    let truncated = encode(request, meta, Sections::default())?;
-    (truncated.len() <= usize::from(max)).then_some(truncated)
+    match encode(request, meta, Sections::default()) {
+        Some(truncated) if truncated.len() <= usize::from(max) => Some(truncated),
+        _ => Some(header_only(&meta)),
+    }
+}
+
+/// A 12-byte answer: `meta`'s header with no section at all (the response code's low bits).
+fn header_only(meta: &Metadata) -> Vec<u8> {
+    let mut out = vec![0u8; 12];
+    out[..2].copy_from_slice(&meta.id.to_be_bytes());
+    out[2] = 0x80
+        | (u8::from(meta.op_code) & 0x0f) << 3
+        | u8::from(meta.authoritative) << 2
+        | u8::from(meta.truncation) << 1
+        | u8::from(meta.recursion_desired);
+    out[3] = u8::from(meta.recursion_available) << 7 | (meta.response_code.low() & 0x0f);
+    out
 }
 
 fn encode(request: &MessageRequest, meta: Metadata, sections: Sections<'_>) -> Option<Vec<u8>> {
