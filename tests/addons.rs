@@ -61,11 +61,11 @@ fn argo_cds_manifest_goes_into_the_namespace_the_set_makes_and_is_waited_for() {
     let argocd_set = set("{ name: argocd, image: argocd/install.yaml, namespace: argocd, create_namespace: true, \
          wait_for: { kind: Deployment, name: argocd-server } }");
     let loaded = argocd();
-    let first = rt.block_on(pass(&kube, &argocd_set, &loaded));
+    let first = rt.block_on(pass(&kube, &argocd_set, &loaded, None));
     let Pass::Waiting { applied, seen } = first else { panic!("the Deployment rolls out first: {first:?}") };
     assert_eq!(applied, 51, "the namespace and Argo CD's 50 objects");
     assert!(seen.contains("Deployment argocd-server: Available is False"), "{seen}");
-    assert_eq!(rt.block_on(pass(&kube, &argocd_set, &loaded)), Pass::Done { applied: 51 });
+    assert_eq!(rt.block_on(pass(&kube, &argocd_set, &loaded, None)), Pass::Done { applied: 51 });
 
     let stored = sim.with(|s| s.objects.stored.clone());
     let in_argocd: Vec<&Value> = stored.values().filter(|o| o["metadata"]["namespace"] == "argocd").collect();
@@ -81,7 +81,7 @@ fn argo_cds_manifest_goes_into_the_namespace_the_set_makes_and_is_waited_for() {
 
     // Applied again, it changes what it says and creates nothing.
     let before = stored.len();
-    assert_eq!(rt.block_on(pass(&kube, &argocd_set, &loaded)), Pass::Done { applied: 51 });
+    assert_eq!(rt.block_on(pass(&kube, &argocd_set, &loaded, None)), Pass::Done { applied: 51 });
     assert_eq!(sim.with(|s| s.objects.stored.len()), before);
 }
 
@@ -126,7 +126,7 @@ fn a_custom_resource_waits_until_its_definition_is_established() {
     let root = set("{ name: root, path: /etc/slipway/addons/root, namespace: argocd, create_namespace: true }");
     let mut seen = Vec::new();
     let done = loop {
-        match rt.block_on(pass(&kube, &root, &loaded)) {
+        match rt.block_on(pass(&kube, &root, &loaded, None)) {
             Pass::Waiting { seen: s, .. } if seen.len() < 5 => seen.push(s),
             other => break other,
         }
@@ -156,7 +156,7 @@ fn an_object_the_api_refuses_is_named_with_the_apis_message() {
     let broken = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  template: {spec: {containers: [{name: web, image: nginx}]}}\n";
     let loaded =
         Loaded { objects: manifest::parse("web.yaml", broken.as_bytes()).expect("parses"), hash: String::new() };
-    let refused = rt.block_on(pass(&kube, &set("{ name: web, path: /x, namespace: default }"), &loaded));
+    let refused = rt.block_on(pass(&kube, &set("{ name: web, path: /x, namespace: default }"), &loaded, None));
     assert_eq!(
         refused,
         Pass::Refused {
@@ -170,7 +170,7 @@ fn an_object_the_api_refuses_is_named_with_the_apis_message() {
         objects: manifest::parse("cm.yaml", b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n").expect("parses"),
         hash: String::new(),
     };
-    let waiting = rt.block_on(pass(&kube, &set("{ name: c, path: /x, namespace: later }"), &loaded));
+    let waiting = rt.block_on(pass(&kube, &set("{ name: c, path: /x, namespace: later }"), &loaded, None));
     assert!(
         matches!(&waiting, Pass::Waiting { seen, .. } if seen.contains("namespaces \"later\" not found")),
         "{waiting:?}"
@@ -256,7 +256,7 @@ fn wait_for_reads_the_object_in_its_own_namespace() {
     let web = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: kube-system}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: nginx}]}\n";
     let loaded = Loaded { objects: manifest::parse("web.yaml", web.as_bytes()).expect("parses"), hash: String::new() };
     let web_set = set("{ name: web, path: /x, wait_for: { kind: Deployment, name: web } }");
-    let first = rt.block_on(pass(&kube, &web_set, &loaded));
+    let first = rt.block_on(pass(&kube, &web_set, &loaded, None));
     assert!(matches!(&first, Pass::Waiting { seen, .. } if seen.contains("Available is False")), "{first:?}");
-    assert_eq!(rt.block_on(pass(&kube, &web_set, &loaded)), Pass::Done { applied: 1 });
+    assert_eq!(rt.block_on(pass(&kube, &web_set, &loaded, None)), Pass::Done { applied: 1 });
 }

@@ -61,7 +61,7 @@ fn config(dir: &Path, pve: &StandIn) -> std::path::PathBuf {
 }
 
 /// Cluster `edge` of `groups` with `addons`, its API behind slipway's load balancer.
-fn config_with(dir: &Path, pve: &StandIn, groups: &[String], addons: &str) -> std::path::PathBuf {
+pub(crate) fn config_with(dir: &Path, pve: &StandIn, groups: &[String], addons: &str) -> std::path::PathBuf {
     boot::pve_cluster(dir, pve, "edge", "k3s", groups)
         .value("addons", addons)
         .section("[[lb.pools]]")
@@ -77,7 +77,7 @@ fn config_with(dir: &Path, pve: &StandIn, groups: &[String], addons: &str) -> st
         .write()
 }
 
-fn status(lab: &Lab, daemon: &support::Daemon) -> Value {
+pub(crate) fn status(lab: &Lab, daemon: &support::Daemon) -> Value {
     crate::okd::cluster_status(lab, daemon, "edge")
 }
 
@@ -134,7 +134,7 @@ fn play(lab: &Lab, sim: &KubeSim, nodes: &[(String, String)], played: &Arc<Mutex
 }
 
 /// A directory, a lab namespace `tag` and the Proxmox stand-in in it.
-fn lab(tag: &str) -> (tempfile::TempDir, Lab, StandIn) {
+pub(crate) fn lab(tag: &str) -> (tempfile::TempDir, Lab, StandIn) {
     let dir = tempfile::tempdir().expect("tempdir");
     let lab = Lab::bridge_only(tag);
     let pve_dir = dir.path().join("pve");
@@ -144,20 +144,22 @@ fn lab(tag: &str) -> (tempfile::TempDir, Lab, StandIn) {
 }
 
 /// The cluster's nodes, running as slipway's k3s user-data makes them behave.
-struct Running {
-    sim: KubeSim,
-    /// Every node's user-data, as served.
-    served: Vec<String>,
-    /// The first server's OpenSSH, holding k3s's kubeconfig.
-    sshd: Sshd,
+pub(crate) struct Running {
+    pub sim: KubeSim,
+    /// Every node's user-data, as served (in the order of the nodes given).
+    pub served: Vec<String>,
+    /// The first server's OpenSSH, holding k3s's kubeconfig and the files its cloud-init wrote
+    /// into k3s's auto-deploy directory.
+    pub sshd: Sshd,
     played: Arc<Mutex<Played>>,
-    stop: Arc<Mutex<bool>>,
+    pub stop: Arc<Mutex<bool>>,
 }
 
 /// The API stand-in on every server's address (none answers until its server runs k3s), each
 /// node's user-data fetched (and validated) and its phone-home sent, the first server's sshd
-/// with k3s's kubeconfig, and every node playing its part.
-fn run(dir: &Path, lab: &Lab, ips: &[(String, String)], servers: &[&str]) -> Running {
+/// with k3s's kubeconfig and the auto-deploy files its cloud-init writes, every node playing
+/// its part and k3s's deploy controller on the first server.
+pub(crate) fn run(dir: &Path, lab: &Lab, ips: &[(String, String)], servers: &[&str]) -> Running {
     let ip = |name: &str| ips.iter().find(|(n, _)| n == name).map(|(_, ip)| ip.clone()).expect("address");
     let addrs: Vec<std::net::SocketAddr> =
         servers.iter().map(|s| format!("{}:6443", ip(s)).parse().expect("addr")).collect();
@@ -189,13 +191,23 @@ fn run(dir: &Path, lab: &Lab, ips: &[(String, String)], servers: &[&str]) -> Run
     let authorized = dir.join("authorized_keys");
     let key = s0["users"][1]["ssh_authorized_keys"][0].as_str().expect("the cluster's key");
     std::fs::write(&authorized, format!("{key}\n")).expect("authorized_keys");
-    let files = [("/etc/rancher/k3s/k3s.yaml", sim.kubeconfig.as_str(), 0o600)];
+    let mut files = vec![("/etc/rancher/k3s/k3s.yaml", sim.kubeconfig.as_str(), 0o600)];
+    for file in s0["write_files"].as_array().into_iter().flatten() {
+        if let (Some(path), Some(content)) = (file["path"].as_str(), file["content"].as_str())
+            && path.starts_with(crate::autodeploy::DIRECTORY)
+        {
+            files.push((path, content, 0o600));
+        }
+    }
     let setup =
         Setup { ip: &ip("server-0"), host_key: &host_key, authorized: &authorized, user: "slipway", files: &files };
     let sshd = Sshd::start(lab, dir, &setup);
     let played = Arc::new(Mutex::new(Played::default()));
     let stop = Arc::new(Mutex::new(false));
     play(lab, &sim, ips, &played, &stop);
+    let first = played.clone();
+    let started = move || first.lock().expect("played").configs.contains_key("server-0");
+    crate::autodeploy::controller(sshd.pid(), sim.state.clone(), started, stop.clone());
     Running { sim, served, sshd, played, stop }
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests: the real `slipway` binary, its CLI, and the packaging files.
 
 mod addons;
+mod autodeploy;
 mod boot;
 mod check;
 mod cli;
@@ -28,6 +29,7 @@ mod pki;
 mod proxmox;
 mod pve;
 mod ra;
+mod ssh;
 mod sshd;
 mod support;
 mod tftp;

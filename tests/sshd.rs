@@ -1,7 +1,8 @@
 //! Debian's OpenSSH server for the tests, in a lab namespace on a node's address, port 22: its
 //! own mount namespace gets a writable `/etc` (an overlay on a tmpfs, nothing of this machine
 //! changes) holding a user, its sudo rule and any files at their real paths (k3s's
-//! `/etc/rancher/k3s/k3s.yaml`), the host key and authorized keys a node's config carries.
+//! `/etc/rancher/k3s/k3s.yaml`), the host key and authorized keys a node's config carries;
+//! `/var/lib` is overlaid the same way (k3s's auto-deploy directory lives there).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,7 +26,7 @@ pub struct Setup<'a> {
     pub authorized: &'a Path,
     /// The user to add (home: the test's directory), with passwordless sudo.
     pub user: &'a str,
-    /// Files put at their path in `/etc` (path, contents, mode).
+    /// Files put at their path under `/etc` or `/var/lib` (path, contents, mode).
     pub files: &'a [(&'a str, &'a str, u32)],
 }
 
@@ -49,6 +50,8 @@ impl Sshd {
         let mut script = format!(
             "set -e\nmkdir -p {d}/ovl\nmount -t tmpfs tmpfs {d}/ovl\nmkdir {d}/ovl/upper {d}/ovl/work\n\
              mount -t overlay overlay -o lowerdir=/etc,upperdir={d}/ovl/upper,workdir={d}/ovl/work /etc\n\
+             mkdir {d}/ovl/var-upper {d}/ovl/var-work\n\
+             mount -t overlay overlay -o lowerdir=/var/lib,upperdir={d}/ovl/var-upper,workdir={d}/ovl/var-work /var/lib\n\
              echo '{user}:x:{UID}:{UID}:node user:{d}:/bin/sh' >> /etc/passwd\n\
              echo '{user}:x:{UID}:' >> /etc/group\n\
              echo '{user}:*:19000:0:99999:7:::' >> /etc/shadow\n\
@@ -83,10 +86,37 @@ impl Sshd {
         sshd
     }
 
+    /// The files of `dir` as this node sees them (name, bytes), dotfiles left out.
+    pub fn files(&self, dir: &str) -> Vec<(String, Vec<u8>)> {
+        files_of(self.pid(), dir)
+    }
+
+    /// sshd's process: its mount namespace is the node's disk.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops it; its log.
     pub fn stop(mut self) -> String {
         support::signal(&self.child, "TERM");
         support::wait_exit(&mut self.child, Duration::from_secs(10)).expect("sshd stops");
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// The files of `dir` as the node whose sshd is process `pid` sees them (name, bytes),
+/// dotfiles left out.
+pub fn files_of(pid: u32, dir: &str) -> Vec<(String, Vec<u8>)> {
+    let pid = pid.to_string();
+    let listed = Command::new("nsenter")
+        .args(["-t", &pid, "-m", "--", "find", dir, "-maxdepth", "1", "-type", "f", "!", "-name", ".*"])
+        .output()
+        .expect("nsenter");
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(|path| {
+            let read = Command::new("nsenter").args(["-t", &pid, "-m", "--", "cat", path]).output().expect("cat");
+            (path.rsplit('/').next().unwrap_or(path).to_owned(), read.stdout)
+        })
+        .collect()
 }

@@ -6,8 +6,9 @@
 //! it replaces is reported). The template's text is served as written: it is parsed to learn its
 //! keys, never re-serialised, so YAML 1.1 meanings (`yes`, `0644`) reach cloud-init unchanged.
 //! Any other kind of template (a script, `#include`, MIME, jinja) is served as it is, without
-//! additions. Every user-data is checked before it may be served. Pure: the caller reads
-//! template files.
+//! additions. A node may also be handed files to write (`WriteFile`: a k3s first server's
+//! add-on manifests): they join the template's own `write_files` list, or make one. Every
+//! user-data is checked before it may be served. Pure: the caller reads template files.
 
 use std::collections::BTreeMap;
 
@@ -73,22 +74,37 @@ pub struct Access<'a> {
 /// starts it.
 pub const K3S_USER_DATA: &str = include_str!("../../cloud-init/k3s.user-data");
 
+/// A file a node's cloud-init writes (`write_files`), root's alone (mode 0600).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteFile {
+    pub path: String,
+    pub content: String,
+}
+
+impl WriteFile {
+    /// The `write_files` entry, as JSON (which YAML 1.1 and 1.2 read alike).
+    fn entry(&self) -> serde_json::Value {
+        serde_json::json!({ "path": self.path, "owner": "root:root", "permissions": "0600", "content": self.content })
+    }
+}
+
 /// The user slipway logs in as on a cloud-init node (`Access`).
 pub const USER: &str = "slipway";
 
 /// Renders `doc` for the node whose variables are `vars`. `template` is the operator's
-/// user-data template, when one exists for this node.
+/// user-data template, when one exists for this node; `files` are written by the user-data.
 pub fn render(
     doc: Document,
     vars: &BTreeMap<&str, String>,
     ssh_keys: &[String],
     access: Option<Access<'_>>,
+    files: &[WriteFile],
     template: Option<&str>,
 ) -> Result<Rendered, CloudInitError> {
     let var = |k: &str| vars.get(k).map_or("", String::as_str);
     let body = match doc {
         Document::MetaData => format!("instance-id: slipway-{}\nlocal-hostname: {}\n", var("node"), var("hostname")),
-        Document::UserData => return user_data(vars, ssh_keys, access, template),
+        Document::UserData => return user_data(vars, ssh_keys, access, files, template),
         Document::VendorData => "#cloud-config\n{}\n".to_string(),
         Document::NetworkConfig => format!(
             "version: 2\nethernets:\n  provisioning:\n    match:\n      macaddress: \"{}\"\n    dhcp4: true\n",
@@ -102,10 +118,21 @@ fn user_data(
     vars: &BTreeMap<&str, String>,
     ssh_keys: &[String],
     access: Option<Access<'_>>,
+    files: &[WriteFile],
     template: Option<&str>,
 ) -> Result<Rendered, CloudInitError> {
     let var = |k: &str| vars.get(k).map_or("", String::as_str);
+    // Files to write cannot be slipped into a document slipway does not read.
+    let unwritable = || {
+        CloudInitError::Invalid(format!(
+            "the template is not a #cloud-config slipway adds to, so {} cannot be written by it",
+            files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", ")
+        ))
+    };
     let text = match template {
+        Some(t) if t.starts_with("## template: jinja") && !files.is_empty() => {
+            return Err(unwritable());
+        }
         Some(t) if t.starts_with("## template: jinja") => {
             return Ok(Rendered {
                 body: t.to_string(),
@@ -119,6 +146,9 @@ fn user_data(
         None => "#cloud-config\n".to_string(),
     };
     if !text.starts_with("#cloud-config") {
+        if !files.is_empty() {
+            return Err(unwritable());
+        }
         return Ok(Rendered {
             body: text,
             left_out: vec!["hostname, ssh_authorized_keys and phone_home (the template is not #cloud-config)".into()],
@@ -208,8 +238,17 @@ fn user_data(
             ));
         }
     }
+    // The files join the template's own list (its items kept as written), or make the list.
+    let entries: Vec<serde_json::Value> = files.iter().map(WriteFile::entry).collect();
+    let mut body = match theirs.get("write_files") {
+        _ if entries.is_empty() => text,
+        None => {
+            additions.push(("write_files", serde_json::Value::Array(entries)));
+            text
+        }
+        Some(list) => into_block_list(&text, "write_files", &entries, list)?,
+    };
     // The template stays as written; the additions follow it as top-level keys.
-    let mut body = text;
     if !additions.is_empty() {
         if !body.ends_with('\n') {
             body.push('\n');
@@ -232,6 +271,57 @@ fn user_data(
         }
     }
     Ok(Rendered { body, left_out, access: with_access })
+}
+
+/// `text` with `items` put first in the block list under its top-level `key` (whose value is
+/// `theirs`), each as one flow item indented like the list's own; read back to be sure the
+/// list is exactly `items` followed by `theirs`.
+fn into_block_list(
+    text: &str,
+    key: &str,
+    items: &[serde_json::Value],
+    theirs: &Value,
+) -> Result<String, CloudInitError> {
+    let refused = || {
+        CloudInitError::Invalid(format!(
+            "{key}: slipway adds files to the template's list, which must be a block list (`{key}:` on a line of its own, then `- ` items)"
+        ))
+    };
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let is_key = |line: &str| {
+        line.strip_prefix(key)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .is_some_and(|rest| rest.trim().is_empty() || rest.trim_start().starts_with('#'))
+    };
+    let at = lines.iter().position(|l| is_key(l)).ok_or_else(refused)?;
+    let first = (at + 1..lines.len())
+        .find(|&i| !lines[i].trim().is_empty() && !lines[i].trim_start().starts_with('#'))
+        .ok_or_else(refused)?;
+    let indent = lines[first].len() - lines[first].trim_start_matches(' ').len();
+    if !lines[first][indent..].starts_with("- ") && lines[first][indent..].trim_end() != "-" {
+        return Err(refused());
+    }
+    let mut out = String::with_capacity(text.len() + items.iter().map(|i| i.to_string().len() + 8).sum::<usize>());
+    for line in &lines[..first] {
+        out.push_str(line);
+    }
+    for item in items {
+        out.push_str(&format!("{:indent$}- {item}\n", ""));
+    }
+    for line in &lines[first..] {
+        out.push_str(line);
+    }
+    let served: Value = serde_norway::from_str(&out).map_err(|e| CloudInitError::Invalid(yaml_problem(&e)))?;
+    let want: Vec<serde_json::Value> = items
+        .iter()
+        .cloned()
+        .chain(theirs.as_sequence().into_iter().flatten().filter_map(|v| serde_json::to_value(v).ok()))
+        .collect();
+    let got = served.get(key).and_then(|v| serde_json::to_value(v).ok());
+    if got != Some(serde_json::Value::Array(want)) {
+        return Err(refused());
+    }
+    Ok(out)
 }
 
 /// A YAML error by position and kind, without the text it quotes.
@@ -319,7 +409,7 @@ mod tests {
     }
 
     fn user_data(keys: &[String], template: Option<&str>) -> (serde_json::Value, Vec<String>) {
-        let r = render(Document::UserData, &vars(), keys, None, template).expect("renders");
+        let r = render(Document::UserData, &vars(), keys, None, &[], template).expect("renders");
         assert!(r.body.starts_with("#cloud-config\n"), "{}", r.body);
         (serde_norway::from_str(&r.body).expect("YAML"), r.left_out)
     }
@@ -349,7 +439,7 @@ mod tests {
     #[test]
     fn a_template_keeps_its_hostname_keys_and_phone_home_as_written() {
         let template = "#cloud-config\nhostname: {{hostname}}-x\nssh_authorized_keys:\n  - ssh-rsa AAAA theirs\nphone_home:\n  url: http://elsewhere/\n  post: all\n";
-        let r = render(Document::UserData, &vars(), &[KEY.into()], None, Some(template)).expect("renders");
+        let r = render(Document::UserData, &vars(), &[KEY.into()], None, &[], Some(template)).expect("renders");
         assert_eq!(
             r.body,
             "#cloud-config\nhostname: w0-x\nssh_authorized_keys:\n  - ssh-rsa AAAA theirs\nphone_home:\n  url: http://elsewhere/\n  post: all\n",
@@ -359,7 +449,7 @@ mod tests {
         assert!(r.left_out[1].contains("{{ssh_authorized_keys}}"), "{:?}", r.left_out);
         // Its keys already include the operator's: nothing is left out for them.
         let template = format!("#cloud-config\nssh_authorized_keys: [{KEY:?}]\n");
-        let r = render(Document::UserData, &vars(), &[KEY.into()], None, Some(&template)).expect("renders");
+        let r = render(Document::UserData, &vars(), &[KEY.into()], None, &[], Some(&template)).expect("renders");
         assert!(r.left_out.is_empty(), "{:?}", r.left_out);
     }
 
@@ -368,7 +458,7 @@ mod tests {
         let template = "#cloud-config\npackage_upgrade: yes\nwrite_files:\n  - path: /etc/x\n    permissions: 0644\n    content: |\n      on\n";
         let mut v = vars();
         v.insert("hostname", "on".into());
-        let r = render(Document::UserData, &v, &[], None, Some(template)).expect("renders");
+        let r = render(Document::UserData, &v, &[], None, &[], Some(template)).expect("renders");
         assert!(r.body.starts_with(&template.replace("{{hostname}}", "")), "{}", r.body);
         assert!(r.body.contains("\nhostname: \"on\"\n"), "{}", r.body);
         assert!(r.body.contains("\nphone_home: {\"post\""), "{}", r.body);
@@ -386,7 +476,7 @@ mod tests {
     #[test]
     fn a_jinja_template_is_served_as_written() {
         let template = "## template: jinja\n#cloud-config\nhostname: {{ v1.local_hostname }}\n";
-        let r = render(Document::UserData, &vars(), &[KEY.into()], None, Some(template)).expect("renders");
+        let r = render(Document::UserData, &vars(), &[KEY.into()], None, &[], Some(template)).expect("renders");
         assert_eq!(r.body, template);
         assert_eq!(r.left_out.len(), 1);
     }
@@ -400,7 +490,7 @@ mod tests {
 
     #[test]
     fn a_template_that_is_not_cloud_config_is_served_as_it_is() {
-        let r = render(Document::UserData, &vars(), &[KEY.into()], None, Some("#!/bin/sh\necho {{hostname}}\n"))
+        let r = render(Document::UserData, &vars(), &[KEY.into()], None, &[], Some("#!/bin/sh\necho {{hostname}}\n"))
             .expect("renders");
         assert_eq!(r.body, "#!/bin/sh\necho w0\n");
         assert_eq!(r.left_out.len(), 1);
@@ -417,7 +507,7 @@ mod tests {
             ("#cloud-config\na: SECRET\na: 2\n", "not YAML at line"),
             ("#cloud-config\na: \"SECRET\n", "not YAML at line"),
         ] {
-            let err = render(Document::UserData, &vars(), &[KEY.into()], None, Some(template))
+            let err = render(Document::UserData, &vars(), &[KEY.into()], None, &[], Some(template))
                 .expect_err(template)
                 .to_string();
             assert!(err.contains(what) && !err.contains("SECRET"), "{template}: {err}");
@@ -427,10 +517,10 @@ mod tests {
     #[test]
     fn meta_data_and_network_config_name_the_node() {
         assert_eq!(
-            render(Document::MetaData, &vars(), &[], None, None).expect("test input").body,
+            render(Document::MetaData, &vars(), &[], None, &[], None).expect("test input").body,
             "instance-id: slipway-w0\nlocal-hostname: w0\n"
         );
-        let net = render(Document::NetworkConfig, &vars(), &[], None, None).expect("test input").body;
+        let net = render(Document::NetworkConfig, &vars(), &[], None, &[], None).expect("test input").body;
         assert!(net.contains("macaddress: \"52:54:00:00:00:20\"") && net.contains("dhcp4: true"), "{net}");
         assert_eq!(Document::parse("user-data"), Some(Document::UserData));
         assert_eq!(Document::parse("../x"), None);
@@ -443,7 +533,7 @@ mod tests {
             public: "ssh-ed25519 BBBB w0",
         };
         let access = Access { key: "ssh-ed25519 CCCC slipway@prod", host_key: host };
-        let r = render(Document::UserData, &vars(), &[KEY.into()], Some(access), None).expect("renders");
+        let r = render(Document::UserData, &vars(), &[KEY.into()], Some(access), &[], None).expect("renders");
         assert!(r.access && r.left_out.is_empty(), "{:?}", r.left_out);
         let parsed: serde_json::Value = serde_norway::from_str(&r.body).expect("YAML");
         assert_eq!(parsed["users"][0], "default", "the image's own user stays");
@@ -460,12 +550,62 @@ mod tests {
         // A template with its own users (or host keys) gets neither, and is told.
         for theirs in ["users: [default]", "ssh_keys: {rsa_private: x, rsa_public: y}"] {
             let template = format!("#cloud-config\n{theirs}\n");
-            let r = render(Document::UserData, &vars(), &[], Some(access), Some(&template)).expect("renders");
+            let r = render(Document::UserData, &vars(), &[], Some(access), &[], Some(&template)).expect("renders");
             assert!(!r.access);
             let parsed: serde_json::Value = serde_norway::from_str(&r.body).expect("YAML");
             assert!(parsed.get("users").is_none() || parsed["users"] == serde_json::json!(["default"]), "{}", r.body);
             assert!(parsed.get("ssh_keys").is_none() || parsed["ssh_keys"]["rsa_private"] == "x", "{}", r.body);
             assert!(r.left_out.iter().any(|l| l.contains("slipway cannot log in")), "{:?}", r.left_out);
+        }
+    }
+
+    #[test]
+    fn files_join_the_templates_own_write_files_or_make_the_list() {
+        let files = [WriteFile {
+            path: "/var/lib/rancher/k3s/server/manifests/slipway-web.yaml".into(),
+            content:
+                "{\n  \"kind\": \"Namespace\",\n  \"metadata\": {\"name\": \"on\"}\n}\n---\n{\"kind\": \"ConfigMap\"}\n"
+                    .into(),
+        }];
+        let paths = |body: &str| -> Vec<String> {
+            let doc: serde_json::Value = serde_norway::from_str(body).expect("YAML");
+            doc["write_files"]
+                .as_array()
+                .expect("list")
+                .iter()
+                .map(|f| f["path"].as_str().unwrap_or("").to_owned())
+                .collect()
+        };
+        // slipway's k3s user-data: the files come first, its own entries stay as written.
+        let mut k3s = vars();
+        k3s.insert("role", "control-plane".into());
+        k3s.insert("server", "http://10.1.107.1:8080".into());
+        let r = render(Document::UserData, &k3s, &[], None, &files, Some(K3S_USER_DATA)).expect("renders");
+        let listed = paths(&r.body);
+        assert_eq!(listed[0], files[0].path);
+        assert_eq!(&listed[1..], paths(K3S_USER_DATA).as_slice());
+        assert!(r.body.contains("    content: |\n      #!/bin/sh\n"), "the template's block scalars untouched");
+        let doc: serde_json::Value = serde_norway::from_str(&r.body).expect("YAML");
+        assert_eq!(doc["write_files"][0]["content"], files[0].content.as_str(), "read back byte for byte");
+        assert_eq!(doc["write_files"][0]["permissions"], "0600");
+        // Items at the key's own indentation, a comment on the key: the same.
+        let flush = "#cloud-config\nwrite_files: # ours\n- path: /etc/motd\n  content: hi\nruncmd: [true]\n";
+        let r = render(Document::UserData, &vars(), &[], None, &files, Some(flush)).expect("renders");
+        assert_eq!(paths(&r.body), [files[0].path.as_str(), "/etc/motd"]);
+        // No list of its own: slipway's addition makes one.
+        let r = render(Document::UserData, &vars(), &[], None, &files, Some("#cloud-config\nruncmd: [true]\n"))
+            .expect("renders");
+        assert_eq!(paths(&r.body), [files[0].path.as_str()]);
+        // A list slipway cannot add to, or a template it does not add to: refused, named.
+        for template in [
+            "#cloud-config\nwrite_files: [{path: /etc/motd, content: hi}]\n",
+            "#cloud-config\nwrite_files: []\n",
+            "#!/bin/sh\necho hi\n",
+            "## template: jinja\n#cloud-config\n{}\n",
+        ] {
+            let e = render(Document::UserData, &vars(), &[], None, &files, Some(template)).expect_err(template);
+            let e = e.to_string();
+            assert!(e.contains("write_files") || e.contains("slipway-web.yaml cannot be written"), "{template}: {e}");
         }
     }
 }

@@ -7,6 +7,7 @@
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use super::cloudinit::WriteFile;
 use crate::inventory::Node;
 
 /// The answer to a node asking for its k3s config.
@@ -35,6 +36,10 @@ impl std::fmt::Debug for Answer {
 pub trait Admission: Send + Sync + std::fmt::Debug {
     /// `node`'s k3s config now, or why it waits; `None` for a node of no k3s cluster.
     async fn config(&self, node: &Node) -> Result<Option<Answer>, String>;
+
+    /// The files `node`'s cloud-init writes as it installs: for the first server, its cluster's
+    /// `at_install` add-on sets in k3s's auto-deploy directory; none for any other node.
+    async fn install_files(&self, node: &Node) -> Result<Vec<WriteFile>, String>;
 }
 
 /// How a node starts k3s.

@@ -348,6 +348,7 @@ async fn nocloud(
     };
     let profile = select::select(&inv, &Machine { node: Some(node), mac: Some(node.mac), arch: None });
     let vars = script::variables(&inv, Some(node), node.ipv4, None, profile, &base_url(&conn));
+    let mut files = Vec::new();
     let (template, keys) = if doc == cloudinit::Document::UserData {
         let role = node.role.map(|r| format!("{}.user-data", r.as_str()));
         let template = match s
@@ -360,6 +361,13 @@ async fn nocloud(
         // A k3s node without a template of the operator's gets slipway's own.
         let k3s = node.cluster.as_ref().and_then(|c| inv.clusters.get(c)).is_some_and(|c| c.kind == ClusterKind::K3s);
         let template = template.or_else(|| k3s.then(|| cloudinit::K3S_USER_DATA.to_owned()));
+        // A k3s first server writes its cluster's at-install add-ons into k3s's own directory.
+        if let Some(admission) = s.admission.as_ref().filter(|_| k3s) {
+            match admission.install_files(node).await {
+                Ok(f) => files = f,
+                Err(e) => return s.refused(node, ConfigKind::CloudInit, &e),
+            }
+        }
         match s.ssh_keys(&inv, node, ConfigKind::CloudInit).await {
             Ok(keys) => (template, keys),
             Err(resp) => return resp,
@@ -371,7 +379,7 @@ async fn nocloud(
         key,
         host_key: crate::boot::ignition::HostKeyFiles { private: &host.private, public: &host.public },
     });
-    match cloudinit::render(doc, &vars, &s.settings.ssh_keys, access, template.as_deref()) {
+    match cloudinit::render(doc, &vars, &s.settings.ssh_keys, access, &files, template.as_deref()) {
         Ok(rendered) => {
             if doc == cloudinit::Document::UserData {
                 if rendered.access {

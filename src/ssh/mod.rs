@@ -96,6 +96,32 @@ pub async fn run(
     limit: Duration,
     cap: usize,
 ) -> Result<Vec<Ran>, SshError> {
+    let steps: Vec<(&str, &[u8])> = commands.iter().map(|c| (*c, &[][..])).collect();
+    session(target, key, &steps, limit, cap).await
+}
+
+/// Runs `command` on `target` with `input` as its standard input (then end of file), within
+/// `limit`.
+pub async fn run_with_input(
+    target: &Target,
+    key: Arc<PrivateKey>,
+    command: &str,
+    input: &[u8],
+    limit: Duration,
+    cap: usize,
+) -> Result<Ran, SshError> {
+    let mut ran = session(target, key, &[(command, input)], limit, cap).await?;
+    ran.pop().ok_or_else(|| protocol(target, russh::Error::Disconnect))
+}
+
+/// Logs in and runs each (command, standard input) in turn.
+async fn session(
+    target: &Target,
+    key: Arc<PrivateKey>,
+    commands: &[(&str, &[u8])],
+    limit: Duration,
+    cap: usize,
+) -> Result<Vec<Ran>, SshError> {
     let timeout = |what| SshError::Timeout { node: target.node.clone(), addr: target.addr, limit, what };
     let offered = Arc::new(Mutex::new(None));
     let config = Arc::new(client::Config {
@@ -124,8 +150,8 @@ pub async fn run(
         return Err(SshError::Denied { node, addr: target.addr, user, key: fingerprint });
     }
     let mut out = Vec::with_capacity(commands.len());
-    for command in commands {
-        let ran = tokio::time::timeout(left(), exec(&handle, command, cap))
+    for (command, input) in commands {
+        let ran = tokio::time::timeout(left(), exec(&handle, command, input, cap))
             .await
             .map_err(|_| timeout("running a command"))?
             .map_err(|e| protocol(target, e))?;
@@ -136,9 +162,18 @@ pub async fn run(
     Ok(out)
 }
 
-async fn exec<H: client::Handler>(handle: &client::Handle<H>, command: &str, cap: usize) -> Result<Ran, russh::Error> {
+async fn exec<H: client::Handler>(
+    handle: &client::Handle<H>,
+    command: &str,
+    input: &[u8],
+    cap: usize,
+) -> Result<Ran, russh::Error> {
     let mut channel = handle.channel_open_session().await?;
     channel.exec(true, command).await?;
+    if !input.is_empty() {
+        channel.data(input).await?;
+    }
+    channel.eof().await?;
     let (mut stdout, mut stderr, mut status) = (Tail::new(cap), Tail::new(cap), None);
     while let Some(msg) = channel.wait().await {
         match msg {

@@ -116,6 +116,7 @@ impl KubeSim {
         all.extend(ips.iter().map(|i| i.to_string()));
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
         let mut sim = KubeSim::start_with(dir, ns, addrs, zone, &all, true);
+        sim.with(|s| s.objects.serve_k3s());
         sim.kubeconfig = sim.kubeconfig.replace(&format!("https://api.{zone}:6443"), "https://127.0.0.1:6443");
         sim
     }

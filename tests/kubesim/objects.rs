@@ -98,6 +98,38 @@ impl Objects {
         (!served.is_empty()).then_some(served)
     }
 
+    /// k3s's own kinds, served from its CRDs from the start: `Addon` (what its auto-deploy
+    /// directory applied) and `HelmChart`.
+    pub fn serve_k3s(&mut self) {
+        for (gv, plural, kind) in
+            [("k3s.cattle.io/v1", "addons", "Addon"), ("helm.cattle.io/v1", "helmcharts", "HelmChart")]
+        {
+            self.resources.push(Resource {
+                group_version: gv.into(),
+                plural: plural.into(),
+                kind: kind.into(),
+                namespaced: true,
+            });
+        }
+    }
+
+    /// Where `object` lives (`default` for a namespaced one that names no namespace, as
+    /// kubectl and k3s's deploy controller place it), or `None` for a kind not served.
+    pub fn path_of(&self, object: &Value) -> Option<String> {
+        let (gv, kind) = (object["apiVersion"].as_str()?, object["kind"].as_str()?);
+        let r = self.resources.iter().find(|r| r.group_version == gv && r.kind == kind)?;
+        let base = if gv.contains('/') { format!("/apis/{gv}") } else { format!("/api/{gv}") };
+        let name = object["metadata"]["name"].as_str()?;
+        Some(match r.namespaced {
+            true => format!(
+                "{base}/namespaces/{}/{}/{name}",
+                object["metadata"]["namespace"].as_str().unwrap_or("default"),
+                r.plural
+            ),
+            false => format!("{base}/{}/{name}", r.plural),
+        })
+    }
+
     /// CRDs applied before this request are established now: their kinds are served.
     pub fn settle(&mut self) {
         for r in std::mem::take(&mut self.pending) {

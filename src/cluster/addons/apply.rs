@@ -1,6 +1,7 @@
 //! One pass of one set against a cluster's API: discovery for the API versions the set uses,
 //! its namespace made when asked, every object server-side applied in order (CRDs and
-//! Namespaces first), then its `wait_for` read. A pass never waits itself: it says what it saw,
+//! Namespaces first) — or, for a k3s `at_install` set, k3s's own record that it applied the
+//! set's file (`autodeploy`) — then its `wait_for` read. A pass never waits itself: it says what it saw,
 //! and the lifecycle passes again until the set is done or its deadline has passed. Applying is
 //! idempotent (server-side apply), so a pass after a restart repeats nothing harmful.
 
@@ -8,6 +9,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
+use super::autodeploy::{self, Copier};
 use super::manifest::{Loaded, Object};
 use super::rest::{ApiResourceList, Discovery, Unplaced, discovery_path, ordered};
 use crate::cluster::definition::{AddonSet, WaitFor};
@@ -25,12 +27,34 @@ pub enum Pass {
     Refused { object: String, message: String },
 }
 
-/// Applies `loaded` (the set `set` as read) and reads its wait condition.
-pub async fn pass(kube: &Kube, set: &AddonSet, loaded: &Loaded) -> Pass {
+/// Applies `loaded` (the set `set` as read) and reads its wait condition. An `at_install` set
+/// is k3s's to apply; `copier`, when given, brings the first server's copy of it up to date.
+pub async fn pass(kube: &Kube, set: &AddonSet, loaded: &Loaded, copier: Option<&dyn Copier>) -> Pass {
     let discovery = match discover(kube, loaded, set.wait_for.as_ref()).await {
         Ok(d) => d,
         Err(e) => return Pass::Waiting { applied: 0, seen: format!("discovery: {e}") },
     };
+    let namespace = set.namespace.as_deref();
+    let applied = match set.at_install {
+        true => match autodeploy::applied(kube, set, loaded, copier).await {
+            Ok(n) => n,
+            Err(seen) => return Pass::Waiting { applied: 0, seen },
+        },
+        false => match apply_objects(kube, &discovery, set, loaded).await {
+            Ok(n) => n,
+            Err(pass) => return pass,
+        },
+    };
+    let Some(wait) = &set.wait_for else { return Pass::Done { applied } };
+    match waited(kube, &discovery, wait, loaded, namespace).await {
+        Ok(None) => Pass::Done { applied },
+        Ok(Some(seen)) => Pass::Waiting { applied, seen },
+        Err(e) => Pass::Waiting { applied, seen: e },
+    }
+}
+
+/// The set's namespace (when it makes one) and objects applied: how many, or the pass's end.
+async fn apply_objects(kube: &Kube, discovery: &Discovery, set: &AddonSet, loaded: &Loaded) -> Result<usize, Pass> {
     let mut applied = 0;
     let namespace = set.namespace.as_deref();
     if set.create_namespace
@@ -39,22 +63,20 @@ pub async fn pass(kube: &Kube, set: &AddonSet, loaded: &Loaded) -> Pass {
         let object = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } });
         match kube.apply(&format!("/api/v1/namespaces/{ns}"), &object).await {
             Ok(_) => applied += 1,
-            Err(e) => return failed(format!("Namespace {ns}"), e, applied),
+            Err(e) => return Err(failed(format!("Namespace {ns}"), e, applied)),
         }
     }
-    // k3s applied an at-install set itself, from its auto-deploy directory.
-    let objects = if set.at_install { Vec::new() } else { ordered(&loaded.objects) };
-    for object in objects {
+    for object in ordered(&loaded.objects) {
         let target = match discovery.place(object, namespace) {
             Ok(t) => t,
             Err(e @ Unplaced::UnknownKind { .. }) => {
-                return Pass::Waiting { applied, seen: format!("{} ({}): {e}", object.label(), object.origin) };
+                return Err(Pass::Waiting { applied, seen: format!("{} ({}): {e}", object.label(), object.origin) });
             }
             Err(e @ Unplaced::NoNamespace { .. }) => {
-                return Pass::Refused {
+                return Err(Pass::Refused {
                     object: format!("{} ({})", object.label(), object.origin),
                     message: e.to_string(),
-                };
+                });
             }
         };
         let body = with_namespace(object, target.namespace.as_deref());
@@ -63,16 +85,11 @@ pub async fn pass(kube: &Kube, set: &AddonSet, loaded: &Loaded) -> Pass {
             Err(e) => {
                 let label = object.label_in(target.namespace.as_deref());
                 let e = if object.kind() == "Secret" { quiet(e) } else { e };
-                return failed(format!("{label} ({})", object.origin), e, applied);
+                return Err(failed(format!("{label} ({})", object.origin), e, applied));
             }
         }
     }
-    let Some(wait) = &set.wait_for else { return Pass::Done { applied } };
-    match waited(kube, &discovery, wait, loaded, namespace).await {
-        Ok(None) => Pass::Done { applied },
-        Ok(Some(seen)) => Pass::Waiting { applied, seen },
-        Err(e) => Pass::Waiting { applied, seen: e },
-    }
+    Ok(applied)
 }
 
 /// An API error: a refusal that another pass would meet again (invalid, forbidden, bad

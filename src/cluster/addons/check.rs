@@ -1,6 +1,7 @@
 //! What a definition's `addons` must be before it is accepted (pure): unique names, one source
 //! each (an absolute `path`, or an `image` inside the images directory), namespaces that are
-//! DNS labels, `create_namespace` with a namespace to create, `at_install` for k3s only, a
+//! DNS labels, `create_namespace` with a namespace to create, `at_install` for k3s only (and
+//! without a namespace of the set's: k3s applies the objects as written), a
 //! `wait_for` that names its object, and a timeout between 1 s and 7 days. Reading the files
 //! is the caller's (see [`super::manifest`]).
 
@@ -50,9 +51,17 @@ pub fn check(def: &Definition) -> Vec<Problem> {
         if set.at_install && def.kind != ClusterKind::K3s {
             add(at("at_install"), "true", "only k3s applies manifests of its own at install");
         } else if set.at_install {
-            // Written into the first server's cloud-init in a later step of this work; refused
-            // until then rather than left unapplied.
-            add(at("at_install"), "true", "this slipway does not write sets into k3s's auto-deploy directory yet");
+            // k3s applies the file as written: a namespace is the objects' own to name.
+            if let Some(ns) = &set.namespace {
+                add(at("namespace"), ns, "k3s applies an at_install set as written: name the namespace in its objects");
+            }
+            if set.create_namespace {
+                add(
+                    at("create_namespace"),
+                    "true",
+                    "k3s applies an at_install set as written: put the Namespace in the set",
+                );
+            }
         }
         check_wait(i, set, &mut add);
         if let Some(d) = set.timeout
@@ -149,5 +158,15 @@ mod tests {
                 "addons[5].wait_for.condition = ",
             ]
         );
+    }
+
+    #[test]
+    fn a_k3s_at_install_set_names_its_namespaces_itself() {
+        let def = definition(
+            "k3s",
+            "  - { name: ingress, path: /srv/ingress, at_install: true, wait_for: { kind: Deployment, name: web, namespace: web } }\n  \
+             - { name: web, path: /srv/web, at_install: true, namespace: web, create_namespace: true }\n",
+        );
+        assert_eq!(fields(&check(&def)), ["addons[1].namespace = web", "addons[1].create_namespace = true"]);
     }
 }

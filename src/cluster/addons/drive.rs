@@ -3,14 +3,16 @@
 //! lifecycle record before anything is told (events per set: applied with its object count, or
 //! failed with the object and the API's message), then the next set on the next step. The
 //! cluster is Ready once every set is applied, and fails with the set's reason when one fails
-//! (`retry` starts that set again). `at_install` sets were applied by k3s itself: only their
-//! `wait_for` is read. (A definition applied again whose sets changed takes a Ready cluster
+//! (`retry` starts that set again). `at_install` sets are applied by k3s itself: k3s's record
+//! of the file it applied is read (and the first server's copy brought up to date when the set
+//! changed), then their `wait_for`. (A definition applied again whose sets changed takes a Ready cluster
 //! back to ApplyingAddons: `Clusters`, as it applies.)
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::apply;
+use super::autodeploy::Copier;
 use super::progress::{Outcome, Wanted};
 use super::sets::read_sets;
 use crate::cluster::Clusters;
@@ -21,12 +23,14 @@ use crate::inventory::Timestamp;
 use crate::kube::Kube;
 use crate::store::events::{EventKind, Source, Subject};
 
-/// One step of a cluster in ApplyingAddons, against its API through `kube`.
+/// One step of a cluster in ApplyingAddons, against its API through `kube`; `copier` reaches
+/// a k3s first server's auto-deploy directory.
 pub async fn step<S, L, F>(
     clusters: &Clusters,
     def: &Definition,
     record: &StageRecord<S, L, F>,
     kube: &Kube,
+    copier: Option<&dyn Copier>,
 ) -> Result<(), ControlError>
 where
     S: Staged + Serialize + DeserializeOwned + Send + 'static,
@@ -54,8 +58,12 @@ where
                 Some(current) => {
                     let index = wanted.iter().position(|w| *w == current).unwrap_or_default();
                     let (set, loaded) = (&def.addons[index], &sets[index].1);
-                    let pass = apply::pass(kube, set, loaded).await;
-                    let (progress, outcome) = facts.addons().after(&current, &pass, now);
+                    let copy = copier.filter(|_| set.at_install && facts.addons().copy_due(&current, now));
+                    let pass = apply::pass(kube, set, loaded, copy).await;
+                    let (mut progress, outcome) = facts.addons().after(&current, &pass, now);
+                    if copy.is_some() {
+                        progress.copy_checked(&current.name, now);
+                    }
                     let mut next = record.clone();
                     *next.facts.addons() = progress;
                     let state = next.facts.addons().sets.iter().find(|s| s.name == current.name).cloned();

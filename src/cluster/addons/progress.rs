@@ -39,6 +39,10 @@ pub struct SetState {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When the k3s first server's copy of an `at_install` set was last looked at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub copy_checked: Option<Timestamp>,
 }
 
 /// Every set's state, in the order they were first applied.
@@ -75,6 +79,10 @@ pub struct Wanted {
     pub timeout: Duration,
 }
 
+/// How often the first server's copy of an `at_install` set is looked at while k3s has not
+/// applied it.
+pub const COPY_CHECK: Duration = Duration::from_secs(30);
+
 /// What a pass's result made of the set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -100,6 +108,25 @@ impl AddonProgress {
         self.sets.iter().find(|s| &s.name == name)
     }
 
+    /// Whether the first server's copy of `set` (an `at_install` set k3s has not applied with
+    /// its current content) is to be looked at in this pass: at once, then once every
+    /// `COPY_CHECK` (k3s reads its directory every 15 s).
+    pub fn copy_due(&self, set: &Wanted, now: Timestamp) -> bool {
+        match self.state(&set.name) {
+            Some(s) if s.hash == set.hash && s.phase == SetPhase::Applying => {
+                s.copy_checked.is_none_or(|at| now.0.duration_since(at.0).unwrap_or_default() >= COPY_CHECK)
+            }
+            _ => true,
+        }
+    }
+
+    /// Notes that the copy of `set` was looked at `now`.
+    pub fn copy_checked(&mut self, set: &Name, now: Timestamp) {
+        if let Some(s) = self.sets.iter_mut().find(|s| &s.name == set) {
+            s.copy_checked = Some(now);
+        }
+    }
+
     /// The progress after a pass of `set` returned `pass` at `now`, and what that made of it.
     pub fn after(&self, set: &Wanted, pass: &Pass, now: Timestamp) -> (AddonProgress, Outcome) {
         let mut state = match self.state(&set.name) {
@@ -113,6 +140,7 @@ impl AddonProgress {
                 applied: 0,
                 observed: None,
                 error: None,
+                copy_checked: None,
             },
         };
         let outcome = match pass {

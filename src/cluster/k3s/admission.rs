@@ -5,7 +5,9 @@
 
 use super::stage::{self, K3sRecord, Members, Turn};
 use super::token;
+use crate::boot::cloudinit::WriteFile;
 use crate::boot::k3s::{Admission, Answer, NodeSettings, Start};
+use crate::cluster::addons::sets;
 use crate::cluster::control::{Clusters, Stored, blocking};
 use crate::inventory::{Cluster, ClusterKind, Inventory, Name, Node, Role, Timestamp};
 use crate::store::events::{EventKind, Source, Subject};
@@ -135,5 +137,38 @@ impl Admission for Clusters {
             }
         };
         Ok(Some(Answer::Config(body)))
+    }
+
+    async fn install_files(&self, node: &Node) -> Result<Vec<WriteFile>, String> {
+        let inv = self.store.snapshot();
+        let Some(cluster) =
+            node.cluster.as_ref().and_then(|c| inv.clusters.get(c)).filter(|c| c.kind == ClusterKind::K3s)
+        else {
+            return Ok(Vec::new());
+        };
+        if node.role != Some(Role::ControlPlane) {
+            return Ok(Vec::new());
+        }
+        let (store, key) = (self.store.clone(), cluster.name.to_string());
+        let (record, stored) = blocking(move || {
+            let record: Option<K3sRecord> = store.record(Records::Lifecycle, &key)?;
+            let stored: Option<Stored> = store.record(Records::Definitions, &key)?;
+            Ok((record, stored))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        // The first server: the one that initialised the cluster, or the one that will.
+        let first = match &record {
+            Some(r) => Some(r.facts.init.clone()),
+            None => members(&inv, &cluster.name).servers.first().cloned(),
+        };
+        let Some(stored) = stored.filter(|_| first.as_ref() == Some(&node.name)) else {
+            return Ok(Vec::new());
+        };
+        let (images, def) = (self.images.clone(), stored.definition);
+        tokio::task::spawn_blocking(move || sets::install_files(&def, &images))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|p| format!("add-ons: {} = {}: {}", p.field, p.value, p.message))
     }
 }

@@ -22,6 +22,8 @@ use std::time::Duration;
 use super::admission::{self, API_PORT};
 use super::stage::{self, K3sRecord, Look, Stage};
 use super::token;
+use crate::boot::cloudinit::WriteFile;
+use crate::cluster::addons::autodeploy::{self, Copied, Copier};
 use crate::cluster::control::{Clusters, ControlError, Stored, blocking, lock};
 use crate::inventory::{Cluster, ClusterKind, Name, Node, Timestamp};
 use crate::kube::Kube;
@@ -82,7 +84,11 @@ impl Driver {
             let base = format!("https://api-int.{}.{}:{API_PORT}", cluster.name, cluster.base_domain);
             let connect = SocketAddr::from((cluster.api_int_address, API_PORT));
             return match client(clusters, &cluster.name, &base, Some(connect)).await {
-                Ok(kube) => crate::cluster::addons::drive::step(clusters, &stored.definition, &record, &kube).await,
+                Ok(kube) => {
+                    let copier = FirstServer { clusters, cluster: &cluster, node: &init };
+                    crate::cluster::addons::drive::step(clusters, &stored.definition, &record, &kube, Some(&copier))
+                        .await
+                }
                 Err(why) => {
                     tracing::debug!(cluster = %name, %why, "add-ons wait for the cluster's API");
                     Ok(())
@@ -309,6 +315,52 @@ pub async fn forget_node(clusters: &Clusters, node: &Node) -> Result<(), String>
     Err("the cluster's record kept changing".into())
 }
 
+/// The first server's auto-deploy directory, over SSH: its copy of an `at_install` set's file
+/// is compared by SHA-256 and written (whole, then renamed into place) when it differs.
+struct FirstServer<'a> {
+    clusters: &'a Clusters,
+    cluster: &'a Cluster,
+    node: &'a Node,
+}
+
+#[async_trait::async_trait]
+impl Copier for FirstServer<'_> {
+    async fn ensure(&self, file: &WriteFile) -> Result<Copied, String> {
+        let sum = autodeploy::checksum(&file.content);
+        let check = format!("sudo -n sha256sum '{}'", file.path);
+        let ran = ssh(self.clusters, self.cluster, self.node, &[&check], 4096).await?;
+        if ran.first().is_some_and(|r| r.status == Some(0) && r.stdout.starts_with(&sum)) {
+            return Ok(Copied::Already);
+        }
+        let (dir, name) = file.path.rsplit_once('/').unwrap_or((autodeploy::DIRECTORY, &file.path));
+        // Written beside it under a dot name (k3s skips dotfiles), then renamed: k3s never
+        // reads half a file.
+        let write = format!(
+            "sudo -n sh -c 'umask 077 && mkdir -p {dir} && cat > {dir}/.{name}.part && mv -f {dir}/.{name}.part {dir}/{name}'"
+        );
+        let (target, key) = login(self.clusters, self.cluster, self.node).await?;
+        let ran = crate::ssh::run_with_input(&target, key, &write, file.content.as_bytes(), SSH_LIMIT, 4096)
+            .await
+            .map_err(|e| e.to_string())?;
+        match ran.status {
+            Some(0) => {
+                tracing::info!(cluster = %self.cluster.name, node = %self.node.name, path = %file.path, "k3s add-on file written");
+                Ok(Copied::Written)
+            }
+            status => Err(format!(
+                "writing {} ended with status {}: {}",
+                file.path,
+                status.map_or("none".to_owned(), |s| s.to_string()),
+                ran.stderr.trim()
+            )),
+        }
+    }
+
+    fn server(&self) -> &str {
+        self.node.name.as_str()
+    }
+}
+
 /// Runs `commands` on `node` as user `slipway` with the cluster's key, its host key pinned.
 async fn ssh(
     clusters: &Clusters,
@@ -317,6 +369,17 @@ async fn ssh(
     commands: &[&str],
     cap: usize,
 ) -> Result<Vec<crate::ssh::Ran>, String> {
+    let (target, client) = login(clusters, cluster, node).await?;
+    crate::ssh::run(&target, client, commands, SSH_LIMIT, cap).await.map_err(|e| e.to_string())
+}
+
+/// Whom to reach on `node` and with which key: user `slipway`, the cluster's key, the host key
+/// slipway made for the node.
+async fn login(
+    clusters: &Clusters,
+    cluster: &Cluster,
+    node: &Node,
+) -> Result<(crate::ssh::Target, Arc<russh::keys::PrivateKey>), String> {
     let (dir, key, name) = (clusters.store.state_dir().to_owned(), cluster.name.to_string(), node.name.to_string());
     let keys = tokio::task::spawn_blocking(move || {
         Ok::<_, crate::ssh::keys::KeyError>((
@@ -339,7 +402,7 @@ async fn ssh(
         user: crate::boot::cloudinit::USER.to_owned(),
         host_key,
     };
-    crate::ssh::run(&target, Arc::new(client), commands, SSH_LIMIT, cap).await.map_err(|e| e.to_string())
+    Ok((target, Arc::new(client)))
 }
 
 /// Reads a node's k3s journal and failed units over SSH and keeps them as an event on it.

@@ -96,7 +96,7 @@ impl Driver {
         // CSRs are approved while add-ons are applied too (their nodes may need them).
         if record.stage == Stage::ApplyingAddons {
             return match &kube {
-                Some(kube) => crate::cluster::addons::drive::step(clusters, definition, &record, kube).await,
+                Some(kube) => crate::cluster::addons::drive::step(clusters, definition, &record, kube, None).await,
                 None => Ok(()),
             };
         }
