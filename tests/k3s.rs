@@ -250,7 +250,13 @@ fn a_k3s_cluster_joins_its_servers_one_at_a_time_and_hands_over_a_kubeconfig() {
         52,
         "Argo CD's 50, the repository Secret and the root app"
     );
-    assert_eq!(stored["/api/v1/namespaces/argocd/secrets/platform-repo"]["stringData"]["password"], REPO_SECRET);
+    let secret = &stored["/api/v1/namespaces/argocd/secrets/platform-repo"];
+    assert!(secret.get("stringData").is_none(), "{secret}");
+    let password = secret["data"]["password"].as_str().expect("data");
+    assert_eq!(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, password).expect("base64"),
+        REPO_SECRET.as_bytes()
+    );
     assert_eq!(
         stored["/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/root"]["metadata"]["managedFields"][0]["manager"],
         "slipway"
@@ -477,17 +483,28 @@ fn a_refused_add_on_fails_the_cluster_and_a_changed_set_alone_applies_again() {
     running.sim.with(|s| s.objects.rollouts_held = true);
 
     // web waits for its Deployment; slipway is killed and starts again: the same wait.
-    support::eventually("web waiting for its Deployment", LIMIT, || {
+    support::eventually("web waiting for its Deployment to roll out", LIMIT, || {
         let s = status(&lab, &daemon);
-        s["stage"]["stage"] == "applying-addons" && s["addons"][0]["state"] == "applying"
+        s["stage"]["stage"] == "applying-addons"
+            && s["addons"][0]["state"] == "applying"
+            && s["addons"][0]["detail"] == "Deployment web: 0 of 1 updated replicas available"
     });
     let waiting = status(&lab, &daemon)["addons"][0].clone();
-    assert!(waiting["detail"].as_str().is_some_and(|d| d.contains("Deployment web: Available is False")), "{waiting}");
     support::signal(&daemon.child, "KILL");
     support::wait_exit(&mut daemon.child, Duration::from_secs(10)).expect("killed");
     daemon = support::start_in(Some(&lab.ns), &config, &[]);
     let resumed = status(&lab, &daemon)["addons"][0].clone();
     assert_eq!((&resumed["state"], &resumed["deadline"]), (&waiting["state"], &waiting["deadline"]), "{resumed}");
+    // Its file replaced meanwhile (gone for a moment): read again, the set still waits.
+    std::fs::rename(web.join("web.yaml"), dir.path().join("web.yaml.moved")).expect("moved away");
+    support::eventually("the unreadable set read again", LIMIT, || {
+        let s = status(&lab, &daemon);
+        assert_eq!(s["stage"]["stage"], "applying-addons", "{s}");
+        s["stage"]["observed"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("add-ons: addons[0].path: cannot be read") && o.ends_with("(read again)"))
+    });
+    std::fs::rename(dir.path().join("web.yaml.moved"), web.join("web.yaml")).expect("back");
     running.sim.with(|s| s.objects.rollouts_held = false);
 
     support::eventually("the refused add-on fails the cluster", LIMIT, || {

@@ -5,10 +5,16 @@
 //! applied it, as a real API server needs a moment to serve a new CRD. Its refusals have the API's shapes
 //! and messages: an unknown resource (404, "the server could not find the requested
 //! resource"), a namespace that does not exist (404 `namespaces "x" not found`), a name or
-//! namespace that disagrees with the URL (400), a Deployment without a selector (422
-//! `spec.selector: Required value`), no field manager (400), another content type (415).
-//! A Deployment rolls out: `Available` is False when applied and True from the second read on,
-//! unless rollouts are held.
+//! namespace that disagrees with the URL (400), a Secret's `stringData` kept as base64 `data`
+//! (never returned as written), a Deployment without a selector (422
+//! `spec.selector: Required value`), no field manager (400), another content type (415), an
+//! object another field manager applied, unforced (409 conflict).
+//! An object with a `spec` has a `metadata.generation`, 1 when made and one more each time its
+//! spec changes. Workloads roll out as their controllers write it: applied, a Deployment,
+//! StatefulSet or DaemonSet keeps the status it had (none when new: the controller has not seen
+//! the spec); the first read shows that, and from the second on the controller has seen the
+//! current generation and every replica is updated and available — or, while rollouts are
+//! held, updated and unavailable.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -154,8 +160,8 @@ impl Objects {
         let held = self.rollouts_held;
         let object = self.stored.get_mut(path)?;
         let answer = object.clone();
-        if object["kind"] == "Deployment" && !held {
-            object["status"] = deployment_status(true);
+        if let Some(status) = workload_status(object, !held) {
+            object["status"] = status;
         }
         Some(answer)
     }
@@ -230,6 +236,21 @@ impl Objects {
             ));
         }
         let previous = self.stored.get(path).cloned();
+        // Another manager's object is taken over only with force (slipway always forces).
+        let owner =
+            previous.as_ref().and_then(|p| p["metadata"]["managedFields"][0]["manager"].as_str().map(str::to_owned));
+        if let Some(owner) = owner.filter(|o| Some(o) != query.get("fieldManager"))
+            && query.get("force").map(String::as_str) != Some("true")
+        {
+            return Err((
+                409,
+                "Conflict",
+                format!(
+                    "Apply failed with 1 conflict: conflict with \"{owner}\" using {}: .spec",
+                    resource.group_version
+                ),
+            ));
+        }
         self.uid += 1;
         let meta =
             object["metadata"].as_object_mut().ok_or((400, "BadRequest", "metadata: must be an object".to_owned()))?;
@@ -243,9 +264,29 @@ impl Objects {
         if let Some(ns) = &namespace {
             meta.insert("namespace".into(), json!(ns));
         }
+        if object.get("spec").is_some() {
+            let before = previous.as_ref().map(|p| (&p["spec"], p["metadata"]["generation"].as_u64().unwrap_or(1)));
+            let generation = match before {
+                None => 1,
+                Some((spec, generation)) if *spec == object["spec"] => generation,
+                Some((_, generation)) => generation + 1,
+            };
+            object["metadata"]["generation"] = json!(generation);
+        }
         match kind.as_str() {
-            "Deployment" => {
-                object["status"] = previous.as_ref().map_or_else(|| deployment_status(false), |p| p["status"].clone())
+            // The API keeps a Secret's stringData as base64 data and never returns it.
+            "Secret" => {
+                if let Some(Value::Object(plain)) = object.as_object_mut().and_then(|o| o.remove("stringData")) {
+                    use base64::Engine;
+                    for (key, value) in plain {
+                        let encoded =
+                            base64::engine::general_purpose::STANDARD.encode(value.as_str().unwrap_or_default());
+                        object["data"][key] = json!(encoded);
+                    }
+                }
+            }
+            "Deployment" | "StatefulSet" | "DaemonSet" => {
+                object["status"] = previous.as_ref().map_or_else(|| json!({}), |p| p["status"].clone())
             }
             "CustomResourceDefinition" => {
                 if previous.is_none() {
@@ -314,14 +355,39 @@ fn crd_resources(crd: &Value) -> Vec<Resource> {
         .collect()
 }
 
-fn deployment_status(available: bool) -> Value {
-    let (status, reason, message) = if available {
-        ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
-    } else {
-        ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
-    };
-    json!({ "observedGeneration": 1, "replicas": 1, "conditions": [
-        { "type": "Available", "status": status, "reason": reason, "message": message },
-        { "type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable" },
-    ] })
+/// A workload's status once its controller saw its current generation: every replica updated,
+/// and available (or not), in the fields each controller writes; `None` for other kinds.
+fn workload_status(object: &Value, available: bool) -> Option<Value> {
+    let generation = object["metadata"]["generation"].as_u64().unwrap_or(1);
+    let replicas = object["spec"]["replicas"].as_u64().unwrap_or(1);
+    let up = if available { replicas } else { 0 };
+    Some(match object["kind"].as_str()? {
+        "Deployment" => {
+            let (status, reason, message) = if available {
+                ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
+            } else {
+                ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
+            };
+            let progress = if available { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" };
+            json!({ "observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
+                "readyReplicas": up, "availableReplicas": up, "unavailableReplicas": replicas - up,
+                "conditions": [
+                    { "type": "Available", "status": status, "reason": reason, "message": message },
+                    { "type": "Progressing", "status": "True", "reason": progress },
+                ] })
+        }
+        "StatefulSet" => {
+            let revision = format!("{}-{generation:x}", object["metadata"]["name"].as_str().unwrap_or("sts"));
+            json!({ "observedGeneration": generation, "replicas": replicas, "readyReplicas": up,
+                "availableReplicas": up, "currentReplicas": replicas, "updatedReplicas": replicas,
+                "currentRevision": revision, "updateRevision": revision })
+        }
+        "DaemonSet" => {
+            // One pod per node of a two-node cluster.
+            json!({ "observedGeneration": generation, "desiredNumberScheduled": 2, "currentNumberScheduled": 2,
+                "updatedNumberScheduled": 2, "numberReady": if available { 2 } else { 0 },
+                "numberAvailable": if available { 2 } else { 0 } })
+        }
+        _ => return None,
+    })
 }

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::autodeploy::{self, Copier};
 use super::manifest::{Loaded, Object};
 use super::rest::{ApiResourceList, Discovery, Unplaced, discovery_path, ordered};
+use super::rollout::{Rollout, rollout};
 use crate::cluster::definition::{AddonSet, WaitFor};
 use crate::kube::{Kube, KubeError};
 
@@ -47,9 +48,11 @@ pub async fn pass(kube: &Kube, set: &AddonSet, loaded: &Loaded, copier: Option<&
     };
     let Some(wait) = &set.wait_for else { return Pass::Done { applied } };
     match waited(kube, &discovery, wait, loaded, namespace).await {
-        Ok(None) => Pass::Done { applied },
-        Ok(Some(seen)) => Pass::Waiting { applied, seen },
-        Err(e) => Pass::Waiting { applied, seen: e },
+        Ok(Rollout::Done) => Pass::Done { applied },
+        Ok(Rollout::Waiting(seen)) | Err(seen) => Pass::Waiting { applied, seen },
+        Ok(Rollout::Failed(message)) => {
+            Pass::Refused { object: format!("wait_for {} {}", wait.kind, wait.name), message }
+        }
     }
 }
 
@@ -149,14 +152,15 @@ async fn discover(kube: &Kube, loaded: &Loaded, wait: Option<&WaitFor>) -> Resul
     Ok(discovery)
 }
 
-/// `None` when the wait condition holds; else what was seen.
+/// Whether the wait condition holds (a workload waited for without a condition: whether it
+/// rolled out, as `kubectl rollout status` says); else what was seen.
 async fn waited(
     kube: &Kube,
     discovery: &Discovery,
     wait: &WaitFor,
     loaded: &Loaded,
     namespace: Option<&str>,
-) -> Result<Option<String>, String> {
+) -> Result<Rollout, String> {
     let in_set = loaded.objects.iter().find(|o| o.kind() == wait.kind && o.name() == wait.name);
     let api_version = wait
         .api_version
@@ -172,10 +176,19 @@ async fn waited(
     let target = discovery.place(&probe, namespace).map_err(|e| e.to_string())?;
     let condition = wait.condition.clone().unwrap_or_else(|| default_condition(&wait.kind).to_owned());
     let label = format!("{} {}", wait.kind, wait.name);
+    let seen = |s: String| Ok(Rollout::Waiting(s));
     match kube.get_opt::<Value>(&target.path).await {
-        Err(e) => Ok(Some(format!("{label}: {e}"))),
-        Ok(None) => Ok(Some(format!("{label} does not exist yet"))),
+        Err(e) => seen(format!("{label}: {e}")),
+        Ok(None) => seen(format!("{label} does not exist yet")),
         Ok(Some(object)) => {
+            if wait.condition.is_none()
+                && let Some(rolled) = rollout(&wait.kind, &object)
+            {
+                return Ok(match rolled {
+                    Rollout::Waiting(s) => Rollout::Waiting(format!("{label}: {s}")),
+                    other => other,
+                });
+            }
             let found = object["status"]["conditions"]
                 .as_array()
                 .into_iter()
@@ -185,18 +198,18 @@ async fn waited(
                     (c["status"].as_str().unwrap_or("Unknown").to_owned(), c["message"].as_str().map(str::to_owned))
                 });
             Ok(match found {
-                Some((status, _)) if status == "True" => None,
-                Some((status, message)) => Some(format!(
+                Some((status, _)) if status == "True" => Rollout::Done,
+                Some((status, message)) => Rollout::Waiting(format!(
                     "{label}: {condition} is {status}{}",
                     message.map(|m| format!(" ({m})")).unwrap_or_default()
                 )),
-                None => Some(format!("{label}: no {condition} condition yet")),
+                None => Rollout::Waiting(format!("{label}: no {condition} condition yet")),
             })
         }
     }
 }
 
-/// The condition a kind is waited for by default.
+/// The condition a kind is waited for by default (a workload's rollout aside: `rollout`).
 pub fn default_condition(kind: &str) -> &'static str {
     match kind {
         "Deployment" => "Available",

@@ -42,7 +42,18 @@ where
     let now = Timestamp::now();
     let mut told = None;
     let next = match sets {
-        Err(problem) => record.fail(format!("add-ons: {}: {}", problem.field, problem.message), now),
+        // A file being replaced is read again while a set applies (until its deadline); a set
+        // that cannot be read otherwise fails the cluster, named.
+        Err(problem) => {
+            let reason = format!("add-ons: {}: {}", problem.field, problem.message);
+            let mut facts = record.facts.clone();
+            match facts.addons().applying_until() {
+                Some(deadline) if now <= deadline => {
+                    StageRecord { observed: Some(format!("{reason} (read again)")), ..record.clone() }
+                }
+                _ => record.fail(reason, now),
+            }
+        }
         Ok(sets) => {
             let wanted: Vec<Wanted> = sets.iter().map(|(w, _)| w.clone()).collect();
             let mut facts = record.facts.clone();

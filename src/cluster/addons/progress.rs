@@ -17,6 +17,9 @@ pub enum SetPhase {
     Applying,
     Applied,
     Failed,
+    /// Applied with other content (its files or settings changed since): applied again in its
+    /// turn.
+    Changed,
 }
 
 /// One set's state.
@@ -56,7 +59,8 @@ pub struct AddonProgress {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AddonStatus {
     pub name: Name,
-    /// `pending` (not begun), `applying`, `applied` or `failed`.
+    /// `pending` (not begun), `applying`, `applied`, `failed` or `changed` (applied with other
+    /// content than the definition's now: applied again in its turn).
     pub state: String,
     /// Objects applied by its last pass.
     pub objects: usize,
@@ -118,6 +122,11 @@ impl AddonProgress {
             }
             _ => true,
         }
+    }
+
+    /// The deadline of the set being applied, if one is.
+    pub fn applying_until(&self) -> Option<Timestamp> {
+        self.sets.iter().filter(|s| s.phase == SetPhase::Applying).find_map(|s| s.deadline)
     }
 
     /// Notes that the copy of `set` was looked at `now`.
@@ -186,6 +195,7 @@ impl AddonProgress {
                     SetPhase::Applied => ("True", format!("{} objects applied", s.applied)),
                     SetPhase::Applying => ("False", s.observed.clone().unwrap_or_else(|| "applying".into())),
                     SetPhase::Failed => ("False", s.error.clone().unwrap_or_else(|| "failed".into())),
+                    SetPhase::Changed => ("False", "changed since it was applied: applied again in its turn".into()),
                 };
                 crate::cluster::phase::Condition { kind: format!("Addon/{}", s.name), status: status.into(), message }
             })
@@ -203,6 +213,7 @@ impl AddonProgress {
                         SetPhase::Applying => "applying",
                         SetPhase::Applied => "applied",
                         SetPhase::Failed => "failed",
+                        SetPhase::Changed => "changed",
                     }
                     .into(),
                     objects: s.applied,
@@ -228,9 +239,22 @@ impl AddonProgress {
         AddonProgress { sets: self.sets.iter().filter(|s| s.phase == SetPhase::Applied).cloned().collect() }
     }
 
-    /// Only the sets the definition still has.
+    /// Only the sets the definition still has; an applied one whose content changed since is
+    /// marked so (status shows it is to be applied again, not applied).
     pub fn pruned(&self, wanted: &[Wanted]) -> AddonProgress {
-        AddonProgress { sets: self.sets.iter().filter(|s| wanted.iter().any(|w| w.name == s.name)).cloned().collect() }
+        let sets = self
+            .sets
+            .iter()
+            .filter_map(|s| {
+                let w = wanted.iter().find(|w| w.name == s.name)?;
+                let mut s = s.clone();
+                if s.phase == SetPhase::Applied && s.hash != w.hash {
+                    s.phase = SetPhase::Changed;
+                }
+                Some(s)
+            })
+            .collect();
+        AddonProgress { sets }
     }
 }
 
@@ -272,6 +296,13 @@ mod tests {
         // The second set's files change: only it is applied again.
         let changed = [wanted("crds", "h1"), wanted("argocd", "h3")];
         assert_eq!(p.current(&changed), Some(&changed[1]));
+        // Until it is, it shows as changed, not applied.
+        let marked = p.pruned(&changed);
+        let shown: Vec<String> = marked.statuses(&sets.map(|w| w.name)).into_iter().map(|s| s.state).collect();
+        assert_eq!(shown, ["applied", "changed"]);
+        assert_eq!(marked.current(&changed), Some(&changed[1]));
+        let (marked, _) = marked.after(&changed[1], &Pass::Done { applied: 51 }, at(50));
+        assert_eq!(marked.current(&changed), None);
     }
 
     #[test]
