@@ -674,6 +674,9 @@ impl Clusters {
     /// The stored definition of `cluster` and its nodes' records.
     /// Stores `next` as the cluster's lifecycle record if the stored one is still `expected`
     /// (`None`: none yet) and the cluster is defined and not being deleted; whether it did.
+    /// A record entering `ready` is followed by a look at the definition as stored now: one
+    /// applied while the step that made it ready ran (its reopening saw a cluster not ready yet)
+    /// gets its changed add-ons applied all the same.
     pub(in crate::cluster) async fn put_lifecycle<T>(
         &self,
         cluster: &str,
@@ -683,23 +686,29 @@ impl Clusters {
     where
         T: Serialize + serde::de::DeserializeOwned + PartialEq + Send + 'static,
     {
+        let stage = |record: &T| serde_json::to_value(record).ok().and_then(|v| v["stage"].as_str().map(str::to_owned));
+        let readied =
+            stage(&next).as_deref() == Some("ready") && expected.as_ref().and_then(stage).as_deref() != Some("ready");
         let (store, records, key) = (self.store.clone(), self.records.clone(), cluster.to_owned());
-        blocking(move || {
+        let written = blocking(move || {
             let _records = records.lock().unwrap_or_else(|p| p.into_inner());
             let stored = store.record::<serde_json::Value>(Records::Lifecycle, &key)?;
             let current: Option<T> = stored.and_then(|v| serde_json::from_value(v).ok());
             if current != expected {
-                return Ok(false);
+                return Ok(None);
             }
             // A step that began before the cluster's deletion writes nothing after it.
             let defined = store.record::<Stored>(Records::Definitions, &key)?;
-            if defined.is_none_or(|d| d.deleting.is_some()) {
-                return Ok(false);
-            }
+            let Some(defined) = defined.filter(|d| d.deleting.is_none()) else { return Ok(None) };
             store.write_records(&[RecordWrite::put(Records::Lifecycle, key, &next)])?;
-            Ok(true)
+            Ok(Some(defined))
         })
-        .await
+        .await?;
+        let Some(defined) = written else { return Ok(false) };
+        if readied && let Err(e) = Box::pin(self.reopen_addons(&defined.definition)).await {
+            tracing::warn!(%cluster, error = %e, "cannot compare the add-ons with their files");
+        }
+        Ok(true)
     }
 
     pub(super) async fn read(&self, cluster: &str) -> Result<(Option<Stored>, Vec<NodeRecord>), ControlError> {

@@ -96,9 +96,13 @@ async fn apply_objects(kube: &Kube, discovery: &Discovery, set: &AddonSet, loade
 }
 
 /// An API error: a refusal that another pass would meet again (invalid, forbidden, bad
-/// request) fails the set; anything else (not found yet, conflicts, the API away) waits.
+/// request) fails the set; anything else (not found yet, conflicts, the API away, a namespace
+/// still being deleted: 403 until it is gone and made again) waits.
 fn failed(object: String, e: KubeError, applied: usize) -> Pass {
     match &e {
+        KubeError::Status { code: 403, message, .. } if message.contains("because it is being terminated") => {
+            Pass::Waiting { applied, seen: format!("{object}: {e}") }
+        }
         KubeError::Status { code: 400 | 403 | 413 | 415 | 422, message, .. } => {
             Pass::Refused { object, message: message.clone() }
         }
@@ -215,5 +219,32 @@ pub fn default_condition(kind: &str) -> &'static str {
         "Deployment" => "Available",
         "CustomResourceDefinition" => "Established",
         _ => "Ready",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, reason: &str, message: &str) -> KubeError {
+        KubeError::Status { code, reason: reason.into(), message: message.into() }
+    }
+
+    /// The messages are kube-apiserver's own (NamespaceLifecycle admission, RBAC).
+    #[test]
+    fn a_namespace_being_deleted_waits_and_a_forbidden_object_fails() {
+        let terminating = status(
+            403,
+            "Forbidden",
+            "configmaps \"web\" is forbidden: unable to create new content in namespace apps because it is being terminated",
+        );
+        assert!(matches!(failed("ConfigMap apps/web".into(), terminating, 2), Pass::Waiting { applied: 2, .. }));
+        let rbac = status(
+            403,
+            "Forbidden",
+            "clusterroles.rbac.authorization.k8s.io \"x\" is forbidden: user \"system:serviceaccount:a:b\" (groups=[]) is attempting to grant RBAC permissions not currently held",
+        );
+        assert!(matches!(failed("ClusterRole x".into(), rbac, 0), Pass::Refused { .. }));
+        assert!(matches!(failed("ConfigMap a/b".into(), status(409, "Conflict", "x"), 0), Pass::Waiting { .. }));
     }
 }
