@@ -256,6 +256,13 @@ fn boots_from_slipway_alone(tag: &str, firmware: Firmware) {
     for step in ["lease_acked", "boot_script_served", "file_fetched", "config_fetched", "phone_home"] {
         assert!(steps.iter().any(|s| s == step), "no {step} event in the timeline: {steps:?}");
     }
+    // iPXE asks for its offer at once: one offer, then its ack, with no second DISCOVER (and
+    // offer) between them, as there is while iPXE waits for ProxyDHCP offers.
+    let script = steps.iter().position(|s| s == "boot_script_served").expect("boot script");
+    let ack = steps[..script].iter().rposition(|s| s == "lease_acked").expect("iPXE's ack");
+    let since = steps[..ack].iter().rposition(|s| s == "lease_acked").map_or(0, |a| a + 1);
+    let offers = steps[since..ack].iter().filter(|s| *s == "lease_offered").count();
+    assert_eq!(offers, 1, "iPXE's DHCP: one offer, then the ack: {steps:?}");
     if tftp {
         let from_tftp =
             event_types(&daemon, &lab).into_iter().any(|e| e["source"] == "tftp" && e["details"]["path"] == "ipxe.efi");

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use dhcproto::v4::{self, DhcpOption, MessageType};
 
 pub use super::decision::{Context, Decision, Destination, Ignore, Outcome, Reply};
-use super::decision::{base, boot_options};
+use super::decision::{IPXE_NO_PXEDHCP, base, boot_options};
 use super::leases::{ClientKey, LeaseTable, hex};
 use super::message::{Kind, Request};
 use crate::inventory::{Inventory, Lease, LeaseState, Network, Node, Timestamp};
@@ -322,7 +322,12 @@ fn answer(
     if !routes.is_empty() {
         opts.insert(DhcpOption::ClasslessStaticRoute(routes.iter().map(|r| (r.to, r.via)).collect()));
     }
-    boot_options(&mut m, req, ctx);
+    // An iPXE client slipway boots is told not to wait for ProxyDHCP offers. Not when slipway
+    // has no boot answer for it: another server on the network may be its ProxyDHCP.
+    if boot_options(&mut m, req, ctx) && req.boot.is_ipxe {
+        let encapsulated = v4::UnknownOption::new(v4::OptionCode::Unknown(175), IPXE_NO_PXEDHCP.to_vec());
+        m.opts_mut().insert(DhcpOption::Unknown(encapsulated));
+    }
     m
 }
 

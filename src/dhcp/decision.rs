@@ -158,6 +158,13 @@ pub(crate) fn base(req: &Request, kind: MessageType, server: Ipv4Addr) -> v4::Me
 /// boot server discovery"; PXE ROMs also need it before they accept a proxy offer.
 pub(crate) const PXE_VENDOR_OPTIONS: [u8; 4] = [6, 1, 8, 255];
 
+/// Option 175 (iPXE's encapsulated options) holding 176 (`no-pxedhcp`) = 1. iPXE holds a
+/// DHCPOFFER for ProxyDHCP offers until it has one, the offer says there are none, or 2 s pass
+/// (3 s in practice, with its timer's granularity; iPXE `src/net/udp/dhcp.c`,
+/// `dhcp_discovery_rx`, `DHCP_DISC_PROXY_TIMEOUT_SEC`): slipway's offer to iPXE carries its
+/// boot script, so there is nothing to wait for.
+pub(crate) const IPXE_NO_PXEDHCP: [u8; 3] = [176, 1, 1];
+
 /// The boot answer for a firmware or iPXE client: next server, file name and vendor class.
 /// Returns whether there was anything to offer.
 pub(crate) fn boot_options(m: &mut v4::Message, req: &Request, ctx: &Context<'_>) -> bool {

@@ -422,6 +422,43 @@ fn ipxe_gets_the_boot_script_url_so_there_is_no_chainload_loop() {
     );
 }
 
+/// iPXE leaves discovery at the first offer that carries 175.176 (`no-pxedhcp`) instead of
+/// waiting for ProxyDHCP offers; nothing else is told so.
+#[test]
+fn ipxe_is_told_not_to_wait_for_proxydhcp_and_nothing_else_is() {
+    let with = |client: BootClient, kind: Kind, boot_on: bool| {
+        let mut r = req(kind, NODE_MAC);
+        r.boot = client;
+        if kind == Kind::Request {
+            r.server_id = Some(SERVER);
+            r.requested_ip = Some(ip("10.1.107.11"));
+        }
+        let network: Name = "cluster".parse().expect("name");
+        let settings = if boot_on { boot() } else { BootSettings { http_port: None, ..boot() } };
+        let ctx = Context {
+            now: now(),
+            server_ip: SERVER,
+            network: Some(&network),
+            boot: &settings,
+            offer_hold: Duration::from_secs(60),
+            decline_hold: Duration::from_secs(600),
+            max_hops: 4,
+            pxe_port: false,
+        };
+        let d = decide(&inventory(false), &LeaseTable::default(), &r, &ctx);
+        let bytes = crate::dhcp::message::encode(reply(&d)).expect("encodes");
+        bytes.windows(5).any(|w| w == [175, 3, 176, 1, 1])
+    };
+    let ipxe =
+        BootClient { arch: Some(0), vendor_class: Some(b"PXEClient:Arch:00000:UNDI:002001".to_vec()), is_ipxe: true };
+    let firmware = BootClient { is_ipxe: false, ..ipxe.clone() };
+    assert!(with(ipxe.clone(), Kind::Discover, true), "the offer to iPXE");
+    assert!(with(ipxe.clone(), Kind::Request, true), "and its ack");
+    assert!(!with(ipxe, Kind::Discover, false), "iPXE slipway does not boot may have a ProxyDHCP elsewhere");
+    assert!(!with(firmware, Kind::Discover, true), "firmware PXE");
+    assert!(!with(BootClient::default(), Kind::Discover, true), "an ordinary client");
+}
+
 #[test]
 fn uefi_http_boot_gets_a_url_and_httpclient_echoed() {
     let mut r = req(Kind::Discover, NODE_MAC);
