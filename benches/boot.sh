@@ -5,14 +5,18 @@
 #         windowsize 8 (servers that lack an option fall back).
 #   HTTP  a 256 MiB image (curl, median of 3) and the boot-script request rate (wrk, 1 thread,
 #         50 connections), slipway vs nginx with one worker serving the same bytes as files.
-#   Boot  seconds from QEMU start (TCG, BIOS, iPXE NIC ROM) to the VM printing its user-data:
-#         slipway alone (with and without router advertisements) vs dnsmasq + nginx; median of 3.
+#   Boot  seconds from QEMU start (TCG) to the VM printing its user-data, per mode (BIOS and
+#         UEFI with the iPXE NIC ROM; UEFI firmware PXE with ipxe.efi or snponly.efi over TFTP),
+#         split into phases from a capture on the bridge (benches/boot-phases.py): slipway vs
+#         dnsmasq + nginx, both with router advertisements; median of BOOT_RUNS (3).
 # Servers on core 0, clients on core 1. Peers that conflict as packages (atftpd, tftpd-hpa) are
 # unpacked from their .deb files, not installed.
 #
 #   sudo benches/boot.sh                       # figures to stdout; see benches/RESULTS.md
 #   BENCH_SECONDS=5 BOOT_RUNS=3 sudo benches/boot.sh
 #   BENCH_ONLY=tftp,http sudo benches/boot.sh  # some sections only
+#   BENCH_ONLY=boot BOOT_MODES=uefi-pxe,uefi-pxe-snp BOOT_NIC=e1000 sudo benches/boot.sh
+#   BOOT_PCAPS=/tmp/pcaps ...                  # keep each boot's capture there
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 secs=${BENCH_SECONDS:-5}
@@ -34,9 +38,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-need=(atftp curl wrk nginx dnsmasq qemu-system-x86_64 taskset busybox python3)
+need=(atftp curl wrk nginx dnsmasq qemu-system-x86_64 taskset busybox python3 tcpdump)
 for t in "${need[@]}"; do
-  command -v "$t" >/dev/null || { echo "benches/boot.sh: needs $t (apt-get install atftp curl wrk nginx-light dnsmasq-base qemu-system-x86 ipxe-qemu busybox-static)" >&2; exit 1; }
+  command -v "$t" >/dev/null || { echo "benches/boot.sh: needs $t (apt-get install atftp curl wrk nginx-light dnsmasq-base qemu-system-x86 ipxe-qemu ipxe ovmf busybox-static tcpdump)" >&2; exit 1; }
 done
 dpkg-query -W -f='${Status}' libwrap0 2>/dev/null | grep -q "install ok installed" || apt-get install -y -qq libwrap0 >/dev/null
 (cd "$work" && apt-get download -q atftpd tftpd-hpa >/dev/null 2>&1 && for d in *.deb; do dpkg -x "$d" peers; done)
@@ -140,36 +144,77 @@ stop_last
 fi
 
 # --- Boot -----------------------------------------------------------------------------------
+# Each mode boots BOOT_RUNS times from slipway and from the reference, one after the other; a
+# capture on the bridge splits every boot into phases (benches/boot-phases.py); the table shows
+# each phase's median. Modes: bios (SeaBIOS + iPXE NIC ROM), uefi (OVMF + iPXE NIC ROM),
+# uefi-pxe (OVMF's own PXE, no NIC ROM: ipxe.efi over TFTP), uefi-pxe-snp (the same with
+# snponly.efi). BOOT_NIC picks QEMU's NIC model (virtio-net-pci, e1000, vmxnet3).
 if want boot; then
+modes=${BOOT_MODES:-bios,uefi,uefi-pxe,uefi-pxe-snp}
+nic=${BOOT_NIC:-virtio-net-pci}
+command -v tcpdump >/dev/null || { echo "benches/boot.sh: needs tcpdump" >&2; exit 1; }
 echo
-echo "Boot (QEMU TCG, BIOS, iPXE NIC ROM): seconds from QEMU start to the VM printing its user-data"
-mkdir -p "$work/boot/images" "$work/ref/nocloud/vm-0"
+echo "Boot (QEMU TCG, $nic): seconds per phase, median of $runs; total = QEMU start to the VM printing its user-data"
+mkdir -p "$work/boot/images" "$work/ref/nocloud/vm-0" "$work/ref/tftp"
 cp "$root/target/boot-kit/vmlinuz" "$root/target/boot-kit/initrd.cpio" "$work/boot/images/"
 ln -s "$work/boot/images" "$work/ref/images"
-boot_once() { # -> seconds or "timeout"
-  rm -f "$work/vm.log"
-  local t0 t
+cp -L /usr/lib/ipxe/ipxe.efi /usr/lib/ipxe/snponly.efi "$work/ref/tftp/"
+# Both sides send IPv6 router advertisements (iPXE waits ~13 s for one otherwise).
+ip -n "$qns" addr add fd00:107::1/64 dev br0 nodad
+qemu_args() { # mode -> firmware and NIC arguments
+  case $1 in
+    bios) echo "-device $nic,netdev=n0,mac=52:54:00:a0:00:10" ;;
+    uefi) echo "-bios /usr/share/ovmf/OVMF.fd -device $nic,netdev=n0,mac=52:54:00:a0:00:10" ;;
+    uefi-pxe*) echo "-bios /usr/share/ovmf/OVMF.fd -device $nic,netdev=n0,mac=52:54:00:a0:00:10,romfile=" ;;
+  esac
+}
+boot_once() { # mode -> a phase line, or "timeout"
+  rm -f "$work/vm.log" "$work/boot.pcap"
+  ip netns exec "$qns" tcpdump -q -U --immediate-mode -i br0 -w "$work/boot.pcap" 'udp or tcp port 8080 or tcp port 8081' >/dev/null 2>>"$work/tcpdump.log" &
+  local cap=$! t0 t q
+  sleep 0.5
   t0=$(now)
-  ip netns exec "$qns" taskset -c 1 qemu-system-x86_64 -accel tcg -m 512 -no-reboot -display none -monitor none \
-    -serial "file:$work/vm.log" -netdev tap,id=n0,ifname=tap0,script=no,downscript=no \
-    -device virtio-net-pci,netdev=n0,mac=52:54:00:a0:00:10 -boot n >/dev/null 2>&1 &
-  local q=$!
-  for _ in $(seq 900); do
+  # shellcheck disable=SC2046
+  ip netns exec "$qns" taskset -c 1 qemu-system-x86_64 -accel tcg -cpu max -m 512 -no-reboot -display none -monitor none \
+    -serial "file:$work/vm.log" -netdev tap,id=n0,ifname=tap0,script=no,downscript=no $(qemu_args "$1") -boot n >/dev/null 2>&1 &
+  q=$!
+  for _ in $(seq 600); do
     if grep -q "tiny: user-data end" "$work/vm.log" 2>/dev/null; then break; fi
-    sleep 0.2
+    sleep 0.1
   done
   t=$(now)
   kill "$q" 2>/dev/null || true; wait "$q" 2>/dev/null || true
-  if grep -q "tiny: user-data end" "$work/vm.log" 2>/dev/null; then python3 -c "print('%.1f' % ($t - $t0))"; else echo timeout; fi
+  sleep 1; kill "$cap" 2>/dev/null || true; wait "$cap" 2>/dev/null || true
+  [[ -n ${BOOT_PCAPS:-} ]] && cp "$work/boot.pcap" "$BOOT_PCAPS/$1-$(date +%s%N).pcap" && cp "$work/tcpdump.log" "$work/vm.log" "$BOOT_PCAPS/" 2>/dev/null
+  if grep -q "tiny: user-data end" "$work/vm.log" 2>/dev/null; then
+    python3 "$root/benches/boot-phases.py" "$work/boot.pcap" "$t0" "$t"
+  else
+    echo timeout
+  fi
 }
-median_boot() { for _ in $(seq "$runs"); do boot_once; done | sort -n | sed -n "$(( (runs + 1) / 2 ))p"; }
-boot_slipway() { # ra true|false
+medians() { # phase lines on stdin -> one line of medians
+  python3 -c '
+import sys, statistics
+rows = [dict(f.split("=") for f in l.split()) for l in sys.stdin if "=" in l]
+if not rows: print("timeout"); sys.exit()
+out = []
+for k in rows[0]:
+    v = [float(r[k]) for r in rows if r.get(k, "-") != "-"]
+    out.append("%s=%s" % (k, "%.2f" % statistics.median(v) if v else "-"))
+print(" ".join(out))'
+}
+boot_mode() { for _ in $(seq "$runs"); do boot_once "$1"; done | medians; }
+slipway_boot_config() { # uefi file
   slipway_config "[dhcp]
 interfaces = [\"br0\"]
-router_advertisements = $1
+router_advertisements = true
 [http]
 listen = \"10.1.107.1:8080\"
 images = \"$work/boot/images\"
+[tftp]
+listen = \"10.1.107.1:69\"
+[boot]
+uefi_file = \"$1\"
 [[networks]]
 name = \"lab\"
 interface = \"br0\"
@@ -186,14 +231,9 @@ name = \"vm-0\"
 mac = \"52:54:00:a0:00:10\"
 ipv4 = \"10.1.107.10\"
 profile = \"tiny\""
-  server "$qns" 0 "$bin" --log warn serve --config "$work/slipway.toml"
-  median_boot
-  stop_last
 }
-printf '%-32s %8s\n' setup seconds
-printf '%-32s %8s\n' "slipway, router advertisements" "$(boot_slipway true)"
-printf '%-32s %8s\n' "slipway, no advertisements" "$(boot_slipway false)"
-# Reference: dnsmasq (DHCP, iPXE chained to HTTP) + nginx serving the same script and files.
+# Reference: dnsmasq (DHCP, router advertisements, TFTP of the iPXE binary, iPXE chained to
+# HTTP) + nginx serving the same script and files.
 cat > "$work/ref/boot.ipxe" <<IPXE
 #!ipxe
 kernel http://10.1.107.1:8081/images/vmlinuz initrd=initrd.cpio console=ttyS0 ds=nocloud;s=http://10.1.107.1:8081/nocloud/vm-0/
@@ -201,6 +241,7 @@ initrd --name initrd.cpio http://10.1.107.1:8081/images/initrd.cpio
 boot
 IPXE
 printf '#cloud-config\nhostname: vm-0\n' > "$work/ref/nocloud/vm-0/user-data"
+: > "$work/ref/nocloud/vm-0/meta-data"
 chmod -R a+rX "$work"
 cat > "$work/nginx-ref.conf" <<NGINX
 worker_processes 1;
@@ -210,10 +251,24 @@ events { worker_connections 4096; }
 http { access_log off; sendfile on; default_type text/plain;
   server { listen 10.1.107.1:8081; root $work/ref; } }
 NGINX
-server "$qns" 0 nginx -c "$work/nginx-ref.conf" -g 'daemon off;'
-server "$qns" 0 dnsmasq -k --port=0 --interface=br0 --bind-interfaces --dhcp-range=10.1.107.0,static \
-  --dhcp-host=52:54:00:a0:00:10,10.1.107.10,vm-0 --dhcp-userclass=set:ipxe,iPXE \
-  --dhcp-boot=tag:ipxe,http://10.1.107.1:8081/boot.ipxe --dhcp-leasefile="$work/dnsmasq.leases" --pid-file="$work/dnsmasq.pid"
-printf '%-32s %8s\n' "dnsmasq + nginx" "$(median_boot)"
+reference() { # uefi file
+  server "$qns" 0 nginx -c "$work/nginx-ref.conf" -g 'daemon off;'
+  server "$qns" 0 dnsmasq -k --port=0 --interface=br0 --bind-interfaces --dhcp-range=10.1.107.0,static \
+    --enable-ra --dhcp-range=fd00:107::,ra-only \
+    --dhcp-host=52:54:00:a0:00:10,10.1.107.10,vm-0 --dhcp-userclass=set:ipxe,iPXE \
+    --dhcp-match=set:efi64,option:client-arch,7 --enable-tftp --tftp-root="$work/ref/tftp" \
+    --dhcp-boot=tag:ipxe,http://10.1.107.1:8081/boot.ipxe --dhcp-boot=tag:!ipxe,tag:efi64,"$1" \
+    --dhcp-leasefile="$work/dnsmasq.leases" --pid-file="$work/dnsmasq.pid"
+}
+for mode in ${modes//,/ }; do
+  file=ipxe.efi; [[ $mode == uefi-pxe-snp ]] && file=snponly.efi
+  slipway_boot_config "$file"
+  server "$qns" 0 "$bin" --log warn serve --config "$work/slipway.toml"
+  printf '%-14s %-16s %s\n' "$mode" slipway "$(boot_mode "$mode")"
+  stop_last
+  reference "$file"
+  printf '%-14s %-16s %s\n' "$mode" "dnsmasq+nginx" "$(boot_mode "$mode")"
+  stop_last; stop_last
+done
 fi
 echo "(servers on core 0, clients and QEMU on core 1; boot: median of $runs)"

@@ -151,7 +151,7 @@ enum Firmware {
     BiosIpxeRom,
     /// OVMF with the iPXE NIC ROM.
     UefiIpxeRom,
-    /// OVMF's own PXE (no NIC ROM): DHCP, then ipxe.efi over TFTP, then HTTP.
+    /// OVMF's own PXE (no NIC ROM): DHCP, then snponly.efi over TFTP, then HTTP.
     UefiPxe,
 }
 
@@ -264,9 +264,10 @@ fn boots_from_slipway_alone(tag: &str, firmware: Firmware) {
     let offers = steps[since..ack].iter().filter(|s| *s == "lease_offered").count();
     assert_eq!(offers, 1, "iPXE's DHCP: one offer, then the ack: {steps:?}");
     if tftp {
-        let from_tftp =
-            event_types(&daemon, &lab).into_iter().any(|e| e["source"] == "tftp" && e["details"]["path"] == "ipxe.efi");
-        assert!(from_tftp, "the firmware fetched ipxe.efi over TFTP: {:?}", events(&daemon, &lab, "source=tftp"));
+        let from_tftp = event_types(&daemon, &lab)
+            .into_iter()
+            .any(|e| e["source"] == "tftp" && e["details"]["path"] == "snponly.efi");
+        assert!(from_tftp, "the firmware fetched snponly.efi over TFTP: {:?}", events(&daemon, &lab, "source=tftp"));
     }
     eprintln!("serial console:\n{console}\nsteps: {steps:?}");
     daemon.stop(Duration::from_secs(10));

@@ -471,7 +471,7 @@ fn uefi_http_boot_gets_a_url_and_httpclient_echoed() {
     assert_eq!(opt(&d, OptionCode::ClassIdentifier), Some(&DhcpOption::ClassIdentifier(b"HTTPClient".to_vec())));
     assert_eq!(
         opt(&d, OptionCode::BootfileName),
-        Some(&DhcpOption::BootfileName(b"http://10.1.107.1:8080/ipxe/ipxe.efi".to_vec()))
+        Some(&DhcpOption::BootfileName(b"http://10.1.107.1:8080/ipxe/snponly.efi".to_vec()))
     );
 }
 
