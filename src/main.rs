@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use slipway::cli::{self, Deletable, EventArgs, GetOutput, Output, Resource, client};
 use slipway::config;
 
@@ -110,6 +110,16 @@ enum Command {
         name: String,
         #[command(flatten)]
         api: ApiArgs,
+    },
+    /// Print a shell completion script (bash: `source <(slipway completions bash)`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (slipway.1 and one per subcommand) into a directory.
+    Man {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
     },
 }
 
@@ -446,6 +456,21 @@ fn main() -> ExitCode {
         }
         Command::Delete { kind, name, api } => {
             client_command(&api.conn, |c| async move { cli::delete(&c, kind, &name, api.output).await })
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Args::command(), "slipway", &mut script);
+            slipway::outln!("{}", String::from_utf8_lossy(&script).trim_end());
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => {
+            match std::fs::create_dir_all(&dir).and_then(|()| clap_mangen::generate_to(Args::command(), &dir)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("slipway: man pages into {}: {e}", dir.display());
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

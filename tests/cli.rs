@@ -1,4 +1,5 @@
-//! The CLI against a running daemon: get, apply, delete, events --follow, TLS.
+//! The CLI against a running daemon: get, apply, delete, events --follow, TLS; and the shell
+//! completions and man pages it generates.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -240,4 +241,64 @@ fn the_api_serves_tls_and_the_cli_verifies_it_with_a_ca_file() {
     let mut buf = [0u8; 64];
     let n = std::io::Read::read(&mut plain, &mut buf).unwrap_or(0);
     assert!(!String::from_utf8_lossy(&buf[..n]).contains("200 OK"));
+}
+
+/// `slipway completions SHELL` prints a script each shell reads without error, and bash's
+/// completes a subcommand from its start; `slipway man` writes one page per command that groff
+/// renders without a warning and `man -l` shows by its name.
+#[test]
+fn completions_and_man_pages_come_from_the_cli_definition() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().expect("slipway");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    let check = |shell: &str, script: &str, syntax: &[&str]| {
+        let file = dir.path().join(format!("slipway.{shell}"));
+        std::fs::write(&file, script).expect("script");
+        let out = std::process::Command::new(syntax[0]).args(&syntax[1..]).arg(&file).output().expect(shell);
+        assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
+        file
+    };
+    let bash = check("bash", &run(&["completions", "bash"]), &["bash", "-n"]);
+    check("zsh", &run(&["completions", "zsh"]), &["zsh", "-n"]);
+    check("fish", &run(&["completions", "fish"]), &["fish", "--no-execute"]);
+    let complete = |words: &str, cword: usize| {
+        let script = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD={cword}; _slipway slipway \"${{COMP_WORDS[$COMP_CWORD]}}\" \"${{COMP_WORDS[$COMP_CWORD-1]}}\"; echo \"${{COMPREPLY[*]}}\"",
+            bash.display()
+        );
+        let out = std::process::Command::new("bash").args(["-c", &script]).output().expect("bash");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(complete("slipway cl", 1), "cluster");
+    assert!(complete("slipway cluster ", 2).split(' ').any(|w| w == "addons"), "{}", complete("slipway cluster ", 2));
+
+    let man = dir.path().join("man");
+    run(&["man", "--dir", man.to_str().expect("path")]);
+    let pages: Vec<String> = std::fs::read_dir(&man)
+        .expect("pages")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    for page in ["slipway.1", "slipway-serve.1", "slipway-cluster-apply.1", "slipway-cluster-addons.1", "slipway-get.1"]
+    {
+        assert!(pages.iter().any(|p| p == page), "{page} in {pages:?}");
+    }
+    for page in &pages {
+        let out = std::process::Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .arg(man.join(page))
+            .output()
+            .expect("groff (apt install groff-base)");
+        assert!(out.status.success() && out.stderr.is_empty(), "{page}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let shown = std::process::Command::new("man")
+        .args(["-l", man.join("slipway-cluster-apply.1").to_str().expect("path")])
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "100")
+        .output()
+        .expect("man (apt install man-db)");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("slipway-cluster-apply - Apply a definition"), "{shown}");
 }
