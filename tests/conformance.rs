@@ -315,6 +315,25 @@ fn after_traffic_on_every_service_promtool_passes_the_metrics_and_tshark_the_dhc
         "promtool check metrics:\n{}\n{metrics}",
         text_of(&out)
     );
+    // The alerting rules shipped in monitoring/ check, pass their own unit tests, and name
+    // only series this daemon serves (a renamed metric would leave an alert that never fires).
+    let monitoring = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("monitoring");
+    for args in [["check", "rules", "slipway-rules.yml"], ["test", "rules", "slipway-rules.test.yml"]] {
+        let out = Command::new("promtool").args(args).current_dir(&monitoring).output().expect("promtool");
+        assert!(out.status.success(), "promtool {}:\n{}", args.join(" "), text_of(&out));
+    }
+    let rules = std::fs::read_to_string(monitoring.join("slipway-rules.yml")).expect("rules");
+    let named: std::collections::BTreeSet<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("slipway_") && w.len() > "slipway_".len())
+        .collect();
+    assert!(named.len() >= 4, "{named:?}");
+    for name in named {
+        let served = metrics
+            .lines()
+            .any(|l| !l.starts_with('#') && l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']));
+        assert!(served, "the rules name {name}, which /metrics does not serve:\n{metrics}");
+    }
 
     // Every reply slipway sent decodes in Wireshark's dissector with no malformed packet and no
     // expert warning or error.
