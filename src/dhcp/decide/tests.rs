@@ -46,13 +46,17 @@ fn req(kind: Kind, mac: MacAddr) -> Request {
 }
 
 fn run(inv: &Inventory, leases: &LeaseTable, r: &Request) -> Decision {
+    run_with(inv, leases, r, &boot())
+}
+
+/// `run` with other boot settings.
+fn run_with(inv: &Inventory, leases: &LeaseTable, r: &Request, boot: &BootSettings) -> Decision {
     let network: Name = "cluster".parse().expect("name");
-    let boot = boot();
     let ctx = Context {
         now: now(),
         server_ip: SERVER,
         network: Some(&network),
-        boot: &boot,
+        boot,
         offer_hold: Duration::from_secs(60),
         decline_hold: Duration::from_secs(600),
         max_hops: 4,
@@ -433,19 +437,8 @@ fn ipxe_is_told_not_to_wait_for_proxydhcp_and_nothing_else_is() {
             r.server_id = Some(SERVER);
             r.requested_ip = Some(ip("10.1.107.11"));
         }
-        let network: Name = "cluster".parse().expect("name");
         let settings = if boot_on { boot() } else { BootSettings { http_port: None, ..boot() } };
-        let ctx = Context {
-            now: now(),
-            server_ip: SERVER,
-            network: Some(&network),
-            boot: &settings,
-            offer_hold: Duration::from_secs(60),
-            decline_hold: Duration::from_secs(600),
-            max_hops: 4,
-            pxe_port: false,
-        };
-        let d = decide(&inventory(false), &LeaseTable::default(), &r, &ctx);
+        let d = run_with(&inventory(false), &LeaseTable::default(), &r, &settings);
         let bytes = crate::dhcp::message::encode(reply(&d)).expect("encodes");
         bytes.windows(5).any(|w| w == [175, 3, 176, 1, 1])
     };
