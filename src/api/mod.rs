@@ -15,6 +15,7 @@ mod health;
 pub mod lb;
 pub mod leases;
 pub mod objects;
+pub mod page;
 pub mod server;
 pub mod vms;
 
@@ -180,11 +181,13 @@ async fn openapi_json() -> impl IntoResponse {
     axum::Json(openapi())
 }
 
-/// The whole admin HTTP surface, ready to serve: `/api` and the public probes outside it
-/// (`/healthz`, `/readyz`, `/metrics`: no token).
+/// The whole admin HTTP surface, ready to serve: `/api`, the public probes outside it
+/// (`/healthz`, `/readyz`, `/metrics`: no token) and the status page's files (`/ui/`: no data,
+/// no token; the page reads `/api` with the token the operator gives it).
 pub fn router(state: ApiState) -> Router {
     let (api, _) = api_routes().split_for_parts();
-    api.fallback(not_found)
+    api.merge(page::routes())
+        .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(boot::MAX_IGNITION))
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))

@@ -600,3 +600,44 @@ fn every_schema_in_the_document_has_a_name_of_its_own() {
     assert!(seen.len() > 40, "the scan found only {} schemas", seen.len());
     assert!(clashes.is_empty(), "schema names used by more than one type: {clashes:?}");
 }
+
+#[tokio::test]
+async fn the_status_page_is_served_without_a_token_under_a_strict_policy() {
+    let h = harness();
+    for (path, kind) in [("/ui/", "text/html"), ("/ui/app.js", "text/javascript"), ("/ui/style.css", "text/css")] {
+        let req = Request::builder().uri(path).body(AxumBody::empty()).expect("request");
+        let response = router(h.state.clone()).oneshot(req).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers();
+        let content_type = headers[header::CONTENT_TYPE].to_str().expect("ascii");
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().expect("ascii");
+        assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        let text = response.into_body().collect().await.expect("body").to_bytes();
+        assert!(!text.is_empty(), "{path}");
+    }
+    // The page holds no data: what it shows comes from /api, which still wants the token.
+    let (status, _) = h.send(Method::GET, "/api/v1/nodes", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    for path in ["/", "/ui"] {
+        let req = Request::builder().uri(path).body(AxumBody::empty()).expect("request");
+        let response = router(h.state.clone()).oneshot(req).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(response.headers()[header::LOCATION], "/ui/");
+    }
+}
+
+#[test]
+fn the_status_page_has_no_inline_code_and_loads_nothing_from_elsewhere() {
+    let index = include_str!("page/index.html");
+    // CSP forbids inline script and style: each would be a page that silently does nothing.
+    assert!(!index.contains("<script>") && !index.contains("style="), "inline code in index.html");
+    assert!(!index.contains("onclick") && !index.contains("onsubmit"), "inline handlers in index.html");
+    for file in [index, include_str!("page/app.js"), include_str!("page/style.css")] {
+        assert!(!file.contains("http://") && !file.contains("https://") && !file.contains("//cdn"), "remote reference");
+    }
+    // Values from the API are set as text, never parsed as HTML.
+    assert!(!include_str!("page/app.js").contains("innerHTML"));
+}

@@ -55,6 +55,8 @@ pub struct Entry {
 pub struct Timeline {
     pub node: String,
     pub entries: Vec<Entry>,
+    /// Where in `entries` the latest boot starts.
+    pub latest: usize,
     /// The furthest step the latest boot reached (it starts at its last DHCP ack before a script).
     pub reached: Option<Step>,
     /// The latest boot ended with a phone-home.
@@ -73,7 +75,13 @@ pub fn timeline(node: &Node, profile: Option<&Profile>, events: &[Event]) -> Tim
         .unwrap_or(0);
     let latest = entries.get(start..).unwrap_or_default();
     let reached = latest.iter().map(|e| e.step).filter(|s| !matches!(s, Step::Reinstall | Step::Diagnostics)).max();
-    Timeline { node: node.name.to_string(), complete: reached == Some(Step::PhoneHome), reached, entries }
+    Timeline {
+        node: node.name.to_string(),
+        complete: reached == Some(Step::PhoneHome),
+        reached,
+        latest: start,
+        entries,
+    }
 }
 
 fn entry(e: &Event, profile: Option<&Profile>) -> Option<Entry> {
