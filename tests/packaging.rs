@@ -148,14 +148,27 @@ impl Drop for Container {
     }
 }
 
-#[test]
-fn the_readme_installation_runs_the_unit_under_systemd() {
+/// The kit's Debian tree with nothing of slipway's in it: the package purged, the README's
+/// files and any state gone. The tests that boot it run one at a time (the `systemd-kit` test
+/// group in .config/nextest.toml).
+fn fresh_tree() -> std::path::PathBuf {
     let kit = std::path::Path::new(ROOT).join("target/systemd-kit");
     let out = Command::new(format!("{ROOT}/scripts/systemd-kit")).arg(&kit).output().expect("scripts/systemd-kit");
     assert!(out.status.success(), "scripts/systemd-kit: {}", String::from_utf8_lossy(&out.stderr));
     let tree = kit.join("root");
-    // A clean slate: no state, config or unit from an earlier run.
-    for leftover in ["var/lib/private/slipway", "var/lib/slipway", "etc/slipway", "src"] {
+    let out = Command::new("chroot").arg(&tree).args(["dpkg", "--purge", "slipway"]).output().expect("chroot dpkg");
+    assert!(out.status.success(), "dpkg --purge: {}", String::from_utf8_lossy(&out.stderr));
+    let leftovers = [
+        "var/lib/private/slipway",
+        "var/lib/slipway",
+        "etc/slipway",
+        "src",
+        "usr/bin/slipway",
+        "etc/systemd/system/slipway.service",
+        "etc/systemd/system/multi-user.target.wants/slipway.service",
+        "slipway.deb",
+    ];
+    for leftover in leftovers {
         let path = tree.join(leftover);
         if path.is_symlink() || path.is_file() {
             let _ = std::fs::remove_file(&path);
@@ -163,6 +176,12 @@ fn the_readme_installation_runs_the_unit_under_systemd() {
             let _ = std::fs::remove_dir_all(&path);
         }
     }
+    tree
+}
+
+#[test]
+fn the_readme_installation_runs_the_unit_under_systemd() {
+    let tree = fresh_tree();
     // The README's files, where its commands expect them (the binary under test as the release one).
     let src = tree.join("src");
     std::fs::create_dir_all(src.join("target/release")).expect("src");
@@ -221,4 +240,78 @@ fn the_readme_installation_runs_the_unit_under_systemd() {
         !journal.contains(&std::fs::read_to_string(tree.join("etc/slipway/admin.token")).expect("token")),
         "no token in the journal"
     );
+}
+
+/// `scripts/deb` packs the binary under test: lintian finds nothing (every override justified in
+/// deb/lintian-overrides); `dpkg -i` in a Debian 12 tree booted with systemd makes the token,
+/// enables and starts the unit, which serves the admin API with the shipped config as a dynamic
+/// user with its state in /var/lib/slipway; `slipway get nodes` works as root; completions and
+/// man pages are where bash, zsh, fish and man look; `dpkg --purge` stops it and leaves nothing.
+#[test]
+fn the_debian_package_is_lintian_clean_and_installs_a_running_service() {
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(format!("{ROOT}/scripts/deb"))
+        .args(["--binary", env!("CARGO_BIN_EXE_slipway"), "--out"])
+        .arg(out_dir.path())
+        .output()
+        .expect("scripts/deb");
+    assert!(out.status.success(), "scripts/deb: {}", String::from_utf8_lossy(&out.stderr));
+    let deb = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(deb.file_name().and_then(|n| n.to_str()), Some(format!("slipway_{version}_amd64.deb").as_str()));
+
+    let lint = tool("lintian")
+        .args(["--fail-on", "error,warning,info", "--display-info"])
+        .arg(&deb)
+        .output()
+        .expect("lintian");
+    let report = String::from_utf8_lossy(&lint.stdout);
+    assert!(lint.status.success() && !report.lines().any(|l| l.starts_with(['E', 'W', 'I'])), "lintian:\n{report}");
+
+    let tree = fresh_tree();
+    std::fs::copy(&deb, tree.join("slipway.deb")).expect("copy the package");
+    let container = Container::boot(&tree);
+    let (ok, stdout, stderr) = container.run(&["dpkg", "-i", "/slipway.deb"]);
+    let journal = || container.run(&["journalctl", "-u", "slipway", "--no-pager"]).1;
+    assert!(ok, "dpkg -i: {stdout}{stderr}\n{}", journal());
+    let (_, active, _) = container.run(&["systemctl", "is-active", "slipway"]);
+    assert_eq!(active.trim(), "active", "{}", journal());
+    let (_, enabled, _) = container.run(&["systemctl", "is-enabled", "slipway"]);
+    assert_eq!(enabled.trim(), "enabled");
+    let (ok, stdout, stderr) = container.run(&["slipway", "get", "nodes"]);
+    assert!(ok, "slipway get nodes: {stdout}{stderr}");
+    let (_, mode, _) = container.run(&["stat", "-c", "%a %U", "/etc/slipway/admin.token"]);
+    assert_eq!(mode.trim(), "600 root");
+    // StateDirectory= with DynamicUser=: /var/lib/slipway leads to the service's own directory.
+    let (_, owner, _) = container.run(&["stat", "-L", "-c", "%a %U", "/var/lib/slipway"]);
+    let (_, user, _) = container.run(&["systemctl", "show", "-p", "MainPID", "--value", "slipway"]);
+    let (_, status, _) = container.run(&["sh", "-c", &format!("grep '^Uid:' /proc/{}/status", user.trim())]);
+    let uid = status.split_whitespace().nth(1).expect("uid");
+    assert_ne!(uid, "0", "runs as a dynamic user");
+    assert!(owner.starts_with("700 ") && !owner.trim().ends_with(" root"), "state directory: {owner}");
+    let (_, files, _) = container.run(&["dpkg", "-L", "slipway"]);
+    for path in [
+        "/usr/bin/slipway",
+        "/lib/systemd/system/slipway.service",
+        "/etc/slipway/slipway.toml",
+        "/usr/share/bash-completion/completions/slipway",
+        "/usr/share/zsh/vendor-completions/_slipway",
+        "/usr/share/fish/vendor_completions.d/slipway.fish",
+        "/usr/share/man/man1/slipway.1.gz",
+        "/usr/share/man/man1/slipway-cluster-apply.1.gz",
+        "/usr/share/doc/slipway/copyright",
+    ] {
+        assert!(files.lines().any(|l| l == path), "{path} not in the package:\n{files}");
+    }
+    let (_, conffiles, _) = container.run(&["dpkg-query", "-W", "-f", "${Conffiles}", "slipway"]);
+    assert!(conffiles.contains("/etc/slipway/slipway.toml"), "{conffiles}");
+
+    let (ok, stdout, stderr) = container.run(&["dpkg", "--purge", "slipway"]);
+    assert!(ok, "dpkg --purge: {stdout}{stderr}");
+    let (_, active, _) = container.run(&["systemctl", "is-active", "slipway"]);
+    assert_ne!(active.trim(), "active");
+    for gone in ["/etc/slipway", "/var/lib/private/slipway", "/usr/bin/slipway"] {
+        let (exists, _, _) = container.run(&["test", "-e", gone]);
+        assert!(!exists, "{gone} left after purge");
+    }
 }
