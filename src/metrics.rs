@@ -104,6 +104,11 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartLabel {
+    part: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -139,6 +144,16 @@ impl Collector for Live {
         for (kind, count) in counts {
             ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX))
                 .encode(family.encode_family(&KindLabel { kind })?)?;
+        }
+        let errors = self.store.error_counts();
+        let mut family = encoder.encode_descriptor(
+            "store_errors",
+            "Failed store operations by part: the database (objects, lifecycle records, events) and the lease journal",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (part, count) in [("database", errors.database), ("lease_journal", errors.lease_journal)] {
+            ConstCounter::new(count).encode(family.encode_family(&PartLabel { part })?)?;
         }
         let dropped = ConstCounter::new(self.events.dropped());
         dropped.encode(encoder.encode_descriptor(

@@ -164,7 +164,8 @@ fn in_ns(ns: &str, program: &str, args: &[&str]) -> Output {
 }
 
 /// A daemon serving every service on the provisioning side (`srv0`, 10.1.107.1): DHCP with
-/// reservations and a pool, DNS, TFTP, HTTP boot, a load-balanced frontend (8443, onto the
+/// reservations and a pool, DNS (forwarding to an upstream that does not answer), TFTP, HTTP
+/// boot, a load-balanced frontend (8443, onto the
 /// HTTP boot port) and the admin API.
 fn every_service(dir: &Path, pair: &crate::netns::Pair) -> Daemon {
     let config = Config::new(dir)
@@ -175,6 +176,8 @@ fn every_service(dir: &Path, pair: &crate::netns::Pair) -> Daemon {
         .member("prod", "control-plane")
         .section("[dns]")
         .list("listen", ["10.1.107.1:53"])
+        // Nothing answers there (loopback in the server's namespace): forwarding fails, counted.
+        .list("upstream", ["127.0.0.1:5399"])
         .section("[tftp]")
         .set("listen", "10.1.107.1:69")
         .section("[http]")
@@ -255,6 +258,21 @@ fn dhcp_traffic(pair: &crate::netns::Pair, dir: &Path) -> PathBuf {
     pcap
 }
 
+/// Every PromQL query of a Grafana dashboard's panels.
+fn dashboard_queries(value: &serde_json::Value) -> Vec<String> {
+    match value {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .flat_map(|(key, v)| match (key.as_str(), v) {
+                ("expr", serde_json::Value::String(e)) => vec![e.clone()],
+                _ => dashboard_queries(v),
+            })
+            .collect(),
+        serde_json::Value::Array(items) => items.iter().flat_map(dashboard_queries).collect(),
+        _ => Vec::new(),
+    }
+}
+
 #[test]
 fn after_traffic_on_every_service_promtool_passes_the_metrics_and_tshark_the_dhcp_replies() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -266,6 +284,7 @@ fn after_traffic_on_every_service_promtool_passes_the_metrics_and_tshark_the_dhc
     let dig = in_ns(&pair.cli, "dig", &["@10.1.107.1", "+time=2", "+tries=1", "+short", "api-int.prod.lab.example"]);
     assert_eq!(String::from_utf8_lossy(&dig.stdout).trim(), "10.1.107.1", "dig");
     let _ = in_ns(&pair.cli, "dig", &["@10.1.107.1", "+time=2", "+tries=1", "nope.prod.lab.example"]);
+    let _ = in_ns(&pair.cli, "dig", &["@10.1.107.1", "+time=2", "+tries=1", "elsewhere.example.org"]);
     let tftp = in_ns(&pair.cli, "tftp", &["10.1.107.1", "-m", "binary", "-c", "get", "undionly.kpxe", "/dev/null"]);
     let _ = tftp; // the file may not be installed: the request is the traffic
     for url in ["http://10.1.107.1:8080/boot.ipxe", "http://10.1.107.1:8443/boot.ipxe"] {
@@ -298,6 +317,7 @@ fn after_traffic_on_every_service_promtool_passes_the_metrics_and_tshark_the_dhc
         "slipway_api_requests_total{",
         "slipway_inventory_version ",
         "slipway_events_dropped_total ",
+        "slipway_store_errors_total{",
     ] {
         assert!(metrics.contains(family), "{family} is not in /metrics:\n{metrics}");
     }
@@ -323,15 +343,41 @@ fn after_traffic_on_every_service_promtool_passes_the_metrics_and_tshark_the_dhc
         assert!(out.status.success(), "promtool {}:\n{}", args.join(" "), text_of(&out));
     }
     let rules = std::fs::read_to_string(monitoring.join("slipway-rules.yml")).expect("rules");
+    // The Grafana dashboard's panel queries: each one PromQL promtool accepts (as a recording
+    // rule, Grafana's variables filled in); it names only series this daemon serves, like the
+    // rules.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(monitoring.join("slipway-dashboard.json")).expect("dashboard"))
+            .expect("the dashboard is JSON");
+    let exprs = dashboard_queries(&dashboard);
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let recording: Vec<serde_json::Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let filled = e.replace("$__rate_interval", "5m").replace("$instance", ".*");
+            serde_json::json!({ "record": format!("dashboard:query_{i}"), "expr": filled })
+        })
+        .collect();
+    let checked = dir.path().join("dashboard-queries.yml");
+    let doc = serde_json::json!({ "groups": [{ "name": "dashboard", "rules": recording }] });
+    std::fs::write(&checked, doc.to_string()).expect("write");
+    let out = Command::new("promtool").args(["check", "rules"]).arg(&checked).output().expect("promtool");
+    assert!(out.status.success(), "the dashboard's queries:\n{}", text_of(&out));
+    // Its variables' queries (`label_values(...)`) too, for the series they name.
+    let rules = format!("{rules}\n{dashboard}");
     let named: std::collections::BTreeSet<&str> = rules
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .filter(|w| w.starts_with("slipway_") && w.len() > "slipway_".len())
         .collect();
     assert!(named.len() >= 4, "{named:?}");
+    // A family with no series now (no cluster node, no upload in this daemon) still has its
+    // TYPE line.
     for name in named {
-        let served = metrics
-            .lines()
-            .any(|l| !l.starts_with('#') && l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']));
+        let served = metrics.lines().any(|l| {
+            (!l.starts_with('#') && l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+                || l.strip_prefix("# TYPE ").is_some_and(|t| t.split(' ').next() == Some(name))
+        });
         assert!(served, "the rules name {name}, which /metrics does not serve:\n{metrics}");
     }
 

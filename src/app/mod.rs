@@ -72,6 +72,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let images = config.http.as_ref().map_or_else(|| config.state_dir.join("images"), |h| h.settings.images.clone());
     let clusters =
         crate::cluster::Clusters::new(&store, &events, hypervisors.clone()).with_declared(declared).with_images(images);
+    deps.registry.register_collector(Box::new(crate::cluster::metrics::Lifecycle::new(&store)));
     let handles = bind(&config, &mut deps, &mut services, Arc::new(clusters.clone())).await?;
     services.add(crate::cluster::engine::Engine::bind(&clusters));
     let state = ApiState {

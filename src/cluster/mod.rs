@@ -12,6 +12,7 @@ pub mod definition;
 pub mod engine;
 pub mod health;
 pub mod k3s;
+pub mod metrics;
 pub mod monitor;
 pub mod okd;
 pub mod phase;

@@ -98,8 +98,21 @@ struct Inner {
     /// The `installed` table, kept in memory too: every boot script asks it.
     installed: Mutex<std::collections::HashMap<String, Timestamp>>,
     journal: Journal,
+    /// Failed reads and writes of the database (objects, records, events) and of the lease
+    /// journal, for `slipway_store_errors_total`.
+    database_errors: std::sync::atomic::AtomicU64,
+    journal_errors: std::sync::atomic::AtomicU64,
     #[cfg(test)]
     fail_next_commit: std::sync::atomic::AtomicBool,
+}
+
+/// How many store operations have failed since the start, by part.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ErrorCounts {
+    /// The redb file: inventory objects, lifecycle records, events.
+    pub database: u64,
+    /// The lease journal.
+    pub lease_journal: u64,
 }
 
 fn table_of(kind: Kind) -> Option<TableDefinition<'static, &'static str, &'static [u8]>> {
@@ -189,6 +202,8 @@ impl Store {
                 snapshot,
                 installed: Mutex::new(installed),
                 journal,
+                database_errors: Default::default(),
+                journal_errors: Default::default(),
                 #[cfg(test)]
                 fail_next_commit: Default::default(),
             }),
@@ -213,6 +228,14 @@ impl Store {
     /// other transaction holds the old handle) and `op` runs once more, so the store serves
     /// again as soon as the disk does.
     pub(crate) fn with_db<T>(&self, op: impl Fn(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let done = self.with_db_once(op);
+        if done.is_err() {
+            self.inner.database_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        done
+    }
+
+    fn with_db_once<T>(&self, op: impl Fn(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let used = self.current();
         if let Some(db) = &used {
             match op(db) {
@@ -346,7 +369,24 @@ impl Store {
 
     /// Writes leases durably, synced in one write (the DHCP server calls this before it ACKs).
     pub fn put_leases(&self, leases: Vec<Lease>) -> Result<(), StoreError> {
-        Ok(self.inner.journal.put(leases)?)
+        let done = self.inner.journal.put(leases);
+        self.count_journal(&done);
+        Ok(done?)
+    }
+
+    fn count_journal<T, E>(&self, done: &Result<T, E>) {
+        if done.is_err() {
+            self.inner.journal_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Failed store operations since the start.
+    pub fn error_counts(&self) -> ErrorCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        ErrorCounts {
+            database: self.inner.database_errors.load(Relaxed),
+            lease_journal: self.inner.journal_errors.load(Relaxed),
+        }
     }
 
     /// Marks the lease on `ip` released, so its address can be handed out again.
@@ -355,7 +395,9 @@ impl Store {
             lease.state = LeaseState::Released;
             lease.expires = now;
             lease.updated = now;
-        })?;
+        });
+        self.count_journal(&released);
+        let released = released?;
         released.ok_or(StoreError::NoLease(ip))
     }
 
