@@ -2,13 +2,16 @@
 //! listener, with optional TLS, until shutdown. Neutral: imports no service. Every request carries a `Connection` extension: the TCP peer and the local
 //! address it reached, the only identity the boot service trusts.
 //!
-//! One task per connection; HTTP/1.1 with a header-read timeout (slow clients cannot hold a
-//! connection without sending a request); a bound on concurrent connections; TLS handshakes
-//! time out. On shutdown the listener closes at once and open connections get a grace period.
+//! One task per connection; HTTP/1.1 with a header-read timeout (slow clients, and idle
+//! keep-alive connections, cannot hold a connection without sending a whole request head in
+//! time); request bodies time out too; bounds on open connections in all and from one address,
+//! past which a new connection is closed at once (and reported, so the service can count it and
+//! record an event) rather than left waiting in the kernel's queue; TLS handshakes time out. On shutdown the listener closes at once and open connections get a grace period.
 //! A `Front` may answer requests on a plain connection before hyper takes it over (the boot
 //! service's direct path); the admin API uses none.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -38,9 +41,9 @@ pub struct TlsFiles {
     pub key: std::path::PathBuf,
 }
 
-/// Most admin connections served at once; more wait in the kernel's accept queue.
-const MAX_CONNECTIONS: usize = 512;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request body may take to arrive.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections get to finish after shutdown begins.
 pub const GRACE: Duration = Duration::from_secs(3);
@@ -58,6 +61,75 @@ pub enum ServeError {
 pub struct Connection {
     pub peer: SocketAddr,
     pub local: SocketAddr,
+}
+
+/// How many connections a listener keeps open at once: in all, and from one client address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub total: usize,
+    pub per_address: usize,
+}
+
+impl Default for Limits {
+    /// Far more than booting machines or operators open; slow or idle clients from many
+    /// addresses cannot fill it before the header timeout closes theirs.
+    fn default() -> Self {
+        Limits { total: 10_000, per_address: 64 }
+    }
+}
+
+/// Why a new connection was closed at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// The listener had `Limits::total` connections open.
+    Total,
+    /// Its address had `Limits::per_address` open.
+    PerAddress,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Total => "total",
+            Refusal::PerAddress => "per_address",
+        }
+    }
+}
+
+/// Told of each connection closed at once (the service counts it and records an event).
+pub type OnRefused = Arc<dyn Fn(IpAddr, Refusal) + Send + Sync>;
+
+/// Open connections per client address; a slot gives its count back when dropped.
+#[derive(Debug, Default)]
+struct PerAddress(std::sync::Mutex<HashMap<IpAddr, usize>>);
+
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    fn take(table: &Arc<PerAddress>, ip: IpAddr, limit: usize) -> Option<AddressSlot> {
+        let mut open = table.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot { table: table.clone(), ip })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Answers requests on a plain connection before hyper sees it.
@@ -134,6 +206,8 @@ pub struct Listener {
     tls: Option<TlsAcceptor>,
     /// Names the service in log lines.
     name: &'static str,
+    limits: Limits,
+    on_refused: Option<OnRefused>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -153,15 +227,20 @@ impl Listener {
 
     /// A plain-HTTP listener for another service (`name` appears in its log lines).
     pub fn plain(name: &'static str, tcp: TcpListener) -> Listener {
-        Listener { tcp, tls: None, name }
+        Listener { tcp, tls: None, name, limits: Limits::default(), on_refused: None }
+    }
+
+    /// This listener with `limits`; `on_refused` hears of each connection closed at once.
+    pub fn limited(self, limits: Limits, on_refused: OnRefused) -> Listener {
+        Listener { limits, on_refused: Some(on_refused), ..self }
     }
 }
 
 /// Binds the admin address and loads the TLS files, if any. Errors name the address or file.
 pub async fn bind(addr: SocketAddr, tls: Option<&TlsFiles>) -> Result<Listener, ServeError> {
     let tls = tls.map(tls_acceptor).transpose()?;
-    let tcp = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
-    Ok(Listener { tcp, tls, name: "admin API" })
+    let tcp = crate::sockets::tcp_listener(addr).map_err(|source| ServeError::Bind { addr, source })?;
+    Ok(Listener { tcp, tls, name: "admin API", limits: Limits::default(), on_refused: None })
 }
 
 /// The TLS files loaded as `bind` loads them (what `slipway check` uses to see they work).
@@ -200,14 +279,11 @@ pub async fn run_with(
 ) -> Result<(), Broken> {
     let mut outcome = Ok(());
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(listener.limits.total));
+    let per_address = Arc::new(PerAddress::default());
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
     loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             r = crate::sockets::accept(&listener.tcp, listener.name) => match r {
@@ -217,6 +293,24 @@ pub async fn run_with(
                     break;
                 }
             },
+        };
+        // Over a limit: closed at once, so the client knows, and the accept queue keeps moving.
+        let taken = match slots.clone().try_acquire_owned() {
+            Err(_) => Err(Refusal::Total),
+            Ok(total) => PerAddress::take(&per_address, peer.ip(), listener.limits.per_address)
+                .map(|address| (total, address))
+                .ok_or(Refusal::PerAddress),
+        };
+        let permit = match taken {
+            Ok(permit) => permit,
+            Err(reason) => {
+                tracing::debug!(%peer, reason = reason.as_str(), "connection refused: over the limit");
+                if let Some(on_refused) = &listener.on_refused {
+                    on_refused(peer.ip(), reason);
+                }
+                drop(stream);
+                continue;
+            }
         };
         let conn = Connection { peer, local: stream.local_addr().unwrap_or(peer) };
         let router = router.clone();

@@ -6,14 +6,21 @@
 //! Which socket errors end a service is decided once, in `crate::sockets`.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use crate::listen::{OnRefused, Refusal};
 use crate::sockets::Broken;
-use crate::store::events::EventLog;
+use crate::store::events::{EventKind, EventLog, Source, Subject};
 use crate::store::{Store, StoreError};
+use crate::throttle::Throttle;
 
 /// What every service may be bound from.
 #[derive(Debug)]
@@ -22,6 +29,55 @@ pub struct Deps<'a> {
     pub events: &'a EventLog,
     /// Where the service registers its metric families.
     pub registry: &'a mut Registry,
+    /// Where an HTTP listener reports connections it closed over a limit.
+    pub refusals: &'a Refusals,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    listener: &'static str,
+    reason: &'static str,
+}
+
+/// Connections the HTTP listeners (admin API, boot service) closed at once because a limit was
+/// reached: counted in `slipway_connections_refused_total{listener, reason}`, and recorded as
+/// a `connection_refused` event at most once a minute per listener, address and reason, so a
+/// flood cannot push real history out of the event log.
+#[derive(Clone, Debug)]
+pub struct Refusals {
+    counter: Family<RefusedLabels, Counter>,
+    events: EventLog,
+    throttle: Arc<Throttle<(&'static str, IpAddr, Refusal)>>,
+}
+
+impl Refusals {
+    /// Registers the counter family (once for every listener).
+    pub fn register(events: &EventLog, registry: &mut Registry) -> Refusals {
+        let counter = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections an HTTP listener closed at once: over its limit in all or from one address",
+            counter.clone(),
+        );
+        Refusals { counter, events: events.clone(), throttle: Arc::new(Throttle::new(Duration::from_secs(60), 4096)) }
+    }
+
+    /// What `listener` calls for each connection it closes over a limit.
+    pub fn reporter(&self, listener: &'static str, source: Source) -> OnRefused {
+        let this = self.clone();
+        Arc::new(move |client: IpAddr, reason: Refusal| {
+            this.counter.get_or_create(&RefusedLabels { listener, reason: reason.as_str() }).inc();
+            if this.throttle.due((listener, client, reason)) {
+                tracing::warn!(listener, %client, reason = reason.as_str(), "connections refused: over the limit");
+                let details = EventKind::ConnectionRefused {
+                    listener: listener.to_owned(),
+                    client: client.to_string(),
+                    reason: reason.as_str().to_owned(),
+                };
+                this.events.append(source, Subject::default(), details);
+            }
+        })
+    }
 }
 
 /// A bound service.

@@ -33,6 +33,22 @@ pub fn received(
     if broken(&error) { Err(Broken::at(what, addr, error)) } else { Ok(error) }
 }
 
+/// Connections the kernel completes and queues for a listener before it is accepted. A burst
+/// of clients (a boot storm, many operators, a flood) overflows a short queue, and each
+/// connection dropped there waits a second or more for its SYN to be sent again: 4,096 takes
+/// what `net.core.somaxconn` allows up to that (std's default is 128).
+const BACKLOG: i32 = 4096;
+
+/// A TCP listener on `addr` (address reuse as std sets it) with a long accept queue.
+pub fn tcp_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    tokio::net::TcpListener::from_std(socket.into())
+}
+
 /// The next connection on `listener`. A passing error (out of file descriptors and the like) is
 /// logged and retried after a pause instead of spinning; a broken listener is `Broken`
 /// naming `what` and its address.

@@ -14,6 +14,7 @@ mod dhcp;
 mod diagnostics;
 mod dns;
 mod edns;
+mod hardening;
 mod http;
 mod hypervisor;
 mod images;

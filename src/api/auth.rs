@@ -123,6 +123,14 @@ fn bearer(header: &[u8]) -> Option<&[u8]> {
     scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
 }
 
+/// Which token a request to `/api` was let in with, by name (never the token itself): put on
+/// its response for the audit trail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller(pub &'static str);
+
+/// The name the audit trail gives the admin token.
+pub const TOKEN_NAME: &str = "admin";
+
 /// Every path under `/api` needs `Authorization: Bearer <token>`, whether or not it routes.
 pub async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Result<Response, ApiError> {
     let path = request.uri().path();
@@ -131,6 +139,9 @@ pub async fn require_token(State(state): State<ApiState>, request: Request, next
         if !presented.is_some_and(|p| state.token.matches(p)) {
             return Err(ApiError::Unauthorized);
         }
+        let mut response = next.run(request).await;
+        response.extensions_mut().insert(Caller(TOKEN_NAME));
+        return Ok(response);
     }
     Ok(next.run(request).await)
 }

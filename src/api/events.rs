@@ -18,7 +18,7 @@ use super::ApiState;
 use super::error::{ApiError, ErrorBody};
 use crate::inventory::types::{parse_duration, shown};
 use crate::inventory::{MacAddr, Name, Timestamp};
-use crate::store::events::{Event, EventKind, Filter, Source};
+use crate::store::events::{Event, EventKind, Filter, Log, Source};
 
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 10_000;
@@ -28,6 +28,8 @@ pub const MAX_LIMIT: usize = 10_000;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
+    /// `events` (the default: boot, services, lifecycle) or `audit` (every API write).
+    kind: Option<String>,
     /// Only events about this node.
     node: Option<String>,
     /// Only events about this MAC address.
@@ -67,7 +69,14 @@ fn filter_of(q: &EventQuery) -> Result<(Filter, usize, bool), ApiError> {
         serde_json::from_value::<Source>(serde_json::Value::String(s.into()))
             .map_err(|_| format!("'{}' is not a source", shown(s)))
     })?;
+    let log = parse("kind", &q.kind, |s| match s {
+        "events" => Ok(Log::Events),
+        "audit" => Ok(Log::Audit),
+        _ => Err(format!("'{}' is not a kind of event (events, audit)", shown(s))),
+    })?
+    .unwrap_or_default();
     let filter = Filter {
+        log,
         node: parse("node", &q.node, |s| s.parse::<Name>())?,
         mac: parse("mac", &q.mac, |s| s.parse::<MacAddr>())?,
         source,

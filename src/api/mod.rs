@@ -190,9 +190,25 @@ pub fn router(state: ApiState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(boot::MAX_IGNITION))
+        .layer(middleware::from_fn(declared_size))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(crate::listen::BODY_TIMEOUT))
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// A body declared larger than any route takes is refused before a byte of it is read (the
+/// limit alone would read up to it first).
+async fn declared_size(request: Request, next: Next) -> Result<Response, ApiError> {
+    let declared = request.headers().get(axum::http::header::CONTENT_LENGTH);
+    let declared = declared.and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(bytes) = declared.filter(|n| *n > boot::MAX_IGNITION as u64) {
+        return Err(ApiError::TooLarge(format!(
+            "the body is {bytes} bytes; the admin API takes at most {} (an Ignition config)",
+            boot::MAX_IGNITION
+        )));
+    }
+    Ok(next.run(request).await)
 }
 
 async fn method_not_allowed(request: Request) -> ApiError {
@@ -203,8 +219,15 @@ async fn not_found(request: Request) -> ApiError {
     ApiError::NotFound(format!("no route for {} {}", request.method(), request.uri().path()))
 }
 
-/// One span per request; counts requests by route and status.
+/// One span per request; counts requests by route and status; records every write to `/api`
+/// in the audit trail.
 async fn observe(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let write =
+        !matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS);
+    let audited = write.then(|| {
+        let client = request.extensions().get::<crate::listen::Connection>().map(|c| c.peer.ip().to_string());
+        (request.uri().path().to_owned(), client.unwrap_or_else(|| "unknown".into()))
+    });
     let method = request.method().to_string();
     let route =
         request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
@@ -213,8 +236,34 @@ async fn observe(State(state): State<ApiState>, request: Request, next: Next) ->
     let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     let status = response.status().as_u16();
     span.in_scope(|| tracing::debug!(status, elapsed_ms = started.elapsed().as_millis() as u64, "request"));
+    if let Some((path, client)) = audited.filter(|(path, _)| path.starts_with("/api/")) {
+        audit(&state, &method, &path, client, &response);
+    }
     state.metrics.api_requests.get_or_create(&RequestLabels { method, route, status }).inc();
     response
+}
+
+/// One `audit` event for a write: what it named, what came of it, who asked.
+fn audit(state: &ApiState, method: &str, path: &str, client: String, response: &Response) {
+    let status = response.status();
+    let outcome = match status.as_u16() {
+        200..=399 => "done",
+        401 => "unauthenticated",
+        400..=499 => "refused",
+        _ => "failed",
+    };
+    let token = response.extensions().get::<auth::Caller>().map_or("none", |c| c.0);
+    let object = path.strip_prefix("/api/v1/").unwrap_or(path);
+    tracing::info!(method, object, status = status.as_u16(), %client, token, "audit");
+    let details = crate::store::events::EventKind::Audit {
+        method: method.to_owned(),
+        object: crate::inventory::types::shown(object),
+        status: status.as_u16(),
+        outcome: outcome.to_owned(),
+        client,
+        token: token.to_owned(),
+    };
+    state.events.append(crate::store::events::Source::Api, crate::store::events::Subject::default(), details);
 }
 
 #[cfg(test)]

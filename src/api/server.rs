@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 
 use super::{ApiState, router};
-use crate::listen::{Listener, ServeError, TlsFiles};
+use crate::listen::{Limits, Listener, OnRefused, ServeError, TlsFiles};
 use crate::service::{RunError, Service};
 
 /// The bound admin API.
@@ -24,8 +24,14 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Binds `listen` (with TLS when `tls` is set). Plain HTTP beyond loopback is allowed, with a
     /// warning: the token then crosses the network in the clear.
-    pub async fn bind(listen: SocketAddr, tls: Option<&TlsFiles>, state: ApiState) -> Result<Server, ServeError> {
-        let listener = crate::listen::bind(listen, tls).await?;
+    pub async fn bind(
+        listen: SocketAddr,
+        tls: Option<&TlsFiles>,
+        limits: Limits,
+        refused: OnRefused,
+        state: ApiState,
+    ) -> Result<Server, ServeError> {
+        let listener = crate::listen::bind(listen, tls).await?.limited(limits, refused);
         let addr = listener.local_addr().unwrap_or(listen);
         if !listener.is_tls() && !addr.ip().is_loopback() {
             tracing::warn!(admin_addr = %addr, "the admin API listens beyond loopback without TLS; set admin.tls_cert and admin.tls_key");

@@ -641,3 +641,45 @@ fn the_status_page_has_no_inline_code_and_loads_nothing_from_elsewhere() {
     // Values from the API are set as text, never parsed as HTML.
     assert!(!include_str!("page/app.js").contains("innerHTML"));
 }
+
+#[tokio::test]
+async fn every_write_is_in_the_audit_trail_and_only_there() {
+    let h = harness();
+    assert_eq!(h.call(Method::POST, "/api/v1/nodes", Some(w0())).await.0, StatusCode::CREATED);
+    assert_eq!(h.call(Method::GET, "/api/v1/nodes", None).await.0, StatusCode::OK);
+    assert_eq!(h.call(Method::DELETE, "/api/v1/nodes/nope", None).await.0, StatusCode::NOT_FOUND);
+    let (status, _) = h.send(Method::PUT, "/api/v1/nodes/w0", Some("not-the-token-0123456789"), Some("{}")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    h.state.events.flush().await;
+    let (_, audit) = h.call(Method::GET, "/api/v1/events?kind=audit", None).await;
+    let rows: Vec<(String, String, u64, String, String)> = audit
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            let d = &e["details"];
+            assert_eq!(d["type"], "audit");
+            (
+                d["method"].as_str().unwrap_or_default().into(),
+                d["object"].as_str().unwrap_or_default().into(),
+                d["status"].as_u64().unwrap_or_default(),
+                d["outcome"].as_str().unwrap_or_default().into(),
+                d["token"].as_str().unwrap_or_default().into(),
+            )
+        })
+        .collect();
+    let want = [
+        ("POST", "nodes", 201, "done", "admin"),
+        ("DELETE", "nodes/nope", 404, "refused", "admin"),
+        ("PUT", "nodes/w0", 401, "unauthenticated", "none"),
+    ];
+    assert_eq!(rows, want.map(|(m, o, s, out, t)| (m.to_owned(), o.to_owned(), s, out.to_owned(), t.to_owned())));
+    // Reads are not audited; the audit trail is not in the event log, nor the events in it.
+    let (_, events) = h.call(Method::GET, "/api/v1/events", None).await;
+    assert!(events.as_array().expect("events").iter().all(|e| e["details"]["type"] != "audit"), "{events}");
+    assert!(events.as_array().expect("events").iter().any(|e| e["details"]["type"] == "inventory_changed"));
+    let (status, body) = h.call(Method::GET, "/api/v1/events?kind=boot", None).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("kind")), "{body}");
+    // The token itself is in no event.
+    assert!(!audit.to_string().contains(TOKEN) && !audit.to_string().contains("not-the-token"));
+}

@@ -65,7 +65,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let mut metrics = Metrics::new(&store, &events);
     let shutdown = CancellationToken::new();
     let mut services = Services::default();
-    let mut deps = Deps { store: &store, events: &events, registry: metrics.registry_mut() };
+    let refusals = crate::service::Refusals::register(&events, metrics.registry_mut());
+    let mut deps = Deps { store: &store, events: &events, registry: metrics.registry_mut(), refusals: &refusals };
     let hypervisors = config.hypervisors.iter().map(hypervisors::build).collect::<Result<Vec<_>, _>>()?;
     let declared =
         crate::cluster::control::Declared { file: config.path.clone(), definitions: config.definitions.clone() };
@@ -88,7 +89,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         clusters,
         shutdown: shutdown.clone(),
     };
-    let admin = api::server::Server::bind(config.admin.listen, config.admin.tls.as_ref(), state).await?;
+    let refused = refusals.reporter("admin", Source::Api);
+    let (admin, tls) = (&config.admin, config.admin.tls.as_ref());
+    let admin = api::server::Server::bind(admin.listen, tls, admin.limits, refused, state).await?;
     let admin_addr = admin.local_addr();
     services.add(admin);
     services.start(&shutdown);
@@ -170,7 +173,7 @@ async fn bind(
         }
     }
     if let Some(h) = &config.http {
-        services.add(crate::http::Server::bind(deps, h.listen, h.settings.clone(), Some(admission)).await?);
+        services.add(crate::http::Server::bind(deps, h.listen, h.settings.clone(), h.limits, Some(admission)).await?);
     }
     if let Some(t) = &config.tftp {
         services.add(crate::tftp::server::Server::bind(deps, t.listen, &t.root, config.boot.http_port).await?);

@@ -94,6 +94,10 @@ pub struct EventArgs {
     /// Only events about this MAC address.
     #[arg(long)]
     pub mac: Option<String>,
+    /// Which log: events (boot, services, lifecycle; the default) or audit (every API write:
+    /// method, object, outcome, caller's address, token name).
+    #[arg(long, value_parser = ["events", "audit"])]
+    pub kind: Option<String>,
     /// Only events of these types (comma-separated, e.g. lease_acked,phone_home).
     #[arg(long = "type")]
     pub types: Option<String>,
@@ -107,7 +111,8 @@ pub struct EventArgs {
 
 fn events_query(args: &EventArgs) -> String {
     let mut pairs: Vec<(&str, String)> = Vec::new();
-    let fields = [("node", &args.node), ("mac", &args.mac), ("type", &args.types), ("since", &args.since)];
+    let fields =
+        [("kind", &args.kind), ("node", &args.node), ("mac", &args.mac), ("type", &args.types), ("since", &args.since)];
     for (key, value) in fields {
         if let Some(v) = value {
             pairs.push((key, v.clone()));

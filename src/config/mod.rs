@@ -79,6 +79,7 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token: TokenSource,
     pub tls: Option<TlsFiles>,
+    pub limits: crate::listen::Limits,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,6 +116,7 @@ pub struct IpxeFiles {
 pub struct HttpConfig {
     pub listen: SocketAddr,
     pub settings: crate::http::Settings,
+    pub limits: crate::listen::Limits,
 }
 
 /// One problem in the config file.
@@ -279,7 +281,12 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
             );
         }
     }
+    let http_limits = raw
+        .http
+        .as_ref()
+        .map(|h| limits(FieldPath::parse("http"), h.max_connections, h.max_connections_per_address, report));
     let http = raw.http.map(|h| HttpConfig {
+        limits: http_limits.unwrap_or_default(),
         listen: h.listen,
         settings: crate::http::Settings {
             images: h.images.as_deref().map_or_else(|| state_dir.join("images"), resolve),
@@ -367,7 +374,36 @@ fn check_admin(raw: &RawConfig, report: &mut Report<'_>, resolve: &dyn Fn(&Path)
     };
     #[allow(clippy::unwrap_used)] // a constant that parses
     let listen = a.listen.unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().unwrap());
-    AdminConfig { listen, token, tls }
+    let limits = limits(FieldPath::parse("admin"), a.max_connections, a.max_connections_per_address, report);
+    AdminConfig { listen, token, tls, limits }
+}
+
+/// A listener's connection limits: each at least 1, the per-address one at most the total.
+fn limits(
+    at: FieldPath,
+    total: Option<usize>,
+    per_address: Option<usize>,
+    report: &mut Report<'_>,
+) -> crate::listen::Limits {
+    let default = crate::listen::Limits::default();
+    let mut limits = crate::listen::Limits {
+        total: total.unwrap_or(default.total),
+        per_address: per_address.unwrap_or(default.per_address.min(total.unwrap_or(default.total).max(1))),
+    };
+    for (field, value) in [("max_connections", limits.total), ("max_connections_per_address", limits.per_address)] {
+        if value == 0 {
+            report.add(&at.clone().key(field), Some("0".into()), "must be at least 1");
+        }
+    }
+    if limits.total > 0 && limits.per_address > limits.total {
+        report.add(
+            &at.key("max_connections_per_address"),
+            Some(limits.per_address.to_string()),
+            format!("more than max_connections ({})", limits.total),
+        );
+        limits.per_address = limits.total;
+    }
+    limits
 }
 
 fn check_dns(raw: &raw::RawDns, inventory: &Inventory, complete: bool, report: &mut Report<'_>) -> DnsConfig {
@@ -484,17 +520,29 @@ fn check_boot(raw: &RawConfig, report: &mut Report<'_>) -> BootSettings {
 
 fn check_events(raw: &RawConfig, report: &mut Report<'_>) -> Retention {
     let mut retention = Retention::default();
-    if let Some(count) = raw.events.max_count {
-        if count == 0 {
-            report.add(&FieldPath::parse("events.max_count"), Some(count.to_string()), "must be at least 1");
+    let e = &raw.events;
+    for (field, value, kept) in [
+        ("max_count", e.max_count, &mut retention.max_count),
+        ("audit_max_count", e.audit_max_count, &mut retention.audit_max_count),
+    ] {
+        if let Some(count) = value {
+            if count == 0 {
+                report.add(&FieldPath::parse("events").key(field), Some(count.to_string()), "must be at least 1");
+            }
+            *kept = count;
         }
-        retention.max_count = count;
     }
-    if let Some(age) = &raw.events.max_age {
-        match parse_duration(age) {
-            Ok(d) if d >= Duration::from_secs(60) => retention.max_age = d,
-            Ok(_) => report.add(&FieldPath::parse("events.max_age"), Some(age.clone()), "must be at least 1 minute"),
-            Err(e) => report.add(&FieldPath::parse("events.max_age"), Some(age.clone()), e.to_string()),
+    for (field, value, kept) in [
+        ("max_age", &e.max_age, &mut retention.max_age),
+        ("audit_max_age", &e.audit_max_age, &mut retention.audit_max_age),
+    ] {
+        if let Some(age) = value {
+            let at = FieldPath::parse("events").key(field);
+            match parse_duration(age) {
+                Ok(d) if d >= Duration::from_secs(60) => *kept = d,
+                Ok(_) => report.add(&at, Some(age.clone()), "must be at least 1 minute"),
+                Err(err) => report.add(&at, Some(age.clone()), err.to_string()),
+            }
         }
     }
     retention

@@ -197,6 +197,9 @@ pub struct RawAdmin {
     pub token_credential: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Connections open at once, in all and from one client address.
+    pub max_connections: Option<usize>,
+    pub max_connections_per_address: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,6 +254,8 @@ pub struct RawTftp {
 pub struct RawHttp {
     pub listen: SocketAddr,
     pub images: Option<PathBuf>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_address: Option<usize>,
 }
 
 /// iPXE binaries handed to firmware PXE clients (paths under the TFTP root).
@@ -272,6 +277,9 @@ pub struct RawBoot {
 pub struct RawEvents {
     pub max_count: Option<u64>,
     pub max_age: Option<String>,
+    /// The audit trail's own retention.
+    pub audit_max_count: Option<u64>,
+    pub audit_max_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -294,3 +294,20 @@ fn a_proxmox_entry_takes_several_urls_and_fingerprints() {
     let bad = text.replace("\"https://pve2:8006\"", "\"http://pve2:8006\"");
     assert_error(&bad, "hypervisors[0].url", "http://pve2:8006", "url = [");
 }
+
+#[test]
+fn connection_limits_are_at_least_one_and_the_per_address_one_at_most_the_total() {
+    let config = parse(EXAMPLE, Path::new("/etc/slipway/slipway.toml")).expect("valid");
+    assert_eq!(config.admin.limits, crate::listen::Limits::default());
+    let text = example_with("listen = \"127.0.0.1:9443\"", "listen = \"127.0.0.1:9443\"\nmax_connections = 0");
+    assert_error(&text, "admin.max_connections", "must be at least 1", "max_connections");
+    let text = example_with(
+        "listen = \"127.0.0.1:9443\"",
+        "listen = \"127.0.0.1:9443\"\nmax_connections = 100\nmax_connections_per_address = 200",
+    );
+    assert_error(&text, "admin.max_connections_per_address", "more than max_connections (100)", "per_address");
+    // A total under the default per-address limit lowers that one with it.
+    let text = example_with("listen = \"127.0.0.1:9443\"", "listen = \"127.0.0.1:9443\"\nmax_connections = 10");
+    let config = parse(&text, Path::new("/etc/slipway/slipway.toml")).expect("valid");
+    assert_eq!(config.admin.limits, crate::listen::Limits { total: 10, per_address: 10 });
+}

@@ -53,7 +53,11 @@ impl Server {
             let socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
             socket.set_nonblocking(true).map_err(bind_err)?;
             udp.push(socket);
-            tcp.push(TcpListener::bind(addr).await.map_err(|source| DnsError::Bind { addr, proto: "TCP", source })?);
+            tcp.push(crate::sockets::tcp_listener(addr).map_err(|source| DnsError::Bind {
+                addr,
+                proto: "TCP",
+                source,
+            })?);
         }
         let metrics = Metrics::default();
         metrics.register(deps.registry);

@@ -20,7 +20,7 @@ use super::head::{self, Classified, Span, Target};
 use super::routes::BootState;
 use crate::listen::{Connection, Front};
 
-/// How long a client gets to send a request head, and an idle keep-alive connection lives.
+/// How long a client gets to send a whole request head, and an idle keep-alive connection lives.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a send may make no progress (a client that stopped reading) before the connection
 /// is dropped.
@@ -52,6 +52,9 @@ impl Front for Direct {
     ) -> Option<(TcpStream, Vec<u8>)> {
         let mut buf = Vec::with_capacity(4096);
         loop {
+            // The whole head within `HEAD_TIMEOUT` of waiting for it: a client that sends a byte
+            // now and then (slowloris) is cut off as one that sends nothing.
+            let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
             let request = loop {
                 match head::classify(&buf) {
                     Classified::Direct(request) => break request,
@@ -60,7 +63,7 @@ impl Front for Direct {
                 }
                 let read = tokio::select! {
                     () = stop.cancelled() => return None,
-                    read = tokio::time::timeout(HEAD_TIMEOUT, stream.read_buf(&mut buf)) => read,
+                    read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
                 };
                 match read {
                     Ok(Ok(n)) if n > 0 => {}

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::listen::{self as serve, Listener};
@@ -57,12 +56,14 @@ impl Server {
         deps: &Deps<'_>,
         addr: SocketAddr,
         settings: Settings,
+        limits: crate::listen::Limits,
         admission: Option<Arc<dyn crate::boot::k3s::Admission>>,
     ) -> Result<Server, HttpError> {
-        let tcp = TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
+        let tcp = crate::sockets::tcp_listener(addr).map_err(|source| HttpError::Bind { addr, source })?;
         let addr = tcp.local_addr().unwrap_or(addr);
+        let refused = deps.refusals.reporter("http boot", crate::store::events::Source::Http);
         Ok(Server {
-            listener: Listener::plain("HTTP boot", tcp),
+            listener: Listener::plain("HTTP boot", tcp).limited(limits, refused),
             addr,
             settings: Arc::new(settings),
             store: deps.store.clone(),

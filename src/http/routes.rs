@@ -88,6 +88,7 @@ pub fn router(state: BootState) -> Router {
         .route("/k3s/config", get(k3s_config))
         .nest("/images", images)
         .nest_service("/ipxe", ipxe)
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(crate::listen::BODY_TIMEOUT))
         .with_state(state)
 }
 

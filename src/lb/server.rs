@@ -196,7 +196,7 @@ impl Server {
         let frontends: Vec<Frontend> = inventory.borrow().frontends.values().cloned().collect();
         let mut listeners = Vec::new();
         for fe in frontends {
-            let listener = TcpListener::bind(fe.listen).await.map_err(|source| LbError::Bind {
+            let listener = crate::sockets::tcp_listener(fe.listen).map_err(|source| LbError::Bind {
                 frontend: fe.name.clone(),
                 addr: fe.listen,
                 source,

@@ -144,6 +144,26 @@ pub enum EventKind {
         client: String,
         name: String,
     },
+    /// A write through the admin API (its audit trail, kept apart: `kind=audit`): the method,
+    /// the object it named (the path under `/api/v1/`), the answer's status and what it meant,
+    /// the caller's address and which token it used (its name, never the token; `none` when it
+    /// presented no valid token).
+    Audit {
+        method: String,
+        object: String,
+        status: u16,
+        outcome: String,
+        client: String,
+        token: String,
+    },
+    /// An HTTP listener closed new connections from `client` at once: it had as many open as
+    /// its limit allows, in all (`reason` `total`) or from that address (`per_address`). At most
+    /// one event per listener, client and reason a minute.
+    ConnectionRefused {
+        listener: String,
+        client: String,
+        reason: String,
+    },
     BackendUp {
         pool: Name,
         backend: String,
@@ -284,6 +304,7 @@ impl EventKind {
         "ignition_stale",
         "dns_zones_updated",
         "dns_refused",
+        "connection_refused",
         "backend_up",
         "backend_down",
         "vm_created",
@@ -300,6 +321,7 @@ impl EventKind {
         "inventory_changed",
         "daemon_started",
         "daemon_stopping",
+        "audit",
     ];
 
     /// The `type` tag, as used by the `type` filter.
@@ -328,6 +350,8 @@ impl EventKind {
             EventKind::IgnitionStale { .. } => "ignition_stale",
             EventKind::DnsZonesUpdated { .. } => "dns_zones_updated",
             EventKind::DnsRefused { .. } => "dns_refused",
+            EventKind::ConnectionRefused { .. } => "connection_refused",
+            EventKind::Audit { .. } => "audit",
             EventKind::BackendUp { .. } => "backend_up",
             EventKind::BackendDown { .. } => "backend_down",
             EventKind::VmCreated { .. } => "vm_created",
@@ -374,17 +398,64 @@ pub struct Event {
 pub struct Retention {
     pub max_count: u64,
     pub max_age: Duration,
+    /// The audit trail's own: it is kept far longer than boot history.
+    pub audit_max_count: u64,
+    pub audit_max_age: Duration,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { max_count: 100_000, max_age: Duration::from_secs(7 * 24 * 3600) }
+        Retention {
+            max_count: 100_000,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            audit_max_count: 100_000,
+            audit_max_age: Duration::from_secs(365 * 24 * 3600),
+        }
+    }
+}
+
+impl Retention {
+    fn of(&self, log: Log) -> (u64, Duration) {
+        match log {
+            Log::Events => (self.max_count, self.max_age),
+            Log::Audit => (self.audit_max_count, self.audit_max_age),
+        }
+    }
+}
+
+/// The two logs: events (boot, services, lifecycle) and the audit trail of API writes, each in
+/// its own table under its own retention; one sequence numbers both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Log {
+    #[default]
+    Events,
+    Audit,
+}
+
+impl Log {
+    pub const BOTH: [Log; 2] = [Log::Events, Log::Audit];
+
+    pub fn of(kind: &EventKind) -> Log {
+        match kind {
+            EventKind::Audit { .. } => Log::Audit,
+            _ => Log::Events,
+        }
+    }
+
+    fn table(self) -> redb::TableDefinition<'static, u64, (u64, &'static [u8])> {
+        match self {
+            Log::Events => EVENTS,
+            Log::Audit => super::schema::AUDIT,
+        }
     }
 }
 
 /// Which events a query or a follow wants. Every set field must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
+    /// Which log (events unless asked for the audit trail).
+    pub log: Log,
     pub node: Option<Name>,
     pub mac: Option<MacAddr>,
     pub source: Option<Source>,
@@ -397,7 +468,8 @@ pub struct Filter {
 
 impl Filter {
     pub fn matches(&self, e: &Event) -> bool {
-        self.node.as_ref().is_none_or(|n| e.node.as_ref() == Some(n))
+        self.log == Log::of(&e.details)
+            && self.node.as_ref().is_none_or(|n| e.node.as_ref() == Some(n))
             && self.mac.is_none_or(|m| e.mac == Some(m))
             && self.source.is_none_or(|s| e.source == s)
             && (self.types.is_empty() || self.types.iter().any(|t| t == e.details.type_name()))
@@ -438,15 +510,16 @@ impl EventLog {
     pub fn open(store: &super::Store, retention: Retention) -> Result<EventLog, StoreError> {
         let (last, count) = store.with_db(|db| {
             let txn = db.begin_read()?;
-            let table = txn.open_table(EVENTS)?;
-            let mut count = 0u64;
-            for row in table.iter()? {
-                count += lines(row?.1.value().1).count() as u64;
+            let (mut last, mut count) = (0, [0u64; 2]);
+            for (i, log) in Log::BOTH.into_iter().enumerate() {
+                let table = txn.open_table(log.table())?;
+                for row in table.iter()? {
+                    count[i] += lines(row?.1.value().1).count() as u64;
+                }
+                if let Some((key, value)) = table.last()? {
+                    last = last.max(last_seq(key.value(), value.value().1));
+                }
             }
-            let last = match table.last()? {
-                Some((key, value)) => last_seq(key.value(), value.value().1),
-                None => 0,
-            };
             Ok((last, count))
         })?;
         let (queue, rx) = mpsc::sync_channel(QUEUE);
@@ -544,7 +617,7 @@ impl EventLog {
     pub fn query(&self, filter: &Filter, limit: usize) -> Result<Vec<Event>, StoreError> {
         self.inner.store.with_db(|db| {
             let txn = db.begin_read()?;
-            let table = txn.open_table(EVENTS)?;
+            let table = txn.open_table(filter.log.table())?;
             let mut out = Vec::new();
             // A node's events are found without decoding everyone else's: its name (a DNS label,
             // never escaped) appears verbatim in each of its lines.
@@ -633,7 +706,7 @@ const SYNC_EVERY: Duration = Duration::from_secs(1);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// `count`: the events stored when the writer starts.
-fn write_loop(store: &super::Store, rx: &Receiver<Message>, retention: Retention, mut count: u64) {
+fn write_loop(store: &super::Store, rx: &Receiver<Message>, retention: Retention, mut count: [u64; 2]) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut flushes = Vec::new();
     let mut last_sync = Instant::now();
@@ -688,17 +761,18 @@ fn write_loop(store: &super::Store, rx: &Receiver<Message>, retention: Retention
 /// log is full, so a row stays small.
 const ROW_EVENTS: usize = 64;
 
-/// Writes `batch` in rows of `ROW_EVENTS` and drops what retention no longer allows, in one
-/// transaction; `count` is the events stored before, and the result those stored after. A call
-/// with nothing to write or drop does not touch the disk.
+/// Writes `batch` in rows of `ROW_EVENTS` into each event's log and drops what each log's
+/// retention no longer allows, in one transaction; `count` is the events each log (`Log::BOTH`
+/// order) stored before, and the result those stored after. A call with nothing to write or
+/// drop does not touch the disk.
 fn commit_batch(
     db: &Database,
     batch: &[Arc<Event>],
     retention: Retention,
     now: Timestamp,
     sync: bool,
-    count: u64,
-) -> Result<u64, StoreError> {
+    count: [u64; 2],
+) -> Result<[u64; 2], StoreError> {
     let mut txn = db.begin_write()?;
     if !sync {
         txn.set_durability(redb::Durability::None)
@@ -706,8 +780,34 @@ fn commit_batch(
     }
     let mut changed = false;
     let mut kept = count;
+    for (i, log) in Log::BOTH.into_iter().enumerate() {
+        let events: Vec<Arc<Event>> = batch.iter().filter(|e| Log::of(&e.details) == log).cloned().collect();
+        let mut table = txn.open_table(log.table())?;
+        let (stored, wrote) = store_rows(&mut table, &events, retention.of(log), now, kept[i])?;
+        kept[i] = stored;
+        changed |= wrote;
+    }
+    if changed {
+        txn.commit()?;
+        Ok(kept)
+    } else {
+        txn.abort()?;
+        Ok(count)
+    }
+}
+
+/// `store_rows` of one log: writes `batch` and prunes to `(max_count, max_age)`; the events
+/// stored after, and whether the table changed.
+fn store_rows(
+    table: &mut redb::Table<'_, u64, (u64, &'static [u8])>,
+    batch: &[Arc<Event>],
+    (max_count, max_age): (u64, Duration),
+    now: Timestamp,
+    count: u64,
+) -> Result<(u64, bool), StoreError> {
+    let mut changed = false;
+    let mut kept = count;
     {
-        let mut table = txn.open_table(EVENTS)?;
         let mut json = Vec::with_capacity(ROW_EVENTS * 256);
         for row in batch.chunks(ROW_EVENTS) {
             json.clear();
@@ -721,13 +821,13 @@ fn commit_batch(
             kept += row.len() as u64;
             changed = true;
         }
-        let max_age = u64::try_from(retention.max_age.as_millis()).unwrap_or(u64::MAX);
+        let max_age = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
         let cutoff = now.unix_millis().saturating_sub(max_age);
         // From the oldest row: a row goes when its newest event is over the age or all of it is
         // over the count; a row only partly over the count loses its oldest lines.
         loop {
             let Some((key, newest)) = table.first()?.map(|(k, v)| (k.value(), v.value().0)) else { break };
-            let excess = kept.saturating_sub(retention.max_count);
+            let excess = kept.saturating_sub(max_count);
             if newest >= cutoff && excess == 0 {
                 break;
             }
@@ -755,13 +855,7 @@ fn commit_batch(
             break;
         }
     }
-    if changed {
-        txn.commit()?;
-        Ok(kept)
-    } else {
-        txn.abort()?;
-        Ok(count)
-    }
+    Ok((kept, changed))
 }
 
 #[cfg(test)]
@@ -821,21 +915,21 @@ mod tests {
     fn batches_are_written_in_rows_and_pruning_by_count_cuts_the_oldest_row_at_the_right_event() {
         let (_dir, store) = empty_store();
         let db = store.current().expect("open");
-        let retention = Retention { max_count: 3, max_age: Duration::from_secs(3600) };
+        let retention = Retention { max_count: 3, max_age: Duration::from_secs(3600), ..Retention::default() };
         let t0 = Timestamp::from_unix_millis(1_800_000_000_000);
         // 3 and 4 were dropped before they reached the writer.
         let count =
-            commit_batch(&db, &[1, 2, 5, 6, 7, 8].map(|s| event(s, t0)), retention, t0, true, 0).expect("write");
-        assert_eq!((count, stored(&db)), (3, (vec![6, 7, 8], 1)), "a gap in the numbers does not matter");
+            commit_batch(&db, &[1, 2, 5, 6, 7, 8].map(|s| event(s, t0)), retention, t0, true, [0, 0]).expect("write");
+        assert_eq!((count, stored(&db)), ([3, 0], (vec![6, 7, 8], 1)), "a gap in the numbers does not matter");
         let count = commit_batch(&db, &[event(9, t0)], retention, t0, true, count).expect("write");
-        assert_eq!((count, stored(&db)), (3, (vec![7, 8, 9], 2)));
+        assert_eq!((count, stored(&db)), ([3, 0], (vec![7, 8, 9], 2)));
         let count = commit_batch(&db, &[10, 11].map(|s| event(s, t0)), retention, t0, true, count).expect("write");
-        assert_eq!((count, stored(&db)), (3, (vec![9, 10, 11], 2)), "a row wholly over the count goes");
+        assert_eq!((count, stored(&db)), ([3, 0], (vec![9, 10, 11], 2)), "a row wholly over the count goes");
         let retention = Retention { max_count: 100, ..retention };
         let big: Vec<Arc<Event>> = (12..162).map(|s| event(s, t0)).collect();
         let count = commit_batch(&db, &big, retention, t0, true, count).expect("write");
         let (seqs, rows) = stored(&db);
-        assert_eq!((count, seqs), (100, (62..162).collect::<Vec<u64>>()));
+        assert_eq!((count, seqs), ([100, 0], (62..162).collect::<Vec<u64>>()));
         assert_eq!(rows, 3, "150 events went in rows of 64, 64 and 22; the first lost its oldest 50");
     }
 
@@ -854,7 +948,7 @@ mod tests {
                 }
             }
             txn.commit().expect("commit");
-            commit_batch(&db, &[3, 4, 5].map(|s| event(s, t0)), Retention::default(), t0, true, 2).expect("batch");
+            commit_batch(&db, &[3, 4, 5].map(|s| event(s, t0)), Retention::default(), t0, true, [2, 0]).expect("batch");
         }
         let log = EventLog::open(&store, Retention::default()).expect("log");
         let all = |filter: &Filter, limit| -> Vec<u64> {
@@ -882,16 +976,16 @@ mod tests {
     fn an_idle_prune_drops_expired_events_without_new_ones() {
         let (_dir, store) = empty_store();
         let db = store.current().expect("open");
-        let retention = Retention { max_count: 100, max_age: Duration::from_secs(3600) };
+        let retention = Retention { max_count: 100, max_age: Duration::from_secs(3600), ..Retention::default() };
         let t0 = Timestamp::from_unix_millis(1_800_000_000_000);
         let later = |ms: u64| Timestamp::from_unix_millis(1_800_000_000_000 + ms);
-        let count = commit_batch(&db, &[event(1, t0)], retention, t0, true, 0).expect("write");
+        let count = commit_batch(&db, &[event(1, t0)], retention, t0, true, [0, 0]).expect("write");
         let count = commit_batch(&db, &[event(2, later(2_000))], retention, later(2_000), true, count).expect("write");
         let count = commit_batch(&db, &[], retention, later(1_000), true, count).expect("idle");
-        assert_eq!((count, stored(&db).0), (2, vec![1, 2]), "not yet expired");
+        assert_eq!((count, stored(&db).0), ([2, 0], vec![1, 2]), "not yet expired");
         let count = commit_batch(&db, &[], retention, later(3_601_000), true, count).expect("idle");
-        assert_eq!((count, stored(&db).0), (1, vec![2]), "the older row expired while idle");
+        assert_eq!((count, stored(&db).0), ([1, 0], vec![2]), "the older row expired while idle");
         let count = commit_batch(&db, &[], retention, later(3_603_000), true, count).expect("idle");
-        assert_eq!((count, stored(&db).0), (0, vec![]));
+        assert_eq!((count, stored(&db).0), ([0, 0], vec![]));
     }
 }

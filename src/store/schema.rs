@@ -17,7 +17,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 /// The schema this build writes. Raise it with a new entry in `MIGRATIONS`.
-pub const SCHEMA_VERSION: u64 = 6;
+pub const SCHEMA_VERSION: u64 = 7;
 /// The first version whose leases live in the journal.
 pub const JOURNAL_VERSION: u64 = 3;
 
@@ -30,6 +30,8 @@ pub const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases");
 /// Sequence number of a row's first event -> (unix milliseconds of its newest event, up to 64
 /// events as JSON lines, each ending in a newline; a version-3 row is one event without one).
 pub const EVENTS: TableDefinition<u64, (u64, &[u8])> = TableDefinition::new("events");
+/// The audit trail (every admin API write), in the rows `EVENTS` has, under its own retention.
+pub const AUDIT: TableDefinition<u64, (u64, &[u8])> = TableDefinition::new("audit");
 /// Node name -> unix milliseconds when the node phoned home from an installed system.
 pub const INSTALLED: TableDefinition<&str, u64> = TableDefinition::new("installed");
 /// Cluster name -> its definition (JSON).
@@ -46,7 +48,7 @@ type Migration = fn(&WriteTransaction) -> Result<(), redb::Error>;
 
 /// `MIGRATIONS[v]` turns a version-`v` store into version `v + 1`. Version 0 is an empty file.
 const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] =
-    [create_v1, add_installed, drop_leases_table, event_rows, add_cluster_records, add_lifecycle];
+    [create_v1, add_installed, drop_leases_table, event_rows, add_cluster_records, add_lifecycle, add_audit];
 
 fn create_v1(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(META)?;
@@ -92,6 +94,11 @@ fn add_lifecycle(txn: &WriteTransaction) -> Result<(), redb::Error> {
     for (key, value) in rewritten {
         definitions.insert(key.as_str(), value.as_slice())?;
     }
+    Ok(())
+}
+
+fn add_audit(txn: &WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(AUDIT)?;
     Ok(())
 }
 

@@ -213,7 +213,9 @@ async fn events_are_persisted_queried_and_filtered() {
 async fn retention_bounds_events_by_count_and_age() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), declared()).expect("open");
-    let log = EventLog::open(&store, Retention { max_count: 5, max_age: Duration::from_secs(3600) }).expect("log");
+    let log =
+        EventLog::open(&store, Retention { max_count: 5, max_age: Duration::from_secs(3600), ..Retention::default() })
+            .expect("log");
     let old = Timestamp(std::time::SystemTime::now() - Duration::from_secs(7200));
     log.append_at(old, Source::Daemon, Subject::default(), EventKind::DaemonStopping);
     log.flush().await;
@@ -312,4 +314,35 @@ fn a_state_directory_that_others_can_read_is_tightened_to_0700() {
     let fresh = dir.path().join("fresh");
     drop(Store::open(&fresh, declared()).expect("open"));
     assert_eq!(std::fs::metadata(&fresh).expect("fresh").permissions().mode() & 0o7777, 0o700);
+}
+
+#[test]
+fn the_audit_trail_has_its_own_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), declared()).expect("open");
+    let retention = Retention { max_count: 3, audit_max_count: 10, ..Retention::default() };
+    let log = EventLog::open(&store, retention).expect("log");
+    let audit = |i: u16| EventKind::Audit {
+        method: "PUT".into(),
+        object: format!("nodes/w{i}"),
+        status: 200,
+        outcome: "done".into(),
+        client: "127.0.0.1".into(),
+        token: "admin".into(),
+    };
+    for i in 0..6 {
+        log.append(Source::Api, Subject::default(), audit(i));
+        log.append(Source::Dhcp, Subject::default(), EventKind::DhcpInformed);
+    }
+    log.close();
+    let events = log.query(&Filter::default(), 100).expect("events");
+    assert_eq!(events.len(), 3, "the event log keeps its 3");
+    let kept = log.query(&Filter { log: super::events::Log::Audit, ..Filter::default() }, 100).expect("audit");
+    assert_eq!(kept.len(), 6, "the audit trail keeps all 6");
+    assert!(kept.windows(2).all(|w| w[0].seq < w[1].seq));
+    // One sequence numbers both: a reopened log goes on after the highest of either.
+    drop(log);
+    let log = EventLog::open(&store, retention).expect("reopen");
+    let next = log.append(Source::Api, Subject::default(), audit(9));
+    assert_eq!(next.seq, 13);
 }
