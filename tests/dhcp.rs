@@ -37,7 +37,7 @@ fn config(dir: &Path) -> Config {
 }
 
 /// `config` with a pool from 10.1.107.100 to `end`.
-fn pooled(dir: &Path, end: &str) -> Config {
+pub(crate) fn pooled(dir: &Path, end: &str) -> Config {
     config(dir).value("pool", format!(r#"{{ start = "10.1.107.100", end = "{end}" }}"#))
 }
 
@@ -172,7 +172,7 @@ fn dhclient_udhcpc_and_dhcpcd_each_get_their_reserved_address_and_hostname() {
     assert_eq!(bound, expect);
 }
 
-fn udhcpc_once(pair: &Pair, dir: &Path, tries: &str) -> (bool, String) {
+pub(crate) fn udhcpc_once(pair: &Pair, dir: &Path, tries: &str) -> (bool, String) {
     let log = dir.join("once.log");
     let _ = std::fs::remove_file(&log);
     let h = hook(dir, "once.sh", &format!("[ \"$1\" = bound ] && echo \"$ip\" >> {}; true", log.display()));

@@ -291,3 +291,126 @@ fn api_writes_are_audited_with_the_callers_address_and_the_tokens_name() {
     assert!(ok && !out.contains("\"audit\""), "the event log holds no audit events: {out}");
     assert!(out.contains("reinstall_requested"), "{out}");
 }
+
+/// A tmpfs mounted at a directory for the test, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("mount");
+        assert!(out.status.success(), "mount tmpfs (needs root): {}", String::from_utf8_lossy(&out.stderr));
+        Tmpfs(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system under `dir` with one file until it is full.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).expect("filler");
+    let chunk = vec![0u8; 64 << 10];
+    while file.write_all(&chunk).is_ok() {}
+    let mut byte = [0u8; 1];
+    while file.write_all(&byte).is_ok() {
+        byte[0] = byte[0].wrapping_add(1);
+    }
+    path
+}
+
+#[test]
+fn a_full_disk_refuses_writes_whole_and_loses_nothing_acknowledged() {
+    use crate::http::admin;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let _tmpfs = Tmpfs::mount(&state, "16m");
+    let pair = crate::netns::Pair::new("z");
+    let config = crate::dhcp::pooled(dir.path(), "10.1.107.150").write();
+    let mut daemon = support::start_in(Some(&pair.srv), &config, &[]);
+    let node = |name: &str, last: u8| {
+        format!(r#"{{"name": "{name}", "mac": "52:54:00:00:0f:{last:02x}", "ipv4": "10.1.107.{last}"}}"#)
+    };
+    let ignition = br#"{"ignition":{"version":"3.2.0"}}"#;
+
+    // Before: a lease, a node.
+    pair.client_as("52:54:00:99:0f:01");
+    let (ok, first) = crate::dhcp::udhcpc_once(&pair, dir.path(), "3");
+    assert!(ok && first.starts_with("10.1.107.1"), "a pool lease: {first}");
+    let (status, body) = admin(&pair, &daemon, "POST", "/api/v1/nodes", node("n1", 21).as_bytes());
+    assert_eq!(status, 201, "{body}");
+
+    // Full: the API says so and changes nothing, DHCP acknowledges nothing, no file is half-written.
+    let filler = fill(&state);
+    let (status, body) = admin(&pair, &daemon, "POST", "/api/v1/nodes", node("n2", 22).as_bytes());
+    assert_eq!(status, 507, "{body}");
+    assert!(body.contains("insufficient_storage") && body.contains("full"), "{body}");
+    let (status, _) = admin(&pair, &daemon, "GET", "/api/v1/nodes/n2", b"");
+    assert_eq!(status, 404, "a refused write leaves nothing");
+    let (status, body) = admin(&pair, &daemon, "PUT", "/api/v1/clusters/prod/ignition/worker", ignition);
+    assert_eq!(status, 507, "{body}");
+    let leftovers: Vec<_> = walk(&state.join("ignition"));
+    assert!(leftovers.is_empty(), "an upload refused whole: {leftovers:?}");
+    // The lease journal's last page may still hold a few lines: machines get leases until it
+    // is full, and then none; each one acknowledged was stored (checked after the restart).
+    let mut acked = vec![first.clone()];
+    let refused = (2..40u8).find(|i| {
+        pair.client_as(&format!("52:54:00:99:0f:{i:02x}"));
+        let (ok, got) = crate::dhcp::udhcpc_once(&pair, dir.path(), "1");
+        if ok {
+            acked.push(got);
+        }
+        !ok
+    });
+    assert!(refused.is_some(), "with the disk full, some machine must go without a lease: {acked:?}");
+    let (_, metrics) = admin(&pair, &daemon, "GET", "/metrics", b"");
+    let journal_errors = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("slipway_store_errors_total{part=\"lease_journal\"} "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(journal_errors.is_some_and(|n| n > 0), "{metrics}");
+
+    // Freed: everything works again.
+    std::fs::remove_file(&filler).expect("free the space");
+    let (status, body) = admin(&pair, &daemon, "POST", "/api/v1/nodes", node("n2", 22).as_bytes());
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = admin(&pair, &daemon, "PUT", "/api/v1/clusters/prod/ignition/worker", ignition);
+    assert_eq!(status, 200, "{body}");
+    let (ok, second) = crate::dhcp::udhcpc_once(&pair, dir.path(), "3");
+    assert!(ok && second.starts_with("10.1.107.1") && !acked.contains(&second), "{second}");
+    acked.push(second);
+
+    // Restarted: everything acknowledged is there.
+    daemon.stop(Duration::from_secs(10)).expect("stopped");
+    daemon = support::start_in(Some(&pair.srv), &config, &[]);
+    for name in ["n1", "n2"] {
+        let (status, _) = admin(&pair, &daemon, "GET", &format!("/api/v1/nodes/{name}"), b"");
+        assert_eq!(status, 200, "{name}");
+    }
+    let (_, leases) = admin(&pair, &daemon, "GET", "/api/v1/leases", b"");
+    for ip in &acked {
+        assert!(leases.contains(&format!("\"{ip}\"")), "{ip} was acknowledged, then lost: {leases}");
+    }
+    // No line of the lease journal is cut short or damaged.
+    let journal = std::fs::read_to_string(state.join("leases.journal")).expect("journal");
+    for line in journal.lines() {
+        let (crc, json) = line.split_once(' ').expect("a CRC and the lease");
+        assert_eq!(crc.len(), 8, "{line}");
+        serde_json::from_str::<serde_json::Value>(json).unwrap_or_else(|e| panic!("a damaged line ({e}): {line}"));
+    }
+    drop(daemon);
+}
+
+/// Every file under `dir` (none when it does not exist).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries.flatten().flat_map(|e| if e.path().is_dir() { walk(&e.path()) } else { vec![e.path()] }).collect()
+}

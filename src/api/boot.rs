@@ -139,7 +139,7 @@ pub async fn put_ignition(
     tokio::task::spawn_blocking(move || crate::store::uploads::put(&dir, &key, role, &body, made))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(format!("cannot store the Ignition config: {e}")))?;
+        .map_err(|e| ApiError::writing("the Ignition config", e))?;
     let role_name = crate::store::uploads::okd_name(role).to_string();
     s.events.append(
         Source::Api,

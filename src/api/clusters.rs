@@ -217,7 +217,7 @@ pub async fn put_kubeconfig(
     tokio::task::spawn_blocking(move || crate::store::uploads::put_kubeconfig(&dir, &key, &body))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(format!("cannot store the kubeconfig: {e}")))?;
+        .map_err(|e| ApiError::writing("the kubeconfig", e))?;
     let details =
         crate::store::events::EventKind::KubeconfigUploaded { cluster: name.clone(), user: user.clone(), expires };
     s.events.append(crate::store::events::Source::Api, crate::store::events::Subject::default(), details);

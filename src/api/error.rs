@@ -33,6 +33,9 @@ pub enum ApiError {
     /// Something slipway depends on did not answer (a cluster's API): 502.
     #[error("{0}")]
     Upstream(String),
+    /// The disk under the state directory is full: 507. Nothing was changed.
+    #[error("the disk holding slipway's state directory is full ({0}); nothing was changed: free space and try again")]
+    NoSpace(String),
     /// The request body is over the limit: 413.
     #[error("{0}")]
     TooLarge(String),
@@ -73,6 +76,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream", None, vec![]),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", None, vec![]),
+            ApiError::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", None, vec![]),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "admin API request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", None, vec![])
@@ -99,11 +103,22 @@ impl From<ChangeError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// A failed file write: `NoSpace` when the disk is full, else `Internal` saying `what`.
+    pub fn writing(what: &str, e: std::io::Error) -> ApiError {
+        match crate::store::disk_full(&e) {
+            true => ApiError::NoSpace(format!("cannot store {what}: {e}")),
+            false => ApiError::Internal(format!("cannot store {what}: {e}")),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Change(e) => e.into(),
             StoreError::NoLease(_) => ApiError::NotFound(e.to_string()),
+            full if full.is_disk_full() => ApiError::NoSpace(full.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -127,26 +127,32 @@ pub fn openapi() -> OpenApi {
 /// `doc` with a description on every response, which OpenAPI requires (a route that names only a
 /// status and a body gets the status's reason phrase: `OK`, `Not Found`, ...), and the answers
 /// every route under `/api` may give besides its own: 401 without the token, 500 when the store
-/// fails, and 413 for a body over the limit.
+/// fails, 413 for a body over the limit, and 507 for a write when the disk is full.
 fn described(mut doc: OpenApi) -> OpenApi {
     for (path, item) in doc.paths.paths.iter_mut() {
         let guarded = path.starts_with("/api/");
+        // (the operation, whether it writes)
         let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.options,
-            &mut item.head,
-            &mut item.patch,
-            &mut item.trace,
+            (&mut item.get, false),
+            (&mut item.put, true),
+            (&mut item.post, true),
+            (&mut item.delete, true),
+            (&mut item.options, false),
+            (&mut item.head, false),
+            (&mut item.patch, true),
+            (&mut item.trace, false),
         ];
-        for operation in operations.into_iter().flatten() {
+        for (operation, writes) in operations.into_iter().filter_map(|(o, w)| Some((o.as_mut()?, w))) {
             // Every body slipway takes is required (a handler reads it whole).
             if let Some(utoipa::openapi::RefOr::T(body)) = operation.request_body.as_mut() {
                 body.required = Some(utoipa::openapi::Required::True);
             }
-            let common = [(guarded, "401"), (guarded, "500"), (operation.request_body.is_some(), "413")];
+            let common = [
+                (guarded, "401"),
+                (guarded, "500"),
+                (operation.request_body.is_some(), "413"),
+                (guarded && writes, "507"),
+            ];
             for (_, code) in common.into_iter().filter(|(applies, _)| *applies) {
                 operation.responses.responses.entry(code.to_owned()).or_insert_with(|| error_response(code));
             }

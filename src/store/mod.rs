@@ -63,7 +63,31 @@ pub enum StoreError {
     Db(#[from] redb::Error),
 }
 
+/// Whether `error`, or anything that caused it, is the disk being full (`ENOSPC`) or a quota
+/// reached (`EDQUOT`): the one failure an operator fixes by freeing space.
+pub fn disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
+    let full = |io: &std::io::Error| {
+        matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+            || matches!(io.raw_os_error(), Some(28 | 122))
+    };
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>().is_some_and(full) {
+            return true;
+        }
+        next = e.source();
+    }
+    // Some wrappers keep only an I/O error's message.
+    let text = error.to_string();
+    text.contains("(os error 28)") || text.contains("(os error 122)")
+}
+
 impl StoreError {
+    /// The disk under the state directory is full (see `disk_full`).
+    pub fn is_disk_full(&self) -> bool {
+        disk_full(self)
+    }
+
     /// redb's answer to every transaction after an I/O failure, until the file is reopened.
     fn is_previous_io(&self) -> bool {
         matches!(self, StoreError::Db(redb::Error::PreviousIo))

@@ -346,3 +346,16 @@ fn the_audit_trail_has_its_own_retention() {
     let next = log.append(Source::Api, Subject::default(), audit(9));
     assert_eq!(next.seq, 13);
 }
+
+#[test]
+fn a_full_disk_is_told_apart_from_other_failures_however_it_is_wrapped() {
+    let full = || std::io::Error::from_raw_os_error(28);
+    let journal = StoreError::Journal(journal::JournalError { path: "leases.journal".into(), source: full() });
+    assert!(journal.is_disk_full());
+    let db = StoreError::Db(redb::Error::Io(full()));
+    assert!(db.is_disk_full());
+    assert!(StoreError::Db(redb::Error::Io(std::io::Error::from_raw_os_error(122))).is_disk_full(), "a quota");
+    let other = StoreError::Db(redb::Error::Io(std::io::Error::from_raw_os_error(5)));
+    assert!(!other.is_disk_full(), "EIO is not a full disk");
+    assert!(!StoreError::NoLease([10, 0, 0, 1].into()).is_disk_full());
+}
