@@ -71,6 +71,7 @@ in
         Type = "notify";
         ExecStartPre = "${cfg.package}/bin/slipway check --config ${configFile}";
         ExecStart = "${cfg.package}/bin/slipway serve --config ${configFile}";
+        ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
         Restart = "on-failure";
         RestartSec = "2s";
         TimeoutStopSec = "10s";

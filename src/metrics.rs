@@ -25,6 +25,8 @@ pub struct RequestLabels {
 pub struct Metrics {
     registry: Registry,
     pub api_requests: Family<RequestLabels, Counter>,
+    /// Requests to `/api` with no valid token.
+    pub auth_failures: Counter,
 }
 
 impl Metrics {
@@ -32,8 +34,10 @@ impl Metrics {
         let mut registry = Registry::with_prefix("slipway");
         let api_requests = Family::<RequestLabels, Counter>::default();
         registry.register("api_requests", "Admin API requests by method, route and status", api_requests.clone());
+        let auth_failures = Counter::default();
+        registry.register("api_auth_failures", "Admin API requests with no valid token", auth_failures.clone());
         registry.register_collector(Box::new(Live { store: store.clone(), events: events.clone() }));
-        Metrics { registry, api_requests }
+        Metrics { registry, api_requests, auth_failures }
     }
 
     /// The registry, for subsystems to add their own families before the daemon starts.

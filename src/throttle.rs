@@ -1,6 +1,7 @@
 //! A per-key event throttle: something worth recording (a refused DNS client, a boot script
 //! served, a config refused) is recorded at most once per interval per key, so a client that
-//! loops cannot flood the event log and push real history out of it. Neutral.
+//! loops cannot flood the event log and push real history out of it; and a budget, for records
+//! a flood of ever-new keys sets off. Neutral.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -43,9 +44,51 @@ impl<K: Hash + Eq> Throttle<K> {
     }
 }
 
+/// At most `per_interval` records per `interval` in all, whatever their key: for what a flood
+/// of ever-new keys (random MACs) can set off, where a per-key throttle would let each through.
+#[derive(Debug)]
+pub struct Budget {
+    interval: Duration,
+    per_interval: u32,
+    /// (when the current interval began, records allowed in it so far)
+    spent: Mutex<(Option<Instant>, u32)>,
+}
+
+impl Budget {
+    pub fn new(interval: Duration, per_interval: u32) -> Budget {
+        Budget { interval, per_interval, spent: Mutex::new((None, 0)) }
+    }
+
+    /// Whether one more may be recorded now (and, if so, that it was).
+    pub fn allow(&self) -> bool {
+        self.allow_at(Instant::now())
+    }
+
+    fn allow_at(&self, now: Instant) -> bool {
+        let mut spent = self.spent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if spent.0.is_none_or(|began| now.duration_since(began) >= self.interval) {
+            *spent = (Some(now), 0);
+        }
+        if spent.1 >= self.per_interval {
+            return false;
+        }
+        spent.1 += 1;
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_budget_allows_so_many_per_interval_whatever_the_key() {
+        let b = Budget::new(Duration::from_secs(60), 3);
+        let start = Instant::now();
+        assert!((0..3).all(|i| b.allow_at(start + Duration::from_secs(i))));
+        assert!(!b.allow_at(start + Duration::from_secs(59)));
+        assert!(b.allow_at(start + Duration::from_secs(60)), "a new interval");
+    }
 
     #[test]
     fn one_record_per_key_per_interval_and_memory_stays_bounded() {

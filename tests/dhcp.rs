@@ -260,7 +260,7 @@ fn renew_and_release_from_a_running_client_reach_the_store() {
 }
 
 /// perfdhcp's summary: (sent, received) over both exchanges (DISCOVER-OFFER, REQUEST-ACK).
-fn perfdhcp_counts(text: &str) -> (u64, u64) {
+pub(crate) fn perfdhcp_counts(text: &str) -> (u64, u64) {
     let sum = |key: &str| -> u64 {
         text.lines().filter_map(|l| l.trim().strip_prefix(key)).filter_map(|v| v.trim().parse::<u64>().ok()).sum()
     };

@@ -336,8 +336,13 @@ fn a_full_disk_refuses_writes_whole_and_loses_nothing_acknowledged() {
     let pair = crate::netns::Pair::new("z");
     let config = crate::dhcp::pooled(dir.path(), "10.1.107.150").write();
     let mut daemon = support::start_in(Some(&pair.srv), &config, &[]);
+    // A node with 200 labels: about 15 KB stored.
     let node = |name: &str, last: u8| {
-        format!(r#"{{"name": "{name}", "mac": "52:54:00:00:0f:{last:02x}", "ipv4": "10.1.107.{last}"}}"#)
+        let labels: Vec<String> = (0..200).map(|i| format!(r#""label-{i:03}": "{}""#, "v".repeat(60))).collect();
+        format!(
+            r#"{{"name": "{name}", "mac": "52:54:00:00:0f:{last:02x}", "ipv4": "10.1.107.{last}", "labels": {{{}}}}}"#,
+            labels.join(", ")
+        )
     };
     let ignition = br#"{"ignition":{"version":"3.2.0"}}"#;
 
@@ -350,10 +355,25 @@ fn a_full_disk_refuses_writes_whole_and_loses_nothing_acknowledged() {
 
     // Full: the API says so and changes nothing, DHCP acknowledges nothing, no file is half-written.
     let filler = fill(&state);
-    let (status, body) = admin(&pair, &daemon, "POST", "/api/v1/nodes", node("n2", 22).as_bytes());
-    assert_eq!(status, 507, "{body}");
+    // The store file may still have room inside it: writes go in until it has none, and then
+    // each is refused, whole.
+    let mut created = vec!["n1".to_owned()];
+    let refused_node = (22..90u8).find_map(|last| {
+        let name = format!("n{last}");
+        let (status, body) = admin(&pair, &daemon, "POST", "/api/v1/nodes", node(&name, last).as_bytes());
+        match status {
+            201 => {
+                created.push(name);
+                None
+            }
+            507 => Some((name, body)),
+            other => panic!("{name}: {other} {body}"),
+        }
+    });
+    let (refused_node, body) = refused_node.expect("with the disk full, some write must be refused");
+    eprintln!("{} nodes stored before the store file was full", created.len() - 1);
     assert!(body.contains("insufficient_storage") && body.contains("full"), "{body}");
-    let (status, _) = admin(&pair, &daemon, "GET", "/api/v1/nodes/n2", b"");
+    let (status, _) = admin(&pair, &daemon, "GET", &format!("/api/v1/nodes/{refused_node}"), b"");
     assert_eq!(status, 404, "a refused write leaves nothing");
     let (status, body) = admin(&pair, &daemon, "PUT", "/api/v1/clusters/prod/ignition/worker", ignition);
     assert_eq!(status, 507, "{body}");
@@ -380,8 +400,9 @@ fn a_full_disk_refuses_writes_whole_and_loses_nothing_acknowledged() {
 
     // Freed: everything works again.
     std::fs::remove_file(&filler).expect("free the space");
-    let (status, body) = admin(&pair, &daemon, "POST", "/api/v1/nodes", node("n2", 22).as_bytes());
+    let (status, body) = admin(&pair, &daemon, "POST", "/api/v1/nodes", node(&refused_node, 90).as_bytes());
     assert_eq!(status, 201, "{body}");
+    created.push(refused_node);
     let (status, body) = admin(&pair, &daemon, "PUT", "/api/v1/clusters/prod/ignition/worker", ignition);
     assert_eq!(status, 200, "{body}");
     let (ok, second) = crate::dhcp::udhcpc_once(&pair, dir.path(), "3");
@@ -391,9 +412,9 @@ fn a_full_disk_refuses_writes_whole_and_loses_nothing_acknowledged() {
     // Restarted: everything acknowledged is there.
     daemon.stop(Duration::from_secs(10)).expect("stopped");
     daemon = support::start_in(Some(&pair.srv), &config, &[]);
-    for name in ["n1", "n2"] {
+    for name in &created {
         let (status, _) = admin(&pair, &daemon, "GET", &format!("/api/v1/nodes/{name}"), b"");
-        assert_eq!(status, 200, "{name}");
+        assert_eq!(status, 200, "{name} was created, then lost");
     }
     let (_, leases) = admin(&pair, &daemon, "GET", "/api/v1/leases", b"");
     for ip in &acked {
@@ -413,4 +434,176 @@ fn a_full_disk_refuses_writes_whole_and_loses_nothing_acknowledged() {
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     entries.flatten().flat_map(|e| if e.path().is_dir() { walk(&e.path()) } else { vec![e.path()] }).collect()
+}
+
+/// One request from `source` to `target`: (status, the response head, the body).
+fn ask_from(source: Ipv4Addr, target: SocketAddr, method: &str, path: &str, token: &str) -> (u16, String, String) {
+    let mut s = connect_from(source, target);
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: slipway\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    );
+    s.write_all(request.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    s.read_to_end(&mut raw).expect("the whole response");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response");
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status");
+    (status, head.to_owned(), body.to_owned())
+}
+
+#[test]
+fn named_tokens_have_roles_rotate_on_sighup_and_wrong_ones_back_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = dir.path().join("tokens");
+    let write_tokens = |text: &str| {
+        std::fs::write(&tokens, text).expect("tokens");
+        std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    };
+    write_tokens("# name role token\nci admin ci-token-0123456789\nboard read-only board-token-0123456789\n");
+    let extra = format!("[admin]\ntokens_file = \"{}\"\n", tokens.display());
+    // (The shared base has [admin] already: put the key in it.)
+    let config = support::config(dir.path(), "");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replacen("[admin]\n", &extra, 1);
+    std::fs::write(&config, text).expect("config");
+    let daemon = support::start(&config, &[]);
+    let admin = daemon.addr;
+    let me = Ipv4Addr::new(127, 0, 0, 1);
+
+    let (status, _, body) = ask_from(me, admin, "GET", "/api/v1/nodes", "board-token-0123456789");
+    assert_eq!(status, 200, "a read-only token reads: {body}");
+    let (status, _, body) = ask_from(me, admin, "POST", "/api/v1/nodes/master-0/reinstall", "board-token-0123456789");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("forbidden") && body.contains("board is read-only"), "{body}");
+    let (status, _, body) = ask_from(me, admin, "POST", "/api/v1/nodes/master-0/reinstall", "ci-token-0123456789");
+    assert_eq!(status, 200, "{body}");
+    support::eventually("the audit trail names the tokens", Duration::from_secs(5), || {
+        let (_, out, _) = support::cli(&daemon, &["get", "events", "--kind", "audit", "-o", "json"]);
+        let events: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+        let seen: Vec<(String, u64)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e["details"]["token"].as_str().unwrap_or_default().to_owned(),
+                    e["details"]["status"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        seen == [("board".to_owned(), 403), ("ci".to_owned(), 200)]
+    });
+
+    // Rotation: the file changes, SIGHUP, the old token is refused and the new one taken.
+    write_tokens("board read-only board-token-rotated-0123456789\n");
+    support::signal(&daemon.child, "HUP");
+    support::eventually("the rotated token in force", Duration::from_secs(10), || {
+        ask_from(me, admin, "GET", "/api/v1/nodes", "board-token-rotated-0123456789").0 == 200
+    });
+    assert_eq!(ask_from(me, admin, "GET", "/api/v1/nodes", "board-token-0123456789").0, 401);
+    assert_eq!(ask_from(me, admin, "GET", "/api/v1/nodes", "ci-token-0123456789").0, 401, "ci is gone");
+    // A file that does not read leaves the tokens in force.
+    let mut lines = Vec::new();
+    write_tokens("board read-only short\n");
+    support::signal(&daemon.child, "HUP");
+    let started = Instant::now();
+    while !lines.iter().any(|l: &String| l.contains("the tokens file does not read")) {
+        assert!(started.elapsed() < Duration::from_secs(10), "no reload logged: {lines:?}");
+        if let Ok(line) = daemon.log.recv_timeout(Duration::from_millis(200)) {
+            lines.push(line);
+        }
+    }
+    assert!(lines.iter().any(|l| l.contains("tokens:1:")), "the line is named: {lines:?}");
+    assert_eq!(ask_from(me, admin, "GET", "/api/v1/nodes", "board-token-rotated-0123456789").0, 200);
+
+    // An address guessing tokens: five wrong ones are answered 401, then it backs off (429,
+    // Retry-After) and even the right token is not looked at; other addresses go on.
+    let guesser = Ipv4Addr::new(127, 0, 4, 1);
+    let guess = |i: usize| ask_from(guesser, admin, "GET", "/api/v1/nodes", &format!("guess-{i:016}"));
+    let first: Vec<u16> = (0..6).map(|i| guess(i).0).collect();
+    assert_eq!(first, [401; 6], "five are free; the sixth starts the backoff");
+    // Waited out, each further wrong token doubles the wait (1 s, 2 s, 4 s ...).
+    let retry_after = |head: &str| {
+        head.lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("retry-after: ").map(|v| v.trim().to_owned()))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let started = Instant::now();
+    let mut i = 6;
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(30), "no backoff of 4 s or more");
+        let (status, head, _) = guess(i);
+        i += 1;
+        match (status, retry_after(&head)) {
+            (429, Some(wait)) if wait >= 4 => break,
+            (429, Some(wait)) => std::thread::sleep(Duration::from_secs(wait)),
+            (401, _) => {}
+            other => panic!("a wrong token answered {other:?}"),
+        }
+    }
+    let (status, head, body) = ask_from(guesser, admin, "GET", "/api/v1/nodes", TOKEN);
+    assert_eq!(status, 429, "the right token is not looked at while backing off: {body}");
+    assert!(retry_after(&head).is_some(), "{head}");
+    assert_eq!(ask_from(me, admin, "GET", "/api/v1/nodes", TOKEN).0, 200, "others are not held back");
+    let (status, _, metrics) = ask_from(me, admin, "GET", "/metrics", TOKEN);
+    assert_eq!(status, 200);
+    let failures = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("slipway_api_auth_failures_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(failures.is_some_and(|n| n >= 8), "{metrics}");
+    let (ok, out, _) = support::cli(&daemon, &["get", "events", "--type", "api_backoff", "-o", "json"]);
+    assert!(ok && out.contains("127.0.4.1"), "{out}");
+    // The log names tokens, never shows one.
+    while let Ok(line) = daemon.log.recv_timeout(Duration::from_millis(200)) {
+        lines.push(line);
+    }
+    let log = lines.join("\n");
+    assert!(log.contains("tokens file read again"), "{log}");
+    for secret in ["ci-token-0123456789", "board-token-", TOKEN, "guess-0"] {
+        assert!(!log.contains(secret), "a token in the log: {log}");
+    }
+}
+
+#[test]
+fn fifty_thousand_unknown_machines_with_the_pool_full_get_nothing_and_memory_stays_flat() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = crate::netns::Pair::new("m");
+    let daemon = support::start_in(Some(&pair.srv), &crate::dhcp::pooled(dir.path(), "10.1.107.109").write(), &[]);
+    pair.client_address("10.1.107.5/24");
+    let perfdhcp = |args: &[&str]| {
+        let out = std::process::Command::new("timeout")
+            .args(["90", "ip", "netns", "exec", &pair.cli, "perfdhcp", "-4", "-l", "10.1.107.5"])
+            .args(args)
+            .arg("10.1.107.1")
+            .output()
+            .expect("perfdhcp");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let leases = || -> usize {
+        let (ok, out, _) = support::cli_in(Some(&pair.srv), &daemon, &["get", "leases", "-o", "json"]);
+        assert!(ok, "{out}");
+        serde_json::from_str::<Vec<serde_json::Value>>(&out).expect("leases").len()
+    };
+    // Machines take the ten pool addresses (perfdhcp draws its MACs at random from 200).
+    perfdhcp(&["-R", "200", "-r", "200", "-n", "200", "-p", "20"]);
+    assert_eq!(leases(), 10, "the pool is full");
+    let pid = daemon.child.id();
+    let before = rss_kib(pid);
+    // 50,000 requests from MACs drawn from 50,000 (perfdhcp as a relay, 5,000 a second, bounded
+    // by count and by a 60 s test period). Only the machines that hold the pool's addresses
+    // (their MACs are among the 50,000) may be answered.
+    let text = perfdhcp(&["-R", "50000", "-r", "5000", "-n", "50000", "-p", "60"]);
+    let (sent, received) = crate::dhcp::perfdhcp_counts(&text);
+    let after = rss_kib(pid);
+    eprintln!("{sent} requests, {received} answered; RSS {before} -> {after} KiB");
+    assert!(sent >= 40_000, "perfdhcp sent {sent}:\n{text}");
+    assert!(received <= 20, "nothing beyond the pool's ten holders (an offer and an ack each):\n{text}");
+    assert_eq!(leases(), 10, "no lease beyond the pool");
+    assert!(after < before + 8 * 1024, "memory grew from {before} to {after} KiB");
+    // Flat: a second flood like it adds nothing to speak of.
+    let text = perfdhcp(&["-R", "50000", "-r", "5000", "-n", "50000", "-p", "60"]);
+    let again = rss_kib(pid);
+    eprintln!("a second flood: {:?}; RSS {after} -> {again} KiB", crate::dhcp::perfdhcp_counts(&text));
+    assert!(again < after + 2 * 1024, "memory grew again, from {after} to {again} KiB");
+    assert_eq!(leases(), 10);
 }

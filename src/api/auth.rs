@@ -1,5 +1,6 @@
 //! The admin token: where it comes from, how it is compared, and the middleware that guards
-//! every `/api/` path. The token never reaches a log line (its `Debug` is redacted).
+//! every `/api/` path (tokens and roles: `keys`; repeated failures: `backoff`). The token
+//! never reaches a log line (its `Debug` is redacted).
 
 use std::fs;
 use std::io::{Read, Write};
@@ -7,54 +8,20 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use axum::extract::{Request, State};
+use axum::http::Method;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
-use axum::response::Response;
-use subtle::ConstantTimeEq;
+use axum::response::{IntoResponse, Response};
 
 use super::ApiState;
 use super::error::ApiError;
+use super::keys::Role;
+pub use super::keys::{BadToken, Token};
 use crate::config::{DEFAULT_TOKEN_CREDENTIAL, TokenSource};
+use crate::store::events::{EventKind, Source, Subject};
 
 /// The file slipway generates in the state directory when no token source is configured.
 pub const GENERATED_TOKEN_FILE: &str = "admin.token";
-
-/// A bearer token. Compared in constant time; never printed.
-#[derive(Clone)]
-pub struct Token(Vec<u8>);
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token(<redacted>)")
-    }
-}
-
-impl Token {
-    /// A token from its text; surrounding whitespace (a trailing newline) is dropped.
-    pub fn new(text: &str) -> Result<Token, BadToken> {
-        let text = text.trim();
-        if text.len() < 16 {
-            return Err(BadToken::TooShort);
-        }
-        if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(BadToken::Spaces);
-        }
-        Ok(Token(text.as_bytes().to_vec()))
-    }
-
-    pub fn matches(&self, presented: &[u8]) -> bool {
-        self.0.len() == presented.len() && bool::from(self.0.ct_eq(presented))
-    }
-}
-
-/// Why a token's text is not a token (the text itself is never shown).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum BadToken {
-    #[error("the admin token must be at least 16 characters")]
-    TooShort,
-    #[error("the admin token must not contain spaces or control characters")]
-    Spaces,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -125,25 +92,45 @@ fn bearer(header: &[u8]) -> Option<&[u8]> {
 
 /// Which token a request to `/api` was let in with, by name (never the token itself): put on
 /// its response for the audit trail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Caller(pub &'static str);
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller(pub String);
 
-/// The name the audit trail gives the admin token.
-pub const TOKEN_NAME: &str = "admin";
-
-/// Every path under `/api` needs `Authorization: Bearer <token>`, whether or not it routes.
+/// Every path under `/api` needs `Authorization: Bearer <token>`, whether or not it routes: a
+/// token of `Keys`, whose role allows the method. An address that keeps presenting wrong tokens
+/// backs off (429) before its token is looked at.
 pub async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Result<Response, ApiError> {
     let path = request.uri().path();
-    if path == "/api" || path.starts_with("/api/") {
-        let presented = request.headers().get(AUTHORIZATION).and_then(|v| bearer(v.as_bytes()));
-        if !presented.is_some_and(|p| state.token.matches(p)) {
-            return Err(ApiError::Unauthorized);
-        }
-        let mut response = next.run(request).await;
-        response.extensions_mut().insert(Caller(TOKEN_NAME));
-        return Ok(response);
+    if !(path == "/api" || path.starts_with("/api/")) {
+        return Ok(next.run(request).await);
     }
-    Ok(next.run(request).await)
+    let client = request.extensions().get::<crate::listen::Connection>().map(|c| c.peer.ip());
+    let now = std::time::Instant::now();
+    if let Some(wait) = client.and_then(|c| state.backoff.waiting(c, now)) {
+        return Err(ApiError::Backoff(wait));
+    }
+    let presented = request.headers().get(AUTHORIZATION).and_then(|v| bearer(v.as_bytes()));
+    let Some((name, role)) = presented.and_then(|p| state.keys.check(p)) else {
+        state.metrics.auth_failures.inc();
+        if let Some(client) = client
+            && let Some(wait) = state.backoff.failed(client, now)
+        {
+            tracing::warn!(%client, seconds = wait.as_secs(), "admin API: repeated wrong tokens; the address backs off");
+            let details = EventKind::ApiBackoff { client: client.to_string(), seconds: wait.as_secs() };
+            state.events.append(Source::Api, Subject::default(), details);
+        }
+        return Err(ApiError::Unauthorized);
+    };
+    if let Some(client) = client {
+        state.backoff.succeeded(client);
+    }
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let mut response = if role == Role::ReadOnly && !reads {
+        ApiError::Forbidden(format!("token {name} is read-only: {} is a write", request.method())).into_response()
+    } else {
+        next.run(request).await
+    };
+    response.extensions_mut().insert(Caller(name));
+    Ok(response)
 }
 
 #[cfg(test)]
@@ -178,8 +165,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (first, path) = load(&TokenSource::Default, dir.path(), None).expect("generated");
         assert_eq!(fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
-        let (second, _) = load(&TokenSource::Default, dir.path(), None).expect("reread");
-        assert!(first.matches(&second.0));
+        let (_, _) = load(&TokenSource::Default, dir.path(), None).expect("reread");
+        let text = fs::read_to_string(&path).expect("token");
+        assert!(first.matches(text.trim().as_bytes()), "the same token, read again");
     }
 
     #[test]

@@ -33,6 +33,12 @@ pub enum ApiError {
     /// Something slipway depends on did not answer (a cluster's API): 502.
     #[error("{0}")]
     Upstream(String),
+    /// The token may not do this (a read-only token and a write): 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The caller's address presented wrong tokens too often: 429 for this long.
+    #[error("too many requests with a wrong token from this address; try again in {} s", .0.as_secs().max(1))]
+    Backoff(std::time::Duration),
     /// The disk under the state directory is full: 507. Nothing was changed.
     #[error("the disk holding slipway's state directory is full ({0}); nothing was changed: free space and try again")]
     NoSpace(String),
@@ -63,6 +69,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let message = self.to_string();
+        let mut retry_after = None;
         let (status, error, field, problems) = match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None, vec![]),
             ApiError::BadRequest { field, .. } => (StatusCode::BAD_REQUEST, "bad_request", field, vec![]),
@@ -77,12 +84,20 @@ impl IntoResponse for ApiError {
             ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream", None, vec![]),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", None, vec![]),
             ApiError::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", None, vec![]),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None, vec![]),
+            ApiError::Backoff(wait) => {
+                retry_after = Some(wait.as_secs().max(1));
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_failures", None, vec![])
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "admin API request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", None, vec![])
             }
         };
         let mut response = (status, Json(ErrorBody { error, message, field, problems })).into_response();
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -6,12 +6,14 @@
 //! under `/api` passes the bearer-token check, routed or not.
 
 pub mod auth;
+pub mod backoff;
 pub mod boot;
 pub mod clusters;
 pub mod dns;
 pub mod error;
 pub mod events;
 mod health;
+pub mod keys;
 pub mod lb;
 pub mod leases;
 pub mod objects;
@@ -45,7 +47,10 @@ use error::ApiError;
 pub struct ApiState {
     pub store: Store,
     pub events: EventLog,
-    pub token: Arc<Token>,
+    /// The tokens the API accepts (re-read on SIGHUP).
+    pub keys: Arc<keys::Keys>,
+    /// Addresses backing off after wrong tokens.
+    pub backoff: Arc<backoff::Backoff>,
     pub readiness: Readiness,
     pub metrics: Arc<Metrics>,
     /// The running DHCP server's lease owner, when DHCP is served.
@@ -127,7 +132,8 @@ pub fn openapi() -> OpenApi {
 /// `doc` with a description on every response, which OpenAPI requires (a route that names only a
 /// status and a body gets the status's reason phrase: `OK`, `Not Found`, ...), and the answers
 /// every route under `/api` may give besides its own: 401 without the token, 500 when the store
-/// fails, 413 for a body over the limit, and 507 for a write when the disk is full.
+/// fails, 413 for a body over the limit, 507 for a write when the disk is full, 403 for a write
+/// with a read-only token, and 429 while the caller's address backs off after wrong tokens.
 fn described(mut doc: OpenApi) -> OpenApi {
     for (path, item) in doc.paths.paths.iter_mut() {
         let guarded = path.starts_with("/api/");
@@ -152,6 +158,8 @@ fn described(mut doc: OpenApi) -> OpenApi {
                 (guarded, "500"),
                 (operation.request_body.is_some(), "413"),
                 (guarded && writes, "507"),
+                (guarded && writes, "403"),
+                (guarded, "429"),
             ];
             for (_, code) in common.into_iter().filter(|(applies, _)| *applies) {
                 operation.responses.responses.entry(code.to_owned()).or_insert_with(|| error_response(code));
@@ -258,7 +266,7 @@ fn audit(state: &ApiState, method: &str, path: &str, client: String, response: &
         400..=499 => "refused",
         _ => "failed",
     };
-    let token = response.extensions().get::<auth::Caller>().map_or("none", |c| c.0);
+    let token = response.extensions().get::<auth::Caller>().map_or("none", |c| c.0.as_str());
     let object = path.strip_prefix("/api/v1/").unwrap_or(path);
     tracing::info!(method, object, status = status.as_u16(), %client, token, "audit");
     let details = crate::store::events::EventKind::Audit {

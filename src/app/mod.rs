@@ -32,6 +32,8 @@ pub enum AppError {
     #[error(transparent)]
     Token(#[from] api::auth::TokenError),
     #[error(transparent)]
+    Keys(#[from] api::keys::KeysError),
+    #[error(transparent)]
     Serve(#[from] crate::listen::ServeError),
     #[error(transparent)]
     Dhcp(#[from] crate::dhcp::server::DhcpError),
@@ -58,10 +60,15 @@ pub enum AppError {
 /// Runs the daemon until SIGTERM or SIGINT, or until a service fails.
 pub async fn run(config: Config) -> Result<(), AppError> {
     let (mut terminate, mut interrupt) = (on(SignalKind::terminate())?, on(SignalKind::interrupt())?);
+    let mut hangup = on(SignalKind::hangup())?;
     raise_fd_limit();
     let store = Store::open(&config.state_dir, config.inventory.clone())?;
     let events = EventLog::open(&store, config.events)?;
     let (token, token_path) = api::auth::load(&config.admin.token, &config.state_dir, config.path.parent())?;
+    let keys = Arc::new(match &config.admin.tokens_file {
+        Some(file) => api::keys::Keys::with_file(token, file)?,
+        None => api::keys::Keys::single(token),
+    });
     let mut metrics = Metrics::new(&store, &events);
     let shutdown = CancellationToken::new();
     let mut services = Services::default();
@@ -79,7 +86,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let state = ApiState {
         store: store.clone(),
         events: events.clone(),
-        token: Arc::new(token),
+        keys: keys.clone(),
+        backoff: Arc::default(),
         readiness: services.readiness(),
         metrics: Arc::new(metrics),
         dhcp: handles.dhcp,
@@ -106,17 +114,31 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     );
     sd_notify(&format!("READY=1\nSTATUS=serving; admin API on {admin_addr}"));
 
-    let failed = tokio::select! {
-        _ = terminate.recv() => { tracing::info!("SIGTERM: stopping"); None }
-        _ = interrupt.recv() => { tracing::info!("SIGINT: stopping"); None }
-        ended = services.next() => {
-            let error = ended.error.as_deref().unwrap_or("returned before the daemon was asked to stop");
-            tracing::error!(service = ended.name, error, "a service stopped on its own; stopping the daemon");
-            Some(ended.name)
+    let failed = loop {
+        tokio::select! {
+            _ = terminate.recv() => { tracing::info!("SIGTERM: stopping"); break None }
+            _ = interrupt.recv() => { tracing::info!("SIGINT: stopping"); break None }
+            _ = hangup.recv() => reload(&keys),
+            ended = services.next() => {
+                let error = ended.error.as_deref().unwrap_or("returned before the daemon was asked to stop");
+                tracing::error!(service = ended.name, error, "a service stopped on its own; stopping the daemon");
+                break Some(ended.name);
+            }
         }
     };
     stop(&shutdown, &mut services, &events).await;
     failed.map_or(Ok(()), |service| Err(AppError::ServiceStopped(service)))
+}
+
+/// SIGHUP (`systemctl reload slipway`): the tokens file is read again; a file that does not
+/// read leaves the tokens in force.
+fn reload(keys: &api::keys::Keys) {
+    sd_notify("RELOADING=1");
+    match keys.reload() {
+        Ok(count) => tracing::info!(tokens = count, "SIGHUP: tokens file read again"),
+        Err(e) => tracing::error!(error = %e, "SIGHUP: the tokens file does not read; the tokens in force stay"),
+    }
+    sd_notify("READY=1");
 }
 
 /// What the admin API reads from the other running services.

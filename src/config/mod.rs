@@ -79,6 +79,8 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token: TokenSource,
     pub tls: Option<TlsFiles>,
+    /// Named tokens with roles, beside the admin token.
+    pub tokens_file: Option<PathBuf>,
     pub limits: crate::listen::Limits,
 }
 
@@ -375,7 +377,13 @@ fn check_admin(raw: &RawConfig, report: &mut Report<'_>, resolve: &dyn Fn(&Path)
     #[allow(clippy::unwrap_used)] // a constant that parses
     let listen = a.listen.unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().unwrap());
     let limits = limits(FieldPath::parse("admin"), a.max_connections, a.max_connections_per_address, report);
-    AdminConfig { listen, token, tls, limits }
+    let tokens_file = a.tokens_file.as_deref().map(resolve);
+    if let Some(file) = &tokens_file
+        && let Err(e) = std::fs::metadata(file)
+    {
+        report.add(&at("tokens_file"), Some(file.display().to_string()), format!("cannot read: {e}"));
+    }
+    AdminConfig { listen, token, tls, tokens_file, limits }
 }
 
 /// A listener's connection limits: each at least 1, the per-address one at most the total.

@@ -197,6 +197,8 @@ pub struct RawAdmin {
     pub token_credential: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// More tokens, with names and roles (`name role token` per line), re-read on SIGHUP.
+    pub tokens_file: Option<PathBuf>,
     /// Connections open at once, in all and from one client address.
     pub max_connections: Option<usize>,
     pub max_connections_per_address: Option<usize>,

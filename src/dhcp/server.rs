@@ -29,6 +29,11 @@ use crate::inventory::{Inventory, Lease, LeaseState, Name, Timestamp};
 use crate::service::{Deps, RunError, Service};
 use crate::store::events::{EventKind, EventLog, Source, Subject};
 use crate::store::{Store, StoreError};
+use crate::throttle::{Budget, Throttle};
+
+/// Unanswered messages recorded as events: at most this many per interval, all told.
+const IGNORED_INTERVAL: Duration = Duration::from_secs(60);
+const IGNORED_PER_INTERVAL: u32 = 120;
 
 pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
@@ -236,6 +241,8 @@ impl Server {
             probes: mpsc::channel(BATCH),
             probe_failed_logged: false,
             last_sync: None,
+            exhausted: Throttle::new(IGNORED_INTERVAL, 1024),
+            ignored: Budget::new(IGNORED_INTERVAL, IGNORED_PER_INTERVAL),
         };
         let owner = owner.run(rx, self.commands, stop.clone());
         tokio::pin!(owner);
@@ -330,6 +337,11 @@ struct Owner {
     probe_failed_logged: bool,
     /// When the latest lease sync started (or will start, after its wait).
     last_sync: Option<Instant>,
+    /// Pool exhaustion is logged and recorded once a minute per network, and messages left
+    /// unanswered are recorded up to a budget: a flood from random MACs is counted, not
+    /// written out message by message.
+    exhausted: Throttle<Name>,
+    ignored: Budget,
 }
 
 /// A pool offer held back until its address has been probed.
@@ -610,12 +622,17 @@ impl Owner {
                 event(EventKind::LeaseDeclined { ip: *ip });
             }
             Outcome::Ignored(Ignore::PoolExhausted(network)) => {
-                tracing::warn!(%network, mac = %req.mac, "the dynamic pool is exhausted");
-                event(EventKind::PoolExhausted { network: network.clone() });
+                count("ignored");
+                if self.exhausted.due(network.clone()) {
+                    tracing::warn!(%network, mac = %req.mac, "the dynamic pool is exhausted (logged once a minute)");
+                    event(EventKind::PoolExhausted { network: network.clone() });
+                }
             }
             Outcome::Ignored(why) => {
                 count("ignored");
-                event(EventKind::DhcpIgnored { message: req.kind.as_str().into(), reason: why.to_string() });
+                if self.ignored.allow() {
+                    event(EventKind::DhcpIgnored { message: req.kind.as_str().into(), reason: why.to_string() });
+                }
             }
         }
     }

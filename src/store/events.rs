@@ -156,6 +156,12 @@ pub enum EventKind {
         client: String,
         token: String,
     },
+    /// An address presented wrong admin tokens too often: its requests are refused (429) for
+    /// `seconds` without their token being looked at.
+    ApiBackoff {
+        client: String,
+        seconds: u64,
+    },
     /// An HTTP listener closed new connections from `client` at once: it had as many open as
     /// its limit allows, in all (`reason` `total`) or from that address (`per_address`). At most
     /// one event per listener, client and reason a minute.
@@ -322,6 +328,7 @@ impl EventKind {
         "daemon_started",
         "daemon_stopping",
         "audit",
+        "api_backoff",
     ];
 
     /// The `type` tag, as used by the `type` filter.
@@ -352,6 +359,7 @@ impl EventKind {
             EventKind::DnsRefused { .. } => "dns_refused",
             EventKind::ConnectionRefused { .. } => "connection_refused",
             EventKind::Audit { .. } => "audit",
+            EventKind::ApiBackoff { .. } => "api_backoff",
             EventKind::BackendUp { .. } => "backend_up",
             EventKind::BackendDown { .. } => "backend_down",
             EventKind::VmCreated { .. } => "vm_created",
