@@ -19,6 +19,7 @@
 #   BOOT_PCAPS=/tmp/pcaps ...                  # keep each boot's capture there
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/benches/nginx-peer.sh"
 secs=${BENCH_SECONDS:-5}
 runs=${BOOT_RUNS:-3}
 only=${BENCH_ONLY:-tftp,http,boot}
@@ -129,14 +130,7 @@ rps() { in_ns "$ns" taskset -c 1 wrk -t1 -c50 -d"${secs}s" "$1" 2>/dev/null | aw
 printf '%-12s %14s %14s\n' server "256 MiB MiB/s" "script r/s"
 printf '%-12s %14s %14s\n' slipway "$(big http://127.0.0.1:8080/images/big.bin)" "$(rps 'http://127.0.0.1:8080/boot.ipxe?arch=x86_64')"
 stop_last
-cat > "$work/nginx.conf" <<NGINX
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx.err;
-events { worker_connections 4096; }
-http { access_log off; sendfile on; keepalive_requests 1000000; default_type text/plain;
-  server { listen 127.0.0.1:8081; root $work/www; } }
-NGINX
+nginx_conf "$work/nginx.conf" "$work" "sendfile on; keepalive_requests 1000000; default_type text/plain; server { listen 127.0.0.1:8081; root $work/www; }"
 server "$ns" 0 nginx -c "$work/nginx.conf" -g 'daemon off;'
 printf '%-12s %14s %14s\n' nginx "$(big http://127.0.0.1:8081/images/big.bin)" "$(rps http://127.0.0.1:8081/boot.ipxe)"
 stop_last

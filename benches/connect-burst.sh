@@ -7,6 +7,7 @@
 #   benches/connect-burst.sh [SLIPWAY-BINARY]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/benches/nginx-peer.sh"
 bin=${1:-$root/target/release/slipway}
 runs=${BURST_RUNS:-3}
 [[ -x "$bin" ]] || cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin slipway
@@ -25,13 +26,7 @@ token_file = "$work/token"
 listen = "127.0.0.1:19982"
 images = "$work/images"
 TOML
-cat > "$work/nginx.conf" <<NGINX
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx.err;
-events { worker_connections 8192; }
-http { access_log off; server { listen 127.0.0.1:19983; location / { return 200 "ok"; } } }
-NGINX
+nginx_conf "$work/nginx.conf" "$work" 'server { listen 127.0.0.1:19983; location / { return 200 "ok"; } }'
 taskset -c 0 "$bin" --log warn serve --config "$work/slipway.toml" > "$work/slipway.log" 2>&1 & pids+=($!)
 taskset -c 0 nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
 sleep 1

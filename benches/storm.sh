@@ -16,6 +16,7 @@
 #   STORM_CLIENTS=20 STORM_RUNS=1 sudo benches/storm.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/benches/nginx-peer.sh"
 clients=${STORM_CLIENTS:-100}
 tftp_clients=${STORM_TFTP:-20}
 runs=${STORM_RUNS:-3}
@@ -177,14 +178,7 @@ slipway_config
 server "$bin" --log warn serve --config "$work/slipway.toml"
 ip netns exec "$ns" curl -sf --interface 10.30.0.1 -o "$work/ref/boot.ipxe" http://10.30.0.1:8080/boot.ipxe || true
 stop_last
-cat > "$work/nginx.conf" <<NGINX
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx.err;
-events { worker_connections 4096; }
-http { access_log off; sendfile on; default_type text/plain;
-  server { listen 10.30.0.1:8081; root $work/ref; } }
-NGINX
+nginx_conf "$work/nginx.conf" "$work" "sendfile on; default_type text/plain; server { listen 10.30.0.1:8081; root $work/ref; }"
 chmod -R a+rX "$work"
 
 echo "Boot storm: $clients clients at once ($tftp_clients fetch ipxe.efi over TFTP first), each DHCP + script + kernel + 60 MiB initrd + 200 MiB rootfs"
