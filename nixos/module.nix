@@ -16,6 +16,14 @@ let
   cfg = config.services.slipway;
   toml = pkgs.formats.toml { };
   configFile = toml.generate "slipway.toml" cfg.settings;
+  # The daemon reads the stable /etc path, so a reload takes the new settings; what only a
+  # restart changes (the state directory, the admin listener, the hypervisors) restarts it.
+  etcConfig = "/etc/slipway/slipway.toml";
+  restartOnly = builtins.toJSON {
+    state_dir = cfg.settings.state_dir or null;
+    admin = cfg.settings.admin or null;
+    hypervisors = cfg.settings.hypervisors or null;
+  };
   portOf = addr: lib.toInt (lib.last (lib.splitString ":" addr));
   listens = section: lib.optionals (cfg.settings ? ${section}) (lib.toList cfg.settings.${section}.listen);
   frontendPorts = map (f: portOf f.listen) (cfg.settings.lb.frontends or [ ]);
@@ -65,13 +73,19 @@ in
       wantedBy = [ "multi-user.target" ];
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ];
-      restartTriggers = [ configFile ];
+      # Changed settings reload the daemon (`systemctl reload`); restart-only ones restart it.
+      reloadTriggers = [ configFile ];
+      restartTriggers = [ restartOnly ];
       environment.SLIPWAY_LOG_FORMAT = "json";
       serviceConfig = {
         Type = "notify";
-        ExecStartPre = "${cfg.package}/bin/slipway check --config ${configFile}";
-        ExecStart = "${cfg.package}/bin/slipway serve --config ${configFile}";
-        ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
+        ExecStartPre = "${cfg.package}/bin/slipway check --config ${etcConfig}";
+        ExecStart = "${cfg.package}/bin/slipway serve --config ${etcConfig}";
+        # A file `check` refuses fails the reload (and nixos-rebuild says so); nothing changes.
+        ExecReload = [
+          "${cfg.package}/bin/slipway check --config ${etcConfig}"
+          "${pkgs.coreutils}/bin/kill -HUP $MAINPID"
+        ];
         Restart = "on-failure";
         RestartSec = "2s";
         TimeoutStopSec = "10s";

@@ -92,6 +92,12 @@ enum Command {
         #[command(subcommand)]
         action: ImagesAction,
     },
+    /// Make the running daemon read its config file again and apply it (what `systemctl reload
+    /// slipway` does); prints what changed, or every problem of a file it refused.
+    Reload {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Install a node again on its next network boot (after it reported an installed system).
     Reinstall {
         node: String,
@@ -388,6 +394,9 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Reload { api } => {
+            client_command(&api.conn, |c| async move { cli::reload::reload(&c, api.output).await })
         }
         Command::Reinstall { node, api } => {
             client_command(&api.conn, |c| async move { cli::boot::reinstall(&c, &node, api.output).await })

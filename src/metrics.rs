@@ -23,7 +23,9 @@ pub struct RequestLabels {
 /// The process's metrics.
 #[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
+    /// Locked only to register (a service bound for the first time, also after a reload) and
+    /// to encode a scrape.
+    registry: std::sync::Mutex<Registry>,
     pub api_requests: Family<RequestLabels, Counter>,
     /// Requests to `/api` with no valid token.
     pub auth_failures: Counter,
@@ -37,19 +39,21 @@ impl Metrics {
         let auth_failures = Counter::default();
         registry.register("api_auth_failures", "Admin API requests with no valid token", auth_failures.clone());
         registry.register_collector(Box::new(Live { store: store.clone(), events: events.clone() }));
-        Metrics { registry, api_requests, auth_failures }
+        Metrics { registry: std::sync::Mutex::new(registry), api_requests, auth_failures }
     }
 
-    /// The registry, for subsystems to add their own families before the daemon starts.
-    pub fn registry_mut(&mut self) -> &mut Registry {
-        &mut self.registry
+    /// Runs `register` on the registry, for a subsystem to add its families (once each: a
+    /// family registered twice would be written twice).
+    pub fn register_with<T>(&self, register: impl FnOnce(&mut Registry) -> T) -> T {
+        register(&mut self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// Every metric in the OpenMetrics 1.0 text format (what `prometheus_client` writes).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let registry = self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
     }
 

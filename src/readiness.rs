@@ -39,6 +39,11 @@ impl Readiness {
         }
     }
 
+    /// Forgets a listener that closed for good (its service retired by a reload).
+    pub fn forget(&self, service: &str, address: SocketAddr) {
+        self.lock().retain(|l| !(l.service == service && l.address == address));
+    }
+
     pub fn listeners(&self) -> Vec<Listener> {
         self.lock().clone()
     }

@@ -27,8 +27,6 @@ use crate::throttle::Throttle;
 pub struct Deps<'a> {
     pub store: &'a Store,
     pub events: &'a EventLog,
-    /// Where the service registers its metric families.
-    pub registry: &'a mut Registry,
     /// Where an HTTP listener reports connections it closed over a limit.
     pub refusals: &'a Refusals,
 }

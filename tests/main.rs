@@ -32,6 +32,7 @@ mod pki;
 mod proxmox;
 mod pve;
 mod ra;
+mod reload;
 mod ssh;
 mod sshd;
 mod support;

@@ -41,7 +41,7 @@ pub async fn list_zones(
     State(s): State<ApiState>,
     Query(filter): Query<DnsFilter>,
 ) -> Result<Json<Vec<ZoneView>>, ApiError> {
-    let Some(zones) = &s.dns else {
+    let Some(zones) = s.running.get().dns else {
         return Err(ApiError::NotFound("DNS is not served: the config has no [dns] section".into()));
     };
     let zones = zones.borrow().clone();

@@ -45,19 +45,29 @@ pub enum ApiError {
     /// The request body is over the limit: 413.
     #[error("{0}")]
     TooLarge(String),
+    /// A reloaded config file with problems: 422, each problem listed. Nothing was changed.
+    #[error("the config file was not applied ({} problem(s)); the running config stays: {}", .0.len(), .0.join("; "))]
+    ConfigRefused(Vec<String>),
+    /// The daemon cannot do this now (it is stopping): 503.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The JSON body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable code: unauthorized, bad_request, not_found, method_not_allowed, conflict, read_only,
-    /// invalid, upstream, too_large, internal.
+    /// invalid, upstream, too_large, insufficient_storage, forbidden, too_many_failures,
+    /// config_refused, unavailable, internal.
     pub error: &'static str,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<Problem>,
+    /// A refused config reload's problems, each as `file:line: field = value: message`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
 }
 
 impl ApiError {
@@ -70,6 +80,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let message = self.to_string();
         let mut retry_after = None;
+        let mut reasons = Vec::new();
         let (status, error, field, problems) = match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None, vec![]),
             ApiError::BadRequest { field, .. } => (StatusCode::BAD_REQUEST, "bad_request", field, vec![]),
@@ -85,6 +96,11 @@ impl IntoResponse for ApiError {
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", None, vec![]),
             ApiError::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", None, vec![]),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None, vec![]),
+            ApiError::ConfigRefused(problems) => {
+                reasons = problems;
+                (StatusCode::UNPROCESSABLE_ENTITY, "config_refused", None, vec![])
+            }
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None, vec![]),
             ApiError::Backoff(wait) => {
                 retry_after = Some(wait.as_secs().max(1));
                 (StatusCode::TOO_MANY_REQUESTS, "too_many_failures", None, vec![])
@@ -94,7 +110,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", None, vec![])
             }
         };
-        let mut response = (status, Json(ErrorBody { error, message, field, problems })).into_response();
+        let mut response = (status, Json(ErrorBody { error, message, field, problems, reasons })).into_response();
         if let Some(seconds) = retry_after {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
@@ -174,36 +190,40 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.contains("yaml"));
         let Raw(bytes) = Raw::from_request(req, state).await?;
-        let named = |path: String, inner: String, syntax: bool| {
-            let field = if path != "." {
-                path
-            } else if syntax {
-                "body".to_owned()
-            } else {
-                return ApiError::BadRequest { field: None, message: inner };
-            };
-            ApiError::BadRequest { message: format!("{field}: {inner}"), field: Some(field) }
-        };
-        if yaml {
-            let de = serde_norway::Deserializer::from_slice(&bytes);
-            return serde_path_to_error::deserialize(de)
-                .map(Body)
-                .map_err(|e| named(e.path().to_string(), format!("not valid YAML here: {}", e.inner()), true));
-        }
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let syntax = e.inner().is_syntax() || e.inner().is_eof();
-            let hint = if syntax && e.path().to_string() == "." {
-                " (send Content-Type: application/yaml for a YAML body)"
-            } else {
-                ""
-            };
-            named(e.path().to_string(), format!("{}{hint}", e.inner()), syntax)
-        })?;
-        de.end().map_err(|e| ApiError::BadRequest {
-            field: Some("body".into()),
-            message: format!("body: trailing data after the JSON: {e}"),
-        })?;
-        Ok(Body(value))
+        decode(&bytes, yaml).map(Body)
     }
+}
+
+/// A request body as `T`, from JSON (or YAML when `yaml`), with the error naming the field.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], yaml: bool) -> Result<T, ApiError> {
+    let named = |path: String, inner: String, syntax: bool| {
+        let field = if path != "." {
+            path
+        } else if syntax {
+            "body".to_owned()
+        } else {
+            return ApiError::BadRequest { field: None, message: inner };
+        };
+        ApiError::BadRequest { message: format!("{field}: {inner}"), field: Some(field) }
+    };
+    if yaml {
+        let de = serde_norway::Deserializer::from_slice(bytes);
+        return serde_path_to_error::deserialize(de)
+            .map_err(|e| named(e.path().to_string(), format!("not valid YAML here: {}", e.inner()), true));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let syntax = e.inner().is_syntax() || e.inner().is_eof();
+        let hint = if syntax && e.path().to_string() == "." {
+            " (send Content-Type: application/yaml for a YAML body)"
+        } else {
+            ""
+        };
+        named(e.path().to_string(), format!("{}{hint}", e.inner()), syntax)
+    })?;
+    de.end().map_err(|e| ApiError::BadRequest {
+        field: Some("body".into()),
+        message: format!("body: trailing data after the JSON: {e}"),
+    })?;
+    Ok(value)
 }

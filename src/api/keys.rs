@@ -95,40 +95,51 @@ pub struct KeysError {
 /// Every accepted token, swapped whole on a reload.
 #[derive(Debug)]
 pub struct Keys {
+    set: RwLock<Arc<Set>>,
+}
+
+/// The admin token and the tokens file's tokens.
+#[derive(Debug)]
+struct Set {
     admin: Token,
-    file: Option<PathBuf>,
-    listed: RwLock<Arc<Vec<Key>>>,
+    listed: Vec<Key>,
 }
 
 impl Keys {
     /// Only the admin token.
     pub fn single(admin: Token) -> Keys {
-        Keys { admin, file: None, listed: RwLock::new(Arc::new(Vec::new())) }
+        Keys { set: RwLock::new(Arc::new(Set { admin, listed: Vec::new() })) }
     }
 
     /// The admin token and the tokens of `file` (read now: an error stops the start).
     pub fn with_file(admin: Token, file: &Path) -> Result<Keys, KeysError> {
-        let keys = Keys { admin, file: Some(file.to_owned()), listed: RwLock::new(Arc::new(Vec::new())) };
-        keys.reload()?;
-        Ok(keys)
+        let listed = read(file)?;
+        Ok(Keys { set: RwLock::new(Arc::new(Set { admin, listed })) })
     }
 
-    /// Reads the tokens file again; on any problem the tokens in force stay. The number of
-    /// tokens now listed (0 without a file).
-    pub fn reload(&self) -> Result<usize, KeysError> {
-        let Some(path) = &self.file else { return Ok(0) };
-        let listed = read(path)?;
+    /// Replaces every token at once: `admin`, and those `file` lists (read now). On a problem
+    /// with the file nothing changes. The number of tokens the file lists.
+    pub fn replace(&self, admin: Token, file: Option<&Path>) -> Result<usize, KeysError> {
+        let listed = match file {
+            Some(path) => read(path)?,
+            None => Vec::new(),
+        };
         let count = listed.len();
-        *self.listed.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(listed);
+        let set = Set { admin, listed };
+        *self.set.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(set);
         Ok(count)
+    }
+
+    fn current(&self) -> Arc<Set> {
+        self.set.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The name and role of the token `presented` is, if any. Every token is compared (in
     /// constant time), whichever matches, so the time taken says nothing about which.
     pub fn check(&self, presented: &[u8]) -> Option<(String, Role)> {
-        let listed = self.listed.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        let mut found = self.admin.matches(presented).then(|| (ADMIN.to_owned(), Role::Admin));
-        for key in listed.iter() {
+        let set = self.current();
+        let mut found = set.admin.matches(presented).then(|| (ADMIN.to_owned(), Role::Admin));
+        for key in &set.listed {
             if key.token.matches(presented) && found.is_none() {
                 found = Some((key.name.clone(), key.role));
             }
@@ -200,13 +211,14 @@ mod tests {
         assert_eq!(keys.check(b"board-token-0123456789"), Some(("board".into(), Role::ReadOnly)));
         assert_eq!(keys.check(b"nobody-0123456789"), None);
         std::fs::write(&path, "ci admin ci-token-rotated-0123456789\n").expect("rotate");
-        assert_eq!(keys.reload().expect("reload"), 1);
+        let admin = Token::new(ADMIN_TOKEN).expect("token");
+        assert_eq!(keys.replace(admin.clone(), Some(&path)).expect("reload"), 1);
         assert_eq!(keys.check(b"ci-token-0123456789"), None, "the old token is gone");
         assert_eq!(keys.check(b"ci-token-rotated-0123456789"), Some(("ci".into(), Role::Admin)));
         assert_eq!(keys.check(b"board-token-0123456789"), None);
         // A broken file leaves the tokens in force.
         std::fs::write(&path, "ci admin short\n").expect("break");
-        assert!(keys.reload().is_err());
+        assert!(keys.replace(admin, Some(&path)).is_err());
         assert_eq!(keys.check(b"ci-token-rotated-0123456789"), Some(("ci".into(), Role::Admin)));
     }
 

@@ -12,7 +12,7 @@ use crate::lb::server::Status;
 #[utoipa::path(get, path = "/api/v1/lb", tag = "lb",
     responses((status = 200, body = Status), (status = 404, body = ErrorBody)))]
 pub async fn status(State(s): State<ApiState>) -> Result<Json<Status>, ApiError> {
-    match &s.lb {
+    match s.running.get().lb {
         Some(lb) => Ok(Json(lb.status())),
         None => Err(ApiError::NotFound("the load balancer is not running: the config has no [[lb.frontends]]".into())),
     }

@@ -50,7 +50,7 @@ pub async fn release_lease(State(s): State<ApiState>, Path(ip): Path<String>) ->
         ApiError::bad("ip", format!("ip: '{}' is not an IPv4 address", crate::inventory::types::shown(&ip)))
     })?;
     // With DHCP running, its lease owner releases (so its table and the store agree).
-    let lease = match &s.dhcp {
+    let lease = match s.running.get().dhcp {
         Some(dhcp) => dhcp.release(ip).await?,
         None => {
             let store = s.store.clone();

@@ -12,12 +12,15 @@ pub mod clusters;
 pub mod dns;
 pub mod error;
 pub mod events;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 mod health;
 pub mod keys;
 pub mod lb;
 pub mod leases;
 pub mod objects;
 pub mod page;
+pub mod reload;
 pub mod server;
 pub mod vms;
 
@@ -53,12 +56,10 @@ pub struct ApiState {
     pub backoff: Arc<backoff::Backoff>,
     pub readiness: Readiness,
     pub metrics: Arc<Metrics>,
-    /// The running DHCP server's lease owner, when DHCP is served.
-    pub dhcp: Option<crate::dhcp::server::Handle>,
-    /// The zones the running DNS server answers from, when DNS is served.
-    pub dns: Option<tokio::sync::watch::Receiver<std::sync::Arc<crate::dns::ZoneSet>>>,
-    /// The running load balancer, when frontends are configured.
-    pub lb: Option<std::sync::Arc<crate::lb::server::State>>,
+    /// The running DHCP, DNS and load-balancer services' handles (a reload may replace them).
+    pub running: reload::Running,
+    /// Where `POST /api/v1/reload` asks the daemon to reload; `None` in tests without one.
+    pub reloader: Option<reload::Reloader>,
     /// The configured hypervisors, for `GET /api/v1/vms`.
     pub hypervisors: Vec<Arc<dyn crate::hypervisor::Hypervisor>>,
     /// Defined clusters: plan, apply, status, retry.
@@ -118,6 +119,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(dns::list_zones))
         .routes(routes!(lb::status))
         .routes(routes!(vms::list_vms))
+        .routes(routes!(reload::reload))
         .routes(routes!(openapi_json))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -75,6 +75,15 @@ pub struct Manifest {
     pub nodes: Vec<Node>,
 }
 
+impl Manifest {
+    /// Its objects as one change: each created or replaced, clusters first, then profiles, then nodes.
+    pub fn into_ops(self) -> Vec<Op> {
+        let clusters = self.clusters.into_iter().map(Object::Cluster);
+        let profiles = self.profiles.into_iter().map(Object::Profile);
+        clusters.chain(profiles).chain(self.nodes.into_iter().map(Object::Node)).map(Op::Put).collect()
+    }
+}
+
 /// Parses a name from a URL path segment, naming the parameter on failure.
 pub fn path_name(name: &str) -> Result<Name, ApiError> {
     name.parse().map_err(|e: crate::inventory::BadValue| ApiError::bad("name", format!("name: {e}")))
@@ -287,14 +296,6 @@ pub async fn get_network(State(s): State<ApiState>, Path(name): Path<String>) ->
 #[utoipa::path(post, path = "/api/v1/apply", tag = "apply", request_body = Manifest,
     responses((status = 200, body = Vec<Outcome>), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn apply(State(s): State<ApiState>, Body(manifest): Body<Manifest>) -> Result<Json<Vec<Outcome>>, ApiError> {
-    let ops = manifest
-        .clusters
-        .into_iter()
-        .map(Object::Cluster)
-        .chain(manifest.profiles.into_iter().map(Object::Profile))
-        .chain(manifest.nodes.into_iter().map(Object::Node))
-        .map(Op::Put)
-        .collect();
-    let (_, outcomes) = commit(&s, ops).await?;
+    let (_, outcomes) = commit(&s, manifest.into_ops()).await?;
     Ok(Json(outcomes))
 }

@@ -43,9 +43,8 @@ fn harness() -> Harness {
         backoff: Arc::default(),
         readiness,
         metrics,
-        dhcp: None,
-        dns: None,
-        lb: None,
+        running: crate::api::reload::Running::default(),
+        reloader: None,
         hypervisors: Vec::new(),
         shutdown: CancellationToken::new(),
     };

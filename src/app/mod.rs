@@ -6,6 +6,8 @@
 
 mod hypervisors;
 pub mod notify;
+mod reload;
+mod sections;
 mod services;
 
 use std::sync::Arc;
@@ -17,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::service::Deps;
 use crate::store::events::{EventKind, EventLog, Source, Subject};
 use crate::store::{Store, StoreError};
+use sections::{Section, Wiring};
 use services::Services;
 
 /// How long subsystems get to stop after SIGTERM before the daemon exits anyway.
@@ -62,6 +64,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let (mut terminate, mut interrupt) = (on(SignalKind::terminate())?, on(SignalKind::interrupt())?);
     let mut hangup = on(SignalKind::hangup())?;
     raise_fd_limit();
+    let mut config = config;
     let store = Store::open(&config.state_dir, config.inventory.clone())?;
     let events = EventLog::open(&store, config.events)?;
     let (token, token_path) = api::auth::load(&config.admin.token, &config.state_dir, config.path.parent())?;
@@ -69,39 +72,41 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         Some(file) => api::keys::Keys::with_file(token, file)?,
         None => api::keys::Keys::single(token),
     });
-    let mut metrics = Metrics::new(&store, &events);
+    let metrics = Arc::new(Metrics::new(&store, &events));
     let shutdown = CancellationToken::new();
     let mut services = Services::default();
-    let refusals = crate::service::Refusals::register(&events, metrics.registry_mut());
-    let mut deps = Deps { store: &store, events: &events, registry: metrics.registry_mut(), refusals: &refusals };
     let hypervisors = config.hypervisors.iter().map(hypervisors::build).collect::<Result<Vec<_>, _>>()?;
     let declared =
         crate::cluster::control::Declared { file: config.path.clone(), definitions: config.definitions.clone() };
     let images = config.http.as_ref().map_or_else(|| config.state_dir.join("images"), |h| h.settings.images.clone());
     let clusters =
         crate::cluster::Clusters::new(&store, &events, hypervisors.clone()).with_declared(declared).with_images(images);
-    deps.registry.register_collector(Box::new(crate::cluster::metrics::Lifecycle::new(&store)));
-    let handles = bind(&config, &mut deps, &mut services, Arc::new(clusters.clone())).await?;
-    services.add(crate::cluster::engine::Engine::bind(&clusters));
+    metrics.register_with(|r| r.register_collector(Box::new(crate::cluster::metrics::Lifecycle::new(&store))));
+    let mut wiring = Wiring::new(&store, &events, metrics.clone(), clusters.clone(), keys.clone());
+    sections::copy_ipxe(&config)?;
+    for section in Section::REBINDABLE {
+        wiring.bind(section, &config, &mut services).await?;
+    }
+    services.add(Section::Engine.as_str(), crate::cluster::engine::Engine::bind(&clusters));
+    let (reloader, mut reloads) = tokio::sync::mpsc::channel::<api::reload::Request>(4);
     let state = ApiState {
         store: store.clone(),
         events: events.clone(),
-        keys: keys.clone(),
+        keys,
         backoff: Arc::default(),
         readiness: services.readiness(),
-        metrics: Arc::new(metrics),
-        dhcp: handles.dhcp,
-        dns: handles.dns,
-        lb: handles.lb,
+        metrics,
+        running: wiring.running.clone(),
+        reloader: Some(api::reload::Reloader(reloader)),
         hypervisors,
         clusters,
         shutdown: shutdown.clone(),
     };
-    let refused = refusals.reporter("admin", Source::Api);
+    let refused = wiring.refusals.reporter("admin", Source::Api);
     let (admin, tls) = (&config.admin, config.admin.tls.as_ref());
     let admin = api::server::Server::bind(admin.listen, tls, admin.limits, refused, state).await?;
     let admin_addr = admin.local_addr();
-    services.add(admin);
+    services.add(Section::Admin.as_str(), admin);
     services.start(&shutdown);
     let inv = store.snapshot();
     let (networks, clusters, nodes) = (inv.networks.len(), inv.clusters.len(), inv.nodes.len());
@@ -118,89 +123,40 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         tokio::select! {
             _ = terminate.recv() => { tracing::info!("SIGTERM: stopping"); break None }
             _ = interrupt.recv() => { tracing::info!("SIGINT: stopping"); break None }
-            _ = hangup.recv() => reload(&keys),
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reading the config file again");
+                if let Err(e) = reloaded(&mut config, &mut wiring, &mut services, &shutdown).await {
+                    break Some(e);
+                }
+            }
+            Some(reply) = reloads.recv() => {
+                match reloaded(&mut config, &mut wiring, &mut services, &shutdown).await {
+                    Ok(outcome) => { let _ = reply.send(outcome); }
+                    Err(e) => break Some(e),
+                }
+            }
             ended = services.next() => {
                 let error = ended.error.as_deref().unwrap_or("returned before the daemon was asked to stop");
                 tracing::error!(service = ended.name, error, "a service stopped on its own; stopping the daemon");
-                break Some(ended.name);
+                break Some(AppError::ServiceStopped(ended.name));
             }
         }
     };
     stop(&shutdown, &mut services, &events).await;
-    failed.map_or(Ok(()), |service| Err(AppError::ServiceStopped(service)))
+    failed.map_or(Ok(()), Err)
 }
 
-/// SIGHUP (`systemctl reload slipway`): the tokens file is read again; a file that does not
-/// read leaves the tokens in force.
-fn reload(keys: &api::keys::Keys) {
-    sd_notify("RELOADING=1");
-    match keys.reload() {
-        Ok(count) => tracing::info!(tokens = count, "SIGHUP: tokens file read again"),
-        Err(e) => tracing::error!(error = %e, "SIGHUP: the tokens file does not read; the tokens in force stay"),
-    }
-    sd_notify("READY=1");
-}
-
-/// What the admin API reads from the other running services.
-#[derive(Default)]
-struct Handles {
-    dhcp: Option<crate::dhcp::server::Handle>,
-    dns: Option<tokio::sync::watch::Receiver<Arc<crate::dns::ZoneSet>>>,
-    lb: Option<Arc<crate::lb::server::State>>,
-}
-
-/// Binds every configured service but the admin API (which reads the others' handles). Nothing
-/// serves yet: a listener that cannot bind fails the start.
-/// `admission`: when a k3s node may fetch its config (the cluster lifecycle says).
-async fn bind(
-    config: &Config,
-    deps: &mut Deps<'_>,
+/// A reload, told to systemd (`RELOADING=1`, then `READY=1`).
+async fn reloaded(
+    config: &mut Config,
+    wiring: &mut Wiring,
     services: &mut Services,
-    admission: Arc<dyn crate::boot::k3s::Admission>,
-) -> Result<Handles, AppError> {
-    let mut handles = Handles::default();
-    if let Some(d) = &config.dhcp {
-        let dhcp = crate::dhcp::server::Server::bind(deps, &d.interfaces, config.boot.clone())?;
-        handles.dhcp = Some(dhcp.handle());
-        services.add(dhcp);
-        for interface in d.interfaces.iter().filter(|_| d.router_advertisements) {
-            services.add(crate::dhcp::ra::Advertiser::bind(interface)?);
-        }
-    }
-    if let Some(d) = &config.dns {
-        let listen = if d.listen.is_empty() { provisioning_dns(&config.inventory)? } else { d.listen.clone() };
-        let mut settings = d.settings.clone();
-        // Listening by default or on 0.0.0.0: `ns.<zone>` is at the provisioning address, when
-        // the interfaces have one.
-        if settings.nameserver.is_none() {
-            let provisioning = provisioning_dns(&config.inventory).unwrap_or_default();
-            settings.nameserver = crate::dns::Settings::nameserver_of(&listen)
-                .or_else(|| crate::dns::Settings::nameserver_of(&provisioning));
-        }
-        let dns = crate::dns::server::Server::bind(deps, &listen, &d.upstream, settings).await?;
-        handles.dns = Some(dns.zones());
-        services.add(dns);
-    }
-    if !deps.store.snapshot().frontends.is_empty() {
-        let lb = crate::lb::server::Server::bind(deps, config.lb).await?;
-        handles.lb = Some(lb.state());
-        services.add(lb);
-    }
-    if let Some(from) = &config.ipxe.copy_from
-        && (config.tftp.is_some() || config.http.is_some())
-    {
-        let missing = crate::tftp::ipxe::copy(from, &config.ipxe.dir)?;
-        if !missing.is_empty() {
-            tracing::warn!(?missing, from = %from.display(), "iPXE binaries missing: install Debian's ipxe package or set tftp.root");
-        }
-    }
-    if let Some(h) = &config.http {
-        services.add(crate::http::Server::bind(deps, h.listen, h.settings.clone(), h.limits, Some(admission)).await?);
-    }
-    if let Some(t) = &config.tftp {
-        services.add(crate::tftp::server::Server::bind(deps, t.listen, &t.root, config.boot.http_port).await?);
-    }
-    Ok(handles)
+    shutdown: &CancellationToken,
+) -> Result<api::reload::Outcome, AppError> {
+    sd_notify("RELOADING=1");
+    let outcome = reload::reload(config, wiring, services, shutdown).await;
+    sd_notify("READY=1");
+    outcome
 }
 
 /// Tells systemd and the event log, cancels every service and waits `STOP_TIMEOUT` for them.
@@ -253,19 +209,6 @@ pub fn preflight(config: &Config) -> Vec<String> {
         }
     }
     problems
-}
-
-/// Port 53 on every network interface's address: where DNS listens unless told.
-fn provisioning_dns(inventory: &crate::inventory::Inventory) -> Result<Vec<std::net::SocketAddr>, AppError> {
-    let mut out = Vec::new();
-    for net in inventory.networks.values() {
-        let ip = crate::dhcp::server::interface_address(&net.interface)?;
-        let addr = std::net::SocketAddr::from((ip, 53));
-        if !out.contains(&addr) {
-            out.push(addr);
-        }
-    }
-    Ok(out)
 }
 
 /// Every load-balanced connection takes two file descriptors: lift the soft limit to the hard

@@ -188,6 +188,10 @@ fn read_token(path: &Path) -> Result<String, ClientError> {
 /// The readable part of an API error body, including every validation problem.
 fn error_message(v: &serde_json::Value) -> Option<String> {
     let body: ErrorBodyIn = serde_json::from_value(v.clone()).ok()?;
+    if !body.reasons.is_empty() {
+        let lines: Vec<String> = body.reasons.iter().map(|r| format!("  {r}")).collect();
+        return Some(format!("the config file was not applied; the running config stays:\n{}", lines.join("\n")));
+    }
     if body.problems.is_empty() {
         return Some(body.message);
     }
@@ -204,6 +208,8 @@ struct ErrorBodyIn {
     message: String,
     #[serde(default)]
     problems: Vec<ProblemIn>,
+    #[serde(default)]
+    reasons: Vec<String>,
 }
 
 #[derive(serde::Deserialize)]

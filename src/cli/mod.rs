@@ -7,6 +7,7 @@ pub mod cluster;
 mod dns;
 pub mod images;
 pub mod out;
+pub mod reload;
 pub mod table;
 mod vms;
 

@@ -33,8 +33,9 @@ pub struct Clusters {
     apply: Arc<tokio::sync::Mutex<()>>,
     /// Held across a node record's read-check-write.
     pub(super) records: Arc<std::sync::Mutex<()>>,
-    /// The config file's cluster definitions (changed only by editing the file).
-    pub(super) declared: Arc<Declared>,
+    /// The config file's cluster definitions (changed only by editing the file, and taken
+    /// again on a reload; the engine applies each new set).
+    pub(super) declared: Arc<tokio::sync::watch::Sender<Arc<Declared>>>,
     /// Each cluster's latest health check results (observations, not state: a restart checks
     /// again within seconds).
     pub(super) health: Arc<std::sync::Mutex<std::collections::HashMap<Name, Vec<CheckResult>>>>,
@@ -61,7 +62,7 @@ pub enum ControlError {
     Invalid(Vec<Problem>),
     #[error("{0}")]
     Busy(String),
-    #[error("cluster {cluster} is defined in {}; change it there (the file is applied when slipway starts)", file.display())]
+    #[error("cluster {cluster} is defined in {}; change it there (the file is applied when slipway starts or reloads)", file.display())]
     Declared { cluster: String, file: std::path::PathBuf },
     #[error("no defined cluster {0}")]
     NotFound(String),
@@ -203,7 +204,7 @@ impl Clusters {
             hypervisors,
             apply: Arc::default(),
             records: Arc::default(),
-            declared: Arc::default(),
+            declared: Arc::new(tokio::sync::watch::Sender::new(Arc::default())),
             health: Arc::default(),
             images: Arc::new(store.state_dir().join("images")),
         }
@@ -216,15 +217,27 @@ impl Clusters {
     }
 
     /// With the config file's cluster definitions, which the engine applies when it starts.
-    pub fn with_declared(mut self, declared: Declared) -> Clusters {
-        self.declared = Arc::new(declared);
+    pub fn with_declared(self, declared: Declared) -> Clusters {
+        self.redeclare(declared);
         self
+    }
+
+    /// A reloaded config file's cluster definitions: the engine applies those new or changed
+    /// and releases those taken out, as at start.
+    pub fn redeclare(&self, declared: Declared) {
+        self.declared.send_replace(Arc::new(declared));
+    }
+
+    /// The config file's definitions in force.
+    pub(super) fn declared(&self) -> Arc<Declared> {
+        self.declared.borrow().clone()
     }
 
     /// Refuses an API change to a definition the config file declares.
     fn writable(&self, cluster: &str) -> Result<(), ControlError> {
-        if self.declared.definitions.iter().any(|d| d.name.as_str() == cluster) {
-            return Err(ControlError::Declared { cluster: cluster.to_owned(), file: self.declared.file.clone() });
+        let declared = self.declared();
+        if declared.definitions.iter().any(|d| d.name.as_str() == cluster) {
+            return Err(ControlError::Declared { cluster: cluster.to_owned(), file: declared.file.clone() });
         }
         Ok(())
     }
@@ -610,7 +623,7 @@ impl Clusters {
     /// Unmarks stored definitions the config file no longer declares.
     async fn release_undeclared(&self) -> Result<(), ControlError> {
         let (store, lock) = (self.store.clone(), self.records.clone());
-        let names: Vec<Name> = self.declared.definitions.iter().map(|d| d.name.clone()).collect();
+        let names: Vec<Name> = self.declared().definitions.iter().map(|d| d.name.clone()).collect();
         let released = blocking(move || {
             let _records = lock.lock().unwrap_or_else(|p| p.into_inner());
             let (mut writes, mut released) = (Vec::new(), Vec::new());

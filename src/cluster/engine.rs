@@ -85,35 +85,7 @@ impl Service for Engine {
         steps.spawn(super::monitor::watch(worker.clusters.clone()));
         // The config file's definitions, applied (when new or changed) beside the passes: a
         // slow hypervisor or a node still leaving holds up no step.
-        let clusters = worker.clusters.clone();
-        steps.spawn(async move {
-            let mut pending = clusters.declared.definitions.clone();
-            let mut told = std::collections::HashMap::new();
-            let mut pause = DECLARED_RETRY;
-            // At least once: a definition taken out of the file is released even when none is left.
-            loop {
-                let failed = clusters.apply_declared(pending).await;
-                pending = Vec::new();
-                for (definition, e) in failed {
-                    // Each reason once, not at every attempt.
-                    let why = e.to_string();
-                    if told.insert(definition.name.clone(), why.clone()).as_ref() != Some(&why) {
-                        let cluster = &definition.name;
-                        match e {
-                            ControlError::Busy(_) => tracing::info!(%cluster, %why, "the config file's definition waits"),
-                            _ => tracing::error!(%cluster, error = %why, "cannot apply the config file's definition; trying again"),
-                        }
-                    }
-                    pending.push(definition);
-                }
-                if pending.is_empty() {
-                    break;
-                }
-                // A node still leaving lets go soon; anything else may take an operator.
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(DECLARED_RETRY_MAX);
-            }
-        });
+        steps.spawn(follow_declared(worker.clusters.clone()));
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -184,6 +156,54 @@ async fn sleep_until(due: Option<tokio::time::Instant>) {
     match due {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Applies the config file's definitions when the engine starts and again after every reload:
+/// each new or changed one is applied, those taken out are released; one that cannot be
+/// applied yet is tried again with a growing pause, until it is or a reload replaces it.
+async fn follow_declared(clusters: Clusters) {
+    let mut declared = clusters.declared.subscribe();
+    let mut told = std::collections::HashMap::new();
+    loop {
+        let mut pending = declared.borrow_and_update().definitions.clone();
+        let mut pause = DECLARED_RETRY;
+        // At least once: a definition taken out of the file is released even when none is left.
+        let replaced = loop {
+            let failed = clusters.apply_declared(pending).await;
+            pending = Vec::new();
+            for (definition, e) in failed {
+                // Each reason once, not at every attempt.
+                let why = e.to_string();
+                if told.insert(definition.name.clone(), why.clone()).as_ref() != Some(&why) {
+                    let cluster = &definition.name;
+                    match e {
+                        ControlError::Busy(_) => tracing::info!(%cluster, %why, "the config file's definition waits"),
+                        _ => {
+                            tracing::error!(%cluster, error = %why, "cannot apply the config file's definition; trying again")
+                        }
+                    }
+                }
+                pending.push(definition);
+            }
+            if pending.is_empty() {
+                break false;
+            }
+            // A node still leaving lets go soon; anything else may take an operator. A reload
+            // brings a new set: that one is applied instead.
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                changed = declared.changed() => match changed {
+                    Ok(()) => break true,
+                    Err(_) => return,
+                },
+            }
+            pause = (pause * 2).min(DECLARED_RETRY_MAX);
+        };
+        // All applied: the next reload's set, when it comes.
+        if !replaced && declared.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //! rules and the inventory's own validation) so `slipway check` lists them all at once. Every
 //! error names the file, the line, the field and the value.
 
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 mod hypervisors;
 mod locate;
 mod raw;

@@ -94,12 +94,24 @@ struct NetworkLabel {
 }
 
 #[derive(Clone, Debug, Default)]
-struct Metrics {
+pub struct Metrics {
     messages: Family<MessageLabels, Counter>,
     /// Counter handles by (network, message), so counting allocates nothing after the first.
     counters: std::sync::Arc<std::sync::Mutex<HashMap<Name, HashMap<&'static str, Counter>>>>,
     pool_used: Family<NetworkLabel, Gauge>,
     pool_size: Family<NetworkLabel, Gauge>,
+}
+
+impl Metrics {
+    /// The DHCP families, registered in `registry` (once for the process).
+    pub fn register(registry: &mut prometheus_client::registry::Registry) -> Metrics {
+        let metrics = Metrics::default();
+        let sub = registry.sub_registry_with_prefix("dhcp");
+        sub.register("messages", "DHCP messages by network and type, received and sent", metrics.messages.clone());
+        sub.register("pool_used", "Active leases in each network's dynamic pool", metrics.pool_used.clone());
+        sub.register("pool_size", "Addresses in each network's dynamic pool", metrics.pool_size.clone());
+        metrics
+    }
 }
 
 /// Commands for the lease owner from elsewhere (the admin API).
@@ -175,12 +187,19 @@ impl Port<std::net::UdpSocket> {
 
 impl Server {
     /// Binds port 67 on each interface; each must carry an IPv4 address and serve a network.
-    pub fn bind(deps: &mut Deps<'_>, interfaces: &[String], boot: BootSettings) -> Result<Server, DhcpError> {
+    /// `networks`: the config's (a reload binds before its inventory is committed).
+    /// `metrics`: registered once for the process (`Metrics::register`), kept across rebinds.
+    pub fn bind(
+        deps: &Deps<'_>,
+        metrics: Metrics,
+        interfaces: &[String],
+        networks: &std::collections::BTreeMap<Name, crate::inventory::Network>,
+        boot: BootSettings,
+    ) -> Result<Server, DhcpError> {
         let inventory = deps.store.subscribe();
         let mut ports = Vec::new();
         for interface in interfaces {
-            let snapshot = inventory.borrow();
-            let Some(net) = snapshot.networks.values().find(|n| &n.interface == interface) else { continue };
+            let Some(net) = networks.values().find(|n| &n.interface == interface) else { continue };
             let server_ip = interface_address(interface)?;
             let socket = bind_device(interface, SERVER_PORT)?;
             ports.push(Port { interface: interface.clone(), network: net.name.clone(), server_ip, socket, pxe: false });
@@ -195,11 +214,6 @@ impl Server {
                 });
             }
         }
-        let metrics = Metrics::default();
-        let sub = deps.registry.sub_registry_with_prefix("dhcp");
-        sub.register("messages", "DHCP messages by network and type, received and sent", metrics.messages.clone());
-        sub.register("pool_used", "Active leases in each network's dynamic pool", metrics.pool_used.clone());
-        sub.register("pool_size", "Addresses in each network's dynamic pool", metrics.pool_size.clone());
         let (tx, commands) = mpsc::channel(64);
         Ok(Server {
             ports,

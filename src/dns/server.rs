@@ -40,8 +40,10 @@ pub struct Server {
 
 impl Server {
     /// Binds UDP and TCP on every listen address and builds the first zone set.
+    /// `metrics`: registered once for the process (`Metrics::register`), kept across rebinds.
     pub async fn bind(
-        deps: &mut Deps<'_>,
+        deps: &Deps<'_>,
+        metrics: Metrics,
         listen: &[SocketAddr],
         upstream: &[SocketAddr],
         settings: Settings,
@@ -59,11 +61,12 @@ impl Server {
                 source,
             })?);
         }
-        let metrics = Metrics::default();
-        metrics.register(deps.registry);
         let serial = next_serial(0, unix_now());
-        let inventory = deps.store.subscribe();
-        let (zones, _) = watch::channel(Arc::new(build(&inventory.borrow(), &settings, serial)));
+        // The snapshot built from is marked seen: any later one (a reload's, committed after
+        // this bind) is followed.
+        let mut inventory = deps.store.subscribe();
+        let first = inventory.borrow_and_update().clone();
+        let (zones, _) = watch::channel(Arc::new(build(&first, &settings, serial)));
         Ok(Server {
             udp,
             tcp,
@@ -89,7 +92,6 @@ impl Server {
         events: EventLog,
         shutdown: CancellationToken,
     ) -> Result<(), RunError> {
-        inventory.mark_unchanged();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),

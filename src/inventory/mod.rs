@@ -8,12 +8,14 @@
 mod change;
 mod lease;
 mod model;
+mod redeclare;
 pub mod types;
 mod validate;
 
 pub use change::{Action, ChangeError, Object, Op, Outcome};
 pub use lease::{Lease, LeaseState};
 pub use model::*;
+pub use redeclare::Redeclared;
 pub use types::{BadValue, DomainName, MacAddr, Name, Timestamp};
 pub use validate::{Problem, validate, validate_ranked};
 

@@ -44,13 +44,32 @@ struct BackendLabels {
 }
 
 #[derive(Clone, Debug, Default)]
-struct Metrics {
+pub struct Metrics {
     connections: Family<FrontendLabel, Counter>,
     refused: Family<FrontendLabel, Counter>,
     active: Family<BackendLabels, Gauge>,
     up: Family<BackendLabels, Gauge>,
     bytes_in: Family<BackendLabels, Counter>,
     bytes_out: Family<BackendLabels, Counter>,
+}
+
+impl Metrics {
+    /// The load balancer's families, registered in `registry` (once for the process).
+    pub fn register(registry: &mut prometheus_client::registry::Registry) -> Metrics {
+        let metrics = Metrics::default();
+        let sub = registry.sub_registry_with_prefix("lb");
+        sub.register("connections", "Connections accepted, by frontend", metrics.connections.clone());
+        sub.register(
+            "refused",
+            "Connections refused at a frontend's limit or with no usable backend",
+            metrics.refused.clone(),
+        );
+        sub.register("active", "Open connections, by backend", metrics.active.clone());
+        sub.register("backend_up", "1 when a backend passes its health check", metrics.up.clone());
+        sub.register("bytes_in", "Bytes from clients to a backend", metrics.bytes_in.clone());
+        sub.register("bytes_out", "Bytes from a backend to its clients", metrics.bytes_out.clone());
+        metrics
+    }
 }
 
 /// One backend of one pool, shared by the connections using it.
@@ -191,9 +210,15 @@ pub struct Server {
 
 impl Server {
     /// Binds every frontend of the inventory.
-    pub async fn bind(deps: &mut Deps<'_>, settings: Settings) -> Result<Server, LbError> {
+    /// `metrics`: registered once for the process (`Metrics::register`), kept across rebinds.
+    /// `frontends`: the config's (a reload binds before its inventory is committed).
+    pub async fn bind(
+        deps: &Deps<'_>,
+        metrics: Metrics,
+        settings: Settings,
+        frontends: Vec<Frontend>,
+    ) -> Result<Server, LbError> {
         let inventory = deps.store.subscribe();
-        let frontends: Vec<Frontend> = inventory.borrow().frontends.values().cloned().collect();
         let mut listeners = Vec::new();
         for fe in frontends {
             let listener = crate::sockets::tcp_listener(fe.listen).map_err(|source| LbError::Bind {
@@ -203,18 +228,6 @@ impl Server {
             })?;
             listeners.push((fe, listener));
         }
-        let metrics = Metrics::default();
-        let sub = deps.registry.sub_registry_with_prefix("lb");
-        sub.register("connections", "Connections accepted, by frontend", metrics.connections.clone());
-        sub.register(
-            "refused",
-            "Connections refused at a frontend's limit or with no usable backend",
-            metrics.refused.clone(),
-        );
-        sub.register("active", "Open connections, by backend", metrics.active.clone());
-        sub.register("backend_up", "1 when a backend passes its health check", metrics.up.clone());
-        sub.register("bytes_in", "Bytes from clients to a backend", metrics.bytes_in.clone());
-        sub.register("bytes_out", "Bytes from a backend to its clients", metrics.bytes_out.clone());
         Ok(Server {
             listeners,
             settings,

@@ -268,6 +268,16 @@ pub enum EventKind {
         version: String,
     },
     DaemonStopping,
+    /// The config file was read again (SIGHUP, `slipway reload`) and applied.
+    ConfigReloaded {
+        file: String,
+        changed: Vec<String>,
+    },
+    /// A reloaded config file was refused whole; the running config stays.
+    ConfigReloadRefused {
+        file: String,
+        problems: Vec<String>,
+    },
 }
 
 /// A command run on a node, what it printed (the last part, when `truncated`) and its exit
@@ -327,6 +337,8 @@ impl EventKind {
         "inventory_changed",
         "daemon_started",
         "daemon_stopping",
+        "config_reloaded",
+        "config_reload_refused",
         "audit",
         "api_backoff",
     ];
@@ -376,6 +388,8 @@ impl EventKind {
             EventKind::InventoryChanged { .. } => "inventory_changed",
             EventKind::DaemonStarted { .. } => "daemon_started",
             EventKind::DaemonStopping => "daemon_stopping",
+            EventKind::ConfigReloaded { .. } => "config_reloaded",
+            EventKind::ConfigReloadRefused { .. } => "config_reload_refused",
         }
     }
 }
@@ -489,6 +503,8 @@ impl Filter {
 enum Message {
     Event(Arc<Event>),
     Flush(oneshot::Sender<()>),
+    /// New limits (a config reload); the next batch is pruned by them.
+    Retention(Retention),
     Stop,
 }
 
@@ -611,6 +627,11 @@ impl EventLog {
         }
     }
 
+    /// Keeps events under `retention` from now on (events beyond it go with the next write).
+    pub fn set_retention(&self, retention: Retention) {
+        let _ = self.inner.queue.send(Message::Retention(retention));
+    }
+
     /// Flushes and stops the writer thread. Later appends are counted as dropped.
     pub fn close(&self) {
         let handle = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -714,7 +735,7 @@ const SYNC_EVERY: Duration = Duration::from_secs(1);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// `count`: the events stored when the writer starts.
-fn write_loop(store: &super::Store, rx: &Receiver<Message>, retention: Retention, mut count: [u64; 2]) {
+fn write_loop(store: &super::Store, rx: &Receiver<Message>, mut retention: Retention, mut count: [u64; 2]) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut flushes = Vec::new();
     let mut last_sync = Instant::now();
@@ -725,7 +746,8 @@ fn write_loop(store: &super::Store, rx: &Receiver<Message>, retention: Retention
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let mut stop = false;
-        let durable = first.is_none();
+        // An idle wake-up or new limits: prune now, synced.
+        let durable = matches!(first, None | Some(Message::Retention(_)));
         if matches!(first, Some(Message::Event(_))) {
             // Let a batch gather: one transaction per `GATHER` instead of a wake-up and a
             // transaction per event when events trickle in one by one under load.
@@ -736,6 +758,7 @@ fn write_loop(store: &super::Store, rx: &Receiver<Message>, retention: Retention
             match message {
                 Message::Event(e) => batch.push(e),
                 Message::Flush(tx) => flushes.push(tx),
+                Message::Retention(r) => retention = r,
                 Message::Stop => stop = true,
             }
             next = if batch.len() < BATCH { rx.try_recv().ok() } else { None };

@@ -340,6 +340,34 @@ impl Store {
         Ok((next, outcomes))
     }
 
+    /// Puts a reloaded config file's objects in place of the old file's, as one transaction
+    /// (see `Inventory::redeclare`), and publishes the next snapshot after commit. Refused
+    /// whole (`Change`) when the result does not validate. Blocking, like `apply`.
+    pub fn redeclare(&self, declared: &Inventory) -> Result<(Arc<Inventory>, Vec<Outcome>), StoreError> {
+        let _writer = self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.snapshot();
+        let done = current.redeclare(declared)?;
+        if done.outcomes.is_empty() && done.adopted.is_empty() {
+            return Ok((current, done.outcomes));
+        }
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            for (kind, name) in &done.adopted {
+                if let Some(def) = table_of(*kind) {
+                    txn.open_table(def)?.remove(name.as_str())?;
+                }
+            }
+            txn.open_table(META)?.insert(INVENTORY_VERSION_KEY, done.inventory.version)?;
+            self.commit(txn)
+        })?;
+        for (kind, name) in &done.adopted {
+            tracing::warn!(%kind, %name, "the config file now declares this object; dropped the copy created through the API");
+        }
+        let next = Arc::new(done.inventory);
+        self.inner.snapshot.send_replace(next.clone());
+        Ok((next, done.outcomes))
+    }
+
     fn write_objects(
         &self,
         db: &Database,

@@ -147,6 +147,35 @@ fn stored_objects_that_conflict_with_the_config_stop_the_open() {
     assert!(err.to_string().contains("conflict with the config file") && err.to_string().contains("mac"), "{err}");
 }
 
+#[test]
+fn a_reloaded_config_replaces_the_files_objects_in_one_commit_and_keeps_the_apis() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), declared()).expect("open");
+    store.apply(&[Op::Put(Object::Node(worker("w0", 0))), Op::Put(Object::Node(worker("w1", 1)))]).expect("apply");
+    let before = store.snapshot().version;
+    let mut config = declared();
+    let mut w1 = worker("w1", 7);
+    w1.origin = Origin::Config;
+    config.nodes.insert(w1.name.clone(), w1.clone());
+    let (snap, outcomes) = store.redeclare(&config).expect("redeclare");
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(snap.version, before + 1);
+    assert_eq!(store.snapshot().nodes["w1"], w1, "published");
+    // A clash with the API's w0 (same MAC) is refused whole: nothing changes.
+    let mut clash = worker("w9", 0);
+    clash.origin = Origin::Config;
+    let mut bad = config.clone();
+    bad.nodes.insert(clash.name.clone(), clash);
+    assert!(matches!(store.redeclare(&bad), Err(StoreError::Change(_))));
+    assert_eq!(store.snapshot().version, before + 1);
+    drop(store);
+    // After a restart with the same file: w1 is the file's (its API copy is gone), w0 stays.
+    let reopened = Store::open(dir.path(), config).expect("reopen").snapshot();
+    assert_eq!(reopened.version, before + 1);
+    assert_eq!(reopened.nodes["w1"].origin, Origin::Config);
+    assert_eq!(reopened.nodes["w0"].origin, Origin::Api);
+}
+
 fn bound_lease(updated: Timestamp) -> Lease {
     Lease {
         ip: "10.1.107.100".parse().expect("ip"),

@@ -12,6 +12,8 @@
 pub mod certs;
 mod check;
 pub mod fragments;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 
 use std::collections::BTreeMap;
 
