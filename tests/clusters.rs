@@ -581,46 +581,80 @@ fn a_proxmox_cluster_survives_kill_9_at_every_step_of_its_vms_lives() {
 /// tracked, waiting for their first DHCP request), refused to API changes with the file named,
 /// applied again when the file changes, and handed to the API (its nodes kept) when the file
 /// no longer defines it.
+/// A config declaring k3s cluster `lab` of `machines` (none: no definition), written in `dir`.
+fn declaring(dir: &std::path::Path, machines: &[&str]) -> std::path::PathBuf {
+    // Each machine's MAC from its number: metal-2 is 52:54:00:aa:00:02.
+    let nodes: Vec<String> = machines
+        .iter()
+        .map(|n| {
+            let i = n.trim_start_matches("metal-");
+            format!("{{ name = \"{n}\", role = \"control-plane\", mac = \"52:54:00:aa:00:0{i}\" }}")
+        })
+        .collect();
+    let config =
+        boot::lab_network(Config::new(dir)).value("static_range", r#"{ start = "10.1.107.10", end = "10.1.107.99" }"#);
+    let config = if machines.is_empty() {
+        config
+    } else {
+        config
+            .section("[[cluster_definitions]]")
+            .set("name", "lab")
+            .set("kind", "k3s")
+            .set("base_domain", "lab.example")
+            .set("network", "lab")
+            .set("api_address", "10.1.107.1")
+            .set("api_int_address", "10.1.107.1")
+            .set("ingress_address", "10.1.107.1")
+            .value("nodes", format!("[{}]", nodes.join(", ")))
+    };
+    config.write()
+}
+
+/// `cluster status lab` as JSON, or the CLI's error as a string.
+fn lab_status(daemon: &support::Daemon) -> Value {
+    let (ok, out, err) = support::cli(daemon, &["cluster", "status", "lab", "-o", "json"]);
+    if !ok {
+        return Value::String(err);
+    }
+    serde_json::from_str(&out).expect("status JSON")
+}
+
+fn node_names(status: &Value) -> Vec<String> {
+    status["nodes"].as_array().into_iter().flatten().map(|n| n["name"].as_str().unwrap_or("").to_owned()).collect()
+}
+
+#[test]
+fn a_cluster_defined_in_the_config_file_follows_each_reload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = support::start(&declaring(dir.path(), &[]), &[]);
+    let reload = |machines: &[&str]| {
+        declaring(dir.path(), machines);
+        let (ok, _, err) = support::cli(&daemon, &["reload"]);
+        assert!(ok, "{err}");
+    };
+    reload(&["metal-0", "metal-1"]);
+    support::eventually("the file's cluster applied", Duration::from_secs(30), || {
+        phases(&lab_status(&daemon)) == ["powering-on", "powering-on"]
+    });
+    assert_eq!(lab_status(&daemon)["declared"], true);
+    reload(&["metal-0", "metal-2"]);
+    support::eventually("the changed definition applied", Duration::from_secs(60), || {
+        node_names(&lab_status(&daemon)) == ["metal-0", "metal-2"]
+    });
+    reload(&[]);
+    support::eventually("the definition released", Duration::from_secs(30), || {
+        let now = lab_status(&daemon);
+        now.is_object() && now["declared"].is_null()
+    });
+    assert_eq!(node_names(&lab_status(&daemon)), ["metal-0", "metal-2"], "its nodes stay");
+}
+
 #[test]
 fn a_cluster_defined_in_the_config_file_is_applied_at_start_and_owned_by_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let write = |machines: &[&str]| {
-        // Each machine's MAC from its number: metal-2 is 52:54:00:aa:00:02.
-        let nodes: Vec<String> = machines
-            .iter()
-            .map(|n| {
-                let i = n.trim_start_matches("metal-");
-                format!("{{ name = \"{n}\", role = \"control-plane\", mac = \"52:54:00:aa:00:0{i}\" }}")
-            })
-            .collect();
-        let config = boot::lab_network(Config::new(dir.path()))
-            .value("static_range", r#"{ start = "10.1.107.10", end = "10.1.107.99" }"#);
-        let config = if machines.is_empty() {
-            config
-        } else {
-            config
-                .section("[[cluster_definitions]]")
-                .set("name", "lab")
-                .set("kind", "k3s")
-                .set("base_domain", "lab.example")
-                .set("network", "lab")
-                .set("api_address", "10.1.107.1")
-                .set("api_int_address", "10.1.107.1")
-                .set("ingress_address", "10.1.107.1")
-                .value("nodes", format!("[{}]", nodes.join(", ")))
-        };
-        config.write()
-    };
-    let status = |daemon: &support::Daemon| -> Value {
-        let (ok, out, err) = support::cli(daemon, &["cluster", "status", "lab", "-o", "json"]);
-        if !ok {
-            return Value::String(err);
-        }
-        serde_json::from_str(&out).expect("status JSON")
-    };
-    let names = |status: &Value| -> Vec<String> {
-        status["nodes"].as_array().into_iter().flatten().map(|n| n["name"].as_str().unwrap_or("").to_owned()).collect()
-    };
+    let write = |machines: &[&str]| declaring(dir.path(), machines);
+    let status = lab_status;
+    let names = node_names;
 
     let config = write(&["metal-0", "metal-1"]);
     let daemon = support::start(&config, &[]);

@@ -76,6 +76,20 @@ fn a_valid_reload_applies_the_new_file_and_keeps_what_the_api_made() {
     assert!(TcpStream::connect_timeout(&frontend, Duration::from_secs(2)).is_ok(), "the new frontend listens");
     let reloaded = events(&daemon, "config_reloaded");
     assert_eq!(reloaded.len(), 1, "{reloaded:?}");
+    // New load-balancer timeouts rebind it on the same frontend address.
+    let web = |c: Config| {
+        c.node("worker-1", "52:54:00:6b:00:31", "10.2.0.31")
+            .member("prod", "worker")
+            .section("[lb]")
+            .set("connect_timeout", "2s")
+    };
+    let with_frontend =
+        |c: Config| web(c).pool("web").list("backends", ["127.0.0.1:9"]).frontend("web", frontend, "web");
+    dns_lab(dir.path(), s, with_frontend).raw("ttl = \"30s\"").write();
+    let (ok, out, err) = reload(&daemon);
+    assert!(ok, "{err}");
+    assert_eq!(changed(&out), ["lb rebound"]);
+    assert!(TcpStream::connect_timeout(&frontend, Duration::from_secs(2)).is_ok(), "the frontend listens again");
 
     // The same file again changes nothing; SIGHUP applies a file without the frontend and node.
     let (ok, out, err) = reload(&daemon);
@@ -90,7 +104,7 @@ fn a_valid_reload_applies_the_new_file_and_keeps_what_the_api_made() {
     });
     assert_eq!(short(s, "builder.lab.example"), ["10.2.0.40"]);
     assert_eq!(short(s, "master-0.prod.lab.example"), ["10.2.0.11"]);
-    assert_eq!(events(&daemon, "config_reloaded").len(), 3);
+    assert_eq!(events(&daemon, "config_reloaded").len(), 4);
 }
 
 #[test]

@@ -263,13 +263,17 @@ impl Server {
         let mut outcome = Ok(());
         loop {
             tokio::select! {
-                () = &mut owner => return outcome,
+                () = &mut owner => break,
                 Some(Ok(Err(e))) = receivers.join_next() => {
                     stop.cancel();
                     outcome = Err(e);
                 }
             }
         }
+        // Every socket is closed when this returns: a reload may bind its port again.
+        stop.cancel();
+        while receivers.join_next().await.is_some() {}
+        outcome
     }
 }
 

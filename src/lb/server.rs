@@ -285,7 +285,9 @@ impl Service for Server {
                 }
             }
         };
+        // Every listener is closed when this returns: a reload may bind its address again.
         tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
         outcome
     }
 }
