@@ -5,7 +5,7 @@
 
 use crate::cluster::definition::Definition;
 use crate::cluster::plan::{Facts, plan};
-use crate::inventory::{Inventory, Object, Op, validate};
+use crate::inventory::{Inventory, validate};
 
 use super::error::decode;
 use super::objects::Manifest;
@@ -69,6 +69,7 @@ fn definition_plans(inv: &Inventory, definition: &Definition) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inventory::{Object, Op};
 
     #[test]
     fn bodies_of_every_kind_go_through_without_a_panic() {
