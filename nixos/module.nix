@@ -81,11 +81,11 @@ in
         Type = "notify";
         ExecStartPre = "${cfg.package}/bin/slipway check --config ${etcConfig}";
         ExecStart = "${cfg.package}/bin/slipway serve --config ${etcConfig}";
-        # A file `check` refuses fails the reload (and nixos-rebuild says so); nothing changes.
-        ExecReload = [
-          "${cfg.package}/bin/slipway check --config ${etcConfig}"
-          "${pkgs.coreutils}/bin/kill -HUP $MAINPID"
-        ];
+        # Through the admin API, answered when done: a file the daemon refuses fails the reload
+        # (and nixos-rebuild says so); nothing changes. As root ("+"): reload commands get no
+        # $CREDENTIALS_DIRECTORY.
+        ExecReload = "+${cfg.package}/bin/slipway reload --config ${etcConfig}"
+          + lib.optionalString (cfg.adminTokenFile != null) " --token-file ${cfg.adminTokenFile}";
         Restart = "on-failure";
         RestartSec = "2s";
         TimeoutStopSec = "10s";

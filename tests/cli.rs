@@ -210,7 +210,7 @@ fn every_command_takes_c_names_filter_and_json_output_applies_everywhere() {
 }
 
 #[test]
-fn the_api_serves_tls_and_the_cli_verifies_it_with_a_ca_file() {
+fn the_api_serves_tls_and_the_cli_verifies_it_with_a_ca_file_or_the_daemons_config() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert, key) = support::self_signed(dir.path());
     let config = support::config(dir.path(), "");
@@ -234,6 +234,21 @@ fn the_api_serves_tls_and_the_cli_verifies_it_with_a_ca_file() {
     assert!(String::from_utf8_lossy(&trusted.stdout).contains("master-0"));
     let untrusted = run(None);
     assert!(!untrusted.status.success(), "an unknown self-signed certificate must be refused");
+    // Reading the daemon's config for the address (as `systemctl reload` does), the CLI trusts
+    // the daemon's own certificate: the config names it.
+    // (A copy naming the port the daemon took.)
+    let copy = dir.path().join("bound.toml");
+    let text = std::fs::read_to_string(&config).expect("read");
+    std::fs::write(&copy, text.replace("127.0.0.1:0", &daemon.addr.to_string())).expect("write");
+    let on_the_appliance = Command::new(BIN)
+        .args(["get", "nodes", "--config"])
+        .arg(&copy)
+        .env_remove("SLIPWAY_API")
+        .env("SLIPWAY_TOKEN", TOKEN)
+        .output()
+        .expect("run");
+    assert!(on_the_appliance.status.success(), "{}", String::from_utf8_lossy(&on_the_appliance.stderr));
+    assert!(String::from_utf8_lossy(&on_the_appliance.stdout).contains("master-0"));
     // Plain HTTP to the TLS port gets nothing useful.
     let mut plain = std::net::TcpStream::connect(daemon.addr).expect("connect");
     plain.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");

@@ -233,7 +233,8 @@ fn the_readme_installation_runs_the_unit_under_systemd() {
         + "[[nodes]]\nname = \"n1\"\nmac = \"52:54:00:00:77:02\"\nipv4 = \"127.77.0.11\"\n";
     std::fs::write(&config, &edited).expect("edit the config");
     let (ok, _, stderr) = container.run(&["systemctl", "reload", "slipway"]);
-    assert!(ok, "{stderr}");
+    let journal = || container.run(&["journalctl", "-u", "slipway", "--no-pager"]).1;
+    assert!(ok, "{stderr}\n{}", journal());
     let nodes = || container.run(&["slipway", "get", "nodes"]).1;
     crate::support::eventually("n1 served after the reload", std::time::Duration::from_secs(20), || {
         nodes().contains("127.77.0.11")

@@ -78,6 +78,13 @@ impl Client {
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| ClientError::Setup(format!("CA file {}: {e}", ca.display())))?;
             builder = builder.tls_certs_only(certs);
+        } else if let Some(tls) = config.as_ref().and_then(|c| c.admin.tls.as_ref()) {
+            // The daemon's own certificate (a self-signed one on most appliances) is trusted
+            // beside the system's roots when its config is what named the API (and it reads).
+            let pem = std::fs::read(&tls.cert).unwrap_or_default();
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).unwrap_or_default() {
+                builder = builder.add_root_certificate(cert);
+            }
         } else if base.starts_with("http://") {
             // Plain HTTP needs no trust store: without this, building the client loads the
             // system's root certificates and fails on a host that has none (no ca-certificates).
