@@ -38,6 +38,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("tls", 0),
     ("udp", 0),
     ("sockets", 0),
+    ("causes", 0),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

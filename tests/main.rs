@@ -14,6 +14,7 @@ mod dhcp;
 mod diagnostics;
 mod dns;
 mod edns;
+mod etcd;
 mod hardening;
 mod http;
 mod hypervisor;

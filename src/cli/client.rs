@@ -28,7 +28,7 @@ pub struct Target {
 pub enum ClientError {
     #[error("{0}")]
     Setup(String),
-    #[error("cannot reach the slipway API at {url}: {}", chain(.source))]
+    #[error("cannot reach the slipway API at {url}: {}", crate::causes::chain(.source))]
     Connect { url: String, source: reqwest::Error },
     #[error("{status}: {message}")]
     Api { status: StatusCode, message: String },
@@ -166,21 +166,6 @@ impl Client {
         }
         Ok(())
     }
-}
-
-/// An error with its causes, `a: b: c`, without repeating a cause the message already holds.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn read_token(path: &Path) -> Result<String, ClientError> {

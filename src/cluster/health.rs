@@ -149,7 +149,7 @@ pub async fn probe(target: &Target, lookup: Lookup, check: &HealthCheck) -> Resu
                     .get(url.clone())
                     .send()
                     .await
-                    .map_err(|e| format!("{url_shown}{at}: {}", chain(&e.without_url())))?;
+                    .map_err(|e| format!("{url_shown}{at}: {}", crate::causes::chain(&e.without_url())))?;
                 let want = check.status.unwrap_or(200);
                 let got = response.status().as_u16();
                 if got == want {
@@ -164,17 +164,6 @@ pub async fn probe(target: &Target, lookup: Lookup, check: &HealthCheck) -> Resu
         Ok(result) => result,
         Err(_) => Err(format!("no answer from {host}:{port} within {}", humantime::format_duration(PROBE_TIMEOUT))),
     }
-}
-
-/// An error with its causes ("error sending request: connection refused").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    out
 }
 
 #[cfg(test)]

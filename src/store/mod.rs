@@ -5,6 +5,7 @@
 //! published on a `watch` channel. A change that fails validation or storage leaves the previous
 //! snapshot in force. This module decides nothing about protocols.
 
+pub mod etcd;
 pub mod events;
 pub mod journal;
 pub mod private;
