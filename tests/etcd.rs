@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use slipway::store::etcd::leader::{Leadership, Term};
 use slipway::store::etcd::wire::{B64, Compare, Int, RequestOp, ResponseOp, TxnRequest};
 use slipway::store::etcd::{Change, Etcd, EtcdError, Seen, Settings};
+use tokio_util::sync::CancellationToken;
 
 use crate::pki;
 
@@ -267,4 +269,77 @@ async fn a_client_whose_certificate_the_cluster_does_not_trust_is_refused() {
     let etcd = Etcd::new(&settings).expect("client");
     let refused = etcd.get(b"/slipway/x").await;
     assert!(matches!(refused, Err(EtcdError::Unreachable { .. })), "{refused:?}");
+}
+
+/// Waits (bounded) until `terms` holds a term, returning it and when it came.
+async fn leads(terms: &mut tokio::sync::watch::Receiver<Option<Term>>, within: Duration) -> (Term, Instant) {
+    let term = tokio::time::timeout(within, terms.wait_for(Option::is_some)).await.expect("leads in time");
+    (term.expect("the leadership runs").clone().expect("a term"), Instant::now())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_leads_and_a_leader_cut_off_from_etcd_steps_down_before_the_other_takes_over() {
+    let mut cluster = Cluster::start();
+    let etcd = cluster.ready().await;
+    let ttl = Duration::from_secs(3);
+    // A reaches etcd through the first member only; B through the other two.
+    let a_etcd = Etcd::new(&cluster.settings(&cluster.endpoints[..1])).expect("client");
+    let b_etcd = Etcd::new(&cluster.settings(&cluster.endpoints[1..])).expect("client");
+    let a = Leadership::new(a_etcd, b"/slipway/leader", "a", ttl);
+    let b = Leadership::new(b_etcd.clone(), b"/slipway/leader", "b", ttl);
+    let (a_tx, mut a_terms) = tokio::sync::watch::channel(None);
+    let (b_tx, mut b_terms) = tokio::sync::watch::channel(None);
+    let (a_stop, b_stop) = (CancellationToken::new(), CancellationToken::new());
+    tokio::spawn(a.run(a_tx, a_stop.clone()));
+    let (a_term, _) = leads(&mut a_terms, Duration::from_secs(10)).await;
+    let b_run = tokio::spawn(b.clone().run(b_tx, b_stop.clone()));
+    tokio::time::sleep(ttl).await;
+    assert!(b_terms.borrow().is_none(), "one leader at a time");
+    let held = b.leader().await.expect("leader").expect("held");
+    assert_eq!((held.name.as_str(), held.term), ("a", a_term.revision));
+
+    // The leader's writes are fenced by its term.
+    let write = |value: &[u8]| {
+        vec![RequestOp::RequestPut(slipway::store::etcd::wire::PutRequest {
+            key: B64(b"/slipway/leases/10.1.107.100".to_vec()),
+            value: B64(value.to_vec()),
+            lease: None,
+        })]
+    };
+    assert!(etcd.txn(&b.fenced(&a_term, write(b"by a"))).await.expect("txn").succeeded);
+
+    // A loses etcd: it stops leading on its own side before its lease can expire, and only
+    // then does B begin (each change timed as it happens, by a watcher of its own).
+    let a_down = tokio::spawn({
+        let mut a_terms = a_terms.clone();
+        async move {
+            let _ = a_terms.wait_for(Option::is_none).await;
+            Instant::now()
+        }
+    });
+    let b_up = tokio::spawn({
+        let mut b_terms = b_terms.clone();
+        async move {
+            let _ = b_terms.wait_for(Option::is_some).await;
+            Instant::now()
+        }
+    });
+    cluster.kill(0);
+    let a_down = tokio::time::timeout(Duration::from_secs(10), a_down).await.expect("A steps down").expect("task");
+    let b_up = tokio::time::timeout(Duration::from_secs(15), b_up).await.expect("B leads").expect("task");
+    assert!(a_down < b_up, "A stopped leading before B began");
+    let (b_term, _) = leads(&mut b_terms, Duration::from_secs(1)).await;
+    assert!(b_term.revision > a_term.revision);
+    // A write fenced by A's old term fails; B's goes in.
+    let stale = b_etcd.txn(&b.fenced(&a_term, write(b"late by a"))).await.expect("txn");
+    assert!(!stale.succeeded, "an old leader's write is refused by etcd");
+    assert!(b_etcd.txn(&b.fenced(&b_term, write(b"by b"))).await.expect("txn").succeeded);
+    let lease = b_etcd.get(b"/slipway/leases/10.1.107.100").await.expect("get").expect("there");
+    assert_eq!(lease.value.0, b"by b");
+
+    // B resigns on shutdown: the key goes at once, not after the TTL.
+    b_stop.cancel();
+    b_run.await.expect("B's leadership ends");
+    assert!(b.leader().await.expect("leader").is_none(), "resigned");
+    a_stop.cancel();
 }

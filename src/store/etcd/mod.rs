@@ -10,6 +10,7 @@
 //! keepalive) ask for a leader (`Grpc-Metadata-Hasleader`), so a member cut off from the
 //! others ends them instead of going quietly stale.
 
+pub mod leader;
 pub mod wire;
 
 use std::path::PathBuf;
