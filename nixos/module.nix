@@ -81,11 +81,8 @@ in
         Type = "notify";
         ExecStartPre = "${cfg.package}/bin/slipway check --config ${etcConfig}";
         ExecStart = "${cfg.package}/bin/slipway serve --config ${etcConfig}";
-        # Through the admin API, answered when done: a file the daemon refuses fails the reload
-        # (and nixos-rebuild says so); nothing changes. As root ("+"): reload commands get no
-        # $CREDENTIALS_DIRECTORY.
-        ExecReload = "+${cfg.package}/bin/slipway reload --config ${etcConfig}"
-          + lib.optionalString (cfg.adminTokenFile != null) " --token-file ${cfg.adminTokenFile}";
+        # SIGHUP, sent by slipway itself; the daemon applies the file whole or logs every problem.
+        ExecReload = "${cfg.package}/bin/slipway reload --pid $MAINPID";
         Restart = "on-failure";
         RestartSec = "2s";
         TimeoutStopSec = "10s";

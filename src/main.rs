@@ -95,6 +95,10 @@ enum Command {
     /// Make the running daemon read its config file again and apply it (what `systemctl reload
     /// slipway` does); prints what changed, or every problem of a file it refused.
     Reload {
+        /// Send SIGHUP to the daemon with this PID instead of asking its API (systemd's
+        /// `ExecReload=`): the daemon logs the outcome; nothing is printed.
+        #[arg(long)]
+        pid: Option<i32>,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -395,7 +399,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Reload { api } => {
+        Command::Reload { pid: Some(pid), .. } => match cli::reload::signal(pid) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("slipway: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Reload { pid: None, api } => {
             client_command(&api.conn, |c| async move { cli::reload::reload(&c, api.output).await })
         }
         Command::Reinstall { node, api } => {

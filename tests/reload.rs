@@ -35,6 +35,15 @@ fn events(daemon: &Daemon, kind: &str) -> Vec<serde_json::Value> {
     serde_json::from_str::<Vec<serde_json::Value>>(&out).expect("json")
 }
 
+/// `/metrics` as Prometheus text.
+fn scrape(daemon: &Daemon) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "-H", &format!("Authorization: Bearer {}", support::TOKEN), &daemon.url("/metrics")])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port()
 }
@@ -90,6 +99,12 @@ fn a_valid_reload_applies_the_new_file_and_keeps_what_the_api_made() {
     assert!(ok, "{err}");
     assert_eq!(changed(&out), ["lb rebound"]);
     assert!(TcpStream::connect_timeout(&frontend, Duration::from_secs(2)).is_ok(), "the frontend listens again");
+    // Rebound services keep their metric families: each is written once.
+    let metrics = scrape(&daemon);
+    for family in ["slipway_dns_queries_total", "slipway_lb_connections_total"] {
+        let headers = metrics.lines().filter(|l| l.starts_with(&format!("# TYPE {family} "))).count();
+        assert_eq!(headers, 1, "{family} once:\n{metrics}");
+    }
 
     // The same file again changes nothing; SIGHUP applies a file without the frontend and node.
     let (ok, out, err) = reload(&daemon);
@@ -105,6 +120,26 @@ fn a_valid_reload_applies_the_new_file_and_keeps_what_the_api_made() {
     assert_eq!(short(s, "builder.lab.example"), ["10.2.0.40"]);
     assert_eq!(short(s, "master-0.prod.lab.example"), ["10.2.0.11"]);
     assert_eq!(events(&daemon, "config_reloaded").len(), 4);
+
+    // A cluster definition whose node takes the MAC of the node made through the API: the file
+    // alone is valid, together with the store it is not; refused whole, naming the definition.
+    dns_lab(dir.path(), s, |c| {
+        c.section("[[cluster_definitions]]")
+            .set("name", "lab")
+            .set("kind", "k3s")
+            .set("base_domain", "lab.example")
+            .set("network", "cluster")
+            .set("api_address", "10.2.0.1")
+            .set("api_int_address", "10.2.0.1")
+            .set("ingress_address", "10.2.0.1")
+            .value("nodes", r#"[{ name = "metal-0", role = "control-plane", mac = "52:54:00:6b:00:40", ipv4 = "10.2.0.60" }]"#)
+    })
+    .raw("ttl = \"30s\"")
+    .write();
+    let (ok, _, err) = reload(&daemon);
+    assert!(!ok && err.contains("cluster definition lab") && err.contains("52:54:00:6b:00:40"), "{err}");
+    let (ok, _, _) = support::cli(&daemon, &["cluster", "status", "lab"]);
+    assert!(!ok, "the refused definition was not applied");
 }
 
 #[test]
@@ -131,7 +166,15 @@ fn an_invalid_file_is_refused_whole_with_every_problem_and_the_old_one_serves_on
     let refused = events(&daemon, "config_reload_refused");
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert!(refused[0]["details"]["problems"].as_array().is_some_and(|p| p.len() >= 2), "{refused:?}");
-    let logged: Vec<String> = daemon.log.try_iter().filter(|l| l.contains("reload refused")).collect();
+    let mut logged = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while logged.len() < 2 && std::time::Instant::now() < deadline {
+        if let Ok(line) = daemon.log.recv_timeout(Duration::from_millis(200))
+            && line.contains("reload refused")
+        {
+            logged.push(line);
+        }
+    }
     assert!(logged.len() >= 2, "each problem logged: {logged:?}");
 
     // A change only a restart can make is refused, naming the field.
@@ -190,18 +233,29 @@ fn reloads_under_dhcp_load_answer_every_request_and_keep_every_lease() {
         }
         load.join().expect("the load ran");
     });
-    let leases = |daemon: &Daemon| -> usize {
-        let (ok, out, err) = support::cli_in(Some(&pair.srv), daemon, &["get", "leases", "-o", "json"]);
-        assert!(ok, "{err}");
-        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-        v.as_array().expect("list").iter().filter(|l| l["state"] == "bound").count()
-    };
-    let bound = leases(&daemon);
-    assert!(bound > 0, "leases were made");
-    // A change to what DHCP tells machines rebinds it; every lease is still there and the new
-    // server answers every request.
-    let lines = reload_in(with_late(3).section("[boot]").set("bios_file", "ipxe.pxe"));
-    assert_eq!(lines, ["dhcp rebound"]);
-    assert_eq!(leases(&daemon), bound, "no lease lost");
+    // A change to what DHCP tells machines rebinds it, while perfdhcp keeps asking: requests
+    // in the moment between the two servers may go unanswered, but no address is given to two
+    // machines, and the new server answers every request after.
+    std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            let args = ["-4", "-R", "50", "-r", "200", "-p", "4", "-W", "2000000", "-l", "10.1.107.5", "10.1.107.1"];
+            pair.cli_run("perfdhcp", &args)
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(reload_in(with_late(3).section("[boot]").set("bios_file", "ipxe.pxe")), ["dhcp rebound"]);
+        let out = load.join().expect("the load ran");
+        let (sent, received) = crate::dhcp::perfdhcp_counts(&String::from_utf8_lossy(&out.stdout));
+        assert!(sent > 0 && received > 0, "sent {sent}, received {received}");
+    });
+    let (ok, out, err) = support::cli_in(Some(&pair.srv), &daemon, &["get", "leases", "-o", "json"]);
+    assert!(ok, "{err}");
+    let leases: Vec<serde_json::Value> = serde_json::from_str(&out).expect("json");
+    let bound: Vec<&serde_json::Value> = leases.iter().filter(|l| l["state"] == "bound").collect();
+    let ips: std::collections::HashSet<&str> = bound.iter().filter_map(|l| l["ip"].as_str()).collect();
+    let macs: std::collections::HashSet<&str> = bound.iter().filter_map(|l| l["mac"].as_str()).collect();
+    assert!(
+        !bound.is_empty() && ips.len() == bound.len() && macs.len() == bound.len(),
+        "one address per machine: {out}"
+    );
     crate::dhcp::relay_exchanges(&pair, 20, 100, 40);
 }

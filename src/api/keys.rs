@@ -113,21 +113,37 @@ impl Keys {
 
     /// The admin token and the tokens of `file` (read now: an error stops the start).
     pub fn with_file(admin: Token, file: &Path) -> Result<Keys, KeysError> {
-        let listed = read(file)?;
-        Ok(Keys { set: RwLock::new(Arc::new(Set { admin, listed })) })
+        Keys::read(admin, Some(file))
     }
 
-    /// Replaces every token at once: `admin`, and those `file` lists (read now). On a problem
-    /// with the file nothing changes. The number of tokens the file lists.
-    pub fn replace(&self, admin: Token, file: Option<&Path>) -> Result<usize, KeysError> {
+    /// The admin token and, with a file, the tokens it lists (read now).
+    pub fn read(admin: Token, file: Option<&Path>) -> Result<Keys, KeysError> {
         let listed = match file {
             Some(path) => read(path)?,
             None => Vec::new(),
         };
-        let count = listed.len();
-        let set = Set { admin, listed };
-        *self.set.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(set);
-        Ok(count)
+        Ok(Keys { set: RwLock::new(Arc::new(Set { admin, listed })) })
+    }
+
+    /// Puts every token of `other` in force at once (a reload, after its checks passed).
+    /// Whether that changed any token, name or role.
+    pub fn install(&self, other: Keys) -> bool {
+        let next = other.current();
+        let mut set = self.set.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let same = set.admin.0 == next.admin.0
+            && set.listed.len() == next.listed.len()
+            && set
+                .listed
+                .iter()
+                .zip(&next.listed)
+                .all(|(a, b)| a.name == b.name && a.role == b.role && a.token.0 == b.token.0);
+        *set = next;
+        !same
+    }
+
+    /// How many tokens the tokens file lists.
+    pub fn listed(&self) -> usize {
+        self.current().listed.len()
     }
 
     fn current(&self) -> Arc<Set> {
@@ -170,7 +186,11 @@ fn read(path: &Path) -> Result<Vec<Key>, KeysError> {
             && name.len() <= 63
             && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if !named {
-            return Err(err(at, format!("'{}' is not a token name (a-z, 0-9, - and _)", name.escape_default())));
+            // Not echoed: with its fields swapped, a line's first field may be its token.
+            return Err(err(
+                at,
+                "the first field is not a token name (a-z, 0-9, - and _, at most 63; `name role token`)".into(),
+            ));
         }
         if name == ADMIN || keys.iter().any(|k| k.name == name) {
             return Err(err(at, format!("the name {name} is taken")));
@@ -178,7 +198,7 @@ fn read(path: &Path) -> Result<Vec<Key>, KeysError> {
         let role = match role {
             "admin" => Role::Admin,
             "read-only" => Role::ReadOnly,
-            other => return Err(err(at, format!("'{}' is not a role (admin, read-only)", other.escape_default()))),
+            _ => return Err(err(at, "the second field is not a role (admin, read-only; `name role token`)".into())),
         };
         let token = Token::new(token).map_err(|e: BadToken| err(at, format!("token {name}: {e}")))?;
         keys.push(Key { name: name.to_owned(), role, token });
@@ -212,13 +232,16 @@ mod tests {
         assert_eq!(keys.check(b"nobody-0123456789"), None);
         std::fs::write(&path, "ci admin ci-token-rotated-0123456789\n").expect("rotate");
         let admin = Token::new(ADMIN_TOKEN).expect("token");
-        assert_eq!(keys.replace(admin.clone(), Some(&path)).expect("reload"), 1);
+        assert!(keys.install(Keys::read(admin.clone(), Some(&path)).expect("reload")), "the tokens changed");
+        assert_eq!(keys.listed(), 1);
         assert_eq!(keys.check(b"ci-token-0123456789"), None, "the old token is gone");
         assert_eq!(keys.check(b"ci-token-rotated-0123456789"), Some(("ci".into(), Role::Admin)));
         assert_eq!(keys.check(b"board-token-0123456789"), None);
         // A broken file leaves the tokens in force.
         std::fs::write(&path, "ci admin short\n").expect("break");
-        assert!(keys.replace(admin, Some(&path)).is_err());
+        assert!(Keys::read(admin.clone(), Some(&path)).is_err());
+        std::fs::write(&path, "ci admin ci-token-rotated-0123456789\n").expect("restore");
+        assert!(!keys.install(Keys::read(admin, Some(&path)).expect("read")), "the same tokens");
         assert_eq!(keys.check(b"ci-token-rotated-0123456789"), Some(("ci".into(), Role::Admin)));
     }
 
@@ -231,12 +254,16 @@ mod tests {
             ("admin admin ci-token-0123456789\n", 1, "taken"),
             ("a admin a-token-0123456789\na read-only b-token-0123456789\n", 2, "taken"),
             ("ci admin ci-secret\n", 1, "at least 16"),
+            // Fields swapped: the token is where the name or the role goes, and is not shown.
+            ("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0 admin ci\n", 1, "not a token name"),
+            ("ci 0123456789abcdef-token-0123456789 admin\n", 1, "not a role"),
         ] {
             let (_dir, path) = file(text);
             let e = Keys::with_file(Token::new(ADMIN_TOKEN).expect("token"), &path).expect_err(text);
             let shown = e.to_string();
             assert!(shown.contains(&format!("{}:{line}: ", path.display())) && shown.contains(words), "{shown}");
             assert!(!shown.contains("token-0123456789") && !shown.contains("ci-secret"), "{shown}");
+            assert!(!shown.contains("0123456789abcdef"), "{shown}");
         }
     }
 }

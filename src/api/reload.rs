@@ -20,7 +20,7 @@ use super::error::{ApiError, ErrorBody};
 pub struct Reloaded {
     /// The config file read.
     pub file: String,
-    /// What changed, one line each (`node worker-3 created`, `dns restarted`); empty when the
+    /// What changed, one line each (`node worker-3 created`, `dns rebound`); empty when the
     /// file says what was in force already.
     pub changed: Vec<String>,
 }

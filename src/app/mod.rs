@@ -57,6 +57,10 @@ pub enum AppError {
     Signal(std::io::Error),
     #[error("the {0} service stopped on its own; see the log above")]
     ServiceStopped(&'static str),
+    #[error(
+        "the {0} services did not stop for a reload in time; stopping the daemon rather than run a second copy beside them"
+    )]
+    NotStopped(&'static str),
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, or until a service fails.
@@ -78,9 +82,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let hypervisors = config.hypervisors.iter().map(hypervisors::build).collect::<Result<Vec<_>, _>>()?;
     let declared =
         crate::cluster::control::Declared { file: config.path.clone(), definitions: config.definitions.clone() };
-    let images = config.http.as_ref().map_or_else(|| config.state_dir.join("images"), |h| h.settings.images.clone());
-    let clusters =
-        crate::cluster::Clusters::new(&store, &events, hypervisors.clone()).with_declared(declared).with_images(images);
+    let clusters = crate::cluster::Clusters::new(&store, &events, hypervisors.clone())
+        .with_declared(declared)
+        .with_images(images_dir(&config));
     metrics.register_with(|r| r.register_collector(Box::new(crate::cluster::metrics::Lifecycle::new(&store))));
     let mut wiring = Wiring::new(&store, &events, metrics.clone(), clusters.clone(), keys.clone());
     sections::copy_ipxe(&config)?;
@@ -142,8 +146,15 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             }
         }
     };
+    // A reload asked for and not yet begun is answered (the daemon is stopping), not left waiting.
+    drop(reloads);
     stop(&shutdown, &mut services, &events).await;
     failed.map_or(Ok(()), Err)
+}
+
+/// Where images (and add-on sets) are: `[http] images`, else `<state_dir>/images`.
+fn images_dir(config: &Config) -> std::path::PathBuf {
+    config.http.as_ref().map_or_else(|| config.state_dir.join("images"), |h| h.settings.images.clone())
 }
 
 /// A reload, told to systemd (`RELOADING=1`, then `READY=1`).

@@ -12,16 +12,20 @@ use tokio_util::sync::CancellationToken;
 use super::AppError;
 use super::sections::{Section, Wiring, copy_ipxe};
 use super::services::Services;
+use crate::api::keys::Keys;
 use crate::api::reload::{Outcome, Refused, Reloaded};
 use crate::config::Config;
 use crate::inventory::Outcome as Change;
 use crate::store::events::{EventKind, Source, Subject};
 
-/// How long a retired service gets to stop before it is aborted.
-const RETIRE_GRACE: Duration = Duration::from_secs(4);
+/// How long a retired service gets to stop (a DHCP server finishing a lease commit on a slow
+/// disk). One that does not stop in time stops the daemon: a second copy beside it could hand
+/// out an address twice.
+const RETIRE_GRACE: Duration = Duration::from_secs(30);
 
 /// Reads `current.path` again and applies it. `Err` only when the daemon cannot go on: a
-/// section whose new services did not bind and whose old ones could not be bound back.
+/// retired service that would not stop, or a section whose new services did not bind and whose
+/// old ones could not be bound back.
 pub async fn reload(
     current: &mut Config,
     wiring: &mut Wiring,
@@ -43,36 +47,34 @@ pub async fn reload(
     };
     let mut problems = restart_only(current, &new);
     problems.extend(super::preflight(&new));
-    let token = match crate::api::auth::load(&new.admin.token, &new.state_dir, new.path.parent()) {
-        Ok((token, _)) => Some(token),
-        Err(e) => {
-            problems.push(e.to_string());
-            None
-        }
-    };
-    if let (Some(token), Some(file)) = (&token, &new.admin.tokens_file)
-        && let Err(e) = crate::api::keys::Keys::with_file(token.clone(), file)
-    {
-        problems.push(e.to_string());
+    // The tokens as they will be in force: read once, here.
+    let keys = crate::api::auth::load(&new.admin.token, &new.state_dir, new.path.parent())
+        .map_err(|e| e.to_string())
+        .and_then(|(token, _)| Keys::read(token, new.admin.tokens_file.as_deref()).map_err(|e| e.to_string()));
+    if let Err(e) = &keys {
+        problems.push(e.clone());
     }
-    if let Err(e) = wiring.store.snapshot().redeclare(&new.inventory) {
-        problems.push(e.to_string());
+    match wiring.store.snapshot().redeclare(&new.inventory) {
+        Ok(next) => problems.extend(wiring.clusters.check_declared(&new.definitions, &next.inventory)),
+        Err(e) => problems.push(e.to_string()),
     }
     problems.dedup();
-    let Some(token) = token.filter(|_| problems.is_empty()) else { return refuse(wiring, problems) };
+    let keys = match keys {
+        Ok(keys) if problems.is_empty() => keys,
+        _ => return refuse(wiring, problems),
+    };
 
     // Every check passed: the services of each changed section are retired (all of them
     // first, so a new one can take an address an old one held) and bound from the new file.
     let sections: Vec<Section> = Section::REBINDABLE.into_iter().filter(|s| s.changed(current, &new)).collect();
     for &section in &sections {
-        services.retire(section.as_str(), RETIRE_GRACE).await;
+        if !services.retire(section.as_str(), RETIRE_GRACE).await {
+            return Err(AppError::NotStopped(section.as_str()));
+        }
     }
     if let Err(e) = rebind(&sections, &new, wiring, services).await {
         restore(&sections, current, wiring, services, shutdown).await?;
         return refuse(wiring, vec![format!("{e} (the services keep their old settings)")]);
-    }
-    if let Err(e) = copy_ipxe(&new) {
-        tracing::warn!(error = %e, "reload: cannot copy the iPXE binaries");
     }
     let store = wiring.store.clone();
     let declared = new.inventory.clone();
@@ -82,40 +84,50 @@ pub async fn reload(
             wiring.events.inventory_changed(Source::Daemon, &inventory, &outcomes);
             outcomes
         }
-        failed => {
-            let why = match failed {
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => format!("the store task failed: {e}"),
-                Ok(Ok(_)) => String::new(),
-            };
-            for &section in &sections {
-                services.retire(section.as_str(), RETIRE_GRACE).await;
-            }
-            restore(&sections, current, wiring, services, shutdown).await?;
-            return refuse(wiring, vec![format!("cannot store the new inventory: {why}")]);
+        Ok(Err(e)) => return undo(&sections, current, wiring, services, shutdown, e.to_string()).await,
+        Err(e) => {
+            return undo(&sections, current, wiring, services, shutdown, format!("the store task failed: {e}")).await;
         }
     };
     services.start(shutdown);
 
-    match wiring.keys.replace(token, new.admin.tokens_file.as_deref()) {
-        Ok(count) => tracing::debug!(tokens = count, "reload: tokens read again"),
-        Err(e) => tracing::error!(error = %e, "reload: the tokens file does not read; the tokens in force stay"),
+    if let Err(e) = copy_ipxe(&new) {
+        tracing::warn!(error = %e, "reload: cannot copy the iPXE binaries");
     }
+    let tokens_changed = wiring.keys.install(keys);
     if new.events != current.events {
         wiring.events.set_retention(new.events);
     }
+    // Always: a definition the same as before may name add-on files that changed.
+    let declared = crate::cluster::control::Declared { file: new.path.clone(), definitions: new.definitions.clone() };
+    wiring.clusters.redeclare(declared);
     let definitions_changed = new.definitions != current.definitions;
-    if definitions_changed {
-        let declared =
-            crate::cluster::control::Declared { file: new.path.clone(), definitions: new.definitions.clone() };
-        wiring.clusters.redeclare(declared);
-    }
-    let changed = described(&outcomes, &sections, current, &new, definitions_changed);
+    let changed = described(&outcomes, &sections, current, &new, definitions_changed, tokens_changed);
     tracing::info!(file = %file, changed = ?changed, "config reloaded");
     let details = EventKind::ConfigReloaded { file: file.clone(), changed: changed.clone() };
     wiring.events.append(Source::Daemon, Subject::default(), details);
     *current = new;
     Ok(Ok(Reloaded { file, changed }))
+}
+
+/// The new inventory could not be stored: the services bound from the new file (not started)
+/// are dropped, the old ones bound again and started, and the reload refused.
+async fn undo(
+    sections: &[Section],
+    current: &Config,
+    wiring: &mut Wiring,
+    services: &mut Services,
+    shutdown: &CancellationToken,
+    why: String,
+) -> Result<Outcome, AppError> {
+    services.unbind();
+    restore(sections, current, wiring, services, shutdown).await?;
+    let problem = format!("cannot store the new inventory: {why} (the services keep their old settings)");
+    tracing::error!(%problem, "reload refused: the running config stays");
+    let details =
+        EventKind::ConfigReloadRefused { file: current.path.display().to_string(), problems: vec![problem.clone()] };
+    wiring.events.append(Source::Daemon, Subject::default(), details);
+    Ok(Err(Refused(vec![problem])))
 }
 
 /// Binds every section of `sections` from `config`; on an error the ones bound are dropped.
@@ -171,6 +183,10 @@ fn restart_only(old: &Config, new: &Config) -> Vec<String> {
     check("admin.limits", a.limits != b.limits, format!("{:?}", a.limits), format!("{:?}", b.limits));
     let names = |c: &Config| c.hypervisors.iter().map(|h| h.name.to_string()).collect::<Vec<_>>().join(", ");
     check("hypervisors", old.hypervisors != new.hypervisors, names(old), names(new));
+    // The lifecycle engine reads add-on sets from the images directory it started with.
+    let (was, now) = (super::images_dir(old), super::images_dir(new));
+    // (Under a moved state_dir it moves too: that one is named already.)
+    check("http.images", was != now && old.state_dir == new.state_dir, shown(&was), shown(&now));
     out
 }
 
@@ -181,6 +197,7 @@ fn described(
     old: &Config,
     new: &Config,
     definitions_changed: bool,
+    tokens_changed: bool,
 ) -> Vec<String> {
     let mut out: Vec<String> = outcomes
         .iter()
@@ -193,7 +210,7 @@ fn described(
     if new.events != old.events {
         out.push("event retention".into());
     }
-    if new.admin.token != old.admin.token || new.admin.tokens_file != old.admin.tokens_file {
+    if tokens_changed {
         out.push("admin tokens".into());
     }
     out

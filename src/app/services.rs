@@ -91,15 +91,16 @@ impl Services {
         }
     }
 
-    /// Stops the running services of `section` as at shutdown, waiting up to `grace` for them
-    /// (then aborting them); their listeners are closed when this returns.
-    pub async fn retire(&mut self, section: &str, grace: Duration) {
+    /// Stops the running services of `section` as at shutdown and waits up to `grace` for them,
+    /// their listeners closed when they end. False when one did not end in time (it is aborted,
+    /// but one on a thread of its own may still hold its sockets).
+    pub async fn retire(&mut self, section: &str, grace: Duration) -> bool {
         let mut leaving: Vec<Id> = Vec::new();
         for (id, task) in self.tasks.iter().filter(|(_, t)| t.section == section) {
             task.stop.cancel();
             leaving.push(*id);
         }
-        let mut deadline = tokio::time::Instant::now() + grace;
+        let deadline = tokio::time::Instant::now() + grace;
         while leaving.iter().any(|id| self.tasks.contains_key(id)) {
             match tokio::time::timeout_at(deadline, self.running.join_next_with_id()).await {
                 Ok(Some(ended)) => {
@@ -116,17 +117,17 @@ impl Services {
                 }
                 Ok(None) => break,
                 Err(_) => {
-                    tracing::warn!(section, "services did not stop in time for the reload; aborting them");
-                    // Aborted tasks end at once; they are reaped (their sockets closed) above.
+                    tracing::error!(section, "services did not stop in time for the reload");
                     for id in &leaving {
                         if let Some(task) = self.tasks.get(id) {
                             task.abort.abort();
                         }
                     }
-                    deadline += Duration::from_secs(3600);
+                    return false;
                 }
             }
         }
+        true
     }
 
     /// The next service to end (a panic counts as ending); pending forever when none runs.

@@ -228,6 +228,18 @@ impl Clusters {
         self.declared.send_replace(Arc::new(declared));
     }
 
+    /// What applying `definitions` against `inventory` (a reloaded config file's, after its
+    /// objects went in) would refuse, each naming the definition. Placement on the hypervisors is
+    /// left to the engine's apply (it asks them).
+    pub fn check_declared(&self, definitions: &[Definition], inventory: &crate::inventory::Inventory) -> Vec<String> {
+        let facts = self.names();
+        let planned = definitions.iter().map(|d| (d, plan(d, inventory, &facts)));
+        let refused = planned.filter_map(|(d, p)| p.err().map(|problems| (d, problems)));
+        refused
+            .flat_map(|(d, problems)| problems.into_iter().map(move |p| format!("cluster definition {}: {p}", d.name)))
+            .collect()
+    }
+
     /// The config file's definitions in force.
     pub(super) fn declared(&self) -> Arc<Declared> {
         self.declared.borrow().clone()

@@ -167,6 +167,8 @@ async fn follow_declared(clusters: Clusters) {
     let mut told = std::collections::HashMap::new();
     loop {
         let mut pending = declared.borrow_and_update().definitions.clone();
+        // A new set: each reason it meets is told again.
+        told.clear();
         let mut pause = DECLARED_RETRY;
         // At least once: a definition taken out of the file is released even when none is left.
         let replaced = loop {

@@ -629,7 +629,10 @@ impl EventLog {
 
     /// Keeps events under `retention` from now on (events beyond it go with the next write).
     pub fn set_retention(&self, retention: Retention) {
-        let _ = self.inner.queue.send(Message::Retention(retention));
+        // Never blocks: with the queue full (the disk stalled), the limits wait for the next reload.
+        if self.inner.queue.try_send(Message::Retention(retention)).is_err() {
+            tracing::warn!("event log: the writer is behind; the new retention is not taken");
+        }
     }
 
     /// Flushes and stops the writer thread. Later appends are counted as dropped.
