@@ -132,7 +132,10 @@ fn a_valid_reload_applies_the_new_file_and_keeps_what_the_api_made() {
             .set("api_address", "10.2.0.1")
             .set("api_int_address", "10.2.0.1")
             .set("ingress_address", "10.2.0.1")
-            .value("nodes", r#"[{ name = "metal-0", role = "control-plane", mac = "52:54:00:6b:00:40", ipv4 = "10.2.0.60" }]"#)
+            .value(
+                "nodes",
+                r#"[{ name = "metal-0", role = "control-plane", mac = "52:54:00:6b:00:40", ipv4 = "10.2.0.60" }]"#,
+            )
     })
     .raw("ttl = \"30s\"")
     .write();
