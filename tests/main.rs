@@ -34,6 +34,7 @@ mod proxmox;
 mod pve;
 mod ra;
 mod reload;
+mod shared;
 mod ssh;
 mod sshd;
 mod support;

@@ -149,6 +149,8 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Change(e) => e.into(),
             StoreError::NoLease(_) => ApiError::NotFound(e.to_string()),
+            // etcd unreachable, without quorum, or this instance not leading: try again.
+            StoreError::Shared(_) => ApiError::Unavailable(e.to_string()),
             full if full.is_disk_full() => ApiError::NoSpace(full.to_string()),
             other => ApiError::Internal(other.to_string()),
         }

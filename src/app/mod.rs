@@ -69,7 +69,14 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let mut hangup = on(SignalKind::hangup())?;
     raise_fd_limit();
     let mut config = config;
-    let store = Store::open(&config.state_dir, config.inventory.clone())?;
+    let store = match &config.shared {
+        None => Store::open(&config.state_dir, config.inventory.clone())?,
+        Some(settings) => {
+            let shared = crate::store::shared::Shared::connect(settings.clone()).await.map_err(StoreError::from)?;
+            tracing::info!(instance = %settings.instance, prefix = %settings.prefix, revision = shared.revision(), "store: etcd");
+            Store::open_shared(&config.state_dir, config.inventory.clone(), shared)?
+        }
+    };
     let events = EventLog::open(&store, config.events)?;
     let (token, token_path) = api::auth::load(&config.admin.token, &config.state_dir, config.path.parent())?;
     let keys = Arc::new(match &config.admin.tokens_file {
@@ -92,6 +99,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         wiring.bind(section, &config, &mut services).await?;
     }
     services.add(Section::Engine.as_str(), crate::cluster::engine::Engine::bind(&clusters));
+    if store.shared().is_some() {
+        services.add("store", Follow(store.clone()));
+    }
     let (reloader, mut reloads) = tokio::sync::mpsc::channel::<api::reload::Request>(4);
     let state = ApiState {
         store: store.clone(),
@@ -241,5 +251,25 @@ fn raise_fd_limit() {
 fn sd_notify(state: &str) {
     if let Err(e) = notify::notify(state) {
         tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// An etcd-backed store's mirror and leadership, run like a service (`Store::follow`).
+struct Follow(Store);
+
+impl crate::service::Service for Follow {
+    const NAME: &'static str = "store";
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("store")
+    }
+
+    fn listeners(&self) -> Vec<(String, std::net::SocketAddr)> {
+        Vec::new()
+    }
+
+    async fn run(self, shutdown: CancellationToken) -> Result<(), crate::service::RunError> {
+        self.0.follow(shutdown).await;
+        Ok(())
     }
 }

@@ -181,6 +181,9 @@ fn restart_only(old: &Config, new: &Config) -> Vec<String> {
     let tls = |t: &Option<crate::config::TlsFiles>| t.as_ref().map_or("none".into(), |t| format!("{t:?}"));
     check("admin.tls", a.tls != b.tls, tls(&a.tls), tls(&b.tls));
     check("admin.limits", a.limits != b.limits, format!("{:?}", a.limits), format!("{:?}", b.limits));
+    let store =
+        |c: &Config| c.shared.as_ref().map_or("local".into(), |s| format!("etcd {:?} {}", s.etcd.endpoints, s.prefix));
+    check("store", old.shared != new.shared, store(old), store(new));
     let names = |c: &Config| c.hypervisors.iter().map(|h| h.name.to_string()).collect::<Vec<_>>().join(", ");
     check("hypervisors", old.hypervisors != new.hypervisors, names(old), names(new));
     // The lifecycle engine reads add-on sets from the images directory it started with.

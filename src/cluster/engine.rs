@@ -109,6 +109,10 @@ impl Service for Engine {
             }
             due = None;
             while steps.try_join_next().is_some() {}
+            if worker.clusters.store.term().is_none() {
+                // Another instance leads (etcd): it drives the clusters.
+                continue;
+            }
             match worker.clone().pass(&mut steps).await {
                 Ok(()) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot read the node records"),

@@ -9,6 +9,7 @@ pub mod fuzz;
 mod hypervisors;
 mod locate;
 mod raw;
+mod store;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -57,6 +58,9 @@ pub struct Config {
     /// What DHCP tells booting machines; derived from `[boot]`, `[tftp]` and `[http]`.
     pub boot: BootSettings,
     pub events: Retention,
+    /// `[store] backend = "etcd"`: the shared store of an HA pair or trio; `None`: the
+    /// embedded file under `state_dir`.
+    pub shared: Option<crate::store::shared::Settings>,
     /// The networks, clusters, nodes, profiles and LB objects declared in the file.
     pub inventory: Inventory,
     pub hypervisors: Vec<HypervisorConfig>,
@@ -248,6 +252,7 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
     report_unparsed(&raw, report);
     let admin = check_admin(&raw, report, &resolve);
     let events = check_events(&raw, report);
+    let shared = store::check(&raw.store, report, &resolve);
     let inventory = check_inventory(&raw, report);
 
     if let Some(dhcp) = &raw.dhcp {
@@ -311,6 +316,7 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
         http,
         boot,
         events,
+        shared,
         inventory,
         hypervisors,
         definitions,

@@ -95,6 +95,7 @@ pub struct Document {
     http: Option<Section<RawHttp>>,
     boot: Option<Section<RawBoot>>,
     events: Option<Section<RawEvents>>,
+    store: Option<Section<RawStore>>,
     #[serde(default)]
     networks: Items<Network>,
     #[serde(default)]
@@ -146,6 +147,7 @@ impl Document {
         let http = take("http", self.http, &mut failed);
         let boot = take("boot", self.boot, &mut failed);
         let events = take("events", self.events, &mut failed);
+        let store = take("store", self.store, &mut failed);
         let lb = take("lb", self.lb, &mut failed);
         let raw = RawConfig {
             state_dir: self.state_dir,
@@ -156,6 +158,7 @@ impl Document {
             http,
             boot: boot.unwrap_or_default(),
             events: events.unwrap_or_default(),
+            store: store.unwrap_or_default(),
             networks: self.networks,
             clusters: self.clusters,
             nodes: self.nodes,
@@ -179,6 +182,7 @@ pub struct RawConfig {
     pub http: Option<RawHttp>,
     pub boot: RawBoot,
     pub events: RawEvents,
+    pub store: RawStore,
     pub networks: Items<Network>,
     pub clusters: Items<Cluster>,
     pub nodes: Items<Node>,
@@ -372,4 +376,20 @@ pub struct RawHypervisor {
     pub dir: Option<PathBuf>,
     pub netns: Option<String>,
     pub accel: Option<crate::hypervisor::qemu::Accel>,
+}
+
+/// `[store]`: where the shared state lives (the embedded file, or etcd for an HA pair/trio).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub backend: Option<String>,
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub prefix: Option<String>,
+    pub instance: Option<String>,
+    pub lease_ttl: Option<String>,
+    pub timeout: Option<String>,
 }

@@ -311,3 +311,37 @@ fn connection_limits_are_at_least_one_and_the_per_address_one_at_most_the_total(
     let config = parse(&text, Path::new("/etc/slipway/slipway.toml")).expect("valid");
     assert_eq!(config.admin.limits, crate::listen::Limits { total: 10, per_address: 10 });
 }
+
+#[test]
+fn the_etcd_store_is_read_with_defaults_and_paths_beside_the_file() {
+    let text = "[store]\nbackend = \"etcd\"\nendpoints = [\"https://10.0.0.5:2379\", \"https://10.0.0.6:2379/\"]\n\
+                ca = \"etcd/ca.pem\"\ncert = \"/etc/etcd/client.pem\"\nkey = \"/etc/etcd/client-key.pem\"\n\
+                instance = \"slipway-a\"\n";
+    let config = parse(text, Path::new("/etc/slipway/slipway.toml")).expect("valid");
+    let shared = config.shared.expect("etcd");
+    assert_eq!(shared.etcd.ca, Path::new("/etc/slipway/etcd/ca.pem"));
+    assert_eq!(shared.etcd.endpoints.len(), 2);
+    assert_eq!((shared.prefix.as_str(), shared.instance.as_str()), ("/slipway/", "slipway-a"));
+    assert_eq!(shared.lease_ttl, store::DEFAULT_LEASE_TTL);
+    assert!(parse("", Path::new("/x.toml")).expect("valid").shared.is_none(), "the embedded store by default");
+}
+
+#[test]
+fn bad_etcd_settings_each_name_their_field() {
+    let base = "[store]\nbackend = \"etcd\"\nendpoints = [\"https://10.0.0.5:2379\"]\nca = \"/ca\"\ncert = \"/c\"\nkey = \"/k\"\n";
+    assert_error(&format!("{base}prefix = \"slipway\"\n"), "store.prefix", "slipway", "prefix");
+    assert_error(&format!("{base}lease_ttl = \"1s\"\n"), "store.lease_ttl", "1s", "lease_ttl");
+    assert_error(&format!("{base}instance = \"a b\"\n"), "store.instance", "a b", "instance");
+    assert_error(&format!("{base}timeout = \"10s\"\n"), "store.timeout", "must be shorter than lease_ttl", "timeout");
+    let plain = base.replace("https://10.0.0.5:2379", "http://10.0.0.5:2379");
+    assert_error(&plain, "store.endpoints[0]", "http://10.0.0.5:2379", "endpoints");
+    let no_key = base.replace("key = \"/k\"\n", "");
+    assert_error(&no_key, "store.key", "needs it", "[store]");
+    assert_error("[store]\nbackend = \"consul\"\n", "store.backend", "consul", "backend");
+    assert_error(
+        "[store]\nendpoints = [\"https://10.0.0.5:2379\"]\n",
+        "store.endpoints",
+        "only means something",
+        "endpoints",
+    );
+}

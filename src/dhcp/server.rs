@@ -257,6 +257,7 @@ impl Server {
             last_sync: None,
             exhausted: Throttle::new(IGNORED_INTERVAL, 1024),
             ignored: Budget::new(IGNORED_INTERVAL, IGNORED_PER_INTERVAL),
+            term: None,
         };
         let owner = owner.run(rx, self.commands, stop.clone());
         tokio::pin!(owner);
@@ -360,6 +361,9 @@ struct Owner {
     /// written out message by message.
     exhausted: Throttle<Name>,
     ignored: Budget,
+    /// The leadership term the lease table was read in (`Store::term`); `None` until the
+    /// first message, and while another instance leads.
+    term: Option<i64>,
 }
 
 /// A pool offer held back until its address has been probed.
@@ -437,6 +441,11 @@ impl Owner {
                     if n == 0 {
                         break;
                     }
+                    if !self.leading().await {
+                        tracing::debug!(messages = n, "not leading: another instance allocates");
+                        batch.clear();
+                        continue;
+                    }
                     let decided = tracing::info_span!("batch", messages = n).in_scope(|| self.serve(&batch));
                     batch.clear();
                     if !self.settle(in_flight.take()).await {
@@ -449,6 +458,37 @@ impl Owner {
             }
         }
         self.settle(in_flight).await;
+    }
+
+    /// Whether this instance allocates now (on etcd only the leader does). A new term first
+    /// reads the lease table again, once this instance's copy holds everything written
+    /// before the term began (the previous leader's last leases).
+    async fn leading(&mut self) -> bool {
+        let Some(term) = self.store.term() else {
+            if self.term.take().is_some() {
+                tracing::warn!("no longer leading: DHCP stops allocating here");
+            }
+            return false;
+        };
+        if self.term == Some(term) {
+            return true;
+        }
+        if !self.store.caught_up(term).await {
+            tracing::warn!(term, "leading, but the store has not caught up with the term's start; not allocating yet");
+            return false;
+        }
+        match self.store.leases() {
+            Ok(stored) => self.leases = LeaseTable::new(stored),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the leases; not allocating yet");
+                return false;
+            }
+        }
+        if term != 0 {
+            tracing::info!(term, "leading: DHCP allocates here");
+        }
+        self.term = Some(term);
+        true
     }
 
     /// Starts committing a decided batch; a batch with nothing durable is sent at once.

@@ -11,6 +11,7 @@ pub mod journal;
 pub mod private;
 pub mod records;
 pub mod schema;
+pub mod shared;
 pub mod uploads;
 
 use std::fs::{self, DirBuilder};
@@ -54,6 +55,8 @@ pub enum StoreError {
     Corrupt { table: &'static str, key: String, message: String },
     #[error("the stored objects conflict with the config file: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Conflict(Vec<crate::inventory::Problem>),
+    #[error("the objects in etcd conflict with the config file: {}", .0.join("; "))]
+    SharedConflict(Vec<String>),
     #[error(transparent)]
     Change(#[from] ChangeError),
     #[error(transparent)]
@@ -62,6 +65,8 @@ pub enum StoreError {
     NoLease(Ipv4Addr),
     #[error("store: {0}")]
     Db(#[from] redb::Error),
+    #[error("shared store: {0}")]
+    Shared(#[from] shared::SharedError),
 }
 
 /// Whether `error`, or anything that caused it, is the disk being full (`ENOSPC`) or a quota
@@ -122,7 +127,11 @@ struct Inner {
     snapshot: watch::Sender<Arc<Inventory>>,
     /// The `installed` table, kept in memory too: every boot script asks it.
     installed: Mutex<std::collections::HashMap<String, Timestamp>>,
-    journal: Journal,
+    /// The lease journal; `None` when leases live in etcd (`shared`).
+    journal: Option<Journal>,
+    /// `[store] backend = "etcd"`: objects, records, leases and installed marks live there;
+    /// the file under the state directory keeps only this instance's events.
+    shared: Option<Arc<shared::Shared>>,
     /// Failed reads and writes of the database (objects, records, events) and of the lease
     /// journal, for `slipway_store_errors_total`.
     database_errors: std::sync::atomic::AtomicU64,
@@ -184,6 +193,17 @@ impl Store {
     /// merges the API-created objects with `declared` (the config file's objects, which win on a
     /// name clash) and publishes the first snapshot.
     pub fn open(state_dir: &Path, declared: Inventory) -> Result<Store, StoreError> {
+        Store::open_with(state_dir, declared, None)
+    }
+
+    /// Opens the store of an instance sharing its state through etcd (`shared`, connected):
+    /// the file in `state_dir` keeps only this instance's events; the first snapshot is the
+    /// declared objects with those in etcd under them.
+    pub fn open_shared(state_dir: &Path, declared: Inventory, shared: shared::Shared) -> Result<Store, StoreError> {
+        Store::open_with(state_dir, declared, Some(shared))
+    }
+
+    fn open_with(state_dir: &Path, declared: Inventory, shared: Option<shared::Shared>) -> Result<Store, StoreError> {
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -200,17 +220,25 @@ impl Store {
             return Err(StoreError::NewerSchema { path, found, supported: SCHEMA_VERSION });
         }
         let journal_path = state_dir.join(journal::FILE_NAME);
-        let journal = if found > 0 && found < schema::JOURNAL_VERSION {
+        let journal = if shared.is_some() {
+            None
+        } else if found > 0 && found < schema::JOURNAL_VERSION {
             // Leases move from their redb table to the journal; the table is dropped by the
             // migration below, in a transaction that commits only after the journal is synced.
-            Journal::create(&journal_path, stored_leases(&txn)?)?
+            Some(Journal::create(&journal_path, stored_leases(&txn)?)?)
         } else {
-            Journal::open(&journal_path)?
+            Some(Journal::open(&journal_path)?)
         };
         if found < SCHEMA_VERSION {
             schema::migrate(&txn, found)?;
         }
-        let inventory = load(&txn, declared)?;
+        let inventory = match &shared {
+            None => load(&txn, declared)?,
+            Some(shared) => {
+                let _ = shared.declare(declared);
+                shared.build().map_err(StoreError::SharedConflict)?
+            }
+        };
         let mut installed = std::collections::HashMap::new();
         for row in txn.open_table(INSTALLED)?.iter()? {
             let (node, at) = row?;
@@ -227,6 +255,7 @@ impl Store {
                 snapshot,
                 installed: Mutex::new(installed),
                 journal,
+                shared: shared.map(Arc::new),
                 database_errors: Default::default(),
                 journal_errors: Default::default(),
                 #[cfg(test)]
@@ -323,6 +352,21 @@ impl Store {
         records: &[records::RecordWrite],
     ) -> Result<(Arc<Inventory>, Vec<Outcome>), StoreError> {
         let _writer = self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(shared) = &self.inner.shared {
+            let written = shared.write_objects(self, records, |current| {
+                let (next, outcomes) = current.apply(ops)?;
+                Ok((next.version != current.version).then_some((next, outcomes)))
+            });
+            return self.count_shared(written.and_then(|done| match done {
+                Some(done) => Ok(done),
+                None => {
+                    let current = self.snapshot();
+                    let (_, outcomes) = current.apply(ops)?;
+                    shared.write_records(records)?;
+                    Ok((current, outcomes))
+                }
+            }));
+        }
         let current = self.snapshot();
         let (next, outcomes) = current.apply(ops)?;
         if next.version == current.version {
@@ -346,6 +390,9 @@ impl Store {
     /// whole (`Change`) when the result does not validate. Blocking, like `apply`.
     pub fn redeclare(&self, declared: &Inventory) -> Result<(Arc<Inventory>, Vec<Outcome>), StoreError> {
         let _writer = self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(shared) = &self.inner.shared {
+            return self.count_shared(self.redeclare_shared(shared, declared));
+        }
         let current = self.snapshot();
         let done = current.redeclare(declared)?;
         if done.outcomes.is_empty() && done.adopted.is_empty() {
@@ -367,6 +414,64 @@ impl Store {
         let next = Arc::new(done.inventory);
         self.inner.snapshot.send_replace(next.clone());
         Ok((next, done.outcomes))
+    }
+
+    /// `redeclare` on etcd: the adopted objects' keys go and the version moves on, in one
+    /// transaction; the declared objects themselves are each instance's own (its file).
+    fn redeclare_shared(
+        &self,
+        shared: &shared::Shared,
+        declared: &Inventory,
+    ) -> Result<(Arc<Inventory>, Vec<Outcome>), StoreError> {
+        let before = shared.declare(declared.clone());
+        let written = shared.write_objects(self, &[], |current| {
+            let done = current.redeclare(declared)?;
+            let changed = !done.outcomes.is_empty() || !done.adopted.is_empty();
+            Ok(changed.then_some((done.inventory, (done.outcomes, done.adopted))))
+        });
+        match written {
+            Ok(Some((next, (outcomes, adopted)))) => {
+                for (kind, name) in &adopted {
+                    tracing::warn!(%kind, %name, "the config file now declares this object; dropped the copy created through the API");
+                }
+                Ok((next, outcomes))
+            }
+            Ok(None) => Ok((self.snapshot(), Vec::new())),
+            Err(e) => {
+                shared.declare(before);
+                Err(e)
+            }
+        }
+    }
+
+    fn count_shared<T>(&self, done: Result<T, StoreError>) -> Result<T, StoreError> {
+        if matches!(done, Err(StoreError::Shared(_))) {
+            self.inner.database_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        done
+    }
+
+    /// The leadership term this instance acts in, for what only one instance may do (DHCP
+    /// allocation, the lifecycle engine): always `Some(0)` on the embedded store (its one
+    /// instance leads); on etcd, the term's revision while this instance leads.
+    pub fn term(&self) -> Option<i64> {
+        match &self.inner.shared {
+            None => Some(0),
+            Some(shared) => shared.terms().borrow().as_ref().map(|t| t.revision),
+        }
+    }
+
+    /// Waits, up to the etcd timeout, until this instance's copy holds every write up to
+    /// `revision` (a new leader reads the old one's last leases only after that). At once on
+    /// the embedded store.
+    pub async fn caught_up(&self, revision: i64) -> bool {
+        let Some(shared) = &self.inner.shared else { return true };
+        shared.caught_up(revision).await
+    }
+
+    /// The shared half (etcd), when this instance has one.
+    pub fn shared(&self) -> Option<&Arc<shared::Shared>> {
+        self.inner.shared.as_ref()
     }
 
     fn write_objects(
@@ -412,19 +517,34 @@ impl Store {
 
     /// Every lease, ordered by address.
     pub fn leases(&self) -> Result<Vec<Lease>, StoreError> {
-        Ok(self.inner.journal.all())
+        match (&self.inner.shared, &self.inner.journal) {
+            (Some(shared), _) => shared.leases(),
+            (None, Some(journal)) => Ok(journal.all()),
+            (None, None) => Ok(Vec::new()),
+        }
     }
 
     /// The lease on `ip`, if there is one. From memory: no disk read.
     pub fn lease(&self, ip: Ipv4Addr) -> Result<Option<Lease>, StoreError> {
-        Ok(self.inner.journal.get(ip))
+        match (&self.inner.shared, &self.inner.journal) {
+            (Some(shared), _) => shared.lease(ip),
+            (None, Some(journal)) => Ok(journal.get(ip)),
+            (None, None) => Ok(None),
+        }
     }
 
     /// Writes leases durably, synced in one write (the DHCP server calls this before it ACKs).
+    /// On etcd, only while this instance leads (see `shared`). Blocking.
     pub fn put_leases(&self, leases: Vec<Lease>) -> Result<(), StoreError> {
-        let done = self.inner.journal.put(leases);
-        self.count_journal(&done);
-        Ok(done?)
+        match (&self.inner.shared, &self.inner.journal) {
+            (Some(shared), _) => self.count_shared(shared.put_leases(&leases).map_err(StoreError::from)),
+            (None, Some(journal)) => {
+                let done = journal.put(leases);
+                self.count_journal(&done);
+                Ok(done?)
+            }
+            (None, None) => Ok(()),
+        }
     }
 
     fn count_journal<T, E>(&self, done: &Result<T, E>) {
@@ -444,7 +564,15 @@ impl Store {
 
     /// Marks the lease on `ip` released, so its address can be handed out again.
     pub fn release_lease(&self, ip: Ipv4Addr, now: Timestamp) -> Result<Lease, StoreError> {
-        let released = self.inner.journal.update(ip, |lease| {
+        let Some(journal) = &self.inner.journal else {
+            let mut lease = self.lease(ip)?.ok_or(StoreError::NoLease(ip))?;
+            lease.state = LeaseState::Released;
+            lease.expires = now;
+            lease.updated = now;
+            self.put_leases(vec![lease.clone()])?;
+            return Ok(lease);
+        };
+        let released = journal.update(ip, |lease| {
             lease.state = LeaseState::Released;
             lease.expires = now;
             lease.updated = now;
@@ -457,6 +585,9 @@ impl Store {
     /// When `node` reported an installed system, if it has (and no reinstall was asked since).
     /// From memory: no disk read.
     pub fn installed(&self, node: &str) -> Option<Timestamp> {
+        if let Some(shared) = &self.inner.shared {
+            return shared.installed(node);
+        }
         self.inner.installed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(node).copied()
     }
 
@@ -465,6 +596,11 @@ impl Store {
     /// Blocking (it waits for the disk).
     pub fn set_installed(&self, node: &str, at: Option<Timestamp>) -> Result<Option<Timestamp>, StoreError> {
         let _writer = self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(shared) = &self.inner.shared {
+            let before = shared.installed(node);
+            self.count_shared(shared.set_installed(node, at).map_err(StoreError::from))?;
+            return Ok(before);
+        }
         self.with_db(|db| {
             let txn = db.begin_write()?;
             {

@@ -30,7 +30,7 @@ impl Records {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Records::Definitions => "definitions",
             Records::Phases => "phases",
@@ -72,6 +72,9 @@ impl Store {
     /// Writes `records` in one transaction. Blocking (it waits for the disk).
     pub fn write_records(&self, records: &[RecordWrite]) -> Result<(), StoreError> {
         let _writer = self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(shared) = &self.inner.shared {
+            return self.count_shared(shared.write_records(records).map_err(StoreError::from));
+        }
         self.with_db(|db| {
             let txn = db.begin_write()?;
             write(&txn, records)?;
@@ -81,6 +84,10 @@ impl Store {
 
     /// Every record of `table`, decoded, by key.
     pub fn records<T: DeserializeOwned>(&self, table: Records) -> Result<Vec<(String, T)>, StoreError> {
+        if let Some(shared) = &self.inner.shared {
+            let rows = shared.records(table).into_iter();
+            return rows.map(|(key, bytes)| Ok((key.clone(), super::decode(table.name(), key, &bytes)?))).collect();
+        }
         self.with_db(|db| {
             let txn = db.begin_read()?;
             let mut out = Vec::new();
@@ -94,6 +101,9 @@ impl Store {
 
     /// One record of `table`, decoded.
     pub fn record<T: DeserializeOwned>(&self, table: Records, key: &str) -> Result<Option<T>, StoreError> {
+        if let Some(shared) = &self.inner.shared {
+            return shared.record(table, key).map(|bytes| super::decode(table.name(), key, &bytes)).transpose();
+        }
         self.with_db(|db| {
             let txn = db.begin_read()?;
             let value = txn.open_table(table.table())?.get(key)?;

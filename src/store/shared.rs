@@ -1,0 +1,567 @@
+//! The store's shared half in etcd (`[store] backend = "etcd"`): the inventory objects made
+//! through the API, the lifecycle records, the leases and the installed marks of two or three
+//! instances live under one prefix; each instance keeps a mirror of that prefix, current
+//! through a watch, and builds its inventory snapshot from it. Events stay in each instance's
+//! own file.
+//!
+//! Writes are etcd transactions; a write returns once the mirror has seen it, so a caller reads
+//! its own write, and every instance publishes the same objects in the same order. Object
+//! changes compare the version key's revision: two instances writing at once cannot both
+//! build on the same snapshot (the second computes its change again). Lease writes are fenced
+//! by the leader's term (`etcd::leader`): an instance that does not lead, or no longer does,
+//! cannot record a lease, so it never acknowledges one.
+//!
+//! The keys, under the prefix (`/slipway/` by default):
+//!
+//! ```text
+//! objects/{nodes,clusters,profiles}/<name>   JSON, as the embedded store keeps them
+//! meta/inventory-version                     the inventory's version (decimal)
+//! records/<table>/<key>                      lifecycle records (JSON)
+//! leases/<address>                           a lease (JSON)
+//! installed/<node>                           when the node reported an installed system (ms)
+//! leader                                     the leader's name, under its etcd lease
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::etcd::leader::{Leadership, Term};
+use super::etcd::wire::{B64, Compare, DeleteRangeRequest, Int, PutRequest, RequestOp, TxnRequest};
+use super::etcd::{Change, Etcd, EtcdError, Seen};
+use super::records::{RecordWrite, Records};
+use super::{Store, StoreError};
+use crate::inventory::{HasOrigin, Inventory, Kind, Lease, Name, Origin, Timestamp, validate};
+
+/// `[store] backend = "etcd"`, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub etcd: super::etcd::Settings,
+    /// Every key slipway writes starts with it (`/slipway/`).
+    pub prefix: String,
+    /// This instance's name among the others (the leader key holds it).
+    pub instance: String,
+    /// The leader's etcd lease: a leader that dies holds DHCP and the engine this long at most.
+    pub lease_ttl: Duration,
+}
+
+/// Why the shared store refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SharedError {
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error("this instance ({instance}) does not lead: only the leader records leases")]
+    NotLeader { instance: String },
+    #[error("etcd accepted the write at revision {0} but this instance's copy has not seen it within {1:?}")]
+    Behind(i64, Duration),
+    #[error("other instances kept changing the inventory; gave up after {0} attempts")]
+    Contended(usize),
+    #[error("etcd key {key} cannot be read: {message}")]
+    Corrupt { key: String, message: String },
+}
+
+/// One value in the mirror and the revision that wrote it.
+#[derive(Clone, Debug)]
+struct Value {
+    bytes: Vec<u8>,
+    revision: i64,
+}
+
+/// This instance's copy of everything under the prefix.
+#[derive(Debug, Default)]
+struct Mirror {
+    /// Every change up to this revision is in `keys`.
+    revision: i64,
+    keys: BTreeMap<Vec<u8>, Value>,
+}
+
+/// The shared half of a `Store`.
+#[derive(Debug)]
+pub struct Shared {
+    etcd: Etcd,
+    settings: Settings,
+    runtime: tokio::runtime::Handle,
+    mirror: RwLock<Mirror>,
+    /// The mirror's revision, for writers waiting to read their own write.
+    seen: watch::Sender<i64>,
+    /// The config file's objects, which the stored ones are merged under.
+    declared: Mutex<Inventory>,
+    /// The revision of the version key the published snapshot was built from: the compare of
+    /// the next object change.
+    built_from: Mutex<i64>,
+    /// The term this instance leads in, if it does.
+    term: watch::Sender<Option<Term>>,
+}
+
+const OBJECTS: &str = "objects/";
+const VERSION: &str = "meta/inventory-version";
+const RECORDS: &str = "records/";
+const LEASES: &str = "leases/";
+const INSTALLED: &str = "installed/";
+const LEADER: &str = "leader";
+/// How many times an object change is computed again when another instance changed the
+/// inventory first.
+const ATTEMPTS: usize = 8;
+
+fn object_table(kind: Kind) -> Option<&'static str> {
+    match kind {
+        Kind::Node => Some("nodes"),
+        Kind::Cluster => Some("clusters"),
+        Kind::Profile => Some("profiles"),
+        _ => None,
+    }
+}
+
+impl Shared {
+    /// Connects and reads everything under the prefix once (the first mirror). Must run inside
+    /// the daemon's runtime: later blocking calls go through it.
+    pub async fn connect(settings: Settings) -> Result<Shared, SharedError> {
+        let etcd = Etcd::new(&settings.etcd)?;
+        let (revision, kvs) = etcd.prefix(settings.prefix.as_bytes()).await?;
+        let keys =
+            kvs.into_iter().map(|kv| (kv.key.0, Value { bytes: kv.value.0, revision: kv.mod_revision.0 })).collect();
+        Ok(Shared {
+            etcd,
+            settings,
+            runtime: tokio::runtime::Handle::current(),
+            mirror: RwLock::new(Mirror { revision, keys }),
+            seen: watch::channel(revision).0,
+            declared: Mutex::new(Inventory::default()),
+            built_from: Mutex::new(0),
+            term: watch::channel(None).0,
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn etcd(&self) -> &Etcd {
+        &self.etcd
+    }
+
+    fn key(&self, rest: &str) -> Vec<u8> {
+        format!("{}{rest}", self.settings.prefix).into_bytes()
+    }
+
+    fn object_key(&self, kind: Kind, name: &str) -> Option<Vec<u8>> {
+        object_table(kind).map(|t| self.key(&format!("{OBJECTS}{t}/{name}")))
+    }
+
+    fn record_key(&self, table: Records, key: &str) -> Vec<u8> {
+        self.key(&format!("{RECORDS}{}/{key}", table.name()))
+    }
+
+    fn lease_key(&self, ip: Ipv4Addr) -> Vec<u8> {
+        self.key(&format!("{LEASES}{ip}"))
+    }
+
+    fn installed_key(&self, node: &str) -> Vec<u8> {
+        self.key(&format!("{INSTALLED}{node}"))
+    }
+
+    /// The leadership of this instance's group.
+    pub fn leadership(&self) -> Leadership {
+        Leadership::new(self.etcd.clone(), &self.key(LEADER), &self.settings.instance, self.settings.lease_ttl)
+    }
+
+    /// The term in force here: `Some` while this instance leads.
+    pub fn terms(&self) -> watch::Receiver<Option<Term>> {
+        self.term.subscribe()
+    }
+
+    /// The revision the mirror is current to.
+    pub fn revision(&self) -> i64 {
+        *self.seen.borrow()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Mirror> {
+        self.mirror.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Every value under `rest` (after the prefix), with the key's remainder.
+    fn under(&self, rest: &str) -> Vec<(String, Vec<u8>)> {
+        let start = self.key(rest);
+        let mirror = self.read();
+        mirror
+            .keys
+            .range(start.clone()..)
+            .take_while(|(k, _)| k.starts_with(&start))
+            .map(|(k, v)| (String::from_utf8_lossy(&k[start.len()..]).into_owned(), v.bytes.clone()))
+            .collect()
+    }
+
+    fn value(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.read().keys.get(key).map(|v| v.bytes.clone())
+    }
+
+    /// Runs `request` in etcd from blocking code (a `spawn_blocking` thread, never a runtime
+    /// worker) and waits until the mirror has seen what it wrote.
+    fn transact(&self, request: &TxnRequest) -> Result<(bool, i64), SharedError> {
+        let answer = self.runtime.block_on(self.etcd.txn(request))?;
+        let revision = answer.header.revision.0;
+        self.wait_for(revision)?;
+        Ok((answer.succeeded, revision))
+    }
+
+    /// Waits, up to the timeout, until the mirror holds every write up to `revision`.
+    pub(super) async fn caught_up(&self, revision: i64) -> bool {
+        let mut seen = self.seen.subscribe();
+        let limit = self.settings.etcd.timeout;
+        tokio::time::timeout(limit, seen.wait_for(|r| *r >= revision)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    fn wait_for(&self, revision: i64) -> Result<(), SharedError> {
+        match self.runtime.block_on(self.caught_up(revision)) {
+            true => Ok(()),
+            false => Err(SharedError::Behind(revision, self.settings.etcd.timeout)),
+        }
+    }
+
+    // --- reads, from the mirror ---
+
+    pub(super) fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        let mut leases = self
+            .under(LEASES)
+            .into_iter()
+            .map(|(key, bytes)| super::decode::<Lease>("leases", key, &bytes))
+            .collect::<Result<Vec<_>, _>>()?;
+        leases.sort_by_key(|l| l.ip);
+        Ok(leases)
+    }
+
+    pub(super) fn lease(&self, ip: Ipv4Addr) -> Result<Option<Lease>, StoreError> {
+        self.value(&self.lease_key(ip)).map(|bytes| super::decode("leases", ip, &bytes)).transpose()
+    }
+
+    pub(super) fn installed(&self, node: &str) -> Option<Timestamp> {
+        let bytes = self.value(&self.installed_key(node))?;
+        std::str::from_utf8(&bytes).ok()?.parse().ok().map(Timestamp::from_unix_millis)
+    }
+
+    pub(super) fn records(&self, table: Records) -> Vec<(String, Vec<u8>)> {
+        self.under(&format!("{RECORDS}{}/", table.name()))
+    }
+
+    pub(super) fn record(&self, table: Records, key: &str) -> Option<Vec<u8>> {
+        self.value(&self.record_key(table, key))
+    }
+
+    // --- writes ---
+
+    fn record_ops(&self, records: &[RecordWrite]) -> Vec<RequestOp> {
+        records
+            .iter()
+            .map(|r| {
+                let key = self.record_key(r.table, &r.key);
+                match &r.value {
+                    Some(bytes) => put(key, bytes.clone()),
+                    None => delete(key),
+                }
+            })
+            .collect()
+    }
+
+    pub(super) fn write_records(&self, records: &[RecordWrite]) -> Result<(), SharedError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let request = TxnRequest { compare: vec![], success: self.record_ops(records), failure: vec![] };
+        self.transact(&request).map(drop)
+    }
+
+    pub(super) fn set_installed(&self, node: &str, at: Option<Timestamp>) -> Result<(), SharedError> {
+        let key = self.installed_key(node);
+        let op = match at {
+            Some(at) => put(key, at.unix_millis().to_string().into_bytes()),
+            None => delete(key),
+        };
+        self.transact(&TxnRequest { compare: vec![], success: vec![op], failure: vec![] }).map(drop)
+    }
+
+    /// Records `leases` if this instance leads, in one fenced transaction.
+    pub(super) fn put_leases(&self, leases: &[Lease]) -> Result<(), SharedError> {
+        let Some(term) = self.term.borrow().clone() else {
+            return Err(SharedError::NotLeader { instance: self.settings.instance.clone() });
+        };
+        let ops = leases.iter().map(|l| put(self.lease_key(l.ip), super::encode(l))).collect();
+        let request = self.leadership().fenced(&term, ops);
+        let answer = self.runtime.block_on(self.etcd.txn(&request))?;
+        if !answer.succeeded {
+            return Err(SharedError::NotLeader { instance: self.settings.instance.clone() });
+        }
+        // The lease is in etcd (a majority has it); the mirror follows on its own.
+        Ok(())
+    }
+
+    /// Writes an inventory change computed by `change` from the snapshot in force (every
+    /// API-made object that differs, and the version), with `records`; computed again when
+    /// another instance changed the inventory in between. `None` from `change`: nothing to
+    /// write.
+    pub(super) fn write_objects<T>(
+        &self,
+        store: &Store,
+        records: &[RecordWrite],
+        mut change: impl FnMut(&Inventory) -> Result<Option<(Inventory, T)>, StoreError>,
+    ) -> Result<Option<(Arc<Inventory>, T)>, StoreError> {
+        for _ in 0..ATTEMPTS {
+            let current = store.snapshot();
+            let built_from = *self.built_from.lock().unwrap_or_else(|p| p.into_inner());
+            let Some((next, out)) = change(&current)? else {
+                return Ok(None);
+            };
+            let mut ops = self.record_ops(records);
+            for (kind, name) in changed_objects(&current, &next) {
+                let Some(key) = self.object_key(kind, name.as_str()) else { continue };
+                match object_json(&next, kind, &name) {
+                    Some(bytes) => ops.push(put(key, bytes)),
+                    None => ops.push(delete(key)),
+                }
+            }
+            ops.push(put(self.key(VERSION), next.version.to_string().into_bytes()));
+            let request = TxnRequest {
+                compare: vec![Compare {
+                    key: B64(self.key(VERSION)),
+                    target: "MOD",
+                    result: "EQUAL",
+                    mod_revision: Some(Int(built_from)),
+                    create_revision: None,
+                    version: None,
+                    lease: None,
+                }],
+                success: ops,
+                failure: vec![],
+            };
+            let (succeeded, _) = self.transact(&request).map_err(StoreError::Shared)?;
+            if succeeded {
+                return Ok(Some((store.snapshot(), out)));
+            }
+            // Another instance changed the inventory; the mirror has it now: compute again.
+        }
+        Err(StoreError::Shared(SharedError::Contended(ATTEMPTS)))
+    }
+
+    /// Sets the config file's objects (at start and on reload); the next build merges them.
+    /// The ones set before.
+    pub(super) fn declare(&self, declared: Inventory) -> Inventory {
+        std::mem::replace(&mut *self.declared.lock().unwrap_or_else(|p| p.into_inner()), declared)
+    }
+
+    /// The inventory: the declared objects, with the stored ones under them (a stored object
+    /// the file declares too is left out: the file wins). Its problems when it does not
+    /// validate (instances with different config files).
+    pub(super) fn build(&self) -> Result<Inventory, Vec<String>> {
+        let mut inv = self.declared.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mirror = self.read();
+        let version_key = self.key(VERSION);
+        let version = mirror.keys.get(&version_key);
+        inv.version = version.and_then(|v| std::str::from_utf8(&v.bytes).ok()?.parse().ok()).unwrap_or(0);
+        let mut problems = Vec::new();
+        let start = self.key(OBJECTS);
+        for (key, value) in mirror.keys.range(start.clone()..).take_while(|(k, _)| k.starts_with(&start)) {
+            let rest = String::from_utf8_lossy(&key[start.len()..]).into_owned();
+            if let Err(message) = merge_object(&mut inv, &rest, &value.bytes) {
+                problems.push(format!("etcd key {}{OBJECTS}{rest}: {message}", self.settings.prefix));
+            }
+        }
+        inv.reindex();
+        problems.extend(validate(&inv).iter().map(ToString::to_string));
+        *self.built_from.lock().unwrap_or_else(|p| p.into_inner()) = version.map_or(0, |v| v.revision);
+        if problems.is_empty() { Ok(inv) } else { Err(problems) }
+    }
+
+    /// Applies one watch message to the mirror; whether it touched inventory objects.
+    fn absorb(&self, changes: Vec<Change>) -> bool {
+        let objects = self.key(OBJECTS);
+        let version = self.key(VERSION);
+        let mut mirror = self.mirror.write().unwrap_or_else(|p| p.into_inner());
+        let mut touched = false;
+        // One transaction's changes share a revision: each is new if it is newer than what
+        // the mirror held before this message (a resumed watch may repeat what it has).
+        let before = mirror.revision;
+        for change in changes {
+            let (key, revision) = match &change {
+                Change::Put(kv) => (kv.key.0.clone(), kv.mod_revision.0),
+                Change::Delete { key, revision } => (key.clone(), *revision),
+            };
+            if revision <= before {
+                continue;
+            }
+            touched |= key.starts_with(&objects) || key == version;
+            match change {
+                Change::Put(kv) => {
+                    mirror.keys.insert(key, Value { bytes: kv.value.0, revision });
+                }
+                Change::Delete { .. } => {
+                    mirror.keys.remove(&key);
+                }
+            }
+            mirror.revision = mirror.revision.max(revision);
+        }
+        touched
+    }
+
+    /// Replaces the mirror with a fresh read (after a compaction took the watch's start away).
+    async fn reload(&self) -> Result<(), EtcdError> {
+        let (revision, kvs) = self.etcd.prefix(self.settings.prefix.as_bytes()).await?;
+        let keys =
+            kvs.into_iter().map(|kv| (kv.key.0, Value { bytes: kv.value.0, revision: kv.mod_revision.0 })).collect();
+        *self.mirror.write().unwrap_or_else(|p| p.into_inner()) = Mirror { revision, keys };
+        Ok(())
+    }
+}
+
+fn put(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
+    RequestOp::RequestPut(PutRequest { key: B64(key), value: B64(value), lease: None })
+}
+
+fn delete(key: Vec<u8>) -> RequestOp {
+    RequestOp::RequestDeleteRange(DeleteRangeRequest { key: B64(key), range_end: None })
+}
+
+/// The API-made objects that differ between `a` and `b`.
+fn changed_objects(a: &Inventory, b: &Inventory) -> Vec<(Kind, Name)> {
+    fn diff<T: PartialEq + HasOrigin>(
+        kind: Kind,
+        a: &BTreeMap<Name, T>,
+        b: &BTreeMap<Name, T>,
+        out: &mut Vec<(Kind, Name)>,
+    ) {
+        let api = |t: &T| t.origin() == Origin::Api;
+        for (name, x) in a {
+            if api(x) && b.get(name) != Some(x) {
+                out.push((kind, name.clone()));
+            }
+        }
+        for (name, y) in b {
+            if api(y) && a.get(name) != Some(y) && !out.iter().any(|(k, n)| *k == kind && n == name) {
+                out.push((kind, name.clone()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    diff(Kind::Node, &a.nodes, &b.nodes, &mut out);
+    diff(Kind::Cluster, &a.clusters, &b.clusters, &mut out);
+    diff(Kind::Profile, &a.profiles, &b.profiles, &mut out);
+    out
+}
+
+/// The stored form of an API-made object in `inv`; `None` when it is gone or declared.
+fn object_json(inv: &Inventory, kind: Kind, name: &Name) -> Option<Vec<u8>> {
+    fn api<T: HasOrigin + serde::Serialize>(t: Option<&T>) -> Option<Vec<u8>> {
+        t.filter(|t| t.origin() == Origin::Api).map(super::encode)
+    }
+    match kind {
+        Kind::Node => api(inv.nodes.get(name)),
+        Kind::Cluster => api(inv.clusters.get(name)),
+        Kind::Profile => api(inv.profiles.get(name)),
+        _ => None,
+    }
+}
+
+/// Puts the object stored at `rest` (`nodes/<name>`) into `inv` unless the file declares one
+/// of that name.
+fn merge_object(inv: &mut Inventory, rest: &str, bytes: &[u8]) -> Result<(), String> {
+    fn one<T: HasOrigin + serde::de::DeserializeOwned>(
+        map: &mut BTreeMap<Name, T>,
+        name: Name,
+        bytes: &[u8],
+    ) -> Result<(), String> {
+        if map.contains_key(&name) {
+            return Ok(());
+        }
+        let mut object: T = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        *object.origin_mut() = Origin::Api;
+        map.insert(name, object);
+        Ok(())
+    }
+    let (table, name) = rest.split_once('/').ok_or_else(|| "not an object key".to_string())?;
+    let name: Name = name.parse().map_err(|e: crate::inventory::BadValue| e.to_string())?;
+    match table {
+        "nodes" => one(&mut inv.nodes, name, bytes),
+        "clusters" => one(&mut inv.clusters, name, bytes),
+        "profiles" => one(&mut inv.profiles, name, bytes),
+        other => Err(format!("unknown object table {other:?}")),
+    }
+}
+
+impl Store {
+    /// Keeps this instance's mirror (and so its snapshot) current from an etcd watch, and
+    /// tries to lead, until `shutdown`. A broken watch resumes from the last revision seen; a
+    /// compacted one reads everything again. Does nothing on the embedded store.
+    pub async fn follow(&self, shutdown: CancellationToken) {
+        let Some(shared) = self.inner.shared.clone() else { return };
+        let leading = tokio::spawn(shared.leadership().run(shared.term.clone(), shutdown.clone()));
+        let mut pause = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let from = shared.read().revision + 1;
+            let followed = tokio::select! {
+                () = shutdown.cancelled() => break,
+                followed = self.follow_from(&shared, from) => followed,
+            };
+            match followed {
+                Err(EtcdError::Compacted(_)) => {
+                    tracing::warn!(from, "etcd compacted the history this instance needed: reading everything again");
+                    match shared.reload().await {
+                        Ok(()) => {
+                            self.publish(&shared);
+                            pause = Duration::from_millis(100);
+                            continue;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "etcd: cannot read the store again"),
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, from, "etcd: the watch ended; resuming"),
+                Ok(()) => pause = Duration::from_millis(100),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+        let _ = leading.await;
+    }
+
+    async fn follow_from(&self, shared: &Shared, from: i64) -> Result<(), EtcdError> {
+        let mut watch = shared.etcd.watch(shared.settings.prefix.as_bytes(), from).await?;
+        while let Some(seen) = watch.next().await? {
+            let revision = match seen {
+                Seen::Changes { changes, .. } => {
+                    if shared.absorb(changes) {
+                        self.publish(shared);
+                    }
+                    shared.read().revision
+                }
+                Seen::Progress { revision } => {
+                    let mut mirror = shared.mirror.write().unwrap_or_else(|p| p.into_inner());
+                    mirror.revision = mirror.revision.max(revision);
+                    mirror.revision
+                }
+            };
+            shared.seen.send_if_modified(|seen| {
+                let newer = revision > *seen;
+                *seen = (*seen).max(revision);
+                newer
+            });
+        }
+        Ok(())
+    }
+
+    /// Builds the inventory from the mirror and publishes it; one that does not validate is
+    /// not published (the last good one stays), with a warning.
+    fn publish(&self, shared: &Shared) {
+        match shared.build() {
+            Ok(inv) => {
+                self.inner.snapshot.send_replace(Arc::new(inv));
+            }
+            Err(problems) => {
+                tracing::warn!(problems = %problems.join("; "), "the shared inventory does not validate here (do the instances run the same config file?); keeping the last good one");
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The etcd-backed store (`[store] backend = "etcd"`) of two instances on a real three-member
+//! etcd (Debian's etcd-server): objects, records, installed marks and leases written through
+//! either are seen by the other; leases only by the leader; a compacted history is read again.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use slipway::inventory::{Inventory, Lease, LeaseState, Node, Object, Op, Timestamp};
+use slipway::store::records::{RecordWrite, Records};
+use slipway::store::shared::{Settings, Shared};
+use slipway::store::{Store, StoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::etcd::Cluster;
+use crate::support::Config;
+
+/// The declared objects both instances share: network `cluster` (10.2.0.0/16), cluster `prod`
+/// and master-0.
+fn declared(dir: &Path) -> Inventory {
+    let path = Config::prod(dir).write();
+    let text = std::fs::read_to_string(&path).expect("config");
+    slipway::config::parse(&text, &path).expect("the test config parses").inventory
+}
+
+fn settings(cluster: &Cluster, instance: &str) -> Settings {
+    Settings {
+        etcd: cluster.settings(&cluster.endpoints),
+        prefix: "/slipway/".into(),
+        instance: instance.into(),
+        lease_ttl: Duration::from_secs(3),
+    }
+}
+
+struct Instance {
+    store: Store,
+    stop: CancellationToken,
+    follow: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Instance {
+    async fn start(cluster: &Cluster, name: &str) -> Instance {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shared = Shared::connect(settings(cluster, name)).await.expect("connect");
+        let store = Store::open_shared(&dir.path().join("state"), declared(dir.path()), shared).expect("open");
+        let stop = CancellationToken::new();
+        let follow = tokio::spawn({
+            let (store, stop) = (store.clone(), stop.clone());
+            async move { store.follow(stop).await }
+        });
+        Instance { store, stop, follow, _dir: dir }
+    }
+
+    /// Stops following (and resigns if leading).
+    async fn stop(self) -> Store {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.follow).await.expect("stops in time").expect("joined");
+        self.store
+    }
+
+    async fn apply(&self, ops: Vec<Op>) -> Result<Inventory, StoreError> {
+        let store = self.store.clone();
+        let done = tokio::task::spawn_blocking(move || store.apply(&ops)).await.expect("joined");
+        done.map(|(inv, _)| (*inv).clone())
+    }
+
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Store) -> T + Send + 'static) -> T {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store)).await.expect("joined")
+    }
+}
+
+fn node(name: &str, last: u8) -> Node {
+    let text = format!(
+        r#"{{"name":"{name}","mac":"52:54:00:6b:01:{last:02x}","ipv4":"10.2.1.{last}","cluster":"prod","role":"worker"}}"#
+    );
+    let mut node: Node = serde_json::from_str(&text).expect("node");
+    node.origin = slipway::inventory::Origin::Api;
+    node
+}
+
+fn lease(last: u8, mac: &str) -> Lease {
+    let now = Timestamp::now();
+    Lease {
+        ip: Ipv4Addr::new(10, 2, 3, last),
+        mac: mac.parse().expect("mac"),
+        network: "cluster".parse().expect("name"),
+        state: LeaseState::Bound,
+        expires: Timestamp(now.0 + Duration::from_secs(3600)),
+        updated: now,
+        hostname: None,
+        client_id: None,
+    }
+}
+
+/// Waits (bounded) until `check` holds for `store`.
+async fn until(what: &str, store: &Store, mut check: impl FnMut(&Store) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check(store) {
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_objects_records_installed_marks_and_leases_only_the_leader_writes() {
+    let cluster = Cluster::start();
+    cluster.ready().await;
+    let a = Instance::start(&cluster, "a").await;
+    let b = Instance::start(&cluster, "b").await;
+    assert!(a.store.snapshot().nodes.contains_key("master-0"), "the declared objects are in the snapshot");
+
+    // An object made through one instance is in the other's snapshot, at the same version.
+    let made = a.apply(vec![Op::Create(Object::Node(node("w1", 1)))]).await.expect("create on a");
+    assert!(made.nodes.contains_key("w1"), "the writer reads its own write");
+    until("b sees w1", &b.store, |s| s.snapshot().nodes.get("w1") == Some(&node("w1", 1))).await;
+    assert_eq!(b.store.snapshot().version, made.version);
+    let made = b.apply(vec![Op::Create(Object::Node(node("w2", 2)))]).await.expect("create on b");
+    until("a sees w2", &a.store, |s| s.snapshot().version == made.version).await;
+    assert_eq!(a.store.snapshot().nodes.get("w2"), Some(&node("w2", 2)));
+
+    // Both write at once, many times: every change lands, each computed from the latest
+    // inventory (the loser of a race computes again), and both end at one version.
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..6u8 {
+        for (store, side, base) in [(a.store.clone(), "a", 10), (b.store.clone(), "b", 30)] {
+            let op = Op::Create(Object::Node(node(&format!("{side}{i}"), base + i)));
+            writes.spawn_blocking(move || store.apply(&[op]).map(drop));
+        }
+    }
+    while let Some(done) = writes.join_next().await {
+        done.expect("joined").expect("a concurrent create lands");
+    }
+    let version = a.store.snapshot().version.max(b.store.snapshot().version);
+    until("a at the last version", &a.store, |s| s.snapshot().version == version).await;
+    until("b at the last version", &b.store, |s| s.snapshot().version == version).await;
+    assert_eq!(a.store.snapshot().nodes, b.store.snapshot().nodes);
+    assert_eq!(a.store.snapshot().nodes.len(), 1 + 2 + 12);
+    // A node clashing with one the other instance made is refused, naming the field.
+    let clash = node("w9", 1);
+    let refused = b.apply(vec![Op::Create(Object::Node(clash))]).await.expect_err("same MAC and address as w1");
+    assert!(refused.to_string().contains("10.2.1.1"), "{refused}");
+    // A delete through one is gone from the other.
+    let gone = a.apply(vec![Op::Delete(slipway::inventory::Kind::Node, "w2".parse().expect("name"))]).await;
+    let gone = gone.expect("delete on a");
+    until("b loses w2", &b.store, |s| s.snapshot().version == gone.version).await;
+    assert!(!b.store.snapshot().nodes.contains_key("w2"));
+
+    // Lifecycle records and installed marks.
+    let record = RecordWrite::put(Records::Phases, "w1", &serde_json::json!({"phase": "booting"}));
+    b.blocking(move |s| s.write_records(&[record])).await.expect("record on b");
+    until("a reads b's record", &a.store, |s| {
+        s.record::<serde_json::Value>(Records::Phases, "w1").ok().flatten()
+            == Some(serde_json::json!({"phase": "booting"}))
+    })
+    .await;
+    let at = Timestamp::from_unix_millis(1_700_000_000_000);
+    a.blocking(move |s| s.set_installed("w1", Some(at))).await.expect("installed on a");
+    until("b sees the mark", &b.store, |s| s.installed("w1") == Some(at)).await;
+
+    // Exactly one leads; only it records leases, and the other reads them.
+    until("someone leads", &a.store, |s| s.term().is_some() || b.store.term().is_some()).await;
+    let (leader, follower) = if a.store.term().is_some() { (&a, &b) } else { (&b, &a) };
+    assert!(follower.store.term().is_none(), "one leader at a time");
+    let refused = follower.blocking(|s| s.put_leases(vec![lease(5, "52:54:00:aa:00:05")])).await;
+    assert!(refused.as_ref().is_err_and(|e| e.to_string().contains("does not lead")), "{refused:?}");
+    leader.blocking(|s| s.put_leases(vec![lease(6, "52:54:00:aa:00:06")])).await.expect("the leader records a lease");
+    until("the follower reads the lease", &follower.store, |s| {
+        s.lease(Ipv4Addr::new(10, 2, 3, 6)).ok().flatten().map(|l| l.mac.to_string())
+            == Some("52:54:00:aa:00:06".into())
+    })
+    .await;
+    assert_eq!(follower.store.lease(Ipv4Addr::new(10, 2, 3, 5)).expect("read"), None, "the refused lease is nowhere");
+
+    // The leader stops (and resigns): the other leads, after it has every lease; the old one's
+    // store refuses lease writes from then on.
+    let leader_is_a = a.store.term().is_some();
+    let (old, new) = if leader_is_a { (a, b) } else { (b, a) };
+    let old = old.stop().await;
+    until("the other leads", &new.store, |s| s.term().is_some()).await;
+    let term = new.store.term().expect("term");
+    assert!(new.store.caught_up(term).await);
+    assert_eq!(new.store.leases().expect("leases").len(), 1);
+    let refused = tokio::task::spawn_blocking(move || old.put_leases(vec![lease(7, "52:54:00:aa:00:07")])).await;
+    assert!(refused.expect("joined").is_err(), "a resigned leader records nothing");
+    new.blocking(|s| s.put_leases(vec![lease(7, "52:54:00:aa:00:07")])).await.expect("the new leader records");
+    new.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_missed_a_compacted_history_reads_everything_again() {
+    let cluster = Cluster::start();
+    let etcd = cluster.ready().await;
+    let a = Instance::start(&cluster, "a").await;
+    let b = Instance::start(&cluster, "b").await;
+    let made = a.apply(vec![Op::Create(Object::Node(node("w1", 1)))]).await.expect("create");
+    until("b sees w1", &b.store, |s| s.snapshot().version == made.version).await;
+    // b stops following; a changes things; the history b would resume from is compacted away.
+    let b_store = b.stop().await;
+    a.apply(vec![Op::Create(Object::Node(node("w2", 2)))]).await.expect("create");
+    let last = a.apply(vec![Op::Delete(slipway::inventory::Kind::Node, "w1".parse().expect("name"))]).await;
+    let last = last.expect("delete");
+    let (revision, _) = etcd.prefix(b"/slipway/").await.expect("read");
+    etcd.compact(revision).await.expect("compact");
+    assert!(b_store.snapshot().nodes.contains_key("w1"), "b has not seen the changes yet");
+    let stop = CancellationToken::new();
+    let follow = tokio::spawn({
+        let (store, stop) = (b_store.clone(), stop.clone());
+        async move { store.follow(stop).await }
+    });
+    until("b catches up after the compaction", &b_store, |s| s.snapshot().version == last.version).await;
+    let snapshot = b_store.snapshot();
+    assert!(!snapshot.nodes.contains_key("w1") && snapshot.nodes.contains_key("w2"), "{:?}", snapshot.nodes.keys());
+    stop.cancel();
+    follow.await.expect("joined");
+    a.stop().await;
+}
+
+/// A daemon of a pair sharing `cluster`, serving DNS on `dns`.
+fn daemon(dir: &Path, cluster: &Cluster, name: &str, dns: &str) -> crate::support::Daemon {
+    let s = |p: &Path| p.display().to_string();
+    let config = Config::prod(dir)
+        .section("[dns]")
+        .list("listen", [format!("{dns}:53")])
+        .section("[store]")
+        .set("backend", "etcd")
+        .list("endpoints", cluster.endpoints.iter())
+        .set("ca", s(&cluster.ca.0))
+        .set("cert", s(&cluster.client.0))
+        .set("key", s(&cluster.client.1))
+        .set("instance", name)
+        .set("lease_ttl", "3s")
+        .set("timeout", "2s");
+    crate::support::start(&config.write(), &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_made_through_one_daemons_api_answers_on_the_others_dns() {
+    let cluster = Cluster::start();
+    cluster.ready().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let a = daemon(dir_a.path(), &cluster, "a", "127.54.0.1");
+    let b = daemon(dir_b.path(), &cluster, "b", "127.54.0.2");
+    let client = crate::support::http();
+    let body = serde_json::json!({"name": "worker-1", "mac": "52:54:00:6b:00:21", "ipv4": "10.2.0.21", "cluster": "prod", "role": "worker"});
+    let made = client.put(a.url("/api/v1/nodes/worker-1")).bearer_auth(crate::support::TOKEN).json(&body).send().await;
+    assert_eq!(made.expect("put on a").status(), 201);
+    let written = Instant::now();
+    let name = "worker-1.prod.lab.example";
+    let answer = || crate::dns::run("dig", "127.54.0.2", &["+short", name]);
+    crate::support::eventually("b's DNS answers for the node made on a", Duration::from_secs(10), || {
+        answer().trim() == "10.2.0.21"
+    });
+    eprintln!("made on a, answered by b's DNS after {:?}", written.elapsed());
+    let listed = client.get(b.url("/api/v1/nodes/worker-1")).bearer_auth(crate::support::TOKEN).send().await;
+    assert_eq!(listed.expect("get on b").status(), 200);
+    // Removed through b: gone from a's DNS.
+    let gone = client.delete(b.url("/api/v1/nodes/worker-1")).bearer_auth(crate::support::TOKEN).send().await;
+    assert!(gone.expect("delete on b").status().is_success());
+    crate::support::eventually("a's DNS forgets the node", Duration::from_secs(10), || {
+        crate::dns::run("dig", "127.54.0.1", &["+short", name]).trim().is_empty()
+    });
+    for d in [a, b] {
+        assert!(d.stop(Duration::from_secs(15)).is_some_and(|s| s.success()), "a clean stop");
+    }
+}
