@@ -102,6 +102,12 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// The instances sharing the daemon's state (etcd), which one leads, etcd's health and how
+    /// far this instance's copy is behind.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Install a node again on its next network boot (after it reported an installed system).
     Reinstall {
         node: String,
@@ -408,6 +414,9 @@ fn main() -> ExitCode {
         },
         Command::Reload { pid: None, api } => {
             client_command(&api.conn, |c| async move { cli::reload::reload(&c, api.output).await })
+        }
+        Command::Status { api } => {
+            client_command(&api.conn, |c| async move { cli::status::status(&c, api.output).await })
         }
         Command::Reinstall { node, api } => {
             client_command(&api.conn, |c| async move { cli::boot::reinstall(&c, &node, api.output).await })

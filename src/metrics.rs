@@ -160,8 +160,30 @@ impl Collector for Live {
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;
-        for (part, count) in [("database", errors.database), ("lease_journal", errors.lease_journal)] {
+        let mut parts = vec![("database", errors.database), ("lease_journal", errors.lease_journal)];
+        if self.store.shared().is_some() {
+            parts.push(("etcd", errors.etcd));
+        }
+        for (part, count) in parts {
             ConstCounter::new(count).encode(family.encode_family(&PartLabel { part })?)?;
+        }
+        if let Some(shared) = self.store.shared() {
+            let gauges = [
+                (
+                    "store_etcd_available",
+                    "1 while etcd takes this instance's watch (0: writes refused, DHCP stopped)",
+                    shared.unavailable().is_none(),
+                ),
+                (
+                    "store_leading",
+                    "1 while this instance leads (allocates DHCP leases, runs the lifecycle engine)",
+                    self.store.term().is_some(),
+                ),
+            ];
+            for (name, help, on) in gauges {
+                let gauge = ConstGauge::new(i64::from(on));
+                gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+            }
         }
         let dropped = ConstCounter::new(self.events.dropped());
         dropped.encode(encoder.encode_descriptor(

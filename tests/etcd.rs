@@ -18,7 +18,9 @@ use crate::pki;
 /// A three-member cluster; its processes are ended (by PID) on drop.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
-    members: Vec<Child>,
+    members: Vec<Option<Child>>,
+    /// Each member's command line, to start it again after `kill`.
+    commands: Vec<Vec<String>>,
     pub endpoints: Vec<String>,
     pub ca: (PathBuf, PathBuf),
     pub client: (PathBuf, PathBuf),
@@ -42,33 +44,50 @@ impl Cluster {
         let initial: Vec<String> =
             ports.iter().enumerate().map(|(i, (_, peer))| format!("m{i}=https://127.0.0.1:{peer}")).collect();
         let s = |p: &Path| p.display().to_string();
-        let mut members = Vec::new();
+        let mut commands = Vec::new();
         let mut endpoints = Vec::new();
         for (i, (client_port, peer_port)) in ports.iter().enumerate() {
             let client_url = format!("https://127.0.0.1:{client_port}");
             let peer_url = format!("https://127.0.0.1:{peer_port}");
-            let log = std::fs::File::create(dir.path().join(format!("m{i}.log"))).expect("log");
-            let child = Command::new("etcd")
-                .args(["--name", &format!("m{i}"), "--data-dir", &s(&dir.path().join(format!("m{i}")))])
-                .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-                .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-                .args(["--initial-cluster", &initial.join(","), "--initial-cluster-state", "new"])
-                .args(["--initial-cluster-token", "slipway-test"])
-                .args(["--client-cert-auth", "--trusted-ca-file", &s(&ca.0)])
-                .args(["--cert-file", &s(&server.0), "--key-file", &s(&server.1)])
-                .args(["--peer-client-cert-auth", "--peer-trusted-ca-file", &s(&ca.0)])
-                .args(["--peer-cert-file", &s(&server.0), "--peer-key-file", &s(&server.1)])
-                .args(["--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn", "--unsafe-no-fsync"])
-                .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-                .args(["--experimental-watch-progress-notify-interval", "1s"])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("etcd (scripts/test installs etcd-server)");
-            members.push(child);
+            let (name, data) = (format!("m{i}"), s(&dir.path().join(format!("m{i}"))));
+            let mut args: Vec<String> = Vec::new();
+            let mut add = |more: &[&str]| args.extend(more.iter().map(|a| a.to_string()));
+            add(&["--name", &name, "--data-dir", &data]);
+            add(&["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url]);
+            add(&["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url]);
+            add(&["--initial-cluster", &initial.join(","), "--initial-cluster-state", "new"]);
+            add(&["--initial-cluster-token", "slipway-test"]);
+            add(&["--client-cert-auth", "--trusted-ca-file", &s(&ca.0)]);
+            add(&["--cert-file", &s(&server.0), "--key-file", &s(&server.1)]);
+            add(&["--peer-client-cert-auth", "--peer-trusted-ca-file", &s(&ca.0)]);
+            add(&["--peer-cert-file", &s(&server.0), "--peer-key-file", &s(&server.1)]);
+            add(&["--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn", "--unsafe-no-fsync"]);
+            add(&["--heartbeat-interval", "50", "--election-timeout", "500"]);
+            add(&["--experimental-watch-progress-notify-interval", "1s"]);
+            commands.push(args);
             endpoints.push(client_url);
         }
-        Cluster { dir, members, endpoints, ca, client }
+        let mut cluster = Cluster { dir, members: vec![None, None, None], commands, endpoints, ca, client };
+        for i in 0..3 {
+            cluster.revive(i);
+        }
+        cluster
+    }
+
+    /// Starts member `i` (again, after `kill`: from its data directory).
+    pub fn revive(&mut self, i: usize) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("m{i}.log")))
+            .expect("log");
+        let child = Command::new("etcd")
+            .args(&self.commands[i])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd (scripts/test installs etcd-server)");
+        self.members[i] = Some(child);
     }
 
     pub fn settings(&self, endpoints: &[String]) -> Settings {
@@ -105,14 +124,16 @@ impl Cluster {
 
     /// Kills member `i` (SIGKILL).
     pub fn kill(&mut self, i: usize) {
-        let _ = self.members[i].kill();
-        let _ = self.members[i].wait();
+        if let Some(mut member) = self.members[i].take() {
+            let _ = member.kill();
+            let _ = member.wait();
+        }
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for m in &mut self.members {
+        for m in self.members.iter_mut().flatten() {
             let _ = m.kill();
             let _ = m.wait();
         }

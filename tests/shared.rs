@@ -47,7 +47,7 @@ impl Instance {
         let stop = CancellationToken::new();
         let follow = tokio::spawn({
             let (store, stop) = (store.clone(), stop.clone());
-            async move { store.follow(stop).await }
+            async move { store.follow(None, stop).await }
         });
         Instance { store, stop, follow, _dir: dir }
     }
@@ -207,7 +207,7 @@ async fn an_instance_that_missed_a_compacted_history_reads_everything_again() {
     let stop = CancellationToken::new();
     let follow = tokio::spawn({
         let (store, stop) = (b_store.clone(), stop.clone());
-        async move { store.follow(stop).await }
+        async move { store.follow(None, stop).await }
     });
     until("b catches up after the compaction", &b_store, |s| s.snapshot().version == last.version).await;
     let snapshot = b_store.snapshot();
@@ -261,7 +261,136 @@ async fn a_node_made_through_one_daemons_api_answers_on_the_others_dns() {
     crate::support::eventually("a's DNS forgets the node", Duration::from_secs(10), || {
         crate::dns::run("dig", "127.54.0.1", &["+short", name]).trim().is_empty()
     });
+
+    // Both list both instances and one leader; keepalived's check passes on the leader only.
+    let mut leaders = Vec::new();
+    for d in [&a, &b] {
+        let ask = || async {
+            let r = client.get(d.url("/api/v1/cluster-members")).bearer_auth(crate::support::TOKEN).send().await;
+            r.expect("members").json::<serde_json::Value>().await.expect("json")
+        };
+        // Each instance announces itself, and one takes the lead, on its first beat.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut m = ask().await;
+        while m["members"].as_array().map(Vec::len) != Some(2) || m["leader"].is_null() {
+            assert!(Instant::now() < deadline, "two members and a leader within 10 s: {m}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            m = ask().await;
+        }
+        let names: Vec<&str> =
+            m["members"].as_array().expect("members").iter().filter_map(|i| i["name"].as_str()).collect();
+        assert_eq!(names, ["a", "b"], "{m}");
+        assert_eq!(m["etcd"].as_array().map(|e| e.iter().filter(|e| e["healthy"] == true).count()), Some(3), "{m}");
+        assert_eq!(m["lag"].as_i64().map(|l| l >= 0), Some(true), "{m}");
+        leaders.push(m["leader"].as_str().expect("a leader").to_owned());
+        let ready = client.get(d.url("/readyz?role=leader")).send().await.expect("readyz").status();
+        assert_eq!(ready == 200, m["leading"] == true, "{m}");
+        assert_eq!(client.get(d.url("/readyz")).send().await.expect("readyz").status(), 200, "ready either way");
+    }
+    assert_eq!(leaders[0], leaders[1], "one leader, seen alike");
+    let (ok, out, err) = crate::support::cli(&a, &["status"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("leader {}", leaders[0])) && out.contains("ETCD"), "{out}");
     for d in [a, b] {
         assert!(d.stop(Duration::from_secs(15)).is_some_and(|s| s.success()), "a clean stop");
     }
+}
+
+/// Waits (bounded, `limit`) until `check` holds.
+async fn within(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_one_etcd_member_changes_nothing_and_losing_quorum_stops_writes_and_dhcp_until_it_returns() {
+    let mut cluster = Cluster::start();
+    cluster.ready().await;
+    let a = Instance::start(&cluster, "a").await;
+    let b = Instance::start(&cluster, "b").await;
+    let events = slipway::store::events::EventLog::open(&a.store, Default::default()).expect("events");
+    // a's follower records its events; restart it with the log.
+    let a_store = a.stop().await;
+    let a_stop = CancellationToken::new();
+    let a_follow = tokio::spawn({
+        let (store, events, stop) = (a_store.clone(), events.clone(), a_stop.clone());
+        async move { store.follow(Some(events), stop).await }
+    });
+    let mut seen = events.subscribe();
+    within("someone leads", Duration::from_secs(15), || a_store.term().is_some() || b.store.term().is_some()).await;
+    let made = tokio::task::spawn_blocking({
+        let store = a_store.clone();
+        move || store.apply(&[Op::Create(Object::Node(node("w1", 1)))])
+    });
+    made.await.expect("joined").expect("a write with every member up");
+    let leader_before = (a_store.term(), b.store.term());
+
+    // One member gone: writes through both instances work, nobody is unavailable, the leader
+    // stays.
+    cluster.kill(0);
+    for (i, store) in [a_store.clone(), b.store.clone()].into_iter().enumerate() {
+        let op = Op::Create(Object::Node(node(&format!("m{i}"), 40 + u8::try_from(i).expect("small"))));
+        let done = tokio::task::spawn_blocking(move || store.apply(&[op])).await.expect("joined");
+        done.expect("a write with one member down");
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let shared = |s: &Store| s.shared().expect("etcd").unavailable();
+    assert_eq!((shared(&a_store), shared(&b.store)), (None, None));
+    assert_eq!((a_store.term(), b.store.term()), leader_before, "the leader keeps its term");
+
+    // Quorum gone: both notice, nobody leads (DHCP stops), writes fail at once, and the
+    // snapshot in force stays (DNS, boot and the load balancer keep serving it).
+    cluster.kill(1);
+    let in_force = a_store.snapshot();
+    within("both see etcd unavailable", Duration::from_secs(30), || {
+        shared(&a_store).is_some() && shared(&b.store).is_some()
+    })
+    .await;
+    within("nobody leads", Duration::from_secs(10), || a_store.term().is_none() && b.store.term().is_none()).await;
+    let started = Instant::now();
+    let refused = tokio::task::spawn_blocking({
+        let store = a_store.clone();
+        move || store.apply(&[Op::Create(Object::Node(node("w9", 9)))])
+    });
+    let refused = refused.await.expect("joined").expect_err("no write without quorum");
+    assert!(refused.to_string().contains("etcd is unavailable"), "{refused}");
+    eprintln!("a write without quorum was refused after {:?}", started.elapsed());
+    let lease = lease(9, "52:54:00:aa:00:09");
+    let no_lease = tokio::task::spawn_blocking({
+        let store = a_store.clone();
+        move || store.put_leases(vec![lease])
+    });
+    assert!(no_lease.await.expect("joined").is_err(), "no lease without quorum");
+    assert_eq!(a_store.snapshot(), in_force, "the inventory in force stays");
+
+    // Quorum back: available again, someone leads, writes work.
+    cluster.revive(0);
+    cluster.revive(1);
+    within("etcd available again", Duration::from_secs(30), || {
+        shared(&a_store).is_none() && shared(&b.store).is_none()
+    })
+    .await;
+    within("someone leads again", Duration::from_secs(20), || a_store.term().is_some() || b.store.term().is_some())
+        .await;
+    let again = tokio::task::spawn_blocking({
+        let store = a_store.clone();
+        move || store.apply(&[Op::Create(Object::Node(node("w9", 9)))])
+    });
+    again.await.expect("joined").expect("a write after quorum returned");
+    let mut kinds = Vec::new();
+    while let Ok(e) = seen.try_recv() {
+        kinds.push(e.details.type_name());
+    }
+    let order: Vec<&str> =
+        kinds.iter().copied().filter(|k| k.starts_with("store_") || k.starts_with("leadership_")).collect();
+    assert!(order.contains(&"store_unavailable") && order.contains(&"store_available"), "{order:?}");
+    let unavailable = order.iter().position(|k| *k == "store_unavailable");
+    let available = order.iter().rposition(|k| *k == "store_available");
+    assert!(unavailable < available, "{order:?}");
+    a_stop.cancel();
+    a_follow.await.expect("joined");
+    b.stop().await;
 }

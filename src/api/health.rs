@@ -2,7 +2,7 @@
 //! and `/metrics` (Prometheus text format).
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
@@ -21,17 +21,43 @@ pub async fn healthz() -> &'static str {
 pub struct ReadyBody {
     ready: bool,
     store: bool,
+    /// Whether this instance leads (always, on the embedded store).
+    leading: bool,
     listeners: Vec<Listener>,
 }
 
-/// Whether every listener is bound and the store is open (no token).
-#[utoipa::path(get, path = "/readyz", tag = "meta", security(()),
-    responses((status = 200, description = "ready", body = ReadyBody), (status = 503, description = "not ready", body = ReadyBody)))]
-pub async fn readyz(State(s): State<ApiState>) -> impl IntoResponse {
+/// `/readyz?role=leader`: ready only on the leading instance.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct ReadyQuery {
+    /// `leader`: also require that this instance leads (keepalived's check for the address DHCP
+    /// answers from, which must follow the leader).
+    role: Option<String>,
+}
+
+/// Whether every listener is bound and the store is open (no token); with `?role=leader`, also
+/// whether this instance leads.
+#[utoipa::path(get, path = "/readyz", tag = "meta", security(()), params(ReadyQuery),
+    responses((status = 200, description = "ready", body = ReadyBody), (status = 503, description = "not ready", body = ReadyBody),
+        (status = 400, description = "an unknown role", body = super::error::ErrorBody)))]
+pub async fn readyz(
+    State(s): State<ApiState>,
+    Query(q): Query<ReadyQuery>,
+) -> Result<impl IntoResponse, super::error::ApiError> {
+    let needs_lead = match q.role.as_deref() {
+        None => false,
+        Some("leader") => true,
+        Some(other) => {
+            return Err(super::error::ApiError::BadRequest {
+                field: Some("role".into()),
+                message: format!("role={other}: the only role is `leader`"),
+            });
+        }
+    };
     let store = s.store.is_healthy();
-    let ready = store && s.readiness.all_bound() && !s.shutdown.is_cancelled();
+    let leading = s.store.term().is_some();
+    let ready = store && s.readiness.all_bound() && !s.shutdown.is_cancelled() && (leading || !needs_lead);
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(ReadyBody { ready, store, listeners: s.readiness.listeners() }))
+    Ok((status, Json(ReadyBody { ready, store, leading, listeners: s.readiness.listeners() })))
 }
 
 /// Every metric, in Prometheus's text format (no token).

@@ -18,6 +18,7 @@ mod health;
 pub mod keys;
 pub mod lb;
 pub mod leases;
+pub mod members;
 pub mod objects;
 pub mod page;
 pub mod reload;
@@ -120,6 +121,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(lb::status))
         .routes(routes!(vms::list_vms))
         .routes(routes!(reload::reload))
+        .routes(routes!(members::members))
         .routes(routes!(openapi_json))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

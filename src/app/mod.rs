@@ -100,7 +100,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     }
     services.add(Section::Engine.as_str(), crate::cluster::engine::Engine::bind(&clusters));
     if store.shared().is_some() {
-        services.add("store", Follow(store.clone()));
+        services.add("store", Follow(store.clone(), events.clone()));
     }
     let (reloader, mut reloads) = tokio::sync::mpsc::channel::<api::reload::Request>(4);
     let state = ApiState {
@@ -120,6 +120,12 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let (admin, tls) = (&config.admin, config.admin.tls.as_ref());
     let admin = api::server::Server::bind(admin.listen, tls, admin.limits, refused, state).await?;
     let admin_addr = admin.local_addr();
+    store.announce(crate::store::shared::Member {
+        name: config.shared.as_ref().map_or_else(crate::config::hostname, |s| s.instance.clone()),
+        admin: format!("{}://{admin_addr}", if config.admin.tls.is_some() { "https" } else { "http" }),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started: crate::inventory::Timestamp::now().to_string(),
+    });
     services.add(Section::Admin.as_str(), admin);
     services.start(&shutdown);
     let inv = store.snapshot();
@@ -255,7 +261,7 @@ fn sd_notify(state: &str) {
 }
 
 /// An etcd-backed store's mirror and leadership, run like a service (`Store::follow`).
-struct Follow(Store);
+struct Follow(Store, EventLog);
 
 impl crate::service::Service for Follow {
     const NAME: &'static str = "store";
@@ -269,7 +275,7 @@ impl crate::service::Service for Follow {
     }
 
     async fn run(self, shutdown: CancellationToken) -> Result<(), crate::service::RunError> {
-        self.0.follow(shutdown).await;
+        self.0.follow(Some(self.1), shutdown).await;
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ mod dns;
 pub mod images;
 pub mod out;
 pub mod reload;
+pub mod status;
 pub mod table;
 mod vms;
 

@@ -29,6 +29,7 @@ pub use locate::FieldPath;
 use locate::Locator;
 pub use raw::HypervisorKind;
 use raw::{Items, RawConfig, RawPool};
+pub use store::hostname;
 
 /// Where the daemon looks when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/slipway/slipway.toml";

@@ -119,6 +119,7 @@ pub(super) fn check(raw: &RawStore, report: &mut Report<'_>, resolve: &dyn Fn(&P
     })
 }
 
-fn hostname() -> String {
+/// This machine's host name (`/proc/sys/kernel/hostname`); empty when it cannot be read.
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
 }

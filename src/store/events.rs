@@ -278,6 +278,19 @@ pub enum EventKind {
         file: String,
         problems: Vec<String>,
     },
+    /// The shared store (etcd) cannot be reached or has no quorum: API writes answer 503 and
+    /// DHCP allocates nothing; DNS, network boot and the load balancer serve the last inventory.
+    StoreUnavailable {
+        reason: String,
+    },
+    /// The shared store answers again.
+    StoreAvailable,
+    /// This instance leads (allocates DHCP leases, runs the lifecycle engine) from this term on.
+    LeadershipGained {
+        term: i64,
+    },
+    /// This instance no longer leads.
+    LeadershipLost,
 }
 
 /// A command run on a node, what it printed (the last part, when `truncated`) and its exit
@@ -341,6 +354,10 @@ impl EventKind {
         "config_reload_refused",
         "audit",
         "api_backoff",
+        "store_unavailable",
+        "store_available",
+        "leadership_gained",
+        "leadership_lost",
     ];
 
     /// The `type` tag, as used by the `type` filter.
@@ -390,6 +407,10 @@ impl EventKind {
             EventKind::DaemonStopping => "daemon_stopping",
             EventKind::ConfigReloaded { .. } => "config_reloaded",
             EventKind::ConfigReloadRefused { .. } => "config_reload_refused",
+            EventKind::StoreUnavailable { .. } => "store_unavailable",
+            EventKind::StoreAvailable => "store_available",
+            EventKind::LeadershipGained { .. } => "leadership_gained",
+            EventKind::LeadershipLost => "leadership_lost",
         }
     }
 }

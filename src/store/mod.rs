@@ -132,10 +132,13 @@ struct Inner {
     /// `[store] backend = "etcd"`: objects, records, leases and installed marks live there;
     /// the file under the state directory keeps only this instance's events.
     shared: Option<Arc<shared::Shared>>,
+    /// This instance, as `announce` described it.
+    this: Mutex<Option<shared::Member>>,
     /// Failed reads and writes of the database (objects, records, events) and of the lease
     /// journal, for `slipway_store_errors_total`.
     database_errors: std::sync::atomic::AtomicU64,
     journal_errors: std::sync::atomic::AtomicU64,
+    shared_errors: std::sync::atomic::AtomicU64,
     #[cfg(test)]
     fail_next_commit: std::sync::atomic::AtomicBool,
 }
@@ -147,6 +150,8 @@ pub struct ErrorCounts {
     pub database: u64,
     /// The lease journal.
     pub lease_journal: u64,
+    /// etcd (`[store] backend = "etcd"`): objects, records, leases, marks.
+    pub etcd: u64,
 }
 
 fn table_of(kind: Kind) -> Option<TableDefinition<'static, &'static str, &'static [u8]>> {
@@ -256,8 +261,10 @@ impl Store {
                 installed: Mutex::new(installed),
                 journal,
                 shared: shared.map(Arc::new),
+                this: Mutex::new(None),
                 database_errors: Default::default(),
                 journal_errors: Default::default(),
+                shared_errors: Default::default(),
                 #[cfg(test)]
                 fail_next_commit: Default::default(),
             }),
@@ -446,7 +453,7 @@ impl Store {
 
     fn count_shared<T>(&self, done: Result<T, StoreError>) -> Result<T, StoreError> {
         if matches!(done, Err(StoreError::Shared(_))) {
-            self.inner.database_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.shared_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         done
     }
@@ -467,6 +474,20 @@ impl Store {
     pub async fn caught_up(&self, revision: i64) -> bool {
         let Some(shared) = &self.inner.shared else { return true };
         shared.caught_up(revision).await
+    }
+
+    /// Describes this instance (its name, admin API, version, start); on etcd the others see
+    /// it under `members/` while this one runs (see `follow`).
+    pub fn announce(&self, member: shared::Member) {
+        if let Some(shared) = &self.inner.shared {
+            shared.announce(member.clone());
+        }
+        *self.inner.this.lock().unwrap_or_else(|p| p.into_inner()) = Some(member);
+    }
+
+    /// This instance, as announced.
+    pub fn this(&self) -> Option<shared::Member> {
+        self.inner.this.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The shared half (etcd), when this instance has one.
@@ -559,6 +580,7 @@ impl Store {
         ErrorCounts {
             database: self.inner.database_errors.load(Relaxed),
             lease_journal: self.inner.journal_errors.load(Relaxed),
+            etcd: self.inner.shared_errors.load(Relaxed),
         }
     }
 

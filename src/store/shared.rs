@@ -20,6 +20,7 @@
 //! leases/<address>                           a lease (JSON)
 //! installed/<node>                           when the node reported an installed system (ms)
 //! leader                                     the leader's name, under its etcd lease
+//! members/<instance>                         each running instance (JSON), under its lease
 //! ```
 
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use super::etcd::leader::{Leadership, Term};
 use super::etcd::wire::{B64, Compare, DeleteRangeRequest, Int, PutRequest, RequestOp, TxnRequest};
 use super::etcd::{Change, Etcd, EtcdError, Seen};
+use super::events::{EventKind, EventLog, Source, Subject};
 use super::records::{RecordWrite, Records};
 use super::{Store, StoreError};
 use crate::inventory::{HasOrigin, Inventory, Kind, Lease, Name, Origin, Timestamp, validate};
@@ -58,6 +60,8 @@ pub enum SharedError {
     NotLeader { instance: String },
     #[error("etcd accepted the write at revision {0} but this instance's copy has not seen it within {1:?}")]
     Behind(i64, Duration),
+    #[error("etcd is unavailable: {0}")]
+    Unavailable(String),
     #[error("other instances kept changing the inventory; gave up after {0} attempts")]
     Contended(usize),
     #[error("etcd key {key} cannot be read: {message}")]
@@ -95,6 +99,31 @@ pub struct Shared {
     built_from: Mutex<i64>,
     /// The term this instance leads in, if it does.
     term: watch::Sender<Option<Term>>,
+    /// What this instance announces under `members/` (set before `follow`).
+    presence: Mutex<Option<Member>>,
+    /// Why etcd is unavailable here, while it is (no member takes a watch): writes fail at
+    /// once rather than each waiting out the timeouts.
+    down: Mutex<Option<String>>,
+}
+
+/// A running instance, as it announces itself to the others.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Member {
+    pub name: String,
+    /// Its admin API (`https://10.0.0.5:9443`).
+    pub admin: String,
+    /// slipway's version there.
+    pub version: String,
+    /// When it started (RFC 3339).
+    pub started: String,
+}
+
+/// Who leads, as this instance's copy says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderSeen {
+    pub name: String,
+    /// The term: the leader key's create revision.
+    pub term: i64,
 }
 
 const OBJECTS: &str = "objects/";
@@ -103,6 +132,7 @@ const RECORDS: &str = "records/";
 const LEASES: &str = "leases/";
 const INSTALLED: &str = "installed/";
 const LEADER: &str = "leader";
+const MEMBERS: &str = "members/";
 /// How many times an object change is computed again when another instance changed the
 /// inventory first.
 const ATTEMPTS: usize = 8;
@@ -133,6 +163,8 @@ impl Shared {
             declared: Mutex::new(Inventory::default()),
             built_from: Mutex::new(0),
             term: watch::channel(None).0,
+            presence: Mutex::new(None),
+            down: Mutex::new(None),
         })
     }
 
@@ -164,14 +196,77 @@ impl Shared {
         self.key(&format!("{INSTALLED}{node}"))
     }
 
-    /// The leadership of this instance's group.
+    /// The leadership of this instance's group (announcing this instance, once `announce`d).
     pub fn leadership(&self) -> Leadership {
-        Leadership::new(self.etcd.clone(), &self.key(LEADER), &self.settings.instance, self.settings.lease_ttl)
+        let leadership =
+            Leadership::new(self.etcd.clone(), &self.key(LEADER), &self.settings.instance, self.settings.lease_ttl);
+        match self.presence.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(member) => {
+                leadership.with_presence(self.key(&format!("{MEMBERS}{}", member.name)), super::encode(member))
+            }
+            None => leadership,
+        }
+    }
+
+    /// What this instance tells the others about itself (before `Store::follow`).
+    pub fn announce(&self, member: Member) {
+        *self.presence.lock().unwrap_or_else(|p| p.into_inner()) = Some(member);
+    }
+
+    /// The instances running now (their announcements), by name.
+    pub fn members(&self) -> Vec<Member> {
+        let mut members: Vec<Member> =
+            self.under(MEMBERS).into_iter().filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok()).collect();
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        members
+    }
+
+    /// Who leads, if anyone.
+    pub fn leader(&self) -> Option<LeaderSeen> {
+        let mirror = self.read();
+        let held = mirror.keys.get(&self.key(LEADER))?;
+        Some(LeaderSeen { name: String::from_utf8_lossy(&held.bytes).into_owned(), term: held.revision })
     }
 
     /// The term in force here: `Some` while this instance leads.
     pub fn terms(&self) -> watch::Receiver<Option<Term>> {
         self.term.subscribe()
+    }
+
+    /// Why etcd cannot be used now, if it cannot.
+    pub fn unavailable(&self) -> Option<String> {
+        self.down.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_down(&self, reason: String, events: Option<&EventLog>) {
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        if down.is_none() {
+            tracing::warn!(%reason, "etcd unavailable: API writes answer 503 and DHCP allocates nothing; DNS, boot and the load balancer serve the last inventory");
+            if let Some(events) = events {
+                events.append(
+                    Source::Daemon,
+                    Subject::default(),
+                    EventKind::StoreUnavailable { reason: reason.clone() },
+                );
+            }
+        }
+        *down = Some(reason);
+    }
+
+    fn set_up(&self, events: Option<&EventLog>) {
+        if self.down.lock().unwrap_or_else(|p| p.into_inner()).take().is_some() {
+            tracing::info!("etcd available again");
+            if let Some(events) = events {
+                events.append(Source::Daemon, Subject::default(), EventKind::StoreAvailable);
+            }
+        }
+    }
+
+    fn check_up(&self) -> Result<(), SharedError> {
+        match self.unavailable() {
+            Some(reason) => Err(SharedError::Unavailable(reason)),
+            None => Ok(()),
+        }
     }
 
     /// The revision the mirror is current to.
@@ -202,6 +297,7 @@ impl Shared {
     /// Runs `request` in etcd from blocking code (a `spawn_blocking` thread, never a runtime
     /// worker) and waits until the mirror has seen what it wrote.
     fn transact(&self, request: &TxnRequest) -> Result<(bool, i64), SharedError> {
+        self.check_up()?;
         let answer = self.runtime.block_on(self.etcd.txn(request))?;
         let revision = answer.header.revision.0;
         self.wait_for(revision)?;
@@ -288,6 +384,7 @@ impl Shared {
         let Some(term) = self.term.borrow().clone() else {
             return Err(SharedError::NotLeader { instance: self.settings.instance.clone() });
         };
+        self.check_up()?;
         let ops = leases.iter().map(|l| put(self.lease_key(l.ip), super::encode(l))).collect();
         let request = self.leadership().fenced(&term, ops);
         let answer = self.runtime.block_on(self.etcd.txn(&request))?;
@@ -489,47 +586,110 @@ fn merge_object(inv: &mut Inventory, rest: &str, bytes: &[u8]) -> Result<(), Str
     }
 }
 
+/// How a watch ended.
+enum Ended {
+    /// Its start was compacted away: read everything again.
+    Compacted,
+    /// It ran, then broke (a member went, or lost its leader).
+    Broke(EtcdError),
+    /// No member would take it.
+    Refused(EtcdError),
+}
+
+const MIN_PAUSE: Duration = Duration::from_millis(100);
+const MAX_PAUSE: Duration = Duration::from_secs(2);
+
+/// Records each change of leadership here as an event (and a log line).
+async fn report_terms(mut terms: watch::Receiver<Option<Term>>, events: Option<EventLog>, shutdown: CancellationToken) {
+    let mut leading = terms.borrow_and_update().is_some();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = terms.changed() => if changed.is_err() { return },
+        }
+        let term = terms.borrow_and_update().as_ref().map(|t| t.revision);
+        let details = match (leading, term) {
+            (false, Some(term)) => EventKind::LeadershipGained { term },
+            (true, None) => EventKind::LeadershipLost,
+            _ => continue,
+        };
+        leading = term.is_some();
+        if let Some(events) = &events {
+            events.append(Source::Daemon, Subject::default(), details);
+        }
+    }
+}
+
 impl Store {
     /// Keeps this instance's mirror (and so its snapshot) current from an etcd watch, and
     /// tries to lead, until `shutdown`. A broken watch resumes from the last revision seen; a
-    /// compacted one reads everything again. Does nothing on the embedded store.
-    pub async fn follow(&self, shutdown: CancellationToken) {
+    /// compacted one reads everything again. When no member will take a watch (etcd down, or
+    /// without quorum) the store is marked unavailable (writes fail at once) until one does;
+    /// each change of that, and of leadership, is an event in `events`. Does nothing on the
+    /// embedded store.
+    pub async fn follow(&self, events: Option<EventLog>, shutdown: CancellationToken) {
         let Some(shared) = self.inner.shared.clone() else { return };
         let leading = tokio::spawn(shared.leadership().run(shared.term.clone(), shutdown.clone()));
-        let mut pause = Duration::from_millis(100);
+        let reporting = tokio::spawn(report_terms(shared.terms(), events.clone(), shutdown.clone()));
+        let mut pause = MIN_PAUSE;
         while !shutdown.is_cancelled() {
             let from = shared.read().revision + 1;
-            let followed = tokio::select! {
+            let ended = tokio::select! {
                 () = shutdown.cancelled() => break,
-                followed = self.follow_from(&shared, from) => followed,
+                ended = self.follow_from(&shared, from, events.as_ref()) => ended,
             };
-            match followed {
-                Err(EtcdError::Compacted(_)) => {
+            let wait = match ended {
+                Ended::Compacted => {
                     tracing::warn!(from, "etcd compacted the history this instance needed: reading everything again");
                     match shared.reload().await {
                         Ok(()) => {
                             self.publish(&shared);
-                            pause = Duration::from_millis(100);
                             continue;
                         }
-                        Err(e) => tracing::warn!(error = %e, "etcd: cannot read the store again"),
+                        Err(e) => {
+                            shared.set_down(format!("cannot read the store again: {e}"), events.as_ref());
+                            true
+                        }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, from, "etcd: the watch ended; resuming"),
-                Ok(()) => pause = Duration::from_millis(100),
-            }
+                // It worked until now: try again at once (on another member if this one went).
+                Ended::Broke(e) => {
+                    tracing::warn!(error = %e, from, "etcd: the watch ended; resuming");
+                    pause = MIN_PAUSE;
+                    false
+                }
+                Ended::Refused(e) => {
+                    shared.set_down(e.to_string(), events.as_ref());
+                    true
+                }
+            };
+            let pause_now = if wait { pause } else { MIN_PAUSE };
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(pause) => {}
+                () = tokio::time::sleep(pause_now) => {}
             }
-            pause = (pause * 2).min(Duration::from_secs(2));
+            if wait {
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
         }
         let _ = leading.await;
+        let _ = reporting.await;
     }
 
-    async fn follow_from(&self, shared: &Shared, from: i64) -> Result<(), EtcdError> {
-        let mut watch = shared.etcd.watch(shared.settings.prefix.as_bytes(), from).await?;
-        while let Some(seen) = watch.next().await? {
+    async fn follow_from(&self, shared: &Shared, from: i64, events: Option<&EventLog>) -> Ended {
+        let mut watch = match shared.etcd.watch(shared.settings.prefix.as_bytes(), from).await {
+            Ok(watch) => watch,
+            Err(EtcdError::Compacted(_)) => return Ended::Compacted,
+            Err(e) => return Ended::Refused(e),
+        };
+        shared.set_up(events);
+        loop {
+            let seen = match watch.next().await {
+                Ok(Some(seen)) => seen,
+                Ok(None) => return Ended::Broke(EtcdError::Decode("the watch stream closed".into())),
+                Err(EtcdError::Compacted(_)) => return Ended::Compacted,
+                Err(e) => return Ended::Broke(e),
+            };
             let revision = match seen {
                 Seen::Changes { changes, .. } => {
                     if shared.absorb(changes) {
@@ -549,7 +709,6 @@ impl Store {
                 newer
             });
         }
-        Ok(())
     }
 
     /// Builds the inventory from the mirror and publishes it; one that does not validate is

@@ -83,7 +83,7 @@ fn a_failed_commit_keeps_the_old_snapshot_and_writes_nothing() {
     store.fail_next_commit();
     assert!(store.apply(&[Op::Put(Object::Node(worker("w0", 0)))]).is_err());
     assert_eq!(store.snapshot(), before);
-    assert_eq!(store.error_counts(), ErrorCounts { database: 1, lease_journal: 0 }, "the failure is counted");
+    assert_eq!(store.error_counts(), ErrorCounts { database: 1, lease_journal: 0, etcd: 0 }, "the failure is counted");
     let (after, _) = store.apply(&[Op::Put(Object::Node(worker("w1", 1)))]).expect("next write works");
     assert_eq!(store.error_counts().database, 1, "a write that works is not");
     assert_eq!(after.version, before.version + 1);

@@ -39,12 +39,22 @@ pub struct Leadership {
     key: Vec<u8>,
     name: String,
     ttl: Duration,
+    /// A key (and value) this instance keeps under its lease while it runs, leading or not:
+    /// how the others see it is there.
+    presence: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Leadership {
     /// `name` leads through `key` under leases of `ttl` (the bound on failover).
     pub fn new(etcd: Etcd, key: &[u8], name: &str, ttl: Duration) -> Leadership {
-        Leadership { etcd, key: key.to_vec(), name: name.to_owned(), ttl }
+        Leadership { etcd, key: key.to_vec(), name: name.to_owned(), ttl, presence: None }
+    }
+
+    /// Keeps `key` = `value` under this instance's lease while `run` runs (it goes when the
+    /// lease does: on resignation, or `ttl` after the instance died).
+    pub fn with_presence(mut self, key: Vec<u8>, value: Vec<u8>) -> Leadership {
+        self.presence = Some((key, value));
+        self
     }
 
     /// Who holds the key, if anyone.
@@ -117,6 +127,8 @@ impl Leadership {
         // Leadership ends here this long before etcd could end it.
         let margin = self.ttl / 4;
         let mut lease: Option<(i64, Instant)> = None;
+        // The lease the presence key was last put under.
+        let mut present: Option<i64> = None;
         loop {
             let term = terms.borrow().clone();
             let step = async {
@@ -134,6 +146,14 @@ impl Leadership {
             match outcome {
                 Ok(Ok(Some(id))) => {
                     lease = Some((id, started));
+                    if let Some((key, value)) = &self.presence
+                        && present != Some(id)
+                    {
+                        match self.etcd.put(key, value, Some(id)).await {
+                            Ok(_) => present = Some(id),
+                            Err(e) => tracing::warn!(error = %e, "etcd: cannot announce this instance"),
+                        }
+                    }
                     if term.is_none() {
                         match self.try_lead(id).await {
                             Ok(Some(t)) => {

@@ -126,13 +126,7 @@ impl Etcd {
         let mut failures = Vec::new();
         for i in 0..self.endpoints.len() {
             let at = (start + i) % self.endpoints.len();
-            let url = format!("{}{path}", self.endpoints[at]);
-            let sent = self.http.post(&url).timeout(self.timeout).json(request).send().await;
-            let outcome = match sent {
-                Ok(response) => answer(response).await,
-                Err(e) => Err(EtcdError::Unreachable { tried: url, last: crate::causes::chain(&e) }),
-            };
-            match outcome {
+            match self.call_at(at, path, request).await {
                 Err(e) if e.try_next() => failures.push((at, e)),
                 done => {
                     self.current.store(at, Ordering::Relaxed);
@@ -153,6 +147,29 @@ impl Etcd {
             Some((_, e @ EtcdError::Server { .. })) if failures.is_empty() => Err(e),
             _ => Err(EtcdError::Unreachable { tried: self.endpoints.join(", "), last: each.join("; ") }),
         }
+    }
+
+    /// A unary call to member `at` only.
+    async fn call_at<Q: Serialize, A: DeserializeOwned>(
+        &self,
+        at: usize,
+        path: &str,
+        request: &Q,
+    ) -> Result<A, EtcdError> {
+        let url = format!("{}{path}", self.endpoints[at]);
+        match self.http.post(&url).timeout(self.timeout).json(request).send().await {
+            Ok(response) => answer(response).await,
+            Err(e) => Err(EtcdError::Unreachable { tried: url, last: crate::causes::chain(&e) }),
+        }
+    }
+
+    /// Each configured member's own status (or why it did not answer), asked at once.
+    pub async fn statuses(&self) -> Vec<(String, Result<wire::StatusResponse, EtcdError>)> {
+        let asks = (0..self.endpoints.len()).map(|at| async move {
+            let status = self.call_at(at, "/v3/maintenance/status", &serde_json::json!({})).await;
+            (self.endpoints[at].clone(), status)
+        });
+        futures_util::future::join_all(asks).await
     }
 
     /// The value of `key`, with its revisions.
@@ -259,7 +276,9 @@ impl Etcd {
         Err(EtcdError::Unreachable { tried: self.endpoints.join(", "), last })
     }
 
-    /// Watches every key under `prefix` from revision `from` on (inclusive).
+    /// Watches every key under `prefix` from revision `from` on (inclusive). Returns once a
+    /// member confirmed the watch (a member without a leader refuses it); `Compacted` when
+    /// `from` is gone.
     pub async fn watch(&self, prefix: &[u8], from: i64) -> Result<Watch, EtcdError> {
         let request = wire::WatchRequest {
             create_request: wire::WatchCreate {
@@ -269,7 +288,24 @@ impl Etcd {
                 progress_notify: true,
             },
         };
-        Ok(Watch { lines: self.stream("/v3/watch", &request).await? })
+        let mut watch = Watch { lines: self.stream("/v3/watch", &request).await?, pending: None };
+        let first = tokio::time::timeout(self.timeout, watch.lines.line::<wire::WatchResponse>()).await;
+        match first {
+            Err(_) => {
+                Err(EtcdError::Server { code: 4, message: format!("no watch confirmed within {:?}", self.timeout) })
+            }
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(None)) => Err(EtcdError::Server { code: UNAVAILABLE, message: "the watch ended at once".into() }),
+            Ok(Ok(Some(message))) => {
+                if message.compact_revision.0 > 0 {
+                    return Err(EtcdError::Compacted(message.compact_revision.0));
+                }
+                if !message.created {
+                    watch.pending = Some(message);
+                }
+                Ok(watch)
+            }
+        }
     }
 }
 
@@ -277,6 +313,8 @@ impl Etcd {
 #[derive(Debug)]
 pub struct Watch {
     lines: Lines,
+    /// A message read while confirming the watch, not yet handed out.
+    pending: Option<wire::WatchResponse>,
 }
 
 impl Watch {
@@ -285,7 +323,13 @@ impl Watch {
     /// the member lost its leader.
     pub async fn next(&mut self) -> Result<Option<Seen>, EtcdError> {
         loop {
-            let Some(message) = self.lines.line::<wire::WatchResponse>().await? else { return Ok(None) };
+            let message = match self.pending.take() {
+                Some(message) => message,
+                None => match self.lines.line::<wire::WatchResponse>().await? {
+                    Some(message) => message,
+                    None => return Ok(None),
+                },
+            };
             if message.compact_revision.0 > 0 {
                 return Err(EtcdError::Compacted(message.compact_revision.0));
             }
