@@ -339,7 +339,7 @@ pub(crate) fn relay_exchanges(pair: &Pair, clients: u32, rate: u32, count: u32) 
 }
 
 /// Every DHCPACK in a tcpdump -vv text capture: (your-ip, client MAC).
-fn acks_in(capture: &str) -> Vec<(String, String)> {
+pub(crate) fn acks_in(capture: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let (mut ip, mut mac, mut ack) = (None, None, false);
     let mut flush = |ip: &mut Option<String>, mac: &mut Option<String>, ack: &mut bool| {
@@ -368,11 +368,16 @@ fn acks_in(capture: &str) -> Vec<(String, String)> {
 
 /// Captures DHCP on the client side while `run` goes; returns the decoded text.
 fn captured(pair: &Pair, dir: &Path, name: &str, run: impl FnOnce()) -> String {
-    let pcap = dir.join(format!("{name}.pcap"));
-    let mut tcpdump = pair
-        .cli_command("tcpdump")
+    captured_in(&pair.cli, &dir.join(format!("{name}.pcap")), run)
+}
+
+/// Captures DHCP (port 67) on `cli0` in namespace `ns` into `pcap` while `run` goes; returns
+/// the capture as `tcpdump -vv` text.
+pub(crate) fn captured_in(ns: &str, pcap: &Path, run: impl FnOnce()) -> String {
+    let mut tcpdump = Command::new("ip")
+        .args(["netns", "exec", ns, "tcpdump"])
         .args(["-i", "cli0", "-n", "-U", "-w"])
-        .arg(&pcap)
+        .arg(pcap)
         .args(["udp", "port", "67"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -386,7 +391,7 @@ fn captured(pair: &Pair, dir: &Path, name: &str, run: impl FnOnce()) -> String {
     std::thread::sleep(Duration::from_millis(300));
     support::signal(&tcpdump, "INT");
     let _ = tcpdump.wait();
-    let out = Command::new("tcpdump").args(["-n", "-vv", "-r"]).arg(&pcap).output().expect("tcpdump -r");
+    let out = Command::new("tcpdump").args(["-n", "-vv", "-r"]).arg(pcap).output().expect("tcpdump -r");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

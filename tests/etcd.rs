@@ -24,6 +24,8 @@ pub struct Cluster {
     pub endpoints: Vec<String>,
     pub ca: (PathBuf, PathBuf),
     pub client: (PathBuf, PathBuf),
+    /// The network namespace the members run in (`None`: this one, on loopback).
+    ns: Option<String>,
 }
 
 fn free_port() -> u16 {
@@ -31,24 +33,35 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
+    /// Three members on loopback, on free ports.
     pub fn start() -> Cluster {
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        Cluster::start_on(None, "127.0.0.1", &ports)
+    }
+
+    /// Three members on `host` inside network namespace `ns` (its own ports: fixed ones).
+    pub fn start_in(ns: &str, host: &str) -> Cluster {
+        Cluster::start_on(Some(ns.to_owned()), host, &[(2379, 2380), (12379, 12380), (22379, 22380)])
+    }
+
+    fn start_on(ns: Option<String>, host: &str, ports: &[(u16, u16)]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = pki::ca(dir.path(), "ca", "/CN=etcd-ca");
         // The gateway calls its own gRPC server with the server certificate: it must be a client
         // certificate too.
-        let server_ext = "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n";
-        let server = pki::issue(dir.path(), "server", "/CN=etcd", server_ext, &pki::EC_KEY, &ca);
+        let server_ext =
+            format!("subjectAltName=IP:127.0.0.1,IP:{host},DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n");
+        let server = pki::issue(dir.path(), "server", "/CN=etcd", &server_ext, &pki::EC_KEY, &ca);
         let client =
             pki::issue(dir.path(), "client", "/CN=slipway", "extendedKeyUsage=clientAuth\n", &pki::EC_KEY, &ca);
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
         let initial: Vec<String> =
-            ports.iter().enumerate().map(|(i, (_, peer))| format!("m{i}=https://127.0.0.1:{peer}")).collect();
+            ports.iter().enumerate().map(|(i, (_, peer))| format!("m{i}=https://{host}:{peer}")).collect();
         let s = |p: &Path| p.display().to_string();
         let mut commands = Vec::new();
         let mut endpoints = Vec::new();
         for (i, (client_port, peer_port)) in ports.iter().enumerate() {
-            let client_url = format!("https://127.0.0.1:{client_port}");
-            let peer_url = format!("https://127.0.0.1:{peer_port}");
+            let client_url = format!("https://{host}:{client_port}");
+            let peer_url = format!("https://{host}:{peer_port}");
             let (name, data) = (format!("m{i}"), s(&dir.path().join(format!("m{i}"))));
             let mut args: Vec<String> = Vec::new();
             let mut add = |more: &[&str]| args.extend(more.iter().map(|a| a.to_string()));
@@ -67,7 +80,7 @@ impl Cluster {
             commands.push(args);
             endpoints.push(client_url);
         }
-        let mut cluster = Cluster { dir, members: vec![None, None, None], commands, endpoints, ca, client };
+        let mut cluster = Cluster { dir, members: vec![None, None, None], commands, endpoints, ca, client, ns };
         for i in 0..3 {
             cluster.revive(i);
         }
@@ -81,7 +94,15 @@ impl Cluster {
             .append(true)
             .open(self.dir.path().join(format!("m{i}.log")))
             .expect("log");
-        let child = Command::new("etcd")
+        let mut command = match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "etcd"]);
+                c
+            }
+            None => Command::new("etcd"),
+        };
+        let child = command
             .args(&self.commands[i])
             .stdout(Stdio::null())
             .stderr(log)

@@ -15,6 +15,7 @@ mod diagnostics;
 mod dns;
 mod edns;
 mod etcd;
+mod ha;
 mod hardening;
 mod http;
 mod hypervisor;

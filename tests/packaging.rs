@@ -27,6 +27,23 @@ fn the_systemd_unit_verifies() {
 }
 
 #[test]
+fn the_ha_drop_in_verifies_with_the_unit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unit = unit_under_test(dir.path());
+    let drop_in = dir.path().join("slipway.service.d");
+    std::fs::create_dir(&drop_in).expect("drop-in dir");
+    std::fs::copy(format!("{ROOT}/systemd/slipway-ha.conf"), drop_in.join("ha.conf")).expect("copy");
+    let out = tool("systemd-analyze").arg("verify").arg(&unit).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("slipway.service:") && !stderr.contains("ha.conf"), "{stderr}");
+    // verify reads the drop-in beside the unit: a misspelt key in it is reported.
+    let text = std::fs::read_to_string(drop_in.join("ha.conf")).expect("read");
+    std::fs::write(drop_in.join("ha.conf"), text.replace("RestartSec=", "RestartSek=")).expect("write");
+    let out = tool("systemd-analyze").arg("verify").arg(&unit).output().expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RestartSek"), "{out:?}");
+}
+
+#[test]
 fn the_systemd_unit_scores_as_documented_in_the_readme() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = tool("systemd-analyze")

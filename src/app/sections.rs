@@ -151,8 +151,14 @@ impl Wiring {
             self.families.dhcp.get_or_insert_with(|| metrics.register_with(crate::dhcp::server::Metrics::register));
         let metrics = families.clone();
         let networks = &config.inventory.networks;
-        let dhcp =
-            crate::dhcp::server::Server::bind(&self.deps(), metrics, &d.interfaces, networks, config.boot.clone())?;
+        let dhcp = crate::dhcp::server::Server::bind(
+            &self.deps(),
+            metrics,
+            &d.interfaces,
+            &d.server_addresses,
+            networks,
+            config.boot.clone(),
+        )?;
         let handle = dhcp.handle();
         let mut advertisers = Vec::new();
         for interface in d.interfaces.iter().filter(|_| d.router_advertisements) {

@@ -96,6 +96,9 @@ pub struct DhcpConfig {
     pub interfaces: Vec<String>,
     /// Send empty IPv6 router advertisements on the interfaces (faster iPXE start).
     pub router_advertisements: bool,
+    /// The address DHCP names as its own on the network each lies in (the floating address of
+    /// an HA pair), instead of the interface's.
+    pub server_addresses: Vec<std::net::Ipv4Addr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -257,6 +260,7 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
     let inventory = check_inventory(&raw, report);
 
     if let Some(dhcp) = &raw.dhcp {
+        check_server_addresses(dhcp, &inventory, report);
         for (i, iface) in dhcp.interfaces.iter().enumerate() {
             if raw.networks.failed().count() == 0 && !inventory.networks.values().any(|n| &n.interface == iface) {
                 report.add(
@@ -309,7 +313,11 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
         path: report.file.clone(),
         state_dir,
         admin,
-        dhcp: raw.dhcp.map(|d| DhcpConfig { interfaces: d.interfaces, router_advertisements: d.router_advertisements }),
+        dhcp: raw.dhcp.map(|d| DhcpConfig {
+            interfaces: d.interfaces,
+            router_advertisements: d.router_advertisements,
+            server_addresses: d.server_addresses,
+        }),
         dns,
         lb,
         tftp: raw.tftp.map(|t| TftpConfig { listen: t.listen, root: tftp_root.clone() }),
@@ -322,6 +330,37 @@ fn check(raw: RawConfig, report: &mut Report<'_>) -> Option<Config> {
         hypervisors,
         definitions,
     })
+}
+
+/// `[dhcp] server_addresses`: each a host address of exactly one served network, one per
+/// network.
+fn check_server_addresses(dhcp: &raw::RawDhcp, inventory: &Inventory, report: &mut Report<'_>) {
+    let mut taken: HashMap<&Name, std::net::Ipv4Addr> = HashMap::new();
+    for (i, addr) in dhcp.server_addresses.iter().enumerate() {
+        let at = FieldPath::parse("dhcp.server_addresses").index(i);
+        let served = inventory.networks.values().filter(|n| dhcp.interfaces.contains(&n.interface));
+        let Some(net) = served.into_iter().find(|n| n.cidr.contains(addr)) else {
+            report.add(
+                &at,
+                Some(addr.to_string()),
+                "not inside the cidr of any network DHCP serves ([dhcp] interfaces)",
+            );
+            continue;
+        };
+        if *addr == net.cidr.network() || *addr == net.cidr.broadcast() {
+            report.add(
+                &at,
+                Some(addr.to_string()),
+                format!("the network or broadcast address of network {}", net.name),
+            );
+        } else if let Some(first) = taken.insert(&net.name, *addr) {
+            report.add(
+                &at,
+                Some(addr.to_string()),
+                format!("network {} has a server address already ({first})", net.name),
+            );
+        }
+    }
 }
 
 /// Every array element that did not parse, each at its own place in the file.

@@ -216,6 +216,9 @@ pub struct RawDhcp {
     /// without waiting ~13 s for one.
     #[serde(default)]
     pub router_advertisements: bool,
+    /// The address DHCP names as its own on a network (a floating address, in a pair).
+    #[serde(default)]
+    pub server_addresses: Vec<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Deserialize)]

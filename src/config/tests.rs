@@ -345,3 +345,26 @@ fn bad_etcd_settings_each_name_their_field() {
         "endpoints",
     );
 }
+
+#[test]
+fn a_dhcp_server_address_must_be_a_host_of_a_served_network_one_per_network() {
+    let base = "[dhcp]\ninterfaces = [\"eth1\"]\n{}\n[[networks]]\nname = \"cluster\"\ninterface = \"eth1\"\ncidr = \"10.1.107.0/24\"\n";
+    let with = |line: &str| base.replace("{}", line);
+    let config = parse(&with("server_addresses = [\"10.1.107.2\"]"), Path::new("/etc/slipway/slipway.toml"));
+    let addresses = config.expect("valid").dhcp.expect("dhcp").server_addresses;
+    assert_eq!(addresses, ["10.1.107.2".parse::<std::net::Ipv4Addr>().expect("ip")]);
+    assert_error(
+        &with("server_addresses = [\"10.9.0.2\"]"),
+        "dhcp.server_addresses[0]",
+        "10.9.0.2",
+        "server_addresses",
+    );
+    assert_error(
+        &with("server_addresses = [\"10.1.107.255\"]"),
+        "dhcp.server_addresses[0]",
+        "broadcast",
+        "server_addresses",
+    );
+    let two = with("server_addresses = [\"10.1.107.2\", \"10.1.107.3\"]");
+    assert_error(&two, "dhcp.server_addresses[1]", "has a server address already (10.1.107.2)", "server_addresses");
+}

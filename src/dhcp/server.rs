@@ -188,11 +188,15 @@ impl Port<std::net::UdpSocket> {
 impl Server {
     /// Binds port 67 on each interface; each must carry an IPv4 address and serve a network.
     /// `networks`: the config's (a reload binds before its inventory is committed).
+    /// `addresses`: what DHCP names as its own address on a network (server identifier, next
+    /// server, boot URLs) instead of the interface's first: in a pair or trio, the floating
+    /// address keepalived moves to the leader.
     /// `metrics`: registered once for the process (`Metrics::register`), kept across rebinds.
     pub fn bind(
         deps: &Deps<'_>,
         metrics: Metrics,
         interfaces: &[String],
+        addresses: &[Ipv4Addr],
         networks: &std::collections::BTreeMap<Name, crate::inventory::Network>,
         boot: BootSettings,
     ) -> Result<Server, DhcpError> {
@@ -200,7 +204,10 @@ impl Server {
         let mut ports = Vec::new();
         for interface in interfaces {
             let Some(net) = networks.values().find(|n| &n.interface == interface) else { continue };
-            let server_ip = interface_address(interface)?;
+            let server_ip = match addresses.iter().find(|a| net.cidr.contains(*a)) {
+                Some(floating) => *floating,
+                None => interface_address(interface)?,
+            };
             let socket = bind_device(interface, SERVER_PORT)?;
             ports.push(Port { interface: interface.clone(), network: net.name.clone(), server_ip, socket, pxe: false });
             if net.proxy {

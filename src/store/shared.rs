@@ -101,6 +101,8 @@ pub struct Shared {
     term: watch::Sender<Option<Term>>,
     /// What this instance announces under `members/` (set before `follow`).
     presence: Mutex<Option<Member>>,
+    /// Notified when the leader key goes: the leadership tries at once.
+    vacated: Arc<tokio::sync::Notify>,
     /// Why etcd is unavailable here, while it is (no member takes a watch): writes fail at
     /// once rather than each waiting out the timeouts.
     down: Mutex<Option<String>>,
@@ -165,6 +167,7 @@ impl Shared {
             term: watch::channel(None).0,
             presence: Mutex::new(None),
             down: Mutex::new(None),
+            vacated: Arc::default(),
         })
     }
 
@@ -199,7 +202,8 @@ impl Shared {
     /// The leadership of this instance's group (announcing this instance, once `announce`d).
     pub fn leadership(&self) -> Leadership {
         let leadership =
-            Leadership::new(self.etcd.clone(), &self.key(LEADER), &self.settings.instance, self.settings.lease_ttl);
+            Leadership::new(self.etcd.clone(), &self.key(LEADER), &self.settings.instance, self.settings.lease_ttl)
+                .waking_on(self.vacated.clone());
         match self.presence.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             Some(member) => {
                 leadership.with_presence(self.key(&format!("{MEMBERS}{}", member.name)), super::encode(member))
@@ -475,6 +479,7 @@ impl Shared {
     fn absorb(&self, changes: Vec<Change>) -> bool {
         let objects = self.key(OBJECTS);
         let version = self.key(VERSION);
+        let leader = self.key(LEADER);
         let mut mirror = self.mirror.write().unwrap_or_else(|p| p.into_inner());
         let mut touched = false;
         // One transaction's changes share a revision: each is new if it is newer than what
@@ -494,6 +499,9 @@ impl Shared {
                     mirror.keys.insert(key, Value { bytes: kv.value.0, revision });
                 }
                 Change::Delete { .. } => {
+                    if key == leader {
+                        self.vacated.notify_one();
+                    }
                     mirror.keys.remove(&key);
                 }
             }

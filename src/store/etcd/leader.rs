@@ -42,12 +42,21 @@ pub struct Leadership {
     /// A key (and value) this instance keeps under its lease while it runs, leading or not:
     /// how the others see it is there.
     presence: Option<(Vec<u8>, Vec<u8>)>,
+    /// Notified when the leader key goes (its holder resigned or its lease expired): try at
+    /// once rather than at the next beat.
+    vacated: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl Leadership {
     /// `name` leads through `key` under leases of `ttl` (the bound on failover).
     pub fn new(etcd: Etcd, key: &[u8], name: &str, ttl: Duration) -> Leadership {
-        Leadership { etcd, key: key.to_vec(), name: name.to_owned(), ttl, presence: None }
+        Leadership { etcd, key: key.to_vec(), name: name.to_owned(), ttl, presence: None, vacated: None }
+    }
+
+    /// Tries to lead as soon as `vacated` is notified (the caller watches the leader key).
+    pub fn waking_on(mut self, vacated: std::sync::Arc<tokio::sync::Notify>) -> Leadership {
+        self.vacated = Some(vacated);
+        self
     }
 
     /// Keeps `key` = `value` under this instance's lease while `run` runs (it goes when the
@@ -180,9 +189,16 @@ impl Leadership {
                 lease = None;
                 step_down(&terms, "etcd unreachable for most of the lease");
             }
+            let vacated = async {
+                match &self.vacated {
+                    Some(notify) if terms.borrow().is_none() => notify.notified().await,
+                    _ => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(beat.saturating_sub(started.elapsed())) => {}
+                () = vacated => {}
             }
         }
         if let Some((id, _)) = lease {
