@@ -6,6 +6,11 @@
 #   sudo benches/dhcp.sh            # writes the figures to stdout; see benches/RESULTS.md
 #   BENCH_SERVERS=slipway BENCH_WORKLOADS=pool BENCH_SECONDS=5 sudo benches/dhcp.sh   # a subset
 #
+# Servers: kea, slipway (the embedded store) and slipway-etcd ([store] backend = "etcd": a
+# three-member etcd 3.4 with TLS and client certificates, in the server's namespace and on the
+# server's core, fsync on: every lease is a fenced etcd transaction committed by a quorum
+# before its ACK leaves). Its CPU figures count the etcd members' time too.
+#
 # Workloads: "reservations" (10,000 reserved MACs, perfdhcp's clients are exactly those) and
 # "pool" (unknown clients served from a dynamic pool).
 #
@@ -36,6 +41,7 @@ secs=${BENCH_SECONDS:-5}
 work=$(mktemp -d /tmp/slipway-bench.XXXXXX)
 srv=swbs$$ cli=swbc$$
 server_pid=""
+etcd_pids=()
 share=${BENCH_CPU_SHARE:-}
 fixed=${BENCH_RATE:-}
 cgroup=""
@@ -44,6 +50,7 @@ rmem_default=$(sysctl -n net.core.rmem_default)
 cleanup() {
   sysctl -qw net.core.rmem_default="$rmem_default"
   [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null || true
+  for p in "${etcd_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for ns in "$cli" "$srv"; do
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
@@ -53,7 +60,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for tool in perfdhcp kea-dhcp4 taskset; do
+for tool in perfdhcp kea-dhcp4 taskset etcd openssl; do
   command -v "$tool" >/dev/null || { echo "benches/dhcp.sh: needs $tool (apt-get install kea-admin kea-dhcp4-server util-linux)" >&2; exit 1; }
 done
 bin=${BENCH_BIN:-}
@@ -100,6 +107,43 @@ write_slipway() { # $1 = reservations|pool
   } > "$work/slipway.toml"
 }
 
+# A three-member etcd in the server's namespace (loopback, ports 2379/2380, 12379/12380,
+# 22379/22380), TLS everywhere with client certificates, on the server's core.
+start_etcd() {
+  local pki=$work/etcd-pki
+  mkdir -p "$pki"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
+    -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
+  for who in server client; do
+    local ext="extendedKeyUsage=clientAuth"
+    [[ $who == server ]] && ext="subjectAltName=IP:127.0.0.1
+extendedKeyUsage=serverAuth,clientAuth"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$who" \
+      -keyout "$pki/$who.key" -out "$pki/$who.csr" 2>/dev/null
+    openssl x509 -req -in "$pki/$who.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial -days 2 \
+      -extfile <(echo "$ext") -out "$pki/$who.pem" 2>/dev/null
+  done
+  local initial="m0=https://127.0.0.1:2380,m1=https://127.0.0.1:12380,m2=https://127.0.0.1:22380"
+  for i in 0 1 2; do
+    local c=$((2379 + i * 10000)) p=$((2380 + i * 10000))
+    ip netns exec "$srv" taskset -c 0 etcd --name "m$i" --data-dir "$work/etcd-m$i" \
+      --listen-client-urls "https://127.0.0.1:$c" --advertise-client-urls "https://127.0.0.1:$c" \
+      --listen-peer-urls "https://127.0.0.1:$p" --initial-advertise-peer-urls "https://127.0.0.1:$p" \
+      --initial-cluster "$initial" --initial-cluster-state new --initial-cluster-token bench \
+      --client-cert-auth --trusted-ca-file "$pki/ca.pem" --cert-file "$pki/server.pem" --key-file "$pki/server.key" \
+      --peer-client-cert-auth --peer-trusted-ca-file "$pki/ca.pem" --peer-cert-file "$pki/server.pem" \
+      --peer-key-file "$pki/server.key" --log-level error >"$work/etcd-m$i.log" 2>&1 &
+    etcd_pids+=($!)
+  done
+  sleep 3
+}
+
+stop_etcd() {
+  for p in "${etcd_pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  etcd_pids=()
+  rm -rf "$work"/etcd-m*
+}
+
 write_kea() { # $1 = reservations|pool
   {
     echo '{"Dhcp4": {"interfaces-config": {"interfaces": ["srv0"], "dhcp-socket-type": "udp"},'
@@ -118,21 +162,31 @@ write_kea() { # $1 = reservations|pool
   } > "$work/kea.json"
 }
 
-start_server() { # $1 = slipway|kea, $2 = workload
-  if [[ $1 == slipway ]]; then
+start_server() { # $1 = slipway|slipway-etcd|kea, $2 = workload
+  if [[ $1 == slipway* ]]; then
     write_slipway "$2"
+    if [[ $1 == slipway-etcd ]]; then
+      start_etcd
+      local pki=$work/etcd-pki
+      {
+        echo "[store]"; echo "backend = \"etcd\""; echo "instance = \"bench\""
+        echo "endpoints = [\"https://127.0.0.1:2379\", \"https://127.0.0.1:12379\", \"https://127.0.0.1:22379\"]"
+        echo "ca = \"$pki/ca.pem\""; echo "cert = \"$pki/client.pem\""; echo "key = \"$pki/client.key\""
+      } > "$work/store.toml"
+      cat "$work/store.toml" >> "$work/slipway.toml"
+    fi
     ip netns exec "$srv" taskset -c 0 "$bin" serve --config "$work/slipway.toml" --log warn >"$work/server.log" 2>&1 &
   else
     write_kea "$2"
     KEA_PIDFILE_DIR=$work KEA_LOCKFILE_DIR=$work ip netns exec "$srv" taskset -c 0 kea-dhcp4 -c "$work/kea.json" >"$work/server.log" 2>&1 &
   fi
   server_pid=$!
-  [[ -n "$cgroup" ]] && echo "$server_pid" > "$cgroup/cgroup.procs"
+  [[ -n "$cgroup" ]] && for p in "$server_pid" "${etcd_pids[@]}"; do echo "$p" > "$cgroup/cgroup.procs"; done
   sleep 3
   kill -0 "$server_pid" || { cat "$work/server.log" >&2; exit 1; }
 }
 
-stop_server() { kill -TERM "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""; }
+stop_server() { kill -TERM "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""; stop_etcd; }
 
 # CPU ticks (1/100 s) each of the server's threads (by name, summed) has used so far.
 threads() {
@@ -140,8 +194,12 @@ threads() {
     awk '{ a[$1] += $2 } END { for (k in a) print k, a[k] }' | sort
 }
 
-# CPU ticks (1/100 s) the server process has used so far, all threads.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+# CPU ticks (1/100 s) the server process (and its etcd members) have used so far, all threads.
+cpu_ticks() {
+  local p total=0
+  for p in "$server_pid" "${etcd_pids[@]}"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  echo "$total"
+}
 
 # One perfdhcp run at rate $1; the rest are perfdhcp's client options.
 # Prints "rate drops% server-cpu%".
@@ -177,7 +235,7 @@ search() { # perfdhcp client options
 
 echo "token-for-benchmarks-only-0123456789" > "$work/token"
 for i in $(seq 0 9999); do mac "$i"; echo; done > "$work/macs"
-printf '%-8s  %-13s  %18s  %8s  %12s  %16s  %s\n' server workload "$([[ -n "$fixed" ]] && echo "DORA/s at $fixed" || echo "max DORA/s (<1%)")" "drops %" "server CPU %" "DORA/s per core" "${fixed:+CPU ticks per thread}"
+printf '%-12s  %-13s  %18s  %8s  %12s  %16s  %s\n' server workload "$([[ -n "$fixed" ]] && echo "DORA/s at $fixed" || echo "max DORA/s (<1%)")" "drops %" "server CPU %" "DORA/s per core" "${fixed:+CPU ticks per thread}"
 for workload in ${BENCH_WORKLOADS:-reservations pool}; do
   for server in ${BENCH_SERVERS:-kea slipway}; do
     start_server "$server" "$workload"
@@ -198,7 +256,7 @@ for workload in ${BENCH_WORKLOADS:-reservations pool}; do
       per_thread=""
     fi
     per_core=$(awk -v r="$rate" -v c="$cpu" 'BEGIN { printf "%.0f", (c > 0) ? r * 100 / c : 0 }')
-    printf '%-8s  %-13s  %18s  %8s  %12s  %16s  %s\n' "$server" "$workload" "$rate" "$drops" "$cpu" "$per_core" "$per_thread"
+    printf '%-12s  %-13s  %18s  %8s  %12s  %16s  %s\n' "$server" "$workload" "$rate" "$drops" "$cpu" "$per_core" "$per_thread"
     stop_server
   done
 done

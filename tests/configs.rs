@@ -365,8 +365,10 @@ fn served_configs_pass_their_validators_without_ssh_keys() {
 fn every_ignition_fragment_passes_ignition_validate() {
     use slipway::boot::ignition::{Additions, HostKeyFiles, fragments};
     let dir = tempfile::tempdir().expect("tempdir");
-    let host = slipway::ssh::keys::host(dir.path(), "prod", "m0").expect("host key");
-    let client = slipway::ssh::keys::client_public(dir.path(), "prod").expect("client key");
+    let host = slipway::ssh::keys::host(&slipway::store::files::Files::Local(dir.path().to_owned()), "prod", "m0")
+        .expect("host key");
+    let client = slipway::ssh::keys::client_public(&slipway::store::files::Files::Local(dir.path().to_owned()), "prod")
+        .expect("client key");
     let keys = [OPS_KEY.to_string()];
     let host_files = Some(HostKeyFiles { private: &host.private, public: &host.public });
     let additions = Additions { ssh_keys: &keys, cluster_key: Some(&client), host_key: host_files };

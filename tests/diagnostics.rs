@@ -164,7 +164,9 @@ fn a_failed_bootstrap_is_read_over_ssh_with_the_host_key_pinned() {
     let (ok, _, err) = support::cli_in(Some(&lab.ns), &daemon, &["cluster", "bootstrap", "gather", "prod"]);
     sshd.stop();
     assert!(!ok);
-    let client = slipway::ssh::keys::client_public(&dir.path().join("state"), "prod").expect("the cluster's key");
+    let client =
+        slipway::ssh::keys::client_public(&slipway::store::files::Files::Local(dir.path().join("state")), "prod")
+            .expect("the cluster's key");
     let client_file = dir.path().join("client.pub");
     std::fs::write(&client_file, client).expect("client.pub");
     let did_not =

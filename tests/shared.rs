@@ -394,3 +394,76 @@ async fn losing_one_etcd_member_changes_nothing_and_losing_quorum_stops_writes_a
     a_follow.await.expect("joined");
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_files_written_through_one_instance_are_read_through_the_other() {
+    use slipway::inventory::Role;
+    use slipway::store::uploads;
+    let cluster = Cluster::start();
+    cluster.ready().await;
+    let a = Instance::start(&cluster, "a").await;
+    let b = Instance::start(&cluster, "b").await;
+    // An upload through one, dated from its certificates, is served (and dated) by the other.
+    let day_ago = std::time::SystemTime::now() - Duration::from_secs(86_400);
+    let made = std::time::UNIX_EPOCH
+        + Duration::from_millis(day_ago.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis() as u64);
+    a.blocking(move |s| uploads::put(&s.files(), "prod", Role::Bootstrap, b"{\"ignition\":{}}", Some(made)))
+        .await
+        .expect("upload on a");
+    until("b has the upload", &b.store, |s| uploads::get(&s.files(), "prod", Role::Bootstrap).ok().flatten().is_some())
+        .await;
+    let (text, dated) = uploads::get(&b.store.files(), "prod", Role::Bootstrap).expect("read").expect("there");
+    assert_eq!((text.as_str(), dated), ("{\"ignition\":{}}", made));
+    // Keys made on first use: both instances racing agree on one.
+    let (fa, fb) = (a.store.files(), b.store.files());
+    let (ka, kb) = tokio::join!(
+        tokio::task::spawn_blocking(move || slipway::ssh::keys::client_public(&fa, "prod")),
+        tokio::task::spawn_blocking(move || slipway::ssh::keys::client_public(&fb, "prod")),
+    );
+    let (ka, kb) = (ka.expect("joined").expect("key on a"), kb.expect("joined").expect("key on b"));
+    assert_eq!(ka, kb, "one client key for the cluster, whoever made it");
+    // A deleted cluster's files go for both.
+    b.blocking(|s| uploads::remove_cluster(&s.files(), "prod")).await.expect("remove on b");
+    b.blocking(|s| slipway::ssh::keys::remove_cluster(&s.files(), "prod")).await.expect("remove on b");
+    until("a loses the upload", &a.store, |s| {
+        uploads::get(&s.files(), "prod", Role::Bootstrap).ok().flatten().is_none()
+    })
+    .await;
+    let key = a.blocking(|s| slipway::ssh::keys::existing_client(&s.files(), "prod")).await.expect("read");
+    assert!(key.is_none(), "the key went too");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lifecycle_engines_writes_hold_only_on_the_leader() {
+    let cluster = Cluster::start();
+    let etcd = cluster.ready().await;
+    let a = Instance::start(&cluster, "a").await;
+    let b = Instance::start(&cluster, "b").await;
+    within("someone leads", Duration::from_secs(15), || a.store.term().is_some() || b.store.term().is_some()).await;
+    let (leader, follower) = if a.store.term().is_some() { (&a, &b) } else { (&b, &a) };
+    let record = |phase: &str| RecordWrite::put(Records::Phases, "w1", &serde_json::json!({ "phase": phase }));
+    let write = |store: Store, record: RecordWrite| {
+        tokio::task::spawn_blocking(move || store.fenced().write_records(&[record]))
+    };
+    let refused = write(follower.store.clone(), record("from-the-follower")).await.expect("joined");
+    assert!(refused.is_err_and(|e| e.to_string().contains("does not lead")), "a follower's engine writes nothing");
+    write(leader.store.clone(), record("from-the-leader")).await.expect("joined").expect("the leader's engine writes");
+    // The same store unfenced (the API's writes) works on either.
+    follower.blocking(move |s| s.write_records(&[record("through-the-api")])).await.expect("an API write anywhere");
+    // The leader key goes behind the leader's back (as when its lease ran out): it stops
+    // leading at once, though its own etcd lease still lives; whoever leads next writes.
+    let old = leader.store.term();
+    assert!(etcd.delete(b"/slipway/leader").await.expect("delete"), "the key was there");
+    within("the old term ends", Duration::from_secs(10), || leader.store.term() != old).await;
+    within("someone leads again", Duration::from_secs(15), || a.store.term().is_some() || b.store.term().is_some())
+        .await;
+    let (now, other) = if a.store.term().is_some() { (&a, &b) } else { (&b, &a) };
+    assert!(other.store.term().is_none(), "one leader");
+    write(now.store.clone(), record("next-term")).await.expect("joined").expect("the new leader writes");
+    let refused = write(other.store.clone(), record("stale")).await.expect("joined");
+    assert!(refused.is_err(), "the other does not");
+    a.stop().await;
+    b.stop().await;
+}

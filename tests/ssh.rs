@@ -14,7 +14,7 @@ use crate::sshd::{Setup, Sshd};
 fn a_large_standard_input_reaches_the_command_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
     let lab = Lab::bridge_only("ssi");
-    let state = dir.path().join("state");
+    let state = slipway::store::files::Files::Local(dir.path().join("state"));
     let host = slipway::ssh::keys::host(&state, "edge", "server-0").expect("host key");
     slipway::ssh::keys::delivered(&state, "edge", "server-0").expect("delivered");
     let host_file = dir.path().join("host");

@@ -133,7 +133,7 @@ pub async fn put_ignition(
         ));
     }
     let made = validity.map(|v| v.made);
-    let dir = s.store.state_dir().to_owned();
+    let dir = s.store.files();
     let (cluster_name, bytes) = (cluster.name.clone(), body.len() as u64);
     let key = cluster_name.to_string();
     tokio::task::spawn_blocking(move || crate::store::uploads::put(&dir, &key, role, &body, made))

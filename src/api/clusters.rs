@@ -212,7 +212,7 @@ pub async fn put_kubeconfig(
             "client-certificate-data: the client certificate has expired",
         ));
     }
-    let dir = s.store.state_dir().to_owned();
+    let dir = s.store.files();
     let key = name.to_string();
     tokio::task::spawn_blocking(move || crate::store::uploads::put_kubeconfig(&dir, &key, &body))
         .await
@@ -246,7 +246,7 @@ pub async fn get_kubeconfig(
     if !s.store.snapshot().clusters.contains_key(&name) {
         return Err(ApiError::NotFound(format!("no cluster named {name}")));
     }
-    let (dir, key) = (s.store.state_dir().to_owned(), name.to_string());
+    let (dir, key) = (s.store.files(), name.to_string());
     let found = tokio::task::spawn_blocking(move || crate::store::uploads::get_kubeconfig(&dir, &key))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?

@@ -79,11 +79,11 @@ pub enum ControlError {
 /// certificates (bootstrap.ign does; the master and worker pointer configs carry only the
 /// long-lived root CA and stay usable): its stored date, set from them at upload.
 fn dated(
-    state_dir: &std::path::Path,
+    files: &crate::store::files::Files,
     cluster: &str,
     role: crate::inventory::Role,
 ) -> std::io::Result<Option<std::time::SystemTime>> {
-    let Some((text, made)) = crate::store::uploads::get(state_dir, cluster, role)? else { return Ok(None) };
+    let Some((text, made)) = crate::store::uploads::get(files, cluster, role)? else { return Ok(None) };
     let config: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     Ok(crate::boot::ignition::certs::short_lived(&config).map(|_| made))
 }
@@ -211,6 +211,13 @@ impl Clusters {
     }
 
     /// With the images directory add-on sets named by `image` are read from.
+    /// These clusters over a fenced store (`Store::fenced`): for the lifecycle engine.
+    pub fn fenced(&self) -> Clusters {
+        let mut fenced = self.clone();
+        fenced.store = self.store.fenced();
+        fenced
+    }
+
     pub fn with_images(mut self, images: std::path::PathBuf) -> Clusters {
         self.images = Arc::new(images);
         self
@@ -318,7 +325,7 @@ impl Clusters {
                 roles.push(role);
             }
         }
-        let (dir, key) = (self.store.state_dir().to_owned(), definition.name.to_string());
+        let (dir, key) = (self.store.files(), definition.name.to_string());
         let made = tokio::task::spawn_blocking(move || {
             roles.into_iter().map(|role| Ok((role, dated(&dir, &key, role)?))).collect::<std::io::Result<Vec<_>>>()
         })
@@ -832,7 +839,7 @@ impl Clusters {
         let mut ignition = Vec::new();
         if kind == ClusterKind::Okd {
             use crate::inventory::Role;
-            let (dir, key) = (self.store.state_dir().to_owned(), cluster.to_owned());
+            let (dir, key) = (self.store.files(), cluster.to_owned());
             let made = tokio::task::spawn_blocking(move || {
                 [Role::Bootstrap, Role::ControlPlane, Role::Worker]
                     .map(|role| (role, dated(&dir, &key, role).ok().flatten()))

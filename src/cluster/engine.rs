@@ -66,7 +66,9 @@ impl Service for Engine {
 
     async fn run(self, shutdown: CancellationToken) -> Result<(), RunError> {
         let worker = Arc::new(Worker {
-            clusters: self.clusters,
+            // The passes' writes hold only while this instance leads (etcd: another may lead
+            // by the time a slow step writes).
+            clusters: self.clusters.fenced(),
             busy: Mutex::default(),
             attempted: Mutex::default(),
             started: Mutex::default(),
@@ -82,10 +84,10 @@ impl Service for Engine {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut steps = JoinSet::new();
-        steps.spawn(super::monitor::watch(worker.clusters.clone()));
+        steps.spawn(super::monitor::watch(self.clusters.clone()));
         // The config file's definitions, applied (when new or changed) beside the passes: a
         // slow hypervisor or a node still leaving holds up no step.
-        steps.spawn(follow_declared(worker.clusters.clone()));
+        steps.spawn(follow_declared(self.clusters.clone()));
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -263,7 +265,7 @@ impl Worker {
         .await?;
         for (cluster, (inv, outcomes)) in done {
             // Its uploads (Ignition, the admin kubeconfig), its SSH keys and its k3s token go with it.
-            let (dir, key) = (self.clusters.store.state_dir().to_owned(), cluster.to_string());
+            let (dir, key) = (self.clusters.store.files(), cluster.to_string());
             let removed = tokio::task::spawn_blocking(move || {
                 crate::store::uploads::remove_cluster(&dir, &key).map_err(|e| e.to_string())?;
                 crate::ssh::keys::remove_cluster(&dir, &key).map_err(|e| e.to_string())?;
@@ -562,8 +564,7 @@ impl Worker {
         let Some((inv, outcomes)) = done else { return Ok(()) };
         tracing::info!("node removed");
         // Its host key goes with its VM: a node made again under its name gets a new one.
-        let (dir, cluster, node) =
-            (self.clusters.store.state_dir().to_owned(), record.cluster.to_string(), record.node.to_string());
+        let (dir, cluster, node) = (self.clusters.store.files(), record.cluster.to_string(), record.node.to_string());
         if let Ok(Err(e)) =
             tokio::task::spawn_blocking(move || crate::ssh::keys::remove_host(&dir, &cluster, &node)).await
         {

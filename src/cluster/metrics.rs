@@ -69,7 +69,7 @@ impl Collector for Lifecycle {
         )?;
         for cluster in inv.clusters.values().filter(|c| c.kind == ClusterKind::Okd) {
             for role in [Role::Bootstrap, Role::ControlPlane, Role::Worker] {
-                let made = crate::store::uploads::made(self.store.state_dir(), cluster.name.as_str(), role);
+                let made = crate::store::uploads::made(&self.store.files(), cluster.name.as_str(), role);
                 if let Ok(Some(made)) = made {
                     let labels =
                         UploadLabels { cluster: cluster.name.to_string(), role: crate::store::uploads::okd_name(role) };
@@ -107,7 +107,7 @@ mod tests {
         .enter(Phase::PoweringOn, since);
         store.write_records(&[RecordWrite::put(Records::Phases, "master-0", &record)]).expect("record");
         let made = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_799_990_000);
-        crate::store::uploads::put(dir.path(), "prod", Role::Worker, b"{}", Some(made)).expect("upload");
+        crate::store::uploads::put(&store.files(), "prod", Role::Worker, b"{}", Some(made)).expect("upload");
 
         let mut registry = Registry::with_prefix("slipway");
         registry.register_collector(Box::new(Lifecycle::new(&store)));

@@ -134,7 +134,7 @@ impl BootState {
         if cluster.kind != crate::inventory::ClusterKind::Okd {
             return Ok(None);
         }
-        let dir = self.store.state_dir().to_owned();
+        let dir = self.store.files();
         let key = cluster.name.to_string();
         let found = tokio::task::spawn_blocking(move || crate::store::uploads::get(&dir, &key, role)).await;
         let (text, uploaded) = match found {
@@ -170,7 +170,7 @@ impl BootState {
         let Some(cluster) = node.cluster.as_ref().filter(|c| inv.clusters.contains_key(*c)) else {
             return Ok(None);
         };
-        let (dir, cluster, name) = (self.store.state_dir().to_owned(), cluster.to_string(), node.name.to_string());
+        let (dir, cluster, name) = (self.store.files(), cluster.to_string(), node.name.to_string());
         let made = tokio::task::spawn_blocking(move || {
             Ok::<_, crate::ssh::keys::KeyError>((
                 crate::ssh::keys::client_public(&dir, &cluster)?,
@@ -189,7 +189,7 @@ impl BootState {
     /// Notes that `node` was served the host key slipway made for it (from now on pinned).
     async fn host_key_delivered(&self, node: &Node) {
         let Some(cluster) = &node.cluster else { return };
-        let (dir, cluster, name) = (self.store.state_dir().to_owned(), cluster.to_string(), node.name.to_string());
+        let (dir, cluster, name) = (self.store.files(), cluster.to_string(), node.name.to_string());
         let noted = tokio::task::spawn_blocking(move || crate::ssh::keys::delivered(&dir, &cluster, &name)).await;
         if !matches!(noted, Ok(Ok(()))) {
             // Not pinned: slipway will not log in to it (fails closed).

@@ -7,6 +7,7 @@
 
 pub mod etcd;
 pub mod events;
+pub mod files;
 pub mod journal;
 pub mod private;
 pub mod records;
@@ -115,6 +116,8 @@ db_error_from!(redb::TransactionError, redb::TableError, redb::StorageError, red
 #[derive(Clone, Debug)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Writes of the lifecycle engine: on etcd they hold only while this instance leads.
+    fenced: bool,
 }
 
 #[derive(Debug)]
@@ -253,6 +256,7 @@ impl Store {
 
         let (snapshot, _) = watch::channel(Arc::new(inventory));
         Ok(Store {
+            fenced: false,
             inner: Arc::new(Inner {
                 db: std::sync::RwLock::new(Some(Arc::new(db))),
                 path,
@@ -273,6 +277,16 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Where the private files the lifecycle keeps are (uploads, SSH keys, k3s tokens): under
+    /// the state directory, or in etcd when the store is shared.
+    pub fn files(&self) -> files::Files {
+        let root = self.state_dir().to_owned();
+        match &self.inner.shared {
+            Some(shared) => files::Files::Shared { root, shared: shared.clone() },
+            None => files::Files::Local(root),
+        }
     }
 
     /// The directory the store file lives in (uploaded files go beside it).
@@ -360,7 +374,7 @@ impl Store {
     ) -> Result<(Arc<Inventory>, Vec<Outcome>), StoreError> {
         let _writer = self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(shared) = &self.inner.shared {
-            let written = shared.write_objects(self, records, |current| {
+            let written = shared.write_objects(self, records, self.fenced, |current| {
                 let (next, outcomes) = current.apply(ops)?;
                 Ok((next.version != current.version).then_some((next, outcomes)))
             });
@@ -369,7 +383,7 @@ impl Store {
                 None => {
                     let current = self.snapshot();
                     let (_, outcomes) = current.apply(ops)?;
-                    shared.write_records(records)?;
+                    shared.write_records(records, self.fenced)?;
                     Ok((current, outcomes))
                 }
             }));
@@ -431,7 +445,7 @@ impl Store {
         declared: &Inventory,
     ) -> Result<(Arc<Inventory>, Vec<Outcome>), StoreError> {
         let before = shared.declare(declared.clone());
-        let written = shared.write_objects(self, &[], |current| {
+        let written = shared.write_objects(self, &[], false, |current| {
             let done = current.redeclare(declared)?;
             let changed = !done.outcomes.is_empty() || !done.adopted.is_empty();
             Ok(changed.then_some((done.inventory, (done.outcomes, done.adopted))))
@@ -488,6 +502,14 @@ impl Store {
     /// This instance, as announced.
     pub fn this(&self) -> Option<shared::Member> {
         self.inner.this.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// This store for the lifecycle engine: on etcd, each of its writes holds only while this
+    /// instance leads (the leader key's term is compared in the same transaction), so a step
+    /// still running on an instance that lost the lead writes nothing. The same store on the
+    /// embedded file, whose one instance always leads.
+    pub fn fenced(&self) -> Store {
+        Store { inner: self.inner.clone(), fenced: true }
     }
 
     /// The shared half (etcd), when this instance has one.
@@ -620,7 +642,7 @@ impl Store {
         let _writer = self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(shared) = &self.inner.shared {
             let before = shared.installed(node);
-            self.count_shared(shared.set_installed(node, at).map_err(StoreError::from))?;
+            self.count_shared(shared.set_installed(node, at, self.fenced).map_err(StoreError::from))?;
             return Ok(before);
         }
         self.with_db(|db| {

@@ -21,6 +21,9 @@
 //! installed/<node>                           when the node reported an installed system (ms)
 //! leader                                     the leader's name, under its etcd lease
 //! members/<instance>                         each running instance (JSON), under its lease
+//! files/<path>, dated/<path>                 private files (`files`): uploads, SSH keys, k3s
+//!                                            tokens, by their path under the state directory,
+//!                                            and when each was made (ms)
 //! ```
 
 use std::collections::BTreeMap;
@@ -32,7 +35,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::etcd::leader::{Leadership, Term};
-use super::etcd::wire::{B64, Compare, DeleteRangeRequest, Int, PutRequest, RequestOp, TxnRequest};
+use super::etcd::wire::{
+    B64, Compare, DeleteRangeRequest, Int, PutRequest, RangeRequest, RequestOp, ResponseOp, TxnRequest,
+};
 use super::etcd::{Change, Etcd, EtcdError, Seen};
 use super::events::{EventKind, EventLog, Source, Subject};
 use super::records::{RecordWrite, Records};
@@ -135,6 +140,8 @@ const LEASES: &str = "leases/";
 const INSTALLED: &str = "installed/";
 const LEADER: &str = "leader";
 const MEMBERS: &str = "members/";
+const FILES: &str = "files/";
+const DATED: &str = "dated/";
 /// How many times an object change is computed again when another instance changed the
 /// inventory first.
 const ATTEMPTS: usize = 8;
@@ -301,8 +308,44 @@ impl Shared {
     /// Runs `request` in etcd from blocking code (a `spawn_blocking` thread, never a runtime
     /// worker) and waits until the mirror has seen what it wrote.
     fn transact(&self, request: &TxnRequest) -> Result<(bool, i64), SharedError> {
+        self.transact_as(request.clone(), false)
+    }
+
+    /// `transact`; when `fenced`, the write holds only while this instance leads (the
+    /// lifecycle engine's writes): refused with `NotLeader` when it does not, or no longer does.
+    fn transact_as(&self, mut request: TxnRequest, fenced: bool) -> Result<(bool, i64), SharedError> {
         self.check_up()?;
-        let answer = self.runtime.block_on(self.etcd.txn(request))?;
+        let term = match fenced {
+            false => None,
+            true => {
+                let term = self.term.borrow().clone();
+                let term = term.ok_or_else(|| SharedError::NotLeader { instance: self.settings.instance.clone() })?;
+                let leader = B64(self.key(LEADER));
+                request.compare.push(Compare {
+                    key: leader.clone(),
+                    target: "CREATE",
+                    result: "EQUAL",
+                    mod_revision: None,
+                    create_revision: Some(Int(term.revision)),
+                    version: None,
+                    lease: None,
+                });
+                request.failure.push(RequestOp::RequestRange(RangeRequest { key: leader, ..Default::default() }));
+                Some(term)
+            }
+        };
+        let answer = self.runtime.block_on(self.etcd.txn(&request))?;
+        if let Some(term) = term
+            && !answer.succeeded
+        {
+            let held = answer.responses.iter().rev().find_map(|r| match r {
+                ResponseOp::ResponseRange(range) => Some(range.kvs.first().map(|kv| kv.create_revision.0)),
+                _ => None,
+            });
+            if held != Some(Some(term.revision)) {
+                return Err(SharedError::NotLeader { instance: self.settings.instance.clone() });
+            }
+        }
         let revision = answer.header.revision.0;
         self.wait_for(revision)?;
         Ok((answer.succeeded, revision))
@@ -366,21 +409,82 @@ impl Shared {
             .collect()
     }
 
-    pub(super) fn write_records(&self, records: &[RecordWrite]) -> Result<(), SharedError> {
+    pub(super) fn write_records(&self, records: &[RecordWrite], fenced: bool) -> Result<(), SharedError> {
         if records.is_empty() {
             return Ok(());
         }
         let request = TxnRequest { compare: vec![], success: self.record_ops(records), failure: vec![] };
-        self.transact(&request).map(drop)
+        self.transact_as(request, fenced).map(drop)
     }
 
-    pub(super) fn set_installed(&self, node: &str, at: Option<Timestamp>) -> Result<(), SharedError> {
+    pub(super) fn set_installed(&self, node: &str, at: Option<Timestamp>, fenced: bool) -> Result<(), SharedError> {
         let key = self.installed_key(node);
         let op = match at {
             Some(at) => put(key, at.unix_millis().to_string().into_bytes()),
             None => delete(key),
         };
-        self.transact(&TxnRequest { compare: vec![], success: vec![op], failure: vec![] }).map(drop)
+        self.transact_as(TxnRequest { compare: vec![], success: vec![op], failure: vec![] }, fenced).map(drop)
+    }
+
+    // --- private files (`super::files`) ---
+
+    pub(super) fn file(&self, name: &str) -> Option<Vec<u8>> {
+        self.value(&self.key(&format!("{FILES}{name}")))
+    }
+
+    pub(super) fn file_made(&self, name: &str) -> Option<u64> {
+        let bytes = self.value(&self.key(&format!("{DATED}{name}")))?;
+        std::str::from_utf8(&bytes).ok()?.parse().ok()
+    }
+
+    fn file_ops(&self, name: &str, body: &[u8], made_ms: u64) -> Vec<RequestOp> {
+        vec![
+            put(self.key(&format!("{FILES}{name}")), body.to_vec()),
+            put(self.key(&format!("{DATED}{name}")), made_ms.to_string().into_bytes()),
+        ]
+    }
+
+    pub(super) fn file_replace(&self, name: &str, body: &[u8], made_ms: u64) -> Result<(), SharedError> {
+        let request = TxnRequest { compare: vec![], success: self.file_ops(name, body, made_ms), failure: vec![] };
+        self.transact(&request).map(drop)
+    }
+
+    /// Stores `body` as `name` unless it exists; whether this call stored it.
+    pub(super) fn file_once(&self, name: &str, body: &[u8]) -> Result<bool, SharedError> {
+        let now = Timestamp::now().unix_millis();
+        let request = TxnRequest {
+            compare: vec![Compare {
+                key: B64(self.key(&format!("{FILES}{name}"))),
+                target: "CREATE",
+                result: "EQUAL",
+                mod_revision: None,
+                create_revision: Some(Int(0)),
+                version: None,
+                lease: None,
+            }],
+            success: self.file_ops(name, body, now),
+            failure: vec![],
+        };
+        self.transact(&request).map(|(stored, _)| stored)
+    }
+
+    /// Removes `name` (and, with `under`, everything under `name/`).
+    pub(super) fn files_remove(&self, name: &str, under: bool) -> Result<(), SharedError> {
+        let mut ops = Vec::new();
+        for table in [FILES, DATED] {
+            let key = self.key(&format!("{table}{name}"));
+            ops.push(delete(key.clone()));
+            if under {
+                let mut dir = key;
+                dir.push(b'/');
+                let end = super::etcd::prefix_end(&dir);
+                ops.push(RequestOp::RequestDeleteRange(DeleteRangeRequest {
+                    key: B64(dir),
+                    range_end: Some(B64(end)),
+                }));
+            }
+        }
+        self.transact(&TxnRequest { compare: vec![], success: ops, failure: vec![] }).map(drop)
     }
 
     /// Records `leases` if this instance leads, in one fenced transaction.
@@ -407,6 +511,7 @@ impl Shared {
         &self,
         store: &Store,
         records: &[RecordWrite],
+        fenced: bool,
         mut change: impl FnMut(&Inventory) -> Result<Option<(Inventory, T)>, StoreError>,
     ) -> Result<Option<(Arc<Inventory>, T)>, StoreError> {
         for _ in 0..ATTEMPTS {
@@ -437,7 +542,7 @@ impl Shared {
                 success: ops,
                 failure: vec![],
             };
-            let (succeeded, _) = self.transact(&request).map_err(StoreError::Shared)?;
+            let (succeeded, _) = self.transact_as(request, fenced).map_err(StoreError::Shared)?;
             if succeeded {
                 return Ok(Some((store.snapshot(), out)));
             }
@@ -496,10 +601,14 @@ impl Shared {
             touched |= key.starts_with(&objects) || key == version;
             match change {
                 Change::Put(kv) => {
+                    if key == leader {
+                        self.not_our_term(Some(kv.create_revision.0));
+                    }
                     mirror.keys.insert(key, Value { bytes: kv.value.0, revision });
                 }
                 Change::Delete { .. } => {
                     if key == leader {
+                        self.not_our_term(None);
                         self.vacated.notify_one();
                     }
                     mirror.keys.remove(&key);
@@ -508,6 +617,21 @@ impl Shared {
             mirror.revision = mirror.revision.max(revision);
         }
         touched
+    }
+
+    /// The leader key now holds `term` (`None`: it went): a term of this instance's that is not
+    /// it is over, whatever its etcd lease says (the key was deleted, or another made it).
+    fn not_our_term(&self, term: Option<i64>) {
+        let ended = self.term.send_if_modified(|ours| {
+            let over = ours.as_ref().is_some_and(|t| Some(t.revision) != term);
+            if over {
+                *ours = None;
+            }
+            over
+        });
+        if ended {
+            tracing::warn!("the leader key changed under this instance: no longer leading");
+        }
     }
 
     /// Replaces the mirror with a fresh read (after a compaction took the watch's start away).

@@ -108,7 +108,7 @@ impl Admission for Clusters {
             };
             self.events.append(Source::Cluster, Subject::default(), details);
         }
-        let (dir, key, first) = (self.store.state_dir().to_owned(), cluster.name.to_string(), join.is_none());
+        let (dir, key, first) = (self.store.files(), cluster.name.to_string(), join.is_none());
         let token = tokio::task::spawn_blocking(move || match first {
             true => token::get_or_make(&dir, &key).map(Some),
             false => token::existing(&dir, &key),

@@ -202,7 +202,7 @@ async fn trust(clusters: &Clusters, cluster: &Cluster, init: &Node) -> Result<St
     }
     let zone = format!("{}.{}", cluster.name, cluster.base_domain);
     let stored = pointed_at(text, &format!("https://api.{zone}:{API_PORT}"))?;
-    let (dir, key) = (clusters.store.state_dir().to_owned(), cluster.name.to_string());
+    let (dir, key) = (clusters.store.files(), cluster.name.to_string());
     tokio::task::spawn_blocking(move || crate::store::uploads::put_kubeconfig(&dir, &key, &stored))
         .await
         .map_err(|e| e.to_string())?
@@ -233,7 +233,7 @@ fn pointed_at(kubeconfig: &[u8], server: &str) -> Result<Vec<u8>, String> {
 
 /// The stored kubeconfig's client, reaching `base` (at `connect` if set).
 async fn client(clusters: &Clusters, cluster: &Name, base: &str, connect: Option<SocketAddr>) -> Result<Kube, String> {
-    let (dir, key) = (clusters.store.state_dir().to_owned(), cluster.to_string());
+    let (dir, key) = (clusters.store.files(), cluster.to_string());
     let bytes = tokio::task::spawn_blocking(move || crate::store::uploads::get_kubeconfig(&dir, &key))
         .await
         .map_err(|e| e.to_string())?
@@ -280,7 +280,7 @@ pub async fn forget_node(clusters: &Clusters, node: &Node) -> Result<(), String>
     else {
         return Ok(());
     };
-    let (dir, key) = (clusters.store.state_dir().to_owned(), cluster.name.to_string());
+    let (dir, key) = (clusters.store.files(), cluster.name.to_string());
     let stored = tokio::task::spawn_blocking(move || crate::store::uploads::get_kubeconfig(&dir, &key))
         .await
         .map_err(|e| e.to_string())?
@@ -380,7 +380,7 @@ async fn login(
     cluster: &Cluster,
     node: &Node,
 ) -> Result<(crate::ssh::Target, Arc<russh::keys::PrivateKey>), String> {
-    let (dir, key, name) = (clusters.store.state_dir().to_owned(), cluster.name.to_string(), node.name.to_string());
+    let (dir, key, name) = (clusters.store.files(), cluster.name.to_string(), node.name.to_string());
     let keys = tokio::task::spawn_blocking(move || {
         Ok::<_, crate::ssh::keys::KeyError>((
             crate::ssh::keys::existing_client(&dir, &key)?,

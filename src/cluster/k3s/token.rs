@@ -6,12 +6,12 @@
 //! password is 48 letters and digits: never shaped like a kubeadm bootstrap token
 //! (`[a-z0-9]{6}.[a-z0-9]{16}`), which `--cluster-init` cannot take (k3s#7499).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sha2::Digest;
 use zeroize::Zeroizing;
 
-use crate::store::private;
+use crate::store::files::Files;
 
 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const LENGTH: usize = 48;
@@ -59,26 +59,25 @@ pub fn ca_hash(cacerts: &[u8]) -> String {
     sha2::Sha256::digest(cacerts).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn path(state_dir: &Path, cluster: &str) -> PathBuf {
-    state_dir.join("k3s").join(cluster).join("token")
+fn path(files: &Files, cluster: &str) -> PathBuf {
+    files.root().join("k3s").join(cluster).join("token")
 }
 
 /// The cluster's token, made on first use (concurrent first uses agree on one).
-pub fn get_or_make(state_dir: &Path, cluster: &str) -> Result<Token, TokenError> {
-    if let Some(token) = existing(state_dir, cluster)? {
+pub fn get_or_make(files: &Files, cluster: &str) -> Result<Token, TokenError> {
+    if let Some(token) = existing(files, cluster)? {
         return Ok(token);
     }
-    let path = path(state_dir, cluster);
+    let path = path(files, cluster);
     let made = random()?;
-    private::write_once(state_dir, &path, made.as_bytes())
-        .map_err(|source| TokenError::Io { path: path.clone(), source })?;
-    existing(state_dir, cluster)?.ok_or(TokenError::Io { path, source: std::io::ErrorKind::NotFound.into() })
+    files.write_once(&path, made.as_bytes()).map_err(|source| TokenError::Io { path: path.clone(), source })?;
+    existing(files, cluster)?.ok_or(TokenError::Io { path, source: std::io::ErrorKind::NotFound.into() })
 }
 
 /// The cluster's token, if one was made.
-pub fn existing(state_dir: &Path, cluster: &str) -> Result<Option<Token>, TokenError> {
-    let path = path(state_dir, cluster);
-    let Some(bytes) = private::read(&path).map_err(|source| TokenError::Io { path: path.clone(), source })? else {
+pub fn existing(files: &Files, cluster: &str) -> Result<Option<Token>, TokenError> {
+    let path = path(files, cluster);
+    let Some(bytes) = files.read(&path).map_err(|source| TokenError::Io { path: path.clone(), source })? else {
         return Ok(None);
     };
     let valid = bytes.len() == LENGTH && bytes.iter().all(|b| ALPHABET.contains(b));
@@ -89,9 +88,9 @@ pub fn existing(state_dir: &Path, cluster: &str) -> Result<Option<Token>, TokenE
 }
 
 /// Forgets a deleted cluster's token.
-pub fn remove_cluster(state_dir: &Path, cluster: &str) -> Result<(), TokenError> {
-    let dir = state_dir.join("k3s").join(cluster);
-    private::remove_dir(&dir).map_err(|e| TokenError::Io { path: dir, source: e })
+pub fn remove_cluster(files: &Files, cluster: &str) -> Result<(), TokenError> {
+    let dir = files.root().join("k3s").join(cluster);
+    files.remove_dir(&dir).map_err(|e| TokenError::Io { path: dir, source: e })
 }
 
 /// `LENGTH` characters of `ALPHABET`, uniformly (bytes past the last whole multiple of its
@@ -118,15 +117,15 @@ mod tests {
     #[test]
     fn a_token_is_made_once_per_cluster_and_never_shown() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert!(existing(dir.path(), "edge").expect("read").is_none());
-        let token = get_or_make(dir.path(), "edge").expect("made");
+        assert!(existing(&Files::Local(dir.path().to_owned()), "edge").expect("read").is_none());
+        let token = get_or_make(&Files::Local(dir.path().to_owned()), "edge").expect("made");
         assert_eq!(token.password().len(), LENGTH);
         assert!(!token.password().contains('.'), "never a kubeadm token's shape");
-        assert_eq!(get_or_make(dir.path(), "edge").expect("again"), token);
-        assert_ne!(get_or_make(dir.path(), "lab").expect("another"), token);
+        assert_eq!(get_or_make(&Files::Local(dir.path().to_owned()), "edge").expect("again"), token);
+        assert_ne!(get_or_make(&Files::Local(dir.path().to_owned()), "lab").expect("another"), token);
         assert_eq!(format!("{token:?}"), "Token(…)");
-        remove_cluster(dir.path(), "edge").expect("remove");
-        assert!(existing(dir.path(), "edge").expect("read").is_none());
+        remove_cluster(&Files::Local(dir.path().to_owned()), "edge").expect("remove");
+        assert!(existing(&Files::Local(dir.path().to_owned()), "edge").expect("read").is_none());
     }
 
     #[test]
@@ -148,7 +147,7 @@ mod tests {
         let file = dir.path().join("k3s/edge/token");
         std::fs::create_dir_all(file.parent().expect("dir")).expect("dir");
         std::fs::write(&file, "abcdef.0123456789abcdef").expect("write");
-        let err = get_or_make(dir.path(), "edge").expect_err("refused").to_string();
+        let err = get_or_make(&Files::Local(dir.path().to_owned()), "edge").expect_err("refused").to_string();
         assert!(err.contains("k3s/edge/token") && !err.contains("abcdef"), "{err}");
     }
 

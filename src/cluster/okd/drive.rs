@@ -110,7 +110,7 @@ impl Driver {
             Next::Save(next) => {
                 if next.facts.bootstrap_done && !record.facts.bootstrap_done {
                     // Its Ignition serves no one now.
-                    let (dir, key) = (clusters.store.state_dir().to_owned(), name.to_string());
+                    let (dir, key) = (clusters.store.files(), name.to_string());
                     let removed =
                         tokio::task::spawn_blocking(move || crate::store::uploads::remove(&dir, &key, Role::Bootstrap))
                             .await;
@@ -356,7 +356,7 @@ impl Driver {
 
 /// The uploaded admin kubeconfig of cluster `name`.
 async fn kubeconfig(clusters: &Clusters, name: &Name) -> Result<Vec<u8>, String> {
-    let (dir, key) = (clusters.store.state_dir().to_owned(), name.to_string());
+    let (dir, key) = (clusters.store.files(), name.to_string());
     let uploaded = tokio::task::spawn_blocking(move || crate::store::uploads::get_kubeconfig(&dir, &key))
         .await
         .map_err(|e| e.to_string())?

@@ -66,7 +66,7 @@ async fn run(
     node: &crate::inventory::Node,
 ) -> Result<Vec<CommandOutput>, GatherError> {
     let failed = |e: &dyn std::fmt::Display| GatherError::Failed(e.to_string());
-    let (dir, key, name) = (clusters.store.state_dir().to_owned(), cluster.to_string(), node.name.to_string());
+    let (dir, key, name) = (clusters.store.files(), cluster.to_string(), node.name.to_string());
     let keys = tokio::task::spawn_blocking(move || {
         Ok::<_, crate::ssh::keys::KeyError>((
             crate::ssh::keys::existing_client(&dir, &key)?,
