@@ -37,6 +37,8 @@
 # perfdhcp, not the server, is the limit, that is the server's headroom.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/etcd-lib.sh
+source "$root/benches/etcd-lib.sh"
 secs=${BENCH_SECONDS:-5}
 work=$(mktemp -d /tmp/slipway-bench.XXXXXX)
 srv=swbs$$ cli=swbc$$
@@ -107,41 +109,17 @@ write_slipway() { # $1 = reservations|pool
   } > "$work/slipway.toml"
 }
 
-# A three-member etcd in the server's namespace (loopback, ports 2379/2380, 12379/12380,
-# 22379/22380), TLS everywhere with client certificates, on the server's core.
+# A three-member etcd in the server's namespace on loopback, on the server's core.
 start_etcd() {
-  local pki=$work/etcd-pki
-  mkdir -p "$pki"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
-    -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
-  for who in server client; do
-    local ext="extendedKeyUsage=clientAuth"
-    [[ $who == server ]] && ext="subjectAltName=IP:127.0.0.1
-extendedKeyUsage=serverAuth,clientAuth"
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$who" \
-      -keyout "$pki/$who.key" -out "$pki/$who.csr" 2>/dev/null
-    openssl x509 -req -in "$pki/$who.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial -days 2 \
-      -extfile <(echo "$ext") -out "$pki/$who.pem" 2>/dev/null
-  done
-  local initial="m0=https://127.0.0.1:2380,m1=https://127.0.0.1:12380,m2=https://127.0.0.1:22380"
-  for i in 0 1 2; do
-    local c=$((2379 + i * 10000)) p=$((2380 + i * 10000))
-    ip netns exec "$srv" taskset -c 0 etcd --name "m$i" --data-dir "$work/etcd-m$i" \
-      --listen-client-urls "https://127.0.0.1:$c" --advertise-client-urls "https://127.0.0.1:$c" \
-      --listen-peer-urls "https://127.0.0.1:$p" --initial-advertise-peer-urls "https://127.0.0.1:$p" \
-      --initial-cluster "$initial" --initial-cluster-state new --initial-cluster-token bench \
-      --client-cert-auth --trusted-ca-file "$pki/ca.pem" --cert-file "$pki/server.pem" --key-file "$pki/server.key" \
-      --peer-client-cert-auth --peer-trusted-ca-file "$pki/ca.pem" --peer-cert-file "$pki/server.pem" \
-      --peer-key-file "$pki/server.key" --log-level error >"$work/etcd-m$i.log" 2>&1 &
-    etcd_pids+=($!)
-  done
+  etcd_pki "$work/etcd" 127.0.0.1
+  etcd_trio "$srv" 127.0.0.1 "$work/etcd" 0
   sleep 3
 }
 
 stop_etcd() {
   for p in "${etcd_pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   etcd_pids=()
-  rm -rf "$work"/etcd-m*
+  rm -rf "$work/etcd"
 }
 
 write_kea() { # $1 = reservations|pool
@@ -167,12 +145,7 @@ start_server() { # $1 = slipway|slipway-etcd|kea, $2 = workload
     write_slipway "$2"
     if [[ $1 == slipway-etcd ]]; then
       start_etcd
-      local pki=$work/etcd-pki
-      {
-        echo "[store]"; echo "backend = \"etcd\""; echo "instance = \"bench\""
-        echo "endpoints = [\"https://127.0.0.1:2379\", \"https://127.0.0.1:12379\", \"https://127.0.0.1:22379\"]"
-        echo "ca = \"$pki/ca.pem\""; echo "cert = \"$pki/client.pem\""; echo "key = \"$pki/client.key\""
-      } > "$work/store.toml"
+      etcd_store_toml 127.0.0.1 "$work/etcd" bench > "$work/store.toml"
       cat "$work/store.toml" >> "$work/slipway.toml"
     fi
     ip netns exec "$srv" taskset -c 0 "$bin" serve --config "$work/slipway.toml" --log warn >"$work/server.log" 2>&1 &

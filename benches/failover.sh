@@ -2,7 +2,7 @@
 # HA failover time: two slipway instances sharing a three-member etcd, keepalived (the shipped
 # examples/ha/keepalived.conf) moving the DHCP address to the leader, perfdhcp relaying to that
 # address at a steady rate. The leader is killed with SIGKILL KILLS times (default 10); each time
-# the figure is the gap between the kill and the first DHCP reply after it (tcpdump on the
+# the figure is the gap between the kill and the standby's first DHCP reply (tcpdump on the
 # relay's side), then the killed instance is started again (it comes back as the standby).
 #
 #   sudo benches/failover.sh                  # 10 kills, lease_ttl 3s
@@ -12,6 +12,8 @@
 # openssl, iproute2. Builds a release slipway unless BENCH_BIN names one.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/etcd-lib.sh
+source "$root/benches/etcd-lib.sh"
 kills=${KILLS:-10}
 ttl=${LEASE_TTL:-3s}
 work=$(mktemp -d /tmp/slipway-failover.XXXXXX)
@@ -51,29 +53,10 @@ for end in "$s1 eth0 10.1.107.11/24" "$s2 eth0 10.1.107.12/24" "$cli cli0 10.1.1
 done
 
 # etcd: three members in the hub, TLS with client certificates.
-pki=$work/pki; mkdir -p "$pki"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=ca \
-  -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
-for who in server client; do
-  ext="extendedKeyUsage=clientAuth"
-  [[ $who == server ]] && ext="subjectAltName=IP:10.1.107.200
-extendedKeyUsage=serverAuth,clientAuth"
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$who" \
-    -keyout "$pki/$who.key" -out "$pki/$who.csr" 2>/dev/null
-  openssl x509 -req -in "$pki/$who.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial -days 2 \
-    -extfile <(echo "$ext") -out "$pki/$who.pem" 2>/dev/null
-done
-initial="m0=https://10.1.107.200:2380,m1=https://10.1.107.200:12380,m2=https://10.1.107.200:22380"
-for m in 0 1 2; do
-  c=$((2379 + m * 10000)) p=$((2380 + m * 10000))
-  ip netns exec "$hub" etcd --name "m$m" --data-dir "$work/etcd-m$m" \
-    --listen-client-urls "https://10.1.107.200:$c" --advertise-client-urls "https://10.1.107.200:$c" \
-    --listen-peer-urls "https://10.1.107.200:$p" --initial-advertise-peer-urls "https://10.1.107.200:$p" \
-    --initial-cluster "$initial" --initial-cluster-state new --initial-cluster-token failover \
-    --client-cert-auth --trusted-ca-file "$pki/ca.pem" --cert-file "$pki/server.pem" --key-file "$pki/server.key" \
-    --peer-client-cert-auth --peer-trusted-ca-file "$pki/ca.pem" --peer-cert-file "$pki/server.pem" \
-    --peer-key-file "$pki/server.key" --log-level error >"$work/etcd-m$m.log" 2>&1 &
-done
+pki=$work/etcd
+etcd_pids=()
+etcd_pki "$pki" 10.1.107.200
+etcd_trio "$hub" 10.1.107.200 "$pki"
 sleep 4
 
 echo "token-for-benchmarks-only-0123456789" > "$work/token"
@@ -87,15 +70,6 @@ token_file = "$work/token"
 [dhcp]
 interfaces = ["eth0"]
 server_addresses = ["10.1.107.2"]
-[store]
-backend = "etcd"
-endpoints = ["https://10.1.107.200:2379", "https://10.1.107.200:12379", "https://10.1.107.200:22379"]
-ca = "$pki/ca.pem"
-cert = "$pki/client.pem"
-key = "$pki/client.key"
-instance = "$1"
-lease_ttl = "$ttl"
-timeout = "2s"
 [[networks]]
 name = "lab"
 interface = "eth0"
@@ -103,6 +77,7 @@ cidr = "10.1.107.0/24"
 pool = { start = "10.1.107.100", end = "10.1.107.250" }
 lease_time = "1h"
 EOF
+  { etcd_store_toml 10.1.107.200 "$pki" "$1"; printf 'lease_ttl = "%s"\ntimeout = "2s"\n' "$ttl"; } >> "$work/$1/slipway.toml"
   # The shipped example's DHCP instance, on this lab's interface.
   sed -e 's/eth1/eth0/g' "$root/examples/ha/keepalived.conf" | sed '/^vrrp_instance slipway_frontends/,$d' \
     > "$work/$1/keepalived.conf"
@@ -138,14 +113,17 @@ for n in $(seq 1 "$kills"); do
   kill -9 "$(cat "$work/$lname/pid")"
   wait "$load" || true
   kill -INT "$dump"; wait "$dump" 2>/dev/null || true
-  gap=$(tcpdump -tt -n -r "$pcap" 2>/dev/null | awk -v k="$killed" '$1 > k { printf "%.3f", $1 - k; exit }')
+  # The first reply from the standby (its replies leave from its own address, .11 or .12).
+  from=$([[ $sname == s1 ]] && echo 10.1.107.11.67 || echo 10.1.107.12.67)
+  gap=$(tcpdump -tt -n -r "$pcap" 2>/dev/null |
+    awk -v k="$killed" -v from="$from" '$1 > k && $3 == from { printf "%.3f", $1 - k; exit }' || true)
   leads=$(leader_of "$sns" "$sname" && echo "$sname" || echo "nobody")
-  echo "kill $n: $lname killed; first DHCP reply after ${gap:-none} s; leader now: $leads"
+  echo "kill $n: $lname killed; $sname's first DHCP reply after ${gap:-none} s; leader now: $leads"
   gaps+=("${gap:-999}")
   start_slipway "$lns" "$lname"
   sleep 5
 done
 printf '%s\n' "${gaps[@]}" | sort -n | awk -v ttl="$ttl" '
   { v[NR] = $1; s += $1 }
-  END { printf "lease_ttl %s, %d kills: first reply after the kill: min %.3f s, median %.3f s, max %.3f s, mean %.3f s\n",
+  END { printf "lease_ttl %s, %d kills, the standby answering DHCP after the kill: min %.3f s, median %.3f s, max %.3f s, mean %.3f s\n",
         ttl, NR, v[1], v[int((NR + 1) / 2)], v[NR], s / NR }'

@@ -35,9 +35,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::etcd::leader::{Leadership, Term};
-use super::etcd::wire::{
-    B64, Compare, DeleteRangeRequest, Int, PutRequest, RangeRequest, RequestOp, ResponseOp, TxnRequest,
-};
+use super::etcd::wire::{B64, Compare, DeleteRangeRequest, PutRequest, RequestOp, ResponseOp, TxnRequest};
 use super::etcd::{Change, Etcd, EtcdError, Seen};
 use super::events::{EventKind, EventLog, Source, Subject};
 use super::records::{RecordWrite, Records};
@@ -320,17 +318,7 @@ impl Shared {
             true => {
                 let term = self.term.borrow().clone();
                 let term = term.ok_or_else(|| SharedError::NotLeader { instance: self.settings.instance.clone() })?;
-                let leader = B64(self.key(LEADER));
-                request.compare.push(Compare {
-                    key: leader.clone(),
-                    target: "CREATE",
-                    result: "EQUAL",
-                    mod_revision: None,
-                    create_revision: Some(Int(term.revision)),
-                    version: None,
-                    lease: None,
-                });
-                request.failure.push(RequestOp::RequestRange(RangeRequest { key: leader, ..Default::default() }));
+                super::etcd::leader::fence(&self.key(LEADER), &term, &mut request);
                 Some(term)
             }
         };
@@ -453,15 +441,7 @@ impl Shared {
     pub(super) fn file_once(&self, name: &str, body: &[u8]) -> Result<bool, SharedError> {
         let now = Timestamp::now().unix_millis();
         let request = TxnRequest {
-            compare: vec![Compare {
-                key: B64(self.key(&format!("{FILES}{name}"))),
-                target: "CREATE",
-                result: "EQUAL",
-                mod_revision: None,
-                create_revision: Some(Int(0)),
-                version: None,
-                lease: None,
-            }],
+            compare: vec![Compare::created_at(&self.key(&format!("{FILES}{name}")), 0)],
             success: self.file_ops(name, body, now),
             failure: vec![],
         };
@@ -530,15 +510,7 @@ impl Shared {
             }
             ops.push(put(self.key(VERSION), next.version.to_string().into_bytes()));
             let request = TxnRequest {
-                compare: vec![Compare {
-                    key: B64(self.key(VERSION)),
-                    target: "MOD",
-                    result: "EQUAL",
-                    mod_revision: Some(Int(built_from)),
-                    create_revision: None,
-                    version: None,
-                    lease: None,
-                }],
+                compare: vec![Compare::modified_at(&self.key(VERSION), built_from)],
                 success: ops,
                 failure: vec![],
             };

@@ -79,15 +79,7 @@ impl Leadership {
     pub async fn try_lead(&self, lease: i64) -> Result<Option<Term>, EtcdError> {
         let key = B64(self.key.clone());
         let request = TxnRequest {
-            compare: vec![Compare {
-                key: key.clone(),
-                target: "CREATE",
-                result: "EQUAL",
-                mod_revision: None,
-                create_revision: Some(Int(0)),
-                version: None,
-                lease: None,
-            }],
+            compare: vec![Compare::created_at(&self.key, 0)],
             success: vec![RequestOp::RequestPut(PutRequest {
                 key: key.clone(),
                 value: B64(self.name.as_bytes().to_vec()),
@@ -112,20 +104,9 @@ impl Leadership {
     /// `ops` as a transaction that runs only while `term` leads; when it does not, the failure
     /// branch reads the leader key (an empty read: nobody leads).
     pub fn fenced(&self, term: &Term, ops: Vec<RequestOp>) -> TxnRequest {
-        let key = B64(self.key.clone());
-        TxnRequest {
-            compare: vec![Compare {
-                key: key.clone(),
-                target: "CREATE",
-                result: "EQUAL",
-                mod_revision: None,
-                create_revision: Some(Int(term.revision)),
-                version: None,
-                lease: None,
-            }],
-            success: ops,
-            failure: vec![RequestOp::RequestRange(RangeRequest { key, ..Default::default() })],
-        }
+        let mut request = TxnRequest { compare: vec![], success: ops, failure: vec![] };
+        fence(&self.key, term, &mut request);
+        request
     }
 
     /// Tries to lead until `shutdown`, keeping the lease alive while it does; `terms` says the
@@ -210,6 +191,14 @@ impl Leadership {
             }
         }
     }
+}
+
+/// Makes `request` hold only while `term` leads through leader key `key`: a compare of the
+/// key's create revision, and a read of the key on the failure branch (the last response then
+/// says who holds it; none: nobody).
+pub fn fence(key: &[u8], term: &Term, request: &mut TxnRequest) {
+    request.compare.push(Compare::created_at(key, term.revision));
+    request.failure.push(RequestOp::RequestRange(RangeRequest { key: B64(key.to_vec()), ..Default::default() }));
 }
 
 fn step_down(terms: &watch::Sender<Option<Term>>, why: &str) {

@@ -131,6 +131,34 @@ pub struct Compare {
     pub lease: Option<Int>,
 }
 
+impl Compare {
+    /// `key` was created at `revision` (0: `key` does not exist).
+    pub fn created_at(key: &[u8], revision: i64) -> Compare {
+        Compare {
+            key: B64(key.to_vec()),
+            target: "CREATE",
+            result: "EQUAL",
+            mod_revision: None,
+            create_revision: Some(Int(revision)),
+            version: None,
+            lease: None,
+        }
+    }
+
+    /// `key` was last changed at `revision` (0: `key` does not exist).
+    pub fn modified_at(key: &[u8], revision: i64) -> Compare {
+        Compare {
+            key: B64(key.to_vec()),
+            target: "MOD",
+            result: "EQUAL",
+            mod_revision: Some(Int(revision)),
+            create_revision: None,
+            version: None,
+            lease: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RequestOp {
