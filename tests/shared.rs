@@ -29,6 +29,7 @@ fn settings(cluster: &Cluster, instance: &str) -> Settings {
         prefix: "/slipway/".into(),
         instance: instance.into(),
         lease_ttl: Duration::from_secs(3),
+        compaction: Default::default(),
     }
 }
 
@@ -465,5 +466,47 @@ async fn the_lifecycle_engines_writes_hold_only_on_the_leader() {
     let refused = write(other.store.clone(), record("stale")).await.expect("joined");
     assert!(refused.is_err(), "the other does not");
     a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_compacts_the_history_and_a_follower_keeps_up() {
+    let cluster = Cluster::start();
+    let etcd = cluster.ready().await;
+    let mut compacting = settings(&cluster, "a");
+    compacting.compaction = slipway::store::shared::Compaction { every: Duration::from_millis(200), keep: 5 };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shared = Shared::connect(compacting).await.expect("connect");
+    let a = Store::open_shared(&dir.path().join("state"), declared(dir.path()), shared).expect("open");
+    let stop = CancellationToken::new();
+    let follow = tokio::spawn({
+        let (store, stop) = (a.clone(), stop.clone());
+        async move { store.follow(None, stop).await }
+    });
+    within("a leads", Duration::from_secs(15), || a.term().is_some()).await;
+    let b = Instance::start(&cluster, "b").await;
+    for i in 0..20u8 {
+        let store = a.clone();
+        let op = Op::Create(Object::Node(node(&format!("c{i}"), 60 + i)));
+        tokio::task::spawn_blocking(move || store.apply(&[op])).await.expect("joined").expect("create");
+    }
+    // The history before the last few revisions goes; a watch from the start is refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // etcd confirms the watch, then says its start is gone.
+        let mut watch = etcd.watch(b"/slipway/", 1).await.expect("watch");
+        match tokio::time::timeout(Duration::from_secs(2), watch.next()).await {
+            Ok(Err(slipway::store::etcd::EtcdError::Compacted(_))) => break,
+            other => {
+                assert!(Instant::now() < deadline, "compacted within 10 s: {other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let version = a.snapshot().version;
+    until("b keeps up", &b.store, |s| s.snapshot().version == version).await;
+    assert_eq!(b.store.snapshot().nodes.len(), a.snapshot().nodes.len());
+    stop.cancel();
+    follow.await.expect("joined");
     b.stop().await;
 }

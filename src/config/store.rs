@@ -116,6 +116,7 @@ pub(super) fn check(raw: &RawStore, report: &mut Report<'_>, resolve: &dyn Fn(&P
         prefix,
         instance,
         lease_ttl,
+        compaction: Default::default(),
     })
 }
 

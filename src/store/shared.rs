@@ -52,6 +52,23 @@ pub struct Settings {
     pub instance: String,
     /// The leader's etcd lease: a leader that dies holds DHCP and the engine this long at most.
     pub lease_ttl: Duration,
+    /// How the leader compacts etcd's history.
+    pub compaction: Compaction,
+}
+
+/// Every lease write is an etcd revision, and an uncompacted history grows until etcd refuses
+/// writes (its space quota): the leader compacts it to the last `keep` revisions every
+/// `every`. An instance away for longer reads everything again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compaction {
+    pub every: Duration,
+    pub keep: i64,
+}
+
+impl Default for Compaction {
+    fn default() -> Compaction {
+        Compaction { every: Duration::from_secs(300), keep: 10_000 }
+    }
 }
 
 /// Why the shared store refused or failed.
@@ -700,6 +717,31 @@ enum Ended {
     Refused(EtcdError),
 }
 
+/// While this instance leads, compacts etcd's history (`Compaction`).
+async fn compact(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let Compaction { every, keep } = shared.settings.compaction;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if shared.term.borrow().is_none() {
+            continue;
+        }
+        let newest = shared.revision();
+        if newest <= keep {
+            continue;
+        }
+        match shared.etcd.compact(newest - keep).await {
+            Ok(()) => tracing::debug!(up_to = newest - keep, "etcd: compacted the history"),
+            Err(EtcdError::Compacted(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "etcd: cannot compact the history"),
+        }
+    }
+}
+
 const MIN_PAUSE: Duration = Duration::from_millis(100);
 const MAX_PAUSE: Duration = Duration::from_secs(2);
 
@@ -735,6 +777,7 @@ impl Store {
         let Some(shared) = self.inner.shared.clone() else { return };
         let leading = tokio::spawn(shared.leadership().run(shared.term.clone(), shutdown.clone()));
         let reporting = tokio::spawn(report_terms(shared.terms(), events.clone(), shutdown.clone()));
+        let compacting = tokio::spawn(compact(shared.clone(), shutdown.clone()));
         let mut pause = MIN_PAUSE;
         while !shutdown.is_cancelled() {
             let from = shared.read().revision + 1;
@@ -778,6 +821,7 @@ impl Store {
         }
         let _ = leading.await;
         let _ = reporting.await;
+        let _ = compacting.await;
     }
 
     async fn follow_from(&self, shared: &Shared, from: i64, events: Option<&EventLog>) -> Ended {

@@ -277,8 +277,9 @@ impl Etcd {
     }
 
     /// Watches every key under `prefix` from revision `from` on (inclusive). Returns once a
-    /// member confirmed the watch (a member without a leader refuses it); `Compacted` when
-    /// `from` is gone.
+    /// member confirmed the watch (a member without a leader refuses it). When `from` was
+    /// compacted away, etcd confirms the watch first and says so after: the first `next` is
+    /// `Compacted`.
     pub async fn watch(&self, prefix: &[u8], from: i64) -> Result<Watch, EtcdError> {
         let request = wire::WatchRequest {
             create_request: wire::WatchCreate {
