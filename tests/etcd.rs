@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use slipway::store::etcd::leader::{Leadership, Term};
-use slipway::store::etcd::wire::{B64, Compare, Int, RequestOp, ResponseOp, TxnRequest};
+use slipway::store::etcd::wire::{B64, Compare, RequestOp, ResponseOp, TxnRequest};
 use slipway::store::etcd::{Change, Etcd, EtcdError, Seen, Settings};
 use tokio_util::sync::CancellationToken;
 
@@ -172,15 +172,7 @@ fn put_op(key: &[u8], value: &[u8]) -> RequestOp {
 /// `key`'s mod revision must be `revision` for `op` to run (the store's fencing compare).
 fn unchanged_since(key: &[u8], revision: i64, op: RequestOp) -> TxnRequest {
     TxnRequest {
-        compare: vec![Compare {
-            key: B64(key.to_vec()),
-            target: "MOD",
-            result: "EQUAL",
-            mod_revision: Some(Int(revision)),
-            create_revision: None,
-            version: None,
-            lease: None,
-        }],
+        compare: vec![Compare::modified_at(key, revision)],
         success: vec![op],
         failure: vec![RequestOp::RequestRange(slipway::store::etcd::wire::RangeRequest {
             key: B64(key.to_vec()),

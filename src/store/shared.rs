@@ -114,9 +114,6 @@ pub struct Shared {
     seen: watch::Sender<i64>,
     /// The config file's objects, which the stored ones are merged under.
     declared: Mutex<Inventory>,
-    /// The revision of the version key the published snapshot was built from: the compare of
-    /// the next object change.
-    built_from: Mutex<i64>,
     /// The term this instance leads in, if it does.
     term: watch::Sender<Option<Term>>,
     /// What this instance announces under `members/` (set before `follow`).
@@ -185,7 +182,6 @@ impl Shared {
             mirror: RwLock::new(Mirror { revision, keys }),
             seen: watch::channel(revision).0,
             declared: Mutex::new(Inventory::default()),
-            built_from: Mutex::new(0),
             term: watch::channel(None).0,
             presence: Mutex::new(None),
             down: Mutex::new(None),
@@ -513,7 +509,6 @@ impl Shared {
     ) -> Result<Option<(Arc<Inventory>, T)>, StoreError> {
         for _ in 0..ATTEMPTS {
             let current = store.snapshot();
-            let built_from = *self.built_from.lock().unwrap_or_else(|p| p.into_inner());
             let Some((next, out)) = change(&current)? else {
                 return Ok(None);
             };
@@ -527,7 +522,12 @@ impl Shared {
             }
             ops.push(put(self.key(VERSION), next.version.to_string().into_bytes()));
             let request = TxnRequest {
-                compare: vec![Compare::modified_at(&self.key(VERSION), built_from)],
+                // The version this change was computed from is still the last one written: no
+                // other instance changed the inventory in between (versions only grow).
+                compare: vec![Compare::holds(
+                    &self.key(VERSION),
+                    (current.version > 0).then(|| current.version.to_string().into_bytes()).as_deref(),
+                )],
                 success: ops,
                 failure: vec![],
             };
@@ -565,7 +565,6 @@ impl Shared {
         }
         inv.reindex();
         problems.extend(validate(&inv).iter().map(ToString::to_string));
-        *self.built_from.lock().unwrap_or_else(|p| p.into_inner()) = version.map_or(0, |v| v.revision);
         if problems.is_empty() { Ok(inv) } else { Err(problems) }
     }
 

@@ -129,9 +129,28 @@ pub struct Compare {
     pub version: Option<Int>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease: Option<Int>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<B64>,
 }
 
 impl Compare {
+    /// `key` holds `value`; with `None`, `key` does not exist.
+    pub fn holds(key: &[u8], value: Option<&[u8]>) -> Compare {
+        match value {
+            None => Compare::created_at(key, 0),
+            Some(value) => Compare {
+                key: B64(key.to_vec()),
+                target: "VALUE",
+                result: "EQUAL",
+                mod_revision: None,
+                create_revision: None,
+                version: None,
+                lease: None,
+                value: Some(B64(value.to_vec())),
+            },
+        }
+    }
+
     /// `key` was created at `revision` (0: `key` does not exist).
     pub fn created_at(key: &[u8], revision: i64) -> Compare {
         Compare {
@@ -142,6 +161,7 @@ impl Compare {
             create_revision: Some(Int(revision)),
             version: None,
             lease: None,
+            value: None,
         }
     }
 
@@ -155,6 +175,7 @@ impl Compare {
             create_revision: None,
             version: None,
             lease: None,
+            value: None,
         }
     }
 }
@@ -330,6 +351,7 @@ mod tests {
             create_revision: None,
             version: None,
             lease: None,
+            value: None,
         };
         assert_eq!(
             serde_json::to_string(&compare).expect("json"),
