@@ -28,14 +28,17 @@ pub struct Cluster {
     ns: Option<String>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port()
+/// `n` distinct free ports: all bound at once before any is let go (one at a time, the
+/// system may hand the same port out twice).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("free port")).collect();
+    held.iter().map(|l| l.local_addr().expect("addr").port()).collect()
 }
 
 impl Cluster {
     /// Three members on loopback, on free ports.
     pub fn start() -> Cluster {
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let ports: Vec<(u16, u16)> = free_ports(6).chunks(2).map(|p| (p[0], p[1])).collect();
         Cluster::start_on(None, "127.0.0.1", &ports)
     }
 
