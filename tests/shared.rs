@@ -218,10 +218,10 @@ async fn an_instance_that_missed_a_compacted_history_reads_everything_again() {
     a.stop().await;
 }
 
-/// A daemon of a pair sharing `cluster`, serving DNS on `dns`.
-fn daemon(dir: &Path, cluster: &Cluster, name: &str, dns: &str) -> crate::support::Daemon {
+/// `config` with DNS on `dns` and the `[store]` of instance `name` of a pair sharing `cluster`.
+fn paired(config: Config, cluster: &Cluster, name: &str, dns: &str) -> Config {
     let s = |p: &Path| p.display().to_string();
-    let config = Config::prod(dir)
+    config
         .section("[dns]")
         .list("listen", [format!("{dns}:53")])
         .section("[store]")
@@ -232,8 +232,12 @@ fn daemon(dir: &Path, cluster: &Cluster, name: &str, dns: &str) -> crate::suppor
         .set("key", s(&cluster.client.1))
         .set("instance", name)
         .set("lease_ttl", "3s")
-        .set("timeout", "2s");
-    crate::support::start(&config.write(), &[])
+        .set("timeout", "2s")
+}
+
+/// A daemon of a pair sharing `cluster`, serving DNS on `dns`.
+fn daemon(dir: &Path, cluster: &Cluster, name: &str, dns: &str) -> crate::support::Daemon {
+    crate::support::start(&paired(Config::prod(dir), cluster, name, dns).write(), &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -469,6 +473,61 @@ async fn the_lifecycle_engines_writes_hold_only_on_the_leader() {
     b.stop().await;
 }
 
+/// A read-modify-write of records on the leader (the engine's, fenced) with another instance's
+/// writes landing between its read and its write (an API action there, a section too, then a
+/// plain write): each time the leader's write is refused and its section computes again from
+/// what was written, so nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_records_section_computes_again_when_another_instance_writes_between_its_read_and_its_write() {
+    let cluster = Cluster::start();
+    cluster.ready().await;
+    let a = Instance::start(&cluster, "a").await;
+    let b = Instance::start(&cluster, "b").await;
+    within("someone leads", Duration::from_secs(15), || a.store.term().is_some() || b.store.term().is_some()).await;
+    let (leader, other) = if a.store.term().is_some() { (&a, &b) } else { (&b, &a) };
+    let count = |s: &Store| s.record::<u64>(Records::Lifecycle, "counter").map(Option::unwrap_or_default);
+    let set = |n: u64| [RecordWrite::put(Records::Lifecycle, "counter", &n)];
+    let (engine, api) = (leader.store.fenced(), other.store.clone());
+    let (runs, seen) = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        let done = engine.records_section(|s| {
+            let n = count(s)?;
+            seen.push(n);
+            match seen.len() {
+                // The other instance's section adds 10 in between...
+                1 => api.records_section(|t| t.write_records(&set(count(t)? + 10)))?,
+                // ...then a plain write of 100 on its own.
+                2 => api.write_records(&set(100))?,
+                _ => {}
+            }
+            s.write_records(&set(n + 1))
+        });
+        done.expect("the section ends");
+        (seen.len(), seen)
+    })
+    .await
+    .expect("joined");
+    assert_eq!((runs, seen), (3, vec![0, 10, 100]), "each write in between makes the section compute again");
+    until("the other instance reads 101", &other.store, |s| count(s).ok() == Some(101)).await;
+    assert_eq!(leader.blocking(count).await.expect("read"), 101);
+    // A section without writes in between writes once, on either.
+    let api = other.store.clone();
+    let runs = tokio::task::spawn_blocking(move || {
+        let mut runs = 0;
+        api.records_section(|t| {
+            runs += 1;
+            t.write_records(&set(count(t)? + 1))
+        })
+        .map(|()| runs)
+    })
+    .await
+    .expect("joined");
+    assert_eq!(runs.expect("written"), 1);
+    until("the leader reads 102", &leader.store, |s| count(s).ok() == Some(102)).await;
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_compacts_the_history_and_a_follower_keeps_up() {
     let cluster = Cluster::start();
@@ -509,4 +568,133 @@ async fn the_leader_compacts_the_history_and_a_follower_keeps_up() {
     stop.cancel();
     follow.await.expect("joined");
     b.stop().await;
+}
+
+/// A k3s cluster of three control-plane VMs on the Proxmox stand-in (no VMs behind it: nothing
+/// boots, so the nodes wait powered on under a long boot deadline).
+const ON_PROXMOX: &str = r#"
+name: lab
+kind: k3s
+base_domain: lab.example
+network: cluster
+api_address: 10.2.0.1
+api_int_address: 10.2.0.1
+ingress_address: 10.2.0.1
+hypervisor: pve
+node_groups:
+  - name: server
+    role: control-plane
+    count: 3
+    cores: 1
+    memory: 512MiB
+    disks: [{ size: 1GiB }]
+    nics: [{ bridge: vmbr0 }]
+validation:
+  phases:
+    boot: 1h
+"#;
+
+/// The instance `a` or `b` of a pair on `cluster` with the Proxmox stand-in as hypervisor `pve`.
+fn on_proxmox(dir: &Path, cluster: &Cluster, pve: &crate::pve::StandIn, name: &str, dns: &str) -> std::path::PathBuf {
+    let config = Config::new(dir)
+        .network("cluster", "lab0", "10.2.0.0/16")
+        .set("gateway", "10.2.0.1")
+        .set("domain", "lab.example")
+        .value("static_range", r#"{ start = "10.2.1.10", end = "10.2.1.99" }"#);
+    crate::boot::pve_hypervisor(paired(config, cluster, name, dns).section("[[hypervisors]]"), dir, pve).write()
+}
+
+/// The leader `daemon` names once `check` holds for it (bounded).
+async fn leader(client: &reqwest::Client, daemon: &crate::support::Daemon, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let asked = client.get(daemon.url("/api/v1/cluster-members")).bearer_auth(crate::support::TOKEN).send().await;
+        if let Ok(members) = asked {
+            let members: serde_json::Value = members.json().await.unwrap_or_default();
+            if let Some(name) = members["leader"].as_str().filter(|n| check(n)) {
+                return name.to_owned();
+            }
+        }
+        assert!(Instant::now() < deadline, "the leader expected within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The leader is killed (SIGKILL) while a create task it started runs on Proxmox: the standby
+/// takes the lead, waits for that task from its stored UPID, finds the VM made and carries on;
+/// the stand-in ends with exactly the planned VMs, all powered on, and the killed instance,
+/// started again as the standby, changes nothing.
+#[test]
+fn a_cluster_in_progress_carries_on_under_the_next_leader_with_no_vm_made_twice() {
+    use crate::pve::StandIn;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pve = StandIn::start(dir.path());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let cluster = Cluster::start();
+        cluster.ready().await;
+        let dirs = [tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir")];
+        let configs = [
+            on_proxmox(dirs[0].path(), &cluster, &pve, "a", "127.54.1.1"),
+            on_proxmox(dirs[1].path(), &cluster, &pve, "b", "127.54.1.2"),
+        ];
+        let mut daemons = [crate::support::start(&configs[0], &[]), crate::support::start(&configs[1], &[])];
+        let client = crate::support::http();
+        let first = leader(&client, &daemons[0], |_| true).await;
+        let (lead, stand_by) = if first == "a" { (0, 1) } else { (1, 0) };
+
+        // Creates take 6 s; the definition goes in through the standby's API.
+        pve.with(|s| s.faults.slow_tasks.insert("qmcreate".into(), Duration::from_secs(6)));
+        let put = client
+            .put(daemons[stand_by].url("/api/v1/clusters/lab/definition"))
+            .bearer_auth(crate::support::TOKEN)
+            .header("content-type", "application/yaml")
+            .body(ON_PROXMOX)
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(put.status(), 200, "{}", put.text().await.unwrap_or_default());
+        let creating = || pve.with(|s| s.vms.values().any(|vm| vm.lock.is_some()));
+        within("a create task running", Duration::from_secs(30), creating).await;
+        crate::support::signal(&daemons[lead].child, "KILL");
+        crate::support::wait_exit(&mut daemons[lead].child, Duration::from_secs(10)).expect("killed");
+        let made_by_the_first = pve.with(|s| s.vms.len());
+        pve.with(|s| s.faults.slow_tasks.clear());
+
+        // The standby leads once the killed leader's lease ends.
+        leader(&client, &daemons[stand_by], |n| n == ["a", "b"][stand_by]).await;
+        within("three VMs, all running", Duration::from_secs(120), || {
+            pve.with(|s| s.vms.len() == 3 && s.vms.values().all(|vm| vm.running && vm.lock.is_none()))
+        })
+        .await;
+        // The killed instance comes back as the standby: nothing more is made.
+        daemons[lead] = crate::support::start(&configs[lead], &[]);
+        let status = client
+            .get(daemons[lead].url("/api/v1/clusters/lab/status"))
+            .bearer_auth(crate::support::TOKEN)
+            .send()
+            .await
+            .expect("status")
+            .json::<serde_json::Value>()
+            .await
+            .expect("json");
+        let phases: Vec<&str> =
+            status["nodes"].as_array().expect("nodes").iter().map(|n| n["phase"].as_str().unwrap_or("?")).collect();
+        assert_eq!(phases, ["powering-on"; 3], "{status}");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut names: Vec<String> = pve.with(|s| s.vms.values().map(|vm| vm.config["name"].clone()).collect());
+        names.sort();
+        assert_eq!(
+            names,
+            ["server-0", "server-1", "server-2"],
+            "exactly the planned VMs ({made_by_the_first} made before the kill)"
+        );
+        let creates =
+            pve.with(|s| s.requests.iter().filter(|r| r.starts_with("POST /nodes/") && r.ends_with("/qemu")).count());
+        assert_eq!(creates, 3, "one create per VM across the kill");
+        for d in daemons {
+            assert!(d.stop(Duration::from_secs(15)).is_some_and(|s| s.success()), "a clean stop");
+        }
+    });
+    drop(runtime);
 }

@@ -31,8 +31,6 @@ pub struct Clusters {
     pub(super) hypervisors: Vec<Arc<dyn Hypervisor>>,
     /// Held across plan and commit: one apply at a time.
     apply: Arc<tokio::sync::Mutex<()>>,
-    /// Held across a node record's read-check-write.
-    pub(super) records: Arc<std::sync::Mutex<()>>,
     /// The config file's cluster definitions (changed only by editing the file, and taken
     /// again on a reload; the engine applies each new set).
     pub(super) declared: Arc<tokio::sync::watch::Sender<Arc<Declared>>>,
@@ -203,7 +201,6 @@ impl Clusters {
             events: events.clone(),
             hypervisors,
             apply: Arc::default(),
-            records: Arc::default(),
             declared: Arc::new(tokio::sync::watch::Sender::new(Arc::default())),
             health: Arc::default(),
             images: Arc::new(store.state_dir().join("images")),
@@ -641,20 +638,21 @@ impl Clusters {
 
     /// Unmarks stored definitions the config file no longer declares.
     async fn release_undeclared(&self) -> Result<(), ControlError> {
-        let (store, lock) = (self.store.clone(), self.records.clone());
+        let store = self.store.clone();
         let names: Vec<Name> = self.declared().definitions.iter().map(|d| d.name.clone()).collect();
         let released = blocking(move || {
-            let _records = lock.lock().unwrap_or_else(|p| p.into_inner());
-            let (mut writes, mut released) = (Vec::new(), Vec::new());
-            for (key, mut stored) in store.records::<Stored>(Records::Definitions)? {
-                if stored.declared && !names.contains(&stored.definition.name) {
-                    stored.declared = false;
-                    released.push(stored.definition.name.clone());
-                    writes.push(RecordWrite::put(Records::Definitions, key, &stored));
+            store.records_section(|store| {
+                let (mut writes, mut released) = (Vec::new(), Vec::new());
+                for (key, mut stored) in store.records::<Stored>(Records::Definitions)? {
+                    if stored.declared && !names.contains(&stored.definition.name) {
+                        stored.declared = false;
+                        released.push(stored.definition.name.clone());
+                        writes.push(RecordWrite::put(Records::Definitions, key, &stored));
+                    }
                 }
-            }
-            store.write_records(&writes)?;
-            Ok(released)
+                store.write_records(&writes)?;
+                Ok(released)
+            })
         })
         .await?;
         for cluster in released {
@@ -721,19 +719,20 @@ impl Clusters {
         let stage = |record: &T| serde_json::to_value(record).ok().and_then(|v| v["stage"].as_str().map(str::to_owned));
         let readied =
             stage(&next).as_deref() == Some("ready") && expected.as_ref().and_then(stage).as_deref() != Some("ready");
-        let (store, records, key) = (self.store.clone(), self.records.clone(), cluster.to_owned());
+        let (store, key) = (self.store.clone(), cluster.to_owned());
         let written = blocking(move || {
-            let _records = records.lock().unwrap_or_else(|p| p.into_inner());
-            let stored = store.record::<serde_json::Value>(Records::Lifecycle, &key)?;
-            let current: Option<T> = stored.and_then(|v| serde_json::from_value(v).ok());
-            if current != expected {
-                return Ok(None);
-            }
-            // A step that began before the cluster's deletion writes nothing after it.
-            let defined = store.record::<Stored>(Records::Definitions, &key)?;
-            let Some(defined) = defined.filter(|d| d.deleting.is_none()) else { return Ok(None) };
-            store.write_records(&[RecordWrite::put(Records::Lifecycle, key, &next)])?;
-            Ok(Some(defined))
+            store.records_section(|store| {
+                let stored = store.record::<serde_json::Value>(Records::Lifecycle, &key)?;
+                let current: Option<T> = stored.and_then(|v| serde_json::from_value(v).ok());
+                if current != expected {
+                    return Ok(None);
+                }
+                // A step that began before the cluster's deletion writes nothing after it.
+                let defined = store.record::<Stored>(Records::Definitions, &key)?;
+                let Some(defined) = defined.filter(|d| d.deleting.is_none()) else { return Ok(None) };
+                store.write_records(&[RecordWrite::put(Records::Lifecycle, key.as_str(), &next)])?;
+                Ok(Some(defined))
+            })
         })
         .await?;
         let Some(defined) = written else { return Ok(false) };
@@ -770,27 +769,28 @@ impl Clusters {
         retiring: Retiring,
         expected: Option<ClusterRecord>,
     ) -> Result<bool, ControlError> {
-        let (store, lock) = (self.store.clone(), self.records.clone());
+        let store = self.store.clone();
         let cluster = retiring.cluster.clone();
         let done = blocking(move || {
-            let _records = lock.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(expected) = expected {
-                let key = expected.cluster.to_string();
-                if store.record::<ClusterRecord>(Records::Lifecycle, &key)?.as_ref() != Some(&expected) {
-                    return Ok(None);
+            store.records_section(|store| {
+                if let Some(expected) = &expected {
+                    let key = expected.cluster.to_string();
+                    if store.record::<ClusterRecord>(Records::Lifecycle, &key)?.as_ref() != Some(expected) {
+                        return Ok(None);
+                    }
                 }
-            }
-            let mut records = records;
-            let mut drained = Vec::new();
-            for name in &retiring.nodes {
-                let stored = store.record::<NodeRecord>(Records::Phases, name.as_str())?;
-                let from = stored.as_ref().map_or(Phase::Planned, |r| r.phase);
-                if let Some(next) = retiring.draining(name, stored) {
-                    records.push(RecordWrite::put(Records::Phases, name.as_str(), &next));
-                    drained.push((name.clone(), from));
+                let mut records = records.clone();
+                let mut drained = Vec::new();
+                for name in &retiring.nodes {
+                    let stored = store.record::<NodeRecord>(Records::Phases, name.as_str())?;
+                    let from = stored.as_ref().map_or(Phase::Planned, |r| r.phase);
+                    if let Some(next) = retiring.draining(name, stored) {
+                        records.push(RecordWrite::put(Records::Phases, name.as_str(), &next));
+                        drained.push((name.clone(), from));
+                    }
                 }
-            }
-            Ok(Some((store.apply_with(&ops, &records)?, drained)))
+                Ok(Some((store.apply_with(&ops, &records)?, drained)))
+            })
         })
         .await?;
         let Some(((inv, outcomes), drained)) = done else { return Ok(false) };
@@ -925,49 +925,49 @@ impl Clusters {
     /// failed in a stage back into that stage, with fresh deadlines. Returns what resumed.
     pub async fn retry(&self, cluster: &str) -> Result<Vec<String>, ControlError> {
         let store = self.store.clone();
-        let lock = self.records.clone();
         let name = cluster.to_owned();
         let (exists, resumed, stage) = blocking(move || {
-            let _records = lock.lock().unwrap_or_else(|p| p.into_inner());
-            let stored = store.record::<Stored>(Records::Definitions, &name)?;
-            let exists = stored.is_some();
-            let now = Timestamp::now();
-            let phases = stored.as_ref().map(|s| s.definition.validation.phases.clone()).unwrap_or_default();
-            let kind = stored.as_ref().map(|s| s.definition.kind);
-            let mut writes = Vec::new();
-            // The cluster's own timeout starts again too.
-            if let Some(mut stored) = stored.filter(|s| s.definition.validation.timeout.is_some()) {
-                stored.clock = Some(now);
-                writes.push(RecordWrite::put(Records::Definitions, name.as_str(), &stored));
-            }
-            let mut resumed = Vec::new();
-            // A cluster failed in a stage resumes it (with the definition's limits now).
-            let lifecycle = store.record::<serde_json::Value>(Records::Lifecycle, &name)?;
-            let stage: Option<(&'static str, serde_json::Value)> = match kind {
-                Some(ClusterKind::Okd) => lifecycle
-                    .and_then(|v| serde_json::from_value::<ClusterRecord>(v).ok())
-                    .and_then(|r| r.retried(super::okd::stage::StageLimits::from(&phases), now))
-                    .and_then(|r| Some((r.stage.as_str(), serde_json::to_value(&r).ok()?))),
-                Some(ClusterKind::K3s) => lifecycle
-                    .and_then(|v| serde_json::from_value::<K3sRecord>(v).ok())
-                    .and_then(|r| r.retried(super::k3s::stage::StageLimits::from(&phases), now))
-                    .and_then(|r| Some((r.stage.as_str(), serde_json::to_value(&r).ok()?))),
-                None => None,
-            };
-            if let Some((_, next)) = &stage {
-                writes.push(RecordWrite::put(Records::Lifecycle, name.as_str(), next));
-            }
-            for (key, record) in store.records::<NodeRecord>(Records::Phases)? {
-                if record.cluster.as_str() != name {
-                    continue;
+            store.records_section(|store| {
+                let stored = store.record::<Stored>(Records::Definitions, &name)?;
+                let exists = stored.is_some();
+                let now = Timestamp::now();
+                let phases = stored.as_ref().map(|s| s.definition.validation.phases.clone()).unwrap_or_default();
+                let kind = stored.as_ref().map(|s| s.definition.kind);
+                let mut writes = Vec::new();
+                // The cluster's own timeout starts again too.
+                if let Some(mut stored) = stored.filter(|s| s.definition.validation.timeout.is_some()) {
+                    stored.clock = Some(now);
+                    writes.push(RecordWrite::put(Records::Definitions, name.as_str(), &stored));
                 }
-                if let Some(next) = record.retried(now) {
-                    resumed.push((key.clone(), record.phase, next.phase));
-                    writes.push(RecordWrite::put(Records::Phases, key, &next));
+                let mut resumed = Vec::new();
+                // A cluster failed in a stage resumes it (with the definition's limits now).
+                let lifecycle = store.record::<serde_json::Value>(Records::Lifecycle, &name)?;
+                let stage: Option<(&'static str, serde_json::Value)> = match kind {
+                    Some(ClusterKind::Okd) => lifecycle
+                        .and_then(|v| serde_json::from_value::<ClusterRecord>(v).ok())
+                        .and_then(|r| r.retried(super::okd::stage::StageLimits::from(&phases), now))
+                        .and_then(|r| Some((r.stage.as_str(), serde_json::to_value(&r).ok()?))),
+                    Some(ClusterKind::K3s) => lifecycle
+                        .and_then(|v| serde_json::from_value::<K3sRecord>(v).ok())
+                        .and_then(|r| r.retried(super::k3s::stage::StageLimits::from(&phases), now))
+                        .and_then(|r| Some((r.stage.as_str(), serde_json::to_value(&r).ok()?))),
+                    None => None,
+                };
+                if let Some((_, next)) = &stage {
+                    writes.push(RecordWrite::put(Records::Lifecycle, name.as_str(), next));
                 }
-            }
-            store.write_records(&writes)?;
-            Ok((exists, resumed, stage))
+                for (key, record) in store.records::<NodeRecord>(Records::Phases)? {
+                    if record.cluster.as_str() != name {
+                        continue;
+                    }
+                    if let Some(next) = record.retried(now) {
+                        resumed.push((key.clone(), record.phase, next.phase));
+                        writes.push(RecordWrite::put(Records::Phases, key, &next));
+                    }
+                }
+                store.write_records(&writes)?;
+                Ok((exists, resumed, stage))
+            })
         })
         .await?;
         if !exists {

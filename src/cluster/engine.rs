@@ -236,31 +236,36 @@ impl Worker {
     /// the inventory will not let go (a profile or pool still names it) stays, with a warning,
     /// and is tried again on the next pass.
     async fn finish_deletions(&self, records: &[(String, NodeRecord)]) -> Result<(), ControlError> {
-        let (store, lock) = (self.clusters.store.clone(), self.clusters.records.clone());
+        let store = self.clusters.store.clone();
         let busy: HashSet<Name> = records.iter().map(|(_, r)| r.cluster.clone()).collect();
         let done = blocking(move || {
-            let _records = lock.lock().unwrap_or_else(|p| p.into_inner());
-            let mut done = Vec::new();
-            for (name, stored) in store.records::<Stored>(Records::Definitions)? {
-                let cluster = stored.definition.name.clone();
-                if stored.deleting.is_none() || busy.contains(&cluster) {
-                    continue;
+            store.records_section(|store| {
+                let mut done = Vec::new();
+                for (name, stored) in store.records::<Stored>(Records::Definitions)? {
+                    let cluster = stored.definition.name.clone();
+                    if stored.deleting.is_none() || busy.contains(&cluster) {
+                        continue;
+                    }
+                    let ops: Vec<Op> = if store.snapshot().clusters.contains_key(&cluster) {
+                        vec![Op::Delete(Kind::Cluster, cluster.clone())]
+                    } else {
+                        Vec::new()
+                    };
+                    let records = [
+                        RecordWrite::remove(Records::Definitions, name.as_str()),
+                        RecordWrite::remove(Records::Lifecycle, name.as_str()),
+                    ];
+                    match store.apply_with(&ops, &records) {
+                        Ok(applied) => done.push((cluster, applied)),
+                        // Another instance wrote records meanwhile: from the top with them, or,
+                        // with some removed already (their files go now), on the next pass.
+                        Err(e) if e.is_moved() && done.is_empty() => return Err(e),
+                        Err(e) if e.is_moved() => break,
+                        Err(e) => tracing::warn!(%cluster, error = %e, "cannot remove the deleted cluster yet"),
+                    }
                 }
-                let ops: Vec<Op> = if store.snapshot().clusters.contains_key(&cluster) {
-                    vec![Op::Delete(Kind::Cluster, cluster.clone())]
-                } else {
-                    Vec::new()
-                };
-                let records = [
-                    RecordWrite::remove(Records::Definitions, name.as_str()),
-                    RecordWrite::remove(Records::Lifecycle, name.as_str()),
-                ];
-                match store.apply_with(&ops, &records) {
-                    Ok(applied) => done.push((cluster, applied)),
-                    Err(e) => tracing::warn!(%cluster, error = %e, "cannot remove the deleted cluster yet"),
-                }
-            }
-            Ok(done)
+                Ok(done)
+            })
         })
         .await?;
         for (cluster, (inv, outcomes)) in done {
@@ -544,21 +549,22 @@ impl Worker {
     /// install), then its reservation (and with it its DNS names and configs) and its record in
     /// one transaction. A deleted cluster goes once its last node has (`finish_deletions`).
     async fn remove(&self, record: NodeRecord) -> Result<(), ControlError> {
-        let (store, lock) = (self.clusters.store.clone(), self.clusters.records.clone());
+        let store = self.clusters.store.clone();
         let expected = record.clone();
         let done = blocking(move || {
-            let _records = lock.lock().unwrap_or_else(|p| p.into_inner());
-            if store.record::<NodeRecord>(Records::Phases, expected.node.as_str())?.as_ref() != Some(&expected) {
-                return Ok(None);
-            }
-            store.set_installed(expected.node.as_str(), None)?;
-            let inv = store.snapshot();
-            let mut ops = Vec::new();
-            if inv.nodes.contains_key(&expected.node) {
-                ops.push(Op::Delete(Kind::Node, expected.node.clone()));
-            }
-            let records = [RecordWrite::remove(Records::Phases, expected.node.as_str())];
-            Ok(Some(store.apply_with(&ops, &records)?))
+            store.records_section(|store| {
+                if store.record::<NodeRecord>(Records::Phases, expected.node.as_str())?.as_ref() != Some(&expected) {
+                    return Ok(None);
+                }
+                store.set_installed(expected.node.as_str(), None)?;
+                let inv = store.snapshot();
+                let mut ops = Vec::new();
+                if inv.nodes.contains_key(&expected.node) {
+                    ops.push(Op::Delete(Kind::Node, expected.node.clone()));
+                }
+                let records = [RecordWrite::remove(Records::Phases, expected.node.as_str())];
+                Ok(Some(store.apply_with(&ops, &records)?))
+            })
         })
         .await?;
         let Some((inv, outcomes)) = done else { return Ok(()) };
@@ -652,22 +658,23 @@ impl Worker {
     /// Stores `next` if the stored record is still `current` (an apply or a retry may have
     /// changed it meanwhile), then tells the event log of a phase change.
     async fn save(&self, current: &NodeRecord, next: NodeRecord) -> Result<(), ControlError> {
-        let (store, lock) = (self.clusters.store.clone(), self.clusters.records.clone());
+        let store = self.clusters.store.clone();
         let (key, expected, value) = (current.node.to_string(), current.clone(), next.clone());
         let (saved, phases) = blocking(move || {
-            let _records = lock.lock().unwrap_or_else(|p| p.into_inner());
-            let stored = store.record::<NodeRecord>(Records::Phases, &key)?;
-            if stored.as_ref() != Some(&expected) {
-                return Ok((false, Vec::new()));
-            }
-            store.write_records(&[RecordWrite::put(Records::Phases, key, &value)])?;
-            let phases: Vec<Phase> = store
-                .records::<NodeRecord>(Records::Phases)?
-                .into_iter()
-                .filter(|(_, r)| r.cluster == value.cluster)
-                .map(|(_, r)| r.phase)
-                .collect();
-            Ok((true, phases))
+            store.records_section(|store| {
+                let stored = store.record::<NodeRecord>(Records::Phases, &key)?;
+                if stored.as_ref() != Some(&expected) {
+                    return Ok((false, Vec::new()));
+                }
+                store.write_records(&[RecordWrite::put(Records::Phases, key.as_str(), &value)])?;
+                let phases: Vec<Phase> = store
+                    .records::<NodeRecord>(Records::Phases)?
+                    .into_iter()
+                    .filter(|(_, r)| r.cluster == value.cluster)
+                    .map(|(_, r)| r.phase)
+                    .collect();
+                Ok((true, phases))
+            })
         })
         .await?;
         if !saved || next.phase == current.phase {

@@ -99,6 +99,12 @@ impl StoreError {
     fn is_previous_io(&self) -> bool {
         matches!(self, StoreError::Db(redb::Error::PreviousIo))
     }
+
+    /// Records written by another instance under a `Store::records_section`'s reads: the
+    /// section computes again.
+    pub fn is_moved(&self) -> bool {
+        matches!(self, StoreError::Shared(shared::SharedError::Moved))
+    }
 }
 
 macro_rules! db_error_from {
@@ -118,6 +124,8 @@ pub struct Store {
     inner: Arc<Inner>,
     /// Writes of the lifecycle engine: on etcd they hold only while this instance leads.
     fenced: bool,
+    /// On etcd, inside `records_section`: what its record writes compare.
+    section: Option<Arc<shared::Section>>,
 }
 
 #[derive(Debug)]
@@ -127,6 +135,8 @@ struct Inner {
     path: PathBuf,
     /// Serialises writers so each change is computed from the latest snapshot.
     writer: Mutex<()>,
+    /// Serialises `records_section`s (taken before `writer`).
+    records: Mutex<()>,
     snapshot: watch::Sender<Arc<Inventory>>,
     /// The `installed` table, kept in memory too: every boot script asks it.
     installed: Mutex<std::collections::HashMap<String, Timestamp>>,
@@ -257,10 +267,12 @@ impl Store {
         let (snapshot, _) = watch::channel(Arc::new(inventory));
         Ok(Store {
             fenced: false,
+            section: None,
             inner: Arc::new(Inner {
                 db: std::sync::RwLock::new(Some(Arc::new(db))),
                 path,
                 writer: Mutex::new(()),
+                records: Mutex::new(()),
                 snapshot,
                 installed: Mutex::new(installed),
                 journal,
@@ -374,7 +386,8 @@ impl Store {
     ) -> Result<(Arc<Inventory>, Vec<Outcome>), StoreError> {
         let _writer = self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(shared) = &self.inner.shared {
-            let written = shared.write_objects(self, records, self.fenced, |current| {
+            let section = self.section.as_deref();
+            let written = shared.write_objects(self, records, (self.fenced, section), |current| {
                 let (next, outcomes) = current.apply(ops)?;
                 Ok((next.version != current.version).then_some((next, outcomes)))
             });
@@ -383,7 +396,7 @@ impl Store {
                 None => {
                     let current = self.snapshot();
                     let (_, outcomes) = current.apply(ops)?;
-                    shared.write_records(records, self.fenced)?;
+                    shared.write_records(records, self.fenced, section)?;
                     Ok((current, outcomes))
                 }
             }));
@@ -445,7 +458,7 @@ impl Store {
         declared: &Inventory,
     ) -> Result<(Arc<Inventory>, Vec<Outcome>), StoreError> {
         let before = shared.declare(declared.clone());
-        let written = shared.write_objects(self, &[], false, |current| {
+        let written = shared.write_objects(self, &[], (false, None), |current| {
             let done = current.redeclare(declared)?;
             let changed = !done.outcomes.is_empty() || !done.adopted.is_empty();
             Ok(changed.then_some((done.inventory, (done.outcomes, done.adopted))))
@@ -466,7 +479,8 @@ impl Store {
     }
 
     fn count_shared<T>(&self, done: Result<T, StoreError>) -> Result<T, StoreError> {
-        if matches!(done, Err(StoreError::Shared(_))) {
+        // A section computing again is no failure.
+        if matches!(done, Err(StoreError::Shared(ref e)) if !matches!(e, shared::SharedError::Moved)) {
             self.inner.shared_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         done
@@ -509,7 +523,27 @@ impl Store {
     /// still running on an instance that lost the lead writes nothing. The same store on the
     /// embedded file, whose one instance always leads.
     pub fn fenced(&self) -> Store {
-        Store { inner: self.inner.clone(), fenced: true }
+        Store { fenced: true, ..self.clone() }
+    }
+
+    /// Runs `f`, a read-modify-write of records, as one: no other writer of records comes
+    /// between `f`'s reads and its writes. On the embedded file that is a lock of this process;
+    /// on etcd, where the other instances write too, each records write of `f` (through the
+    /// store it is given) also compares that no records were written since its reads, and `f`
+    /// runs again, with what was written, when some were. So `f` reads and writes through
+    /// that store only, and running it again must be harmless (it recomputes from the
+    /// records; its earlier writes are among them). Sections do not nest.
+    pub fn records_section<T>(&self, mut f: impl FnMut(&Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let _section = self.inner.records.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(shared) = &self.inner.shared else { return f(self) };
+        for _ in 0..shared::ATTEMPTS {
+            let store = Store { section: Some(Arc::new(shared.section())), ..self.clone() };
+            match f(&store) {
+                Err(e) if e.is_moved() => continue,
+                done => return done,
+            }
+        }
+        self.count_shared(Err(StoreError::Shared(shared::SharedError::Contended(shared::ATTEMPTS))))
     }
 
     /// The shared half (etcd), when this instance has one.

@@ -73,7 +73,9 @@ impl Store {
     pub fn write_records(&self, records: &[RecordWrite]) -> Result<(), StoreError> {
         let _writer = self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(shared) = &self.inner.shared {
-            return self.count_shared(shared.write_records(records, self.fenced).map_err(StoreError::from));
+            return self.count_shared(
+                shared.write_records(records, self.fenced, self.section.as_deref()).map_err(StoreError::from),
+            );
         }
         self.with_db(|db| {
             let txn = db.begin_write()?;

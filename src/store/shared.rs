@@ -28,6 +28,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -82,8 +83,12 @@ pub enum SharedError {
     Behind(i64, Duration),
     #[error("etcd is unavailable: {0}")]
     Unavailable(String),
-    #[error("other instances kept changing the inventory; gave up after {0} attempts")]
+    #[error("other instances kept changing what this change is computed from; gave up after {0} attempts")]
     Contended(usize),
+    /// Records were written (by another instance) between a section's reads and its write
+    /// (`Store::records_section` computes it again).
+    #[error("the records changed while this change was computed from them")]
+    Moved,
     #[error("etcd key {key} cannot be read: {message}")]
     Corrupt { key: String, message: String },
 }
@@ -93,6 +98,13 @@ pub enum SharedError {
 struct Value {
     bytes: Vec<u8>,
     revision: i64,
+}
+
+/// A read-modify-write of records under way (`Store::records_section`): the revision of the
+/// last records write its reads saw (its own writes included), which its writes compare.
+#[derive(Debug)]
+pub(super) struct Section {
+    seen: AtomicI64,
 }
 
 /// This instance's copy of everything under the prefix.
@@ -147,6 +159,9 @@ pub struct LeaderSeen {
 
 const OBJECTS: &str = "objects/";
 const VERSION: &str = "meta/inventory-version";
+/// Put by every records write: its revision tells a section whether records changed since
+/// its reads.
+const RECORDS_VERSION: &str = "meta/records-version";
 const RECORDS: &str = "records/";
 const LEASES: &str = "leases/";
 const INSTALLED: &str = "installed/";
@@ -156,7 +171,7 @@ const FILES: &str = "files/";
 const DATED: &str = "dated/";
 /// How many times an object change is computed again when another instance changed the
 /// inventory first.
-const ATTEMPTS: usize = 8;
+pub(super) const ATTEMPTS: usize = 8;
 
 fn object_table(kind: Kind) -> Option<&'static str> {
     match kind {
@@ -397,8 +412,19 @@ impl Shared {
 
     // --- writes ---
 
+    /// The revision of the last records write the mirror holds.
+    fn records_revision(&self) -> i64 {
+        self.read().keys.get(&self.key(RECORDS_VERSION)).map_or(0, |v| v.revision)
+    }
+
+    /// A section starting from what the mirror holds now.
+    pub(super) fn section(&self) -> Section {
+        Section { seen: AtomicI64::new(self.records_revision()) }
+    }
+
+    /// The ops writing `records` (none when there are none), the records' revision mark included.
     fn record_ops(&self, records: &[RecordWrite]) -> Vec<RequestOp> {
-        records
+        let mut ops: Vec<RequestOp> = records
             .iter()
             .map(|r| {
                 let key = self.record_key(r.table, &r.key);
@@ -407,15 +433,41 @@ impl Shared {
                     None => delete(key),
                 }
             })
-            .collect()
+            .collect();
+        if !ops.is_empty() {
+            ops.push(put(self.key(RECORDS_VERSION), Vec::new()));
+        }
+        ops
     }
 
-    pub(super) fn write_records(&self, records: &[RecordWrite], fenced: bool) -> Result<(), SharedError> {
+    /// What a write of records in `section` compares: no records written since its reads.
+    fn section_compare(&self, section: Option<&Section>) -> Vec<Compare> {
+        let seen = |s: &Section| s.seen.load(Ordering::SeqCst);
+        section.map(|s| Compare::modified_at(&self.key(RECORDS_VERSION), seen(s))).into_iter().collect()
+    }
+
+    /// Writes `records`; in a `section`, only if no records were written since its reads
+    /// (`Moved` otherwise).
+    pub(super) fn write_records(
+        &self,
+        records: &[RecordWrite],
+        fenced: bool,
+        section: Option<&Section>,
+    ) -> Result<(), SharedError> {
         if records.is_empty() {
             return Ok(());
         }
-        let request = TxnRequest { compare: vec![], success: self.record_ops(records), failure: vec![] };
-        self.transact_as(request, fenced).map(drop)
+        let request =
+            TxnRequest { compare: self.section_compare(section), success: self.record_ops(records), failure: vec![] };
+        match self.transact_as(request, fenced)? {
+            (true, revision) => {
+                if let Some(section) = section {
+                    section.seen.store(revision, Ordering::SeqCst);
+                }
+                Ok(())
+            }
+            (false, _) => Err(SharedError::Moved),
+        }
     }
 
     pub(super) fn set_installed(&self, node: &str, at: Option<Timestamp>, fenced: bool) -> Result<(), SharedError> {
@@ -504,7 +556,7 @@ impl Shared {
         &self,
         store: &Store,
         records: &[RecordWrite],
-        fenced: bool,
+        (fenced, section): (bool, Option<&Section>),
         mut change: impl FnMut(&Inventory) -> Result<Option<(Inventory, T)>, StoreError>,
     ) -> Result<Option<(Arc<Inventory>, T)>, StoreError> {
         for _ in 0..ATTEMPTS {
@@ -521,21 +573,27 @@ impl Shared {
                 }
             }
             ops.push(put(self.key(VERSION), next.version.to_string().into_bytes()));
-            let request = TxnRequest {
-                // The version this change was computed from is still the last one written: no
-                // other instance changed the inventory in between (versions only grow).
-                compare: vec![Compare::holds(
-                    &self.key(VERSION),
-                    (current.version > 0).then(|| current.version.to_string().into_bytes()).as_deref(),
-                )],
-                success: ops,
-                failure: vec![],
-            };
-            let (succeeded, _) = self.transact_as(request, fenced).map_err(StoreError::Shared)?;
+            // The version this change was computed from is still the last one written: no
+            // other instance changed the inventory in between (versions only grow).
+            let mut compare = vec![Compare::holds(
+                &self.key(VERSION),
+                (current.version > 0).then(|| current.version.to_string().into_bytes()).as_deref(),
+            )];
+            let section = section.filter(|_| !records.is_empty());
+            compare.extend(self.section_compare(section));
+            let request = TxnRequest { compare, success: ops, failure: vec![] };
+            let (succeeded, revision) = self.transact_as(request, fenced).map_err(StoreError::Shared)?;
             if succeeded {
+                if let Some(section) = section {
+                    section.seen.store(revision, Ordering::SeqCst);
+                }
                 return Ok(Some((store.snapshot(), out)));
             }
-            // Another instance changed the inventory; the mirror has it now: compute again.
+            // The mirror has what was written meanwhile: records under a section's reads mean
+            // the section computes again; another instance's inventory change, this one does.
+            if section.is_some_and(|s| s.seen.load(Ordering::SeqCst) != self.records_revision()) {
+                return Err(StoreError::Shared(SharedError::Moved));
+            }
         }
         Err(StoreError::Shared(SharedError::Contended(ATTEMPTS)))
     }
@@ -590,13 +648,13 @@ impl Shared {
             match change {
                 Change::Put(kv) => {
                     if key == leader {
-                        self.not_our_term(Some(kv.create_revision.0));
+                        self.not_our_term(Some(kv.create_revision.0), revision);
                     }
                     mirror.keys.insert(key, Value { bytes: kv.value.0, revision });
                 }
                 Change::Delete { .. } => {
                     if key == leader {
-                        self.not_our_term(None);
+                        self.not_our_term(None, revision);
                         self.vacated.notify_one();
                     }
                     mirror.keys.remove(&key);
@@ -609,9 +667,12 @@ impl Shared {
 
     /// The leader key now holds `term` (`None`: it went): a term of this instance's that is not
     /// it is over, whatever its etcd lease says (the key was deleted, or another made it).
-    fn not_our_term(&self, term: Option<i64>) {
+    /// `at`: the revision of that change. A change older than this instance's term (a watch
+    /// that lags behind delivering the previous leader's resignation after this one took the
+    /// key) says nothing about it.
+    fn not_our_term(&self, term: Option<i64>, at: i64) {
         let ended = self.term.send_if_modified(|ours| {
-            let over = ours.as_ref().is_some_and(|t| Some(t.revision) != term);
+            let over = ours.as_ref().is_some_and(|t| at > t.revision && Some(t.revision) != term);
             if over {
                 *ours = None;
             }
@@ -625,9 +686,12 @@ impl Shared {
     /// Replaces the mirror with a fresh read (after a compaction took the watch's start away).
     async fn reload(&self) -> Result<(), EtcdError> {
         let (revision, kvs) = self.etcd.prefix(self.settings.prefix.as_bytes()).await?;
-        let keys =
+        let keys: BTreeMap<Vec<u8>, Value> =
             kvs.into_iter().map(|kv| (kv.key.0, Value { bytes: kv.value.0, revision: kv.mod_revision.0 })).collect();
+        // The leader key is only ever put once: its last change is its creation, the term.
+        let held = keys.get(&self.key(LEADER)).map(|v| v.revision);
         *self.mirror.write().unwrap_or_else(|p| p.into_inner()) = Mirror { revision, keys };
+        self.not_our_term(held, revision);
         Ok(())
     }
 }
