@@ -570,6 +570,80 @@ async fn the_leader_compacts_the_history_and_a_follower_keeps_up() {
     b.stop().await;
 }
 
+/// `PUT /api/v1/nodes/<name>` (a worker of `prod` at 10.2.0.<last>) through `daemon`: the status.
+async fn put_node(client: &reqwest::Client, daemon: &crate::support::Daemon, name: &str, last: u8) -> u16 {
+    let body = serde_json::json!({"name": name, "mac": format!("52:54:00:6b:00:{last:02x}"), "ipv4": format!("10.2.0.{last}"), "cluster": "prod", "role": "worker"});
+    let url = daemon.url(&format!("/api/v1/nodes/{name}"));
+    let sent = client.put(url).bearer_auth(crate::support::TOKEN).json(&body).send().await;
+    sent.map_or(0, |r| r.status().as_u16())
+}
+
+/// An instance that starts while no etcd member answers serves DNS from the copy of the shared
+/// state it keeps in its own file, refuses writes (503) and allocates nothing; once etcd is
+/// back it reads everything again and is a full member. One that never ran has no copy and
+/// refuses to start, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_started_while_etcd_is_down_serves_its_last_copy_and_catches_up_when_etcd_returns() {
+    let mut cluster = Cluster::start();
+    cluster.ready().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let a = daemon(dir_a.path(), &cluster, "a", "127.54.2.1");
+    let b = daemon(dir_b.path(), &cluster, "b", "127.54.2.2");
+    let client = crate::support::http();
+    assert_eq!(put_node(&client, &a, "worker-1", 21).await, 201);
+    let dig =
+        |server: &str, name: &str| crate::dns::run("dig", server, &["+short", &format!("{name}.prod.lab.example")]);
+    crate::support::eventually("b's DNS answers for worker-1", Duration::from_secs(10), || {
+        dig("127.54.2.2", "worker-1").trim() == "10.2.0.21"
+    });
+    assert!(b.stop(Duration::from_secs(15)).is_some_and(|s| s.success()), "a clean stop");
+
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    // Never ran: no copy to serve from.
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let config = paired(Config::prod(fresh.path()), &cluster, "c", "127.54.2.3").write();
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run slipway");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no copy of the shared state from an earlier run"), "{err}");
+
+    // b starts on its copy: DNS answers, writes are refused with the reason, nobody leads.
+    let config = paired(Config::prod(dir_b.path()), &cluster, "b", "127.54.2.2").write();
+    let b = crate::support::start(&config, &[]);
+    assert_eq!(dig("127.54.2.2", "worker-1").trim(), "10.2.0.21", "served from the copy");
+    assert_eq!(client.get(b.url("/readyz")).send().await.expect("readyz").status(), 200);
+    let refused = client.put(b.url("/api/v1/nodes/worker-2")).bearer_auth(crate::support::TOKEN);
+    let body = serde_json::json!({"name": "worker-2", "mac": "52:54:00:6b:00:22", "ipv4": "10.2.0.22", "cluster": "prod", "role": "worker"});
+    let refused = refused.json(&body).send().await.expect("put");
+    assert_eq!(refused.status(), 503);
+    let reason = refused.text().await.unwrap_or_default();
+    assert!(reason.contains("etcd"), "{reason}");
+    assert_eq!(client.get(b.url("/readyz?role=leader")).send().await.expect("readyz").status(), 503);
+
+    // etcd returns: b reads it whole and writes work; one of the two leads.
+    for i in 0..3 {
+        cluster.revive(i);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(put_node(&client, &b, "worker-2", 22).await, 200 | 201) {
+        assert!(Instant::now() < deadline, "b writes again within 60 s of etcd's return");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    crate::support::eventually("a's DNS answers for the node made on b", Duration::from_secs(10), || {
+        dig("127.54.2.1", "worker-2").trim() == "10.2.0.22"
+    });
+    let leader = leader(&client, &b, |_| true).await;
+    assert!(["a", "b"].contains(&leader.as_str()), "{leader}");
+    for d in [a, b] {
+        assert!(d.stop(Duration::from_secs(15)).is_some_and(|s| s.success()), "a clean stop");
+    }
+}
+
 /// A k3s cluster of three control-plane VMs on the Proxmox stand-in (no VMs behind it: nothing
 /// boots, so the nodes wait powered on under a long boot deadline).
 const ON_PROXMOX: &str = r#"

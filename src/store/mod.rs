@@ -5,6 +5,7 @@
 //! published on a `watch` channel. A change that fails validation or storage leaves the previous
 //! snapshot in force. This module decides nothing about protocols.
 
+mod cache;
 pub mod etcd;
 pub mod events;
 pub mod files;
@@ -253,6 +254,22 @@ impl Store {
         let inventory = match &shared {
             None => load(&txn, declared)?,
             Some(shared) => {
+                match shared.unread() {
+                    None => {
+                        let (revision, keys) = shared.kept_copy();
+                        let keys = keys.iter().map(|(k, (at, v))| (k.as_slice(), *at, v.as_slice()));
+                        cache::replace(&txn, revision, keys)?;
+                    }
+                    Some(reason) => match cache::load(&txn)? {
+                        Some((revision, keys)) => shared.restore(revision, keys),
+                        None => {
+                            return Err(StoreError::Shared(shared::SharedError::Unavailable(format!(
+                                "{reason}; and {} holds no copy of the shared state from an earlier run to serve from until it answers",
+                                path.display()
+                            ))));
+                        }
+                    },
+                }
                 let _ = shared.declare(declared);
                 shared.build().map_err(StoreError::SharedConflict)?
             }
@@ -492,6 +509,8 @@ impl Store {
     pub fn term(&self) -> Option<i64> {
         match &self.inner.shared {
             None => Some(0),
+            // Not on a copy restored from the file, which lacks the leases.
+            Some(shared) if shared.partial() => None,
             Some(shared) => shared.terms().borrow().as_ref().map(|t| t.revision),
         }
     }

@@ -13,6 +13,11 @@
 //! - 6: lifecycle (cluster name -> its cluster-level lifecycle record, JSON: OKD's stages);
 //!   stored definitions' bootstrap groups lose the `cleanup_after_boot: false` version 5 wrote
 //!   for every group (it now means "keep the bootstrap VM").
+//! - 7: audit (the admin API's writes, in event rows).
+//!
+//! The file of an instance on etcd also holds `shared_copy` (its copy of the shared state, see
+//! `cache`) and `shared_copy_revision` in meta: made when first written, read only by such an
+//! instance, so they need no version of their own (an older build leaves them be).
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
@@ -41,7 +46,12 @@ pub const PHASES: TableDefinition<&str, &[u8]> = TableDefinition::new("phases");
 /// Cluster name -> its cluster-level lifecycle record (JSON).
 pub const LIFECYCLE: TableDefinition<&str, &[u8]> = TableDefinition::new("lifecycle");
 
+/// An instance on etcd: key under the prefix -> (the revision that last changed it, its value).
+pub const SHARED_COPY: TableDefinition<&[u8], (u64, &[u8])> = TableDefinition::new("shared_copy");
+
 pub const SCHEMA_KEY: &str = "schema_version";
+/// The revision `SHARED_COPY` is current to.
+pub const SHARED_COPY_REVISION_KEY: &str = "shared_copy_revision";
 pub const INVENTORY_VERSION_KEY: &str = "inventory_version";
 
 type Migration = fn(&WriteTransaction) -> Result<(), redb::Error>;

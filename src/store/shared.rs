@@ -6,16 +6,20 @@
 //!
 //! Writes are etcd transactions; a write returns once the mirror has seen it, so a caller reads
 //! its own write, and every instance publishes the same objects in the same order. Object
-//! changes compare the version key's revision: two instances writing at once cannot both
-//! build on the same snapshot (the second computes its change again). Lease writes are fenced
+//! changes compare the version key's value: two instances writing at once cannot both build on
+//! the same snapshot (the second computes its change again); a read-modify-write of records
+//! (`Store::records_section`) compares the records' mark the same way. Lease writes are fenced
 //! by the leader's term (`etcd::leader`): an instance that does not lead, or no longer does,
-//! cannot record a lease, so it never acknowledges one.
+//! cannot record a lease, so it never acknowledges one. The mirror, but for the leases, is
+//! also kept in the instance's own file (`super::cache`), to serve from when it starts while
+//! etcd cannot be reached.
 //!
 //! The keys, under the prefix (`/slipway/` by default):
 //!
 //! ```text
 //! objects/{nodes,clusters,profiles}/<name>   JSON, as the embedded store keeps them
 //! meta/inventory-version                     the inventory's version (decimal)
+//! meta/records-version                       put by every records write (its revision is the mark)
 //! records/<table>/<key>                      lifecycle records (JSON)
 //! leases/<address>                           a lease (JSON)
 //! installed/<node>                           when the node reported an installed system (ms)
@@ -113,6 +117,9 @@ struct Mirror {
     /// Every change up to this revision is in `keys`.
     revision: i64,
     keys: BTreeMap<Vec<u8>, Value>,
+    /// Restored from this instance's file (`super::cache`) at a start without etcd: no leases,
+    /// and maybe behind. Read whole from etcd before this instance may lead.
+    partial: bool,
 }
 
 /// The shared half of a `Store`.
@@ -135,6 +142,8 @@ pub struct Shared {
     /// Why etcd is unavailable here, while it is (no member takes a watch): writes fail at
     /// once rather than each waiting out the timeouts.
     down: Mutex<Option<String>>,
+    /// Why the first read failed (etcd could not be reached at the start), if it did.
+    unread: Option<String>,
 }
 
 /// A running instance, as it announces itself to the others.
@@ -185,23 +194,62 @@ fn object_table(kind: Kind) -> Option<&'static str> {
 impl Shared {
     /// Connects and reads everything under the prefix once (the first mirror). Must run inside
     /// the daemon's runtime: later blocking calls go through it.
+    /// When etcd cannot be reached, the mirror starts empty and `unread` says why: the store
+    /// restores it from the instance's own copy, or refuses to start without one.
     pub async fn connect(settings: Settings) -> Result<Shared, SharedError> {
         let etcd = Etcd::new(&settings.etcd)?;
-        let (revision, kvs) = etcd.prefix(settings.prefix.as_bytes()).await?;
-        let keys =
-            kvs.into_iter().map(|kv| (kv.key.0, Value { bytes: kv.value.0, revision: kv.mod_revision.0 })).collect();
+        let (mirror, unread) = match etcd.prefix(settings.prefix.as_bytes()).await {
+            Ok((revision, kvs)) => (Mirror { revision, keys: values(kvs), partial: false }, None),
+            Err(e) => (Mirror::default(), Some(e.to_string())),
+        };
         Ok(Shared {
             etcd,
             settings,
             runtime: tokio::runtime::Handle::current(),
-            mirror: RwLock::new(Mirror { revision, keys }),
-            seen: watch::channel(revision).0,
+            seen: watch::channel(mirror.revision).0,
+            mirror: RwLock::new(mirror),
             declared: Mutex::new(Inventory::default()),
             term: watch::channel(None).0,
             presence: Mutex::new(None),
-            down: Mutex::new(None),
+            down: Mutex::new(unread.clone()),
             vacated: Arc::default(),
+            unread,
         })
+    }
+
+    /// Why etcd could not be read at the start, if it could not.
+    pub(super) fn unread(&self) -> Option<&str> {
+        self.unread.as_deref()
+    }
+
+    /// Whether `key` is in the copy an instance keeps in its file (`super::cache`): all but
+    /// the leases (only a leader uses them, and it reads etcd whole first) and who is there.
+    fn kept(&self, key: &[u8]) -> bool {
+        !key.starts_with(&self.key(LEASES)) && !key.starts_with(&self.key(MEMBERS)) && key != self.key(LEADER)
+    }
+
+    /// The kept part of the mirror and its revision (for `cache::replace`).
+    pub(super) fn kept_copy(&self) -> (i64, Vec<(Vec<u8>, super::cache::Entry)>) {
+        let mirror = self.read();
+        let keys = mirror.keys.iter().filter(|(k, _)| self.kept(k));
+        (mirror.revision, keys.map(|(k, v)| (k.clone(), (v.revision, v.bytes.clone()))).collect())
+    }
+
+    /// Starts the mirror from this instance's copy (etcd could not be read: `unread`).
+    pub(super) fn restore(&self, revision: i64, keys: super::cache::Keys) {
+        let keys = keys.into_iter().map(|(k, (revision, bytes))| (k, Value { bytes, revision })).collect();
+        *self.mirror.write().unwrap_or_else(|p| p.into_inner()) = Mirror { revision, keys, partial: true };
+        self.seen.send_replace(revision);
+        tracing::warn!(
+            revision,
+            reason = self.unread.as_deref().unwrap_or_default(),
+            "etcd cannot be reached: serving DNS, network boot and the load balancer from this instance's copy of the shared state; DHCP allocates nothing and API writes answer 503 until etcd answers"
+        );
+    }
+
+    /// Whether the mirror is this instance's restored copy, not yet read whole from etcd.
+    pub(super) fn partial(&self) -> bool {
+        self.read().partial
     }
 
     pub fn settings(&self) -> &Settings {
@@ -626,13 +674,15 @@ impl Shared {
         if problems.is_empty() { Ok(inv) } else { Err(problems) }
     }
 
-    /// Applies one watch message to the mirror; whether it touched inventory objects.
-    fn absorb(&self, changes: Vec<Change>) -> bool {
+    /// Applies one watch message to the mirror; whether it touched inventory objects, and the
+    /// changes to the kept keys (for the instance's copy; `None`: the key went).
+    fn absorb(&self, changes: Vec<Change>) -> (bool, Vec<super::cache::Kept>) {
         let objects = self.key(OBJECTS);
         let version = self.key(VERSION);
         let leader = self.key(LEADER);
         let mut mirror = self.mirror.write().unwrap_or_else(|p| p.into_inner());
         let mut touched = false;
+        let mut kept = Vec::new();
         // One transaction's changes share a revision: each is new if it is newer than what
         // the mirror held before this message (a resumed watch may repeat what it has).
         let before = mirror.revision;
@@ -645,6 +695,13 @@ impl Shared {
                 continue;
             }
             touched |= key.starts_with(&objects) || key == version;
+            if self.kept(&key) {
+                let value = match &change {
+                    Change::Put(kv) => Some((revision, kv.value.0.clone())),
+                    Change::Delete { .. } => None,
+                };
+                kept.push((key.clone(), value));
+            }
             match change {
                 Change::Put(kv) => {
                     if key == leader {
@@ -662,7 +719,7 @@ impl Shared {
             }
             mirror.revision = mirror.revision.max(revision);
         }
-        touched
+        (touched, kept)
     }
 
     /// The leader key now holds `term` (`None`: it went): a term of this instance's that is not
@@ -686,12 +743,16 @@ impl Shared {
     /// Replaces the mirror with a fresh read (after a compaction took the watch's start away).
     async fn reload(&self) -> Result<(), EtcdError> {
         let (revision, kvs) = self.etcd.prefix(self.settings.prefix.as_bytes()).await?;
-        let keys: BTreeMap<Vec<u8>, Value> =
-            kvs.into_iter().map(|kv| (kv.key.0, Value { bytes: kv.value.0, revision: kv.mod_revision.0 })).collect();
+        let keys = values(kvs);
         // The leader key is only ever put once: its last change is its creation, the term.
         let held = keys.get(&self.key(LEADER)).map(|v| v.revision);
-        *self.mirror.write().unwrap_or_else(|p| p.into_inner()) = Mirror { revision, keys };
+        *self.mirror.write().unwrap_or_else(|p| p.into_inner()) = Mirror { revision, keys, partial: false };
         self.not_our_term(held, revision);
+        self.seen.send_if_modified(|seen| {
+            let newer = revision > *seen;
+            *seen = (*seen).max(revision);
+            newer
+        });
         Ok(())
     }
 }
@@ -702,6 +763,11 @@ fn put(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
 
 fn delete(key: Vec<u8>) -> RequestOp {
     RequestOp::RequestDeleteRange(DeleteRangeRequest { key: B64(key), range_end: None })
+}
+
+/// A read of etcd as the mirror keeps it.
+fn values(kvs: Vec<super::etcd::wire::KeyValue>) -> BTreeMap<Vec<u8>, Value> {
+    kvs.into_iter().map(|kv| (kv.key.0, Value { bytes: kv.value.0, revision: kv.mod_revision.0 })).collect()
 }
 
 /// The API-made objects that differ between `a` and `b`.
@@ -838,22 +904,41 @@ impl Store {
     /// embedded store.
     pub async fn follow(&self, events: Option<EventLog>, shutdown: CancellationToken) {
         let Some(shared) = self.inner.shared.clone() else { return };
+        // Started without etcd (on the copy in the file): say so as when it goes later.
+        if let (Some(reason), Some(events)) = (shared.unavailable(), &events) {
+            events.append(Source::Daemon, Subject::default(), EventKind::StoreUnavailable { reason });
+        }
         let leading = tokio::spawn(shared.leadership().run(shared.term.clone(), shutdown.clone()));
         let reporting = tokio::spawn(report_terms(shared.terms(), events.clone(), shutdown.clone()));
         let compacting = tokio::spawn(compact(shared.clone(), shutdown.clone()));
         let mut pause = MIN_PAUSE;
         while !shutdown.is_cancelled() {
             let from = shared.read().revision + 1;
-            let ended = tokio::select! {
-                () = shutdown.cancelled() => break,
-                ended = self.follow_from(&shared, from, events.as_ref()) => ended,
+            // A copy restored from the file lacks the leases: read etcd whole first.
+            let ended = match shared.partial() {
+                true => Ended::Compacted,
+                false => tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    ended = self.follow_from(&shared, from, events.as_ref()) => ended,
+                },
             };
             let wait = match ended {
                 Ended::Compacted => {
-                    tracing::warn!(from, "etcd compacted the history this instance needed: reading everything again");
-                    match shared.reload().await {
+                    if !shared.partial() {
+                        tracing::warn!(
+                            from,
+                            "etcd compacted the history this instance needed: reading everything again"
+                        );
+                    }
+                    let reloaded = tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        reloaded = shared.reload() => reloaded,
+                    };
+                    match reloaded {
                         Ok(()) => {
+                            shared.set_up(events.as_ref());
                             self.publish(&shared);
+                            self.keep_all(&shared);
                             continue;
                         }
                         Err(e) => {
@@ -903,10 +988,13 @@ impl Store {
             };
             let revision = match seen {
                 Seen::Changes { changes, .. } => {
-                    if shared.absorb(changes) {
+                    let (touched, kept) = shared.absorb(changes);
+                    if touched {
                         self.publish(shared);
                     }
-                    shared.read().revision
+                    let revision = shared.read().revision;
+                    self.keep(revision, &kept);
+                    revision
                 }
                 Seen::Progress { revision } => {
                     let mut mirror = shared.mirror.write().unwrap_or_else(|p| p.into_inner());
@@ -919,6 +1007,34 @@ impl Store {
                 *seen = (*seen).max(revision);
                 newer
             });
+        }
+    }
+
+    /// Writes `changes` to this instance's copy, current to `revision`.
+    fn keep(&self, revision: i64, changes: &[super::cache::Kept]) {
+        if changes.is_empty() {
+            return;
+        }
+        let done = self.with_db(|db| {
+            let txn = super::cache::begin(db)?;
+            super::cache::update(&txn, revision, changes)?;
+            txn.commit().map_err(StoreError::from)
+        });
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "cannot update this instance's copy of the shared state");
+        }
+    }
+
+    /// Puts the whole kept mirror in place of this instance's copy.
+    pub(super) fn keep_all(&self, shared: &Shared) {
+        let (revision, keys) = shared.kept_copy();
+        let done = self.with_db(|db| {
+            let txn = super::cache::begin(db)?;
+            super::cache::replace(&txn, revision, keys.iter().map(|(k, (at, v))| (k.as_slice(), *at, v.as_slice())))?;
+            txn.commit().map_err(StoreError::from)
+        });
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "cannot write this instance's copy of the shared state");
         }
     }
 

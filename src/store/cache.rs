@@ -1,0 +1,109 @@
+//! The copy of the shared state (etcd) an instance keeps in its own file: every key under the
+//! prefix but the leases and who is there now, with the revision it is current to. An
+//! instance that starts while etcd cannot be reached serves DNS, network boot and the load
+//! balancer from it (what it last saw, as an instance already running does when etcd goes).
+//! The leases are not in it, so nothing is allocated or decided from it: the instance reads
+//! etcd whole before it may lead.
+//!
+//! Kept up to date from the watch in transactions that are not synced on their own (the next
+//! synced commit of the file takes them along): a crash loses at most the newest changes, and
+//! the copy stays whole at an older revision.
+
+use std::collections::BTreeMap;
+
+use redb::{Durability, ReadableTable, WriteTransaction};
+
+use super::StoreError;
+use super::schema::{META, SHARED_COPY, SHARED_COPY_REVISION_KEY};
+
+/// One kept key: the revision that last changed it and its value.
+pub(super) type Entry = (i64, Vec<u8>);
+/// The kept keys.
+pub(super) type Keys = BTreeMap<Vec<u8>, Entry>;
+/// A change seen on the watch to a kept key (`None`: it went).
+pub(super) type Kept = (Vec<u8>, Option<Entry>);
+
+/// The copy and its revision; `None` when this file never held one.
+pub(super) fn load(txn: &WriteTransaction) -> Result<Option<(i64, Keys)>, StoreError> {
+    let Some(revision) = txn.open_table(META)?.get(SHARED_COPY_REVISION_KEY)?.map(|v| v.value()) else {
+        return Ok(None);
+    };
+    let mut keys = BTreeMap::new();
+    for row in txn.open_table(SHARED_COPY)?.iter()? {
+        let (key, value) = row?;
+        let (at, bytes) = value.value();
+        keys.insert(key.value().to_vec(), (i64::try_from(at).unwrap_or(i64::MAX), bytes.to_vec()));
+    }
+    Ok(Some((i64::try_from(revision).unwrap_or(i64::MAX), keys)))
+}
+
+/// Puts `keys` in place of the whole copy, current to `revision`.
+pub(super) fn replace<'a>(
+    txn: &WriteTransaction,
+    revision: i64,
+    keys: impl Iterator<Item = (&'a [u8], i64, &'a [u8])>,
+) -> Result<(), StoreError> {
+    txn.delete_table(SHARED_COPY)?;
+    let mut table = txn.open_table(SHARED_COPY)?;
+    for (key, at, bytes) in keys {
+        table.insert(key, (u64::try_from(at).unwrap_or(0), bytes))?;
+    }
+    set_revision(txn, revision)
+}
+
+/// Applies changes seen on the watch (`None`: the key went), current to `revision`.
+pub(super) fn update(txn: &WriteTransaction, revision: i64, changes: &[Kept]) -> Result<(), StoreError> {
+    let mut table = txn.open_table(SHARED_COPY)?;
+    for (key, change) in changes {
+        match change {
+            Some((at, bytes)) => table.insert(key.as_slice(), (u64::try_from(*at).unwrap_or(0), bytes.as_slice()))?,
+            None => table.remove(key.as_slice())?,
+        };
+    }
+    set_revision(txn, revision)
+}
+
+fn set_revision(txn: &WriteTransaction, revision: i64) -> Result<(), StoreError> {
+    txn.open_table(META)?.insert(SHARED_COPY_REVISION_KEY, u64::try_from(revision).unwrap_or(0))?;
+    Ok(())
+}
+
+/// A write transaction of the copy: not synced on its own.
+pub(super) fn begin(db: &redb::Database) -> Result<WriteTransaction, StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::None).map_err(|e| StoreError::Db(e.into()))?;
+    Ok(txn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_replaced_then_updated_loads_as_the_watch_left_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = redb::Database::create(dir.path().join("f.redb")).expect("db");
+        let txn = begin(&db).expect("begin");
+        assert_eq!(load(&txn).expect("load"), None, "never written: no copy");
+        let first: [(&[u8], i64, &[u8]); 2] = [(b"/s/objects/nodes/a", 3, b"A"), (b"/s/files/x", 4, b"X")];
+        replace(&txn, 5, first.into_iter()).expect("replace");
+        update(
+            &txn,
+            7,
+            &[(b"/s/objects/nodes/a".to_vec(), None), (b"/s/objects/nodes/b".to_vec(), Some((7, b"B".to_vec())))],
+        )
+        .expect("update");
+        txn.commit().expect("commit");
+        let txn = db.begin_write().expect("begin");
+        let (revision, keys) = load(&txn).expect("load").expect("a copy");
+        assert_eq!(revision, 7);
+        let keys: Vec<(&[u8], &Entry)> = keys.iter().map(|(k, v)| (k.as_slice(), v)).collect();
+        assert_eq!(
+            keys,
+            [(&b"/s/files/x"[..], &(4, b"X".to_vec())), (&b"/s/objects/nodes/b"[..], &(7, b"B".to_vec()))]
+        );
+        // A replace drops what the new whole read no longer has.
+        replace(&txn, 9, std::iter::empty()).expect("replace");
+        assert_eq!(load(&txn).expect("load").map(|(r, k)| (r, k.len())), Some((9, 0)));
+    }
+}
