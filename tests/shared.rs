@@ -95,13 +95,9 @@ fn lease(last: u8, mac: &str) -> Lease {
     }
 }
 
-/// Waits (bounded) until `check` holds for `store`.
+/// Waits (up to 10 s) until `check` holds for `store`.
 async fn until(what: &str, store: &Store, mut check: impl FnMut(&Store) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check(store) {
-        assert!(Instant::now() < deadline, "{what}: not within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    within(what, Duration::from_secs(10), || check(store)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -524,6 +520,15 @@ async fn a_records_section_computes_again_when_another_instance_writes_between_i
     .expect("joined");
     assert_eq!(runs.expect("written"), 1);
     until("the leader reads 102", &leader.store, |s| count(s).ok() == Some(102)).await;
+    // A change read before its section (an apply, a scale): a write after the mark ends it,
+    // unwritten, for the caller to read again.
+    let mark = other.store.records_mark();
+    leader.blocking(move |s| s.write_records(&set(200))).await.expect("a write after the mark");
+    let moved = other.blocking(move |s| s.records_section_since(mark, |t| t.write_records(&set(103)))).await;
+    assert!(moved.is_err_and(|e| e.is_moved()), "the change computed from 102 is not written");
+    let mark = other.store.records_mark();
+    other.blocking(move |s| s.records_section_since(mark, |t| t.write_records(&set(201)))).await.expect("written");
+    until("the leader reads 201", &leader.store, |s| count(s).ok() == Some(201)).await;
     a.stop().await;
     b.stop().await;
 }

@@ -135,6 +135,8 @@ pub async fn status(client: &Client, name: &str, watch: bool, output: Output) ->
         };
         // An OKD cluster is settled at Ready or Failed; others when every node is.
         let settled = match &status.stage {
+            // A deleted cluster's last node went: it goes next.
+            _ if status.phase == "deleting" => false,
             Some(stage) => stage.stage.is_ready() || stage.stage.is_failed(),
             None => status.nodes.iter().all(|n| n.phase.is_settled()),
         };

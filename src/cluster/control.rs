@@ -18,7 +18,7 @@ use crate::hypervisor::Hypervisor;
 use crate::inventory::{ClusterKind, Name, Object, Op, Timestamp};
 use crate::store::events::{EventKind, EventLog, Source, Subject};
 use crate::store::records::{RecordWrite, Records};
-use crate::store::{Store, StoreError};
+use crate::store::{RecordsMark, Store, StoreError};
 
 /// How long a plan waits for the hypervisor's hosts and VMs.
 const FACTS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -125,7 +125,8 @@ pub struct Deletion {
 #[schema(as = ClusterStatus)]
 pub struct Status {
     pub cluster: String,
-    /// The least advanced node's phase, `failed` if one failed.
+    /// The least advanced node's phase, `failed` if one failed, `removing` while one leaves,
+    /// `empty` without nodes, `deleting` once a deleted cluster's last node went.
     pub phase: String,
     pub applied: Timestamp,
     /// Defined in the config file (changed there, not through the API).
@@ -388,28 +389,53 @@ impl Clusters {
     pub async fn scale(&self, cluster: &str, group: &str, count: u32) -> Result<Plan, ControlError> {
         self.writable(cluster)?;
         let _one_at_a_time = self.apply.lock().await;
-        let (stored, _) = self.read(cluster).await?;
-        let mut definition = stored.ok_or_else(|| ControlError::NotFound(cluster.to_owned()))?.definition;
-        let groups: Vec<String> = definition.node_groups.iter().map(|g| g.name.to_string()).collect();
-        let Some(g) = definition.node_groups.iter_mut().find(|g| g.name.as_str() == group) else {
-            return Err(ControlError::Invalid(vec![Problem {
-                field: "group".into(),
-                value: group.to_owned(),
-                message: format!("cluster {cluster} has no such node group (groups: {})", groups.join(", ")),
-            }]));
-        };
-        g.count = count;
-        self.apply_locked(definition, false).await
+        self.on_fresh_reads(|mark| async move {
+            let (stored, _) = self.read(cluster).await?;
+            let mut definition = stored.ok_or_else(|| ControlError::NotFound(cluster.to_owned()))?.definition;
+            let groups: Vec<String> = definition.node_groups.iter().map(|g| g.name.to_string()).collect();
+            let Some(g) = definition.node_groups.iter_mut().find(|g| g.name.as_str() == group) else {
+                return Err(ControlError::Invalid(vec![Problem {
+                    field: "group".into(),
+                    value: group.to_owned(),
+                    message: format!("cluster {cluster} has no such node group (groups: {})", groups.join(", ")),
+                }]));
+            };
+            g.count = count;
+            self.apply_locked(definition, false, mark).await
+        })
+        .await
     }
 
     /// `apply`, for the API or (`declared`) for the config file.
     async fn apply_as(&self, definition: Definition, declared: bool) -> Result<Plan, ControlError> {
         let _one_at_a_time = self.apply.lock().await;
-        self.apply_locked(definition, declared).await
+        self.on_fresh_reads(|mark| self.apply_locked(definition.clone(), declared, mark)).await
     }
 
-    /// `apply_as` with the apply lock held.
-    async fn apply_locked(&self, definition: Definition, declared: bool) -> Result<Plan, ControlError> {
+    /// Runs `step`, which reads records and commits what it computed from them (`mark` taken
+    /// before its reads), again while another instance wrote records in between (the apply
+    /// lock is this instance's only).
+    async fn on_fresh_reads<T, F>(&self, mut step: impl FnMut(RecordsMark) -> F) -> Result<T, ControlError>
+    where
+        F: std::future::Future<Output = Result<T, ControlError>>,
+    {
+        const ATTEMPTS: usize = 8;
+        for _ in 0..ATTEMPTS {
+            match step(self.store.records_mark()).await {
+                Err(ControlError::Store(e)) if e.is_moved() => continue,
+                done => return done,
+            }
+        }
+        Err(ControlError::Busy("other instances kept changing the clusters' records meanwhile; try again".into()))
+    }
+
+    /// `apply_as` with the apply lock held; `mark` was taken before anything was read.
+    async fn apply_locked(
+        &self,
+        definition: Definition,
+        declared: bool,
+        mark: RecordsMark,
+    ) -> Result<Plan, ControlError> {
         let (stored, existing) = self.read(definition.name.as_str()).await?;
         if stored.as_ref().is_some_and(|s| s.deleting.is_some()) {
             return Err(ControlError::Busy(format!("cluster {} is being deleted", definition.name)));
@@ -461,7 +487,7 @@ impl Clusters {
         let store = self.store.clone();
         blocking(move || new.iter().try_for_each(|n| store.set_installed(n, None).map(drop))).await?;
         let retiring = Retiring { cluster: definition.name.clone(), nodes: leaving.clone(), keep_vms: false, limits };
-        self.commit(ops, records, retiring).await?;
+        self.commit(ops, records, retiring, mark).await?;
         let created = plan.changes.iter().filter(|c| c.action == Action::Create).count();
         tracing::info!(cluster = %definition.name, nodes = plan.nodes.len(), created, leaving = leaving.len(), "cluster definition applied");
         // The definition is committed: a failure here is told, not returned.
@@ -561,6 +587,16 @@ impl Clusters {
     pub async fn delete(&self, cluster: &str, keep_vms: bool) -> Result<Vec<String>, ControlError> {
         self.writable(cluster)?;
         let _one_at_a_time = self.apply.lock().await;
+        self.on_fresh_reads(|mark| self.delete_locked(cluster, keep_vms, mark)).await
+    }
+
+    /// `delete` with the apply lock held; `mark` was taken before anything was read.
+    async fn delete_locked(
+        &self,
+        cluster: &str,
+        keep_vms: bool,
+        mark: RecordsMark,
+    ) -> Result<Vec<String>, ControlError> {
         let (stored, existing) = self.read(cluster).await?;
         let mut stored = stored.ok_or_else(|| ControlError::NotFound(cluster.to_owned()))?;
         let name = stored.definition.name.clone();
@@ -597,7 +633,7 @@ impl Clusters {
             records.push(RecordWrite::put(Records::Definitions, name.as_str(), &stored));
         }
         let retiring = Retiring { cluster: name.clone(), nodes: leaving.clone(), keep_vms, limits };
-        self.commit(ops, records, retiring).await?;
+        self.commit(ops, records, retiring, mark).await?;
         tracing::info!(cluster = %name, nodes = leaving.len(), keep_vms, "cluster deletion started");
         Ok(leaving.iter().map(ToString::to_string).collect())
     }
@@ -686,7 +722,7 @@ impl Clusters {
         let records = vec![RecordWrite::put(Records::Lifecycle, next.cluster.as_str(), next)];
         let retiring = Retiring { cluster: next.cluster.clone(), nodes: leaving.to_vec(), keep_vms: false, limits };
         // Compared and written under the records lock: the engine's own save cannot come between.
-        self.commit_if(ops, records, retiring, Some(current.clone())).await
+        self.commit_if(ops, records, retiring, Some(current.clone()), None).await
     }
 
     /// Marks `leaving` retiring in the inventory; `commit` moves each to Draining.
@@ -756,8 +792,16 @@ impl Clusters {
     /// The leaving nodes' Draining records are made from their records as stored at that
     /// moment, under the records lock: a step the engine stored since they were read is not
     /// overwritten by an older copy.
-    async fn commit(&self, ops: Vec<Op>, records: Vec<RecordWrite>, retiring: Retiring) -> Result<(), ControlError> {
-        self.commit_if(ops, records, retiring, None).await.map(drop)
+    /// `records` were computed from reads made after `mark`: on etcd, records another instance
+    /// wrote since end the commit with `StoreError::is_moved` (see `on_fresh_reads`).
+    async fn commit(
+        &self,
+        ops: Vec<Op>,
+        records: Vec<RecordWrite>,
+        retiring: Retiring,
+        mark: RecordsMark,
+    ) -> Result<(), ControlError> {
+        self.commit_if(ops, records, retiring, None, Some(mark)).await.map(drop)
     }
 
     /// `commit`, done only if the cluster's lifecycle record is still `expected` (when given);
@@ -768,11 +812,12 @@ impl Clusters {
         records: Vec<RecordWrite>,
         retiring: Retiring,
         expected: Option<ClusterRecord>,
+        since: Option<RecordsMark>,
     ) -> Result<bool, ControlError> {
         let store = self.store.clone();
         let cluster = retiring.cluster.clone();
         let done = blocking(move || {
-            store.records_section(|store| {
+            let commit = |store: &Store| {
                 if let Some(expected) = &expected {
                     let key = expected.cluster.to_string();
                     if store.record::<ClusterRecord>(Records::Lifecycle, &key)?.as_ref() != Some(expected) {
@@ -790,7 +835,11 @@ impl Clusters {
                     }
                 }
                 Ok(Some((store.apply_with(&ops, &records)?, drained)))
-            })
+            };
+            match since {
+                Some(mark) => store.records_section_since(mark, commit),
+                None => store.records_section(commit),
+            }
         })
         .await?;
         let Some(((inv, outcomes), drained)) = done else { return Ok(false) };
@@ -836,6 +885,10 @@ impl Clusters {
         let checks = lock(&self.health).get(&stored.definition.name).cloned().unwrap_or_default();
         let mut conditions = conditions(&reached, stored.definition.validation.health_checks.len(), &checks);
         let mut phase = cluster_phase(&phases).to_owned();
+        // Its last node gone, a cluster being deleted is not empty but about to go.
+        if phase == "empty" && stored.deleting.is_some() {
+            phase = "deleting".to_owned();
+        }
         let mut ignition = Vec::new();
         if kind == ClusterKind::Okd {
             use crate::inventory::Role;
@@ -877,7 +930,7 @@ impl Clusters {
             }),
             _ => None,
         };
-        if phase != "failed" && phase != "removing" && phase != "empty" {
+        if !["failed", "removing", "empty", "deleting"].contains(&phase.as_str()) {
             // Its stage once its first node runs (OKD: the bootstrap node; k3s: the first
             // server); before, an OKD cluster is provisioning or booting, a k3s one shows its
             // nodes' phase.

@@ -545,9 +545,10 @@ impl Worker {
         self.save(record, record.fail(reason, now)).await
     }
 
-    /// The node is gone: its installed mark first (a node of the same name made later must
-    /// install), then its reservation (and with it its DNS names and configs) and its record in
-    /// one transaction. A deleted cluster goes once its last node has (`finish_deletions`).
+    /// The node is gone: its reservation (and with it its DNS names and configs) and its record
+    /// in one transaction, checked against the record as read, then its installed mark (a node
+    /// of the same name made later must install; an apply that makes one clears it too). A
+    /// deleted cluster goes once its last node has (`finish_deletions`).
     async fn remove(&self, record: NodeRecord) -> Result<(), ControlError> {
         let store = self.clusters.store.clone();
         let expected = record.clone();
@@ -556,14 +557,17 @@ impl Worker {
                 if store.record::<NodeRecord>(Records::Phases, expected.node.as_str())?.as_ref() != Some(&expected) {
                     return Ok(None);
                 }
-                store.set_installed(expected.node.as_str(), None)?;
                 let inv = store.snapshot();
                 let mut ops = Vec::new();
                 if inv.nodes.contains_key(&expected.node) {
                     ops.push(Op::Delete(Kind::Node, expected.node.clone()));
                 }
                 let records = [RecordWrite::remove(Records::Phases, expected.node.as_str())];
-                Ok(Some(store.apply_with(&ops, &records)?))
+                let removed = store.apply_with(&ops, &records)?;
+                if let Err(e) = store.set_installed(expected.node.as_str(), None) {
+                    tracing::warn!(error = %e, "cannot clear the removed node's installed mark");
+                }
+                Ok(Some(removed))
             })
         })
         .await?;

@@ -5,16 +5,18 @@
 //! The leases are not in it, so nothing is allocated or decided from it: the instance reads
 //! etcd whole before it may lead.
 //!
-//! Kept up to date from the watch in transactions that are not synced on their own (the next
-//! synced commit of the file takes them along): a crash loses at most the newest changes, and
-//! the copy stays whole at an older revision.
+//! Kept up to date from the watch by a thread of its own (`Writer`), in order, each batch one
+//! synced transaction: the watch never waits for the disk, a crash loses at most the batch
+//! being written, and the copy stays whole at the revision it names. A write that fails makes
+//! the next one a whole copy of the mirror, so a change is never missed for good.
 
 use std::collections::BTreeMap;
+use std::sync::{Weak, mpsc};
 
-use redb::{Durability, ReadableTable, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
-use super::StoreError;
 use super::schema::{META, SHARED_COPY, SHARED_COPY_REVISION_KEY};
+use super::{Inner, Store, StoreError};
 
 /// One kept key: the revision that last changed it and its value.
 pub(super) type Entry = (i64, Vec<u8>);
@@ -68,11 +70,75 @@ fn set_revision(txn: &WriteTransaction, revision: i64) -> Result<(), StoreError>
     Ok(())
 }
 
-/// A write transaction of the copy: not synced on its own.
-pub(super) fn begin(db: &redb::Database) -> Result<WriteTransaction, StoreError> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::None).map_err(|e| StoreError::Db(e.into()))?;
-    Ok(txn)
+/// What the writer is asked to do.
+enum Job {
+    /// Changes seen on the watch, current to the revision.
+    Update(i64, Vec<Kept>),
+    /// The whole kept mirror (after a whole read), current to the revision.
+    Replace(i64, Vec<(Vec<u8>, Entry)>),
+}
+
+/// The thread that writes the copy; it ends when the store is dropped.
+#[derive(Debug)]
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the thread for the store behind `inner`.
+    pub(super) fn start(inner: Weak<Inner>) -> Result<Writer, StoreError> {
+        let (jobs, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("slipway-shared-copy".into())
+            .spawn(move || write_all(&inner, &queue))
+            .map_err(|e| StoreError::Db(redb::Error::Io(e)))?;
+        Ok(Writer { jobs })
+    }
+
+    pub(super) fn update(&self, revision: i64, changes: Vec<Kept>) {
+        self.send(Job::Update(revision, changes));
+    }
+
+    pub(super) fn replace(&self, revision: i64, keys: Vec<(Vec<u8>, Entry)>) {
+        self.send(Job::Replace(revision, keys));
+    }
+
+    fn send(&self, job: Job) {
+        // The thread ends only once the store is gone.
+        let _ = self.jobs.send(job);
+    }
+}
+
+/// The writer's loop: each time, everything queued in one synced transaction.
+fn write_all(inner: &Weak<Inner>, queue: &mpsc::Receiver<Job>) {
+    let mut failed = false;
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        batch.extend(queue.try_iter());
+        let Some(inner) = inner.upgrade() else { return };
+        let store = Store { inner, fenced: false, section: None };
+        // After a failure, the whole mirror as it is now (it holds every queued change).
+        if failed && let Some(shared) = &store.inner.shared {
+            let (revision, keys) = shared.kept_copy();
+            batch = vec![Job::Replace(revision, keys)];
+        }
+        let done = store.with_db(|db| {
+            let txn = db.begin_write()?;
+            for job in &batch {
+                match job {
+                    Job::Update(revision, changes) => update(&txn, *revision, changes)?,
+                    Job::Replace(revision, keys) => {
+                        replace(&txn, *revision, keys.iter().map(|(k, (at, v))| (k.as_slice(), *at, v.as_slice())))?;
+                    }
+                }
+            }
+            txn.commit().map_err(StoreError::from)
+        });
+        failed = done.is_err();
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "cannot write this instance's copy of the shared state; writing it whole next time");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -83,7 +149,7 @@ mod tests {
     fn a_copy_replaced_then_updated_loads_as_the_watch_left_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = redb::Database::create(dir.path().join("f.redb")).expect("db");
-        let txn = begin(&db).expect("begin");
+        let txn = db.begin_write().expect("begin");
         assert_eq!(load(&txn).expect("load"), None, "never written: no copy");
         let first: [(&[u8], i64, &[u8]); 2] = [(b"/s/objects/nodes/a", 3, b"A"), (b"/s/files/x", 4, b"X")];
         replace(&txn, 5, first.into_iter()).expect("replace");

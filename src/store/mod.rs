@@ -119,6 +119,10 @@ macro_rules! db_error_from {
 }
 db_error_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
+/// Where the records stood when it was taken (`Store::records_mark`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordsMark(i64);
+
 /// The store: cheap to clone, safe to share across tasks and threads.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -148,6 +152,8 @@ struct Inner {
     shared: Option<Arc<shared::Shared>>,
     /// This instance, as `announce` described it.
     this: Mutex<Option<shared::Member>>,
+    /// On etcd: the thread keeping this instance's copy of the shared state (`cache`).
+    copy: std::sync::OnceLock<cache::Writer>,
     /// Failed reads and writes of the database (objects, records, events) and of the lease
     /// journal, for `slipway_store_errors_total`.
     database_errors: std::sync::atomic::AtomicU64,
@@ -282,7 +288,7 @@ impl Store {
         txn.commit()?;
 
         let (snapshot, _) = watch::channel(Arc::new(inventory));
-        Ok(Store {
+        let store = Store {
             fenced: false,
             section: None,
             inner: Arc::new(Inner {
@@ -295,13 +301,18 @@ impl Store {
                 journal,
                 shared: shared.map(Arc::new),
                 this: Mutex::new(None),
+                copy: std::sync::OnceLock::new(),
                 database_errors: Default::default(),
                 journal_errors: Default::default(),
                 shared_errors: Default::default(),
                 #[cfg(test)]
                 fail_next_commit: Default::default(),
             }),
-        })
+        };
+        if store.inner.shared.is_some() {
+            let _ = store.inner.copy.set(cache::Writer::start(Arc::downgrade(&store.inner))?);
+        }
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {
@@ -404,17 +415,21 @@ impl Store {
         let _writer = self.inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(shared) = &self.inner.shared {
             let section = self.section.as_deref();
+            // The outcomes of a change that leaves the inventory as it is.
+            let mut unchanged = Vec::new();
             let written = shared.write_objects(self, records, (self.fenced, section), |current| {
                 let (next, outcomes) = current.apply(ops)?;
-                Ok((next.version != current.version).then_some((next, outcomes)))
+                if next.version == current.version {
+                    unchanged = outcomes;
+                    return Ok(None);
+                }
+                Ok(Some((next, outcomes)))
             });
             return self.count_shared(written.and_then(|done| match done {
                 Some(done) => Ok(done),
                 None => {
-                    let current = self.snapshot();
-                    let (_, outcomes) = current.apply(ops)?;
                     shared.write_records(records, self.fenced, section)?;
-                    Ok((current, outcomes))
+                    Ok((self.snapshot(), unchanged))
                 }
             }));
         }
@@ -552,9 +567,38 @@ impl Store {
     /// runs again, with what was written, when some were. So `f` reads and writes through
     /// that store only, and running it again must be harmless (it recomputes from the
     /// records; its earlier writes are among them). Sections do not nest.
-    pub fn records_section<T>(&self, mut f: impl FnMut(&Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub fn records_section<T>(&self, f: impl FnMut(&Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.section(None, f)
+    }
+
+    /// Where the records stand now: taken before reads made outside a section, for
+    /// `records_section_since`.
+    pub fn records_mark(&self) -> RecordsMark {
+        RecordsMark(self.inner.shared.as_ref().map_or(0, |s| s.records_revision()))
+    }
+
+    /// `records_section`, for a change computed (partly) from records read after `mark` was
+    /// taken, before the section: on etcd its writes hold only if no records were written
+    /// since `mark`; when some were, it ends with `StoreError::is_moved` without running `f`
+    /// again (what `f` was computed from must be read again: the caller's part).
+    pub fn records_section_since<T>(
+        &self,
+        mark: RecordsMark,
+        f: impl FnMut(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.section(Some(mark), f)
+    }
+
+    fn section<T>(
+        &self,
+        since: Option<RecordsMark>,
+        mut f: impl FnMut(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let _section = self.inner.records.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let Some(shared) = &self.inner.shared else { return f(self) };
+        if let Some(RecordsMark(seen)) = since {
+            return f(&Store { section: Some(Arc::new(shared::Section::since(seen))), ..self.clone() });
+        }
         for _ in 0..shared::ATTEMPTS {
             let store = Store { section: Some(Arc::new(shared.section())), ..self.clone() };
             match f(&store) {

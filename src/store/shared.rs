@@ -32,7 +32,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -111,15 +111,19 @@ pub(super) struct Section {
     seen: AtomicI64,
 }
 
+impl Section {
+    /// A section whose reads saw the records as they were at revision `seen`.
+    pub(super) fn since(seen: i64) -> Section {
+        Section { seen: AtomicI64::new(seen) }
+    }
+}
+
 /// This instance's copy of everything under the prefix.
 #[derive(Debug, Default)]
 struct Mirror {
     /// Every change up to this revision is in `keys`.
     revision: i64,
     keys: BTreeMap<Vec<u8>, Value>,
-    /// Restored from this instance's file (`super::cache`) at a start without etcd: no leases,
-    /// and maybe behind. Read whole from etcd before this instance may lead.
-    partial: bool,
 }
 
 /// The shared half of a `Store`.
@@ -144,6 +148,9 @@ pub struct Shared {
     down: Mutex<Option<String>>,
     /// Why the first read failed (etcd could not be reached at the start), if it did.
     unread: Option<String>,
+    /// Whether the mirror was read whole from etcd (not only restored from the instance's
+    /// copy): until then this instance does not try to lead.
+    whole: Arc<AtomicBool>,
 }
 
 /// A running instance, as it announces itself to the others.
@@ -199,7 +206,7 @@ impl Shared {
     pub async fn connect(settings: Settings) -> Result<Shared, SharedError> {
         let etcd = Etcd::new(&settings.etcd)?;
         let (mirror, unread) = match etcd.prefix(settings.prefix.as_bytes()).await {
-            Ok((revision, kvs)) => (Mirror { revision, keys: values(kvs), partial: false }, None),
+            Ok((revision, kvs)) => (Mirror { revision, keys: values(kvs) }, None),
             Err(e) => (Mirror::default(), Some(e.to_string())),
         };
         Ok(Shared {
@@ -213,6 +220,7 @@ impl Shared {
             presence: Mutex::new(None),
             down: Mutex::new(unread.clone()),
             vacated: Arc::default(),
+            whole: Arc::new(AtomicBool::new(unread.is_none())),
             unread,
         })
     }
@@ -238,8 +246,9 @@ impl Shared {
     /// Starts the mirror from this instance's copy (etcd could not be read: `unread`).
     pub(super) fn restore(&self, revision: i64, keys: super::cache::Keys) {
         let keys = keys.into_iter().map(|(k, (revision, bytes))| (k, Value { bytes, revision })).collect();
-        *self.mirror.write().unwrap_or_else(|p| p.into_inner()) = Mirror { revision, keys, partial: true };
-        self.seen.send_replace(revision);
+        // `seen` stays where it is: etcd may come back at another revision (restored from a
+        // backup); the whole read that must come first sets it.
+        *self.mirror.write().unwrap_or_else(|p| p.into_inner()) = Mirror { revision, keys };
         tracing::warn!(
             revision,
             reason = self.unread.as_deref().unwrap_or_default(),
@@ -247,9 +256,10 @@ impl Shared {
         );
     }
 
-    /// Whether the mirror is this instance's restored copy, not yet read whole from etcd.
+    /// Whether the mirror is this instance's copy restored from its file (no leases, maybe
+    /// behind), not yet read whole from etcd.
     pub(super) fn partial(&self) -> bool {
-        self.read().partial
+        !self.whole.load(Ordering::SeqCst)
     }
 
     pub fn settings(&self) -> &Settings {
@@ -284,7 +294,8 @@ impl Shared {
     pub fn leadership(&self) -> Leadership {
         let leadership =
             Leadership::new(self.etcd.clone(), &self.key(LEADER), &self.settings.instance, self.settings.lease_ttl)
-                .waking_on(self.vacated.clone());
+                .waking_on(self.vacated.clone())
+                .when_ready(self.whole.clone());
         match self.presence.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             Some(member) => {
                 leadership.with_presence(self.key(&format!("{MEMBERS}{}", member.name)), super::encode(member))
@@ -461,13 +472,13 @@ impl Shared {
     // --- writes ---
 
     /// The revision of the last records write the mirror holds.
-    fn records_revision(&self) -> i64 {
+    pub(super) fn records_revision(&self) -> i64 {
         self.read().keys.get(&self.key(RECORDS_VERSION)).map_or(0, |v| v.revision)
     }
 
     /// A section starting from what the mirror holds now.
     pub(super) fn section(&self) -> Section {
-        Section { seen: AtomicI64::new(self.records_revision()) }
+        Section::since(self.records_revision())
     }
 
     /// The ops writing `records` (none when there are none), the records' revision mark included.
@@ -746,13 +757,11 @@ impl Shared {
         let keys = values(kvs);
         // The leader key is only ever put once: its last change is its creation, the term.
         let held = keys.get(&self.key(LEADER)).map(|v| v.revision);
-        *self.mirror.write().unwrap_or_else(|p| p.into_inner()) = Mirror { revision, keys, partial: false };
+        *self.mirror.write().unwrap_or_else(|p| p.into_inner()) = Mirror { revision, keys };
         self.not_our_term(held, revision);
-        self.seen.send_if_modified(|seen| {
-            let newer = revision > *seen;
-            *seen = (*seen).max(revision);
-            newer
-        });
+        // A whole read replaces what was seen (etcd restored from a backup may be behind it).
+        self.seen.send_replace(revision);
+        self.whole.store(true, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -993,7 +1002,7 @@ impl Store {
                         self.publish(shared);
                     }
                     let revision = shared.read().revision;
-                    self.keep(revision, &kept);
+                    self.keep(revision, kept);
                     revision
                 }
                 Seen::Progress { revision } => {
@@ -1010,31 +1019,18 @@ impl Store {
         }
     }
 
-    /// Writes `changes` to this instance's copy, current to `revision`.
-    fn keep(&self, revision: i64, changes: &[super::cache::Kept]) {
-        if changes.is_empty() {
-            return;
-        }
-        let done = self.with_db(|db| {
-            let txn = super::cache::begin(db)?;
-            super::cache::update(&txn, revision, changes)?;
-            txn.commit().map_err(StoreError::from)
-        });
-        if let Err(e) = done {
-            tracing::warn!(error = %e, "cannot update this instance's copy of the shared state");
+    /// Hands `changes` to the thread writing this instance's copy, current to `revision`.
+    fn keep(&self, revision: i64, changes: Vec<super::cache::Kept>) {
+        if let (false, Some(copy)) = (changes.is_empty(), self.inner.copy.get()) {
+            copy.update(revision, changes);
         }
     }
 
-    /// Puts the whole kept mirror in place of this instance's copy.
+    /// Hands the whole kept mirror to that thread, to replace the copy.
     pub(super) fn keep_all(&self, shared: &Shared) {
-        let (revision, keys) = shared.kept_copy();
-        let done = self.with_db(|db| {
-            let txn = super::cache::begin(db)?;
-            super::cache::replace(&txn, revision, keys.iter().map(|(k, (at, v))| (k.as_slice(), *at, v.as_slice())))?;
-            txn.commit().map_err(StoreError::from)
-        });
-        if let Err(e) = done {
-            tracing::warn!(error = %e, "cannot write this instance's copy of the shared state");
+        if let Some(copy) = self.inner.copy.get() {
+            let (revision, keys) = shared.kept_copy();
+            copy.replace(revision, keys);
         }
     }
 

@@ -45,17 +45,26 @@ pub struct Leadership {
     /// Notified when the leader key goes (its holder resigned or its lease expired): try at
     /// once rather than at the next beat.
     vacated: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// While this says `false`, the instance keeps its lease (and presence) but does not try
+    /// to lead (its copy of the state is not whole yet).
+    ready: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Leadership {
     /// `name` leads through `key` under leases of `ttl` (the bound on failover).
     pub fn new(etcd: Etcd, key: &[u8], name: &str, ttl: Duration) -> Leadership {
-        Leadership { etcd, key: key.to_vec(), name: name.to_owned(), ttl, presence: None, vacated: None }
+        Leadership { etcd, key: key.to_vec(), name: name.to_owned(), ttl, presence: None, vacated: None, ready: None }
     }
 
     /// Tries to lead as soon as `vacated` is notified (the caller watches the leader key).
     pub fn waking_on(mut self, vacated: std::sync::Arc<tokio::sync::Notify>) -> Leadership {
         self.vacated = Some(vacated);
+        self
+    }
+
+    /// Tries to lead only while `ready` holds.
+    pub fn when_ready(mut self, ready: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Leadership {
+        self.ready = Some(ready);
         self
     }
 
@@ -144,7 +153,8 @@ impl Leadership {
                             Err(e) => tracing::warn!(error = %e, "etcd: cannot announce this instance"),
                         }
                     }
-                    if term.is_none() {
+                    let ready = self.ready.as_ref().is_none_or(|r| r.load(std::sync::atomic::Ordering::SeqCst));
+                    if term.is_none() && ready {
                         match self.try_lead(id).await {
                             Ok(Some(t)) => {
                                 tracing::info!(name = %self.name, term = t.revision, "leading");
