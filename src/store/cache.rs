@@ -40,15 +40,11 @@ pub(super) fn load(txn: &WriteTransaction) -> Result<Option<(i64, Keys)>, StoreE
 }
 
 /// Puts `keys` in place of the whole copy, current to `revision`.
-pub(super) fn replace<'a>(
-    txn: &WriteTransaction,
-    revision: i64,
-    keys: impl Iterator<Item = (&'a [u8], i64, &'a [u8])>,
-) -> Result<(), StoreError> {
+pub(super) fn replace(txn: &WriteTransaction, revision: i64, keys: &[(Vec<u8>, Entry)]) -> Result<(), StoreError> {
     txn.delete_table(SHARED_COPY)?;
     let mut table = txn.open_table(SHARED_COPY)?;
-    for (key, at, bytes) in keys {
-        table.insert(key, (u64::try_from(at).unwrap_or(0), bytes))?;
+    for (key, (at, bytes)) in keys {
+        table.insert(key.as_slice(), (u64::try_from(*at).unwrap_or(0), bytes.as_slice()))?;
     }
     set_revision(txn, revision)
 }
@@ -127,9 +123,7 @@ fn write_all(inner: &Weak<Inner>, queue: &mpsc::Receiver<Job>) {
             for job in &batch {
                 match job {
                     Job::Update(revision, changes) => update(&txn, *revision, changes)?,
-                    Job::Replace(revision, keys) => {
-                        replace(&txn, *revision, keys.iter().map(|(k, (at, v))| (k.as_slice(), *at, v.as_slice())))?;
-                    }
+                    Job::Replace(revision, keys) => replace(&txn, *revision, keys)?,
                 }
             }
             txn.commit().map_err(StoreError::from)
@@ -151,8 +145,9 @@ mod tests {
         let db = redb::Database::create(dir.path().join("f.redb")).expect("db");
         let txn = db.begin_write().expect("begin");
         assert_eq!(load(&txn).expect("load"), None, "never written: no copy");
-        let first: [(&[u8], i64, &[u8]); 2] = [(b"/s/objects/nodes/a", 3, b"A"), (b"/s/files/x", 4, b"X")];
-        replace(&txn, 5, first.into_iter()).expect("replace");
+        let first =
+            [(b"/s/objects/nodes/a".to_vec(), (3, b"A".to_vec())), (b"/s/files/x".to_vec(), (4, b"X".to_vec()))];
+        replace(&txn, 5, &first).expect("replace");
         update(
             &txn,
             7,
@@ -169,7 +164,7 @@ mod tests {
             [(&b"/s/files/x"[..], &(4, b"X".to_vec())), (&b"/s/objects/nodes/b"[..], &(7, b"B".to_vec()))]
         );
         // A replace drops what the new whole read no longer has.
-        replace(&txn, 9, std::iter::empty()).expect("replace");
+        replace(&txn, 9, &[]).expect("replace");
         assert_eq!(load(&txn).expect("load").map(|(r, k)| (r, k.len())), Some((9, 0)));
     }
 }

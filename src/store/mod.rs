@@ -263,8 +263,7 @@ impl Store {
                 match shared.unread() {
                     None => {
                         let (revision, keys) = shared.kept_copy();
-                        let keys = keys.iter().map(|(k, (at, v))| (k.as_slice(), *at, v.as_slice()));
-                        cache::replace(&txn, revision, keys)?;
+                        cache::replace(&txn, revision, &keys)?;
                     }
                     Some(reason) => match cache::load(&txn)? {
                         Some((revision, keys)) => shared.restore(revision, keys),

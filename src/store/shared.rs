@@ -232,8 +232,10 @@ impl Shared {
 
     /// Whether `key` is in the copy an instance keeps in its file (`super::cache`): all but
     /// the leases (only a leader uses them, and it reads etcd whole first) and who is there.
+    /// Every watched change passes here (each lease write too): no allocation.
     fn kept(&self, key: &[u8]) -> bool {
-        !key.starts_with(&self.key(LEASES)) && !key.starts_with(&self.key(MEMBERS)) && key != self.key(LEADER)
+        let rest = key.strip_prefix(self.settings.prefix.as_bytes()).unwrap_or(key);
+        !rest.starts_with(LEASES.as_bytes()) && !rest.starts_with(MEMBERS.as_bytes()) && rest != LEADER.as_bytes()
     }
 
     /// The kept part of the mirror and its revision (for `cache::replace`).
